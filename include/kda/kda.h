@@ -1,0 +1,314 @@
+/*
+ * libkda: run-time compiled KDA (Kimi Delta Attention) gate kernels.
+ *
+ * The library specializes CUDA kernel templates for the exact shape and flags
+ * of a call, compiles them with NVRTC for the device it finds, loads them with
+ * the CUDA Driver API (itself loaded at run time, so this library loads on a
+ * machine with no NVIDIA driver and reports KDA_ERROR_NO_DRIVER), and keeps
+ * the compiled modules in a per-context cache.
+ *
+ * Thread safety
+ * -------------
+ * Nothing is thread-safe except where stated. Stated:
+ *  - kda_version*, kda_status_string, kda_status_name, kda_last_error,
+ *    kda_options_default, kda_gate_args_default, kda_chunk_indices_capacity,
+ *    kda_chunk_indices_build_host and kda_layer_workspace_size may be called
+ *    from any thread at any time.
+ *  - kda_gate_chunk_cumsum, kda_chunk_local_cumsum, kda_gate,
+ *    kda_chunk_indices_build_device, kda_layer_gate_fwd, kda_context_get_stats
+ *    and kda_context_get_device_info may be called concurrently from any
+ *    number of threads on the same context. Concurrent first calls of one
+ *    specialization compile it once; calls of other specializations do not
+ *    wait for that compilation.
+ *  - kda_context_create may be called concurrently (each call makes its own
+ *    context). kda_context_destroy must not race with any other call on the
+ *    same context.
+ *
+ * Errors
+ * ------
+ * Every call returns a kda_status. On failure, kda_last_error() returns a
+ * message for the calling thread (the NVRTC log when compilation failed, the
+ * driver's error name and the failing call otherwise). Nothing in the library
+ * aborts the process.
+ *
+ * Stream capture
+ * --------------
+ * A specialization already compiled in the context launches normally inside
+ * CUDA stream capture. A specialization that would need compiling while the
+ * stream is capturing is not compiled: the call returns
+ * KDA_ERROR_CAPTURE_COLD and records nothing into the graph. Warm the
+ * specialization with one call outside capture first.
+ */
+#ifndef KDA_KDA_H
+#define KDA_KDA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define KDA_API
+#else
+#define KDA_API __attribute__((visibility("default")))
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Version                                                                   */
+/* ------------------------------------------------------------------------ */
+
+#define KDA_VERSION_MAJOR 0
+#define KDA_VERSION_MINOR 1
+#define KDA_VERSION_PATCH 0
+#define KDA_VERSION_NUMBER \
+  (KDA_VERSION_MAJOR * 10000 + KDA_VERSION_MINOR * 100 + KDA_VERSION_PATCH)
+
+/** "MAJOR.MINOR.PATCH" of the library actually loaded. */
+KDA_API const char *kda_version(void);
+/** KDA_VERSION_NUMBER of the library actually loaded; compare with the
+ *  header's macro to detect a header/library mismatch. */
+KDA_API uint32_t kda_version_number(void);
+
+/* ------------------------------------------------------------------------ */
+/* Status codes: appended only, never renumbered.                            */
+/* ------------------------------------------------------------------------ */
+
+#define KDA_STATUS_MAP(X)                                                      \
+  X(KDA_OK, 0, "success")                                                      \
+  X(KDA_ERROR_INVALID_ARGUMENT, 1, "invalid argument")                         \
+  X(KDA_ERROR_NULL_POINTER, 2, "a required pointer is NULL")                   \
+  X(KDA_ERROR_BAD_SHAPE, 3, "a shape is zero, negative, too large or inconsistent") \
+  X(KDA_ERROR_BAD_CHUNK_SIZE, 4, "chunk size is not a power of two in [16, 256]") \
+  X(KDA_ERROR_UNSUPPORTED_HEAD_DIM, 5, "head dimension K is above the supported maximum (256)") \
+  X(KDA_ERROR_UNSUPPORTED_DTYPE, 6, "a dtype is not supported by this kernel") \
+  X(KDA_ERROR_BAD_OPTIONS, 7, "options or argument struct has an unknown struct_size") \
+  X(KDA_ERROR_NO_DRIVER, 8, "the CUDA driver (libcuda.so.1) could not be loaded or initialised") \
+  X(KDA_ERROR_NO_DEVICE, 9, "no such CUDA device, or no current CUDA context") \
+  X(KDA_ERROR_CUDA, 10, "a CUDA driver call failed")                           \
+  X(KDA_ERROR_COMPILE, 11, "NVRTC compilation failed")                         \
+  X(KDA_ERROR_OUT_OF_MEMORY, 12, "out of memory")                              \
+  X(KDA_ERROR_CAPTURE_COLD, 13, "a cold specialization was met during stream capture") \
+  X(KDA_ERROR_BUFFER_TOO_SMALL, 14, "an output buffer is too small")           \
+  X(KDA_ERROR_BAD_SEQLENS, 15, "cu_seqlens is not non-decreasing from 0 to the token count") \
+  X(KDA_ERROR_KERNEL_SOURCE, 16, "a kernel template could not be read")        \
+  X(KDA_ERROR_INTERNAL, 17, "internal error")
+
+typedef enum kda_status {
+#define KDA__STATUS_ENUM(name, value, message) name = value,
+  KDA_STATUS_MAP(KDA__STATUS_ENUM)
+#undef KDA__STATUS_ENUM
+} kda_status;
+
+/** Fixed message for a status ("unknown status" for values outside the table). */
+KDA_API const char *kda_status_string(kda_status status);
+/** Symbolic name of a status, e.g. "KDA_ERROR_BAD_SHAPE". */
+KDA_API const char *kda_status_name(kda_status status);
+/** Message of the last failed call made by the calling thread (empty string
+ *  if none). The library owns the memory; it stays valid until the thread's
+ *  next failing call. Includes the NVRTC log when a compilation failed. */
+KDA_API const char *kda_last_error(void);
+
+/* ------------------------------------------------------------------------ */
+/* Types                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/** Same object as a CUstream / cudaStream_t; NULL is the legacy default stream. */
+typedef struct CUstream_st *kda_stream;
+/** Same object as a CUcontext. */
+typedef struct CUctx_st *kda_cu_context;
+
+typedef enum kda_dtype {
+  KDA_DTYPE_F32 = 0,
+  KDA_DTYPE_F16 = 1,
+  KDA_DTYPE_BF16 = 2,
+  KDA_DTYPE_I32 = 3,
+  KDA_DTYPE_I64 = 4
+} kda_dtype;
+
+/** Activation applied to the raw gate. */
+typedef enum kda_gate_kind {
+  /** Input is already activated (plain chunk cumsum). */
+  KDA_GATE_NONE = 0,
+  /** g = -exp(A_log[h]) * softplus(x + dt_bias[h*K+k]); softplus(z) = z for z > 20. */
+  KDA_GATE_SOFTPLUS = 1,
+  /** g = lower_bound * sigmoid(exp(A_log[h]) * (x + dt_bias[h*K+k]));
+   *  A_log may be NULL, then g = lower_bound * sigmoid(x + dt_bias). */
+  KDA_GATE_LOWER_BOUND = 2
+} kda_gate_kind;
+
+/** Limits checked on the host before any launch. */
+#define KDA_MAX_HEAD_DIM 256
+#define KDA_MAX_HEADS 4096
+#define KDA_MIN_CHUNK 16
+#define KDA_MAX_CHUNK 256
+
+/* ------------------------------------------------------------------------ */
+/* Context                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct kda_context kda_context;
+
+typedef struct kda_options {
+  /** sizeof(kda_options) as the caller compiled it; set by kda_options_default(). */
+  uint32_t struct_size;
+  /** CUDA device ordinal; the context retains that device's primary context.
+   *  -1: bind to the CUcontext current on the calling thread at creation. */
+  int32_t device;
+  /** Folder of kernel template sources overriding the embedded ones (for
+   *  kernel development). NULL: the environment variable KDA_KERNEL_DIR if
+   *  set, else the sources embedded at build time. */
+  const char *kernel_dir;
+} kda_options;
+
+/** Defaults: device 0, embedded kernel sources. */
+KDA_API kda_options kda_options_default(void);
+
+/** Creates a context bound to a device. Fails with KDA_ERROR_NO_DRIVER on a
+ *  machine without a usable driver, KDA_ERROR_NO_DEVICE for a bad ordinal or
+ *  when device == -1 and no CUDA context is current. *out is NULL on failure. */
+KDA_API kda_status kda_context_create(const kda_options *options, kda_context **out);
+/** Unloads every module and releases the device. NULL is a no-op. */
+KDA_API void kda_context_destroy(kda_context *ctx);
+
+typedef struct kda_device_info {
+  uint32_t struct_size;
+  char name[256];         /**< marketing name, e.g. "NVIDIA H100 80GB HBM3" */
+  int32_t ordinal;        /**< device ordinal */
+  int32_t cc_major, cc_minor; /**< compute capability */
+  int32_t sm_count;       /**< multiprocessors */
+  int32_t l2_bytes;       /**< L2 cache size */
+  int32_t pci_device_id;  /**< PCI device id (from the bus id) */
+  int32_t driver_version; /**< e.g. 13000 */
+  int32_t nvrtc_major, nvrtc_minor;
+} kda_device_info;
+
+KDA_API kda_status kda_context_get_device_info(kda_context *ctx, kda_device_info *info);
+
+/** Counters since context creation; read atomically one by one. */
+typedef struct kda_stats {
+  uint32_t struct_size;
+  uint64_t nvrtc_compiles;   /**< NVRTC programs compiled */
+  uint64_t modules_loaded;   /**< cuModuleLoadData calls that succeeded */
+  uint64_t cache_hits;       /**< launches served by an already loaded module */
+  uint64_t cache_misses;     /**< launches that had to compile or wait for a compile */
+  uint64_t launches;         /**< kernels launched */
+  double compile_ms_total;   /**< wall time spent inside NVRTC */
+} kda_stats;
+
+KDA_API kda_status kda_context_get_stats(kda_context *ctx, kda_stats *stats);
+
+/* ------------------------------------------------------------------------ */
+/* Kernels                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Arguments of every gate kernel. All pointers are device pointers.
+ * Dense layout: g and out are [batch, seq_len, num_heads, head_dim], row major.
+ * Varlen layout: batch == 1, seq_len is the total token count, sequence i
+ * spans tokens [cu_seqlens[i], cu_seqlens[i+1]).
+ * The scalar cumsum form ([B, T, H]) is head_dim == 1.
+ */
+typedef struct kda_gate_args {
+  uint32_t struct_size;       /**< sizeof(kda_gate_args); set by kda_gate_args_default() */
+  const void *g;              /**< input, raw or activated gate */
+  kda_dtype g_dtype;          /**< F32, F16 or BF16 */
+  void *out;                  /**< output, same shape as g; must not overlap g */
+  kda_dtype out_dtype;        /**< F32 (default) or BF16 */
+  int64_t batch;              /**< B >= 1 */
+  int64_t seq_len;            /**< T >= 1 (total tokens when varlen) */
+  int32_t num_heads;          /**< H in [1, KDA_MAX_HEADS] */
+  int32_t head_dim;           /**< K in [1, KDA_MAX_HEAD_DIM] */
+  int32_t chunk_size;         /**< power of two in [16, 256]; default 64 */
+  kda_gate_kind gate;         /**< activation; must be NONE for kda_chunk_local_cumsum */
+  const float *A_log;         /**< [H] fp32; required for SOFTPLUS, optional for LOWER_BOUND */
+  const float *dt_bias;       /**< [H*K] fp32 or NULL */
+  float lower_bound;          /**< used by KDA_GATE_LOWER_BOUND */
+  float scale;                /**< multiplies the cumsum; has_scale must be set */
+  int32_t has_scale;          /**< nonzero: out = scale * cumsum */
+  int32_t reverse;            /**< nonzero: suffix sum within each chunk */
+  const void *cu_seqlens;     /**< [num_seqs + 1], I32 or I64; NULL: dense */
+  kda_dtype cu_seqlens_dtype; /**< I32 or I64 */
+  int64_t num_seqs;           /**< N, sequences in cu_seqlens */
+  /** [num_chunks, 2] int32 (sequence id, chunk within sequence); required
+   *  when cu_seqlens is set (build it once per batch and reuse it). */
+  const int32_t *chunk_indices;
+  /** Rows of chunk_indices to launch for (exact count, or the capacity
+   *  kda_chunk_indices_capacity() when num_chunks_device is set). */
+  int64_t num_chunks;
+  /** Optional device int32 holding the real chunk count written by
+   *  kda_chunk_indices_build_device(); rows at or past it are skipped. */
+  const int32_t *num_chunks_device;
+} kda_gate_args;
+
+/** Defaults: F32 -> F32, chunk 64, gate NONE, no scale, forward, dense. */
+KDA_API kda_gate_args kda_gate_args_default(void);
+
+/** Fused activation + chunk-local cumsum (gate must be SOFTPLUS or LOWER_BOUND). */
+KDA_API kda_status kda_gate_chunk_cumsum(kda_context *ctx, const kda_gate_args *args,
+                                         kda_stream stream);
+/** Chunk-local cumsum of an already activated gate (gate must be NONE). */
+KDA_API kda_status kda_chunk_local_cumsum(kda_context *ctx, const kda_gate_args *args,
+                                          kda_stream stream);
+/** Elementwise activation only (the first kernel of the unfused path):
+ *  out = gate(g). chunk_size, reverse, scale and varlen fields are ignored. */
+KDA_API kda_status kda_gate(kda_context *ctx, const kda_gate_args *args, kda_stream stream);
+
+/* ------------------------------------------------------------------------ */
+/* Chunk indices for packed variable-length batches                          */
+/* ------------------------------------------------------------------------ */
+
+/** Upper bound on the chunk count: ceil(total_tokens / chunk_size) + num_seqs.
+ *  Returns -1 for arguments out of range. */
+KDA_API int64_t kda_chunk_indices_capacity(int64_t total_tokens, int64_t num_seqs,
+                                           int32_t chunk_size);
+
+/** Host builder. cu_seqlens is a host array of num_seqs + 1 entries (I32 or
+ *  I64), non-decreasing from 0. Writes (sequence, chunk) pairs to out
+ *  ([capacity, 2] int32) and their count to *num_chunks. Empty sequences get
+ *  no chunk. */
+KDA_API kda_status kda_chunk_indices_build_host(const void *cu_seqlens, kda_dtype cu_seqlens_dtype,
+                                                int64_t num_seqs, int32_t chunk_size,
+                                                int32_t *out, int64_t capacity,
+                                                int64_t *num_chunks);
+
+/** Device builder: no host synchronisation, legal inside stream capture once
+ *  warm. out is a device [capacity, 2] int32 buffer with capacity >=
+ *  kda_chunk_indices_capacity(total_tokens, num_seqs, chunk_size); rows past
+ *  the real count are filled with -1. The real count goes to the device int32
+ *  *num_chunks_device. A decreasing cu_seqlens entry is treated as an empty
+ *  sequence (the device cannot report it without a synchronisation). */
+KDA_API kda_status kda_chunk_indices_build_device(kda_context *ctx, const void *cu_seqlens,
+                                                  kda_dtype cu_seqlens_dtype, int64_t num_seqs,
+                                                  int64_t total_tokens, int32_t chunk_size,
+                                                  int32_t *out, int64_t capacity,
+                                                  int32_t *num_chunks_device, kda_stream stream);
+
+/* ------------------------------------------------------------------------ */
+/* Layer entry point (mirrors the gate stage of upstream chunk_kda_fwd)      */
+/* ------------------------------------------------------------------------ */
+
+/** Bytes of device workspace kda_layer_gate_fwd needs to build the chunk
+ *  table itself: capacity * 2 int32 for the table plus one int32 count. */
+KDA_API size_t kda_layer_workspace_size(int64_t total_tokens, int64_t num_seqs,
+                                        int32_t chunk_size);
+
+/**
+ * Gate stage of a KDA layer. With args->gate SOFTPLUS or LOWER_BOUND (a raw
+ * gate and its activation) it runs the fused kernel; with KDA_GATE_NONE (an
+ * already activated gate) it runs the plain chunk cumsum. For a varlen batch
+ * without args->chunk_indices it first builds the table on the device into
+ * workspace (layout: capacity x 2 int32 rows, then the int32 count) with no
+ * host synchronisation; the table stays there for the layer's other kernels.
+ * workspace may be NULL when it is not needed.
+ */
+KDA_API kda_status kda_layer_gate_fwd(kda_context *ctx, const kda_gate_args *args,
+                                      void *workspace, size_t workspace_bytes,
+                                      kda_stream stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KDA_KDA_H */

@@ -1,0 +1,150 @@
+// KDA gate kernels: activation, chunk-local cumsum, and the two fused.
+//
+// Layout: rows of HK = H*K contiguous channels, one row per token. A block
+// owns TX*VEC channels of one chunk of BT rows. Its threads form a TX x SEG
+// grid: thread (tx, s) holds VEC adjacent channels (one 16-byte access for
+// bf16 VEC=8) over the L = BT/SEG rows of segment s. Every load of a thread
+// is issued before the first use, so each thread keeps L independent
+// requests in flight; the segment totals are combined through shared memory.
+// The whole chunk is read once and written once: the floor is the bytes.
+#include "kda_common.cuh"
+
+namespace kda {
+
+template <int IN_DT, int OUT_DT, int H, int K, int BT, int CUMSUM, int GATE, int HAS_BIAS,
+          int HAS_ALOG, int HAS_SCALE, int REVERSE, int VARLEN, int IDX_DT, int VEC, int TX,
+          int SEG>
+__global__ void __launch_bounds__(TX * SEG)
+gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
+            typename storage<OUT_DT>::type *__restrict__ out,
+            const float *__restrict__ A_log, const float *__restrict__ dt_bias, float scale,
+            float lower_bound, const typename storage<IDX_DT>::type *__restrict__ cu_seqlens,
+            const int *__restrict__ chunk_indices, const int *__restrict__ num_chunks_device,
+            long long T, long long chunks_per_seq) {
+  typedef typename storage<IN_DT>::type in_t;
+  typedef typename storage<OUT_DT>::type out_t;
+  constexpr int HK = H * K;
+  constexpr int L = BT / SEG;
+  constexpr int CHANNELS_PER_BLOCK = TX * VEC;
+  constexpr int NCB = (HK + CHANNELS_PER_BLOCK - 1) / CHANNELS_PER_BLOCK;
+  static_assert(BT % SEG == 0, "SEG must divide the chunk");
+  static_assert(HK % VEC == 0, "VEC must divide H*K");
+  static_assert(CUMSUM || GATE != GATE_NONE, "nothing to do");
+
+  const long long n = (long long)blockIdx.x / NCB;  // chunk
+  const int cb = (int)(blockIdx.x % NCB);           // channel block
+
+  long long row0;
+  int len;
+  if (VARLEN) {
+    if (num_chunks_device != nullptr && n >= (long long)*num_chunks_device) return;
+    const int seq = chunk_indices[2 * n];
+    const int chunk = chunk_indices[2 * n + 1];
+    if (seq < 0 || chunk < 0) return;
+    long long bos = (long long)cu_seqlens[seq];
+    long long eos = (long long)cu_seqlens[seq + 1];
+    // A malformed table must not make the kernel touch memory outside [0, T).
+    bos = bos < 0 ? 0 : (bos > T ? T : bos);
+    eos = eos < bos ? bos : (eos > T ? T : eos);
+    row0 = bos + (long long)chunk * BT;
+    const long long left = eos - row0;
+    len = left > BT ? BT : (int)left;
+    if (len <= 0) return;
+  } else {
+    const long long b = n / chunks_per_seq;
+    const long long t0 = (n - b * chunks_per_seq) * BT;
+    row0 = b * T + t0;
+    const long long left = T - t0;
+    len = left > BT ? BT : (int)left;
+  }
+
+  const int tx = (int)(threadIdx.x % TX);
+  const int s = (int)(threadIdx.x / TX);
+  const int c = (cb * TX + tx) * VEC;
+  const bool cvalid = c < HK;
+
+  float a_exp[VEC], bias[VEC];
+#pragma unroll
+  for (int j = 0; j < VEC; ++j) {
+    a_exp[j] = 1.0f;
+    bias[j] = 0.0f;
+    if (GATE != GATE_NONE && cvalid) {
+      if (HAS_ALOG) a_exp[j] = expf(A_log[(c + j) / K]);
+      if (HAS_BIAS) bias[j] = dt_bias[c + j];
+    }
+  }
+
+  // Issue every load of the segment before using any of them.
+  vec<in_t, VEC> x[L];
+#pragma unroll
+  for (int i = 0; i < L; ++i) {
+    const int r = s * L + i;
+    if (cvalid && r < len) {
+      x[i] = *reinterpret_cast<const vec<in_t, VEC> *>(g + (row0 + r) * HK + c);
+    } else {
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) x[i].v[j] = in_t(0);
+    }
+  }
+
+  float v[L][VEC];
+#pragma unroll
+  for (int i = 0; i < L; ++i) {
+    const bool rvalid = s * L + i < len;
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) {
+      const float a = activate<GATE>(to_float<IN_DT>(x[i].v[j]) + bias[j], a_exp[j], lower_bound);
+      v[i][j] = rvalid ? a : 0.0f;
+    }
+  }
+
+  if (CUMSUM) {
+    float acc[VEC];
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) acc[j] = 0.0f;
+#pragma unroll
+    for (int ii = 0; ii < L; ++ii) {
+      const int i = REVERSE ? L - 1 - ii : ii;
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) {
+        acc[j] += v[i][j];
+        v[i][j] = acc[j];
+      }
+    }
+    if (SEG > 1) {
+      // [SEG][VEC][TX]: lanes of a warp hit consecutive words.
+      __shared__ float totals[SEG > 1 ? SEG * VEC * TX : 1];
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) totals[(s * VEC + j) * TX + tx] = acc[j];
+      __syncthreads();
+      float offset[VEC];
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) offset[j] = 0.0f;
+#pragma unroll
+      for (int q = 0; q < SEG; ++q) {
+        if (REVERSE ? q > s : q < s) {
+#pragma unroll
+          for (int j = 0; j < VEC; ++j) offset[j] += totals[(q * VEC + j) * TX + tx];
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < L; ++i)
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) v[i][j] += offset[j];
+    }
+  }
+
+  if (!cvalid) return;
+#pragma unroll
+  for (int i = 0; i < L; ++i) {
+    const int r = s * L + i;
+    if (r < len) {
+      vec<out_t, VEC> o;
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) o.v[j] = from_float<OUT_DT>(HAS_SCALE ? v[i][j] * scale : v[i][j]);
+      *reinterpret_cast<vec<out_t, VEC> *>(out + (row0 + r) * HK + c) = o;
+    }
+  }
+}
+
+}  // namespace kda
