@@ -1,0 +1,202 @@
+/* Single-flight cache of loaded kernels. One mutex guards the table; a build
+ * (NVRTC compile + module load, tens to hundreds of milliseconds) always runs
+ * with the mutex released, so other specializations proceed while it does.
+ * Callers of the spec being built wait on that entry's condition variable.
+ * Entries are never removed before destroy, so a pointer to one stays valid
+ * across unlock/relock. */
+#include "module_cache.h"
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+#define KDA__CACHE_BUCKETS 1024 /* power of two: the index is a mask */
+
+typedef enum kda__entry_state {
+  KDA__ENTRY_BUILDING = 0,
+  KDA__ENTRY_READY = 1,
+  KDA__ENTRY_FAILED = 2
+} kda__entry_state;
+
+typedef struct kda__cache_entry {
+  struct kda__cache_entry *next;
+  kda__spec spec;
+  uint64_t hash;
+  kda__entry_state state;
+  /* Incremented when a build finishes, so a waiter can tell "the build I
+   * waited for ended" from "someone started a retry". */
+  uint64_t builds_done;
+  CUmodule module;
+  CUfunction function;
+  kda_status fail_status;
+  char *fail_message; /* last failed build's message, NULL if none or no memory */
+  pthread_cond_t done;
+} kda__cache_entry;
+
+struct kda__module_cache {
+  pthread_mutex_t lock;
+  size_t ready;
+  kda__cache_entry *buckets[KDA__CACHE_BUCKETS];
+};
+
+kda_status kda__cache_create(kda__module_cache **out) {
+  if (out == NULL) return kda__fail(KDA_ERROR_NULL_POINTER, "kda__cache_create: out is NULL");
+  *out = NULL;
+  kda__module_cache *c = calloc(1, sizeof *c);
+  if (c == NULL) return kda__fail(KDA_ERROR_OUT_OF_MEMORY, "out of memory creating the module cache");
+  int rc = pthread_mutex_init(&c->lock, NULL);
+  if (rc != 0) {
+    free(c);
+    return kda__fail(KDA_ERROR_INTERNAL, "pthread_mutex_init failed: error %d", rc);
+  }
+  *out = c;
+  return KDA_OK;
+}
+
+void kda__cache_destroy(kda__module_cache *cache, kda__unload_fn unload, void *user) {
+  if (cache == NULL) return;
+  for (size_t b = 0; b < KDA__CACHE_BUCKETS; ++b) {
+    kda__cache_entry *e = cache->buckets[b];
+    while (e != NULL) {
+      kda__cache_entry *next = e->next;
+      if (e->state == KDA__ENTRY_READY && unload != NULL) unload(user, e->module);
+      free(e->fail_message);
+      pthread_cond_destroy(&e->done);
+      free(e);
+      e = next;
+    }
+  }
+  pthread_mutex_destroy(&cache->lock);
+  free(cache);
+}
+
+/* Caller holds the lock. */
+static kda__cache_entry *find(kda__module_cache *cache, const kda__spec *spec, uint64_t hash) {
+  for (kda__cache_entry *e = cache->buckets[hash & (KDA__CACHE_BUCKETS - 1)]; e; e = e->next)
+    if (e->hash == hash && memcmp(&e->spec, spec, sizeof *spec) == 0) return e;
+  return NULL;
+}
+
+/* Caller holds the lock. A new entry starts BUILDING: its creator builds it. */
+static kda__cache_entry *insert(kda__module_cache *cache, const kda__spec *spec, uint64_t hash) {
+  kda__cache_entry *e = calloc(1, sizeof *e);
+  if (e == NULL) return NULL;
+  if (pthread_cond_init(&e->done, NULL) != 0) {
+    free(e);
+    return NULL;
+  }
+  e->spec = *spec;
+  e->hash = hash;
+  e->state = KDA__ENTRY_BUILDING;
+  kda__cache_entry **head = &cache->buckets[hash & (KDA__CACHE_BUCKETS - 1)];
+  e->next = *head;
+  *head = e;
+  return e;
+}
+
+/* Runs build() unlocked for an entry this thread marked BUILDING, then
+ * publishes the outcome and wakes the waiters. Entered and left with the
+ * lock held. */
+static kda_status build_entry(kda__module_cache *cache, kda__cache_entry *e, kda__build_fn build,
+                              void *user, CUfunction *function) {
+  pthread_mutex_unlock(&cache->lock);
+  CUmodule module = NULL;
+  CUfunction fn = NULL;
+  kda_status s = build(user, &e->spec, &module, &fn);
+  /* Copied before relocking so the allocation is outside the lock. */
+  char *message = s == KDA_OK ? NULL : strdup(kda__error_message());
+  pthread_mutex_lock(&cache->lock);
+
+  e->builds_done++;
+  if (s == KDA_OK) {
+    e->module = module;
+    e->function = fn;
+    e->state = KDA__ENTRY_READY;
+    cache->ready++;
+    *function = fn;
+  } else {
+    free(e->fail_message);
+    e->fail_message = message;
+    e->fail_status = s;
+    e->state = KDA__ENTRY_FAILED;
+  }
+  pthread_cond_broadcast(&e->done);
+  return s;
+}
+
+/* The stored message starts with "KDA_ERROR_X: " (kda__fail's prefix); the
+ * waiter's own kda__fail adds it again, so drop the inner one. */
+static const char *strip_status(const char *message, kda_status s) {
+  if (message == NULL) return "(message lost: out of memory)";
+  const char *name = kda_status_name(s);
+  size_t n = strlen(name);
+  if (strncmp(message, name, n) == 0 && strncmp(message + n, ": ", 2) == 0) return message + n + 2;
+  return message;
+}
+
+kda_status kda__cache_get(kda__module_cache *cache, const kda__spec *spec, kda__build_fn build,
+                          void *user, CUfunction *function, int *hit) {
+  if (hit != NULL) *hit = 0;
+  if (cache == NULL || spec == NULL || build == NULL || function == NULL)
+    return kda__fail(KDA_ERROR_NULL_POINTER, "kda__cache_get: a required argument is NULL");
+  *function = NULL;
+  const uint64_t hash = kda__spec_hash(spec);
+
+  pthread_mutex_lock(&cache->lock);
+  kda__cache_entry *e = find(cache, spec, hash);
+  if (e != NULL && e->state == KDA__ENTRY_READY) {
+    *function = e->function;
+    pthread_mutex_unlock(&cache->lock);
+    if (hit != NULL) *hit = 1;
+    return KDA_OK;
+  }
+
+  kda_status s;
+  if (e == NULL) {
+    e = insert(cache, spec, hash);
+    if (e == NULL) {
+      pthread_mutex_unlock(&cache->lock);
+      return kda__fail(KDA_ERROR_OUT_OF_MEMORY, "out of memory adding a module cache entry");
+    }
+    s = build_entry(cache, e, build, user, function);
+  } else if (e->state == KDA__ENTRY_FAILED) {
+    /* The previous attempt failed; this caller retries it. */
+    e->state = KDA__ENTRY_BUILDING;
+    s = build_entry(cache, e, build, user, function);
+  } else {
+    /* BUILDING by another thread: wait for that build, and only that one. */
+    const uint64_t seen = e->builds_done;
+    while (e->builds_done == seen) pthread_cond_wait(&e->done, &cache->lock);
+    if (e->state == KDA__ENTRY_READY) {
+      *function = e->function;
+      s = KDA_OK;
+    } else {
+      s = kda__fail(e->fail_status, "concurrent build of this specialization failed: %s",
+                    strip_status(e->fail_message, e->fail_status));
+    }
+  }
+  pthread_mutex_unlock(&cache->lock);
+  return s;
+}
+
+int kda__cache_peek(kda__module_cache *cache, const kda__spec *spec, CUfunction *function) {
+  if (cache == NULL || spec == NULL) return 0;
+  const uint64_t hash = kda__spec_hash(spec);
+  pthread_mutex_lock(&cache->lock);
+  kda__cache_entry *e = find(cache, spec, hash);
+  int ready = e != NULL && e->state == KDA__ENTRY_READY;
+  if (ready && function != NULL) *function = e->function;
+  pthread_mutex_unlock(&cache->lock);
+  return ready;
+}
+
+size_t kda__cache_size(kda__module_cache *cache) {
+  if (cache == NULL) return 0;
+  pthread_mutex_lock(&cache->lock);
+  size_t n = cache->ready;
+  pthread_mutex_unlock(&cache->lock);
+  return n;
+}
