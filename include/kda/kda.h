@@ -93,7 +93,9 @@ KDA_API uint32_t kda_version_number(void);
   X(KDA_ERROR_BUFFER_TOO_SMALL, 14, "an output buffer is too small")           \
   X(KDA_ERROR_BAD_SEQLENS, 15, "cu_seqlens is not non-decreasing from 0 to the token count") \
   X(KDA_ERROR_KERNEL_SOURCE, 16, "a kernel template could not be read")        \
-  X(KDA_ERROR_INTERNAL, 17, "internal error")
+  X(KDA_ERROR_INTERNAL, 17, "internal error")                                  \
+  X(KDA_ERROR_STORE, 18, "tuning database error")                              \
+  X(KDA_ERROR_READ_ONLY, 19, "the tuning database is read-only")
 
 typedef enum kda_status {
 #define KDA__STATUS_ENUM(name, value, message) name = value,
@@ -306,6 +308,29 @@ KDA_API size_t kda_layer_workspace_size(int64_t total_tokens, int64_t num_seqs,
 KDA_API kda_status kda_layer_gate_fwd(kda_context *ctx, const kda_gate_args *args,
                                       void *workspace, size_t workspace_bytes,
                                       kda_stream stream);
+
+/* ------------------------------------------------------------------------ */
+/* Offline compilation (no device needed)                                    */
+/* ------------------------------------------------------------------------ */
+
+typedef enum kda_kernel {
+  KDA_KERNEL_GATE_CHUNK_CUMSUM = 0,
+  KDA_KERNEL_CHUNK_LOCAL_CUMSUM = 1,
+  KDA_KERNEL_GATE = 2,
+  KDA_KERNEL_CHUNK_INDICES = 3
+} kda_kernel;
+
+/**
+ * Compiles with NVRTC, for compute capability arch (e.g. 90 for sm_90), the
+ * specialization a call of kernel with args would use, without a driver or
+ * a device: for build boxes and CI. Only the shape, dtype and flag fields of
+ * args are read; its device pointers may be NULL (then the widest vector
+ * width is assumed). For KDA_KERNEL_CHUNK_INDICES only chunk_size and
+ * cu_seqlens_dtype are read. compile_ms (optional) receives NVRTC's time.
+ * Thread-safe.
+ */
+KDA_API kda_status kda_compile_offline(kda_kernel kernel, const kda_gate_args *args, int32_t arch,
+                                       double *compile_ms);
 
 #ifdef __cplusplus
 }

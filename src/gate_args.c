@@ -1,0 +1,156 @@
+/* Validation of kda_gate_args: everything the host can check before a launch. */
+#include "gate_args.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#include "error.h"
+
+static const char *op_name(kda__op op) {
+  switch (op) {
+    case KDA__OP_GATE_CHUNK_CUMSUM:
+      return "kda_gate_chunk_cumsum";
+    case KDA__OP_CHUNK_LOCAL_CUMSUM:
+      return "kda_chunk_local_cumsum";
+    default:
+      return "kda_gate";
+  }
+}
+
+static int dtype_size(kda_dtype dt) {
+  return (dt == KDA_DTYPE_F16 || dt == KDA_DTYPE_BF16) ? 2 : (dt == KDA_DTYPE_I64 ? 8 : 4);
+}
+
+kda_status kda__check_chunk_size(int32_t chunk) {
+  KDA__REQUIRE(chunk >= KDA_MIN_CHUNK && chunk <= KDA_MAX_CHUNK && (chunk & (chunk - 1)) == 0,
+               KDA_ERROR_BAD_CHUNK_SIZE, "chunk_size %d is not a power of two in [%d, %d]", chunk,
+               KDA_MIN_CHUNK, KDA_MAX_CHUNK);
+  return KDA_OK;
+}
+
+static int ranges_overlap(const void *a, size_t an, const void *b, size_t bn) {
+  uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
+  return x < y + bn && y < x + an;
+}
+
+kda_status kda__plan_gate_op(kda__op op, const kda_gate_args *a, kda__launch_plan *plan) {
+  const char *fn = op_name(op);
+  KDA__REQUIRE(a != NULL && plan != NULL, KDA_ERROR_NULL_POINTER, "%s: args is NULL", fn);
+  KDA__REQUIRE(a->struct_size == sizeof(kda_gate_args), KDA_ERROR_BAD_OPTIONS,
+               "%s: kda_gate_args.struct_size is %u, this library knows %zu (use "
+               "kda_gate_args_default())",
+               fn, a->struct_size, sizeof(kda_gate_args));
+  KDA__REQUIRE(a->g != NULL, KDA_ERROR_NULL_POINTER, "%s: g is NULL", fn);
+  KDA__REQUIRE(a->out != NULL, KDA_ERROR_NULL_POINTER, "%s: out is NULL", fn);
+  KDA__REQUIRE(a->g_dtype == KDA_DTYPE_F32 || a->g_dtype == KDA_DTYPE_F16 ||
+                   a->g_dtype == KDA_DTYPE_BF16,
+               KDA_ERROR_UNSUPPORTED_DTYPE, "%s: g_dtype %d is not F32, F16 or BF16", fn,
+               (int)a->g_dtype);
+  KDA__REQUIRE(a->out_dtype == KDA_DTYPE_F32 || a->out_dtype == KDA_DTYPE_BF16,
+               KDA_ERROR_UNSUPPORTED_DTYPE, "%s: out_dtype %d is not F32 or BF16", fn,
+               (int)a->out_dtype);
+  KDA__REQUIRE(a->batch >= 1 && a->seq_len >= 1, KDA_ERROR_BAD_SHAPE,
+               "%s: batch=%lld and seq_len=%lld must be >= 1", fn, (long long)a->batch,
+               (long long)a->seq_len);
+  KDA__REQUIRE(a->num_heads >= 1 && a->num_heads <= KDA_MAX_HEADS, KDA_ERROR_BAD_SHAPE,
+               "%s: num_heads=%d is not in [1, %d]", fn, a->num_heads, KDA_MAX_HEADS);
+  KDA__REQUIRE(a->head_dim >= 1, KDA_ERROR_BAD_SHAPE, "%s: head_dim=%d must be >= 1", fn,
+               a->head_dim);
+  KDA__REQUIRE(a->head_dim <= KDA_MAX_HEAD_DIM, KDA_ERROR_UNSUPPORTED_HEAD_DIM,
+               "%s: head_dim=%d exceeds the supported maximum %d", fn, a->head_dim,
+               KDA_MAX_HEAD_DIM);
+  const int64_t hk = (int64_t)a->num_heads * a->head_dim;
+  /* Element offsets are 64-bit on the device; keep them far from overflow
+   * and keep the 1-D grid within 2^31 - 1 blocks. */
+  KDA__REQUIRE(a->batch <= (INT64_C(1) << 40) / a->seq_len &&
+                   a->batch * a->seq_len <= (INT64_C(1) << 56) / hk,
+               KDA_ERROR_BAD_SHAPE, "%s: B*T*H*K = %lld*%lld*%lld is too large", fn,
+               (long long)a->batch, (long long)a->seq_len, (long long)hk);
+  const int64_t elems = a->batch * a->seq_len * hk;
+
+  kda__spec *s = &plan->spec;
+  memset(plan, 0, sizeof *plan);
+  s->kernel = KDA__KERNEL_GATE_CUMSUM;
+  s->in_dtype = a->g_dtype;
+  s->out_dtype = a->out_dtype;
+  s->heads = a->num_heads;
+  s->head_dim = a->head_dim;
+  s->idx_dtype = KDA_DTYPE_I32;
+
+  KDA__REQUIRE(a->gate == KDA_GATE_NONE || a->gate == KDA_GATE_SOFTPLUS ||
+                   a->gate == KDA_GATE_LOWER_BOUND,
+               KDA_ERROR_INVALID_ARGUMENT, "%s: gate %d is not a kda_gate_kind", fn, (int)a->gate);
+  if (op == KDA__OP_CHUNK_LOCAL_CUMSUM) {
+    KDA__REQUIRE(a->gate == KDA_GATE_NONE, KDA_ERROR_INVALID_ARGUMENT,
+                 "%s: gate must be KDA_GATE_NONE (use kda_gate_chunk_cumsum for a raw gate)", fn);
+  } else {
+    KDA__REQUIRE(a->gate != KDA_GATE_NONE, KDA_ERROR_INVALID_ARGUMENT,
+                 "%s: gate must be KDA_GATE_SOFTPLUS or KDA_GATE_LOWER_BOUND", fn);
+    KDA__REQUIRE(a->gate != KDA_GATE_SOFTPLUS || a->A_log != NULL, KDA_ERROR_NULL_POINTER,
+                 "%s: A_log is required by the softplus gate", fn);
+    s->gate = a->gate;
+    s->has_alog = a->A_log != NULL;
+    s->has_bias = a->dt_bias != NULL;
+  }
+
+  KDA__REQUIRE(!ranges_overlap(a->g, (size_t)elems * (size_t)dtype_size(a->g_dtype), a->out,
+                               (size_t)elems * (size_t)dtype_size(a->out_dtype)),
+               KDA_ERROR_INVALID_ARGUMENT, "%s: out overlaps g (in-place is not supported)", fn);
+
+  if (op == KDA__OP_GATE) {
+    /* Elementwise: fold the batch into rows and use one fixed row tiling. */
+    s->cumsum = 0;
+    s->chunk = 64;
+    plan->seq_len = a->batch * a->seq_len;
+    plan->chunks_per_seq = (plan->seq_len + s->chunk - 1) / s->chunk;
+    plan->num_chunks = plan->chunks_per_seq;
+  } else {
+    KDA__TRY(kda__check_chunk_size(a->chunk_size));
+    s->cumsum = 1;
+    s->chunk = a->chunk_size;
+    s->has_scale = a->has_scale != 0;
+    s->reverse = a->reverse != 0;
+    plan->seq_len = a->seq_len;
+    if (a->cu_seqlens != NULL) {
+      KDA__REQUIRE(a->batch == 1, KDA_ERROR_BAD_SHAPE,
+                   "%s: batch must be 1 when cu_seqlens is given (got %lld)", fn,
+                   (long long)a->batch);
+      KDA__REQUIRE(a->cu_seqlens_dtype == KDA_DTYPE_I32 || a->cu_seqlens_dtype == KDA_DTYPE_I64,
+                   KDA_ERROR_UNSUPPORTED_DTYPE, "%s: cu_seqlens_dtype %d is not I32 or I64", fn,
+                   (int)a->cu_seqlens_dtype);
+      KDA__REQUIRE(a->num_seqs >= 1 && a->num_seqs <= INT32_MAX - 1, KDA_ERROR_BAD_SHAPE,
+                   "%s: num_seqs=%lld is not in [1, 2^31-2]", fn, (long long)a->num_seqs);
+      KDA__REQUIRE(a->chunk_indices != NULL, KDA_ERROR_NULL_POINTER,
+                   "%s: chunk_indices is required with cu_seqlens (build it once per batch "
+                   "with kda_chunk_indices_build_device)", fn);
+      const int64_t cap = kda_chunk_indices_capacity(a->seq_len, a->num_seqs, a->chunk_size);
+      KDA__REQUIRE(a->num_chunks >= 0 && a->num_chunks <= cap, KDA_ERROR_BAD_SHAPE,
+                   "%s: num_chunks=%lld is not in [0, %lld] (ceil(T/chunk) + num_seqs)", fn,
+                   (long long)a->num_chunks, (long long)cap);
+      s->varlen = 1;
+      s->idx_dtype = a->cu_seqlens_dtype;
+      plan->num_chunks = a->num_chunks;
+      plan->chunks_per_seq = 1;
+    } else {
+      KDA__REQUIRE(a->chunk_indices == NULL && a->num_chunks_device == NULL,
+                   KDA_ERROR_INVALID_ARGUMENT,
+                   "%s: chunk_indices given without cu_seqlens", fn);
+      plan->chunks_per_seq = (a->seq_len + s->chunk - 1) / s->chunk;
+      plan->num_chunks = a->batch * plan->chunks_per_seq;
+    }
+  }
+
+  s->cfg = kda__config_heuristic(s);
+  /* The vector width is also bounded by the pointers' alignment. */
+  while (s->cfg.vec > 1 &&
+         (((uintptr_t)a->g % ((uintptr_t)s->cfg.vec * dtype_size(a->g_dtype))) != 0 ||
+          ((uintptr_t)a->out % ((uintptr_t)s->cfg.vec * dtype_size(a->out_dtype))) != 0)) {
+    s->cfg.vec >>= 1;
+    s->cfg.tx = s->cfg.tx * 2 > 256 ? 256 : s->cfg.tx * 2;
+    if (s->cfg.tx * s->cfg.seg > 1024) s->cfg.tx = 1024 / s->cfg.seg;
+  }
+  plan->grid = kda__spec_grid(s, plan->num_chunks);
+  KDA__REQUIRE(plan->grid <= INT32_MAX, KDA_ERROR_BAD_SHAPE,
+               "%s: %llu blocks exceed the grid limit", fn, (unsigned long long)plan->grid);
+  return KDA_OK;
+}

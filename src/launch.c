@@ -1,0 +1,106 @@
+/* The kernel entry points: validate on the host, find (or compile) the
+ * specialization, launch on the caller's stream. */
+#include <string.h>
+
+#include "context_internal.h"
+#include "error.h"
+#include "gate_args.h"
+
+kda_gate_args kda_gate_args_default(void) {
+  kda_gate_args a;
+  memset(&a, 0, sizeof a);
+  a.struct_size = sizeof a;
+  a.g_dtype = KDA_DTYPE_F32;
+  a.out_dtype = KDA_DTYPE_F32;
+  a.chunk_size = 64;
+  a.gate = KDA_GATE_NONE;
+  a.scale = 1.0f;
+  a.cu_seqlens_dtype = KDA_DTYPE_I32;
+  return a;
+}
+
+static kda_status launch_plan(kda_context *ctx, const kda__launch_plan *plan,
+                              const kda_gate_args *a, kda_stream stream) {
+  if (plan->num_chunks == 0) return KDA_OK; /* an empty varlen batch */
+  int pushed = 0;
+  KDA__TRY(kda__context_enter(ctx, &pushed));
+  CUfunction fn = NULL;
+  kda_status st = kda__context_function(ctx, &plan->spec, (CUstream)stream, &fn);
+  if (st == KDA_OK) {
+    long long T = plan->seq_len, cps = plan->chunks_per_seq;
+    float scale = a->scale, lower_bound = a->lower_bound;
+    const void *g = a->g;
+    void *out = a->out;
+    const void *A_log = a->A_log, *dt_bias = a->dt_bias;
+    const void *cu = plan->spec.varlen ? a->cu_seqlens : NULL;
+    const void *ci = plan->spec.varlen ? (const void *)a->chunk_indices : NULL;
+    const void *nd = plan->spec.varlen ? (const void *)a->num_chunks_device : NULL;
+    void *params[] = {&g, &out, &A_log, &dt_bias, &scale, &lower_bound, &cu, &ci, &nd, &T, &cps};
+    CUresult r = ctx->drv->cuLaunchKernel(fn, (unsigned)plan->grid, 1, 1,
+                                          (unsigned)kda__config_threads(&plan->spec), 1, 1, 0,
+                                          (CUstream)stream, params, NULL);
+    if (r != CUDA_SUCCESS)
+      st = kda__cu_status(ctx->drv, r, "cuLaunchKernel(gate_cumsum)", __FILE__, __LINE__);
+    else
+      atomic_fetch_add_explicit(&ctx->launches, 1, memory_order_relaxed);
+  }
+  kda__context_leave(ctx, pushed);
+  return st;
+}
+
+static kda_status run_op(kda__op op, kda_context *ctx, const kda_gate_args *args,
+                         kda_stream stream) {
+  KDA__REQUIRE(ctx != NULL, KDA_ERROR_NULL_POINTER, "context is NULL");
+  kda__launch_plan plan;
+  KDA__TRY(kda__plan_gate_op(op, args, &plan));
+  return launch_plan(ctx, &plan, args, stream);
+}
+
+kda_status kda_gate_chunk_cumsum(kda_context *ctx, const kda_gate_args *args, kda_stream stream) {
+  return run_op(KDA__OP_GATE_CHUNK_CUMSUM, ctx, args, stream);
+}
+
+kda_status kda_chunk_local_cumsum(kda_context *ctx, const kda_gate_args *args,
+                                  kda_stream stream) {
+  return run_op(KDA__OP_CHUNK_LOCAL_CUMSUM, ctx, args, stream);
+}
+
+kda_status kda_gate(kda_context *ctx, const kda_gate_args *args, kda_stream stream) {
+  return run_op(KDA__OP_GATE, ctx, args, stream);
+}
+
+size_t kda_layer_workspace_size(int64_t total_tokens, int64_t num_seqs, int32_t chunk_size) {
+  const int64_t cap = kda_chunk_indices_capacity(total_tokens, num_seqs, chunk_size);
+  if (cap < 0) return 0;
+  return (size_t)cap * 2 * sizeof(int32_t) + sizeof(int32_t);
+}
+
+kda_status kda_layer_gate_fwd(kda_context *ctx, const kda_gate_args *args, void *workspace,
+                              size_t workspace_bytes, kda_stream stream) {
+  KDA__REQUIRE(ctx != NULL && args != NULL, KDA_ERROR_NULL_POINTER,
+               "kda_layer_gate_fwd: NULL context or args");
+  const kda__op op =
+      args->gate == KDA_GATE_NONE ? KDA__OP_CHUNK_LOCAL_CUMSUM : KDA__OP_GATE_CHUNK_CUMSUM;
+  kda_gate_args a = *args;
+  if (a.struct_size == sizeof a && a.cu_seqlens != NULL && a.chunk_indices == NULL) {
+    /* Build the table once, on the device, for this and every later kernel. */
+    const int64_t cap = kda_chunk_indices_capacity(a.seq_len, a.num_seqs, a.chunk_size);
+    KDA__REQUIRE(cap > 0, KDA_ERROR_BAD_SHAPE,
+                 "kda_layer_gate_fwd: seq_len=%lld num_seqs=%lld chunk_size=%d give no table",
+                 (long long)a.seq_len, (long long)a.num_seqs, a.chunk_size);
+    const size_t need = kda_layer_workspace_size(a.seq_len, a.num_seqs, a.chunk_size);
+    KDA__REQUIRE(workspace != NULL, KDA_ERROR_NULL_POINTER,
+                 "kda_layer_gate_fwd: a varlen batch without chunk_indices needs a workspace of "
+                 "%zu bytes", need);
+    KDA__REQUIRE(workspace_bytes >= need, KDA_ERROR_BUFFER_TOO_SMALL,
+                 "kda_layer_gate_fwd: workspace has %zu bytes, needs %zu", workspace_bytes, need);
+    int32_t *table = workspace;
+    int32_t *count = table + cap * 2;
+    KDA__TRY(kda_chunk_indices_build_device(ctx, a.cu_seqlens, a.cu_seqlens_dtype, a.num_seqs,
+                                            a.seq_len, a.chunk_size, table, cap, count, stream));
+    a.chunk_indices = table;
+    a.num_chunks = cap;
+    a.num_chunks_device = count;
+  }
+  return run_op(op, ctx, &a, stream);
+}

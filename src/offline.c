@@ -1,0 +1,69 @@
+/* Compilation without a device: the same specialization a call would use,
+ * compiled for a named architecture. Serves build boxes and CI. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "gate_args.h"
+#include "kernel_source.h"
+#include "nvrtc_compile.h"
+
+kda_status kda_compile_offline(kda_kernel kernel, const kda_gate_args *args, int32_t arch,
+                               double *compile_ms) {
+  KDA__REQUIRE(args != NULL, KDA_ERROR_NULL_POINTER, "kda_compile_offline: args is NULL");
+  KDA__REQUIRE(arch >= 50 && arch <= 200, KDA_ERROR_INVALID_ARGUMENT,
+               "kda_compile_offline: arch %d is not a compute capability x 10 (e.g. 90)", arch);
+  kda__spec spec;
+  if (kernel == KDA_KERNEL_CHUNK_INDICES) {
+    KDA__REQUIRE(args->cu_seqlens_dtype == KDA_DTYPE_I32 || args->cu_seqlens_dtype == KDA_DTYPE_I64,
+                 KDA_ERROR_UNSUPPORTED_DTYPE, "kda_compile_offline: cu_seqlens_dtype %d",
+                 (int)args->cu_seqlens_dtype);
+    KDA__TRY(kda__check_chunk_size(args->chunk_size));
+    memset(&spec, 0, sizeof spec);
+    spec.kernel = KDA__KERNEL_CHUNK_INDICES;
+    spec.idx_dtype = args->cu_seqlens_dtype;
+    spec.chunk = args->chunk_size;
+    spec.cfg = kda__config_heuristic(&spec);
+  } else {
+    KDA__REQUIRE(kernel == KDA_KERNEL_GATE_CHUNK_CUMSUM || kernel == KDA_KERNEL_CHUNK_LOCAL_CUMSUM ||
+                     kernel == KDA_KERNEL_GATE,
+                 KDA_ERROR_INVALID_ARGUMENT, "kda_compile_offline: kernel %d unknown", (int)kernel);
+    /* Stand-in addresses, aligned for the widest access and far apart, so
+     * validation and the heuristic see what a real call would. */
+    kda_gate_args a = *args;
+    if (!a.g) a.g = (const void *)(uintptr_t)(UINT64_C(1) << 40);
+    if (!a.out) a.out = (void *)(uintptr_t)(UINT64_C(1) << 44);
+    if (!a.A_log && a.gate == KDA_GATE_SOFTPLUS) a.A_log = (const float *)(uintptr_t)(UINT64_C(1) << 46);
+    if (a.cu_seqlens && !a.chunk_indices) a.chunk_indices = (const int32_t *)(uintptr_t)(UINT64_C(1) << 47);
+    if (!a.cu_seqlens && a.num_seqs > 0) {
+      /* A varlen shape described without pointers. */
+      a.cu_seqlens = (const void *)(uintptr_t)(UINT64_C(1) << 45);
+      a.chunk_indices = (const int32_t *)(uintptr_t)(UINT64_C(1) << 47);
+    }
+    kda__launch_plan plan;
+    const kda__op op = kernel == KDA_KERNEL_GATE_CHUNK_CUMSUM   ? KDA__OP_GATE_CHUNK_CUMSUM
+                       : kernel == KDA_KERNEL_CHUNK_LOCAL_CUMSUM ? KDA__OP_CHUNK_LOCAL_CUMSUM
+                                                                 : KDA__OP_GATE;
+    KDA__TRY(kda__plan_gate_op(op, &a, &plan));
+    spec = plan.spec;
+  }
+  kda__source_set sources;
+  const char *dir = getenv("KDA_KERNEL_DIR");
+  KDA__TRY(kda__source_set_load(dir && *dir ? dir : NULL, &sources));
+  char name[KDA__NAME_MAX];
+  kda_status st = kda__spec_name(&spec, name, sizeof name) > 0
+                      ? KDA_OK
+                      : kda__fail(KDA_ERROR_INTERNAL, "specialization name too long");
+  if (st == KDA_OK) {
+    const char *names[1] = {name};
+    kda__compile_request req = {&sources, kda__spec_source_name(&spec), arch, names, 1};
+    kda__compiled out;
+    memset(&out, 0, sizeof out);
+    st = kda__nvrtc_compile(&req, &out);
+    if (st == KDA_OK && compile_ms) *compile_ms = out.compile_ms;
+    kda__compiled_free(&out);
+  }
+  kda__source_set_free(&sources);
+  return st;
+}

@@ -1,0 +1,185 @@
+/* Specializations: their names for NVRTC, their legal block configurations,
+ * and the built-in heuristic that picks one before (or without) tuning. */
+#include "spec.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "error.h"
+
+/* Registers are the limit on rows x channels a thread holds: v[L][VEC]
+ * floats plus the raw loads. 64 keeps every legal config spill-free. */
+#define KDA__MAX_VALUES_PER_THREAD 64
+
+static int is_pow2(int32_t v) { return v > 0 && (v & (v - 1)) == 0; }
+
+static int dtype_bytes(int32_t dt) {
+  switch (dt) {
+    case KDA_DTYPE_F16:
+    case KDA_DTYPE_BF16:
+      return 2;
+    case KDA_DTYPE_I64:
+      return 8;
+    default:
+      return 4;
+  }
+}
+
+const char *kda__spec_source_name(const kda__spec *spec) {
+  return spec->kernel == KDA__KERNEL_CHUNK_INDICES ? "chunk_indices.cu" : "gate_cumsum.cu";
+}
+
+int kda__spec_name(const kda__spec *spec, char *buf, size_t size) {
+  int n;
+  if (spec->kernel == KDA__KERNEL_CHUNK_INDICES) {
+    n = snprintf(buf, size, "kda::build_chunk_indices<%d,%d,%d>", spec->idx_dtype, spec->chunk,
+                 spec->cfg.tx);
+  } else {
+    n = snprintf(buf, size,
+                 "kda::gate_cumsum<%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d>",
+                 spec->in_dtype, spec->out_dtype, spec->heads, spec->head_dim, spec->chunk,
+                 spec->cumsum, spec->gate, spec->has_bias, spec->has_alog, spec->has_scale,
+                 spec->reverse, spec->varlen, spec->idx_dtype, spec->cfg.vec, spec->cfg.tx,
+                 spec->cfg.seg);
+  }
+  return (n < 0 || (size_t)n >= size) ? -1 : n;
+}
+
+static const char *dtype_name(int32_t dt) {
+  static const char *names[] = {"f32", "f16", "bf16", "i32", "i64"};
+  return (dt >= 0 && dt <= 4) ? names[dt] : "?";
+}
+
+int kda__spec_describe(const kda__spec *spec, char *buf, size_t size) {
+  static const char *gates[] = {"none", "softplus", "lower_bound"};
+  int n;
+  if (spec->kernel == KDA__KERNEL_CHUNK_INDICES) {
+    n = snprintf(buf, size, "chunk_indices idx=%s chunk=%d threads=%d", dtype_name(spec->idx_dtype),
+                 spec->chunk, spec->cfg.tx);
+  } else {
+    const char *kind = !spec->cumsum ? "gate" : spec->gate ? "gate_chunk_cumsum" : "chunk_local_cumsum";
+    n = snprintf(buf, size,
+                 "%s %s->%s H=%d K=%d chunk=%d gate=%s bias=%d alog=%d scale=%d reverse=%d "
+                 "varlen=%d idx=%s vec=%d tx=%d seg=%d",
+                 kind, dtype_name(spec->in_dtype), dtype_name(spec->out_dtype), spec->heads,
+                 spec->head_dim, spec->chunk,
+                 (spec->gate >= 0 && spec->gate <= 2) ? gates[spec->gate] : "?", spec->has_bias,
+                 spec->has_alog, spec->has_scale, spec->reverse, spec->varlen,
+                 dtype_name(spec->idx_dtype), spec->cfg.vec, spec->cfg.tx, spec->cfg.seg);
+  }
+  return (n < 0 || (size_t)n >= size) ? -1 : n;
+}
+
+uint64_t kda__spec_hash(const kda__spec *spec) {
+  const unsigned char *p = (const unsigned char *)spec;
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < sizeof *spec; ++i) {
+    h ^= p[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+int kda__config_threads(const kda__spec *spec) {
+  if (spec->kernel == KDA__KERNEL_CHUNK_INDICES) return spec->cfg.tx;
+  return spec->cfg.tx * spec->cfg.seg;
+}
+
+int kda__max_vec(const kda__spec *spec) {
+  const int hk = spec->heads * spec->head_dim;
+  for (int v = 8; v > 1; v >>= 1)
+    if (hk % v == 0) return v;
+  return 1;
+}
+
+kda_status kda__config_check(const kda__spec *spec) {
+  const kda__config *c = &spec->cfg;
+  if (spec->kernel == KDA__KERNEL_CHUNK_INDICES) {
+    KDA__REQUIRE(c->tx >= 32 && c->tx <= 1024 && c->tx % 32 == 0 && c->vec == 1 && c->seg == 1,
+                 KDA_ERROR_INVALID_ARGUMENT,
+                 "chunk_indices config needs 32..1024 threads in whole warps (got tx=%d vec=%d seg=%d)",
+                 c->tx, c->vec, c->seg);
+    return KDA_OK;
+  }
+  const int hk = spec->heads * spec->head_dim;
+  KDA__REQUIRE(c->vec == 1 || c->vec == 2 || c->vec == 4 || c->vec == 8,
+               KDA_ERROR_INVALID_ARGUMENT, "vec=%d is not 1, 2, 4 or 8", c->vec);
+  KDA__REQUIRE(hk % c->vec == 0, KDA_ERROR_INVALID_ARGUMENT, "vec=%d does not divide H*K=%d",
+               c->vec, hk);
+  KDA__REQUIRE(is_pow2(c->tx) && c->tx <= 256, KDA_ERROR_INVALID_ARGUMENT,
+               "tx=%d is not a power of two in [1, 256]", c->tx);
+  KDA__REQUIRE(is_pow2(c->seg) && c->seg <= spec->chunk, KDA_ERROR_INVALID_ARGUMENT,
+               "seg=%d is not a power of two in [1, chunk=%d]", c->seg, spec->chunk);
+  KDA__REQUIRE(c->tx * c->seg <= 1024, KDA_ERROR_INVALID_ARGUMENT,
+               "tx*seg=%d threads exceed 1024", c->tx * c->seg);
+  const int rows = spec->chunk / c->seg;
+  KDA__REQUIRE(rows * c->vec <= KDA__MAX_VALUES_PER_THREAD, KDA_ERROR_INVALID_ARGUMENT,
+               "chunk/seg*vec=%d values per thread exceed %d", rows * c->vec,
+               KDA__MAX_VALUES_PER_THREAD);
+  return KDA_OK;
+}
+
+static int pow2_ceil(int v) {
+  int p = 1;
+  while (p < v) p <<= 1;
+  return p;
+}
+
+kda__config kda__config_heuristic(const kda__spec *spec) {
+  kda__config c = {1, 256, 1};
+  if (spec->kernel == KDA__KERNEL_CHUNK_INDICES) return c;
+  const int hk = spec->heads * spec->head_dim;
+  /* Widest access that divides a row and stays within 16 bytes. */
+  int vec = kda__max_vec(spec);
+  while (vec > 1 && vec * dtype_bytes(spec->in_dtype) > 16) vec >>= 1;
+  /* Four to eight rows per thread: enough loads in flight, few registers. */
+  int rows = spec->chunk / 16;
+  if (rows < 2) rows = 2;
+  if (rows > 8) rows = 8;
+  while (rows * vec > KDA__MAX_VALUES_PER_THREAD) rows >>= 1;
+  int tx = pow2_ceil((hk + vec - 1) / vec);
+  if (tx > 32) tx = 32;
+  int seg = spec->chunk / rows;
+  while (tx * seg > 1024) seg >>= 1;
+  c.vec = vec;
+  c.tx = tx;
+  c.seg = seg;
+  return c;
+}
+
+size_t kda__config_space(const kda__spec *spec, kda__config *out, size_t cap) {
+  size_t n = 0;
+  kda__spec s = *spec;
+  if (spec->kernel == KDA__KERNEL_CHUNK_INDICES) {
+    for (int tx = 32; tx <= 1024; tx <<= 1) {
+      if (n < cap) out[n] = (kda__config){1, tx, 1};
+      ++n;
+    }
+    return n;
+  }
+  const int hk = spec->heads * spec->head_dim;
+  const int width = pow2_ceil(hk);
+  for (int vec = 8; vec >= 1; vec >>= 1) {
+    for (int tx = 1; tx <= 256; tx <<= 1) {
+      /* A block wider than the row leaves threads idle. */
+      if (tx * vec > width && tx > 1) continue;
+      for (int seg = 1; seg <= spec->chunk; seg <<= 1) {
+        s.cfg = (kda__config){vec, tx, seg};
+        if (tx * seg < 32 && !(tx * vec >= width && seg == spec->chunk)) continue;
+        kda_status st = kda__config_check(&s);
+        if (st != KDA_OK) continue;
+        if (n < cap) out[n] = s.cfg;
+        ++n;
+      }
+    }
+  }
+  return n;
+}
+
+uint64_t kda__spec_grid(const kda__spec *spec, int64_t num_chunks) {
+  if (spec->kernel == KDA__KERNEL_CHUNK_INDICES) return 1;
+  const int64_t hk = (int64_t)spec->heads * spec->head_dim;
+  const int64_t per_block = (int64_t)spec->cfg.tx * spec->cfg.vec;
+  const int64_t ncb = (hk + per_block - 1) / per_block;
+  return (uint64_t)(num_chunks * ncb);
+}

@@ -1,0 +1,615 @@
+/* Every kernel against the float64 CPU reference on a real GPU: random
+ * inputs (never zeros), outputs poisoned with NaN before each run, dense and
+ * ragged varlen batches, every option. Skips (exit 77) without a GPU. */
+#include <math.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "context_internal.h"
+#include "gate_args.h"
+#include "gpu_util.h"
+#include "kda/kda.h"
+#include "nvrtc_compile.h"
+#include "reference.h"
+#include "test_util.h"
+
+#define TOL_F32 2e-5
+#define TOL_BF16 1e-2
+
+static kda_context *g_ctx;
+static const kda__driver *g_drv;
+static int g_cases;
+
+typedef struct gcase {
+  kda__op op;
+  kda_dtype in, out;
+  int H, K, chunk;
+  kda_gate_kind gate;
+  int bias, alog, scale, reverse;
+  int B;
+  int64_t T;               /* dense length */
+  const int64_t *lens;     /* varlen sequence lengths (NULL: dense) */
+  int nseq;
+  kda_dtype idx;           /* cu_seqlens dtype */
+  int device_table;        /* build chunk_indices on the device */
+  int layer;               /* go through kda_layer_gate_fwd (table built inside) */
+  const kda__config *cfg;  /* NULL: heuristic */
+  uint64_t seed;
+} gcase;
+
+static void describe(const gcase *c, char *buf, size_t n) {
+  snprintf(buf, n,
+           "op=%d in=%d out=%d H=%d K=%d chunk=%d gate=%d bias=%d alog=%d scale=%d rev=%d B=%d "
+           "T=%lld nseq=%d idx=%d devtable=%d layer=%d",
+           c->op, c->in, c->out, c->H, c->K, c->chunk, c->gate, c->bias, c->alog, c->scale,
+           c->reverse, c->B, (long long)c->T, c->lens ? c->nseq : 0, c->idx, c->device_table,
+           c->layer);
+}
+
+/* Runs one case and returns the number of elements outside the budget. */
+static size_t run_case(const gcase *c) {
+  tu_rng rng;
+  tu_rng_seed(&rng, c->seed ? c->seed : 0x5eed + (uint64_t)g_cases);
+  ++g_cases;
+  const int varlen = c->lens != NULL;
+  int64_t T = c->T, B = c->B;
+  int64_t *cu = NULL;
+  if (varlen) {
+    B = 1;
+    cu = calloc((size_t)c->nseq + 1, sizeof *cu);
+    for (int i = 0; i < c->nseq; ++i) cu[i + 1] = cu[i] + c->lens[i];
+    T = cu[c->nseq];
+  }
+  const size_t hk = (size_t)c->H * c->K, n = (size_t)B * (size_t)T * hk;
+  const size_t in_sz = tu_dtype_size(c->in), out_sz = tu_dtype_size(c->out);
+  void *g_host = malloc(n * in_sz);
+  double *g_d = malloc(n * sizeof(double)), *ref = malloc(n * sizeof(double));
+  tu_fill_random_input(&rng, c->in, g_host, g_d, n, 1.0);
+  float A_log[4096], *bias = malloc(hk * sizeof(float));
+  for (int h = 0; h < c->H; ++h) A_log[h] = (float)log(1.0 + 15.0 * tu_uniform(&rng));
+  for (size_t i = 0; i < hk; ++i) bias[i] = (float)tu_normal(&rng);
+
+  kda_gate_args a = kda_gate_args_default();
+  a.g_dtype = c->in;
+  a.out_dtype = c->out;
+  a.batch = B;
+  a.seq_len = T;
+  a.num_heads = c->H;
+  a.head_dim = c->K;
+  a.chunk_size = c->chunk;
+  a.gate = c->gate;
+  a.lower_bound = -5.0f;
+  a.has_scale = c->scale;
+  a.scale = 1.4426950408889634f;
+  a.reverse = c->reverse;
+
+  /* Host copy of args for the reference. */
+  kda_gate_args h = a;
+  h.A_log = c->alog ? A_log : NULL;
+  h.dt_bias = c->bias ? bias : NULL;
+  int32_t *cu32 = NULL;
+  if (varlen) {
+    h.num_seqs = c->nseq;
+    h.cu_seqlens_dtype = c->idx;
+    if (c->idx == KDA_DTYPE_I32) {
+      cu32 = malloc(((size_t)c->nseq + 1) * sizeof *cu32);
+      for (int i = 0; i <= c->nseq; ++i) cu32[i] = (int32_t)cu[i];
+      h.cu_seqlens = cu32;
+    } else {
+      h.cu_seqlens = cu;
+    }
+  }
+  int rc = c->op == KDA__OP_GATE                 ? kda_ref_gate(&h, g_d, ref)
+           : c->op == KDA__OP_CHUNK_LOCAL_CUMSUM ? kda_ref_chunk_local_cumsum(&h, g_d, ref)
+                                                 : kda_ref_gate_chunk_cumsum(&h, g_d, ref);
+  assert_int_equal(rc, 0);
+
+  void *d_g = gu_upload(g_host, n * in_sz);
+  void *d_out = gu_alloc(n * out_sz + 4);
+  void *d_alog = gu_upload(A_log, (size_t)c->H * sizeof(float));
+  void *d_bias = gu_upload(bias, hk * sizeof(float));
+  void *d_cu = NULL, *d_table = NULL, *d_ws = NULL;
+  a.g = d_g;
+  a.out = d_out;
+  a.A_log = c->alog ? d_alog : NULL;
+  a.dt_bias = c->bias ? d_bias : NULL;
+  if (varlen) {
+    a.num_seqs = c->nseq;
+    a.cu_seqlens_dtype = c->idx;
+    d_cu = gu_upload(h.cu_seqlens, ((size_t)c->nseq + 1) * tu_dtype_size(c->idx));
+    a.cu_seqlens = d_cu;
+    const int64_t cap = kda_chunk_indices_capacity(T, c->nseq, c->chunk);
+    if (c->layer) {
+      size_t ws = kda_layer_workspace_size(T, c->nseq, c->chunk);
+      d_ws = gu_alloc(ws);
+      gu_poison(d_ws, ws & ~(size_t)3, 0x7fc00000u);
+    } else if (c->device_table) {
+      d_table = gu_alloc((size_t)cap * 8 + 4);
+      int32_t *count = (int32_t *)d_table + cap * 2;
+      GU_CHECK(kda_chunk_indices_build_device(g_ctx, d_cu, c->idx, c->nseq, T, c->chunk,
+                                              d_table, cap, count, NULL));
+      a.chunk_indices = d_table;
+      a.num_chunks = cap;
+      a.num_chunks_device = count;
+    } else {
+      int32_t *table = malloc((size_t)cap * 8);
+      int64_t nc = 0;
+      GU_CHECK(kda_chunk_indices_build_host(h.cu_seqlens, c->idx, c->nseq, c->chunk, table, cap,
+                                            &nc));
+      d_table = gu_upload(table, (size_t)(nc > 0 ? nc : 1) * 8);
+      a.chunk_indices = d_table;
+      a.num_chunks = nc;
+      free(table);
+    }
+  }
+  gu_poison(d_out, (n * out_sz + 4) & ~(size_t)3, out_sz == 4 ? 0x7fc00000u : 0x7fc07fc0u);
+
+  kda_status st;
+  if (c->cfg) {
+    kda__launch_plan plan;
+    st = kda__plan_gate_op(c->op, &a, &plan);
+    assert_int_equal(st, KDA_OK);
+    plan.spec.cfg = *c->cfg;
+    plan.grid = kda__spec_grid(&plan.spec, plan.num_chunks);
+    CUfunction fn;
+    GU_CHECK(kda__context_function(g_ctx, &plan.spec, NULL, &fn));
+    long long Tk = plan.seq_len, cps = plan.chunks_per_seq;
+    const void *cu_p = plan.spec.varlen ? a.cu_seqlens : NULL;
+    const void *ci_p = plan.spec.varlen ? (const void *)a.chunk_indices : NULL;
+    const void *nd_p = plan.spec.varlen ? (const void *)a.num_chunks_device : NULL;
+    void *params[] = {&a.g, &a.out, &a.A_log, &a.dt_bias, &a.scale, &a.lower_bound,
+                      &cu_p, &ci_p, &nd_p, &Tk, &cps};
+    assert_int_equal(g_drv->cuLaunchKernel(fn, (unsigned)plan.grid, 1, 1,
+                                           (unsigned)kda__config_threads(&plan.spec), 1, 1, 0,
+                                           NULL, params, NULL),
+                     CUDA_SUCCESS);
+    st = KDA_OK;
+  } else if (c->layer) {
+    st = kda_layer_gate_fwd(g_ctx, &a, d_ws, kda_layer_workspace_size(T, c->nseq, c->chunk),
+                            NULL);
+  } else if (c->op == KDA__OP_GATE) {
+    st = kda_gate(g_ctx, &a, NULL);
+  } else if (c->op == KDA__OP_CHUNK_LOCAL_CUMSUM) {
+    st = kda_chunk_local_cumsum(g_ctx, &a, NULL);
+  } else {
+    st = kda_gate_chunk_cumsum(g_ctx, &a, NULL);
+  }
+  if (st != KDA_OK) {
+    char d[512];
+    describe(c, d, sizeof d);
+    fprintf(stderr, "launch failed [%s]: %s\n", d, kda_last_error());
+  }
+  assert_int_equal(st, KDA_OK);
+
+  void *got = malloc(n * out_sz);
+  gu_download(got, d_out, n * out_sz);
+  double max_err = 0;
+  size_t first = 0;
+  size_t bad = out_sz == 4 ? tu_check_close(got, ref, n, TOL_F32, &max_err, &first)
+                           : tu_check_close_bf16(got, ref, n, TOL_BF16, &max_err, &first);
+  if (bad) {
+    char d[512];
+    describe(c, d, sizeof d);
+    fprintf(stderr, "FAILED [%s]: %zu of %zu elements out of budget, max rel err %.3g\n", d, bad,
+            n, max_err);
+  }
+  free(got);
+  gu_free(d_g);
+  gu_free(d_out);
+  gu_free(d_alog);
+  gu_free(d_bias);
+  gu_free(d_cu);
+  gu_free(d_table);
+  gu_free(d_ws);
+  free(g_host);
+  free(g_d);
+  free(ref);
+  free(bias);
+  free(cu);
+  free(cu32);
+  return bad;
+}
+
+static gcase base_case(void) {
+  gcase c;
+  memset(&c, 0, sizeof c);
+  c.op = KDA__OP_GATE_CHUNK_CUMSUM;
+  c.in = KDA_DTYPE_BF16;
+  c.out = KDA_DTYPE_F32;
+  c.H = 4;
+  c.K = 64;
+  c.chunk = 64;
+  c.gate = KDA_GATE_SOFTPLUS;
+  c.bias = 1;
+  c.alog = 1;
+  c.B = 2;
+  c.T = 200;
+  c.idx = KDA_DTYPE_I32;
+  return c;
+}
+
+static const int64_t RAGGED[] = {1, 17, 63, 64, 65, 1000, 4097};
+
+static void fused_matches_reference_for_every_head_count_and_dim(void **state) {
+  (void)state;
+  const int Hs[] = {1, 3, 4, 16, 32}, Ks[] = {16, 64, 100, 128, 256};
+  size_t bad = 0;
+  for (int i = 0; i < 5; ++i)
+    for (int j = 0; j < 5; ++j) {
+      gcase c = base_case();
+      c.H = Hs[i];
+      c.K = Ks[j];
+      c.T = 130; /* not a multiple of the chunk */
+      bad += run_case(&c);
+    }
+  assert_int_equal(bad, 0);
+}
+
+static void fused_matches_reference_for_every_option(void **state) {
+  (void)state;
+  const kda_dtype ins[] = {KDA_DTYPE_BF16, KDA_DTYPE_F16, KDA_DTYPE_F32};
+  const kda_dtype outs[] = {KDA_DTYPE_F32, KDA_DTYPE_BF16};
+  const int chunks[] = {16, 32, 64, 128, 256};
+  size_t bad = 0;
+  /* A mixed-radix walk: each option cycles at its own period so that 60
+   * cases cover every value of every option and most pairs. */
+  for (int i = 0; i < 60; ++i) {
+    gcase c = base_case();
+    c.in = ins[i % 3];
+    c.out = outs[(i / 3) % 2];
+    c.chunk = chunks[i % 5];
+    const int g = (i / 2) % 3;
+    c.gate = g == 0 ? KDA_GATE_SOFTPLUS : KDA_GATE_LOWER_BOUND;
+    c.alog = g != 2;
+    c.bias = (i / 6) % 2;
+    c.scale = (i / 4) % 2;
+    c.reverse = (i / 7) % 2;
+    c.T = 300 + i;
+    if (i % 4 == 3) {
+      c.lens = RAGGED;
+      c.nseq = 7;
+      c.idx = (i / 8) % 2 ? KDA_DTYPE_I64 : KDA_DTYPE_I32;
+      c.device_table = (i / 5) % 2;
+      c.H = 2;
+    }
+    bad += run_case(&c);
+  }
+  assert_int_equal(bad, 0);
+}
+
+static void varlen_ragged_batches_match_reference(void **state) {
+  (void)state;
+  const int chunks[] = {16, 32, 64, 128, 256};
+  size_t bad = 0;
+  for (int i = 0; i < 5; ++i)
+    for (int rev = 0; rev < 2; ++rev)
+      for (int dev = 0; dev < 2; ++dev) {
+        gcase c = base_case();
+        c.H = 32;
+        c.K = 128;
+        c.chunk = chunks[i];
+        c.reverse = rev;
+        c.lens = RAGGED;
+        c.nseq = 7;
+        c.idx = dev ? KDA_DTYPE_I64 : KDA_DTYPE_I32;
+        c.device_table = dev;
+        bad += run_case(&c);
+      }
+  assert_int_equal(bad, 0);
+}
+
+static void chunk_local_cumsum_vector_and_scalar_match_reference(void **state) {
+  (void)state;
+  const kda_dtype ins[] = {KDA_DTYPE_BF16, KDA_DTYPE_F16, KDA_DTYPE_F32};
+  size_t bad = 0;
+  for (int i = 0; i < 24; ++i) {
+    gcase c = base_case();
+    c.op = KDA__OP_CHUNK_LOCAL_CUMSUM;
+    c.gate = KDA_GATE_NONE;
+    c.in = ins[i % 3];
+    c.out = (i / 3) % 2 ? KDA_DTYPE_BF16 : KDA_DTYPE_F32;
+    c.K = (i / 6) % 2 ? 1 : 128; /* K=1: the scalar [B,T,H] form */
+    c.H = c.K == 1 ? 16 : 8;
+    c.reverse = (i / 12) % 2;
+    c.scale = i % 2;
+    c.chunk = (i % 4 == 0) ? 32 : 64;
+    c.T = 257;
+    if (i % 3 == 1) {
+      c.lens = RAGGED;
+      c.nseq = 7;
+      c.device_table = i % 2;
+    }
+    bad += run_case(&c);
+  }
+  assert_int_equal(bad, 0);
+}
+
+static void standalone_gate_matches_reference(void **state) {
+  (void)state;
+  const kda_dtype ins[] = {KDA_DTYPE_BF16, KDA_DTYPE_F16, KDA_DTYPE_F32};
+  size_t bad = 0;
+  for (int i = 0; i < 12; ++i) {
+    gcase c = base_case();
+    c.op = KDA__OP_GATE;
+    c.in = ins[i % 3];
+    c.out = (i / 3) % 2 ? KDA_DTYPE_BF16 : KDA_DTYPE_F32;
+    c.gate = (i / 6) % 2 ? KDA_GATE_LOWER_BOUND : KDA_GATE_SOFTPLUS;
+    c.bias = i % 2;
+    c.H = 3;
+    c.K = 100;
+    c.T = 77;
+    bad += run_case(&c);
+  }
+  assert_int_equal(bad, 0);
+}
+
+static void layer_entry_builds_table_once_and_dispatches(void **state) {
+  (void)state;
+  size_t bad = 0;
+  for (int i = 0; i < 4; ++i) {
+    gcase c = base_case();
+    c.H = 16;
+    c.K = 128;
+    c.lens = RAGGED;
+    c.nseq = 7;
+    c.layer = 1;
+    c.idx = i % 2 ? KDA_DTYPE_I64 : KDA_DTYPE_I32;
+    if (i >= 2) {
+      c.op = KDA__OP_CHUNK_LOCAL_CUMSUM;
+      c.gate = KDA_GATE_NONE;
+    }
+    bad += run_case(&c);
+  }
+  /* Dense through the layer entry as well. */
+  gcase d = base_case();
+  d.layer = 1;
+  bad += run_case(&d);
+  assert_int_equal(bad, 0);
+}
+
+/* Every configuration of the tuner's space computes the same function. */
+static void every_config_in_the_space_matches_reference(void **state) {
+  (void)state;
+  size_t bad = 0, tried = 0;
+  for (int shape = 0; shape < 2; ++shape) {
+    gcase c = base_case();
+    if (shape == 0) {
+      c.H = 32;
+      c.K = 128;
+      c.lens = RAGGED;
+      c.nseq = 7;
+    } else {
+      c.op = KDA__OP_CHUNK_LOCAL_CUMSUM;
+      c.gate = KDA_GATE_NONE;
+      c.in = KDA_DTYPE_F32;
+      c.H = 3;
+      c.K = 100;
+      c.chunk = 32;
+      c.reverse = 1;
+      c.T = 100;
+    }
+    kda__spec spec;
+    memset(&spec, 0, sizeof spec);
+    spec.kernel = KDA__KERNEL_GATE_CUMSUM;
+    spec.heads = c.H;
+    spec.head_dim = c.K;
+    spec.chunk = c.chunk;
+    kda__config cfgs[1024];
+    size_t n = kda__config_space(&spec, cfgs, 1024);
+    assert_true(n > 0 && n <= 1024);
+    for (size_t i = 0; i < n; ++i) {
+      c.cfg = &cfgs[i];
+      size_t b = run_case(&c);
+      if (b) fprintf(stderr, "  config vec=%d tx=%d seg=%d\n", cfgs[i].vec, cfgs[i].tx, cfgs[i].seg);
+      bad += b;
+      ++tried;
+    }
+  }
+  printf("checked %zu configurations\n", tried);
+  assert_int_equal(bad, 0);
+}
+
+static void device_chunk_table_equals_host_table(void **state) {
+  (void)state;
+  tu_rng rng;
+  tu_rng_seed(&rng, 42);
+  const int Ns[] = {1, 2, 7, 256, 1000, 3000};
+  const int chunks[] = {16, 64, 256};
+  for (int ni = 0; ni < 6; ++ni)
+    for (int ci = 0; ci < 3; ++ci)
+      for (int idx = 0; idx < 2; ++idx) {
+        const int N = Ns[ni], chunk = chunks[ci];
+        int64_t *cu = calloc((size_t)N + 1, sizeof *cu);
+        int32_t *cu32 = calloc((size_t)N + 1, sizeof *cu32);
+        for (int i = 0; i < N; ++i) {
+          int64_t len = tu_uniform(&rng) < 0.15 ? 0 : tu_uniform_int(&rng, 1, 700);
+          cu[i + 1] = cu[i] + len;
+          cu32[i + 1] = (int32_t)cu[i + 1];
+        }
+        const int64_t T = cu[N] > 0 ? cu[N] : 1;
+        const int64_t cap = kda_chunk_indices_capacity(T, N, chunk);
+        int32_t *host = malloc((size_t)cap * 8), *dev = malloc((size_t)cap * 8 + 4);
+        int64_t nc = 0;
+        const kda_dtype dt = idx ? KDA_DTYPE_I64 : KDA_DTYPE_I32;
+        const void *cu_h = idx ? (const void *)cu : (const void *)cu32;
+        GU_CHECK(kda_chunk_indices_build_host(cu_h, dt, N, chunk, host, cap, &nc));
+        void *d_cu = gu_upload(cu_h, ((size_t)N + 1) * (idx ? 8 : 4));
+        void *d_out = gu_alloc((size_t)cap * 8 + 4);
+        gu_poison(d_out, (size_t)cap * 8 + 4, 0x7fc00000u);
+        GU_CHECK(kda_chunk_indices_build_device(g_ctx, d_cu, dt, N, T, chunk, d_out, cap,
+                                                (int32_t *)d_out + cap * 2, NULL));
+        gu_download(dev, d_out, (size_t)cap * 8 + 4);
+        assert_int_equal(dev[cap * 2], nc);
+        assert_memory_equal(dev, host, (size_t)nc * 8);
+        for (int64_t r = nc; r < cap; ++r) {
+          assert_int_equal(dev[2 * r], -1);
+          assert_int_equal(dev[2 * r + 1], -1);
+        }
+        gu_free(d_cu);
+        gu_free(d_out);
+        free(cu);
+        free(cu32);
+        free(host);
+        free(dev);
+      }
+}
+
+/* A warm specialization records into a graph and replays correctly; a cold
+ * one is refused inside capture without compiling. */
+static void capture_records_warm_and_refuses_cold(void **state) {
+  (void)state;
+  const int H = 8, K = 64;
+  const int64_t T = 128;
+  const size_t n = (size_t)T * H * K;
+  tu_rng rng;
+  tu_rng_seed(&rng, 7);
+  uint16_t *g = malloc(n * 2);
+  double *gd = malloc(n * sizeof(double)), *ref = malloc(n * sizeof(double));
+  tu_fill_random_input(&rng, KDA_DTYPE_BF16, g, gd, n, 1.0);
+  float A_log[8];
+  for (int h = 0; h < H; ++h) A_log[h] = (float)log(1.0 + 15.0 * tu_uniform(&rng));
+  void *d_g = gu_upload(g, n * 2), *d_out = gu_alloc(n * 4), *d_a = gu_upload(A_log, sizeof A_log);
+  kda_gate_args a = kda_gate_args_default();
+  a.g = d_g;
+  a.g_dtype = KDA_DTYPE_BF16;
+  a.out = d_out;
+  a.batch = 1;
+  a.seq_len = T;
+  a.num_heads = H;
+  a.head_dim = K;
+  a.gate = KDA_GATE_SOFTPLUS;
+  a.A_log = d_a;
+  GU_CHECK(kda_gate_chunk_cumsum(g_ctx, &a, NULL)); /* warm */
+
+  CUstream s;
+  assert_int_equal(g_drv->cuStreamCreate(&s, CU_STREAM_NON_BLOCKING), CUDA_SUCCESS);
+  kda_stats before = {.struct_size = sizeof before}, after = {.struct_size = sizeof after};
+  GU_CHECK(kda_context_get_stats(g_ctx, &before));
+  assert_int_equal(g_drv->cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL), CUDA_SUCCESS);
+  kda_status warm = kda_gate_chunk_cumsum(g_ctx, &a, (kda_stream)s);
+  kda_gate_args cold = a;
+  cold.reverse = 1; /* a specialization never compiled */
+  kda_status cold_st = kda_gate_chunk_cumsum(g_ctx, &cold, (kda_stream)s);
+  CUgraph graph;
+  assert_int_equal(g_drv->cuStreamEndCapture(s, &graph), CUDA_SUCCESS);
+  assert_int_equal(warm, KDA_OK);
+  assert_int_equal(cold_st, KDA_ERROR_CAPTURE_COLD);
+  GU_CHECK(kda_context_get_stats(g_ctx, &after));
+  assert_int_equal(after.nvrtc_compiles, before.nvrtc_compiles);
+
+  CUgraphExec exec;
+  assert_int_equal(g_drv->cuGraphInstantiate(&exec, graph, 0), CUDA_SUCCESS);
+  gu_poison(d_out, n * 4, 0x7fc00000u);
+  assert_int_equal(g_drv->cuGraphLaunch(exec, s), CUDA_SUCCESS);
+  assert_int_equal(g_drv->cuStreamSynchronize(s), CUDA_SUCCESS);
+  float *got = malloc(n * 4);
+  gu_download(got, d_out, n * 4);
+  kda_gate_args h = a;
+  h.A_log = A_log;
+  assert_int_equal(kda_ref_gate_chunk_cumsum(&h, gd, ref), 0);
+  assert_int_equal(tu_check_close(got, ref, n, TOL_F32, NULL, NULL), 0);
+  g_drv->cuGraphExecDestroy(exec);
+  g_drv->cuGraphDestroy(graph);
+  g_drv->cuStreamDestroy(s);
+  gu_free(d_g);
+  gu_free(d_out);
+  gu_free(d_a);
+  free(g);
+  free(gd);
+  free(ref);
+  free(got);
+}
+
+typedef struct race_arg {
+  kda_gate_args args;
+  kda_status st;
+} race_arg;
+
+static void *race_call(void *p) {
+  race_arg *r = p;
+  r->st = kda_gate_chunk_cumsum(g_ctx, &r->args, NULL);
+  return NULL;
+}
+
+static void concurrent_first_calls_compile_once(void **state) {
+  (void)state;
+  const int H = 5, K = 48;
+  const size_t n = (size_t)2 * 96 * H * K;
+  void *d_g = gu_alloc(n * 4), *d_out = gu_alloc(n * 4), *d_a = gu_alloc(64);
+  gu_poison(d_g, n * 4, 0x3f800000u); /* 1.0f */
+  gu_poison(d_a, 64, 0);
+  kda_stats before = {.struct_size = sizeof before}, after = {.struct_size = sizeof after};
+  GU_CHECK(kda_context_get_stats(g_ctx, &before));
+  race_arg args[8];
+  pthread_t th[8];
+  for (int i = 0; i < 8; ++i) {
+    args[i].args = kda_gate_args_default();
+    args[i].args.g = d_g;
+    args[i].args.out = d_out;
+    args[i].args.batch = 2;
+    args[i].args.seq_len = 96;
+    args[i].args.num_heads = H;
+    args[i].args.head_dim = K;
+    args[i].args.chunk_size = 32;
+    args[i].args.gate = KDA_GATE_LOWER_BOUND;
+    args[i].args.A_log = d_a;
+    pthread_create(&th[i], NULL, race_call, &args[i]);
+  }
+  for (int i = 0; i < 8; ++i) {
+    pthread_join(th[i], NULL);
+    assert_int_equal(args[i].st, KDA_OK);
+  }
+  gu_sync();
+  GU_CHECK(kda_context_get_stats(g_ctx, &after));
+  assert_int_equal(after.nvrtc_compiles - before.nvrtc_compiles, 1);
+  gu_free(d_g);
+  gu_free(d_out);
+  gu_free(d_a);
+}
+
+static int setup(void **state) {
+  (void)state;
+  g_ctx = gu_context();
+  kda_device_info info = {.struct_size = sizeof info};
+  kda_context_get_device_info(g_ctx, &info);
+  printf("device: %s (sm_%d%d, %d SMs, L2 %d bytes, PCI id 0x%04x, driver %d, NVRTC %d.%d)\n",
+         info.name, info.cc_major, info.cc_minor, info.sm_count, info.l2_bytes,
+         info.pci_device_id, info.driver_version, info.nvrtc_major, info.nvrtc_minor);
+  return 0;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  kda_stats s = {.struct_size = sizeof s};
+  kda_context_get_stats(g_ctx, &s);
+  printf("cases: %d, NVRTC compiles: %llu (%.1f ms total, %.1f ms each), launches: %llu\n",
+         g_cases, (unsigned long long)s.nvrtc_compiles, s.compile_ms_total,
+         s.nvrtc_compiles ? s.compile_ms_total / (double)s.nvrtc_compiles : 0.0,
+         (unsigned long long)s.launches);
+  kda_context_destroy(g_ctx);
+  return 0;
+}
+
+int main(void) {
+  g_drv = gu_require_gpu("test_gpu_kernels");
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(fused_matches_reference_for_every_head_count_and_dim),
+      cmocka_unit_test(fused_matches_reference_for_every_option),
+      cmocka_unit_test(varlen_ragged_batches_match_reference),
+      cmocka_unit_test(chunk_local_cumsum_vector_and_scalar_match_reference),
+      cmocka_unit_test(standalone_gate_matches_reference),
+      cmocka_unit_test(layer_entry_builds_table_once_and_dispatches),
+      cmocka_unit_test(device_chunk_table_equals_host_table),
+      cmocka_unit_test(capture_records_warm_and_refuses_cold),
+      cmocka_unit_test(concurrent_first_calls_compile_once),
+      cmocka_unit_test(every_config_in_the_space_matches_reference),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}

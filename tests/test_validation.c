@@ -1,0 +1,257 @@
+/* Every host-side validation path: each bad argument gets its own status and
+ * a message naming the field, before anything touches a device. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "gate_args.h"
+#include "kda/kda.h"
+
+/* Fake, well-aligned, non-overlapping device addresses: planning never
+ * dereferences them. */
+#define FAKE_G ((const void *)(uintptr_t)0x100000000ull)
+#define FAKE_OUT ((void *)(uintptr_t)0x900000000ull)
+#define FAKE_ALOG ((const float *)(uintptr_t)0x1100000000ull)
+
+static kda_gate_args good(void) {
+  kda_gate_args a = kda_gate_args_default();
+  a.g = FAKE_G;
+  a.g_dtype = KDA_DTYPE_BF16;
+  a.out = FAKE_OUT;
+  a.batch = 2;
+  a.seq_len = 100;
+  a.num_heads = 32;
+  a.head_dim = 128;
+  a.gate = KDA_GATE_SOFTPLUS;
+  a.A_log = FAKE_ALOG;
+  return a;
+}
+
+static kda_status plan(kda__op op, const kda_gate_args *a) {
+  kda__launch_plan p;
+  return kda__plan_gate_op(op, a, &p);
+}
+
+#define EXPECT(op, a, status, text)                                  \
+  do {                                                               \
+    assert_int_equal(plan((op), &(a)), (status));                    \
+    assert_non_null(strstr(kda_last_error(), (text)));               \
+  } while (0)
+
+static void valid_arguments_plan_a_launch(void **state) {
+  (void)state;
+  kda_gate_args a = good();
+  kda__launch_plan p;
+  assert_int_equal(kda__plan_gate_op(KDA__OP_GATE_CHUNK_CUMSUM, &a, &p), KDA_OK);
+  assert_int_equal(p.num_chunks, 4); /* 2 x ceil(100/64) */
+  assert_int_equal(p.chunks_per_seq, 2);
+  assert_int_equal(p.spec.cumsum, 1);
+  assert_int_equal(p.spec.has_alog, 1);
+  assert_int_equal(p.spec.has_bias, 0);
+  assert_true(p.grid > 0);
+}
+
+static void null_pointers_are_rejected(void **state) {
+  (void)state;
+  kda__launch_plan p;
+  assert_int_equal(kda__plan_gate_op(KDA__OP_GATE, NULL, &p), KDA_ERROR_NULL_POINTER);
+  kda_gate_args a = good();
+  a.g = NULL;
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_NULL_POINTER, "g is NULL");
+  a = good();
+  a.out = NULL;
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_NULL_POINTER, "out is NULL");
+  a = good();
+  a.A_log = NULL;
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_NULL_POINTER, "A_log");
+}
+
+static void struct_size_must_match(void **state) {
+  (void)state;
+  kda_gate_args a = good();
+  a.struct_size = 8;
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_BAD_OPTIONS, "struct_size");
+}
+
+static void unsupported_dtypes_are_rejected(void **state) {
+  (void)state;
+  kda_gate_args a = good();
+  a.g_dtype = KDA_DTYPE_I32;
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_UNSUPPORTED_DTYPE, "g_dtype");
+  a = good();
+  a.out_dtype = KDA_DTYPE_F16;
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_UNSUPPORTED_DTYPE, "out_dtype");
+  a = good();
+  a.cu_seqlens = FAKE_ALOG;
+  a.batch = 1;
+  a.num_seqs = 1;
+  a.chunk_indices = (const int32_t *)FAKE_ALOG;
+  a.cu_seqlens_dtype = KDA_DTYPE_F32;
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_UNSUPPORTED_DTYPE, "cu_seqlens_dtype");
+}
+
+static void bad_shapes_are_rejected(void **state) {
+  (void)state;
+  kda_gate_args a = good();
+  a.batch = 0;
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_BAD_SHAPE, "batch");
+  a = good();
+  a.seq_len = -5;
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_BAD_SHAPE, "seq_len");
+  a = good();
+  a.num_heads = 0;
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_BAD_SHAPE, "num_heads");
+  a = good();
+  a.num_heads = KDA_MAX_HEADS + 1;
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_BAD_SHAPE, "num_heads");
+  a = good();
+  a.head_dim = 0;
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_BAD_SHAPE, "head_dim");
+  a = good();
+  a.batch = INT64_C(1) << 40;
+  a.seq_len = INT64_C(1) << 30;
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_BAD_SHAPE, "too large");
+}
+
+static void head_dim_above_maximum_is_unsupported(void **state) {
+  (void)state;
+  kda_gate_args a = good();
+  a.head_dim = KDA_MAX_HEAD_DIM + 1;
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_UNSUPPORTED_HEAD_DIM, "head_dim=257");
+}
+
+static void chunk_size_must_be_a_power_of_two_in_range(void **state) {
+  (void)state;
+  const int32_t bad[] = {0, -64, 8, 48, 100, 512};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+    kda_gate_args a = good();
+    a.chunk_size = bad[i];
+    EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_BAD_CHUNK_SIZE, "chunk_size");
+  }
+  /* The elementwise gate ignores the chunk size. */
+  kda_gate_args a = good();
+  a.chunk_size = 48;
+  assert_int_equal(plan(KDA__OP_GATE, &a), KDA_OK);
+}
+
+static void gate_kind_must_fit_the_kernel(void **state) {
+  (void)state;
+  kda_gate_args a = good();
+  EXPECT(KDA__OP_CHUNK_LOCAL_CUMSUM, a, KDA_ERROR_INVALID_ARGUMENT, "KDA_GATE_NONE");
+  a.gate = KDA_GATE_NONE;
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_INVALID_ARGUMENT, "SOFTPLUS");
+  EXPECT(KDA__OP_GATE, a, KDA_ERROR_INVALID_ARGUMENT, "SOFTPLUS");
+  a.gate = (kda_gate_kind)7;
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_INVALID_ARGUMENT, "kda_gate_kind");
+  /* Lower bound without A_log is legal. */
+  a = good();
+  a.gate = KDA_GATE_LOWER_BOUND;
+  a.A_log = NULL;
+  assert_int_equal(plan(KDA__OP_GATE_CHUNK_CUMSUM, &a), KDA_OK);
+}
+
+static void overlapping_output_is_rejected(void **state) {
+  (void)state;
+  kda_gate_args a = good();
+  a.out = (void *)((uintptr_t)FAKE_G + 64);
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_INVALID_ARGUMENT, "overlaps");
+}
+
+static void varlen_arguments_are_checked(void **state) {
+  (void)state;
+  kda_gate_args a = good();
+  a.cu_seqlens = FAKE_ALOG;
+  a.num_seqs = 3;
+  a.chunk_indices = (const int32_t *)FAKE_ALOG;
+  a.num_chunks = 3;
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_BAD_SHAPE, "batch must be 1");
+  a.batch = 1;
+  a.chunk_indices = NULL;
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_NULL_POINTER, "chunk_indices");
+  a.chunk_indices = (const int32_t *)FAKE_ALOG;
+  a.num_seqs = 0;
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_BAD_SHAPE, "num_seqs");
+  a.num_seqs = 3;
+  a.num_chunks = 1000; /* above ceil(100/64) + 3 */
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_BAD_SHAPE, "num_chunks");
+  a.num_chunks = -1;
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_BAD_SHAPE, "num_chunks");
+  a.num_chunks = 5;
+  assert_int_equal(plan(KDA__OP_GATE_CHUNK_CUMSUM, &a), KDA_OK);
+  /* A table without cu_seqlens is a caller bug. */
+  a = good();
+  a.chunk_indices = (const int32_t *)FAKE_ALOG;
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_INVALID_ARGUMENT, "without cu_seqlens");
+}
+
+static void vector_width_follows_pointer_alignment(void **state) {
+  (void)state;
+  kda_gate_args a = good();
+  a.g = (const void *)((uintptr_t)FAKE_G + 4); /* 4-byte aligned bf16 */
+  kda__launch_plan p;
+  assert_int_equal(kda__plan_gate_op(KDA__OP_GATE_CHUNK_CUMSUM, &a, &p), KDA_OK);
+  assert_int_equal(p.spec.cfg.vec, 2);
+  assert_int_equal(kda__config_check(&p.spec), KDA_OK);
+}
+
+static void public_calls_reject_null_context(void **state) {
+  (void)state;
+  kda_gate_args a = good();
+  assert_int_equal(kda_gate_chunk_cumsum(NULL, &a, NULL), KDA_ERROR_NULL_POINTER);
+  assert_int_equal(kda_chunk_local_cumsum(NULL, &a, NULL), KDA_ERROR_NULL_POINTER);
+  assert_int_equal(kda_gate(NULL, &a, NULL), KDA_ERROR_NULL_POINTER);
+  assert_int_equal(kda_layer_gate_fwd(NULL, &a, NULL, 0, NULL), KDA_ERROR_NULL_POINTER);
+  int32_t buf[4];
+  assert_int_equal(kda_chunk_indices_build_device(NULL, FAKE_G, KDA_DTYPE_I32, 1, 10, 64, buf, 2,
+                                                  buf, NULL),
+                   KDA_ERROR_NULL_POINTER);
+  kda_stats s = {.struct_size = sizeof s};
+  assert_int_equal(kda_context_get_stats(NULL, &s), KDA_ERROR_NULL_POINTER);
+  kda_device_info d = {.struct_size = sizeof d};
+  assert_int_equal(kda_context_get_device_info(NULL, &d), KDA_ERROR_NULL_POINTER);
+}
+
+static void context_options_are_checked_before_the_driver(void **state) {
+  (void)state;
+  kda_context *ctx = (kda_context *)&ctx;
+  assert_int_equal(kda_context_create(NULL, NULL), KDA_ERROR_NULL_POINTER);
+  kda_options o = kda_options_default();
+  o.struct_size = 3;
+  assert_int_equal(kda_context_create(&o, &ctx), KDA_ERROR_BAD_OPTIONS);
+  assert_null(ctx);
+  o = kda_options_default();
+  o.device = -7;
+  assert_int_equal(kda_context_create(&o, &ctx), KDA_ERROR_NO_DEVICE);
+  assert_null(ctx);
+  kda_context_destroy(NULL);
+}
+
+static void layer_workspace_size_counts_table_and_count(void **state) {
+  (void)state;
+  assert_int_equal(kda_layer_workspace_size(100, 3, 64), (2 + 3) * 2 * 4 + 4);
+  assert_int_equal(kda_layer_workspace_size(-1, 3, 64), 0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(valid_arguments_plan_a_launch),
+      cmocka_unit_test(null_pointers_are_rejected),
+      cmocka_unit_test(struct_size_must_match),
+      cmocka_unit_test(unsupported_dtypes_are_rejected),
+      cmocka_unit_test(bad_shapes_are_rejected),
+      cmocka_unit_test(head_dim_above_maximum_is_unsupported),
+      cmocka_unit_test(chunk_size_must_be_a_power_of_two_in_range),
+      cmocka_unit_test(gate_kind_must_fit_the_kernel),
+      cmocka_unit_test(overlapping_output_is_rejected),
+      cmocka_unit_test(varlen_arguments_are_checked),
+      cmocka_unit_test(vector_width_follows_pointer_alignment),
+      cmocka_unit_test(public_calls_reject_null_context),
+      cmocka_unit_test(context_options_are_checked_before_the_driver),
+      cmocka_unit_test(layer_workspace_size_counts_table_and_count),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
