@@ -1,0 +1,223 @@
+#include "test_util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------ */
+/* PRNG                                                                      */
+/* ------------------------------------------------------------------------ */
+
+static uint64_t splitmix64(uint64_t *x) {
+  uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+static uint64_t rotl64(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+void tu_rng_seed(tu_rng *rng, uint64_t seed) {
+  uint64_t x = seed;
+  for (int i = 0; i < 4; ++i) rng->s[i] = splitmix64(&x);
+}
+
+uint64_t tu_next_u64(tu_rng *rng) {
+  uint64_t *s = rng->s;
+  const uint64_t result = rotl64(s[1] * 5, 7) * 9;
+  const uint64_t t = s[1] << 17;
+  s[2] ^= s[0];
+  s[3] ^= s[1];
+  s[1] ^= s[2];
+  s[0] ^= s[3];
+  s[2] ^= t;
+  s[3] = rotl64(s[3], 45);
+  return result;
+}
+
+double tu_uniform(tu_rng *rng) { return (double)(tu_next_u64(rng) >> 11) * 0x1.0p-53; }
+
+int64_t tu_uniform_int(tu_rng *rng, int64_t lo, int64_t hi) {
+  if (hi <= lo) return lo;
+  const uint64_t range = (uint64_t)hi - (uint64_t)lo + 1u;
+  if (range == 0) return (int64_t)tu_next_u64(rng); /* the full 64-bit range */
+  /* Rejection sampling: no modulo bias. */
+  const uint64_t limit = UINT64_MAX - UINT64_MAX % range;
+  uint64_t r;
+  do {
+    r = tu_next_u64(rng);
+  } while (r >= limit);
+  return (int64_t)((uint64_t)lo + r % range);
+}
+
+double tu_normal(tu_rng *rng) {
+  const double u1 = 1.0 - tu_uniform(rng); /* (0, 1]: log is finite */
+  const double u2 = tu_uniform(rng);
+  return sqrt(-2.0 * log(u1)) * cos(2.0 * 3.14159265358979323846 * u2);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 16-bit float formats                                                      */
+/* ------------------------------------------------------------------------ */
+
+static uint32_t f32_bits(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  return u;
+}
+
+static float bits_f32(uint32_t u) {
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+uint16_t tu_f32_to_bf16(float f) {
+  const uint32_t u = f32_bits(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x0040u); /* quiet NaN */
+  const uint32_t rounded = u + 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(rounded >> 16);
+}
+
+float tu_bf16_to_f32(uint16_t h) { return bits_f32((uint32_t)h << 16); }
+
+uint16_t tu_f32_to_f16(float f) {
+  const uint32_t u = f32_bits(f);
+  const uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+  const int exp = (int)((u >> 23) & 0xffu);
+  const uint32_t mant = u & 0x7fffffu;
+  if (exp == 0xff) {
+    if (mant != 0) return (uint16_t)(sign | 0x7e00u | (mant >> 13)); /* quiet NaN */
+    return (uint16_t)(sign | 0x7c00u);
+  }
+  const int e = exp - 127;
+  if (e > 15) return (uint16_t)(sign | 0x7c00u);
+  if (e >= -14) {
+    uint32_t r = ((uint32_t)(e + 15) << 10) | (mant >> 13);
+    const uint32_t rem = mant & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (r & 1u))) ++r; /* may carry into inf: right */
+    return (uint16_t)(sign | r);
+  }
+  if (e >= -25) {
+    /* Subnormal half: value in units of 2^-24 is m * 2^(e + 1). */
+    const uint32_t m = mant | 0x800000u;
+    const int shift = -(e + 1); /* 14 .. 24 */
+    uint32_t r = m >> shift;
+    const uint32_t rem = m & ((1u << shift) - 1u);
+    const uint32_t half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (r & 1u))) ++r;
+    return (uint16_t)(sign | r);
+  }
+  return sign;
+}
+
+float tu_f16_to_f32(uint16_t h) {
+  const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1fu;
+  const uint32_t mant = h & 0x3ffu;
+  if (exp == 0) {
+    const float v = ldexpf((float)mant, -24);
+    return sign ? -v : v;
+  }
+  if (exp == 31) return bits_f32(sign | 0x7f800000u | (mant << 13));
+  return bits_f32(sign | ((exp - 15u + 127u) << 23) | (mant << 13));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Tolerance checks                                                          */
+/* ------------------------------------------------------------------------ */
+
+static size_t check_close_impl(const float *got_f32, const uint16_t *got_bf16, const double *ref,
+                               size_t n, double rel, double *max_err, size_t *first_bad) {
+  size_t bad = 0, first = n;
+  double worst = 0.0;
+  for (size_t i = 0; i < n; ++i) {
+    const double g = got_f32 ? (double)got_f32[i] : (double)tu_bf16_to_f32(got_bf16[i]);
+    const double r = ref[i];
+    const double diff = fabs(g - r);
+    const double norm = diff / (1.0 + fabs(r));
+    if (isnan(norm)) {
+      worst = INFINITY;
+    } else if (norm > worst) {
+      worst = norm;
+    }
+    if (!(diff <= rel * (1.0 + fabs(r)))) {
+      if (bad < 5) {
+        printf("  mismatch at %zu: got %.9g ref %.9g (|diff| %.3g, allowed %.3g)\n", i, g, r, diff,
+               rel * (1.0 + fabs(r)));
+      }
+      if (first == n) first = i;
+      ++bad;
+    }
+  }
+  if (bad > 5) printf("  ... %zu mismatches in all of %zu elements\n", bad, n);
+  if (max_err) *max_err = worst;
+  if (first_bad) *first_bad = first;
+  return bad;
+}
+
+size_t tu_check_close(const float *got, const double *ref, size_t n, double rel,
+                      double *max_err, size_t *first_bad) {
+  return check_close_impl(got, NULL, ref, n, rel, max_err, first_bad);
+}
+
+size_t tu_check_close_bf16(const uint16_t *got, const double *ref, size_t n, double rel,
+                           double *max_err, size_t *first_bad) {
+  return check_close_impl(NULL, got, ref, n, rel, max_err, first_bad);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Random inputs                                                             */
+/* ------------------------------------------------------------------------ */
+
+size_t tu_dtype_size(kda_dtype dt) {
+  switch (dt) {
+    case KDA_DTYPE_F32: return 4;
+    case KDA_DTYPE_F16: return 2;
+    case KDA_DTYPE_BF16: return 2;
+    case KDA_DTYPE_I32: return 4;
+    case KDA_DTYPE_I64: return 8;
+  }
+  return 0;
+}
+
+void tu_fill_random_input(tu_rng *rng, kda_dtype dt, void *dst, double *as_double, size_t n,
+                          double stddev) {
+  for (size_t i = 0; i < n; ++i) {
+    const double x = tu_normal(rng) * stddev;
+    double exact = 0.0;
+    switch (dt) {
+      case KDA_DTYPE_F32: {
+        const float v = (float)x;
+        ((float *)dst)[i] = v;
+        exact = (double)v;
+        break;
+      }
+      case KDA_DTYPE_F16: {
+        const uint16_t h = tu_f32_to_f16((float)x);
+        ((uint16_t *)dst)[i] = h;
+        exact = (double)tu_f16_to_f32(h);
+        break;
+      }
+      case KDA_DTYPE_BF16: {
+        const uint16_t h = tu_f32_to_bf16((float)x);
+        ((uint16_t *)dst)[i] = h;
+        exact = (double)tu_bf16_to_f32(h);
+        break;
+      }
+      case KDA_DTYPE_I32: {
+        const int32_t v = (int32_t)lround(x);
+        ((int32_t *)dst)[i] = v;
+        exact = (double)v;
+        break;
+      }
+      case KDA_DTYPE_I64: {
+        const int64_t v = (int64_t)llround(x);
+        ((int64_t *)dst)[i] = v;
+        exact = (double)v;
+        break;
+      }
+    }
+    if (as_double) as_double[i] = exact;
+  }
+}

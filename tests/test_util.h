@@ -1,0 +1,57 @@
+/* Helpers shared by the tests: a deterministic PRNG, host conversions of the
+ * 16-bit float formats, tolerance checks and random inputs rounded to a
+ * kernel dtype. Nothing here calls the library. */
+#ifndef KDA_TESTS_TEST_UTIL_H
+#define KDA_TESTS_TEST_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kda/kda.h"
+
+/* xoshiro256** seeded through splitmix64: the same seed gives the same
+ * stream on every platform. */
+typedef struct tu_rng {
+  uint64_t s[4];
+} tu_rng;
+
+void tu_rng_seed(tu_rng *rng, uint64_t seed);
+/* Next raw 64-bit output. */
+uint64_t tu_next_u64(tu_rng *rng);
+/* Uniform in [0, 1) with 53 random bits. */
+double tu_uniform(tu_rng *rng);
+/* Uniform integer in [lo, hi] (inclusive; hi >= lo). */
+int64_t tu_uniform_int(tu_rng *rng, int64_t lo, int64_t hi);
+/* Standard normal (Box-Muller). */
+double tu_normal(tu_rng *rng);
+
+/* float -> bfloat16 bits, round to nearest even; NaN stays a (quiet) NaN
+ * with its sign, infinities stay infinities. */
+uint16_t tu_f32_to_bf16(float f);
+float tu_bf16_to_f32(uint16_t h);
+/* float -> IEEE binary16 bits, round to nearest even, subnormals kept,
+ * overflow to infinity, NaN stays a (quiet) NaN. */
+uint16_t tu_f32_to_f16(float f);
+float tu_f16_to_f32(uint16_t h);
+
+/* Counts the elements with !(|got - ref| <= rel * (1 + |ref|)) (so a NaN in
+ * either is bad) and prints the first 5 of them with index, got and ref.
+ * max_err (optional): the largest |got - ref| / (1 + |ref|), +inf if a NaN
+ * was met. first_bad (optional): index of the first bad element, n if none.
+ * Returns the number of bad elements. */
+size_t tu_check_close(const float *got, const double *ref, size_t n, double rel,
+                      double *max_err, size_t *first_bad);
+/* Same with got as bfloat16 bits. */
+size_t tu_check_close_bf16(const uint16_t *got, const double *ref, size_t n, double rel,
+                           double *max_err, size_t *first_bad);
+
+/* Size in bytes of one element of dt (0 for an unknown dtype). */
+size_t tu_dtype_size(kda_dtype dt);
+
+/* Fills dst (n elements of dt: F32, F16 or BF16) with normal(0, stddev)
+ * values rounded to dt; as_double (optional) receives the exact rounded
+ * values. For I32/I64 the values are rounded to integers. */
+void tu_fill_random_input(tu_rng *rng, kda_dtype dt, void *dst, double *as_double, size_t n,
+                          double stddev);
+
+#endif
