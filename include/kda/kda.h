@@ -19,7 +19,9 @@
  *    and kda_context_get_device_info may be called concurrently from any
  *    number of threads on the same context. Concurrent first calls of one
  *    specialization compile it once; calls of other specializations do not
- *    wait for that compilation.
+ *    wait on the library's locks for that compilation (NVRTC itself runs
+ *    one compilation at a time per process, so two cold specializations
+ *    met at once still compile one after the other).
  *  - kda_context_create may be called concurrently (each call makes its own
  *    context). kda_context_destroy must not race with any other call on the
  *    same context.
@@ -269,7 +271,7 @@ KDA_API int64_t kda_chunk_indices_capacity(int64_t total_tokens, int64_t num_seq
 /** Host builder. cu_seqlens is a host array of num_seqs + 1 entries (I32 or
  *  I64), non-decreasing from 0. Writes (sequence, chunk) pairs to out
  *  ([capacity, 2] int32) and their count to *num_chunks. Empty sequences get
- *  no chunk. */
+ *  no chunk. On failure the content of out is unspecified. */
 KDA_API kda_status kda_chunk_indices_build_host(const void *cu_seqlens, kda_dtype cu_seqlens_dtype,
                                                 int64_t num_seqs, int32_t chunk_size,
                                                 int32_t *out, int64_t capacity,

@@ -1,0 +1,762 @@
+/* The tuning database: round trips, schema versions, faults (read-only,
+ * corrupt, truncated, tampered, disk full), leases, several processes
+ * writing one file at once, and where the file lives by default. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "store.h"
+
+/* ------------------------------------------------------------ fixtures */
+
+typedef struct fixture {
+  char dir[256];
+  char db[300];
+} fixture;
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+  (void)st, (void)flag, (void)ftw;
+  return remove(path);
+}
+
+static int setup(void **state) {
+  fixture *f = calloc(1, sizeof *f);
+  if (f == NULL) return -1;
+  snprintf(f->dir, sizeof f->dir, "/tmp/kda_store_test_XXXXXX");
+  if (mkdtemp(f->dir) == NULL) return -1;
+  snprintf(f->db, sizeof f->db, "%s/tune.db", f->dir);
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  fixture *f = *state;
+  nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+  free(f);
+  return 0;
+}
+
+static kda__store_key make_key(const char *spec, int64_t bucket) {
+  kda__store_key k = {"sm90-pci2330-sms132-l2_52428800", "gate_cumsum", spec, bucket,
+                      "templatehash", "spacehash"};
+  return k;
+}
+
+static kda__store_record make_record(const char *config, double median_us) {
+  kda__store_record r;
+  memset(&r, 0, sizeof r);
+  snprintf(r.config, sizeof r.config, "%s", config);
+  r.config_id = 7;
+  r.median_us = median_us;
+  r.gbps = 1234.5;
+  r.max_err = 1e-6;
+  r.candidates = 40;
+  r.rejected = 3;
+  r.heuristic_us = median_us * 1.5;
+  r.tune_ms = 900;
+  r.compile_ms = 400;
+  snprintf(r.lib_version, sizeof r.lib_version, "0.1.0");
+  snprintf(r.nvrtc_version, sizeof r.nvrtc_version, "12.8.93");
+  return r;
+}
+
+static const kda__store_trial kTrials[3] = {
+    {"vec=4,tx=32,seg=2", 7, 10.0, 9.5, 11.0, KDA__TRIAL_OK, NULL},
+    {"vec=8,tx=64,seg=1", 9, -1, -1, -1, KDA__TRIAL_COMPILE_FAILED, "too many registers"},
+    {"vec=1,tx=256,seg=4", 2, 30.0, 29.0, 31.0, KDA__TRIAL_WRONG_RESULT, "max_err 0.5"},
+};
+
+static kda__store *open_ok(const char *path, unsigned flags) {
+  kda__store *s = NULL;
+  assert_int_equal(kda__store_open(path, flags, &s), KDA_OK);
+  assert_non_null(s);
+  return s;
+}
+
+static void put_ok(kda__store *s, const char *spec, int64_t bucket, const char *config,
+                   double median) {
+  kda__store_key k = make_key(spec, bucket);
+  kda__store_record r = make_record(config, median);
+  int stored = 0;
+  assert_int_equal(kda__store_put_result(s, &k, &r, kTrials, 3, KDA__PUT_REPLACE, &stored), KDA_OK);
+  assert_int_equal(stored, 1);
+}
+
+static int lookup(kda__store *s, const char *spec, int64_t bucket, kda__store_record *out) {
+  kda__store_key k = make_key(spec, bucket);
+  int found = -1;
+  assert_int_equal(kda__store_lookup_result(s, &k, &found, out), KDA_OK);
+  return found;
+}
+
+static int64_t scalar(sqlite3 *db, const char *sql) {
+  sqlite3_stmt *st = NULL;
+  assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  int64_t v = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  return v;
+}
+
+/* Opens the file with plain SQLite, as another tool would. */
+static int64_t file_scalar(const char *path, const char *sql) {
+  sqlite3 *db = NULL;
+  assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+  int64_t v = scalar(db, sql);
+  sqlite3_close(db);
+  return v;
+}
+
+static void file_exec(const char *path, const char *sql) {
+  sqlite3 *db = NULL;
+  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  char *err = NULL;
+  int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
+  if (rc != SQLITE_OK) fail_msg("%s: %s", sql, err ? err : "?");
+  sqlite3_close(db);
+}
+
+static void write_file(const char *path, const void *data, size_t n) {
+  FILE *fp = fopen(path, "wb");
+  assert_non_null(fp);
+  assert_int_equal(fwrite(data, 1, n, fp), n);
+  fclose(fp);
+}
+
+static int count_trials_fn(void *user, const kda__store_trial *t) {
+  (void)t;
+  ++*(int *)user;
+  return 0;
+}
+
+static int count_rows_fn(void *user, const kda__store_key *k, const kda__store_record *r) {
+  (void)k, (void)r;
+  ++*(int *)user;
+  return 0;
+}
+
+/* --------------------------------------------------------------- tests */
+
+static void test_mode_decision_follows_writability_and_flags(void **state) {
+  (void)state;
+  kda__store_probe rw = {1, 1, 1}, ro_file = {1, 0, 1}, ro_dir = {1, 1, 0};
+  kda__store_probe missing = {0, 0, 1}, missing_ro = {0, 0, 0};
+  assert_int_equal(kda__store_choose_mode(&rw, 0), KDA__STORE_MODE_READ_WRITE);
+  assert_int_equal(kda__store_choose_mode(&ro_file, 0), KDA__STORE_MODE_READ_ONLY);
+  assert_int_equal(kda__store_choose_mode(&ro_dir, 0), KDA__STORE_MODE_READ_ONLY);
+  assert_int_equal(kda__store_choose_mode(&missing, 0), KDA__STORE_MODE_READ_WRITE);
+  assert_int_equal(kda__store_choose_mode(&missing_ro, 0), KDA__STORE_MODE_MEMORY);
+  assert_int_equal(kda__store_choose_mode(&rw, KDA__STORE_ASSUME_UNWRITABLE), KDA__STORE_MODE_READ_ONLY);
+  assert_int_equal(kda__store_choose_mode(&missing, KDA__STORE_ASSUME_UNWRITABLE), KDA__STORE_MODE_MEMORY);
+  assert_int_equal(kda__store_choose_mode(&rw, KDA__STORE_READ_ONLY), KDA__STORE_MODE_READ_ONLY);
+  assert_int_equal(kda__store_choose_mode(&rw, KDA__STORE_OVERLAY), KDA__STORE_MODE_IMMUTABLE);
+  assert_int_equal(kda__store_choose_mode(&missing, KDA__STORE_OVERLAY), KDA__STORE_MODE_MEMORY);
+}
+
+static void test_round_trip_with_trials(void **state) {
+  fixture *f = *state;
+  kda__store *s = open_ok(f->db, 0);
+  assert_int_equal(kda__store_get_mode(s), KDA__STORE_MODE_READ_WRITE);
+  assert_false(kda__store_is_read_only(s));
+  assert_string_equal(kda__store_path(s), f->db);
+  assert_string_equal(kda__store_path_rule(s), "option");
+  assert_int_equal(kda__store_schema_version(s), KDA__STORE_SCHEMA_VERSION);
+  assert_null(kda__store_pop_warning(s));
+  assert_int_equal(scalar(kda__store_handle(s), "SELECT count(*) FROM pragma_journal_mode WHERE journal_mode = 'wal'"), 1);
+
+  assert_int_equal(kda__store_put_gpu(s, "sm90-pci2330-sms132-l2_52428800", "NVIDIA H100", 2900.0), KDA_OK);
+  put_ok(s, "H=32,K=128,BT=64,f32->f32", 3, "vec=4,tx=32,seg=2", 10.0);
+
+  kda__store_record r;
+  assert_int_equal(lookup(s, "H=32,K=128,BT=64,f32->f32", 3, &r), 1);
+  assert_string_equal(r.config, "vec=4,tx=32,seg=2");
+  assert_int_equal(r.config_id, 7);
+  assert_true(r.median_us == 10.0 && r.heuristic_us == 15.0 && r.gbps == 1234.5);
+  assert_int_equal(r.candidates, 40);
+  assert_int_equal(r.rejected, 3);
+  assert_string_equal(r.nvrtc_version, "12.8.93");
+  assert_true(r.created_at > 1600000000);
+  assert_false(r.in_overlay);
+  assert_int_equal(lookup(s, "H=32,K=128,BT=64,f32->f32", 4, &r), 0); /* other bucket */
+
+  int trials = 0;
+  assert_int_equal(kda__store_list_trials(s, &r, count_trials_fn, &trials), KDA_OK);
+  assert_int_equal(trials, 3);
+
+  char name[64];
+  double bw = 0;
+  int found = 0;
+  assert_int_equal(kda__store_lookup_gpu(s, "sm90-pci2330-sms132-l2_52428800", &found, name, sizeof name, &bw), KDA_OK);
+  assert_int_equal(found, 1);
+  assert_string_equal(name, "NVIDIA H100");
+  assert_true(bw == 2900.0);
+
+  int rows = 0;
+  assert_int_equal(kda__store_list_results(s, "sm90-pci2330-sms132-l2_52428800", "gate_cumsum", count_rows_fn, &rows), KDA_OK);
+  assert_int_equal(rows, 1);
+  rows = 0;
+  assert_int_equal(kda__store_list_results(s, NULL, "other_kernel", count_rows_fn, &rows), KDA_OK);
+  assert_int_equal(rows, 0);
+
+  kda__store_stats st;
+  assert_int_equal(kda__store_get_stats(s, &st), KDA_OK);
+  assert_int_equal(st.results, 1);
+  assert_int_equal(st.trials, 3);
+  assert_int_equal(st.gpus, 1);
+  assert_true(st.file_bytes > 0);
+  kda__store_close(s);
+
+  assert_int_equal(file_scalar(f->db, "PRAGMA user_version"), KDA__STORE_SCHEMA_VERSION);
+  kda__store_close(NULL);
+
+  s = open_ok(f->db, KDA__STORE_VERIFY); /* quick_check of a healthy file passes */
+  assert_int_equal(kda__store_get_mode(s), KDA__STORE_MODE_READ_WRITE);
+  assert_null(kda__store_pop_warning(s));
+  kda__store_close(s);
+}
+
+static void test_same_key_put_twice_keeps_last_and_faster_mode_keeps_faster(void **state) {
+  fixture *f = *state;
+  kda__store *s = open_ok(f->db, 0);
+  put_ok(s, "spec", 1, "first", 10.0);
+  put_ok(s, "spec", 1, "second", 20.0); /* REPLACE: last wins even if slower */
+  kda__store_record r;
+  assert_int_equal(lookup(s, "spec", 1, &r), 1);
+  assert_string_equal(r.config, "second");
+  /* The old row's trials went with it. */
+  assert_int_equal(scalar(kda__store_handle(s), "SELECT count(*) FROM trials"), 3);
+  assert_int_equal(scalar(kda__store_handle(s), "SELECT count(*) FROM results"), 1);
+
+  kda__store_key k = make_key("spec", 1);
+  kda__store_record slower = make_record("slower", 25.0), faster = make_record("faster", 5.0);
+  int stored = -1;
+  assert_int_equal(kda__store_put_result(s, &k, &slower, NULL, 0, KDA__PUT_FASTER, &stored), KDA_OK);
+  assert_int_equal(stored, 0);
+  assert_int_equal(lookup(s, "spec", 1, &r), 1);
+  assert_string_equal(r.config, "second");
+  assert_int_equal(kda__store_put_result(s, &k, &faster, kTrials, 1, KDA__PUT_FASTER, &stored), KDA_OK);
+  assert_int_equal(stored, 1);
+  assert_int_equal(lookup(s, "spec", 1, &r), 1);
+  assert_string_equal(r.config, "faster");
+  assert_int_equal(scalar(kda__store_handle(s), "SELECT count(*) FROM trials"), 1);
+
+  kda__store_trial bad = kTrials[0];
+  bad.status = (kda__trial_status)42;
+  assert_int_equal(kda__store_put_result(s, &k, &faster, &bad, 1, KDA__PUT_REPLACE, NULL),
+                   KDA_ERROR_INVALID_ARGUMENT);
+  kda__store_close(s);
+}
+
+static void test_upgrade_v0_schema_keeps_rows(void **state) {
+  fixture *f = *state;
+  file_exec(f->db,
+            "CREATE TABLE results(gpu TEXT, kernel TEXT, spec TEXT, bucket INTEGER, config TEXT,"
+            " median_us REAL, created_at INTEGER, PRIMARY KEY(gpu, kernel, spec, bucket));"
+            "INSERT INTO results VALUES('sm80-pci20b0-sms108-l2_41943040', 'gate_cumsum', 'a', 1,"
+            " 'vec=2', 3.5, 1700000000);"
+            "INSERT INTO results VALUES('sm80-pci20b0-sms108-l2_41943040', 'gate_cumsum', 'b', 2,"
+            " 'vec=4', 4.5, 1700000001);");
+  assert_int_equal(file_scalar(f->db, "PRAGMA user_version"), 0);
+
+  kda__store *s = open_ok(f->db, 0);
+  assert_int_equal(kda__store_get_mode(s), KDA__STORE_MODE_READ_WRITE);
+  assert_int_equal(kda__store_schema_version(s), KDA__STORE_SCHEMA_VERSION);
+  int rows = 0;
+  assert_int_equal(kda__store_list_results(s, "sm80-pci20b0-sms108-l2_41943040", NULL, count_rows_fn, &rows), KDA_OK);
+  assert_int_equal(rows, 2);
+  kda__store_key k = {"sm80-pci20b0-sms108-l2_41943040", "gate_cumsum", "a", 1, "", ""};
+  kda__store_record r;
+  int found = 0;
+  assert_int_equal(kda__store_lookup_result(s, &k, &found, &r), KDA_OK);
+  assert_int_equal(found, 1);
+  assert_string_equal(r.config, "vec=2");
+  assert_int_equal(r.created_at, 1700000000);
+  put_ok(s, "new", 1, "vec=8", 1.0); /* the new tables work */
+  kda__store_close(s);
+  assert_int_equal(file_scalar(f->db, "PRAGMA user_version"), KDA__STORE_SCHEMA_VERSION);
+  assert_int_equal(file_scalar(f->db, "SELECT count(*) FROM sqlite_master WHERE name='results_v0'"), 0);
+  assert_int_equal(file_scalar(f->db, "SELECT count(*) FROM gpu_models"), 2);
+}
+
+static void test_newer_schema_opened_read_only_with_warning(void **state) {
+  fixture *f = *state;
+  kda__store *s = open_ok(f->db, 0);
+  put_ok(s, "spec", 1, "old", 10.0);
+  kda__store_close(s);
+  file_exec(f->db, "PRAGMA user_version = 99");
+
+  s = open_ok(f->db, 0);
+  assert_int_equal(kda__store_get_mode(s), KDA__STORE_MODE_READ_ONLY);
+  assert_true(kda__store_is_read_only(s));
+  assert_int_equal(kda__store_schema_version(s), 99);
+  const char *w = kda__store_pop_warning(s);
+  assert_non_null(w);
+  assert_non_null(strstr(w, "newer"));
+  assert_null(kda__store_pop_warning(s)); /* once */
+  kda__store_record r;
+  assert_int_equal(lookup(s, "spec", 1, &r), 1); /* still read */
+  put_ok(s, "spec", 2, "new", 5.0);               /* goes to memory */
+  assert_int_equal(lookup(s, "spec", 2, &r), 1);
+  assert_true(r.in_overlay);
+  kda__store_close(s);
+  assert_int_equal(file_scalar(f->db, "SELECT count(*) FROM results"), 1);
+  assert_int_equal(file_scalar(f->db, "PRAGMA user_version"), 99);
+}
+
+static void test_unwritable_file_uses_overlay_and_warns_once(void **state) {
+  fixture *f = *state;
+  kda__store *s = open_ok(f->db, 0);
+  put_ok(s, "spec", 1, "on-disk", 10.0);
+  kda__store_close(s);
+
+  s = open_ok(f->db, KDA__STORE_ASSUME_UNWRITABLE);
+  assert_int_equal(kda__store_get_mode(s), KDA__STORE_MODE_READ_ONLY);
+  assert_true(kda__store_is_read_only(s));
+  const char *w = kda__store_pop_warning(s);
+  assert_non_null(w);
+  assert_non_null(strstr(w, "not writable"));
+  put_ok(s, "spec", 2, "in-memory", 5.0);
+  put_ok(s, "spec", 3, "in-memory", 5.0);
+  assert_null(kda__store_pop_warning(s));
+  kda__store_record r;
+  assert_int_equal(lookup(s, "spec", 1, &r), 1);
+  assert_false(r.in_overlay);
+  assert_int_equal(lookup(s, "spec", 2, &r), 1);
+  assert_true(r.in_overlay);
+  int rows = 0;
+  assert_int_equal(kda__store_list_results(s, NULL, NULL, count_rows_fn, &rows), KDA_OK);
+  assert_int_equal(rows, 3);
+  kda__lease lease;
+  assert_int_equal(kda__store_lease_acquire(s, "k", "me", 10, &lease), KDA_OK);
+  assert_true(lease.acquired);
+  kda__store_close(s);
+  assert_int_equal(file_scalar(f->db, "SELECT count(*) FROM results"), 1);
+  assert_int_equal(file_scalar(f->db, "SELECT count(*) FROM leases"), 0);
+
+  /* No file and no way to create one: memory only, still working. */
+  char missing[400];
+  snprintf(missing, sizeof missing, "%s/sub/tune.db", f->dir);
+  s = open_ok(missing, KDA__STORE_ASSUME_UNWRITABLE);
+  assert_int_equal(kda__store_get_mode(s), KDA__STORE_MODE_MEMORY);
+  assert_non_null(kda__store_pop_warning(s));
+  put_ok(s, "spec", 1, "mem", 1.0);
+  assert_int_equal(lookup(s, "spec", 1, &r), 1);
+  kda__store_close(s);
+  assert_int_equal(access(missing, F_OK), -1);
+}
+
+static void test_shipped_immutable_db_under_overlay(void **state) {
+  fixture *f = *state;
+  kda__store *s = open_ok(f->db, 0);
+  put_ok(s, "shipped", 1, "from-vendor", 10.0);
+  kda__store_close(s);
+
+  s = open_ok(f->db, KDA__STORE_OVERLAY);
+  assert_int_equal(kda__store_get_mode(s), KDA__STORE_MODE_IMMUTABLE);
+  assert_null(kda__store_pop_warning(s)); /* asked for: nothing to warn about */
+  put_ok(s, "local", 1, "tuned-here", 4.0);
+  put_ok(s, "shipped", 1, "better-here", 4.0); /* shadows the shipped row */
+  kda__store_record r;
+  assert_int_equal(lookup(s, "local", 1, &r), 1);
+  assert_int_equal(lookup(s, "shipped", 1, &r), 1);
+  assert_string_equal(r.config, "better-here");
+  int rows = 0;
+  assert_int_equal(kda__store_list_results(s, NULL, NULL, count_rows_fn, &rows), KDA_OK);
+  assert_int_equal(rows, 2);
+  kda__store_stats st;
+  assert_int_equal(kda__store_get_stats(s, &st), KDA_OK);
+  assert_int_equal(st.results, 1);
+  assert_int_equal(st.overlay_results, 2);
+  kda__store_close(s);
+  assert_int_equal(file_scalar(f->db, "SELECT count(*) FROM results"), 1);
+}
+
+static int count_aside(const char *dir) {
+  char cmd[400];
+  snprintf(cmd, sizeof cmd, "ls %s | grep -c '^tune.db.corrupt-[0-9]*$'", dir);
+  FILE *p = popen(cmd, "r");
+  int n = 0;
+  if (p != NULL) {
+    if (fscanf(p, "%d", &n) != 1) n = 0;
+    pclose(p);
+  }
+  return n;
+}
+
+static void check_fresh_store_after_damage(fixture *f) {
+  kda__store *s = open_ok(f->db, 0);
+  assert_int_equal(kda__store_get_mode(s), KDA__STORE_MODE_READ_WRITE);
+  const char *w = kda__store_pop_warning(s);
+  assert_non_null(w);
+  assert_non_null(strstr(w, "moved it to"));
+  assert_int_equal(count_aside(f->dir), 1);
+  put_ok(s, "spec", 1, "fresh", 1.0);
+  kda__store_record r;
+  assert_int_equal(lookup(s, "spec", 1, &r), 1);
+  kda__store_close(s);
+  s = open_ok(f->db, 0); /* and reopens cleanly */
+  assert_null(kda__store_pop_warning(s));
+  assert_int_equal(lookup(s, "spec", 1, &r), 1);
+  kda__store_close(s);
+}
+
+static void test_random_bytes_file_moved_aside_and_new_one_works(void **state) {
+  fixture *f = *state;
+  unsigned char junk[8192];
+  srand(1234);
+  for (size_t i = 0; i < sizeof junk; i++) junk[i] = (unsigned char)rand();
+  write_file(f->db, junk, sizeof junk);
+  check_fresh_store_after_damage(f);
+}
+
+static void test_text_file_moved_aside_and_new_one_works(void **state) {
+  fixture *f = *state;
+  const char text[] = "this is not a database\n";
+  write_file(f->db, text, sizeof text - 1);
+  check_fresh_store_after_damage(f);
+}
+
+static void test_truncated_file_moved_aside_and_new_one_works(void **state) {
+  fixture *f = *state;
+  kda__store *s = open_ok(f->db, 0);
+  char spec[64];
+  for (int i = 0; i < 200; i++) {
+    snprintf(spec, sizeof spec, "spec-%d-with-some-padding-to-take-room", i);
+    put_ok(s, spec, i, "vec=4,tx=32,seg=2", i + 1.0);
+  }
+  kda__store_close(s); /* last close checkpoints: everything is in the file */
+  struct stat st;
+  assert_int_equal(stat(f->db, &st), 0);
+  assert_true(st.st_size > 8 * 4096);
+  FILE *fp = fopen(f->db, "rb");
+  assert_non_null(fp);
+  size_t half = (size_t)st.st_size / 2;
+  unsigned char *buf = malloc(half);
+  assert_non_null(buf);
+  assert_int_equal(fread(buf, 1, half, fp), half);
+  fclose(fp);
+  write_file(f->db, buf, half);
+  free(buf);
+  check_fresh_store_after_damage(f);
+}
+
+static kda__cubin_key make_cubin_key(const char *config) {
+  kda__cubin_key k = {90, "12.8.93 (build 35583870)", "-arch=sm_90 -O3", "srchash", "spec", config};
+  return k;
+}
+
+static void test_tampered_cubin_row_is_miss_and_gets_dropped(void **state) {
+  fixture *f = *state;
+  kda__store *s = open_ok(f->db, 0);
+  unsigned char cubin[3000];
+  for (size_t i = 0; i < sizeof cubin; i++) cubin[i] = (unsigned char)(i * 7);
+  kda__cubin_key k = make_cubin_key("vec=4");
+  assert_int_equal(kda__store_put_cubin(s, &k, cubin, sizeof cubin, 12.5), KDA_OK);
+  void *blob = NULL;
+  size_t size = 0;
+  int found = 0, tampered = -1;
+  assert_int_equal(kda__store_lookup_cubin(s, &k, &found, &blob, &size, &tampered), KDA_OK);
+  assert_int_equal(found, 1);
+  assert_int_equal(tampered, 0);
+  assert_int_equal(size, sizeof cubin);
+  assert_memory_equal(blob, cubin, sizeof cubin);
+  free(blob);
+
+  sqlite3 *db = kda__store_handle(s);
+  assert_int_equal(sqlite3_exec(db, "UPDATE cubins SET blob = zeroblob(3000)", NULL, NULL, NULL), SQLITE_OK);
+  blob = NULL;
+  assert_int_equal(kda__store_lookup_cubin(s, &k, &found, &blob, &size, &tampered), KDA_OK);
+  assert_int_equal(found, 0);
+  assert_int_equal(tampered, 1);
+  assert_null(blob);
+  assert_int_equal(scalar(db, "SELECT count(*) FROM cubins"), 0);
+  const char *w = kda__store_pop_warning(s);
+  assert_non_null(w);
+  assert_non_null(strstr(w, "sha256"));
+  kda__store_close(s);
+}
+
+static void test_cubin_cap_evicts_least_recently_used(void **state) {
+  fixture *f = *state;
+  kda__store *s = open_ok(f->db, 0);
+  unsigned char cubin[1000];
+  memset(cubin, 0x5a, sizeof cubin);
+  const char *names[3] = {"a", "b", "c"};
+  for (int i = 0; i < 3; i++) {
+    kda__cubin_key k = make_cubin_key(names[i]);
+    assert_int_equal(kda__store_put_cubin(s, &k, cubin, sizeof cubin, 1.0), KDA_OK);
+  }
+  sqlite3 *db = kda__store_handle(s);
+  /* "b" used long ago, "a" recently, "c" in between. */
+  sqlite3_exec(db, "UPDATE cubins SET last_used = 100 WHERE config = 'b';"
+                   "UPDATE cubins SET last_used = 300 WHERE config = 'a';"
+                   "UPDATE cubins SET last_used = 200 WHERE config = 'c';",
+               NULL, NULL, NULL);
+  kda__store_set_cubin_cap(s, 2500);
+  kda__cubin_key d = make_cubin_key("d");
+  assert_int_equal(kda__store_put_cubin(s, &d, cubin, sizeof cubin, 1.0), KDA_OK);
+  /* d (new) + a kept; c and b evicted to fit 2500 bytes. */
+  assert_int_equal(scalar(db, "SELECT count(*) FROM cubins"), 2);
+  assert_int_equal(scalar(db, "SELECT count(*) FROM cubins WHERE config IN ('a', 'd')"), 2);
+  int64_t evicted = -1;
+  assert_int_equal(kda__store_evict_cubins(s, 1000, &evicted), KDA_OK);
+  assert_int_equal(evicted, 1);
+  kda__store_stats st;
+  assert_int_equal(kda__store_get_stats(s, &st), KDA_OK);
+  assert_int_equal(st.cubins, 1);
+  assert_int_equal(st.cubin_bytes, 1000);
+  kda__store_close(s);
+}
+
+static void test_lease_acquire_expire_takeover_release(void **state) {
+  fixture *f = *state;
+  kda__store *a = open_ok(f->db, 0);
+  kda__store *b = open_ok(f->db, 0);
+  kda__lease l;
+  assert_int_equal(kda__store_lease_acquire(a, "gate_cumsum/spec/3", "1@host-a", 0.3, &l), KDA_OK);
+  assert_true(l.acquired);
+  assert_false(l.taken_over);
+  assert_int_equal(kda__store_lease_acquire(b, "gate_cumsum/spec/3", "2@host-b", 0.3, &l), KDA_OK);
+  assert_false(l.acquired);
+  assert_string_equal(l.holder, "1@host-a");
+  assert_true(l.expires_at > 0);
+  assert_int_equal(kda__store_lease_acquire(a, "gate_cumsum/spec/3", "1@host-a", 0.3, &l), KDA_OK);
+  assert_true(l.acquired); /* renewal by the holder */
+  assert_int_equal(kda__store_lease_acquire(b, "other", "2@host-b", 10, &l), KDA_OK);
+  assert_true(l.acquired); /* other keys are independent */
+
+  struct timespec nap = {0, 400000000L}; /* holder "crashed": lease expires */
+  nanosleep(&nap, NULL);
+  assert_int_equal(kda__store_lease_acquire(b, "gate_cumsum/spec/3", "2@host-b", 10, &l), KDA_OK);
+  assert_true(l.acquired);
+  assert_true(l.taken_over);
+  int released = -1;
+  assert_int_equal(kda__store_lease_release(a, "gate_cumsum/spec/3", "1@host-a", &released), KDA_OK);
+  assert_int_equal(released, 0); /* not a's any more */
+  assert_int_equal(kda__store_lease_release(b, "gate_cumsum/spec/3", "2@host-b", &released), KDA_OK);
+  assert_int_equal(released, 1);
+  assert_int_equal(kda__store_lease_acquire(a, "gate_cumsum/spec/3", NULL, 5, &l), KDA_OK);
+  assert_true(l.acquired);
+  char self[256];
+  kda__store_default_holder(self, sizeof self);
+  assert_string_equal(l.holder, self);
+  assert_non_null(strchr(self, '@'));
+  assert_int_equal(kda__store_lease_release(a, "gate_cumsum/spec/3", NULL, &released), KDA_OK);
+  assert_int_equal(released, 1);
+  kda__store_close(a);
+  kda__store_close(b);
+}
+
+#ifndef KDA_TEST_PROCS /* overridable for stress runs */
+#define KDA_TEST_PROCS 8
+#define KDA_TEST_DISTINCT 40
+#define KDA_TEST_SHARED 20
+#endif
+
+/* A child: its own store (nothing shared across fork), distinct keys and
+ * keys every child writes. Any failure is the exit code. */
+static int child_writer(const char *path, int id) {
+  kda__store *s = NULL;
+  if (kda__store_open(path, 0, &s) != KDA_OK) return 10;
+  if (kda__store_is_read_only(s)) {
+    const char *w = kda__store_pop_warning(s);
+    fprintf(stderr, "child %d: read-only at open: %s\n", id, w != NULL ? w : "");
+    return 11;
+  }
+  char spec[64];
+  for (int i = 0; i < KDA_TEST_DISTINCT + KDA_TEST_SHARED; i++) {
+    int shared = i >= KDA_TEST_DISTINCT;
+    if (shared) snprintf(spec, sizeof spec, "shared-%d", i - KDA_TEST_DISTINCT);
+    else snprintf(spec, sizeof spec, "proc-%d-key-%d", id, i);
+    kda__store_key k = make_key(spec, i);
+    kda__store_record r = make_record(shared ? "shared" : "own", 1.0 + id);
+    if (kda__store_put_result(s, &k, &r, kTrials, 3, KDA__PUT_REPLACE, NULL) != KDA_OK) {
+      fprintf(stderr, "child %d: %s\n", id, kda_last_error());
+      return 12;
+    }
+    if (kda__store_is_read_only(s)) return 13;
+    kda__store_record back;
+    int found = 0;
+    if (kda__store_lookup_result(s, &k, &found, &back) != KDA_OK || !found) return 14;
+  }
+  kda__lease l;
+  if (kda__store_lease_acquire(s, "shared-lease", NULL, 60, &l) != KDA_OK) return 15;
+  kda__store_close(s);
+  return 0;
+}
+
+static void test_forked_processes_write_without_lock_errors_or_lost_rows(void **state) {
+  fixture *f = *state;
+  /* Children create the file themselves, all at once. */
+  pid_t pids[KDA_TEST_PROCS];
+  for (int p = 0; p < KDA_TEST_PROCS; p++) {
+    pids[p] = fork();
+    assert_true(pids[p] >= 0);
+    if (pids[p] == 0) _exit(child_writer(f->db, p));
+  }
+  for (int p = 0; p < KDA_TEST_PROCS; p++) {
+    int status = 0;
+    assert_int_equal(waitpid(pids[p], &status, 0), pids[p]);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) != 0) fail_msg("child %d exited %d", p, WEXITSTATUS(status));
+  }
+  const int64_t rows = KDA_TEST_PROCS * KDA_TEST_DISTINCT + KDA_TEST_SHARED;
+  assert_int_equal(file_scalar(f->db, "SELECT count(*) FROM results"), rows);
+  assert_int_equal(file_scalar(f->db, "SELECT count(*) FROM trials"), rows * 3);
+  assert_int_equal(file_scalar(f->db, "SELECT count(*) FROM results WHERE config = 'shared'"), KDA_TEST_SHARED);
+  assert_int_equal(file_scalar(f->db, "SELECT count(*) FROM trials WHERE result_id NOT IN (SELECT id FROM results)"), 0);
+  assert_int_equal(file_scalar(f->db, "SELECT count(*) FROM leases"), 1);
+  sqlite3 *db = NULL;
+  assert_int_equal(sqlite3_open_v2(f->db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+  sqlite3_stmt *st = NULL;
+  assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  printf("[          ] %d processes wrote %lld rows (%d shared keys), integrity ok\n",
+         KDA_TEST_PROCS, (long long)rows, KDA_TEST_SHARED);
+}
+
+static void test_disk_full_gives_store_error_and_lookups_keep_working(void **state) {
+  fixture *f = *state;
+  kda__store *s = open_ok(f->db, 0);
+  put_ok(s, "before", 1, "kept", 3.0);
+  sqlite3 *db = kda__store_handle(s);
+  char sql[64];
+  snprintf(sql, sizeof sql, "PRAGMA max_page_count = %lld", (long long)scalar(db, "PRAGMA page_count"));
+  assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+
+  static unsigned char big[256 * 1024];
+  memset(big, 0x11, sizeof big);
+  kda__cubin_key k = make_cubin_key("big");
+  assert_int_equal(kda__store_put_cubin(s, &k, big, sizeof big, 1.0), KDA_ERROR_STORE);
+  assert_non_null(strstr(kda_last_error(), "full"));
+  assert_non_null(strstr(kda_last_error(), "kept in memory"));
+  assert_true(kda__store_is_read_only(s));
+  const char *w = kda__store_pop_warning(s);
+  assert_non_null(w);
+  assert_non_null(strstr(w, "kept in memory"));
+
+  kda__store_record r;
+  assert_int_equal(lookup(s, "before", 1, &r), 1); /* the file still answers */
+  assert_false(r.in_overlay);
+  void *blob = NULL;
+  size_t size = 0;
+  int found = 0;
+  assert_int_equal(kda__store_lookup_cubin(s, &k, &found, &blob, &size, NULL), KDA_OK);
+  assert_int_equal(found, 1); /* the failed put was kept in memory */
+  free(blob);
+  put_ok(s, "after", 1, "memory", 2.0); /* later puts: memory, no error */
+  assert_int_equal(lookup(s, "after", 1, &r), 1);
+  assert_true(r.in_overlay);
+  assert_null(kda__store_pop_warning(s)); /* reported once */
+  kda__store_close(s);
+  assert_int_equal(file_scalar(f->db, "SELECT count(*) FROM results"), 1);
+}
+
+static void check_default(const char *expect_path, const char *expect_rule) {
+  char path[1024];
+  const char *rule = NULL;
+  assert_int_equal(kda__store_default_path(path, sizeof path, &rule), KDA_OK);
+  assert_string_equal(path, expect_path);
+  assert_string_equal(rule, expect_rule);
+  char dir[1024];
+  snprintf(dir, sizeof dir, "%s", path);
+  *strrchr(dir, '/') = '\0';
+  struct stat st;
+  assert_int_equal(stat(dir, &st), 0); /* the folder was created */
+  assert_true(S_ISDIR(st.st_mode));
+}
+
+static void test_default_path_follows_each_environment_variable(void **state) {
+  fixture *f = *state;
+  char *saved[3];
+  const char *names[3] = {"KDA_CACHE_DIR", "XDG_CACHE_HOME", "HOME"};
+  for (int i = 0; i < 3; i++) saved[i] = getenv(names[i]) ? strdup(getenv(names[i])) : NULL;
+  char a[512], b[512], h[512], want[600];
+  snprintf(a, sizeof a, "%s/kda-dir/nested", f->dir);
+  snprintf(b, sizeof b, "%s/xdg", f->dir);
+  snprintf(h, sizeof h, "%s/home", f->dir);
+  setenv("HOME", h, 1);
+  setenv("XDG_CACHE_HOME", b, 1);
+  setenv("KDA_CACHE_DIR", a, 1);
+  snprintf(want, sizeof want, "%s/tune.db", a);
+  check_default(want, "KDA_CACHE_DIR");
+  unsetenv("KDA_CACHE_DIR");
+  snprintf(want, sizeof want, "%s/kda/tune.db", b);
+  check_default(want, "XDG_CACHE_HOME");
+  setenv("XDG_CACHE_HOME", "relative/ignored", 1); /* invalid per the XDG spec */
+  snprintf(want, sizeof want, "%s/.cache/kda/tune.db", h);
+  check_default(want, "default");
+  unsetenv("XDG_CACHE_HOME");
+  check_default(want, "default");
+
+  kda__store *s = open_ok(NULL, 0);
+  assert_string_equal(kda__store_path(s), want);
+  assert_string_equal(kda__store_path_rule(s), "default");
+  assert_int_equal(kda__store_get_mode(s), KDA__STORE_MODE_READ_WRITE);
+  kda__store_close(s);
+  assert_int_equal(access(want, F_OK), 0);
+
+  for (int i = 0; i < 3; i++) {
+    if (saved[i] != NULL) setenv(names[i], saved[i], 1);
+    else unsetenv(names[i]);
+    free(saved[i]);
+  }
+}
+
+static void test_gpu_key_is_canonical(void **state) {
+  (void)state;
+  kda_device_info info;
+  memset(&info, 0, sizeof info);
+  info.cc_major = 9;
+  info.cc_minor = 0;
+  info.pci_device_id = 0x2330;
+  info.sm_count = 132;
+  info.l2_bytes = 52428800;
+  char key[64];
+  assert_true(kda__store_gpu_key(&info, key, sizeof key) > 0);
+  assert_string_equal(key, "sm90-pci2330-sms132-l2_52428800");
+  assert_int_equal(kda__store_gpu_key(&info, key, 8), -1);
+  assert_string_equal(kda__trial_status_name(KDA__TRIAL_UNWRITTEN), "unwritten");
+  assert_null(kda__trial_status_name((kda__trial_status)99));
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_mode_decision_follows_writability_and_flags),
+      cmocka_unit_test(test_gpu_key_is_canonical),
+      cmocka_unit_test_setup_teardown(test_round_trip_with_trials, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_same_key_put_twice_keeps_last_and_faster_mode_keeps_faster, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_upgrade_v0_schema_keeps_rows, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_newer_schema_opened_read_only_with_warning, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_unwritable_file_uses_overlay_and_warns_once, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_shipped_immutable_db_under_overlay, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_random_bytes_file_moved_aside_and_new_one_works, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_text_file_moved_aside_and_new_one_works, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_truncated_file_moved_aside_and_new_one_works, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_tampered_cubin_row_is_miss_and_gets_dropped, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_cubin_cap_evicts_least_recently_used, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_lease_acquire_expire_takeover_release, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_forked_processes_write_without_lock_errors_or_lost_rows, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_disk_full_gives_store_error_and_lookups_keep_working, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_default_path_follows_each_environment_variable, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,163 @@
+/* Schema of the tuning database and its forward migrations.
+ *
+ * PRAGMA user_version is the schema version. migrations[v] turns version v
+ * into v + 1; opening a writable file runs the missing steps in one
+ * BEGIN IMMEDIATE transaction (re-reading the version inside it, since
+ * several processes may open an old file at once). A version above
+ * KDA__STORE_SCHEMA_VERSION is left alone (store.c opens it read-only).
+ *
+ * Version 0 is either an empty file or the pre-release layout, which had
+ * one table:
+ *   results(gpu TEXT, kernel TEXT, spec TEXT, bucket INTEGER, config TEXT,
+ *           median_us REAL, created_at INTEGER,
+ *           PRIMARY KEY(gpu, kernel, spec, bucket))
+ * Its rows are kept with empty template and space hashes: the tuner never
+ * matches them (its hashes are never empty), the CLI can still show them. */
+#include <stdio.h>
+
+#include "store_internal.h"
+
+static const char kda__schema_v1[] =
+    "CREATE TABLE gpu_models("
+    " gpu_key TEXT PRIMARY KEY," /* sm90-pci2330-sms132-l2_52428800 */
+    " name TEXT,"
+    " copy_bw_gbps REAL);"
+    "CREATE TABLE results("
+    " id INTEGER PRIMARY KEY,"
+    " gpu_key TEXT NOT NULL REFERENCES gpu_models(gpu_key),"
+    " kernel TEXT NOT NULL,"
+    " spec TEXT NOT NULL,"
+    " bucket INTEGER NOT NULL,"
+    " template_hash TEXT NOT NULL,"
+    " space_hash TEXT NOT NULL,"
+    " config TEXT NOT NULL,"
+    " config_id INTEGER,"
+    " median_us REAL, gbps REAL, max_err REAL,"
+    " candidates INTEGER, rejected INTEGER,"
+    " heuristic_us REAL, tune_ms REAL, compile_ms REAL,"
+    " created_at INTEGER NOT NULL,"
+    " lib_version TEXT, nvrtc_version TEXT,"
+    " UNIQUE(gpu_key, kernel, spec, bucket, template_hash, space_hash));"
+    "CREATE INDEX results_by_kernel ON results(kernel, gpu_key);"
+    "CREATE TABLE trials("
+    " id INTEGER PRIMARY KEY,"
+    " result_id INTEGER NOT NULL REFERENCES results(id) ON DELETE CASCADE,"
+    " config TEXT NOT NULL,"
+    " config_id INTEGER,"
+    " median_us REAL, p10_us REAL, p90_us REAL,"
+    " status TEXT NOT NULL CHECK(status IN ('ok','rejected','compile_failed',"
+    "   'launch_failed','wrong_result','unwritten')),"
+    " reason TEXT);"
+    "CREATE INDEX trials_by_result ON trials(result_id);"
+    "CREATE TABLE cubins("
+    " id INTEGER PRIMARY KEY,"
+    " arch INTEGER NOT NULL,"
+    " nvrtc_version TEXT NOT NULL,"
+    " options TEXT NOT NULL,"
+    " source_hash TEXT NOT NULL,"
+    " spec TEXT NOT NULL,"
+    " config TEXT NOT NULL,"
+    " blob BLOB NOT NULL,"
+    " sha256 TEXT NOT NULL,"
+    " size INTEGER NOT NULL,"
+    " compile_ms REAL,"
+    " created_at INTEGER NOT NULL,"
+    " last_used INTEGER NOT NULL,"
+    " UNIQUE(arch, nvrtc_version, options, source_hash, spec, config));"
+    "CREATE INDEX cubins_by_last_used ON cubins(last_used);"
+    "CREATE TABLE leases("
+    " key TEXT PRIMARY KEY,"
+    " holder TEXT NOT NULL," /* pid@hostname */
+    " expires_at REAL NOT NULL);";
+
+static int table_exists(sqlite3 *db, const char *name, int *exists) {
+  sqlite3_stmt *st = NULL;
+  int rc = kda__store_prepare(db, "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?1",
+                              &st);
+  if (rc == SQLITE_OK) rc = kda__store_bind_text(st, 1, name);
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_step(st);
+    *exists = rc == SQLITE_ROW;
+    rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+  }
+  sqlite3_finalize(st);
+  return rc;
+}
+
+static int migrate_0_to_1(sqlite3 *db) {
+  int old = 0;
+  int rc = table_exists(db, "results", &old);
+  if (rc == SQLITE_OK && old) rc = sqlite3_exec(db, "ALTER TABLE results RENAME TO results_v0", NULL, NULL, NULL);
+  if (rc == SQLITE_OK) rc = sqlite3_exec(db, kda__schema_v1, NULL, NULL, NULL);
+  if (rc == SQLITE_OK && old) {
+    rc = sqlite3_exec(db,
+                      "INSERT OR IGNORE INTO gpu_models(gpu_key) SELECT DISTINCT gpu FROM results_v0;"
+                      "INSERT OR REPLACE INTO results(gpu_key, kernel, spec, bucket, template_hash,"
+                      " space_hash, config, median_us, created_at)"
+                      " SELECT gpu, kernel, spec, bucket, '', '', config, median_us,"
+                      " coalesce(created_at, 0) FROM results_v0;"
+                      "DROP TABLE results_v0;",
+                      NULL, NULL, NULL);
+  }
+  return rc;
+}
+
+typedef int (*kda__migration)(sqlite3 *db);
+/* migrations[v]: version v -> v + 1. Append a step with each new version. */
+static const kda__migration kda__migrations[KDA__STORE_SCHEMA_VERSION] = {migrate_0_to_1};
+
+int kda__store_schema_version_of(sqlite3 *db, int *version) {
+  sqlite3_stmt *st = NULL;
+  int rc = kda__store_prepare(db, "PRAGMA user_version", &st);
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+      *version = sqlite3_column_int(st, 0);
+      rc = SQLITE_OK;
+    }
+  }
+  sqlite3_finalize(st);
+  return rc;
+}
+
+int kda__store_schema_apply(sqlite3 *db, int *found_version) {
+  int version = 0;
+  int rc = kda__store_schema_version_of(db, &version);
+  *found_version = version;
+  /* The common case takes no write lock, so opening never queues behind a
+   * long writer. */
+  if (rc != SQLITE_OK || version >= KDA__STORE_SCHEMA_VERSION) return rc;
+  rc = kda__store_begin(db);
+  if (rc != SQLITE_OK) return rc;
+  rc = kda__store_schema_version_of(db, &version);
+  *found_version = version;
+  while (rc == SQLITE_OK && version < KDA__STORE_SCHEMA_VERSION) {
+    rc = kda__migrations[version](db);
+    version++;
+  }
+  if (rc == SQLITE_OK && *found_version < KDA__STORE_SCHEMA_VERSION) {
+    char sql[64];
+    snprintf(sql, sizeof sql, "PRAGMA user_version = %d", KDA__STORE_SCHEMA_VERSION);
+    rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+  }
+  if (rc == SQLITE_OK) rc = kda__store_commit(db);
+  if (rc != SQLITE_OK) kda__store_rollback(db);
+  return rc;
+}
+
+int kda__store_configure(sqlite3 *db, int file_writable) {
+  int rc = sqlite3_busy_timeout(db, KDA__STORE_BUSY_MS);
+  if (rc == SQLITE_OK) rc = sqlite3_exec(db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL);
+  if (rc != SQLITE_OK || !file_writable) return rc;
+  /* Switching to WAL needs an exclusive lock for a moment; when several
+   * processes create the file at once it can answer BUSY without waiting. */
+  for (int attempt = 0; attempt < 50; attempt++) {
+    rc = sqlite3_exec(db, "PRAGMA journal_mode = WAL", NULL, NULL, NULL);
+    if ((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED) break;
+    sqlite3_sleep(20);
+  }
+  /* NORMAL in WAL mode: a power cut may lose the last commits, never
+   * corrupt the file; results can be measured again. */
+  if (rc == SQLITE_OK) rc = sqlite3_exec(db, "PRAGMA synchronous = NORMAL", NULL, NULL, NULL);
+  return rc;
+}
