@@ -7,7 +7,9 @@
 #include "gate_args.h"
 
 int64_t kda_chunk_indices_capacity(int64_t total_tokens, int64_t num_seqs, int32_t chunk_size) {
-  if (total_tokens < 0 || num_seqs < 1 || chunk_size < 1) return -1;
+  if (total_tokens < 0 || num_seqs < 1) return -1;
+  if (chunk_size < KDA_MIN_CHUNK || chunk_size > KDA_MAX_CHUNK || (chunk_size & (chunk_size - 1)))
+    return -1;
   if (total_tokens > (INT64_C(1) << 50) || num_seqs > (INT64_C(1) << 40)) return -1;
   return (total_tokens + chunk_size - 1) / chunk_size + num_seqs;
 }

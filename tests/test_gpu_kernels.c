@@ -236,6 +236,8 @@ static gcase base_case(void) {
 }
 
 static const int64_t RAGGED[] = {1, 17, 63, 64, 65, 1000, 4097};
+/* Shorter ragged batch for sweeps that repeat one shape many times. */
+static const int64_t RAGGED_SHORT[] = {1, 17, 63, 64, 65, 130, 257};
 
 static void fused_matches_reference_for_every_head_count_and_dim(void **state) {
   (void)state;
@@ -383,7 +385,7 @@ static void every_config_in_the_space_matches_reference(void **state) {
     if (shape == 0) {
       c.H = 32;
       c.K = 128;
-      c.lens = RAGGED;
+      c.lens = RAGGED_SHORT;
       c.nseq = 7;
     } else {
       c.op = KDA__OP_CHUNK_LOCAL_CUMSUM;
@@ -404,7 +406,10 @@ static void every_config_in_the_space_matches_reference(void **state) {
     kda__config cfgs[1024];
     size_t n = kda__config_space(&spec, cfgs, 1024);
     assert_true(n > 0 && n <= 1024);
-    for (size_t i = 0; i < n; ++i) {
+    /* Under compute-sanitizer (100x slower) every 7th config still covers
+     * each knob value; the plain run checks them all. */
+    const size_t stride = getenv("KDA_TEST_SANITIZER") ? 7 : 1;
+    for (size_t i = 0; i < n; i += stride) {
       c.cfg = &cfgs[i];
       size_t b = run_case(&c);
       if (b) fprintf(stderr, "  config vec=%d tx=%d seg=%d\n", cfgs[i].vec, cfgs[i].tx, cfgs[i].seg);

@@ -21,6 +21,10 @@ static struct {
   int (*htod)(unsigned long long, const void *, size_t);
   int (*dtoh)(void *, unsigned long long, size_t);
   int (*ctxSync)(void);
+  int (*init)(unsigned);
+  int (*deviceGet)(int *, int);
+  int (*primaryRetain)(void **, int);
+  int (*ctxSetCurrent)(void *);
 } cu;
 
 static double now_ms(void) {
@@ -73,7 +77,20 @@ static int load_cuda(void) {
   cu.htod = (int (*)(unsigned long long, const void *, size_t))dlsym(h, "cuMemcpyHtoD_v2");
   cu.dtoh = (int (*)(void *, unsigned long long, size_t))dlsym(h, "cuMemcpyDtoH_v2");
   cu.ctxSync = (int (*)(void))dlsym(h, "cuCtxSynchronize");
-  return (cu.memAlloc && cu.memFree && cu.htod && cu.dtoh && cu.ctxSync) ? 0 : -1;
+  cu.init = (int (*)(unsigned))dlsym(h, "cuInit");
+  cu.deviceGet = (int (*)(int *, int))dlsym(h, "cuDeviceGet");
+  cu.primaryRetain = (int (*)(void **, int))dlsym(h, "cuDevicePrimaryCtxRetain");
+  cu.ctxSetCurrent = (int (*)(void *))dlsym(h, "cuCtxSetCurrent");
+  if (!(cu.memAlloc && cu.memFree && cu.htod && cu.dtoh && cu.ctxSync && cu.init &&
+        cu.deviceGet && cu.primaryRetain && cu.ctxSetCurrent))
+    return -1;
+  /* Like a server that owns its CUDA context: make device 0's primary
+   * context current, then bind the libkda context to it (device = -1). */
+  int dev = 0;
+  void *pctx = NULL;
+  if (cu.init(0) || cu.deviceGet(&dev, 0) || cu.primaryRetain(&pctx, dev) || cu.ctxSetCurrent(pctx))
+    return -1;
+  return 0;
 }
 
 static void *dev_upload(const void *src, size_t n) {
@@ -180,7 +197,9 @@ int main(void) {
     return 1;
   }
   kda_context *ctx = NULL;
-  kda_status st = kda_context_create(NULL, &ctx);
+  kda_options opts = kda_options_default();
+  if (load_cuda() == 0) opts.device = -1; /* bind to the context made current above */
+  kda_status st = kda_context_create(&opts, &ctx);
   if (st == KDA_ERROR_NO_DRIVER || st == KDA_ERROR_NO_DEVICE) {
     printf("NO GPU: %s\n", kda_last_error());
     printf("Running no kernel. Compiling the kernels with NVRTC for sm_90 instead:\n");
@@ -193,7 +212,7 @@ int main(void) {
   kda_device_info info = {.struct_size = sizeof info};
   kda_context_get_device_info(ctx, &info);
   printf("GPU: %s (sm_%d%d, %d SMs)\n", info.name, info.cc_major, info.cc_minor, info.sm_count);
-  int rc = load_cuda() == 0 ? run_on_gpu(ctx) : 1;
+  int rc = run_on_gpu(ctx);
   kda_context_destroy(ctx);
   return rc;
 }

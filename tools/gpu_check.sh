@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# One-call GPU check for a lent GPU machine (or any GPU box): unpack the
+# carried -dev packages if the system lacks them, build, run the GPU tests,
+# the demo, compute-sanitizer, and the benchmark when it exists. Logs go to
+# $OUT (or ./gpu-out). Usage: bash tools/gpu_check.sh [--no-sanitizer] [--bench-args "..."]
+set -u -o pipefail
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+root=$PWD
+sanitizer=1
+bench_args=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --no-sanitizer) sanitizer=0 ;;
+    --bench-args) bench_args="$2"; shift ;;
+  esac
+  shift
+done
+
+prefix_args=()
+if [ ! -f /usr/include/cmocka.h ] && [ -d .debs ]; then
+  # No package registry on the GPU machine: use packages downloaded here.
+  mkdir -p .deps/root
+  for f in .debs/*.deb; do dpkg -x "$f" .deps/root; done
+  libdir=$root/.deps/root/usr/lib/x86_64-linux-gnu
+  # The -dev symlinks point at the system's runtime libraries.
+  [ -e /usr/lib/x86_64-linux-gnu/libsqlite3.so.0 ] && ln -sf /usr/lib/x86_64-linux-gnu/libsqlite3.so.0 "$libdir/libsqlite3.so"
+  export LD_LIBRARY_PATH=$libdir:${LD_LIBRARY_PATH:-}
+  prefix_args=(-DCMAKE_PREFIX_PATH=$root/.deps/root/usr)
+fi
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
+t0=$(date +%s)
+cmake -B build-gpu -S . -DCMAKE_BUILD_TYPE=Release "${prefix_args[@]}" > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
+cmake --build build-gpu -j16 > "$OUT/build.log" 2>&1 || { grep -E "error|Error" "$OUT/build.log" | head -30; exit 1; }
+echo "build: $(( $(date +%s) - t0 )) s"
+
+status=0
+(cd build-gpu && ctest -L gpu --output-on-failure -V) > "$OUT/ctest-gpu.log" 2>&1 || status=1
+grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) |device:|cases:|checked|tests passed|FAILED|Failed|Skipped|SKIP" "$OUT/ctest-gpu.log" | head -60
+
+./build-gpu/tools/kda-demo 2>&1 | tee "$OUT/demo.log" || status=1
+
+if [ $sanitizer = 1 ] && command -v compute-sanitizer > /dev/null; then
+  KDA_TEST_SANITIZER=1 compute-sanitizer --tool memcheck --error-exitcode 9 \
+    ./build-gpu/tests/test_gpu_kernels > "$OUT/memcheck.log" 2>&1
+  echo "compute-sanitizer memcheck exit: $?"; tail -4 "$OUT/memcheck.log"
+fi
+
+if [ -x build-gpu/tools/kda-bench ]; then
+  ./build-gpu/tools/kda-bench --json-dir "$OUT" $bench_args 2>&1 | tee "$OUT/bench.log" || status=1
+fi
+exit $status
