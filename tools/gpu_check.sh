@@ -8,10 +8,12 @@ OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 root=$PWD
 sanitizer=1
+tests=1
 bench_args=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-sanitizer) sanitizer=0 ;;
+    --bench-only) sanitizer=0; tests=0 ;;
     --bench-args) bench_args="$2"; shift ;;
   esac
   shift
@@ -36,10 +38,11 @@ cmake --build build-gpu -j16 > "$OUT/build.log" 2>&1 || { grep -E "error|Error" 
 echo "build: $(( $(date +%s) - t0 )) s"
 
 status=0
-(cd build-gpu && ctest -L gpu --output-on-failure -V) > "$OUT/ctest-gpu.log" 2>&1 || status=1
-grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) |device:|cases:|checked|tests passed|FAILED|Failed|Skipped|SKIP" "$OUT/ctest-gpu.log" | head -60
-
-./build-gpu/tools/kda-demo 2>&1 | tee "$OUT/demo.log" || status=1
+if [ $tests = 1 ]; then
+  (cd build-gpu && ctest -L gpu --output-on-failure -V) > "$OUT/ctest-gpu.log" 2>&1 || status=1
+  grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) |device:|cases:|checked|tests passed|FAILED|Failed|Skipped|SKIP" "$OUT/ctest-gpu.log" | head -60
+  ./build-gpu/tools/kda-demo 2>&1 | tee "$OUT/demo.log" || status=1
+fi
 
 if [ $sanitizer = 1 ] && command -v compute-sanitizer > /dev/null; then
   KDA_TEST_SANITIZER=1 compute-sanitizer --tool memcheck --error-exitcode 9 \

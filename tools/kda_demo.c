@@ -3,8 +3,7 @@
  * gate + cumsum) and checks the result against a float64 CPU computation.
  * Without a GPU it says so and still compiles every kernel for sm_90 with
  * NVRTC, so the run proves the toolchain works. Uses only the public API,
- * plus libcuda (loaded at run time) for device memory. */
-#include <dlfcn.h>
+ * plus libcuda (loaded at run time, tools/cuda_api.h) for device memory. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -12,20 +11,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "cuda_api.h"
 #include "kda/kda.h"
 
-typedef int (*cu_fn)();
-static struct {
-  int (*memAlloc)(unsigned long long *, size_t);
-  int (*memFree)(unsigned long long);
-  int (*htod)(unsigned long long, const void *, size_t);
-  int (*dtoh)(void *, unsigned long long, size_t);
-  int (*ctxSync)(void);
-  int (*init)(unsigned);
-  int (*deviceGet)(int *, int);
-  int (*primaryRetain)(void **, int);
-  int (*ctxSetCurrent)(void *);
-} cu;
+static cuda_api cu;
+static int have_cuda;
 
 static double now_ms(void) {
   struct timespec t;
@@ -69,35 +59,8 @@ static int compile_only(void) {
   return failed || st != KDA_OK;
 }
 
-static int load_cuda(void) {
-  void *h = dlopen("libcuda.so.1", RTLD_NOW);
-  if (!h) return -1;
-  cu.memAlloc = (int (*)(unsigned long long *, size_t))dlsym(h, "cuMemAlloc_v2");
-  cu.memFree = (int (*)(unsigned long long))dlsym(h, "cuMemFree_v2");
-  cu.htod = (int (*)(unsigned long long, const void *, size_t))dlsym(h, "cuMemcpyHtoD_v2");
-  cu.dtoh = (int (*)(void *, unsigned long long, size_t))dlsym(h, "cuMemcpyDtoH_v2");
-  cu.ctxSync = (int (*)(void))dlsym(h, "cuCtxSynchronize");
-  cu.init = (int (*)(unsigned))dlsym(h, "cuInit");
-  cu.deviceGet = (int (*)(int *, int))dlsym(h, "cuDeviceGet");
-  cu.primaryRetain = (int (*)(void **, int))dlsym(h, "cuDevicePrimaryCtxRetain");
-  cu.ctxSetCurrent = (int (*)(void *))dlsym(h, "cuCtxSetCurrent");
-  if (!(cu.memAlloc && cu.memFree && cu.htod && cu.dtoh && cu.ctxSync && cu.init &&
-        cu.deviceGet && cu.primaryRetain && cu.ctxSetCurrent))
-    return -1;
-  /* Like a server that owns its CUDA context: make device 0's primary
-   * context current, then bind the libkda context to it (device = -1). */
-  int dev = 0;
-  void *pctx = NULL;
-  if (cu.init(0) || cu.deviceGet(&dev, 0) || cu.primaryRetain(&pctx, dev) || cu.ctxSetCurrent(pctx))
-    return -1;
-  return 0;
-}
-
 static void *dev_upload(const void *src, size_t n) {
-  unsigned long long p = 0;
-  if (cu.memAlloc(&p, n) != 0) return NULL;
-  if (src && cu.htod(p, src, n) != 0) return NULL;
-  return (void *)(uintptr_t)p;
+  return src ? cuda_upload(&cu, src, n) : cuda_alloc(&cu, n);
 }
 
 static uint16_t to_bf16(float f) {
@@ -132,10 +95,6 @@ static int run_on_gpu(kda_context *ctx) {
   void *d_g = dev_upload(g, n * 2), *d_out = dev_upload(NULL, n * 4);
   void *d_a = dev_upload(A_log, sizeof A_log), *d_b = dev_upload(bias, sizeof(float) * H * K);
   void *d_cu = dev_upload(cu_h, sizeof cu_h), *d_ws = dev_upload(NULL, ws_bytes);
-  if (!d_g || !d_out || !d_a || !d_b || !d_cu || !d_ws) {
-    fprintf(stderr, "device allocation failed\n");
-    return 1;
-  }
   kda_gate_args a = kda_gate_args_default();
   a.g = d_g;
   a.g_dtype = KDA_DTYPE_BF16;
@@ -152,17 +111,17 @@ static int run_on_gpu(kda_context *ctx) {
   a.num_seqs = N;
   double t0 = now_ms();
   kda_status st = kda_layer_gate_fwd(ctx, &a, d_ws, ws_bytes, NULL);
-  cu.ctxSync();
+  cu.CtxSynchronize();
   double cold = now_ms() - t0;
   t0 = now_ms();
   for (int i = 0; i < 100 && st == KDA_OK; ++i) st = kda_layer_gate_fwd(ctx, &a, d_ws, ws_bytes, NULL);
-  cu.ctxSync();
+  cu.CtxSynchronize();
   double warm = (now_ms() - t0) / 100;
   if (st != KDA_OK) {
     fprintf(stderr, "kda_layer_gate_fwd: %s\n", kda_last_error());
     return 1;
   }
-  cu.dtoh(out, (unsigned long long)(uintptr_t)d_out, n * 4);
+  cuda_download(&cu, out, d_out, n * 4);
   double worst = 0;
   for (int s = 0; s < N; ++s)
     for (int hk = 0; hk < H * K; ++hk) {
@@ -198,7 +157,11 @@ int main(void) {
   }
   kda_context *ctx = NULL;
   kda_options opts = kda_options_default();
-  if (load_cuda() == 0) opts.device = -1; /* bind to the context made current above */
+  char why[512];
+  /* Like a server that owns its CUDA context: make device 0's primary
+   * context current, then bind the libkda context to it (device = -1). */
+  have_cuda = cuda_api_load(&cu, 0, why, sizeof why) == 0;
+  if (have_cuda) opts.device = -1;
   kda_status st = kda_context_create(&opts, &ctx);
   if (st == KDA_ERROR_NO_DRIVER || st == KDA_ERROR_NO_DEVICE) {
     printf("NO GPU: %s\n", kda_last_error());

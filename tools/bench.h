@@ -1,0 +1,34 @@
+/* kda-bench: the shapes it measures and the numbers it keeps per shape. */
+#ifndef KDA_TOOLS_BENCH_H
+#define KDA_TOOLS_BENCH_H
+
+#include <stdint.h>
+
+#include "kda/kda.h"
+
+typedef struct bench_row {
+  const char *group;   /* "matrix", "varlen", "no-bias", "K=64", "chunk" */
+  int64_t batch, tokens; /* dense: [batch, tokens]; varlen: batch 1, tokens total */
+  int32_t heads, head_dim, chunk;
+  int32_t bias;        /* dt_bias given */
+  int32_t num_seqs;    /* 0: dense; else ragged sequences summing to tokens */
+} bench_row;
+
+typedef struct bench_result {
+  double fused_us, fused_single_us;     /* steady state (graph), after an L2 flush */
+  double unfused_us;                    /* gate + chunk_local_cumsum, steady state */
+  double heuristic_us;                  /* fused with the built-in heuristic config */
+  double max_err;                       /* vs the float64 reference */
+  int64_t elements;
+  char config[96];
+} bench_result;
+
+/* The benchmark's rows: the issue's H x T matrix at K=128, chunk 64, with
+ * dt_bias; ragged varlen rows; one without dt_bias; K=64; chunk 32 and 128. */
+extern const bench_row bench_rows[];
+extern const int bench_row_count;
+
+/* Ragged lengths of row r's sequences (num_seqs of them, summing to tokens). */
+void bench_row_lengths(const bench_row *r, int64_t *lens);
+
+#endif

@@ -1,0 +1,630 @@
+/* kda-bench: the performance claims of libkda, measured in one run on one
+ * card and written as a table and a JSON file.
+ *
+ * Method (docs/PERFORMANCE.md): every output is checked against the float64
+ * reference before it is timed; steady state is 64 back-to-back launches
+ * captured in a CUDA graph over rotating buffers larger than L2, median of
+ * the replays; single-launch latency follows a read-only L2 flush (a memset
+ * would leave dirty lines whose write-back is charged to the kernel). */
+#include <errno.h>
+#include <math.h>
+#include <spawn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <nvrtc.h>
+
+#include "bench.h"
+#include "cuda_api.h"
+#include "kda/kda.h"
+#include "reference.h"
+#include "test_util.h"
+
+extern char **environ;
+
+#define GRAPH_LAUNCHES 64
+#define REPLAYS 15
+#define SINGLES 15
+
+static cuda_api cu;
+static CUstream g_stream;
+static CUfunction g_flush;
+static void *g_flush_buf, *g_flush_sink;
+static size_t g_flush_bytes;
+static kda_device_info g_info;
+
+static double now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void kda_ok(kda_status st, const char *what) {
+  if (st == KDA_OK) return;
+  fprintf(stderr, "%s: %s\n", what, kda_last_error());
+  exit(1);
+}
+
+/* A read-only pass over a buffer twice the size of L2 evicts the kernel's
+ * data without leaving dirty lines behind. */
+static void setup_flush(void) {
+  const char *src =
+      "extern \"C\" __global__ void flush(const int4 *p, long long n, int *sink) {\n"
+      "  int acc = 0;\n"
+      "  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;\n"
+      "       i += (long long)gridDim.x * blockDim.x) { int4 v = __ldcg(p + i); acc ^= v.x ^ v.w; }\n"
+      "  if (acc == 0x7355608) *sink = acc;\n"
+      "}\n";
+  nvrtcProgram prog;
+  char arch[32];
+  snprintf(arch, sizeof arch, "--gpu-architecture=sm_%d%d", g_info.cc_major, g_info.cc_minor);
+  const char *opts[] = {arch};
+  if (nvrtcCreateProgram(&prog, src, "flush.cu", 0, NULL, NULL) != NVRTC_SUCCESS ||
+      nvrtcCompileProgram(prog, 1, opts) != NVRTC_SUCCESS) {
+    fprintf(stderr, "compiling the L2 flush kernel failed\n");
+    exit(1);
+  }
+  size_t n = 0;
+  nvrtcGetCUBINSize(prog, &n);
+  char *cubin = malloc(n);
+  nvrtcGetCUBIN(prog, cubin);
+  nvrtcDestroyProgram(&prog);
+  CUmodule m;
+  cuda_check(&cu, cu.ModuleLoadData(&m, cubin), "cuModuleLoadData(flush)");
+  cuda_check(&cu, cu.ModuleGetFunction(&g_flush, m, "flush"), "cuModuleGetFunction(flush)");
+  free(cubin);
+  g_flush_bytes = (size_t)g_info.l2_bytes * 3;
+  g_flush_buf = cuda_alloc(&cu, g_flush_bytes);
+  g_flush_sink = cuda_alloc(&cu, 16);
+  cuda_check(&cu, cu.MemsetD32((CUdeviceptr)(uintptr_t)g_flush_buf, 1, g_flush_bytes / 4), "memset");
+}
+
+static void flush_l2(void) {
+  long long n = (long long)(g_flush_bytes / 16);
+  void *params[] = {&g_flush_buf, &n, &g_flush_sink};
+  cuda_check(&cu, cu.LaunchKernel(g_flush, (unsigned)g_info.sm_count * 4, 1, 1, 512, 1, 1, 0,
+                                  g_stream, params, NULL), "flush");
+}
+
+static double event_ms(CUevent a, CUevent b) {
+  float ms = 0;
+  cuda_check(&cu, cu.EventSynchronize(b), "cuEventSynchronize");
+  cuda_check(&cu, cu.EventElapsedTime(&ms, a, b), "cuEventElapsedTime");
+  return ms;
+}
+
+/* Device copy bandwidth, counting bytes read plus bytes written. */
+static double copy_bandwidth_gbps(void) {
+  const size_t bytes = (size_t)1 << 30;
+  void *a = cuda_alloc(&cu, bytes), *b = cuda_alloc(&cu, bytes);
+  CUevent e0, e1;
+  cu.EventCreate(&e0, 0);
+  cu.EventCreate(&e1, 0);
+  double t[REPLAYS];
+  for (int i = -2; i < REPLAYS; ++i) {
+    cu.EventRecord(e0, g_stream);
+    cuda_check(&cu, cu.MemcpyDtoDAsync((CUdeviceptr)(uintptr_t)b, (CUdeviceptr)(uintptr_t)a, bytes, g_stream), "copy");
+    cu.EventRecord(e1, g_stream);
+    double ms = event_ms(e0, e1);
+    if (i >= 0) t[i] = ms;
+  }
+  cu.MemFree((CUdeviceptr)(uintptr_t)a);
+  cu.MemFree((CUdeviceptr)(uintptr_t)b);
+  return 2.0 * (double)bytes / (median(t, REPLAYS) * 1e-3) / 1e9;
+}
+
+/* One set of device buffers for a row (inputs, outputs, unfused intermediate). */
+typedef struct row_bufs {
+  void *g, *out, *mid;
+} row_bufs;
+
+typedef struct row_state {
+  const bench_row *row;
+  kda_gate_args fused, gate, cumsum; /* g/out pointers set per set */
+  row_bufs *sets;
+  int nsets;
+  size_t in_bytes, out_bytes;
+} row_state;
+
+typedef enum { RUN_FUSED, RUN_UNFUSED } run_kind;
+
+static kda_status run_once(kda_context *ctx, row_state *s, int set, run_kind kind) {
+  if (kind == RUN_FUSED) {
+    kda_gate_args a = s->fused;
+    a.g = s->sets[set].g;
+    a.out = s->sets[set].out;
+    return kda_gate_chunk_cumsum(ctx, &a, (kda_stream)g_stream);
+  }
+  kda_gate_args a = s->gate, b = s->cumsum;
+  a.g = s->sets[set].g;
+  a.out = s->sets[set].mid;
+  b.g = s->sets[set].mid;
+  b.out = s->sets[set].out;
+  kda_status st = kda_gate(ctx, &a, (kda_stream)g_stream);
+  return st != KDA_OK ? st : kda_chunk_local_cumsum(ctx, &b, (kda_stream)g_stream);
+}
+
+/* Steady state: GRAPH_LAUNCHES calls captured in one graph, rotating over
+ * the sets, replayed REPLAYS times; microseconds per call, median. */
+static double steady_us(kda_context *ctx, row_state *s, run_kind kind) {
+  kda_ok(run_once(ctx, s, 0, kind), "warm-up call");
+  CUgraph graph;
+  CUgraphExec exec;
+  cuda_check(&cu, cu.StreamBeginCapture(g_stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL), "capture");
+  for (int i = 0; i < GRAPH_LAUNCHES; ++i) kda_ok(run_once(ctx, s, i % s->nsets, kind), "captured call");
+  cuda_check(&cu, cu.StreamEndCapture(g_stream, &graph), "end capture");
+  cuda_check(&cu, cu.GraphInstantiate(&exec, graph, 0), "instantiate");
+  CUevent e0, e1;
+  cu.EventCreate(&e0, 0);
+  cu.EventCreate(&e1, 0);
+  double t[REPLAYS];
+  for (int i = -2; i < REPLAYS; ++i) {
+    cu.EventRecord(e0, g_stream);
+    cuda_check(&cu, cu.GraphLaunch(exec, g_stream), "graph launch");
+    cu.EventRecord(e1, g_stream);
+    double ms = event_ms(e0, e1);
+    if (i >= 0) t[i] = ms * 1e3 / GRAPH_LAUNCHES;
+  }
+  cu.GraphExecDestroy(exec);
+  cu.GraphDestroy(graph);
+  cu.EventDestroy(e0);
+  cu.EventDestroy(e1);
+  return median(t, REPLAYS);
+}
+
+static double single_us(kda_context *ctx, row_state *s) {
+  CUevent e0, e1;
+  cu.EventCreate(&e0, 0);
+  cu.EventCreate(&e1, 0);
+  double t[SINGLES];
+  for (int i = 0; i < SINGLES; ++i) {
+    flush_l2();
+    cu.EventRecord(e0, g_stream);
+    kda_ok(run_once(ctx, s, 0, RUN_FUSED), "single call");
+    cu.EventRecord(e1, g_stream);
+    t[i] = event_ms(e0, e1) * 1e3;
+  }
+  cu.EventDestroy(e0);
+  cu.EventDestroy(e1);
+  return median(t, SINGLES);
+}
+
+/* Random inputs, one call per kernel path checked against the float64
+ * reference; returns the worst relative error of the fused and unfused
+ * outputs (budget 2e-5). */
+static double verify_row(kda_context *ctx, row_state *s, const void *g_host, const double *g_d,
+                         const float *A_log, const float *bias, const int32_t *cu_h) {
+  const size_t n = (size_t)(s->out_bytes / 4);
+  double *ref = malloc(n * sizeof *ref);
+  float *got = malloc(n * 4);
+  kda_gate_args h = s->fused;
+  h.A_log = A_log;
+  h.dt_bias = s->row->bias ? bias : NULL;
+  h.cu_seqlens = cu_h;
+  if (kda_ref_gate_chunk_cumsum(&h, g_d, ref) != 0) {
+    fprintf(stderr, "reference rejected the row\n");
+    exit(1);
+  }
+  double worst = 0;
+  for (int kind = 0; kind < 2; ++kind) {
+    cuda_check(&cu, cu.MemsetD32((CUdeviceptr)(uintptr_t)s->sets[0].out, 0x7fc00000u, n), "poison");
+    kda_ok(run_once(ctx, s, 0, kind == 0 ? RUN_FUSED : RUN_UNFUSED), "verify call");
+    cuda_download(&cu, got, s->sets[0].out, n * 4);
+    double err = 0;
+    size_t bad = tu_check_close(got, ref, n, 2e-5, &err, NULL);
+    if (bad) {
+      fprintf(stderr, "row %s T=%lld H=%d: %zu elements outside 2e-5 (%s path)\n", s->row->group,
+              (long long)s->row->tokens, s->row->heads, bad, kind ? "unfused" : "fused");
+      exit(1);
+    }
+    if (err > worst) worst = err;
+  }
+  (void)g_host;
+  free(ref);
+  free(got);
+  return worst;
+}
+
+static void run_row(kda_context *ctx, kda_context *heur_ctx, const bench_row *r, bench_result *res) {
+  row_state s;
+  memset(&s, 0, sizeof s);
+  s.row = r;
+  const int64_t tokens = r->batch * r->tokens;
+  const size_t hk = (size_t)r->heads * r->head_dim, n = (size_t)tokens * hk;
+  s.in_bytes = n * 2;
+  s.out_bytes = n * 4;
+  res->elements = (int64_t)n;
+
+  tu_rng rng;
+  tu_rng_seed(&rng, 1234 + (uint64_t)n);
+  uint16_t *g_host = malloc(n * 2);
+  double *g_d = malloc(n * sizeof *g_d);
+  tu_fill_random_input(&rng, KDA_DTYPE_BF16, g_host, g_d, n, 1.0);
+  float *A_log = malloc(sizeof(float) * (size_t)r->heads), *bias = malloc(sizeof(float) * hk);
+  for (int h = 0; h < r->heads; ++h) A_log[h] = (float)log(1.0 + 15.0 * tu_uniform(&rng));
+  for (size_t i = 0; i < hk; ++i) bias[i] = (float)tu_normal(&rng);
+
+  int32_t *cu_h = NULL;
+  void *d_cu = NULL, *d_table = NULL;
+  int64_t nchunks = 0;
+  if (r->num_seqs) {
+    int64_t lens[64];
+    bench_row_lengths(r, lens);
+    cu_h = calloc((size_t)r->num_seqs + 1, sizeof *cu_h);
+    for (int i = 0; i < r->num_seqs; ++i) cu_h[i + 1] = cu_h[i] + (int32_t)lens[i];
+    const int64_t cap = kda_chunk_indices_capacity(r->tokens, r->num_seqs, r->chunk);
+    int32_t *table = malloc((size_t)cap * 8);
+    kda_ok(kda_chunk_indices_build_host(cu_h, KDA_DTYPE_I32, r->num_seqs, r->chunk, table, cap, &nchunks),
+           "chunk table");
+    d_cu = cuda_upload(&cu, cu_h, ((size_t)r->num_seqs + 1) * 4);
+    d_table = cuda_upload(&cu, table, (size_t)nchunks * 8);
+    free(table);
+  }
+  void *d_alog = cuda_upload(&cu, A_log, sizeof(float) * (size_t)r->heads);
+  void *d_bias = cuda_upload(&cu, bias, sizeof(float) * hk);
+
+  /* Enough sets that one graph replay streams more than 2.5x L2. */
+  const size_t set_bytes = s.in_bytes + s.out_bytes;
+  s.nsets = (int)((2.5 * g_info.l2_bytes) / (double)set_bytes) + 1;
+  if (s.nsets > GRAPH_LAUNCHES) s.nsets = GRAPH_LAUNCHES;
+  s.sets = calloc((size_t)s.nsets, sizeof *s.sets);
+  for (int i = 0; i < s.nsets; ++i) {
+    s.sets[i].g = cuda_upload(&cu, g_host, s.in_bytes);
+    s.sets[i].out = cuda_alloc(&cu, s.out_bytes);
+    s.sets[i].mid = cuda_alloc(&cu, s.out_bytes);
+  }
+
+  kda_gate_args a = kda_gate_args_default();
+  a.g_dtype = KDA_DTYPE_BF16;
+  a.batch = r->batch;
+  a.seq_len = r->tokens;
+  a.num_heads = r->heads;
+  a.head_dim = r->head_dim;
+  a.chunk_size = r->chunk;
+  a.gate = KDA_GATE_SOFTPLUS;
+  a.A_log = d_alog;
+  a.dt_bias = r->bias ? d_bias : NULL;
+  if (r->num_seqs) {
+    a.cu_seqlens = d_cu;
+    a.cu_seqlens_dtype = KDA_DTYPE_I32;
+    a.num_seqs = r->num_seqs;
+    a.chunk_indices = d_table;
+    a.num_chunks = nchunks;
+  }
+  s.fused = a;
+  s.gate = a;
+  s.gate.cu_seqlens = NULL;
+  s.gate.chunk_indices = NULL;
+  s.gate.num_chunks = 0;
+  s.cumsum = a;
+  s.cumsum.g_dtype = KDA_DTYPE_F32;
+  s.cumsum.gate = KDA_GATE_NONE;
+
+  res->max_err = verify_row(ctx, &s, g_host, g_d, A_log, bias, cu_h);
+  res->fused_us = steady_us(ctx, &s, RUN_FUSED);
+  res->fused_single_us = single_us(ctx, &s);
+  res->unfused_us = steady_us(ctx, &s, RUN_UNFUSED);
+  res->heuristic_us = heur_ctx ? steady_us(heur_ctx, &s, RUN_FUSED) : res->fused_us;
+  snprintf(res->config, sizeof res->config, "%s", ctx == heur_ctx || !heur_ctx ? "heuristic" : "tuned");
+
+  cu.CtxSynchronize();
+  for (int i = 0; i < s.nsets; ++i) {
+    cu.MemFree((CUdeviceptr)(uintptr_t)s.sets[i].g);
+    cu.MemFree((CUdeviceptr)(uintptr_t)s.sets[i].out);
+    cu.MemFree((CUdeviceptr)(uintptr_t)s.sets[i].mid);
+  }
+  if (d_cu) cu.MemFree((CUdeviceptr)(uintptr_t)d_cu);
+  if (d_table) cu.MemFree((CUdeviceptr)(uintptr_t)d_table);
+  cu.MemFree((CUdeviceptr)(uintptr_t)d_alog);
+  cu.MemFree((CUdeviceptr)(uintptr_t)d_bias);
+  free(s.sets);
+  free(g_host);
+  free(g_d);
+  free(A_log);
+  free(bias);
+  free(cu_h);
+}
+
+/* Host cost of a warm call: (a) the median time spent inside the API call,
+ * (b) 100k enqueues without synchronising, then one sync, per call. */
+static void host_cost(kda_context *ctx, double *inside_us, double *enqueue_us, double *gpu_us) {
+  const int H = 4, K = 128;
+  const int64_t T = 512;
+  const size_t n = (size_t)T * H * K;
+  void *g = cuda_alloc(&cu, n * 2), *out = cuda_alloc(&cu, n * 4), *al = cuda_alloc(&cu, 64);
+  cu.MemsetD32((CUdeviceptr)(uintptr_t)g, 0x3f803f80u, n / 2);
+  cu.MemsetD32((CUdeviceptr)(uintptr_t)al, 0, 16);
+  kda_gate_args a = kda_gate_args_default();
+  a.g = g;
+  a.g_dtype = KDA_DTYPE_BF16;
+  a.out = out;
+  a.batch = 1;
+  a.seq_len = T;
+  a.num_heads = H;
+  a.head_dim = K;
+  a.gate = KDA_GATE_SOFTPLUS;
+  a.A_log = al;
+  kda_ok(kda_gate_chunk_cumsum(ctx, &a, (kda_stream)g_stream), "warm");
+  cu.StreamSynchronize(g_stream);
+  enum { N = 100000 };
+  double *t = malloc(sizeof(double) * N);
+  for (int i = 0; i < N; ++i) {
+    double t0 = now_ms();
+    kda_gate_chunk_cumsum(ctx, &a, (kda_stream)g_stream);
+    t[i] = (now_ms() - t0) * 1e3;
+  }
+  cu.StreamSynchronize(g_stream);
+  *inside_us = median(t, N);
+  CUevent e0, e1;
+  cu.EventCreate(&e0, 0);
+  cu.EventCreate(&e1, 0);
+  double t0 = now_ms();
+  cu.EventRecord(e0, g_stream);
+  for (int i = 0; i < N; ++i) kda_gate_chunk_cumsum(ctx, &a, (kda_stream)g_stream);
+  cu.EventRecord(e1, g_stream);
+  cu.StreamSynchronize(g_stream);
+  *enqueue_us = (now_ms() - t0) * 1e3 / N;
+  *gpu_us = event_ms(e0, e1) * 1e3 / N;
+  free(t);
+  cu.MemFree((CUdeviceptr)(uintptr_t)g);
+  cu.MemFree((CUdeviceptr)(uintptr_t)out);
+  cu.MemFree((CUdeviceptr)(uintptr_t)al);
+}
+
+/* Device chunk-table build for 256 ragged sequences: GPU time per build
+ * (steady state in a graph, and single), checked against the host builder. */
+static void chunk_table_cost(kda_context *ctx, double *steady, double *single) {
+  enum { N = 256, BT = 64 };
+  int32_t cu_h[N + 1];
+  cu_h[0] = 0;
+  tu_rng rng;
+  tu_rng_seed(&rng, 99);
+  for (int i = 0; i < N; ++i) cu_h[i + 1] = cu_h[i] + (int32_t)tu_uniform_int(&rng, 0, 2000);
+  const int64_t T = cu_h[N], cap = kda_chunk_indices_capacity(T, N, BT);
+  void *d_cu = cuda_upload(&cu, cu_h, sizeof cu_h);
+  int32_t *d_out = cuda_alloc(&cu, (size_t)cap * 8 + 4);
+  kda_ok(kda_chunk_indices_build_device(ctx, d_cu, KDA_DTYPE_I32, N, T, BT, d_out, cap, d_out + cap * 2,
+                                        (kda_stream)g_stream), "device chunk table");
+  int32_t *dev = malloc((size_t)cap * 8 + 4), *host = malloc((size_t)cap * 8);
+  int64_t nc = 0;
+  kda_ok(kda_chunk_indices_build_host(cu_h, KDA_DTYPE_I32, N, BT, host, cap, &nc), "host table");
+  cuda_download(&cu, dev, d_out, (size_t)cap * 8 + 4);
+  if (dev[cap * 2] != nc || memcmp(dev, host, (size_t)nc * 8) != 0) {
+    fprintf(stderr, "device chunk table differs from the host one\n");
+    exit(1);
+  }
+  CUgraph graph;
+  CUgraphExec exec;
+  cuda_check(&cu, cu.StreamBeginCapture(g_stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL), "capture");
+  for (int i = 0; i < GRAPH_LAUNCHES; ++i)
+    kda_ok(kda_chunk_indices_build_device(ctx, d_cu, KDA_DTYPE_I32, N, T, BT, d_out, cap,
+                                          d_out + cap * 2, (kda_stream)g_stream), "captured build");
+  cuda_check(&cu, cu.StreamEndCapture(g_stream, &graph), "end capture");
+  cuda_check(&cu, cu.GraphInstantiate(&exec, graph, 0), "instantiate");
+  CUevent e0, e1;
+  cu.EventCreate(&e0, 0);
+  cu.EventCreate(&e1, 0);
+  double t[REPLAYS], u[SINGLES];
+  for (int i = -2; i < REPLAYS; ++i) {
+    cu.EventRecord(e0, g_stream);
+    cu.GraphLaunch(exec, g_stream);
+    cu.EventRecord(e1, g_stream);
+    double ms = event_ms(e0, e1);
+    if (i >= 0) t[i] = ms * 1e3 / GRAPH_LAUNCHES;
+  }
+  for (int i = 0; i < SINGLES; ++i) {
+    cu.EventRecord(e0, g_stream);
+    kda_chunk_indices_build_device(ctx, d_cu, KDA_DTYPE_I32, N, T, BT, d_out, cap, d_out + cap * 2,
+                                   (kda_stream)g_stream);
+    cu.EventRecord(e1, g_stream);
+    u[i] = event_ms(e0, e1) * 1e3;
+  }
+  *steady = median(t, REPLAYS);
+  *single = median(u, SINGLES);
+  cu.GraphExecDestroy(exec);
+  cu.GraphDestroy(graph);
+  free(dev);
+  free(host);
+  cu.MemFree((CUdeviceptr)(uintptr_t)d_cu);
+  cu.MemFree((CUdeviceptr)(uintptr_t)d_out);
+}
+
+/* --child-start: what a fresh server process pays from context creation
+ * (on a CUDA context it already has) to its first finished result. */
+static int child_start(void) {
+  const int H = 32, K = 128;
+  const int64_t T = 8192;
+  const size_t n = (size_t)T * H * K;
+  void *g = cuda_alloc(&cu, n * 2), *out = cuda_alloc(&cu, n * 4), *al = cuda_alloc(&cu, 128);
+  cu.MemsetD32((CUdeviceptr)(uintptr_t)g, 0x3f803f80u, n / 2);
+  cu.MemsetD32((CUdeviceptr)(uintptr_t)al, 0, 32);
+  cu.CtxSynchronize();
+  double t0 = now_ms();
+  kda_context *ctx = NULL;
+  kda_options o = kda_options_default();
+  o.device = -1;
+  kda_ok(kda_context_create(&o, &ctx), "kda_context_create");
+  double t_ctx = now_ms() - t0;
+  kda_gate_args a = kda_gate_args_default();
+  a.g = g;
+  a.g_dtype = KDA_DTYPE_BF16;
+  a.out = out;
+  a.batch = 1;
+  a.seq_len = T;
+  a.num_heads = H;
+  a.head_dim = K;
+  a.gate = KDA_GATE_SOFTPLUS;
+  a.A_log = al;
+  kda_ok(kda_gate_chunk_cumsum(ctx, &a, NULL), "first call");
+  cu.CtxSynchronize();
+  double total = now_ms() - t0;
+  kda_stats st = {.struct_size = sizeof st};
+  kda_context_get_stats(ctx, &st);
+  printf("{\"total_ms\": %.3f, \"context_ms\": %.3f, \"nvrtc_compiles\": %llu, \"compile_ms\": %.3f}\n",
+         total, t_ctx, (unsigned long long)st.nvrtc_compiles, st.compile_ms_total);
+  kda_context_destroy(ctx);
+  return 0;
+}
+
+static int run_child(char *line, size_t size) {
+  char *argv[] = {"kda-bench", "--child-start", NULL};
+  int fds[2];
+  if (pipe(fds) != 0) return -1;
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+  posix_spawn_file_actions_addclose(&fa, fds[0]);
+  pid_t pid;
+  char self[4096];
+  ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (len <= 0) return -1;
+  self[len] = 0;
+  int rc = posix_spawn(&pid, self, &fa, NULL, argv, environ);
+  close(fds[1]);
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0) return -1;
+  FILE *f = fdopen(fds[0], "r");
+  line[0] = 0;
+  if (!fgets(line, (int)size, f)) line[0] = 0;
+  fclose(f);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+}
+
+int main(int argc, char **argv) {
+  const char *json_dir = "bench/results";
+  int quick = 0;
+  for (int i = 1; i < argc; ++i) {
+    if (!strcmp(argv[i], "--json-dir") && i + 1 < argc) {
+      json_dir = argv[++i];
+    } else if (!strcmp(argv[i], "--quick")) {
+      quick = 1;
+    } else if (!strcmp(argv[i], "--child-start")) {
+      char why[256];
+      if (cuda_api_load(&cu, 0, why, sizeof why) != 0) return 1;
+      return child_start();
+    } else {
+      fprintf(stderr, "usage: kda-bench [--json-dir DIR] [--quick]\n"
+                      "  --json-dir DIR  where <gpu>-<date>.json goes (default bench/results)\n"
+                      "  --quick         the first 4 matrix rows only\n");
+      return strcmp(argv[i], "--help") ? 2 : 0;
+    }
+  }
+  char why[512];
+  if (cuda_api_load(&cu, 0, why, sizeof why) != 0) {
+    printf("kda-bench needs a GPU: %s\n", why);
+    return 1;
+  }
+  cuda_check(&cu, cu.StreamCreate(&g_stream, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
+  kda_context *ctx = NULL;
+  kda_options o = kda_options_default();
+  o.device = -1;
+  kda_ok(kda_context_create(&o, &ctx), "kda_context_create");
+  g_info.struct_size = sizeof g_info;
+  kda_context_get_device_info(ctx, &g_info);
+  setup_flush();
+  const double bw = copy_bandwidth_gbps();
+  printf("GPU: %s, driver %d, NVRTC %d.%d, libkda %s\n", g_info.name, g_info.driver_version,
+         g_info.nvrtc_major, g_info.nvrtc_minor, kda_version());
+  printf("device copy bandwidth: %.0f GB/s (read + write, 1 GiB cudaMemcpy, median of %d)\n\n", bw,
+         REPLAYS);
+
+  const int nrows = quick ? 4 : bench_row_count;
+  bench_result *res = calloc((size_t)nrows, sizeof *res);
+  printf("%-8s %6s %4s %4s %5s %4s %10s %9s %9s %7s %6s %10s %7s %s\n", "group", "T", "H", "K",
+         "chunk", "seqs", "elements", "fused_us", "single_us", "GB/s", "%copy", "unfused_us",
+         "speedup", "config");
+  for (int i = 0; i < nrows; ++i) {
+    const bench_row *r = &bench_rows[i];
+    run_row(ctx, NULL, r, &res[i]);
+    const double bytes = (double)res[i].elements * 6.0;
+    const double gbps = bytes / (res[i].fused_us * 1e-6) / 1e9;
+    printf("%-8s %6lld %4d %4d %5d %4d %10lld %9.2f %9.2f %7.0f %5.1f%% %10.2f %6.2fx %s\n",
+           r->group, (long long)r->tokens, r->heads, r->head_dim, r->chunk, r->num_seqs,
+           (long long)res[i].elements, res[i].fused_us, res[i].fused_single_us, gbps,
+           100.0 * gbps / bw, res[i].unfused_us, res[i].unfused_us / res[i].fused_us,
+           res[i].config);
+    fflush(stdout);
+  }
+
+  double inside = 0, enq = 0, gpu = 0, tab_steady = 0, tab_single = 0;
+  host_cost(ctx, &inside, &enq, &gpu);
+  chunk_table_cost(ctx, &tab_steady, &tab_single);
+  printf("\nhost cost per warm call (T=512 H=4): %.2f us median inside kda_gate_chunk_cumsum; "
+         "100k enqueues then one sync: %.2f us per call wall, %.2f us per call GPU\n",
+         inside, enq, gpu);
+  printf("device chunk-table build, 256 sequences (%s): %.2f us steady state, %.2f us single\n",
+         "no host sync", tab_steady, tab_single);
+  char cold[512] = "", warm[512] = "";
+  int cold_ok = run_child(cold, sizeof cold) == 0, warm_ok = run_child(warm, sizeof warm) == 0;
+  printf("fresh process, context creation to first result (T=8192 H=32 K=128):\n");
+  printf("  first process:  %s", cold_ok ? cold : "failed\n");
+  printf("  second process: %s", warm_ok ? warm : "failed\n");
+
+  /* JSON */
+  mkdir(json_dir, 0755);
+  char slug[128] = "", date[32], path[512];
+  for (size_t i = 0, j = 0; g_info.name[i] && j + 1 < sizeof slug; ++i) {
+    char c = g_info.name[i];
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) slug[j++] = c;
+    else if (j && slug[j - 1] != '-') slug[j++] = '-';
+    slug[j] = 0;
+  }
+  time_t tt = time(NULL);
+  strftime(date, sizeof date, "%Y-%m-%d", gmtime(&tt));
+  snprintf(path, sizeof path, "%s/%s-%s.json", json_dir, slug, date);
+  FILE *f = fopen(path, "w");
+  if (!f) {
+    fprintf(stderr, "cannot write %s: %s\n", path, strerror(errno));
+    return 1;
+  }
+  fprintf(f, "{\n  \"gpu\": \"%s\",\n  \"driver\": %d,\n  \"nvrtc\": \"%d.%d\",\n  \"libkda\": \"%s\",\n"
+             "  \"copy_bw_gbps\": %.1f,\n",
+          g_info.name, g_info.driver_version, g_info.nvrtc_major, g_info.nvrtc_minor, kda_version(), bw);
+  fprintf(f, "  \"host_us_per_call_inside\": %.3f,\n  \"host_us_per_call_enqueue\": %.3f,\n"
+             "  \"gpu_us_per_call_host_row\": %.3f,\n  \"chunk_table_256_us_steady\": %.3f,\n"
+             "  \"chunk_table_256_us_single\": %.3f,\n",
+          inside, enq, gpu, tab_steady, tab_single);
+  fprintf(f, "  \"cold_start\": %s,\n  \"warm_start\": %s,\n", cold_ok ? cold : "null\n",
+          warm_ok ? warm : "null\n");
+  fprintf(f, "  \"rows\": [\n");
+  for (int i = 0; i < nrows; ++i) {
+    const bench_row *r = &bench_rows[i];
+    const double gbps = (double)res[i].elements * 6.0 / (res[i].fused_us * 1e-6) / 1e9;
+    fprintf(f,
+            "    {\"kernel\": \"gate_chunk_cumsum\", \"group\": \"%s\", \"B\": %lld, \"T\": %lld, "
+            "\"H\": %d, \"K\": %d, \"chunk\": %d, \"dt_bias\": %s, \"num_seqs\": %d, \"dtype\": \"bf16\", "
+            "\"out_dtype\": \"f32\", \"elements\": %lld, \"us_median\": %.3f, \"us_single\": %.3f, "
+            "\"gbps\": %.1f, \"pct_of_copy_bw\": %.2f, \"unfused_us_median\": %.3f, "
+            "\"speedup_vs_unfused\": %.3f, \"heuristic_us_median\": %.3f, \"max_rel_err\": %.3g, "
+            "\"config\": \"%s\"}%s\n",
+            r->group, (long long)r->batch, (long long)r->tokens, r->heads, r->head_dim, r->chunk,
+            r->bias ? "true" : "false", r->num_seqs, (long long)res[i].elements, res[i].fused_us,
+            res[i].fused_single_us, gbps, 100.0 * gbps / bw, res[i].unfused_us,
+            res[i].unfused_us / res[i].fused_us, res[i].heuristic_us, res[i].max_err,
+            res[i].config, i + 1 < nrows ? "," : "");
+  }
+  fprintf(f, "  ]\n}\n");
+  fclose(f);
+  printf("\nwrote %s\n", path);
+  kda_context_destroy(ctx);
+  free(res);
+  return 0;
+}
