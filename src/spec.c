@@ -126,25 +126,40 @@ static int pow2_ceil(int v) {
 }
 
 kda__config kda__config_heuristic(const kda__spec *spec) {
-  kda__config c = {1, 256, 1};
+  /* One block of 1024 threads: the fill of the table, not the scan, is the
+   * work, and it is spread over the block. */
+  kda__config c = {1, 1024, 1};
   if (spec->kernel == KDA__KERNEL_CHUNK_INDICES) return c;
   const int hk = spec->heads * spec->head_dim;
   /* Widest access that divides a row and stays within 16 bytes. */
   int vec = kda__max_vec(spec);
   while (vec > 1 && vec * dtype_bytes(spec->in_dtype) > 16) vec >>= 1;
-  /* Four to eight rows per thread: enough loads in flight, few registers. */
-  int rows = spec->chunk / 16;
-  if (rows < 2) rows = 2;
-  if (rows > 8) rows = 8;
-  while (rows * vec > KDA__MAX_VALUES_PER_THREAD) rows >>= 1;
+  /* Four rows per thread: four 16-byte loads in flight, 32 values held;
+   * more rows cost registers and occupancy (chunk 128 at 8 rows ran at
+   * half the bandwidth on an H100). */
+  int rows = spec->chunk < 4 ? spec->chunk : 4;
+  int seg = spec->chunk / rows;
   int tx = pow2_ceil((hk + vec - 1) / vec);
   if (tx > 32) tx = 32;
-  int seg = spec->chunk / rows;
-  while (tx * seg > 1024) seg >>= 1;
+  while (tx * seg > 1024) tx >>= 1;
   c.vec = vec;
   c.tx = tx;
   c.seg = seg;
   return c;
+}
+
+kda__config kda__config_fit_grid(const kda__spec *spec, kda__config c, int64_t num_chunks,
+                                 int sm_count) {
+  if (spec->kernel == KDA__KERNEL_CHUNK_INDICES || sm_count <= 0) return c;
+  /* A small batch gives few blocks: each SM then runs one block's arithmetic
+   * alone and the kernel is latency bound. Narrow the blocks (fewer
+   * channels each, down to one warp) until there are two per SM. */
+  kda__spec s = *spec;
+  s.cfg = c;
+  while (kda__spec_grid(&s, num_chunks) < (uint64_t)(2 * sm_count) && s.cfg.tx > 1 &&
+         s.cfg.tx * s.cfg.seg > 32)
+    s.cfg.tx >>= 1;
+  return s.cfg;
 }
 
 size_t kda__config_space(const kda__spec *spec, kda__config *out, size_t cap) {

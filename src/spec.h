@@ -66,6 +66,11 @@ kda_status kda__config_check(const kda__spec *spec);
 /* The built-in heuristic config for a spec (always legal). */
 kda__config kda__config_heuristic(const kda__spec *spec);
 
+/* Narrows config c so that a launch of num_chunks chunks gives at least two
+ * blocks per multiprocessor where it can (the result stays legal). */
+kda__config kda__config_fit_grid(const kda__spec *spec, kda__config c, int64_t num_chunks,
+                                 int sm_count);
+
 /* Every legal config of the spec in a stable order (the tuner's space).
  * Returns how many there are; writes at most cap of them. */
 size_t kda__config_space(const kda__spec *spec, kda__config *out, size_t cap);

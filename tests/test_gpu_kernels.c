@@ -41,6 +41,7 @@ typedef struct gcase {
   int device_table;        /* build chunk_indices on the device */
   int layer;               /* go through kda_layer_gate_fwd (table built inside) */
   const kda__config *cfg;  /* NULL: heuristic */
+  double stddev;           /* of the random input; 0 means 1 */
   uint64_t seed;
 } gcase;
 
@@ -71,7 +72,7 @@ static size_t run_case(const gcase *c) {
   const size_t in_sz = tu_dtype_size(c->in), out_sz = tu_dtype_size(c->out);
   void *g_host = malloc(n * in_sz);
   double *g_d = malloc(n * sizeof(double)), *ref = malloc(n * sizeof(double));
-  tu_fill_random_input(&rng, c->in, g_host, g_d, n, 1.0);
+  tu_fill_random_input(&rng, c->in, g_host, g_d, n, c->stddev > 0 ? c->stddev : 1.0);
   float A_log[4096], *bias = malloc(hk * sizeof(float));
   for (int h = 0; h < c->H; ++h) A_log[h] = (float)log(1.0 + 15.0 * tu_uniform(&rng));
   for (size_t i = 0; i < hk; ++i) bias[i] = (float)tu_normal(&rng);
@@ -281,6 +282,26 @@ static void fused_matches_reference_for_every_option(void **state) {
       c.device_table = (i / 5) % 2;
       c.H = 2;
     }
+    bad += run_case(&c);
+  }
+  assert_int_equal(bad, 0);
+}
+
+/* Inputs far out in both tails exercise every branch of the fast softplus
+ * and sigmoid (z > 20, the series for e^-|z| < 1/16, the log path), over
+ * the longest chunk, where rounding accumulates most. */
+static void fused_is_accurate_for_extreme_inputs(void **state) {
+  (void)state;
+  size_t bad = 0;
+  for (int i = 0; i < 6; ++i) {
+    gcase c = base_case();
+    c.stddev = i < 3 ? 12.0 : 4.0;
+    c.chunk = 256;
+    c.T = 700;
+    c.in = KDA_DTYPE_F32;
+    c.gate = i % 3 == 0 ? KDA_GATE_SOFTPLUS : KDA_GATE_LOWER_BOUND;
+    c.alog = i % 3 != 2;
+    c.reverse = i % 2;
     bad += run_case(&c);
   }
   assert_int_equal(bad, 0);
@@ -607,6 +628,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(fused_matches_reference_for_every_head_count_and_dim),
       cmocka_unit_test(fused_matches_reference_for_every_option),
+      cmocka_unit_test(fused_is_accurate_for_extreme_inputs),
       cmocka_unit_test(varlen_ragged_batches_match_reference),
       cmocka_unit_test(chunk_local_cumsum_vector_and_scalar_match_reference),
       cmocka_unit_test(standalone_gate_matches_reference),

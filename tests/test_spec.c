@@ -116,7 +116,7 @@ static void names_follow_the_template_parameter_order(void **state) {
   s.chunk = 64;
   s.cfg = kda__config_heuristic(&s);
   assert_true(kda__spec_name(&s, buf, sizeof buf) > 0);
-  assert_string_equal(buf, "kda::build_chunk_indices<4,64,256>");
+  assert_string_equal(buf, "kda::build_chunk_indices<4,64,1024>");
   assert_string_equal(kda__spec_source_name(&s), "chunk_indices.cu");
 }
 
@@ -138,6 +138,21 @@ static void grid_covers_every_channel_block_of_every_chunk(void **state) {
   assert_int_equal(kda__spec_grid(&s, 10), 30);
 }
 
+static void small_grids_get_narrower_blocks(void **state) {
+  (void)state;
+  kda__spec s = gate_spec(KDA_DTYPE_BF16, 4, 128, 64); /* T=512: 8 chunks */
+  kda__config h = kda__config_heuristic(&s);
+  kda__config c = kda__config_fit_grid(&s, h, 8, 132);
+  s.cfg = c;
+  assert_int_equal(kda__config_check(&s), KDA_OK);
+  assert_true(kda__spec_grid(&s, 8) >= 128);
+  assert_true(c.tx < h.tx);
+  assert_true(c.tx * c.seg >= 32); /* never below one warp */
+  /* A large batch keeps the heuristic. */
+  kda__config big = kda__config_fit_grid(&s, h, 4096, 132);
+  assert_memory_equal(&big, &h, sizeof h);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(heuristic_is_legal_for_every_shape),
@@ -148,6 +163,7 @@ int main(void) {
       cmocka_unit_test(names_follow_the_template_parameter_order),
       cmocka_unit_test(hash_changes_with_any_field),
       cmocka_unit_test(grid_covers_every_channel_block_of_every_chunk),
+      cmocka_unit_test(small_grids_get_narrower_blocks),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
