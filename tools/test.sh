@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test command: installs what it needs, then builds twice and runs every
+# test in both builds: warnings as errors, and AddressSanitizer + UBSan.
+# GPU tests (label gpu) run where there is a GPU and are reported as skipped
+# where there is none.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/install_deps.sh
+export PATH=/usr/local/cuda/bin:$PATH
+jobs=$(nproc)
+for variant in release asan; do
+  flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DKDA_WERROR=ON)
+  [ $variant = asan ] && flags+=(-DKDA_SANITIZE=ON)
+  echo "=== $variant build"
+  cmake -B build/$variant -S . "${flags[@]}" > /dev/null
+  cmake --build build/$variant -j "$jobs"
+  echo "=== $variant tests"
+  (cd build/$variant && ctest --output-on-failure -j "$jobs")
+done
