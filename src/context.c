@@ -1,13 +1,18 @@
 /* Context lifetime: driver, device and CUDA context binding, kernel sources
  * and the module cache; plus the build step the cache calls on a miss. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "context_internal.h"
 #include "error.h"
+#include "gate_args.h"
 #include "nvrtc_compile.h"
+#include "store.h"
+#include "tuner.h"
 
 #define KDA__STR2(x) #x
 #define KDA__STR(x) KDA__STR2(x)
@@ -23,7 +28,108 @@ kda_options kda_options_default(void) {
   o.struct_size = sizeof o;
   o.device = 0;
   o.kernel_dir = NULL;
+  o.tune_mode = KDA_TUNE_ON;
+  o.db_path = NULL;
+  o.tune_budget_ms = 1000.0;
+  o.log_fn = NULL;
+  o.log_user = NULL;
+  o.log_level = KDA_LOG_WARN;
   return o;
+}
+
+static int parse_word(const char *v, const char *const *words, int n) {
+  for (int i = 0; i < n; ++i)
+    if (strcasecmp(v, words[i]) == 0) return i;
+  return -1;
+}
+
+/* Options, then the environment's overrides (KDA_TUNE, KDA_LOG). */
+static kda_status apply_tuning_options(kda_context *ctx, const kda_options *o) {
+  ctx->log_fn = o->log_fn;
+  ctx->log_user = o->log_user;
+  ctx->log_level = o->log_level;
+  const char *lv = getenv("KDA_LOG");
+  if (lv && *lv) {
+    static const char *const levels[] = {"error", "warn", "info", "debug"};
+    int l = parse_word(lv, levels, 4);
+    if (l >= 0) ctx->log_level = l;
+    else kda__log(ctx, KDA_LOG_WARN, "KDA_LOG=%s is not error, warn, info or debug; ignored", lv);
+  }
+  KDA__REQUIRE(o->tune_mode >= KDA_TUNE_ON && o->tune_mode <= KDA_TUNE_CACHED, KDA_ERROR_BAD_OPTIONS,
+               "kda_options.tune_mode %d is not a kda_tune_mode", o->tune_mode);
+  ctx->tune_mode = o->tune_mode;
+  const char *tv = getenv("KDA_TUNE");
+  if (tv && *tv) {
+    static const char *const modes[] = {"on", "off", "cached"};
+    int m = parse_word(tv, modes, 3);
+    if (m >= 0) ctx->tune_mode = m;
+    else kda__log(ctx, KDA_LOG_WARN, "KDA_TUNE=%s is not on, off or cached; ignored", tv);
+  }
+  ctx->tune_budget_ms = o->tune_budget_ms > 0 ? o->tune_budget_ms : 1000.0;
+  if (o->db_path != NULL) {
+    if (strcmp(o->db_path, ":memory:") == 0) {
+      ctx->db_memory = 1;
+    } else {
+      ctx->db_path = strdup(o->db_path);
+      KDA__REQUIRE(ctx->db_path != NULL, KDA_ERROR_OUT_OF_MEMORY, "copying db_path");
+    }
+  }
+  return KDA_OK;
+}
+
+void kda__log(kda_context *ctx, kda_log_level level, const char *fmt, ...) {
+  if (ctx == NULL || (int)level > ctx->log_level) return;
+  char msg[2048];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (ctx->log_fn) {
+    ctx->log_fn(ctx->log_user, level, msg);
+  } else {
+    static const char *const names[] = {"error", "warning", "info", "debug"};
+    fprintf(stderr, "libkda: %s: %s\n", names[level >= 0 && level <= 3 ? level : 1], msg);
+  }
+}
+
+struct kda__store *kda__context_store_lock(kda_context *ctx) {
+  pthread_mutex_lock(&ctx->store_lock);
+  if (ctx->tune_mode == KDA_TUNE_OFF) return NULL;
+  if (!ctx->store_opened) {
+    ctx->store_opened = 1;
+    /* An empty path is the store's in-memory mode. */
+    kda_status st = kda__store_open(ctx->db_memory ? "" : ctx->db_path, 0, &ctx->store);
+    if (st != KDA_OK) {
+      ctx->store = NULL;
+      kda__log(ctx, KDA_LOG_WARN, "cannot open the tuning database (%s); tuning results are "
+               "not kept", kda_last_error());
+    } else if (ctx->db_memory) {
+      while (kda__store_pop_warning(ctx->store) != NULL) {
+        /* "no usable path": asked for */
+      }
+    } else {
+      kda__log(ctx, KDA_LOG_INFO, "tuning database %s (%s)", kda__store_path(ctx->store),
+               kda__store_path_rule(ctx->store));
+    }
+  }
+  return ctx->store;
+}
+
+void kda__context_store_unlock(kda_context *ctx) {
+  if (ctx->store != NULL) {
+    const char *w;
+    while ((w = kda__store_pop_warning(ctx->store)) != NULL)
+      kda__log(ctx, KDA_LOG_WARN, "%s", strncmp(w, "kda: ", 5) == 0 ? w + 5 : w);
+  }
+  pthread_mutex_unlock(&ctx->store_lock);
+}
+
+const char *kda_context_db_path(kda_context *ctx) {
+  if (ctx == NULL) return "";
+  pthread_mutex_lock(&ctx->store_lock);
+  const char *p = ctx->store && !ctx->db_memory ? kda__store_path(ctx->store) : "";
+  pthread_mutex_unlock(&ctx->store_lock);
+  return p;
 }
 
 static kda_status read_device_info(kda_context *ctx) {
@@ -90,6 +196,7 @@ static kda_status context_init(kda_context *ctx, const kda_options *o) {
   const char *dir = o->kernel_dir ? o->kernel_dir : getenv("KDA_KERNEL_DIR");
   if (dir && !*dir) dir = NULL;
   KDA__TRY(kda__source_set_load(dir, &ctx->sources));
+  KDA__TRY(apply_tuning_options(ctx, o));
   return kda__cache_create(&ctx->cache);
 }
 
@@ -106,6 +213,10 @@ kda_status kda_context_create(const kda_options *options, kda_context **out) {
   KDA__REQUIRE(o.device >= -1, KDA_ERROR_NO_DEVICE, "device ordinal %d is negative", o.device);
   kda_context *ctx = calloc(1, sizeof *ctx);
   KDA__REQUIRE(ctx != NULL, KDA_ERROR_OUT_OF_MEMORY, "allocating a context");
+  if (pthread_mutex_init(&ctx->store_lock, NULL) != 0) {
+    free(ctx);
+    return kda__fail(KDA_ERROR_INTERNAL, "pthread_mutex_init failed");
+  }
   kda_status st = context_init(ctx, &o);
   if (st != KDA_OK) {
     /* Keep the failure's message: destroy may overwrite nothing, but be safe. */
@@ -131,6 +242,9 @@ void kda_context_destroy(kda_context *ctx) {
     }
   }
   kda__source_set_free(&ctx->sources);
+  kda__store_close(ctx->store);
+  pthread_mutex_destroy(&ctx->store_lock);
+  free(ctx->db_path);
   if (ctx->retained_primary) ctx->drv->cuDevicePrimaryCtxRelease(ctx->device);
   free(ctx);
 }
@@ -170,7 +284,36 @@ kda_status kda_context_get_stats(kda_context *ctx, kda_stats *stats) {
   stats->cache_misses = atomic_load(&ctx->cache_misses);
   stats->launches = atomic_load(&ctx->launches);
   stats->compile_ms_total = (double)atomic_load(&ctx->compile_ns) / 1e6;
+  stats->tuning_runs = atomic_load(&ctx->tuning_runs);
+  stats->db_result_hits = atomic_load(&ctx->db_result_hits);
+  stats->db_cubin_hits = atomic_load(&ctx->db_cubin_hits);
+  stats->memory_hits = stats->cache_hits;
+  stats->persist_failures = atomic_load(&ctx->persist_failures);
+  stats->rejected_candidates = atomic_load(&ctx->rejected_candidates);
+  stats->tune_ms_total = (double)atomic_load(&ctx->tune_ns) / 1e6;
   return KDA_OK;
+}
+
+kda_status kda__context_load(kda_context *ctx, const void *cubin, const char *lowered,
+                             CUmodule *module, CUfunction *function) {
+  int pushed = 0;
+  KDA__TRY(kda__context_enter(ctx, &pushed));
+  kda_status st = KDA_OK;
+  CUresult r = ctx->drv->cuModuleLoadData(module, cubin);
+  if (r != CUDA_SUCCESS) {
+    st = kda__cu_status(ctx->drv, r, "cuModuleLoadData", __FILE__, __LINE__);
+  } else {
+    r = ctx->drv->cuModuleGetFunction(function, *module, lowered);
+    if (r != CUDA_SUCCESS) {
+      st = kda__cu_status(ctx->drv, r, "cuModuleGetFunction", __FILE__, __LINE__);
+      ctx->drv->cuModuleUnload(*module);
+      *module = NULL;
+    } else {
+      atomic_fetch_add(&ctx->modules_loaded, 1);
+    }
+  }
+  kda__context_leave(ctx, pushed);
+  return st;
 }
 
 /* The cache's build step: one NVRTC program for one instantiation, loaded
@@ -189,26 +332,12 @@ static kda_status build_spec(void *user, const kda__spec *spec, CUmodule *module
   if (st != KDA_OK) return st;
   atomic_fetch_add(&ctx->nvrtc_compiles, 1);
   atomic_fetch_add(&ctx->compile_ns, (uint_fast64_t)(out.compile_ms * 1e6));
-  int pushed = 0;
-  st = kda__context_enter(ctx, &pushed);
-  if (st == KDA_OK) {
-    CUresult r = ctx->drv->cuModuleLoadData(module, out.cubin);
-    if (r != CUDA_SUCCESS) {
-      st = kda__cu_status(ctx->drv, r, "cuModuleLoadData", __FILE__, __LINE__);
-    } else {
-      r = ctx->drv->cuModuleGetFunction(function, *module, out.lowered_names[0]);
-      if (r != CUDA_SUCCESS) {
-        st = kda__cu_status(ctx->drv, r, "cuModuleGetFunction", __FILE__, __LINE__);
-        ctx->drv->cuModuleUnload(*module);
-      } else {
-        atomic_fetch_add(&ctx->modules_loaded, 1);
-      }
-    }
-    kda__context_leave(ctx, pushed);
-  }
+  st = kda__context_load(ctx, out.cubin, out.lowered_names[0], module, function);
   kda__compiled_free(&out);
   return st;
 }
+
+static kda_status capture_cold(kda_context *ctx, const kda__spec *spec, CUstream stream);
 
 kda_status kda__context_function(kda_context *ctx, const kda__spec *spec, CUstream stream,
                                  CUfunction *fn) {
@@ -216,16 +345,64 @@ kda_status kda__context_function(kda_context *ctx, const kda__spec *spec, CUstre
     atomic_fetch_add_explicit(&ctx->cache_hits, 1, memory_order_relaxed);
     return KDA_OK;
   }
-  CUstreamCaptureStatus cap = CU_STREAM_CAPTURE_STATUS_NONE;
-  KDA__CU(ctx->drv, cuStreamIsCapturing, stream, &cap);
-  if (cap != CU_STREAM_CAPTURE_STATUS_NONE) {
-    char what[512];
-    kda__spec_describe(spec, what, sizeof what);
-    return kda__fail(KDA_ERROR_CAPTURE_COLD,
-                     "specialization [%s] is not compiled yet and the stream is capturing; "
-                     "call it once outside capture to warm it", what);
-  }
+  KDA__TRY(capture_cold(ctx, spec, stream));
   atomic_fetch_add_explicit(&ctx->cache_misses, 1, memory_order_relaxed);
   int hit = 0;
   return kda__cache_get(ctx->cache, spec, build_spec, ctx, fn, &hit);
+}
+
+/* Widest vector width (8, 4, 2, 1) both pointers are aligned for. */
+static int alignment_vec_cap(const kda_gate_args *a) {
+  const uintptr_t in_sz = a->g_dtype == KDA_DTYPE_F32 ? 4 : 2;
+  const uintptr_t out_sz = a->out_dtype == KDA_DTYPE_F32 ? 4 : 2;
+  int v = 8;
+  while (v > 1 && (((uintptr_t)a->g % ((uintptr_t)v * in_sz)) != 0 ||
+                   ((uintptr_t)a->out % ((uintptr_t)v * out_sz)) != 0))
+    v >>= 1;
+  return v;
+}
+
+void kda__context_slot(const kda__launch_plan *plan, const kda_gate_args *args, kda__spec *slot) {
+  *slot = plan->spec;
+  memset(&slot->cfg, 0, sizeof slot->cfg);
+  slot->tuned = 1;
+  slot->bucket = kda__tune_bucket(args->batch * args->seq_len);
+  slot->vec_cap = alignment_vec_cap(args);
+}
+
+static kda_status capture_cold(kda_context *ctx, const kda__spec *spec, CUstream stream) {
+  CUstreamCaptureStatus cap = CU_STREAM_CAPTURE_STATUS_NONE;
+  KDA__CU(ctx->drv, cuStreamIsCapturing, stream, &cap);
+  if (cap == CU_STREAM_CAPTURE_STATUS_NONE) return KDA_OK;
+  char what[512];
+  kda__spec_describe(spec, what, sizeof what);
+  return kda__fail(KDA_ERROR_CAPTURE_COLD,
+                   "specialization [%s] is not compiled yet and the stream is capturing; "
+                   "call it once outside capture to warm it", what);
+}
+
+kda_status kda__context_resolve(kda_context *ctx, const kda__launch_plan *plan,
+                                const kda_gate_args *args, CUstream stream, CUfunction *fn,
+                                kda__config *cfg) {
+  if (ctx->tune_mode == KDA_TUNE_OFF || plan->spec.kernel != KDA__KERNEL_GATE_CUMSUM) {
+    *cfg = plan->spec.cfg;
+    return kda__context_function(ctx, &plan->spec, stream, fn);
+  }
+  kda__spec slot;
+  kda__context_slot(plan, args, &slot);
+  if (kda__cache_peek_cfg(ctx->cache, &slot, fn, cfg)) {
+    atomic_fetch_add_explicit(&ctx->cache_hits, 1, memory_order_relaxed);
+    return KDA_OK;
+  }
+  KDA__TRY(capture_cold(ctx, &plan->spec, stream));
+  atomic_fetch_add_explicit(&ctx->cache_misses, 1, memory_order_relaxed);
+  kda__tune_request req;
+  memset(&req, 0, sizeof req);
+  req.ctx = ctx;
+  req.args = args;
+  req.plan = plan;
+  req.stream = stream;
+  req.mode = ctx->tune_mode;
+  int hit = 0;
+  return kda__cache_get_cfg(ctx->cache, &slot, kda__tuner_build, &req, fn, cfg, &hit);
 }

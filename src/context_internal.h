@@ -2,6 +2,7 @@
 #ifndef KDA_SRC_CONTEXT_INTERNAL_H
 #define KDA_SRC_CONTEXT_INTERNAL_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include "driver.h"
@@ -21,7 +22,51 @@ struct kda_context {
   kda__module_cache *cache;
   atomic_uint_fast64_t nvrtc_compiles, modules_loaded, cache_hits, cache_misses, launches;
   atomic_uint_fast64_t compile_ns;
+  /* Autotuning (tuner/): options after the environment's overrides. */
+  int tune_mode;        /* kda_tune_mode */
+  double tune_budget_ms;
+  char *db_path;        /* option copy; NULL: default path */
+  int db_memory;        /* ":memory:" */
+  kda_log_fn log_fn;
+  void *log_user;
+  int log_level;
+  /* The store is opened on first need (never with KDA_TUNE_OFF) and used
+   * under store_lock (a kda__store is single-threaded). */
+  pthread_mutex_t store_lock;
+  int store_opened;
+  struct kda__store *store;
+  atomic_uint_fast64_t tuning_runs, db_result_hits, db_cubin_hits, persist_failures,
+      rejected_candidates, tune_ns;
 };
+
+struct kda__launch_plan;
+
+/* Logs at level when the context's level allows it: to log_fn, else to
+ * stderr as "libkda: <message>". */
+void kda__log(kda_context *ctx, kda_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* The context's store, opened on first call; NULL in KDA_TUNE_OFF mode or
+ * when it could not be created. Caller holds ctx->store_lock. Queued store
+ * warnings are logged by kda__context_store_unlock. */
+struct kda__store *kda__context_store_lock(kda_context *ctx);
+void kda__context_store_unlock(kda_context *ctx);
+
+/* Loads a cubin and gets one function from it (ctx current on the thread). */
+kda_status kda__context_load(kda_context *ctx, const void *cubin, const char *lowered,
+                             CUmodule *module, CUfunction *function);
+
+/* The tuned slot of a launch plan: its spec without config, the call's
+ * token bucket and the vector width the call's pointers allow. */
+void kda__context_slot(const struct kda__launch_plan *plan, const kda_gate_args *args,
+                       kda__spec *slot);
+
+/* The function and config for a gate_cumsum launch plan: the tuned slot's
+ * winner (tuning on first use per the mode), or the plan's heuristic config
+ * with KDA_TUNE_OFF. Never tunes or compiles while stream is capturing. */
+kda_status kda__context_resolve(kda_context *ctx, const struct kda__launch_plan *plan,
+                                const kda_gate_args *args, CUstream stream, CUfunction *fn,
+                                kda__config *cfg);
 
 /* Makes ctx's CUcontext current on this thread if it is not; *pushed says
  * whether kda__context_leave must pop it. */

@@ -1,5 +1,5 @@
-/* The kernel entry points: validate on the host, find (or compile) the
- * specialization, launch on the caller's stream. */
+/* The kernel entry points: validate on the host, find (or tune, or
+ * compile) the specialization, launch on the caller's stream. */
 #include <string.h>
 
 #include "context_internal.h"
@@ -25,8 +25,13 @@ static kda_status launch_plan(kda_context *ctx, const kda__launch_plan *plan,
   int pushed = 0;
   KDA__TRY(kda__context_enter(ctx, &pushed));
   CUfunction fn = NULL;
-  kda_status st = kda__context_function(ctx, &plan->spec, (CUstream)stream, &fn);
+  kda__config cfg;
+  kda_status st = kda__context_resolve(ctx, plan, a, (CUstream)stream, &fn, &cfg);
   if (st == KDA_OK) {
+    /* Threads and grid follow the config the tuner chose. */
+    kda__spec spec = plan->spec;
+    spec.cfg = cfg;
+    const uint64_t grid = kda__spec_grid(&spec, plan->num_chunks);
     long long T = plan->seq_len, cps = plan->chunks_per_seq;
     float scale = a->scale, lower_bound = a->lower_bound;
     const void *g = a->g;
@@ -36,8 +41,8 @@ static kda_status launch_plan(kda_context *ctx, const kda__launch_plan *plan,
     const void *ci = plan->spec.varlen ? (const void *)a->chunk_indices : NULL;
     const void *nd = plan->spec.varlen ? (const void *)a->num_chunks_device : NULL;
     void *params[] = {&g, &out, &A_log, &dt_bias, &scale, &lower_bound, &cu, &ci, &nd, &T, &cps};
-    CUresult r = ctx->drv->cuLaunchKernel(fn, (unsigned)plan->grid, 1, 1,
-                                          (unsigned)kda__config_threads(&plan->spec), 1, 1, 0,
+    CUresult r = ctx->drv->cuLaunchKernel(fn, (unsigned)grid, 1, 1,
+                                          (unsigned)kda__config_threads(&spec), 1, 1, 0,
                                           (CUstream)stream, params, NULL);
     if (r != CUDA_SUCCESS)
       st = kda__cu_status(ctx->drv, r, "cuLaunchKernel(gate_cumsum)", __FILE__, __LINE__);

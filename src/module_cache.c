@@ -31,6 +31,7 @@ typedef struct kda__cache_entry {
   uint64_t builds_done;
   CUmodule module;
   CUfunction function;
+  kda__config config; /* chosen by the build (a tuned slot's winner) */
   kda_status fail_status;
   char *fail_message; /* last failed build's message, NULL if none or no memory */
   pthread_cond_t done;
@@ -97,15 +98,25 @@ static kda__cache_entry *insert(kda__module_cache *cache, const kda__spec *spec,
   return e;
 }
 
-/* Runs build() unlocked for an entry this thread marked BUILDING, then
+/* Either kind of build: exactly one of plain and with_cfg is set. */
+typedef struct kda__builder {
+  kda__build_fn plain;
+  kda__build_cfg_fn with_cfg;
+  void *user;
+} kda__builder;
+
+/* Runs the build unlocked for an entry this thread marked BUILDING, then
  * publishes the outcome and wakes the waiters. Entered and left with the
  * lock held. */
-static kda_status build_entry(kda__module_cache *cache, kda__cache_entry *e, kda__build_fn build,
-                              void *user, CUfunction *function) {
+static kda_status build_entry(kda__module_cache *cache, kda__cache_entry *e,
+                              const kda__builder *b, CUfunction *function,
+                              kda__config *config) {
   pthread_mutex_unlock(&cache->lock);
   CUmodule module = NULL;
   CUfunction fn = NULL;
-  kda_status s = build(user, &e->spec, &module, &fn);
+  kda__config cfg = e->spec.cfg;
+  kda_status s = b->with_cfg ? b->with_cfg(b->user, &e->spec, &module, &fn, &cfg)
+                             : b->plain(b->user, &e->spec, &module, &fn);
   /* Copied before relocking so the allocation is outside the lock. */
   char *message = s == KDA_OK ? NULL : strdup(kda__error_message());
   pthread_mutex_lock(&cache->lock);
@@ -114,9 +125,11 @@ static kda_status build_entry(kda__module_cache *cache, kda__cache_entry *e, kda
   if (s == KDA_OK) {
     e->module = module;
     e->function = fn;
+    e->config = cfg;
     e->state = KDA__ENTRY_READY;
     cache->ready++;
     *function = fn;
+    if (config != NULL) *config = cfg;
   } else {
     free(e->fail_message);
     e->fail_message = message;
@@ -137,10 +150,12 @@ static const char *strip_status(const char *message, kda_status s) {
   return message;
 }
 
-kda_status kda__cache_get(kda__module_cache *cache, const kda__spec *spec, kda__build_fn build,
-                          void *user, CUfunction *function, int *hit) {
+static kda_status cache_get(kda__module_cache *cache, const kda__spec *spec,
+                            const kda__builder *b, CUfunction *function, kda__config *config,
+                            int *hit) {
   if (hit != NULL) *hit = 0;
-  if (cache == NULL || spec == NULL || build == NULL || function == NULL)
+  if (cache == NULL || spec == NULL || (b->plain == NULL && b->with_cfg == NULL) ||
+      function == NULL)
     return kda__fail(KDA_ERROR_NULL_POINTER, "kda__cache_get: a required argument is NULL");
   *function = NULL;
   const uint64_t hash = kda__spec_hash(spec);
@@ -149,6 +164,7 @@ kda_status kda__cache_get(kda__module_cache *cache, const kda__spec *spec, kda__
   kda__cache_entry *e = find(cache, spec, hash);
   if (e != NULL && e->state == KDA__ENTRY_READY) {
     *function = e->function;
+    if (config != NULL) *config = e->config;
     pthread_mutex_unlock(&cache->lock);
     if (hit != NULL) *hit = 1;
     return KDA_OK;
@@ -161,17 +177,18 @@ kda_status kda__cache_get(kda__module_cache *cache, const kda__spec *spec, kda__
       pthread_mutex_unlock(&cache->lock);
       return kda__fail(KDA_ERROR_OUT_OF_MEMORY, "out of memory adding a module cache entry");
     }
-    s = build_entry(cache, e, build, user, function);
+    s = build_entry(cache, e, b, function, config);
   } else if (e->state == KDA__ENTRY_FAILED) {
     /* The previous attempt failed; this caller retries it. */
     e->state = KDA__ENTRY_BUILDING;
-    s = build_entry(cache, e, build, user, function);
+    s = build_entry(cache, e, b, function, config);
   } else {
     /* BUILDING by another thread: wait for that build, and only that one. */
     const uint64_t seen = e->builds_done;
     while (e->builds_done == seen) pthread_cond_wait(&e->done, &cache->lock);
     if (e->state == KDA__ENTRY_READY) {
       *function = e->function;
+      if (config != NULL) *config = e->config;
       s = KDA_OK;
     } else {
       s = kda__fail(e->fail_status, "concurrent build of this specialization failed: %s",
@@ -182,13 +199,32 @@ kda_status kda__cache_get(kda__module_cache *cache, const kda__spec *spec, kda__
   return s;
 }
 
+kda_status kda__cache_get(kda__module_cache *cache, const kda__spec *spec, kda__build_fn build,
+                          void *user, CUfunction *function, int *hit) {
+  kda__builder b = {build, NULL, user};
+  return cache_get(cache, spec, &b, function, NULL, hit);
+}
+
+kda_status kda__cache_get_cfg(kda__module_cache *cache, const kda__spec *spec,
+                              kda__build_cfg_fn build, void *user, CUfunction *function,
+                              kda__config *config, int *hit) {
+  kda__builder b = {NULL, build, user};
+  return cache_get(cache, spec, &b, function, config, hit);
+}
+
 int kda__cache_peek(kda__module_cache *cache, const kda__spec *spec, CUfunction *function) {
+  return kda__cache_peek_cfg(cache, spec, function, NULL);
+}
+
+int kda__cache_peek_cfg(kda__module_cache *cache, const kda__spec *spec, CUfunction *function,
+                        kda__config *config) {
   if (cache == NULL || spec == NULL) return 0;
   const uint64_t hash = kda__spec_hash(spec);
   pthread_mutex_lock(&cache->lock);
   kda__cache_entry *e = find(cache, spec, hash);
   int ready = e != NULL && e->state == KDA__ENTRY_READY;
   if (ready && function != NULL) *function = e->function;
+  if (ready && config != NULL) *config = e->config;
   pthread_mutex_unlock(&cache->lock);
   return ready;
 }

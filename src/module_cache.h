@@ -16,6 +16,10 @@ typedef struct kda__module_cache kda__module_cache;
  * the thread's error message set. */
 typedef kda_status (*kda__build_fn)(void *user, const kda__spec *spec, CUmodule *module,
                                     CUfunction *function);
+/* Build step that also chooses the block config (a tuned slot's winner).
+ * *config is returned to every caller of the spec with its function. */
+typedef kda_status (*kda__build_cfg_fn)(void *user, const kda__spec *spec, CUmodule *module,
+                                        CUfunction *function, kda__config *config);
 /* Unloads a module built by a kda__build_fn (called by destroy). */
 typedef void (*kda__unload_fn)(void *user, CUmodule module);
 
@@ -30,8 +34,17 @@ void kda__cache_destroy(kda__module_cache *cache, kda__unload_fn unload, void *u
 kda_status kda__cache_get(kda__module_cache *cache, const kda__spec *spec, kda__build_fn build,
                           void *user, CUfunction *function, int *hit);
 
+/* Same with a config-choosing build; *config (may be NULL) receives the
+ * config the build chose (for a plain build: spec->cfg). */
+kda_status kda__cache_get_cfg(kda__module_cache *cache, const kda__spec *spec,
+                              kda__build_cfg_fn build, void *user, CUfunction *function,
+                              kda__config *config, int *hit);
+
 /* Lookup only: 1 and *function if spec is loaded, else 0. Never waits. */
 int kda__cache_peek(kda__module_cache *cache, const kda__spec *spec, CUfunction *function);
+/* Same, also returning the entry's config (config may be NULL). */
+int kda__cache_peek_cfg(kda__module_cache *cache, const kda__spec *spec, CUfunction *function,
+                        kda__config *config);
 
 /* Number of loaded entries. */
 size_t kda__cache_size(kda__module_cache *cache);

@@ -8,12 +8,10 @@
 #include "gate_args.h"
 #include "kernel_source.h"
 #include "nvrtc_compile.h"
+#include "tuner.h"
 
-kda_status kda_compile_offline(kda_kernel kernel, const kda_gate_args *args, int32_t arch,
-                               double *compile_ms) {
+kda_status kda__offline_spec(kda_kernel kernel, const kda_gate_args *args, kda__spec *out) {
   KDA__REQUIRE(args != NULL, KDA_ERROR_NULL_POINTER, "kda_compile_offline: args is NULL");
-  KDA__REQUIRE(arch >= 50 && arch <= 200, KDA_ERROR_INVALID_ARGUMENT,
-               "kda_compile_offline: arch %d is not a compute capability x 10 (e.g. 90)", arch);
   kda__spec spec;
   if (kernel == KDA_KERNEL_CHUNK_INDICES) {
     KDA__REQUIRE(args->cu_seqlens_dtype == KDA_DTYPE_I32 || args->cu_seqlens_dtype == KDA_DTYPE_I64,
@@ -48,6 +46,17 @@ kda_status kda_compile_offline(kda_kernel kernel, const kda_gate_args *args, int
     KDA__TRY(kda__plan_gate_op(op, &a, &plan));
     spec = plan.spec;
   }
+  *out = spec;
+  return KDA_OK;
+}
+
+kda_status kda_compile_offline(kda_kernel kernel, const kda_gate_args *args, int32_t arch,
+                               double *compile_ms) {
+  KDA__REQUIRE(args != NULL, KDA_ERROR_NULL_POINTER, "kda_compile_offline: args is NULL");
+  KDA__REQUIRE(arch >= 50 && arch <= 200, KDA_ERROR_INVALID_ARGUMENT,
+               "kda_compile_offline: arch %d is not a compute capability x 10 (e.g. 90)", arch);
+  kda__spec spec;
+  KDA__TRY(kda__offline_spec(kernel, args, &spec));
   kda__source_set sources;
   const char *dir = getenv("KDA_KERNEL_DIR");
   KDA__TRY(kda__source_set_load(dir && *dir ? dir : NULL, &sources));

@@ -35,6 +35,11 @@ typedef struct kda__spec {
   int32_t has_bias, has_alog, has_scale, reverse, varlen;
   int32_t idx_dtype;  /* kda_dtype of cu_seqlens (I32 when dense) */
   kda__config cfg;
+  /* A tuned slot (tuned = 1) names a specialization in a token bucket whose
+   * config the tuner picks: cfg is zero and vec_cap is the widest vector
+   * width the call's pointers allow. All three are zero for a concrete
+   * config, so the module cache's single flight covers tuning too. */
+  int32_t tuned, bucket, vec_cap;
 } kda__spec;
 
 #define KDA__NAME_MAX 256

@@ -154,6 +154,29 @@ typedef enum kda_gate_kind {
 
 typedef struct kda_context kda_context;
 
+/** Tuning modes (kda_options.tune_mode, environment KDA_TUNE). */
+typedef enum kda_tune_mode {
+  /** Tune a specialization on its first use in a token bucket when the
+   *  database has no winner for it; persist the winner (config + cubin). */
+  KDA_TUNE_ON = 0,
+  /** The built-in heuristic config; no benchmarking, no database access. */
+  KDA_TUNE_OFF = 1,
+  /** The database's winner when it has one, else the heuristic; never tunes
+   *  in the calling thread. */
+  KDA_TUNE_CACHED = 2
+} kda_tune_mode;
+
+/** Log levels (kda_options.log_level, environment KDA_LOG). */
+typedef enum kda_log_level {
+  KDA_LOG_ERROR = 0,
+  KDA_LOG_WARN = 1,  /**< default: store faults, fallbacks */
+  KDA_LOG_INFO = 2,  /**< tuning decisions, compile and tune times */
+  KDA_LOG_DEBUG = 3  /**< every candidate's timing */
+} kda_log_level;
+
+/** Receives one message (no trailing newline). */
+typedef void (*kda_log_fn)(void *user, kda_log_level level, const char *message);
+
 typedef struct kda_options {
   /** sizeof(kda_options) as the caller compiled it; set by kda_options_default(). */
   uint32_t struct_size;
@@ -164,9 +187,28 @@ typedef struct kda_options {
    *  kernel development). NULL: the environment variable KDA_KERNEL_DIR if
    *  set, else the sources embedded at build time. */
   const char *kernel_dir;
+  /* Fields below were added with autotuning (see "Autotuning and logging"). */
+  /** KDA_TUNE_ON (default), KDA_TUNE_OFF or KDA_TUNE_CACHED. The environment
+   *  variable KDA_TUNE=on|off|cached overrides it. */
+  int32_t tune_mode;
+  /** Tuning database file. NULL: $KDA_CACHE_DIR/tune.db, else
+   *  $XDG_CACHE_HOME/kda/tune.db, else ~/.cache/kda/tune.db. The string
+   *  ":memory:" keeps results in memory only (nothing shared or persisted). */
+  const char *db_path;
+  /** Wall-time budget of one tuning run in milliseconds, NVRTC compile
+   *  included (default 1000). Candidates are pruned to fit it. */
+  double tune_budget_ms;
+  /** Log callback (NULL: messages go to stderr prefixed "libkda: "). Called
+   *  from whichever thread logs; must be thread-safe. */
+  kda_log_fn log_fn;
+  void *log_user;       /**< passed to log_fn */
+  /** Most verbose level logged (default KDA_LOG_WARN); the environment
+   *  variable KDA_LOG=error|warn|info|debug overrides it. */
+  int32_t log_level;
 } kda_options;
 
-/** Defaults: device 0, embedded kernel sources. */
+/** Defaults: device 0, embedded kernel sources, tuning on with a 1000 ms
+ *  budget, the default database path, warnings to stderr. */
 KDA_API kda_options kda_options_default(void);
 
 /** Creates a context bound to a device. Fails with KDA_ERROR_NO_DRIVER on a
@@ -199,6 +241,14 @@ typedef struct kda_stats {
   uint64_t cache_misses;     /**< launches that had to compile or wait for a compile */
   uint64_t launches;         /**< kernels launched */
   double compile_ms_total;   /**< wall time spent inside NVRTC */
+  /* Fields below were added with autotuning. */
+  uint64_t tuning_runs;      /**< specializations benchmarked by this context */
+  uint64_t db_result_hits;   /**< tuned configs read from the database */
+  uint64_t db_cubin_hits;    /**< modules loaded from a stored cubin (no NVRTC) */
+  uint64_t memory_hits;      /**< same as cache_hits: served from memory */
+  uint64_t persist_failures; /**< database writes that failed (the call still ran) */
+  uint64_t rejected_candidates; /**< tuning candidates rejected (wrong, unwritten, failed) */
+  double tune_ms_total;      /**< wall time of tuning runs, compile included */
 } kda_stats;
 
 KDA_API kda_status kda_context_get_stats(kda_context *ctx, kda_stats *stats);
@@ -333,6 +383,85 @@ typedef enum kda_kernel {
  */
 KDA_API kda_status kda_compile_offline(kda_kernel kernel, const kda_gate_args *args, int32_t arch,
                                        double *compile_ms);
+
+/* ------------------------------------------------------------------------ */
+/* Autotuning and logging                                                    */
+/* ------------------------------------------------------------------------ */
+/*
+ * In KDA_TUNE_ON mode the first call of a specialization (shape, dtypes,
+ * flags) in a token bucket looks in the tuning database for the winner on
+ * this GPU model; on a miss it benchmarks a pruned set of block configs
+ * (all compiled in one NVRTC program), validates every candidate's output
+ * against the heuristic config's, stores the winner (config and cubin) and
+ * launches it. Later calls, later contexts and later processes with the
+ * same database load the stored cubin without NVRTC or timing.
+ *
+ * Token buckets (tokens = batch * seq_len; for varlen, the total tokens):
+ *   0: < 1024   1: < 4096   2: < 16384   3: < 65536   4: >= 65536
+ *
+ * Several processes sharing one database tune a cold key once: one holds a
+ * lease in the database and tunes, the others wait for its row (at most
+ * about 2 * tune_budget_ms + 3 s) and otherwise run the heuristic config.
+ * Database faults (read-only, corrupt, full disk) never fail a kernel call:
+ * they are logged once at KDA_LOG_WARN and counted in persist_failures.
+ * Tuning never happens inside stream capture (see "Stream capture").
+ */
+
+/** Token bucket of a call with this many tokens (see the table above). */
+KDA_API int32_t kda_token_bucket(int64_t tokens);
+
+typedef enum kda_prewarm_outcome {
+  KDA_PREWARM_TUNED = 0,   /**< benchmarked now and persisted */
+  KDA_PREWARM_SKIPPED = 1, /**< the database already held a winner (force = 0) */
+  KDA_PREWARM_FAILED = 2   /**< tuning failed; the status says why */
+} kda_prewarm_outcome;
+
+typedef struct kda_prewarm_result {
+  uint32_t struct_size;      /**< sizeof(kda_prewarm_result), set by the caller */
+  int32_t outcome;           /**< kda_prewarm_outcome */
+  char config[64];           /**< winner, e.g. "vec=4,tx=32,seg=8" */
+  double median_us;          /**< winner's median time */
+  double heuristic_us;       /**< the heuristic config's median time */
+  double compile_ms;         /**< NVRTC time of the tuning run */
+  double tune_ms;            /**< whole tuning run, compile included */
+  int32_t candidates;        /**< configs benchmarked (or compiled) */
+  int32_t rejected;          /**< of which rejected */
+  int32_t bucket;            /**< token bucket tuned */
+} kda_prewarm_result;
+
+/**
+ * Tunes (and persists) the specialization kernel would use for shape, on
+ * ctx's device, with inputs the library allocates and fills itself (raw
+ * gate ~ normal(0,1); A_log = log(uniform(1,16)); dt_bias ~ normal(0,1)).
+ * Only shape's dtype, size and flag fields are read; its pointers may be
+ * NULL (A_log and dt_bias non-NULL mean "use them", i.e. has_alog /
+ * has_bias). A varlen shape is described by num_seqs > 0 (equal-length
+ * sequences of seq_len / num_seqs tokens). With force = 0 a specialization
+ * already in the database is skipped; force = 1 tunes again and replaces
+ * the row. KDA_KERNEL_CHUNK_INDICES is not tuned (KDA_ERROR_INVALID_ARGUMENT).
+ * out may be NULL. Works in KDA_TUNE_ON and KDA_TUNE_CACHED contexts
+ * (KDA_ERROR_INVALID_ARGUMENT with KDA_TUNE_OFF, which forbids database
+ * access). Same thread-safety as the kernel calls.
+ */
+KDA_API kda_status kda_prewarm(kda_context *ctx, kda_kernel kernel, const kda_gate_args *shape,
+                               int32_t force, kda_prewarm_result *out);
+
+/**
+ * Compiles the heuristic config of the specialization kernel would use for
+ * shape, for architecture arch (e.g. 90), without a GPU, and stores the
+ * cubin in the database at db_path (NULL: the default path) under the cubin
+ * key a context would look up. A context on an sm_<arch> device then loads
+ * it without NVRTC when it uses the heuristic (KDA_TUNE_OFF is not enough:
+ * OFF never reads the database; CACHED and ON do). compile_ms (optional)
+ * receives NVRTC's time. Thread-safe.
+ */
+KDA_API kda_status kda_compile_offline_store(kda_kernel kernel, const kda_gate_args *shape,
+                                             int32_t arch, const char *db_path,
+                                             double *compile_ms);
+
+/** Path of the database ctx uses ("" before its first use, with
+ *  KDA_TUNE_OFF, or in memory). Valid while ctx lives. */
+KDA_API const char *kda_context_db_path(kda_context *ctx);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,234 @@
+/* The autotuner: picks the block config of a tuned slot (a specialization
+ * in a token bucket) on the real card, validates every candidate against
+ * the heuristic config's output, and persists the winner (config + cubin)
+ * through the store (tuner/store.h).
+ *
+ * Split by job:
+ *  tuner_select.c  pure: statistics, finalists, winner, budget pruning
+ *  tuner_keys.c    pure: key texts and hashes, candidate space, cubin framing
+ *  tuner_timing.c  GPU: scratch buffers, validation, CUDA-event timing
+ *  tuner.c         the slot build: database, lease, compile, bench, persist
+ *  tuner_api.c     kda_prewarm, kda_compile_offline_store, kda_token_bucket */
+#ifndef KDA_TUNER_TUNER_H
+#define KDA_TUNER_TUNER_H
+
+#include <cuda.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "driver.h"
+#include "kda/kda.h"
+#include "kernel_source.h"
+#include "spec.h"
+#include "store.h"
+
+/* ------------------------------------------------------------------------ */
+/* Constants of the method                                                   */
+/* ------------------------------------------------------------------------ */
+
+#define KDA__TUNE_SPACE_MAX 512     /* configs of one slot, heuristic included */
+#define KDA__TUNE_SAMPLES 15        /* timed samples per candidate (and per re-measure) */
+#define KDA__TUNE_WARMUP 2          /* untimed launches before the samples */
+#define KDA__TUNE_INNER_MAX 16      /* launches per sample for very short kernels */
+#define KDA__TUNE_FINALIST_FRAC 0.05 /* re-measure those within 5% of the best */
+#define KDA__TUNE_BAND 0.02         /* winner: lowest config id within 2% of the best */
+#define KDA__TUNE_TOL_F32 2e-5      /* |x - ref| <= tol * (1 + |ref|) */
+#define KDA__TUNE_TOL_BF16 1e-2
+/* NVRTC cost model. Measured on an H100 host: one instantiation ~180 ms;
+ * four candidates plus the compare kernel in one program 730-860 ms (1090
+ * ms for the first compile of a process), i.e. ~200 ms per extra one. */
+#define KDA__TUNE_COMPILE_FIRST_MS 200.0
+#define KDA__TUNE_COMPILE_EXTRA_MS 200.0
+#define KDA__TUNE_COMPILE_SHARE 0.6 /* at most this share of the budget compiles */
+#define KDA__TUNE_CANDIDATE_OVERHEAD_MS 0.5 /* poison, compare, syncs per candidate */
+#define KDA__TUNE_ASSUMED_GBPS 2000.0 /* launch-time estimate before measuring */
+
+/* Token buckets: 0: < 1024, 1: < 4096, 2: < 16384, 3: < 65536, 4: >= 65536. */
+#define KDA__TUNE_BUCKETS 5
+int32_t kda__tune_bucket(int64_t tokens);
+
+/* ------------------------------------------------------------------------ */
+/* Selection (tuner_select.c): pure functions over measured trials           */
+/* ------------------------------------------------------------------------ */
+
+typedef struct kda__tune_trial {
+  kda__config cfg;
+  int32_t config_id;        /* index in the slot's candidate space */
+  kda__trial_status status; /* only KDA__TRIAL_OK may win */
+  char reason[160];         /* why it was rejected ("" when ok) */
+  double median_us, p10_us, p90_us; /* < 0: not measured */
+  double max_err;           /* against the reference; < 0 unknown */
+  int measured;             /* timed (not skipped for budget) */
+} kda__tune_trial;
+
+/* Median, 10th and 90th percentile (nearest rank on a sorted copy) of n
+ * samples; all -1 when n == 0. Any output may be NULL. */
+void kda__tune_summarize(const double *samples, size_t n, double *median, double *p10,
+                         double *p90);
+
+/* Indices (ascending) of the OK trials whose median is within frac of the
+ * best OK median. Returns how many (writes at most cap). */
+size_t kda__tune_finalists(const kda__tune_trial *trials, size_t n, double frac, size_t *idx,
+                           size_t cap);
+
+/* The winner: among OK trials with median <= best * (1 + band), the one
+ * with the lowest config_id (stable across processes). -1 if none is OK. */
+long kda__tune_pick(const kda__tune_trial *trials, size_t n, double band);
+
+/* The budget model of one tuning run. */
+typedef struct kda__tune_budget {
+  double budget_ms;
+  double compile_first_ms, compile_extra_ms;
+  double compile_share;     /* of budget_ms */
+  double launch_us;         /* estimated duration of one launch */
+  int launches_per_candidate;
+  double overhead_ms;       /* fixed cost per candidate */
+} kda__tune_budget;
+
+/* Defaults above for a launch estimated at launch_us. */
+kda__tune_budget kda__tune_budget_default(double budget_ms, double launch_us);
+/* Estimated wall time of a run with n candidates (compile + timing). */
+double kda__tune_estimate_ms(const kda__tune_budget *b, size_t n);
+/* Most candidates whose compile fits compile_share of the budget and whose
+ * whole estimate fits the budget; at least 1 (the heuristic). */
+size_t kda__tune_fit(const kda__tune_budget *b);
+
+/* Ranks the space by closeness to the heuristic (log2 distance of each
+ * knob plus penalties for tiny or huge blocks and for grids that leave SMs
+ * idle) and writes the first `keep` indices to out, the heuristic's index
+ * first. Ties go to the lower index. Returns the count written. */
+size_t kda__tune_prune(const kda__spec *slot, const kda__config *space, size_t n,
+                       size_t heuristic_id, int64_t num_chunks, int sm_count, size_t keep,
+                       size_t *out);
+
+/* ------------------------------------------------------------------------ */
+/* Keys (tuner_keys.c)                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* "vec=4,tx=32,seg=8"; the length or -1. */
+int kda__config_text(const kda__config *c, char *buf, size_t size);
+/* Parses kda__config_text's format; 0 on success, -1 otherwise. */
+int kda__config_parse(const char *text, kda__config *c);
+
+/* Canonical spec text without config, bucket and vector cap, e.g.
+ * "gate_cumsum in=f32 out=f32 H=32 K=128 chunk=64 cumsum=1 gate=1 bias=1
+ * alog=1 scale=0 reverse=0 varlen=0 idx=i32". Length or -1. */
+int kda__tune_spec_text(const kda__spec *slot, char *buf, size_t size);
+
+/* The slot's candidate space: kda__config_space() without vector widths
+ * above slot->vec_cap, then heuristic appended if it is not there.
+ * *heuristic_id gets its index. Returns the count (at most cap). */
+size_t kda__tune_space(const kda__spec *slot, kda__config heuristic, kda__config *out,
+                       size_t cap, size_t *heuristic_id);
+/* sha256 hex of the space's text (one config per line, in order). */
+void kda__tune_space_hash(const kda__config *space, size_t n, char hex[65]);
+
+/* sha256 hex of a template and every header it includes (recursively,
+ * `#include "x"` lines resolved in set), each framed as name, NUL, size,
+ * bytes; the main file first, headers in name order. Editing one kernel
+ * leaves the others' hashes alone. KDA_ERROR_KERNEL_SOURCE if missing. */
+kda_status kda__template_hash(const kda__source_set *set, const char *source_name,
+                              char hex[65]);
+
+/* NVRTC version with its build: "13.0 libnvrtc.so.13.0.88" (the real path
+ * of the loaded library names the build). Computed once. */
+const char *kda__nvrtc_build_version(void);
+
+typedef struct kda__tune_keys {
+  char gpu[128];
+  char kernel[32];
+  char spec[320];       /* result key: spec text + " veccap=N" */
+  char cubin_spec[300]; /* cubin key: spec text */
+  int64_t bucket;
+  char template_hash[65];
+  char space_hash[65];
+  int32_t arch;
+  char nvrtc[160];
+  char options[128];
+  char lease[1024]; /* every result-key field joined, for the lease table */
+} kda__tune_keys;
+
+/* Fills every key of a slot. nvrtc may be NULL (kda__nvrtc_build_version). */
+kda_status kda__tune_keys_make(const kda_device_info *info, int arch,
+                               const kda__source_set *sources, const kda__spec *slot,
+                               const kda__config *space, size_t n, const char *nvrtc,
+                               kda__tune_keys *out);
+/* Views of the keys for the store (borrowing k's strings). */
+void kda__tune_result_key(const kda__tune_keys *k, kda__store_key *out);
+void kda__tune_cubin_key(const kda__tune_keys *k, const char *config_text, kda__cubin_key *out);
+
+/* A stored cubin carries the lowered name of its kernel (needed by
+ * cuModuleGetFunction without NVRTC): "KDACUBN1", u32 name length, name,
+ * padding to 16 bytes, the cubin. frame mallocs *blob. */
+kda_status kda__cubin_frame(const void *cubin, size_t size, const char *lowered, void **blob,
+                            size_t *blob_size);
+/* 0 and pointers into blob (name not NUL-terminated: use *name_len), or -1
+ * if blob is not a framed cubin. */
+int kda__cubin_unframe(const void *blob, size_t size, const char **name, size_t *name_len,
+                       const void **cubin, size_t *cubin_size);
+
+/* ------------------------------------------------------------------------ */
+/* Timing (tuner_timing.c)                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* What a gate_cumsum launch needs besides its config and output. */
+typedef struct kda__tune_launch {
+  const void *g, *A_log, *dt_bias, *cu_seqlens, *chunk_indices, *num_chunks_device;
+  float scale, lower_bound;
+  long long T, chunks_per_seq;
+  int64_t num_chunks;
+  size_t in_bytes, out_bytes;
+  int out_dtype;
+} kda__tune_launch;
+
+typedef struct kda__tune_bench kda__tune_bench;
+
+/* Scratch outputs (and, when input + output fit in L2 a few times, rotated
+ * copies of the input and several outputs, so samples do not hit a warm
+ * L2), a private stream, events. compare is tune_compare<OUT_DT>. */
+kda_status kda__bench_create(const kda__driver *drv, const kda__tune_launch *launch,
+                             int l2_bytes, int sm_count, CUfunction compare,
+                             kda__tune_bench **out);
+void kda__bench_destroy(kda__tune_bench *b);
+/* How many input/output buffer sets are rotated (1: no rotation). */
+int kda__bench_rotation(const kda__tune_bench *b);
+
+/* Runs the reference config into the reference buffer (poisoned first). */
+kda_status kda__bench_reference(kda__tune_bench *b, CUfunction fn, const kda__spec *spec);
+/* Poisons the scratch output, runs fn once, optionally corrupts it (test
+ * hook), compares with the reference and fills t->status / reason /
+ * max_err. Returns non-OK only for failures that end tuning (a sticky
+ * device error); a rejected candidate is KDA_OK with t->status set. */
+kda_status kda__bench_validate(kda__tune_bench *b, CUfunction fn, const kda__spec *spec,
+                               int corrupt, kda__tune_trial *t);
+/* Times fn: warm-up, then `samples` samples of `inner` launches each (one
+ * event pair per sample, back to back); us[i] = per-launch microseconds. */
+kda_status kda__bench_time(kda__tune_bench *b, CUfunction fn, const kda__spec *spec,
+                           int samples, int inner, double *us);
+
+/* ------------------------------------------------------------------------ */
+/* The slot build (tuner.c)                                                  */
+/* ------------------------------------------------------------------------ */
+
+struct kda_context;
+struct kda__launch_plan;
+
+typedef struct kda__tune_request {
+  struct kda_context *ctx;
+  const kda_gate_args *args;          /* the call (device pointers, read-only) */
+  const struct kda__launch_plan *plan; /* heuristic config in plan->spec.cfg */
+  CUstream stream;                    /* the caller's: synchronised before tuning */
+  int mode;                           /* kda_tune_mode in effect */
+  int force;                          /* tune even on a database hit (prewarm) */
+  kda_prewarm_result *report;         /* optional outcome */
+} kda__tune_request;
+
+/* Specialization of kernel for a shape (device pointers may be NULL:
+ * stand-ins are used), heuristic config; implemented in src/offline.c. */
+kda_status kda__offline_spec(kda_kernel kernel, const kda_gate_args *shape, kda__spec *spec);
+
+/* kda__build_cfg_fn for a tuned slot; user is a kda__tune_request. */
+kda_status kda__tuner_build(void *user, const kda__spec *slot, CUmodule *module,
+                            CUfunction *function, kda__config *config);
+
+#endif

@@ -1,0 +1,396 @@
+/* One tuning run of a slot: prune the space to the budget, compile every
+ * candidate (and the compare kernel) in one NVRTC program, validate each
+ * against the heuristic config's output, time the valid ones, re-measure
+ * the finalists, pick the winner with a stable tie-break, persist cubin,
+ * result and trials. The caller's output is never written here. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "gate_args.h"
+#include "nvrtc_compile.h"
+#include "store.h"
+#include "tuner.h"
+#include "tuner_job.h"
+
+#define KDA__BATCH_KERNEL "kda_tune_kernel.cuh"
+#define KDA__BATCH_MAIN "kda_tune_batch.cu"
+
+typedef struct run {
+  kda__slot_job *j;
+  size_t count;            /* candidates */
+  size_t *ids;             /* their config ids (ids[0]: heuristic) */
+  char **names;            /* count + 1 name expressions (last: compare) */
+  kda__compiled out;
+  CUmodule module;
+  CUfunction *fns;         /* count + 1 */
+  kda__tune_trial *trials;
+  double *samples;         /* count x 2 * KDA__TUNE_SAMPLES */
+  int *nsamples;
+  kda__tune_launch launch;
+  kda__tune_bench *bench;
+  double t0, compile_ms;
+  int hook_set;
+  kda__config hook;        /* KDA_TEST_WRONG_CONFIG */
+} run;
+
+static void run_free(run *r, int keep_module) {
+  kda__bench_destroy(r->bench);
+  if (r->module && !keep_module) r->j->ctx->drv->cuModuleUnload(r->module);
+  if (r->names)
+    for (size_t i = 0; i <= r->count; ++i) free(r->names[i]);
+  free(r->names);
+  kda__compiled_free(&r->out);
+  free(r->ids);
+  free(r->fns);
+  free(r->trials);
+  free(r->samples);
+  free(r->nsamples);
+}
+
+static int dtype_size(int dt) { return dt == KDA_DTYPE_F32 ? 4 : 2; }
+
+static void describe_launch(run *r) {
+  const kda_gate_args *a = r->j->rq->args;
+  const kda__launch_plan *p = r->j->rq->plan;
+  kda__tune_launch *l = &r->launch;
+  const size_t elems = (size_t)a->batch * (size_t)a->seq_len * (size_t)a->num_heads *
+                       (size_t)a->head_dim;
+  l->g = a->g;
+  l->A_log = a->A_log;
+  l->dt_bias = a->dt_bias;
+  l->cu_seqlens = p->spec.varlen ? a->cu_seqlens : NULL;
+  l->chunk_indices = p->spec.varlen ? (const void *)a->chunk_indices : NULL;
+  l->num_chunks_device = p->spec.varlen ? (const void *)a->num_chunks_device : NULL;
+  l->scale = a->scale;
+  l->lower_bound = a->lower_bound;
+  l->T = p->seq_len;
+  l->chunks_per_seq = p->chunks_per_seq;
+  l->num_chunks = p->num_chunks;
+  l->in_bytes = elems * (size_t)dtype_size(a->g_dtype);
+  l->out_bytes = elems * (size_t)dtype_size(a->out_dtype);
+  l->out_dtype = a->out_dtype;
+}
+
+/* Picks the candidates: the budget's share of the ranked space, plus the
+ * test hook's config when set. */
+static kda_status choose(run *r) {
+  kda__slot_job *j = r->j;
+  const double est_us =
+      (double)(r->launch.in_bytes + r->launch.out_bytes) / (KDA__TUNE_ASSUMED_GBPS * 1e3) + 3.0;
+  kda__tune_budget b = kda__tune_budget_default(j->ctx->tune_budget_ms, est_us);
+  size_t keep = kda__tune_fit(&b);
+  r->ids = malloc((j->n + 1) * sizeof *r->ids);
+  KDA__REQUIRE(r->ids != NULL, KDA_ERROR_OUT_OF_MEMORY, "out of memory choosing candidates");
+  size_t k = kda__tune_prune(&j->slot, j->space, j->n, j->hid, r->launch.num_chunks,
+                             j->ctx->info.sm_count, keep, r->ids);
+  /* The grid's x dimension is 2^31 - 1 blocks at most. */
+  size_t w = 0;
+  for (size_t i = 0; i < k; ++i) {
+    const kda__spec s = kda__job_concrete(&j->slot, j->space[r->ids[i]]);
+    if (i == 0 || kda__spec_grid(&s, r->launch.num_chunks) <= INT32_MAX) r->ids[w++] = r->ids[i];
+  }
+  k = w;
+  const char *hook = getenv("KDA_TEST_WRONG_CONFIG");
+  if (hook && sscanf(hook, "%d,%d,%d", &r->hook.vec, &r->hook.tx, &r->hook.seg) == 3) {
+    r->hook_set = 1;
+    for (size_t i = 0; i < j->n; ++i) {
+      if (!same_config(&j->space[i], &r->hook) || i == j->hid) continue;
+      int present = 0;
+      for (size_t q = 0; q < k; ++q) present |= r->ids[q] == i;
+      if (!present) r->ids[k < keep || k < 2 ? k++ : k - 1] = i;
+    }
+  }
+  r->count = k;
+  kda__log(j->ctx, KDA_LOG_DEBUG,
+           "[%s]: %zu of %zu configs fit the %.0f ms budget (estimate %.0f ms, launch ~%.1f us)",
+           j->what, k, j->n, b.budget_ms, kda__tune_estimate_ms(&b, k), est_us);
+  return KDA_OK;
+}
+
+/* One program: the kernel's template as a header, the compare kernel, and
+ * a name expression per candidate. */
+static kda_status compile_batch(run *r) {
+  kda__slot_job *j = r->j;
+  kda_context *ctx = j->ctx;
+  r->names = calloc(r->count + 1, sizeof *r->names);
+  KDA__REQUIRE(r->names != NULL, KDA_ERROR_OUT_OF_MEMORY, "out of memory naming candidates");
+  for (size_t i = 0; i < r->count; ++i) {
+    const kda__spec s = kda__job_concrete(&j->slot, j->space[r->ids[i]]);
+    char name[KDA__NAME_MAX];
+    KDA__REQUIRE(kda__spec_name(&s, name, sizeof name) > 0, KDA_ERROR_INTERNAL, "name too long");
+    r->names[i] = strdup(name);
+    KDA__REQUIRE(r->names[i] != NULL, KDA_ERROR_OUT_OF_MEMORY, "out of memory");
+  }
+  char cmp[64];
+  snprintf(cmp, sizeof cmp, "kda::tune_compare<%d>", j->slot.out_dtype);
+  r->names[r->count] = strdup(cmp);
+  KDA__REQUIRE(r->names[r->count] != NULL, KDA_ERROR_OUT_OF_MEMORY, "out of memory");
+
+  const kda__source *kernel = kda__source_find(&ctx->sources, kda__spec_source_name(&j->slot));
+  KDA__REQUIRE(kernel != NULL, KDA_ERROR_KERNEL_SOURCE, "template %s missing",
+               kda__spec_source_name(&j->slot));
+  static const char batch_text[] =
+      "#include \"" KDA__BATCH_KERNEL "\"\n#include \"tune_compare.cuh\"\n";
+  kda__source *files = calloc(ctx->sources.count + 2, sizeof *files);
+  KDA__REQUIRE(files != NULL, KDA_ERROR_OUT_OF_MEMORY, "out of memory");
+  memcpy(files, ctx->sources.files, ctx->sources.count * sizeof *files);
+  files[ctx->sources.count] = (kda__source){KDA__BATCH_KERNEL, kernel->text, kernel->size};
+  files[ctx->sources.count + 1] = (kda__source){KDA__BATCH_MAIN, batch_text, sizeof batch_text - 1};
+  kda__source_set set;
+  memset(&set, 0, sizeof set);
+  set.files = files;
+  set.count = ctx->sources.count + 2;
+  kda__compile_request req = {&set, KDA__BATCH_MAIN, ctx->arch, (const char *const *)r->names,
+                              r->count + 1};
+  kda_status st = kda__nvrtc_compile(&req, &r->out);
+  free(files);
+  r->compile_ms = r->out.compile_ms;
+  atomic_fetch_add(&ctx->compile_ns, (uint_fast64_t)(r->out.compile_ms * 1e6));
+  if (st != KDA_OK) return st;
+  atomic_fetch_add(&ctx->nvrtc_compiles, 1);
+
+  r->fns = calloc(r->count + 1, sizeof *r->fns);
+  KDA__REQUIRE(r->fns != NULL, KDA_ERROR_OUT_OF_MEMORY, "out of memory");
+  KDA__TRY(kda__context_load(ctx, r->out.cubin, r->out.lowered_names[r->count], &r->module,
+                             &r->fns[r->count]));
+  for (size_t i = 0; i < r->count; ++i) {
+    CUresult cr = ctx->drv->cuModuleGetFunction(&r->fns[i], r->module, r->out.lowered_names[i]);
+    if (cr != CUDA_SUCCESS) r->fns[i] = NULL;
+  }
+  return KDA_OK;
+}
+
+static int inner_for(double launch_us) {
+  /* Samples of at least ~20 us, so event resolution does not dominate. */
+  int inner = launch_us > 0 ? (int)ceil(20.0 / launch_us) : 1;
+  return inner < 1 ? 1 : inner > KDA__TUNE_INNER_MAX ? KDA__TUNE_INNER_MAX : inner;
+}
+
+static kda_status measure(run *r, size_t i, int inner) {
+  const kda__spec s = kda__job_concrete(&r->j->slot, r->trials[i].cfg);
+  double *dst = r->samples + i * 2 * KDA__TUNE_SAMPLES + r->nsamples[i];
+  KDA__TRY(kda__bench_time(r->bench, r->fns[i], &s, KDA__TUNE_SAMPLES, inner, dst));
+  r->nsamples[i] += KDA__TUNE_SAMPLES;
+  kda__tune_trial *t = &r->trials[i];
+  kda__tune_summarize(r->samples + i * 2 * KDA__TUNE_SAMPLES, (size_t)r->nsamples[i],
+                      &t->median_us, &t->p10_us, &t->p90_us);
+  t->measured = 1;
+  return KDA_OK;
+}
+
+/* Validates and times every candidate; the heuristic (index 0) first, as
+ * the reference. Stops timing new candidates when the budget is spent. */
+static kda_status bench_all(run *r, size_t *rejected) {
+  kda__slot_job *j = r->j;
+  const double budget = j->ctx->tune_budget_ms;
+  const kda__spec s0 = kda__job_concrete(&j->slot, r->trials[0].cfg);
+  KDA__TRY(kda__bench_reference(r->bench, r->fns[0], &s0));
+  int inner = inner_for((double)(r->launch.in_bytes + r->launch.out_bytes) /
+                            (KDA__TUNE_ASSUMED_GBPS * 1e3) + 3.0);
+  for (size_t i = 0; i < r->count; ++i) {
+    kda__tune_trial *t = &r->trials[i];
+    if (i > 0 && kda__job_now_ms() - r->t0 > budget) {
+      t->status = KDA__TRIAL_REJECTED;
+      snprintf(t->reason, sizeof t->reason, "not measured: the %.0f ms budget was spent", budget);
+      continue;
+    }
+    if (r->fns[i] == NULL) {
+      t->status = KDA__TRIAL_COMPILE_FAILED;
+      snprintf(t->reason, sizeof t->reason, "no function in the compiled program");
+      ++*rejected;
+      continue;
+    }
+    const kda__spec s = kda__job_concrete(&j->slot, t->cfg);
+    const int corrupt = r->hook_set && same_config(&t->cfg, &r->hook);
+    KDA__TRY(kda__bench_validate(r->bench, r->fns[i], &s, corrupt, t));
+    if (t->status != KDA__TRIAL_OK) {
+      ++*rejected;
+      kda__log(j->ctx, KDA_LOG_INFO, "[%s]: candidate vec=%d,tx=%d,seg=%d rejected: %s", j->what,
+               t->cfg.vec, t->cfg.tx, t->cfg.seg, t->reason);
+      continue;
+    }
+    KDA__TRY(measure(r, i, inner));
+    if (i == 0) inner = inner_for(t->median_us);
+    kda__log(j->ctx, KDA_LOG_DEBUG, "[%s]: vec=%d,tx=%d,seg=%d %.2f us (p10 %.2f, p90 %.2f)",
+             j->what, t->cfg.vec, t->cfg.tx, t->cfg.seg, t->median_us, t->p10_us, t->p90_us);
+  }
+  /* Finalists are measured again, interleaved, so drift hits them alike. */
+  size_t fin[KDA__TUNE_SPACE_MAX];
+  const size_t nf = kda__tune_finalists(r->trials, r->count, KDA__TUNE_FINALIST_FRAC, fin,
+                                        KDA__TUNE_SPACE_MAX);
+  if (nf > 1)
+    for (size_t q = 0; q < nf && q < KDA__TUNE_SPACE_MAX; ++q) KDA__TRY(measure(r, fin[q], inner));
+  return KDA_OK;
+}
+
+static void persist(run *r, long win, size_t rejected, double tune_ms) {
+  kda__slot_job *j = r->j;
+  kda_context *ctx = j->ctx;
+  if (!j->have_keys) return;
+  const kda__tune_trial *w = &r->trials[win];
+  kda__store_record rec;
+  memset(&rec, 0, sizeof rec);
+  kda__config_text(&w->cfg, rec.config, sizeof rec.config);
+  rec.config_id = w->config_id;
+  rec.median_us = w->median_us;
+  rec.gbps = (double)(r->launch.in_bytes + r->launch.out_bytes) / (w->median_us * 1e3);
+  rec.max_err = w->max_err;
+  rec.candidates = (int64_t)r->count;
+  rec.rejected = (int64_t)rejected;
+  rec.heuristic_us = r->trials[0].median_us;
+  rec.tune_ms = tune_ms;
+  rec.compile_ms = r->compile_ms;
+  snprintf(rec.lib_version, sizeof rec.lib_version, "%s", kda_version());
+  snprintf(rec.nvrtc_version, sizeof rec.nvrtc_version, "%.63s", j->keys.nvrtc);
+  kda__store_trial *trials = calloc(r->count, sizeof *trials);
+  char(*texts)[64] = calloc(r->count, sizeof *texts);
+  void *framed = NULL;
+  size_t framed_size = 0;
+  if (trials == NULL || texts == NULL ||
+      kda__cubin_frame(r->out.cubin, r->out.cubin_size, r->out.lowered_names[win], &framed,
+                       &framed_size) != KDA_OK) {
+    free(trials);
+    free(texts);
+    kda__fail(KDA_ERROR_OUT_OF_MEMORY, "out of memory");
+    kda__job_persist_failed(ctx, "a tuning result");
+    return;
+  }
+  for (size_t i = 0; i < r->count; ++i) {
+    kda__config_text(&r->trials[i].cfg, texts[i], sizeof texts[i]);
+    trials[i].config = texts[i];
+    trials[i].config_id = r->trials[i].config_id;
+    trials[i].median_us = r->trials[i].median_us;
+    trials[i].p10_us = r->trials[i].p10_us;
+    trials[i].p90_us = r->trials[i].p90_us;
+    trials[i].status = r->trials[i].status;
+    trials[i].reason = r->trials[i].reason[0] ? r->trials[i].reason : NULL;
+  }
+  kda__store_key key;
+  kda__tune_result_key(&j->keys, &key);
+  kda__cubin_key ck;
+  kda__tune_cubin_key(&j->keys, rec.config, &ck);
+  kda__store *store = kda__context_store_lock(ctx);
+  if (store != NULL) {
+    kda__store_put_gpu(store, j->keys.gpu, ctx->info.name, -1);
+    /* The cubin first: a process that sees the result finds its cubin. */
+    if (kda__store_put_cubin(store, &ck, framed, framed_size, r->compile_ms) != KDA_OK)
+      kda__job_persist_failed(ctx, "a tuned cubin");
+    if (kda__store_put_result(store, &key, &rec, trials, r->count, KDA__PUT_REPLACE, NULL) !=
+        KDA_OK)
+      kda__job_persist_failed(ctx, "a tuning result");
+  }
+  kda__context_store_unlock(ctx);
+  free(framed);
+  free(trials);
+  free(texts);
+}
+
+static void report(run *r, long win, size_t rejected, double tune_ms) {
+  kda_prewarm_result *p = r->j->rq->report;
+  if (p == NULL) return;
+  p->outcome = KDA_PREWARM_TUNED;
+  kda__config_text(&r->trials[win].cfg, p->config, sizeof p->config);
+  p->median_us = r->trials[win].median_us;
+  p->heuristic_us = r->trials[0].median_us;
+  p->compile_ms = r->compile_ms;
+  p->tune_ms = tune_ms;
+  p->candidates = (int32_t)r->count;
+  p->rejected = (int32_t)rejected;
+}
+
+static kda_status prepare(run *r) {
+  kda__slot_job *j = r->j;
+  const kda__driver *d = j->ctx->drv;
+  /* Inputs may still be written by work queued on the caller's stream. */
+  CUresult cr = d->cuStreamSynchronize(j->rq->stream);
+  if (cr != CUDA_SUCCESS) return kda__cu_status(d, cr, "cuStreamSynchronize(caller)", __FILE__, __LINE__);
+  describe_launch(r);
+  KDA__TRY(choose(r));
+  r->trials = calloc(r->count, sizeof *r->trials);
+  r->samples = calloc(r->count * 2 * KDA__TUNE_SAMPLES, sizeof *r->samples);
+  r->nsamples = calloc(r->count, sizeof *r->nsamples);
+  KDA__REQUIRE(r->trials && r->samples && r->nsamples, KDA_ERROR_OUT_OF_MEMORY, "out of memory");
+  for (size_t i = 0; i < r->count; ++i) {
+    r->trials[i].cfg = j->space[r->ids[i]];
+    r->trials[i].config_id = (int32_t)r->ids[i];
+    r->trials[i].median_us = r->trials[i].p10_us = r->trials[i].p90_us = -1;
+    r->trials[i].max_err = -1;
+  }
+  return KDA_OK;
+}
+
+kda_status kda__job_tune(kda__slot_job *j, CUmodule *module, CUfunction *function,
+                         kda__config *cfg) {
+  kda_context *ctx = j->ctx;
+  run r;
+  memset(&r, 0, sizeof r);
+  r.j = j;
+  r.t0 = kda__job_now_ms();
+  kda_status st = prepare(&r);
+  if (st == KDA_OK) {
+    st = compile_batch(&r);
+    if (st != KDA_OK) {
+      kda__log(ctx, KDA_LOG_WARN, "[%s]: compiling %zu tuning candidates failed (%s); using the "
+               "heuristic config", j->what, r.count, kda_last_error());
+      run_free(&r, 0);
+      *cfg = j->heuristic;
+      return kda__job_use_config(j, j->heuristic, module, function);
+    }
+  }
+  if (st == KDA_OK) {
+    st = kda__bench_create(ctx->drv, &r.launch, ctx->info.l2_bytes, ctx->info.sm_count,
+                           r.fns[r.count], &r.bench);
+    if (st == KDA_ERROR_OUT_OF_MEMORY) {
+      kda__log(ctx, KDA_LOG_WARN, "[%s]: no device memory for tuning scratch buffers; using "
+               "the heuristic config", j->what);
+      kda__bench_destroy(r.bench);
+      r.bench = NULL;
+      *module = r.module;
+      *function = r.fns[0];
+      *cfg = j->heuristic;
+      r.module = NULL; /* handed over */
+      run_free(&r, 1);
+      return KDA_OK;
+    }
+  }
+  size_t rejected = 0;
+  if (st == KDA_OK) st = bench_all(&r, &rejected);
+  if (st != KDA_OK) {
+    run_free(&r, 0);
+    return st;
+  }
+  const long win = kda__tune_pick(r.trials, r.count, KDA__TUNE_BAND);
+  const double tune_ms = kda__job_now_ms() - r.t0;
+  atomic_fetch_add(&ctx->tuning_runs, 1);
+  atomic_fetch_add(&ctx->rejected_candidates, rejected);
+  atomic_fetch_add(&ctx->tune_ns, (uint_fast64_t)(tune_ms * 1e6));
+  if (win < 0) {
+    /* Even the heuristic did not validate against itself (nondeterministic
+     * or unwritten output): nothing trustworthy to store. */
+    kda__log(ctx, KDA_LOG_WARN, "[%s]: no candidate validated (%s); using the heuristic config "
+             "without storing it", j->what, r.trials[0].reason);
+    *module = r.module;
+    *function = r.fns[0];
+    *cfg = j->heuristic;
+    r.module = NULL;
+    run_free(&r, 1);
+    return KDA_OK;
+  }
+  persist(&r, win, rejected, tune_ms);
+  report(&r, win, rejected, tune_ms);
+  const kda__tune_trial *w = &r.trials[win];
+  kda__log(ctx, KDA_LOG_INFO,
+           "tuned [%s]: vec=%d,tx=%d,seg=%d %.2f us (heuristic %.2f us), %zu candidates, %zu "
+           "rejected, compile %.0f ms, tuning %.0f ms in all",
+           j->what, w->cfg.vec, w->cfg.tx, w->cfg.seg, w->median_us, r.trials[0].median_us,
+           r.count, rejected, r.compile_ms, tune_ms);
+  *module = r.module;
+  *function = r.fns[win];
+  *cfg = w->cfg;
+  r.module = NULL;
+  run_free(&r, 1);
+  return KDA_OK;
+}

@@ -1,0 +1,240 @@
+/* Measuring candidates on the device: scratch outputs the tuner owns (the
+ * caller's output is never written while tuning), NaN poisoning before each
+ * validation run, a device-side comparison with the reference config, and
+ * CUDA-event timing on a private stream with rotated buffers when the
+ * working set would otherwise stay in L2. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "tuner.h"
+
+#define KDA__ROT_MAX 8
+
+struct kda__tune_bench {
+  const kda__driver *drv;
+  kda__tune_launch l;
+  CUstream stream;
+  CUfunction compare;
+  int sm_count;
+  int nrot;
+  CUdeviceptr out[KDA__ROT_MAX]; /* scratch outputs, all owned */
+  CUdeviceptr in[KDA__ROT_MAX];  /* in[0] is the caller's input; others are owned copies */
+  CUdeviceptr ref, result;
+  size_t out_alloc;              /* out_bytes rounded up to whole words */
+  CUevent ev[KDA__TUNE_SAMPLES * 2 + 2];
+  int nev;
+};
+
+#define BENCH_CU(b, call, ...)                                                          \
+  do {                                                                                  \
+    CUresult r_ = (b)->drv->call(__VA_ARGS__);                                          \
+    if (r_ != CUDA_SUCCESS) return kda__cu_status((b)->drv, r_, #call, __FILE__, __LINE__); \
+  } while (0)
+
+static uint32_t poison_word(int out_dtype) {
+  return out_dtype == KDA_DTYPE_BF16 ? 0x7fc07fc0u : 0x7fc00000u;
+}
+
+static size_t out_elems(const kda__tune_launch *l) {
+  return l->out_bytes / (l->out_dtype == KDA_DTYPE_BF16 ? 2 : 4);
+}
+
+void kda__bench_destroy(kda__tune_bench *b) {
+  if (b == NULL) return;
+  const kda__driver *d = b->drv;
+  if (b->stream) d->cuStreamSynchronize(b->stream);
+  for (int i = 0; i < KDA__ROT_MAX; ++i) {
+    if (b->out[i]) d->cuMemFree(b->out[i]);
+    if (i > 0 && b->in[i]) d->cuMemFree(b->in[i]);
+  }
+  if (b->ref) d->cuMemFree(b->ref);
+  if (b->result) d->cuMemFree(b->result);
+  for (int i = 0; i < b->nev; ++i) d->cuEventDestroy(b->ev[i]);
+  if (b->stream) d->cuStreamDestroy(b->stream);
+  free(b);
+}
+
+int kda__bench_rotation(const kda__tune_bench *b) { return b->nrot; }
+
+/* Rotation count: enough buffer sets that one pass over them is ~3x L2. */
+static int rotation_for(const kda__tune_launch *l, int l2_bytes) {
+  const double set = (double)l->in_bytes + (double)l->out_bytes;
+  if (l2_bytes <= 0 || set <= 0 || set >= 2.0 * l2_bytes) return 1;
+  int n = (int)(3.0 * l2_bytes / set) + 1;
+  return n > KDA__ROT_MAX ? KDA__ROT_MAX : n;
+}
+
+static kda_status bench_init(kda__tune_bench *b, int l2_bytes) {
+  const kda__driver *d = b->drv;
+  BENCH_CU(b, cuStreamCreate, &b->stream, CU_STREAM_NON_BLOCKING);
+  for (int i = 0; i < (int)(sizeof b->ev / sizeof b->ev[0]); ++i) {
+    BENCH_CU(b, cuEventCreate, &b->ev[i], CU_EVENT_DEFAULT);
+    b->nev = i + 1;
+  }
+  b->out_alloc = (b->l.out_bytes + 3) & ~(size_t)3;
+  BENCH_CU(b, cuMemAlloc, &b->ref, b->out_alloc);
+  BENCH_CU(b, cuMemAlloc, &b->result, 4 * sizeof(unsigned long long));
+  BENCH_CU(b, cuMemAlloc, &b->out[0], b->out_alloc);
+  b->in[0] = (CUdeviceptr)(uintptr_t)b->l.g;
+  b->nrot = 1;
+  const int want = rotation_for(&b->l, l2_bytes);
+  /* Extra sets are an accuracy aid: stop quietly at the first failure. */
+  for (int i = 1; i < want; ++i) {
+    if (d->cuMemAlloc(&b->out[i], b->out_alloc) != CUDA_SUCCESS) {
+      b->out[i] = 0;
+      break;
+    }
+    if (d->cuMemAlloc(&b->in[i], b->l.in_bytes) != CUDA_SUCCESS) {
+      b->in[i] = 0;
+      break;
+    }
+    /* Synchronous copy: the caller's stream was synchronised before. */
+    if (d->cuMemcpyDtoD(b->in[i], b->in[0], b->l.in_bytes) != CUDA_SUCCESS) break;
+    b->nrot = i + 1;
+  }
+  return KDA_OK;
+}
+
+kda_status kda__bench_create(const kda__driver *drv, const kda__tune_launch *launch,
+                             int l2_bytes, int sm_count, CUfunction compare,
+                             kda__tune_bench **out) {
+  *out = NULL;
+  kda__tune_bench *b = calloc(1, sizeof *b);
+  KDA__REQUIRE(b != NULL, KDA_ERROR_OUT_OF_MEMORY, "out of memory creating the tuning bench");
+  b->drv = drv;
+  b->l = *launch;
+  b->compare = compare;
+  b->sm_count = sm_count > 0 ? sm_count : 1;
+  kda_status st = bench_init(b, l2_bytes);
+  if (st != KDA_OK) {
+    kda__bench_destroy(b);
+    return st;
+  }
+  *out = b;
+  return KDA_OK;
+}
+
+static CUresult launch(kda__tune_bench *b, CUfunction fn, const kda__spec *spec, int rot,
+                       CUdeviceptr out) {
+  const kda__tune_launch *l = &b->l;
+  const void *g = (const void *)(uintptr_t)b->in[rot];
+  void *o = (void *)(uintptr_t)out;
+  const void *A_log = l->A_log, *dt_bias = l->dt_bias;
+  const void *cu = l->cu_seqlens, *ci = l->chunk_indices, *nd = l->num_chunks_device;
+  float scale = l->scale, lower_bound = l->lower_bound;
+  long long T = l->T, cps = l->chunks_per_seq;
+  void *params[] = {&g, &o, &A_log, &dt_bias, &scale, &lower_bound, &cu, &ci, &nd, &T, &cps};
+  const uint64_t grid = kda__spec_grid(spec, l->num_chunks);
+  return b->drv->cuLaunchKernel(fn, (unsigned)grid, 1, 1, (unsigned)kda__config_threads(spec), 1,
+                                1, 0, b->stream, params, NULL);
+}
+
+static kda_status poison(kda__tune_bench *b, CUdeviceptr p) {
+  BENCH_CU(b, cuMemsetD32Async, p, poison_word(b->l.out_dtype), b->out_alloc / 4, b->stream);
+  return KDA_OK;
+}
+
+kda_status kda__bench_reference(kda__tune_bench *b, CUfunction fn, const kda__spec *spec) {
+  KDA__TRY(poison(b, b->ref));
+  CUresult r = launch(b, fn, spec, 0, b->ref);
+  if (r != CUDA_SUCCESS) return kda__cu_status(b->drv, r, "cuLaunchKernel(reference)", __FILE__, __LINE__);
+  BENCH_CU(b, cuStreamSynchronize, b->stream);
+  return KDA_OK;
+}
+
+/* Runs the compare kernel of out against the reference; counts on the host. */
+static kda_status compare(kda__tune_bench *b, CUdeviceptr out, unsigned long long res[3]) {
+  BENCH_CU(b, cuMemsetD32Async, b->result, 0, 8, b->stream);
+  const void *got = (const void *)(uintptr_t)out, *ref = (const void *)(uintptr_t)b->ref;
+  long long n = (long long)out_elems(&b->l);
+  float tol = b->l.out_dtype == KDA_DTYPE_BF16 ? (float)KDA__TUNE_TOL_BF16 : (float)KDA__TUNE_TOL_F32;
+  void *res_p = (void *)(uintptr_t)b->result;
+  void *params[] = {&got, &ref, &n, &tol, &res_p};
+  long long blocks = (n + 255) / 256;
+  if (blocks > (long long)b->sm_count * 8) blocks = (long long)b->sm_count * 8;
+  if (blocks < 1) blocks = 1;
+  BENCH_CU(b, cuLaunchKernel, b->compare, (unsigned)blocks, 1, 1, 256, 1, 1, 0, b->stream, params,
+           NULL);
+  BENCH_CU(b, cuStreamSynchronize, b->stream);
+  BENCH_CU(b, cuMemcpyDtoH, res, b->result, 3 * sizeof res[0]);
+  return KDA_OK;
+}
+
+/* A launch error that leaves the context usable (bad configuration,
+ * resources) rejects the candidate; anything else ends tuning. */
+static int launch_error_is_local(CUresult r) {
+  return r == CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES || r == CUDA_ERROR_INVALID_VALUE ||
+         r == CUDA_ERROR_INVALID_HANDLE || r == CUDA_ERROR_NOT_FOUND;
+}
+
+kda_status kda__bench_validate(kda__tune_bench *b, CUfunction fn, const kda__spec *spec,
+                               int corrupt, kda__tune_trial *t) {
+  KDA__TRY(poison(b, b->out[0]));
+  CUresult r = launch(b, fn, spec, 0, b->out[0]);
+  if (r != CUDA_SUCCESS) {
+    const char *name = "?";
+    b->drv->cuGetErrorName(r, &name);
+    t->status = KDA__TRIAL_LAUNCH_FAILED;
+    snprintf(t->reason, sizeof t->reason, "launch failed: %s", name);
+    if (!launch_error_is_local(r))
+      return kda__cu_status(b->drv, r, "cuLaunchKernel(candidate)", __FILE__, __LINE__);
+    return KDA_OK;
+  }
+  if (corrupt) {
+    /* Test hook: a wrong value in the first elements, as a bug would. */
+    const uint32_t one = b->l.out_dtype == KDA_DTYPE_BF16 ? 0x3f803f80u : 0x3f800000u;
+    size_t words = b->out_alloc / 4 < 64 ? b->out_alloc / 4 : 64;
+    BENCH_CU(b, cuMemsetD32Async, b->out[0], one, words, b->stream);
+  }
+  unsigned long long res[3] = {0, 0, 0};
+  KDA__TRY(compare(b, b->out[0], res));
+  uint32_t bits = (uint32_t)(res[2] & 0xffffffffu);
+  float err;
+  memcpy(&err, &bits, sizeof err);
+  t->max_err = err;
+  const size_t n = out_elems(&b->l);
+  if (res[1] > 0) {
+    t->status = KDA__TRIAL_UNWRITTEN;
+    snprintf(t->reason, sizeof t->reason, "%llu of %zu elements left unwritten (NaN poison)",
+             res[1], n);
+  } else if (res[0] > 0) {
+    t->status = KDA__TRIAL_WRONG_RESULT;
+    snprintf(t->reason, sizeof t->reason,
+             "%llu of %zu elements differ from the reference config (max rel err %.3g)", res[0],
+             n, (double)err);
+  } else {
+    t->status = KDA__TRIAL_OK;
+    t->reason[0] = '\0';
+  }
+  return KDA_OK;
+}
+
+kda_status kda__bench_time(kda__tune_bench *b, CUfunction fn, const kda__spec *spec,
+                           int samples, int inner, double *us) {
+  if (samples > b->nev - 1) samples = b->nev - 1;
+  if (inner < 1) inner = 1;
+  int k = 0;
+  for (int w = 0; w < KDA__TUNE_WARMUP; ++w, ++k) {
+    CUresult r = launch(b, fn, spec, k % b->nrot, b->out[k % b->nrot]);
+    if (r != CUDA_SUCCESS) return kda__cu_status(b->drv, r, "cuLaunchKernel(warm-up)", __FILE__, __LINE__);
+  }
+  /* Back to back: event i opens sample i and closes sample i - 1, so the
+   * GPU never idles waiting for the host between samples. */
+  BENCH_CU(b, cuEventRecord, b->ev[0], b->stream);
+  for (int s = 0; s < samples; ++s) {
+    for (int i = 0; i < inner; ++i, ++k) {
+      CUresult r = launch(b, fn, spec, k % b->nrot, b->out[k % b->nrot]);
+      if (r != CUDA_SUCCESS) return kda__cu_status(b->drv, r, "cuLaunchKernel(timing)", __FILE__, __LINE__);
+    }
+    BENCH_CU(b, cuEventRecord, b->ev[s + 1], b->stream);
+  }
+  BENCH_CU(b, cuEventSynchronize, b->ev[samples]);
+  for (int s = 0; s < samples; ++s) {
+    float ms = 0;
+    BENCH_CU(b, cuEventElapsedTime, &ms, b->ev[s], b->ev[s + 1]);
+    us[s] = (double)ms * 1000.0 / inner;
+  }
+  return KDA_OK;
+}
