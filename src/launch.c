@@ -58,6 +58,11 @@ static kda_status run_op(kda__op op, kda_context *ctx, const kda_gate_args *args
   KDA__REQUIRE(ctx != NULL, KDA_ERROR_NULL_POINTER, "context is NULL");
   kda__launch_plan plan;
   KDA__TRY(kda__plan_gate_op(op, args, &plan));
+  /* The heuristic (and the tuner's reference candidate) knows the device:
+   * a small batch gets narrower blocks so every SM has work. */
+  plan.spec.cfg = kda__config_fit_grid(&plan.spec, plan.spec.cfg, plan.num_chunks,
+                                       ctx->info.sm_count);
+  plan.grid = kda__spec_grid(&plan.spec, plan.num_chunks);
   return launch_plan(ctx, &plan, args, stream);
 }
 

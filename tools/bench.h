@@ -21,6 +21,8 @@ typedef struct bench_result {
   double max_err;                       /* vs the float64 reference */
   int64_t elements;
   char config[96];
+  double tune_ms;                       /* tuning run of the fused kernel */
+  int candidates;
 } bench_result;
 
 /* The benchmark's rows: the issue's H x T matrix at K=128, chunk 64, with

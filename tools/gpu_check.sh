@@ -31,6 +31,9 @@ if [ ! -f /usr/include/cmocka.h ] && [ -d .debs ]; then
   prefix_args=(-DCMAKE_PREFIX_PATH=$root/.deps/root/usr)
 fi
 
+# Tests and tools write their tuning databases here, not in ~/.cache.
+export KDA_CACHE_DIR=${KDA_CACHE_DIR:-$(mktemp -d /tmp/kda-cache-XXXXXX)}
+
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 t0=$(date +%s)
 cmake -B build-gpu -S . -DCMAKE_BUILD_TYPE=Release "${prefix_args[@]}" > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
@@ -45,7 +48,7 @@ if [ $tests = 1 ]; then
 fi
 
 if [ $sanitizer = 1 ] && command -v compute-sanitizer > /dev/null; then
-  KDA_TEST_SANITIZER=1 compute-sanitizer --tool memcheck --error-exitcode 9 \
+  KDA_TUNE=off KDA_TEST_SANITIZER=1 compute-sanitizer --tool memcheck --error-exitcode 9 \
     ./build-gpu/tests/test_gpu_kernels > "$OUT/memcheck.log" 2>&1
   echo "compute-sanitizer memcheck exit: $?"; tail -4 "$OUT/memcheck.log"
 fi

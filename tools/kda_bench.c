@@ -241,6 +241,31 @@ static double verify_row(kda_context *ctx, row_state *s, const void *g_host, con
   return worst;
 }
 
+/* Tunes the row's three kernels in the tuned context (the same call a
+ * deployment's `kda-tune prewarm` makes) and keeps the fused winner's config. */
+static void prewarm_row(kda_context *ctx, const kda_gate_args *shape, bench_result *res) {
+  kda_gate_args s = *shape;
+  s.g = NULL;
+  s.out = NULL;
+  s.cu_seqlens = NULL;
+  s.chunk_indices = NULL;
+  s.num_chunks = 0;
+  kda_prewarm_result pr = {.struct_size = sizeof pr};
+  kda_ok(kda_prewarm(ctx, KDA_KERNEL_GATE_CHUNK_CUMSUM, &s, 0, &pr), "prewarm fused");
+  snprintf(res->config, sizeof res->config, "%s", pr.config);
+  res->tune_ms = pr.tune_ms;
+  res->candidates = pr.candidates;
+  kda_gate_args g = s;
+  g.num_seqs = 0;
+  kda_ok(kda_prewarm(ctx, KDA_KERNEL_GATE, &g, 0, &pr), "prewarm gate");
+  kda_gate_args c = s;
+  c.g_dtype = KDA_DTYPE_F32;
+  c.gate = KDA_GATE_NONE;
+  c.A_log = NULL;
+  c.dt_bias = NULL;
+  kda_ok(kda_prewarm(ctx, KDA_KERNEL_CHUNK_LOCAL_CUMSUM, &c, 0, &pr), "prewarm cumsum");
+}
+
 static void run_row(kda_context *ctx, kda_context *heur_ctx, const bench_row *r, bench_result *res) {
   row_state s;
   memset(&s, 0, sizeof s);
@@ -316,12 +341,14 @@ static void run_row(kda_context *ctx, kda_context *heur_ctx, const bench_row *r,
   s.cumsum.g_dtype = KDA_DTYPE_F32;
   s.cumsum.gate = KDA_GATE_NONE;
 
+  prewarm_row(ctx, &a, res);
   res->max_err = verify_row(ctx, &s, g_host, g_d, A_log, bias, cu_h);
+  const double heur_err = verify_row(heur_ctx, &s, g_host, g_d, A_log, bias, cu_h);
+  if (heur_err > res->max_err) res->max_err = heur_err;
   res->fused_us = steady_us(ctx, &s, RUN_FUSED);
   res->fused_single_us = single_us(ctx, &s);
   res->unfused_us = steady_us(ctx, &s, RUN_UNFUSED);
-  res->heuristic_us = heur_ctx ? steady_us(heur_ctx, &s, RUN_FUSED) : res->fused_us;
-  snprintf(res->config, sizeof res->config, "%s", ctx == heur_ctx || !heur_ctx ? "heuristic" : "tuned");
+  res->heuristic_us = steady_us(heur_ctx, &s, RUN_FUSED);
 
   cu.CtxSynchronize();
   for (int i = 0; i < s.nsets; ++i) {
@@ -463,6 +490,7 @@ static int child_start(void) {
   kda_context *ctx = NULL;
   kda_options o = kda_options_default();
   o.device = -1;
+  o.db_path = getenv("KDA_BENCH_DB");
   kda_ok(kda_context_create(&o, &ctx), "kda_context_create");
   double t_ctx = now_ms() - t0;
   kda_gate_args a = kda_gate_args_default();
@@ -480,8 +508,10 @@ static int child_start(void) {
   double total = now_ms() - t0;
   kda_stats st = {.struct_size = sizeof st};
   kda_context_get_stats(ctx, &st);
-  printf("{\"total_ms\": %.3f, \"context_ms\": %.3f, \"nvrtc_compiles\": %llu, \"compile_ms\": %.3f}\n",
-         total, t_ctx, (unsigned long long)st.nvrtc_compiles, st.compile_ms_total);
+  printf("{\"total_ms\": %.3f, \"context_ms\": %.3f, \"nvrtc_compiles\": %llu, \"compile_ms\": %.3f, "
+         "\"tuning_runs\": %llu, \"tune_ms\": %.3f, \"db_cubin_hits\": %llu}\n",
+         total, t_ctx, (unsigned long long)st.nvrtc_compiles, st.compile_ms_total,
+         (unsigned long long)st.tuning_runs, st.tune_ms_total, (unsigned long long)st.db_cubin_hits);
   kda_context_destroy(ctx);
   return 0;
 }
@@ -514,19 +544,27 @@ static int run_child(char *line, size_t size) {
 
 int main(int argc, char **argv) {
   const char *json_dir = "bench/results";
+  const char *db = NULL;
+  double budget_ms = 2500;
   int quick = 0;
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "--json-dir") && i + 1 < argc) {
       json_dir = argv[++i];
     } else if (!strcmp(argv[i], "--quick")) {
       quick = 1;
+    } else if (!strcmp(argv[i], "--db") && i + 1 < argc) {
+      db = argv[++i];
+    } else if (!strcmp(argv[i], "--budget-ms") && i + 1 < argc) {
+      budget_ms = atof(argv[++i]);
     } else if (!strcmp(argv[i], "--child-start")) {
       char why[256];
       if (cuda_api_load(&cu, 0, why, sizeof why) != 0) return 1;
       return child_start();
     } else {
-      fprintf(stderr, "usage: kda-bench [--json-dir DIR] [--quick]\n"
+      fprintf(stderr, "usage: kda-bench [--json-dir DIR] [--db PATH] [--budget-ms MS] [--quick]\n"
                       "  --json-dir DIR  where <gpu>-<date>.json goes (default bench/results)\n"
+                      "  --db PATH       tuning database (default: a fresh one under /tmp)\n"
+                      "  --budget-ms MS  tuning budget per specialization (default 2500)\n"
                       "  --quick         the first 4 matrix rows only\n");
       return strcmp(argv[i], "--help") ? 2 : 0;
     }
@@ -537,10 +575,28 @@ int main(int argc, char **argv) {
     return 1;
   }
   cuda_check(&cu, cu.StreamCreate(&g_stream, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
-  kda_context *ctx = NULL;
+  /* A fresh database unless one is named: the run then shows tuning from
+   * scratch, and the cold/warm-start children share it. */
+  char tmpdir[] = "/tmp/kda-bench-XXXXXX", dbbuf[600];
+  if (!db) {
+    if (!mkdtemp(tmpdir)) {
+      perror("mkdtemp");
+      return 1;
+    }
+    snprintf(dbbuf, sizeof dbbuf, "%s/tune.db", tmpdir);
+    db = dbbuf;
+  }
+  kda_context *ctx = NULL, *heur = NULL;
   kda_options o = kda_options_default();
   o.device = -1;
-  kda_ok(kda_context_create(&o, &ctx), "kda_context_create");
+  o.db_path = db;
+  o.tune_mode = KDA_TUNE_ON;
+  o.tune_budget_ms = budget_ms;
+  kda_ok(kda_context_create(&o, &ctx), "kda_context_create (tuned)");
+  kda_options oh = kda_options_default();
+  oh.device = -1;
+  oh.tune_mode = KDA_TUNE_OFF;
+  kda_ok(kda_context_create(&oh, &heur), "kda_context_create (heuristic)");
   g_info.struct_size = sizeof g_info;
   kda_context_get_device_info(ctx, &g_info);
   setup_flush();
@@ -552,19 +608,22 @@ int main(int argc, char **argv) {
 
   const int nrows = quick ? 4 : bench_row_count;
   bench_result *res = calloc((size_t)nrows, sizeof *res);
-  printf("%-8s %6s %4s %4s %5s %4s %10s %9s %9s %7s %6s %10s %7s %s\n", "group", "T", "H", "K",
-         "chunk", "seqs", "elements", "fused_us", "single_us", "GB/s", "%copy", "unfused_us",
-         "speedup", "config");
+  printf("tuning database: %s (budget %.0f ms per specialization)\n\n", db, budget_ms);
+  printf("%-7s %6s %3s %4s %5s %4s %10s %8s %9s %6s %6s %8s %7s %8s %7s %s\n", "group", "T", "H",
+         "K", "chunk", "seqs", "elements", "fused_us", "single_us", "GB/s", "%copy", "unfused",
+         "speedup", "heur_us", "tuned/h", "config (tune ms, candidates)");
   for (int i = 0; i < nrows; ++i) {
     const bench_row *r = &bench_rows[i];
-    run_row(ctx, NULL, r, &res[i]);
+    run_row(ctx, heur, r, &res[i]);
     const double bytes = (double)res[i].elements * 6.0;
     const double gbps = bytes / (res[i].fused_us * 1e-6) / 1e9;
-    printf("%-8s %6lld %4d %4d %5d %4d %10lld %9.2f %9.2f %7.0f %5.1f%% %10.2f %6.2fx %s\n",
+    printf("%-7s %6lld %3d %4d %5d %4d %10lld %8.2f %9.2f %6.0f %5.1f%% %8.2f %6.2fx %8.2f %6.2fx "
+           "%s (%.0f ms, %d)\n",
            r->group, (long long)r->tokens, r->heads, r->head_dim, r->chunk, r->num_seqs,
            (long long)res[i].elements, res[i].fused_us, res[i].fused_single_us, gbps,
            100.0 * gbps / bw, res[i].unfused_us, res[i].unfused_us / res[i].fused_us,
-           res[i].config);
+           res[i].heuristic_us, res[i].heuristic_us / res[i].fused_us, res[i].config,
+           res[i].tune_ms, res[i].candidates);
     fflush(stdout);
   }
 
@@ -577,9 +636,13 @@ int main(int argc, char **argv) {
          inside, enq, gpu);
   printf("device chunk-table build, 256 sequences (%s): %.2f us steady state, %.2f us single\n",
          "no host sync", tab_steady, tab_single);
+  /* Cold and warm start share a database of their own, new for this run. */
+  char startdb[700];
+  snprintf(startdb, sizeof startdb, "%s.start", db);
+  setenv("KDA_BENCH_DB", startdb, 1);
   char cold[512] = "", warm[512] = "";
   int cold_ok = run_child(cold, sizeof cold) == 0, warm_ok = run_child(warm, sizeof warm) == 0;
-  printf("fresh process, context creation to first result (T=8192 H=32 K=128):\n");
+  printf("fresh process, context creation to first result (T=8192 H=32 K=128, default budget):\n");
   printf("  first process:  %s", cold_ok ? cold : "failed\n");
   printf("  second process: %s", warm_ok ? warm : "failed\n");
 
@@ -619,17 +682,18 @@ int main(int argc, char **argv) {
             "\"out_dtype\": \"f32\", \"elements\": %lld, \"us_median\": %.3f, \"us_single\": %.3f, "
             "\"gbps\": %.1f, \"pct_of_copy_bw\": %.2f, \"unfused_us_median\": %.3f, "
             "\"speedup_vs_unfused\": %.3f, \"heuristic_us_median\": %.3f, \"max_rel_err\": %.3g, "
-            "\"config\": \"%s\"}%s\n",
+            "\"config\": \"%s\", \"tune_ms\": %.1f, \"candidates\": %d}%s\n",
             r->group, (long long)r->batch, (long long)r->tokens, r->heads, r->head_dim, r->chunk,
             r->bias ? "true" : "false", r->num_seqs, (long long)res[i].elements, res[i].fused_us,
             res[i].fused_single_us, gbps, 100.0 * gbps / bw, res[i].unfused_us,
             res[i].unfused_us / res[i].fused_us, res[i].heuristic_us, res[i].max_err,
-            res[i].config, i + 1 < nrows ? "," : "");
+            res[i].config, res[i].tune_ms, res[i].candidates, i + 1 < nrows ? "," : "");
   }
   fprintf(f, "  ]\n}\n");
   fclose(f);
   printf("\nwrote %s\n", path);
   kda_context_destroy(ctx);
+  kda_context_destroy(heur);
   free(res);
   return 0;
 }
