@@ -227,6 +227,11 @@ typedef struct kda__tune_request {
  * stand-ins are used), heuristic config; implemented in src/offline.c. */
 kda_status kda__offline_spec(kda_kernel kernel, const kda_gate_args *shape, kda__spec *spec);
 
+/* 1 if the database holds a winner for slot (a lookup only: nothing is
+ * compiled, loaded or allocated); fills report as a skipped prewarm. */
+int kda__tuner_lookup(struct kda_context *ctx, const struct kda__launch_plan *plan, const kda__spec *slot,
+                      kda_prewarm_result *report);
+
 /* kda__build_cfg_fn for a tuned slot; user is a kda__tune_request. */
 kda_status kda__tuner_build(void *user, const kda__spec *slot, CUmodule *module,
                             CUfunction *function, kda__config *config);
