@@ -1,0 +1,326 @@
+/*
+ * libkda tuning database: inspection and maintenance (what `kda-tune` is
+ * built on), without knowledge of the file's schema.
+ *
+ * The database is the SQLite file the library's autotuner writes (see
+ * "Autotuning and logging" in kda.h): one tuning result per (GPU model,
+ * kernel, specialization, token bucket, template hash, config-space hash),
+ * each with its trials, plus compiled cubins keyed by architecture.
+ *
+ * Thread safety
+ * -------------
+ * A kda_db is used by one thread at a time (the caller serialises calls on
+ * one handle). Different handles, even on one file, may be used from
+ * different threads and processes at once: the file is shared the same way
+ * contexts share it (WAL, busy timeouts). kda_db_filter_default,
+ * kda_db_current, kda_db_gpu_key and kda_db_record_shape may be called from any thread.
+ *
+ * Callbacks receive pointers that are valid during the call only, and may
+ * not call back into the same kda_db. A callback returning nonzero stops
+ * the iteration (the call still returns KDA_OK).
+ *
+ * Errors: every call returns a kda_status; kda_last_error() has the detail.
+ */
+#ifndef KDA_KDA_DB_H
+#define KDA_KDA_DB_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "kda/kda.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct kda_db kda_db;
+
+/** kda_db_open flags. */
+enum {
+  /** Never write the file (list, show, stats, export). A missing file is
+   *  then an empty in-memory database. */
+  KDA_DB_READ_ONLY = 1u << 0,
+  /** Run an integrity check at open (reads the whole file) and treat a
+   *  failure as corruption: a writable corrupt file is moved aside to
+   *  "<path>.corrupt-<time>" and replaced (a warning says so); a read-only
+   *  one is not used (kda_db_mode says "memory"). */
+  KDA_DB_VERIFY = 1u << 1
+};
+
+/**
+ * Opens the tuning database at path, or where a context would find it when
+ * path is NULL ($KDA_CACHE_DIR/tune.db, else $XDG_CACHE_HOME/kda/tune.db,
+ * else ~/.cache/kda/tune.db). ":memory:" opens an empty in-memory database.
+ * Like a context, it never fails because of the file itself: an unusable
+ * file leaves a working handle in a degraded mode (kda_db_mode) with a
+ * warning (kda_db_pop_warning). Fails only for out of memory or NULL out;
+ * *out is NULL on failure.
+ */
+KDA_API kda_status kda_db_open(const char *path, uint32_t flags, kda_db **out);
+/** Closes the handle. NULL is a no-op. */
+KDA_API void kda_db_close(kda_db *db);
+
+/** The file in use ("" in memory). Valid while db lives. */
+KDA_API const char *kda_db_path(const kda_db *db);
+/** Why this path: "option" (a path was given: kda-tune's --db),
+ *  "KDA_CACHE_DIR", "XDG_CACHE_HOME" or "default" (~/.cache). */
+KDA_API const char *kda_db_path_rule(const kda_db *db);
+/** How the file is used: "read-write", "read-only", "immutable" or
+ *  "memory" (no file: missing with KDA_DB_READ_ONLY, unusable, or
+ *  ":memory:"). */
+KDA_API const char *kda_db_mode(const kda_db *db);
+/** 1 if the path names an existing file that is not being read (found
+ *  damaged, unreadable or not a database): callers should say so. */
+KDA_API int kda_db_file_unusable(const kda_db *db);
+/** Warnings queued since the last call (corrupt file moved aside, file
+ *  read-only, ...), one per line, or NULL. Valid until the next call. */
+KDA_API const char *kda_db_pop_warning(kda_db *db);
+
+/* ------------------------------------------------------------------------ */
+/* What "current" means: the running library                                */
+/* ------------------------------------------------------------------------ */
+
+typedef struct kda_db_versions {
+  uint32_t struct_size;      /**< set by kda_db_current */
+  char lib_version[32];      /**< kda_version() */
+  char nvrtc_version[160];   /**< NVRTC version with its build, as keys store it */
+  int32_t schema_version;    /**< database schema this library writes */
+  char gate_cumsum_hash[65]; /**< template hash of the gate/cumsum kernels */
+  char chunk_indices_hash[65]; /**< template hash of the chunk-index kernel */
+} kda_db_versions;
+
+/** Versions and template hashes of the running library (the embedded
+ *  kernel sources, or $KDA_KERNEL_DIR's). Rows that differ are stale. */
+KDA_API kda_status kda_db_current(kda_db_versions *out);
+
+/** The GPU key results of this device are stored under (compute
+ *  capability, PCI device id, SM count, L2 size), e.g.
+ *  "sm90-pci2330-sms132-l2_52428800". Returns its length, or -1 if size is
+ *  too small. Thread-safe. */
+KDA_API int kda_db_gpu_key(const kda_device_info *info, char *buf, size_t size);
+
+/* ------------------------------------------------------------------------ */
+/* Results                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/** Why a row is stale (kda_db_record.stale bits). */
+enum {
+  KDA_DB_STALE_LIB = 1u << 0,      /**< written by another library version */
+  KDA_DB_STALE_TEMPLATE = 1u << 1, /**< the kernel template changed since */
+  KDA_DB_STALE_NVRTC = 1u << 2     /**< written with another NVRTC build */
+};
+
+typedef struct kda_db_filter {
+  uint32_t struct_size;  /**< sizeof(kda_db_filter); set by kda_db_filter_default() */
+  /** GPU: the exact GPU key ("sm90-pci2330-sms132-l2_52428800"), a prefix
+   *  of it ("sm90"), or a case-insensitive part of the GPU's name ("H100").
+   *  NULL: any. */
+  const char *gpu;
+  const char *kernel;    /**< exact kernel name ("gate_cumsum"); NULL: any */
+  int32_t heads;         /**< H; 0: any */
+  int32_t head_dim;      /**< K; 0: any */
+  int32_t chunk;         /**< chunk size; 0: any */
+  int32_t bucket;        /**< token bucket; -1: any */
+  int32_t stale_only;    /**< nonzero: only stale rows (any KDA_DB_STALE_* bit) */
+  /** Only rows created more than this many seconds before now; 0: any. */
+  int64_t older_than_s;
+} kda_db_filter;
+
+/** Matches everything. */
+KDA_API kda_db_filter kda_db_filter_default(void);
+
+/** One tuning result. Real-valued fields are -1 when unknown. */
+typedef struct kda_db_record {
+  uint32_t struct_size;   /**< sizeof(kda_db_record) as the library has it */
+  int64_t id;             /**< row id in this file (changes on import) */
+  char key[17];           /**< stable short key: hex of a hash of the identity */
+  char gpu_key[128];      /**< canonical GPU identity */
+  char gpu_name[256];     /**< marketing name ("" unknown) */
+  double copy_bw_gbps;    /**< the card's measured copy bandwidth */
+  char kernel[32];        /**< "gate_cumsum" */
+  char spec[512];         /**< canonical specialization text */
+  int64_t bucket;         /**< token bucket */
+  int32_t heads, head_dim, chunk; /**< parsed from spec; -1 unknown */
+  char config[128];       /**< winning config, e.g. "vec=4,tx=32,seg=8" */
+  int64_t config_id;
+  double median_us, gbps, max_err;
+  int64_t candidates, rejected;
+  double heuristic_us;    /**< the built-in heuristic config's median */
+  double tune_ms, compile_ms;
+  int64_t created_at;     /**< unix seconds */
+  char lib_version[64], nvrtc_version[64];
+  char template_hash[65], space_hash[65];
+  uint32_t stale;         /**< KDA_DB_STALE_* bits; 0: current */
+  int32_t in_memory;      /**< the row lives in the in-memory overlay */
+} kda_db_record;
+
+typedef int (*kda_db_record_fn)(void *user, const kda_db_record *record);
+
+/** Calls fn for every result matching f (NULL: all), ordered by GPU,
+ *  kernel, spec, bucket. */
+KDA_API kda_status kda_db_list(kda_db *db, const kda_db_filter *f, kda_db_record_fn fn,
+                               void *user);
+
+typedef struct kda_db_trial {
+  uint32_t struct_size;
+  char config[128];
+  int64_t config_id;
+  double median_us, p10_us, p90_us; /**< -1: not measured */
+  /** "ok", "rejected", "compile_failed", "launch_failed", "wrong_result",
+   *  "unwritten" */
+  const char *status;
+  char reason[256];     /**< why it was rejected ("" when ok) */
+} kda_db_trial;
+
+typedef int (*kda_db_trial_fn)(void *user, const kda_db_trial *trial);
+
+/**
+ * Finds one result by key_or_id: its decimal row id, or its key (or a
+ * prefix of at least 4 hex digits matching one row). Writes it to *out and
+ * calls fn (may be NULL) for each of its trials sorted by median time,
+ * fastest first, unmeasured ones last in the order they were tried.
+ * KDA_ERROR_INVALID_ARGUMENT when nothing (or more than one row) matches.
+ */
+KDA_API kda_status kda_db_show(kda_db *db, const char *key_or_id, kda_db_record *out,
+                               kda_db_trial_fn fn, void *user);
+
+/** The shape a result was tuned for, as kda_prewarm / kda_compile_offline
+ *  take it (pointers NULL except A_log / dt_bias set to a non-NULL stand-in
+ *  when the spec has them; varlen as num_seqs = 1), plus a token count in
+ *  its bucket. KDA_ERROR_INVALID_ARGUMENT if the spec text is not one this
+ *  library writes. */
+KDA_API kda_status kda_db_record_shape(const kda_db_record *record, kda_kernel *kernel,
+                                       kda_gate_args *shape, int64_t *tokens);
+
+/* ------------------------------------------------------------------------ */
+/* Statistics                                                                */
+/* ------------------------------------------------------------------------ */
+
+typedef struct kda_db_stats {
+  uint32_t struct_size;
+  int32_t schema_version;     /**< of the file (0: none / in memory) */
+  int64_t file_bytes;         /**< file plus its -wal */
+  int64_t gpus, results, trials, cubins, cubin_bytes, leases;
+  int64_t stale_results;      /**< results with any KDA_DB_STALE_* bit */
+  int64_t stale_cubins;       /**< cubins of another NVRTC build or template */
+  int64_t memory_results;     /**< rows only in the in-memory overlay */
+} kda_db_stats;
+
+/** Results per (GPU, kernel); stale of them stale. */
+typedef int (*kda_db_count_fn)(void *user, const char *gpu_key, const char *gpu_name,
+                               const char *kernel, int64_t results, int64_t stale);
+
+/** Fills out and calls fn (may be NULL) once per (GPU, kernel). */
+KDA_API kda_status kda_db_stats_get(kda_db *db, kda_db_stats *out, kda_db_count_fn fn,
+                                    void *user);
+
+/* ------------------------------------------------------------------------ */
+/* Export, import, purge                                                     */
+/* ------------------------------------------------------------------------ */
+
+typedef enum kda_db_format {
+  KDA_DB_FORMAT_JSON = 0, /**< every field and every trial; what import reads */
+  KDA_DB_FORMAT_CSV = 1   /**< one line per result, no trials */
+} kda_db_format;
+
+/** Writes the results matching f (NULL: all) to out. The output holds no
+ *  row ids, paths or export times, so exporting the same rows twice gives
+ *  the same bytes. */
+KDA_API kda_status kda_db_export(kda_db *db, const kda_db_filter *f, kda_db_format format,
+                                 FILE *out);
+
+/**
+ * Merges a JSON file written by kda_db_export into db, one transaction per
+ * result. A result is imported when it is verified (a known median, a
+ * config, and when trials are given, an "ok" trial of that config) and
+ * either its key is new here or it is faster than the row here; otherwise
+ * the row here is kept. Importing a file twice changes nothing the second
+ * time. Counts (each may be NULL): imported, kept (the row here was as
+ * fast or faster), skipped (not verified). KDA_ERROR_INVALID_ARGUMENT for
+ * a file that is not such an export (the message names the problem and
+ * where); KDA_ERROR_READ_ONLY when db does not write its file.
+ */
+KDA_API kda_status kda_db_import(kda_db *db, const char *path, int64_t *imported, int64_t *kept,
+                                 int64_t *skipped);
+
+/** A compiled cubin. */
+typedef struct kda_db_cubin {
+  uint32_t struct_size;
+  int64_t id;
+  int32_t arch;          /**< e.g. 90 */
+  char nvrtc_version[160];
+  char spec[512];
+  char config[128];
+  char sha256[65];
+  int64_t size;
+  double compile_ms;
+  int64_t created_at, last_used;
+  uint32_t stale;        /**< KDA_DB_STALE_TEMPLATE / KDA_DB_STALE_NVRTC bits */
+} kda_db_cubin;
+
+/** What kda_db_purge removes. */
+enum {
+  KDA_DB_PURGE_RESULTS = 1u << 0, /**< results matching the filter */
+  /** Cubins: with filter stale_only those of another NVRTC build or
+   *  template; with older_than_s those unused for that long (last_used);
+   *  with neither, every cubin. Other filter fields do not apply. */
+  KDA_DB_PURGE_CUBINS = 1u << 1
+};
+
+/** Called once per row purged (or, in a dry run, that would be): exactly
+ *  one of result and cubin is non-NULL. */
+typedef int (*kda_db_purge_fn)(void *user, const kda_db_record *result,
+                               const kda_db_cubin *cubin);
+
+/**
+ * Deletes the rows chosen by what and f in one transaction per table.
+ * dry_run: deletes nothing, only reports. fn may be NULL. *results_deleted
+ * and *cubins_deleted (may be NULL) get the counts (would-be counts in a
+ * dry run). KDA_ERROR_READ_ONLY when not dry_run and db does not write its
+ * file.
+ */
+KDA_API kda_status kda_db_purge(kda_db *db, const kda_db_filter *f, uint32_t what,
+                                int32_t dry_run, kda_db_purge_fn fn, void *user,
+                                int64_t *results_deleted, int64_t *cubins_deleted);
+
+/* ------------------------------------------------------------------------ */
+/* Cubin integrity                                                           */
+/* ------------------------------------------------------------------------ */
+
+/** Called per cubin checked: ok nonzero when its SHA-256 matches and the
+ *  blob is a well-formed stored cubin; else problem says what is wrong. */
+typedef int (*kda_db_cubin_check_fn)(void *user, const kda_db_cubin *cubin, int32_t ok,
+                                     const char *problem);
+
+/**
+ * Checks every cubin's stored SHA-256 against its bytes and its framing
+ * (no GPU needed). drop: delete the failures (KDA_ERROR_READ_ONLY if db does
+ * not write its file). *checked / *bad (may be NULL) get the counts.
+ */
+KDA_API kda_status kda_db_check_cubins(kda_db *db, int32_t drop, kda_db_cubin_check_fn fn,
+                                       void *user, int64_t *checked, int64_t *bad);
+
+/**
+ * Loads every cubin whose arch matches ctx's device into ctx's CUDA
+ * context (cuModuleLoadData + looking its kernel up), then unloads it.
+ * fn gets each cubin tried with ok and the driver's error. *tried / *bad
+ * (may be NULL) get counts; cubins for other architectures are not tried.
+ */
+KDA_API kda_status kda_db_load_cubins(kda_db *db, kda_context *ctx, kda_db_cubin_check_fn fn,
+                                      void *user, int64_t *tried, int64_t *bad);
+
+/**
+ * *present = 1 when db holds the cubin kda_compile_offline_store(kernel,
+ * shape, arch, ...) would store (same spec, heuristic config, NVRTC build,
+ * options and template hash), else 0: lets a build box skip what it already
+ * compiled. Needs no GPU.
+ */
+KDA_API kda_status kda_db_has_offline_cubin(kda_db *db, kda_kernel kernel,
+                                            const kda_gate_args *shape, int32_t arch,
+                                            int32_t *present);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KDA_KDA_DB_H */

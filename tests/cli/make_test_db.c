@@ -1,0 +1,64 @@
+/* Writes tuning results with trials into a database through the store API,
+ * for the kda-tune CLI tests (prewarm --compile-only stores cubins only).
+ * Deterministic: fixed times and values. Usage: make_test_db PATH */
+#include <stdio.h>
+#include <string.h>
+
+#include "kda/kda_db.h"
+#include "store.h"
+
+static int put(kda__store *s, const kda_db_versions *v, const char *gpu, const char *spec,
+               int64_t bucket, const char *lib, double median, int64_t created) {
+  kda__store_key key = {gpu, "gate_cumsum", spec, bucket, v->gate_cumsum_hash,
+                        "5ace5ace5ace5ace5ace5ace5ace5ace5ace5ace5ace5ace5ace5ace5ace5ace"};
+  kda__store_record r;
+  memset(&r, 0, sizeof r);
+  snprintf(r.config, sizeof r.config, "vec=4,tx=32,seg=8");
+  r.config_id = 3;
+  r.median_us = median;
+  r.gbps = 1500.0;
+  r.max_err = 1.5e-7;
+  r.candidates = 4;
+  r.rejected = 1;
+  r.heuristic_us = median * 1.25;
+  r.tune_ms = 812.5;
+  r.compile_ms = 402.25;
+  r.created_at = created;
+  snprintf(r.lib_version, sizeof r.lib_version, "%s", lib);
+  snprintf(r.nvrtc_version, sizeof r.nvrtc_version, "%.63s", v->nvrtc_version);
+  kda__store_trial t[4] = {
+      {"vec=2,tx=64,seg=8", 1, median * 1.1, median * 1.05, median * 1.2, KDA__TRIAL_OK, NULL},
+      {"vec=4,tx=32,seg=8", 3, median, median * 0.98, median * 1.04, KDA__TRIAL_OK, NULL},
+      {"vec=8,tx=16,seg=8", 5, -1, -1, -1, KDA__TRIAL_WRONG_RESULT,
+       "max error 3.1e-02 above tolerance 2e-05"},
+      {"vec=1,tx=128,seg=4", 0, median * 1.25, median * 1.2, median * 1.3, KDA__TRIAL_OK, NULL},
+  };
+  return kda__store_put_result(s, &key, &r, t, 4, KDA__PUT_REPLACE, NULL) == KDA_OK ? 0 : 1;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 2) {
+    fprintf(stderr, "usage: make_test_db PATH\n");
+    return 2;
+  }
+  kda_db_versions v;
+  kda__store *s = NULL;
+  if (kda_db_current(&v) != KDA_OK || kda__store_open(argv[1], 0, &s) != KDA_OK) {
+    fprintf(stderr, "make_test_db: %s\n", kda_last_error());
+    return 1;
+  }
+  const char *h100 = "sm90-pci2330-sms132-l2_52428800", *h200 = "sm90-pci2335-sms132-l2_62914560";
+  const char *spec32 = "gate_cumsum in=bf16 out=f32 H=32 K=128 chunk=64 cumsum=1 gate=1 bias=1 "
+                       "alog=1 scale=0 reverse=0 varlen=0 idx=i32 veccap=8";
+  const char *spec8 = "gate_cumsum in=bf16 out=f32 H=8 K=128 chunk=64 cumsum=1 gate=1 bias=1 "
+                      "alog=1 scale=0 reverse=0 varlen=1 idx=i32 veccap=8";
+  int rc = kda__store_put_gpu(s, h100, "NVIDIA H100 80GB HBM3", 3000.0) != KDA_OK;
+  rc |= kda__store_put_gpu(s, h200, "NVIDIA H200", -1) != KDA_OK;
+  rc |= put(s, &v, h100, spec32, 1, v.lib_version, 12.5, 1700000000);
+  rc |= put(s, &v, h100, spec8, 2, v.lib_version, 7.25, 1700000100);
+  rc |= put(s, &v, h200, spec32, 1, v.lib_version, 10.75, 1700000200);
+  rc |= put(s, &v, h100, spec32, 3, "0.0.9", 40.5, 1600000000); /* stale: older library */
+  kda__store_close(s);
+  if (rc) fprintf(stderr, "make_test_db: %s\n", kda_last_error());
+  return rc;
+}

@@ -1,0 +1,429 @@
+/* The public tuning-database API (kda/kda_db.h): opening, listing with
+ * filters, showing trials, staleness, export/import round trips, purging,
+ * cubin checks. Rows are written through the store (tuner/store.h). */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "kda/kda_db.h"
+#include "store.h"
+
+#define GPU_A "sm90-pci2330-sms132-l2_52428800"
+#define GPU_B "sm90-pci2335-sms132-l2_62914560"
+#define SPEC32 "gate_cumsum in=bf16 out=f32 H=32 K=128 chunk=64 cumsum=1 gate=1 bias=1 alog=1 scale=0 reverse=0 varlen=0 idx=i32 veccap=8"
+#define SPEC8 "gate_cumsum in=f32 out=bf16 H=8 K=64 chunk=32 cumsum=1 gate=2 bias=0 alog=1 scale=1 reverse=1 varlen=1 idx=i32 veccap=4"
+
+typedef struct fixture {
+  char dir[64], db[128], other[128], json[128];
+  kda_db_versions v;
+} fixture;
+
+static int setup(void **state) {
+  fixture *f = calloc(1, sizeof *f);
+  snprintf(f->dir, sizeof f->dir, "/tmp/kda_db_api_XXXXXX");
+  if (f == NULL || mkdtemp(f->dir) == NULL) return -1;
+  snprintf(f->db, sizeof f->db, "%s/tune.db", f->dir);
+  snprintf(f->other, sizeof f->other, "%s/other.db", f->dir);
+  snprintf(f->json, sizeof f->json, "%s/export.json", f->dir);
+  if (kda_db_current(&f->v) != KDA_OK) return -1;
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  fixture *f = *state;
+  char cmd[160];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
+  if (system(cmd) != 0) return -1;
+  free(f);
+  return 0;
+}
+
+/* One result with three trials (one rejected, unmeasured). */
+static void put_row(const char *path, const fixture *f, const char *gpu, const char *spec,
+                    int64_t bucket, const char *lib, double median, kda__put_mode mode) {
+  kda__store *s = NULL;
+  assert_int_equal(kda__store_open(path, 0, &s), KDA_OK);
+  kda__store_key key = {gpu, "gate_cumsum", spec, bucket, f->v.gate_cumsum_hash, "space"};
+  kda__store_record r;
+  memset(&r, 0, sizeof r);
+  snprintf(r.config, sizeof r.config, "vec=4,tx=32,seg=8");
+  r.median_us = median;
+  r.gbps = 1000;
+  r.max_err = -1;
+  r.heuristic_us = median * 2;
+  r.tune_ms = r.compile_ms = -1;
+  r.created_at = 1700000000;
+  snprintf(r.lib_version, sizeof r.lib_version, "%s", lib);
+  snprintf(r.nvrtc_version, sizeof r.nvrtc_version, "%.63s", f->v.nvrtc_version);
+  kda__store_trial t[3] = {
+      {"vec=8,tx=16,seg=8", 5, -1, -1, -1, KDA__TRIAL_WRONG_RESULT, "wrong"},
+      {"vec=2,tx=64,seg=8", 1, median * 1.5, median, median * 2, KDA__TRIAL_OK, NULL},
+      {"vec=4,tx=32,seg=8", 3, median, median, median, KDA__TRIAL_OK, NULL},
+  };
+  assert_int_equal(kda__store_put_result(s, &key, &r, t, 3, mode, NULL), KDA_OK);
+  assert_int_equal(kda__store_put_gpu(s, GPU_A, "NVIDIA H100 80GB HBM3", 3000), KDA_OK);
+  kda__store_close(s);
+}
+
+static int count_row(void *user, const kda_db_record *r) {
+  (void)r;
+  ++*(int *)user;
+  return 0;
+}
+
+static int list_count(kda_db *db, const kda_db_filter *f) {
+  int n = 0;
+  assert_int_equal(kda_db_list(db, f, count_row, &n), KDA_OK);
+  return n;
+}
+
+static void db_open_rejects_null_out_and_close_accepts_null(void **state) {
+  (void)state;
+  assert_int_equal(kda_db_open(NULL, 0, NULL), KDA_ERROR_NULL_POINTER);
+  kda_db_close(NULL);
+}
+
+static void db_memory_path_opens_empty_in_memory(void **state) {
+  (void)state;
+  kda_db *db = NULL;
+  assert_int_equal(kda_db_open(":memory:", 0, &db), KDA_OK);
+  assert_string_equal(kda_db_mode(db), "memory");
+  assert_int_equal(list_count(db, NULL), 0);
+  assert_false(kda_db_file_unusable(db));
+  kda_db_close(db);
+}
+
+static void db_path_rule_says_option_or_environment(void **state) {
+  fixture *f = *state;
+  kda_db *db = NULL;
+  assert_int_equal(kda_db_open(f->db, 0, &db), KDA_OK);
+  assert_string_equal(kda_db_path_rule(db), "option");
+  assert_string_equal(kda_db_path(db), f->db);
+  kda_db_close(db);
+  setenv("KDA_CACHE_DIR", f->dir, 1);
+  assert_int_equal(kda_db_open(NULL, KDA_DB_READ_ONLY, &db), KDA_OK);
+  assert_string_equal(kda_db_path_rule(db), "KDA_CACHE_DIR");
+  assert_string_equal(kda_db_path(db), f->db);
+  kda_db_close(db);
+  unsetenv("KDA_CACHE_DIR");
+}
+
+static void db_list_filters_by_gpu_name_prefix_shape_and_staleness(void **state) {
+  fixture *f = *state;
+  put_row(f->db, f, GPU_A, SPEC32, 1, f->v.lib_version, 10, KDA__PUT_REPLACE);
+  put_row(f->db, f, GPU_A, SPEC8, 2, f->v.lib_version, 5, KDA__PUT_REPLACE);
+  put_row(f->db, f, GPU_B, SPEC32, 1, "0.0.1", 9, KDA__PUT_REPLACE);
+  kda_db *db = NULL;
+  assert_int_equal(kda_db_open(f->db, KDA_DB_READ_ONLY, &db), KDA_OK);
+  assert_int_equal(list_count(db, NULL), 3);
+  kda_db_filter flt = kda_db_filter_default();
+  flt.gpu = "h100"; /* part of the name, any case */
+  assert_int_equal(list_count(db, &flt), 2);
+  flt.gpu = "sm90-pci2335"; /* key prefix */
+  assert_int_equal(list_count(db, &flt), 1);
+  flt = kda_db_filter_default();
+  flt.heads = 8;
+  assert_int_equal(list_count(db, &flt), 1);
+  flt.heads = 0;
+  flt.chunk = 64;
+  assert_int_equal(list_count(db, &flt), 2);
+  flt = kda_db_filter_default();
+  flt.stale_only = 1;
+  assert_int_equal(list_count(db, &flt), 1);
+  flt = kda_db_filter_default();
+  flt.older_than_s = 3600; /* rows are from 2023 */
+  assert_int_equal(list_count(db, &flt), 3);
+  flt.struct_size = 3;
+  assert_int_equal(kda_db_list(db, &flt, count_row, &(int){0}), KDA_ERROR_BAD_OPTIONS);
+  kda_db_close(db);
+}
+
+typedef struct trials_seen {
+  char configs[8][32];
+  int n;
+} trials_seen;
+
+static int see_trial(void *user, const kda_db_trial *t) {
+  trials_seen *s = user;
+  snprintf(s->configs[s->n++], sizeof s->configs[0], "%.31s", t->config);
+  return 0;
+}
+
+static void db_show_sorts_trials_fastest_first_unmeasured_last(void **state) {
+  fixture *f = *state;
+  put_row(f->db, f, GPU_A, SPEC32, 1, f->v.lib_version, 10, KDA__PUT_REPLACE);
+  kda_db *db = NULL;
+  assert_int_equal(kda_db_open(f->db, KDA_DB_READ_ONLY, &db), KDA_OK);
+  kda_db_record r;
+  trials_seen s = {0};
+  assert_int_equal(kda_db_show(db, "1", &r, see_trial, &s), KDA_OK);
+  assert_int_equal(s.n, 3);
+  assert_string_equal(s.configs[0], "vec=4,tx=32,seg=8");
+  assert_string_equal(s.configs[1], "vec=2,tx=64,seg=8");
+  assert_string_equal(s.configs[2], "vec=8,tx=16,seg=8");
+  assert_string_equal(r.gpu_name, "NVIDIA H100 80GB HBM3");
+  assert_true(r.copy_bw_gbps == 3000);
+  assert_int_equal(r.stale, 0);
+  assert_int_equal(r.heads, 32);
+  /* By key prefix too; unknown ids and too-short keys fail. */
+  char prefix[8];
+  snprintf(prefix, sizeof prefix, "%.6s", r.key);
+  kda_db_record r2;
+  assert_int_equal(kda_db_show(db, prefix, &r2, NULL, NULL), KDA_OK);
+  assert_int_equal(r2.id, r.id);
+  assert_int_equal(kda_db_show(db, "42", &r2, NULL, NULL), KDA_ERROR_INVALID_ARGUMENT);
+  assert_int_equal(kda_db_show(db, "ab", &r2, NULL, NULL), KDA_ERROR_INVALID_ARGUMENT);
+  kda_db_close(db);
+}
+
+static int first_record(void *user, const kda_db_record *r) {
+  *(kda_db_record *)user = *r;
+  return 1;
+}
+
+static void db_record_shape_parses_spec_flags(void **state) {
+  fixture *f = *state;
+  put_row(f->db, f, GPU_A, SPEC8, 4, "0.0.1", 3, KDA__PUT_REPLACE);
+  kda_db *db = NULL;
+  assert_int_equal(kda_db_open(f->db, KDA_DB_READ_ONLY, &db), KDA_OK);
+  kda_db_record r;
+  assert_int_equal(kda_db_list(db, NULL, first_record, &r), KDA_OK);
+  assert_true(r.stale & KDA_DB_STALE_LIB);
+  assert_false(r.stale & KDA_DB_STALE_TEMPLATE);
+  kda_kernel k;
+  kda_gate_args a;
+  int64_t tokens = 0;
+  assert_int_equal(kda_db_record_shape(&r, &k, &a, &tokens), KDA_OK);
+  assert_int_equal(k, KDA_KERNEL_GATE_CHUNK_CUMSUM);
+  assert_int_equal(a.num_heads, 8);
+  assert_int_equal(a.head_dim, 64);
+  assert_int_equal(a.chunk_size, 32);
+  assert_int_equal(a.g_dtype, KDA_DTYPE_F32);
+  assert_int_equal(a.out_dtype, KDA_DTYPE_BF16);
+  assert_int_equal(a.gate, KDA_GATE_LOWER_BOUND);
+  assert_null(a.dt_bias);
+  assert_non_null(a.A_log);
+  assert_true(a.has_scale && a.reverse && a.num_seqs > 0);
+  assert_int_equal(kda_token_bucket(tokens), 4);
+  snprintf(r.spec, sizeof r.spec, "something else");
+  assert_int_equal(kda_db_record_shape(&r, &k, &a, &tokens), KDA_ERROR_INVALID_ARGUMENT);
+  kda_db_close(db);
+}
+
+static void export_to(const char *db_path, const char *out_path) {
+  kda_db *db = NULL;
+  assert_int_equal(kda_db_open(db_path, KDA_DB_READ_ONLY, &db), KDA_OK);
+  FILE *out = fopen(out_path, "w");
+  assert_non_null(out);
+  assert_int_equal(kda_db_export(db, NULL, KDA_DB_FORMAT_JSON, out), KDA_OK);
+  fclose(out);
+  kda_db_close(db);
+}
+
+static char *slurp(const char *path) {
+  FILE *f = fopen(path, "rb");
+  assert_non_null(f);
+  static char buf[1 << 16];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  buf[n] = '\0';
+  fclose(f);
+  return strdup(buf);
+}
+
+static void db_export_import_round_trip_is_identical_and_idempotent(void **state) {
+  fixture *f = *state;
+  put_row(f->db, f, GPU_A, SPEC32, 1, f->v.lib_version, 10.1, KDA__PUT_REPLACE);
+  put_row(f->db, f, GPU_B, SPEC8, 2, f->v.lib_version, 0.1, KDA__PUT_REPLACE);
+  export_to(f->db, f->json);
+  kda_db *db = NULL;
+  assert_int_equal(kda_db_open(f->other, 0, &db), KDA_OK);
+  int64_t imp = -1, kept = -1, skipped = -1;
+  assert_int_equal(kda_db_import(db, f->json, &imp, &kept, &skipped), KDA_OK);
+  assert_int_equal(imp, 2);
+  assert_int_equal(kept, 0);
+  assert_int_equal(skipped, 0);
+  assert_int_equal(kda_db_import(db, f->json, &imp, &kept, &skipped), KDA_OK);
+  assert_int_equal(imp, 0);
+  assert_int_equal(kept, 2);
+  kda_db_close(db);
+  char second[160];
+  snprintf(second, sizeof second, "%s/second.json", f->dir);
+  export_to(f->other, second);
+  char *a = slurp(f->json), *b = slurp(second);
+  assert_string_equal(a, b);
+  assert_non_null(strstr(a, "\"median_us\": 10.1,"));
+  free(a);
+  free(b);
+}
+
+static void db_import_keeps_the_faster_row(void **state) {
+  fixture *f = *state;
+  put_row(f->db, f, GPU_A, SPEC32, 1, f->v.lib_version, 10, KDA__PUT_REPLACE);
+  export_to(f->db, f->json);
+  put_row(f->other, f, GPU_A, SPEC32, 1, f->v.lib_version, 8, KDA__PUT_REPLACE);
+  kda_db *db = NULL;
+  assert_int_equal(kda_db_open(f->other, 0, &db), KDA_OK);
+  int64_t imp = 0, kept = 0;
+  assert_int_equal(kda_db_import(db, f->json, &imp, &kept, NULL), KDA_OK);
+  assert_int_equal(imp, 0);
+  assert_int_equal(kept, 1);
+  kda_db_record r;
+  assert_int_equal(kda_db_list(db, NULL, first_record, &r), KDA_OK);
+  assert_true(r.median_us == 8);
+  kda_db_close(db);
+  /* The other way round the faster import wins. */
+  assert_int_equal(kda_db_open(f->db, 0, &db), KDA_OK);
+  export_to(f->other, f->json);
+  assert_int_equal(kda_db_import(db, f->json, &imp, &kept, NULL), KDA_OK);
+  assert_int_equal(imp, 1);
+  assert_int_equal(kda_db_list(db, NULL, first_record, &r), KDA_OK);
+  assert_true(r.median_us == 8);
+  kda_db_close(db);
+}
+
+static void write_text(const char *path, const char *text) {
+  FILE *out = fopen(path, "w");
+  assert_non_null(out);
+  fputs(text, out);
+  fclose(out);
+}
+
+static void db_import_skips_unverified_and_rejects_bad_files(void **state) {
+  fixture *f = *state;
+  kda_db *db = NULL;
+  assert_int_equal(kda_db_open(f->db, 0, &db), KDA_OK);
+  /* The winner's only trial was rejected: not verified. */
+  write_text(f->json,
+             "{\"format\": \"kda-tune-export\", \"version\": 1, \"results\": [{\"gpu_key\": \"g\","
+             " \"kernel\": \"gate_cumsum\", \"spec\": \"s\", \"bucket\": 0, \"template_hash\": \"t\","
+             " \"space_hash\": \"h\", \"config\": \"c\", \"median_us\": 1.5, \"trials\": [{\"config\":"
+             " \"c\", \"status\": \"wrong_result\"}]}]}");
+  int64_t imp = 0, kept = 0, skipped = 0;
+  assert_int_equal(kda_db_import(db, f->json, &imp, &kept, &skipped), KDA_OK);
+  assert_int_equal(skipped, 1);
+  assert_int_equal(imp, 0);
+  write_text(f->json, "{\"format\": \"something\", \"version\": 1, \"results\": []}");
+  assert_int_equal(kda_db_import(db, f->json, NULL, NULL, NULL), KDA_ERROR_INVALID_ARGUMENT);
+  write_text(f->json, "{\"format\": \"kda-tune-export\",\n \"results\": [1,}");
+  assert_int_equal(kda_db_import(db, f->json, NULL, NULL, NULL), KDA_ERROR_INVALID_ARGUMENT);
+  assert_non_null(strstr(kda_last_error(), "line 2"));
+  kda_db_close(db);
+  assert_int_equal(kda_db_open(f->db, KDA_DB_READ_ONLY, &db), KDA_OK);
+  assert_int_equal(kda_db_import(db, f->json, NULL, NULL, NULL), KDA_ERROR_READ_ONLY);
+  kda_db_close(db);
+}
+
+static void db_purge_dry_run_lists_and_real_run_deletes(void **state) {
+  fixture *f = *state;
+  put_row(f->db, f, GPU_A, SPEC32, 1, f->v.lib_version, 10, KDA__PUT_REPLACE);
+  put_row(f->db, f, GPU_B, SPEC32, 1, "0.0.1", 9, KDA__PUT_REPLACE);
+  kda_db *db = NULL;
+  assert_int_equal(kda_db_open(f->db, 0, &db), KDA_OK);
+  kda_db_filter flt = kda_db_filter_default();
+  flt.stale_only = 1;
+  int64_t results = -1, cubins = -1;
+  assert_int_equal(kda_db_purge(db, &flt, KDA_DB_PURGE_RESULTS, 1, NULL, NULL, &results, &cubins),
+                   KDA_OK);
+  assert_int_equal(results, 1);
+  assert_int_equal(list_count(db, NULL), 2);
+  assert_int_equal(kda_db_purge(db, &flt, KDA_DB_PURGE_RESULTS, 0, NULL, NULL, &results, NULL),
+                   KDA_OK);
+  assert_int_equal(results, 1);
+  assert_int_equal(list_count(db, NULL), 1);
+  kda_db_stats st;
+  assert_int_equal(kda_db_stats_get(db, &st, NULL, NULL), KDA_OK);
+  assert_int_equal(st.results, 1);
+  assert_int_equal(st.trials, 3);
+  assert_int_equal(st.stale_results, 0);
+  kda_db_close(db);
+  assert_int_equal(kda_db_open(f->db, KDA_DB_READ_ONLY, &db), KDA_OK);
+  assert_int_equal(kda_db_purge(db, NULL, KDA_DB_PURGE_RESULTS, 0, NULL, NULL, NULL, NULL),
+                   KDA_ERROR_READ_ONLY);
+  assert_int_equal(list_count(db, NULL), 1);
+  kda_db_close(db);
+}
+
+static void db_cubin_checks_find_a_tampered_hash_without_a_gpu(void **state) {
+  fixture *f = *state;
+  kda_gate_args shape = kda_gate_args_default();
+  shape.num_heads = 4;
+  shape.head_dim = 64;
+  shape.batch = 1;
+  shape.seq_len = 256;
+  shape.gate = KDA_GATE_NONE;
+  assert_int_equal(kda_compile_offline_store(KDA_KERNEL_CHUNK_LOCAL_CUMSUM, &shape, 90, f->db, NULL),
+                   KDA_OK);
+  kda_db *db = NULL;
+  assert_int_equal(kda_db_open(f->db, 0, &db), KDA_OK);
+  int32_t present = 0;
+  assert_int_equal(kda_db_has_offline_cubin(db, KDA_KERNEL_CHUNK_LOCAL_CUMSUM, &shape, 90, &present),
+                   KDA_OK);
+  assert_int_equal(present, 1);
+  assert_int_equal(kda_db_has_offline_cubin(db, KDA_KERNEL_CHUNK_LOCAL_CUMSUM, &shape, 80, &present),
+                   KDA_OK);
+  assert_int_equal(present, 0);
+  int64_t checked = 0, bad = -1;
+  assert_int_equal(kda_db_check_cubins(db, 0, NULL, NULL, &checked, &bad), KDA_OK);
+  assert_int_equal(checked, 1);
+  assert_int_equal(bad, 0);
+  kda_db_close(db);
+  sqlite3 *raw = NULL;
+  assert_int_equal(sqlite3_open(f->db, &raw), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(raw, "UPDATE cubins SET sha256 = 'beef'", NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(raw);
+  assert_int_equal(kda_db_open(f->db, 0, &db), KDA_OK);
+  assert_int_equal(kda_db_check_cubins(db, 1, NULL, NULL, &checked, &bad), KDA_OK);
+  assert_int_equal(bad, 1);
+  kda_db_stats st;
+  assert_int_equal(kda_db_stats_get(db, &st, NULL, NULL), KDA_OK);
+  assert_int_equal(st.cubins, 0); /* dropped */
+  kda_db_close(db);
+}
+
+static void db_corrupt_file_is_reported_read_only_and_moved_aside_writable(void **state) {
+  fixture *f = *state;
+  char junk[4096];
+  for (size_t i = 0; i < sizeof junk; i++) junk[i] = (char)(i * 7 + 3);
+  FILE *out = fopen(f->db, "wb");
+  fwrite(junk, 1, sizeof junk, out);
+  fclose(out);
+  kda_db *db = NULL;
+  assert_int_equal(kda_db_open(f->db, KDA_DB_READ_ONLY | KDA_DB_VERIFY, &db), KDA_OK);
+  assert_true(kda_db_file_unusable(db));
+  kda_db_close(db);
+  assert_int_equal(kda_db_open(f->db, KDA_DB_VERIFY, &db), KDA_OK);
+  assert_false(kda_db_file_unusable(db));
+  assert_string_equal(kda_db_mode(db), "read-write");
+  const char *w = kda_db_pop_warning(db);
+  assert_non_null(w);
+  assert_non_null(strstr(w, "moved it to"));
+  kda_db_close(db);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(db_open_rejects_null_out_and_close_accepts_null),
+      cmocka_unit_test(db_memory_path_opens_empty_in_memory),
+      cmocka_unit_test_setup_teardown(db_path_rule_says_option_or_environment, setup, teardown),
+      cmocka_unit_test_setup_teardown(db_list_filters_by_gpu_name_prefix_shape_and_staleness, setup, teardown),
+      cmocka_unit_test_setup_teardown(db_show_sorts_trials_fastest_first_unmeasured_last, setup, teardown),
+      cmocka_unit_test_setup_teardown(db_record_shape_parses_spec_flags, setup, teardown),
+      cmocka_unit_test_setup_teardown(db_export_import_round_trip_is_identical_and_idempotent, setup, teardown),
+      cmocka_unit_test_setup_teardown(db_import_keeps_the_faster_row, setup, teardown),
+      cmocka_unit_test_setup_teardown(db_import_skips_unverified_and_rejects_bad_files, setup, teardown),
+      cmocka_unit_test_setup_teardown(db_purge_dry_run_lists_and_real_run_deletes, setup, teardown),
+      cmocka_unit_test_setup_teardown(db_cubin_checks_find_a_tampered_hash_without_a_gpu, setup, teardown),
+      cmocka_unit_test_setup_teardown(db_corrupt_file_is_reported_read_only_and_moved_aside_writable, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,87 @@
+/* Shapes for `kda-tune prewarm`: sets of values (from flags, a shapes file
+ * or a model preset) expanded into the specializations to tune.
+ *
+ * Shapes file format (one shape set per line):
+ *
+ *   # comment; blank lines are ignored
+ *   heads=32 head-dim=128 chunk=64 gate=softplus bias=yes dtype=bf16 tokens=512,8192
+ *   model=kimi-linear tp=1,2,4,8 varlen=both
+ *
+ * Each line is whitespace-separated KEY=VALUE pairs; the keys are the
+ * prewarm flags without "--": heads, head-dim, chunk, gate, bias, dtype,
+ * out-dtype, varlen, tokens, seqs, scale, reverse, kernel, model, tp.
+ * Lists (heads, head-dim, chunk, dtype, tokens, tp) are comma-separated and
+ * multiply out; bias, varlen, scale and reverse take yes, no or both. A line
+ * needs heads or model. Anything not given takes the preset's value (with
+ * model) or the default: head-dim 128, chunk 64, gate softplus, bias yes,
+ * dtype bf16, out-dtype f32, varlen no, one token count per bucket
+ * (512,2048,8192,32768,65536), seqs 8, scale no, reverse no.
+ * Errors name the place: "FILE:LINE: ...". */
+#ifndef KDA_TOOLS_SHAPES_FILE_H
+#define KDA_TOOLS_SHAPES_FILE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kda/kda.h"
+
+#define SHAPE_LIST_MAX 16
+
+typedef struct shape_set {
+  int32_t heads[SHAPE_LIST_MAX], nheads;
+  int32_t head_dim[SHAPE_LIST_MAX], nhead_dim;
+  int32_t chunk[SHAPE_LIST_MAX], nchunk;
+  int32_t dtype[SHAPE_LIST_MAX], ndtype;
+  int64_t tokens[SHAPE_LIST_MAX];
+  int32_t ntokens;
+  int32_t tp[SHAPE_LIST_MAX], ntp;
+  int32_t gate;      /* kda_gate_kind; -1 unset */
+  int32_t out_dtype; /* -1 unset */
+  int32_t bias, varlen, scale, reverse; /* bit 0: no, bit 1: yes; 0 unset */
+  int32_t seqs;      /* 0 unset */
+  int32_t kernel;    /* kda_kernel; -1: from gate */
+  const char *model; /* preset name or NULL */
+} shape_set;
+
+typedef struct tune_shape {
+  kda_kernel kernel;
+  kda_gate_args args; /* shape fields only; A_log / dt_bias non-NULL = present */
+  int64_t tokens;
+  int32_t bucket;
+  char label[200];
+} tune_shape;
+
+typedef struct shape_list {
+  tune_shape *items;
+  size_t n, cap;
+} shape_list;
+
+void shape_set_init(shape_set *s);
+/* Sets key (a flag name without "--") to value. 0, or -1 with a message
+ * in err ("unknown key" lists the valid ones). */
+int shape_set_apply(shape_set *s, const char *key, const char *value, char *err, size_t err_size);
+/* 1 if key is one shape_set_apply knows. */
+int shape_key_known(const char *key);
+/* Expands s into list (deduplicated by specialization and bucket). 0 or
+ * -1 with a message. */
+int shape_set_expand(const shape_set *s, shape_list *list, char *err, size_t err_size);
+/* Reads a shapes file into list. 0 or -1 with "FILE:LINE: ..." in err. */
+int shapes_file_load(const char *path, shape_list *list, char *err, size_t err_size);
+void shape_list_free(shape_list *list);
+
+/* Model presets (presets.c). */
+typedef struct model_preset {
+  const char *name;
+  int32_t total_heads, head_dim, chunk;
+  int32_t gate;       /* kda_gate_kind */
+  int32_t bias;       /* 1: dt_bias */
+  int32_t dtype, out_dtype;
+  int32_t varlen;     /* bit 0: dense, bit 1: varlen */
+  const char *about;
+} model_preset;
+
+const model_preset *preset_find(const char *name);
+/* "kimi-linear, ..." for messages. */
+const char *preset_names(void);
+
+#endif
