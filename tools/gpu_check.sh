@@ -48,7 +48,7 @@ if [ $tests = 1 ]; then
 fi
 
 if [ $sanitizer = 1 ] && command -v compute-sanitizer > /dev/null; then
-  KDA_TUNE=off KDA_TEST_SANITIZER=1 KDA_TEST_FILTER="${KDA_TEST_FILTER:-*}" compute-sanitizer --tool memcheck --error-exitcode 9 \
+  KDA_TUNE=off KDA_TEST_SANITIZER=1 compute-sanitizer --tool memcheck --error-exitcode 9 \
     ./build-gpu/tests/test_gpu_kernels > "$OUT/memcheck.log" 2>&1
   echo "compute-sanitizer memcheck exit: $?"; tail -4 "$OUT/memcheck.log"
 fi
