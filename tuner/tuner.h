@@ -37,9 +37,14 @@
 /* NVRTC cost model. Measured on an H100 host: one instantiation ~180 ms;
  * four candidates plus the compare kernel in one program 730-860 ms (1090
  * ms for the first compile of a process), i.e. ~200 ms per extra one. */
-#define KDA__TUNE_COMPILE_FIRST_MS 200.0
-#define KDA__TUNE_COMPILE_EXTRA_MS 200.0
-#define KDA__TUNE_COMPILE_SHARE 0.6 /* at most this share of the budget compiles */
+/* NVRTC cost before this process has measured its own (H100 machine, NVRTC
+ * 13.0: one candidate plus the compare kernel ~450 ms, ~300-350 ms per
+ * further candidate); replaced by the measured cost after the first run. */
+#define KDA__TUNE_COMPILE_FIRST_MS 450.0
+#define KDA__TUNE_COMPILE_EXTRA_MS 300.0
+/* Timing a candidate costs milliseconds, compiling it hundreds: almost the
+ * whole budget may go to compiling. */
+#define KDA__TUNE_COMPILE_SHARE 0.9
 #define KDA__TUNE_CANDIDATE_OVERHEAD_MS 0.5 /* poison, compare, syncs per candidate */
 #define KDA__TUNE_ASSUMED_GBPS 2000.0 /* launch-time estimate before measuring */
 
@@ -87,6 +92,10 @@ typedef struct kda__tune_budget {
 
 /* Defaults above for a launch estimated at launch_us. */
 kda__tune_budget kda__tune_budget_default(double budget_ms, double launch_us);
+
+/* Records a compile of `instantiations` kernels that took compile_ms; later
+ * budgets in this process estimate NVRTC from it instead of the defaults. */
+void kda__tune_calibrate(double compile_ms, size_t instantiations);
 /* Estimated wall time of a run with n candidates (compile + timing). */
 double kda__tune_estimate_ms(const kda__tune_budget *b, size_t n);
 /* Most candidates whose compile fits compile_share of the budget and whose

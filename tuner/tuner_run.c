@@ -148,6 +148,7 @@ static kda_status compile_batch(run *r) {
   kda_status st = kda__nvrtc_compile(&req, &r->out);
   free(files);
   r->compile_ms = r->out.compile_ms;
+  kda__tune_calibrate(r->out.compile_ms, r->count + 1); /* + the compare kernel */
   atomic_fetch_add(&ctx->compile_ns, (uint_fast64_t)(r->out.compile_ms * 1e6));
   if (st != KDA_OK) return st;
   atomic_fetch_add(&ctx->nvrtc_compiles, 1);

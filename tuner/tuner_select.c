@@ -2,6 +2,7 @@
  * finalists, the winner's tie-break, and the budget model that prunes the
  * candidate list. Tested with injected timings (tests/test_tuner_select.c). */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -81,11 +82,28 @@ long kda__tune_pick(const kda__tune_trial *trials, size_t n, double band) {
   return win;
 }
 
+/* Measured NVRTC cost per instantiation in this process, microseconds
+ * (0 until the first tuning run compiles). */
+static _Atomic uint64_t g_compile_us_per_instantiation;
+
+void kda__tune_calibrate(double compile_ms, size_t instantiations) {
+  if (instantiations == 0 || !(compile_ms > 0)) return;
+  const uint64_t now = (uint64_t)(compile_ms * 1e3 / (double)instantiations);
+  const uint64_t old = atomic_load(&g_compile_us_per_instantiation);
+  atomic_store(&g_compile_us_per_instantiation, old ? (old + now) / 2 : now);
+}
+
 kda__tune_budget kda__tune_budget_default(double budget_ms, double launch_us) {
   kda__tune_budget b;
   b.budget_ms = budget_ms;
   b.compile_first_ms = KDA__TUNE_COMPILE_FIRST_MS;
   b.compile_extra_ms = KDA__TUNE_COMPILE_EXTRA_MS;
+  const uint64_t per_us = atomic_load(&g_compile_us_per_instantiation);
+  if (per_us > 0) {
+    /* The first candidate comes with the compare kernel and the parse. */
+    b.compile_extra_ms = (double)per_us / 1e3;
+    b.compile_first_ms = 1.5 * b.compile_extra_ms;
+  }
   b.compile_share = KDA__TUNE_COMPILE_SHARE;
   b.launch_us = launch_us;
   /* validation + warm-up + samples + a re-measure for finalists */
