@@ -17,3 +17,5 @@ for variant in release asan; do
   echo "=== $variant tests"
   (cd build/$variant && ctest --output-on-failure -j "$jobs")
 done
+echo "=== python package tests (against build/release)"
+bash python/run_tests.sh build/release
