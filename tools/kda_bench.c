@@ -544,12 +544,14 @@ int main(int argc, char **argv) {
   const char *json_dir = "bench/results";
   const char *db = NULL;
   double budget_ms = 1000;
-  int quick = 0;
+  int quick = 0, host_only = 0;
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "--json-dir") && i + 1 < argc) {
       json_dir = argv[++i];
     } else if (!strcmp(argv[i], "--quick")) {
       quick = 1;
+    } else if (!strcmp(argv[i], "--host-only")) {
+      host_only = 1;
     } else if (!strcmp(argv[i], "--db") && i + 1 < argc) {
       db = argv[++i];
     } else if (!strcmp(argv[i], "--budget-ms") && i + 1 < argc) {
@@ -563,7 +565,9 @@ int main(int argc, char **argv) {
                       "  --json-dir DIR  where <gpu>-<date>.json goes (default bench/results)\n"
                       "  --db PATH       tuning database (default: a fresh one under /tmp)\n"
                       "  --budget-ms MS  tuning budget per specialization (default 1000, the library default)\n"
-                      "  --quick         the first 4 matrix rows only\n");
+                      "  --quick         the first 4 matrix rows only\n"
+                      "  --host-only     only the host cost of a warm call (also runs on the\n"
+                      "                  tests' stand-in driver: KDA_LIBCUDA=.../libkda_fake_cuda.so)\n");
       return strcmp(argv[i], "--help") ? 2 : 0;
     }
   }
@@ -588,7 +592,9 @@ int main(int argc, char **argv) {
   kda_options o = kda_options_default();
   o.device = -1;
   o.db_path = db;
-  o.tune_mode = KDA_TUNE_ON;
+  /* Host-only runs may be on the stand-in driver, where nothing can be
+   * timed: the tuned-slot path is then taken in cached mode. */
+  o.tune_mode = host_only ? KDA_TUNE_CACHED : KDA_TUNE_ON;
   o.tune_budget_ms = budget_ms;
   kda_ok(kda_context_create(&o, &ctx), "kda_context_create (tuned)");
   kda_options oh = kda_options_default();
@@ -597,6 +603,20 @@ int main(int argc, char **argv) {
   kda_ok(kda_context_create(&oh, &heur), "kda_context_create (heuristic)");
   g_info.struct_size = sizeof g_info;
   kda_context_get_device_info(ctx, &g_info);
+  if (host_only) {
+    double inside = 0, enq = 0, gpu = 0;
+    host_cost(heur, &inside, &enq, &gpu);
+    printf("%s: host cost per warm call (tuning off): %.3f us median inside "
+           "kda_gate_chunk_cumsum; %.3f us per call over 100k enqueues\n",
+           g_info.name, inside, enq);
+    host_cost(ctx, &inside, &enq, &gpu);
+    printf("%s: host cost per warm call (tuned-slot path): %.3f us median inside "
+           "kda_gate_chunk_cumsum; %.3f us per call over 100k enqueues\n",
+           g_info.name, inside, enq);
+    kda_context_destroy(ctx);
+    kda_context_destroy(heur);
+    return 0;
+  }
   setup_flush();
   const double bw = copy_bandwidth_gbps();
   printf("GPU: %s, driver %d, NVRTC %d.%d, libkda %s\n", g_info.name, g_info.driver_version,

@@ -1,0 +1,220 @@
+/* A stand-in for libcuda.so.1 on machines without a GPU: every driver call
+ * the library and the tools make succeeds with plausible answers (one
+ * sm_90 device, 132 SMs, 50 MiB L2), "device" memory is host memory, and a
+ * kernel launch does nothing but count. Loaded through KDA_LIBCUDA, it lets
+ * CPU tests drive the host side of the real launch path (context binding,
+ * the module cache, NVRTC, argument packing) and measure its cost without
+ * the driver's. Outputs are never written: nothing here checks kernels.
+ * Including cuda.h makes each definition carry the versioned symbol name
+ * (cuMemAlloc -> cuMemAlloc_v2) and the exact signature the library uses. */
+#include <cuda.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define FAKE_API __attribute__((visibility("default")))
+
+static struct CUctx_st {
+  int dummy;
+} primary;
+static _Thread_local CUcontext stack[16];
+static _Thread_local int depth;
+static atomic_long launches, live_allocs, modules;
+
+FAKE_API long fake_cuda_launches(void) { return atomic_load(&launches); }
+FAKE_API long fake_cuda_live_allocations(void) { return atomic_load(&live_allocs); }
+FAKE_API long fake_cuda_loaded_modules(void) { return atomic_load(&modules); }
+
+FAKE_API CUresult cuInit(unsigned int flags) { (void)flags; return CUDA_SUCCESS; }
+FAKE_API CUresult cuDriverGetVersion(int *v) { *v = 13000; return CUDA_SUCCESS; }
+FAKE_API CUresult cuGetErrorName(CUresult r, const char **s) {
+  *s = r == CUDA_SUCCESS ? "CUDA_SUCCESS" : "CUDA_ERROR_FAKE";
+  return CUDA_SUCCESS;
+}
+FAKE_API CUresult cuGetErrorString(CUresult r, const char **s) {
+  *s = r == CUDA_SUCCESS ? "no error" : "fake driver error";
+  return CUDA_SUCCESS;
+}
+FAKE_API CUresult cuDeviceGetCount(int *n) { *n = 1; return CUDA_SUCCESS; }
+FAKE_API CUresult cuDeviceGet(CUdevice *d, int ordinal) {
+  if (ordinal != 0) return CUDA_ERROR_INVALID_DEVICE;
+  *d = 0;
+  return CUDA_SUCCESS;
+}
+FAKE_API CUresult cuDeviceGetName(char *name, int len, CUdevice d) {
+  (void)d;
+  snprintf(name, (size_t)len, "Fake GPU (no device)");
+  return CUDA_SUCCESS;
+}
+FAKE_API CUresult cuDeviceGetAttribute(int *v, CUdevice_attribute a, CUdevice d) {
+  (void)d;
+  switch (a) {
+    case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: *v = 9; break;
+    case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: *v = 0; break;
+    case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: *v = 132; break;
+    case CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE: *v = 50 << 20; break;
+    default: *v = 0;
+  }
+  return CUDA_SUCCESS;
+}
+FAKE_API CUresult cuDeviceGetPCIBusId(char *s, int len, CUdevice d) {
+  (void)d;
+  snprintf(s, (size_t)len, "0000:00:00.0");
+  return CUDA_SUCCESS;
+}
+FAKE_API CUresult cuDevicePrimaryCtxRetain(CUcontext *c, CUdevice d) {
+  (void)d;
+  *c = &primary;
+  return CUDA_SUCCESS;
+}
+FAKE_API CUresult cuDevicePrimaryCtxRelease(CUdevice d) { (void)d; return CUDA_SUCCESS; }
+FAKE_API CUresult cuCtxGetCurrent(CUcontext *c) {
+  *c = depth ? stack[depth - 1] : NULL;
+  return CUDA_SUCCESS;
+}
+FAKE_API CUresult cuCtxSetCurrent(CUcontext c) {
+  if (depth == 0) depth = 1;
+  stack[depth - 1] = c;
+  return CUDA_SUCCESS;
+}
+FAKE_API CUresult cuCtxPushCurrent(CUcontext c) {
+  if (depth == 16) return CUDA_ERROR_INVALID_VALUE;
+  stack[depth++] = c;
+  return CUDA_SUCCESS;
+}
+FAKE_API CUresult cuCtxPopCurrent(CUcontext *c) {
+  if (depth == 0) return CUDA_ERROR_INVALID_CONTEXT;
+  if (c) *c = stack[depth - 1];
+  --depth;
+  return CUDA_SUCCESS;
+}
+FAKE_API CUresult cuCtxGetDevice(CUdevice *d) { *d = 0; return CUDA_SUCCESS; }
+FAKE_API CUresult cuCtxSynchronize(void) { return CUDA_SUCCESS; }
+FAKE_API CUresult cuModuleLoadData(CUmodule *m, const void *image) {
+  if (image == NULL) return CUDA_ERROR_INVALID_IMAGE;
+  *m = (CUmodule)malloc(16);
+  atomic_fetch_add(&modules, 1);
+  return CUDA_SUCCESS;
+}
+FAKE_API CUresult cuModuleUnload(CUmodule m) {
+  free(m);
+  atomic_fetch_sub(&modules, 1);
+  return CUDA_SUCCESS;
+}
+FAKE_API CUresult cuModuleGetFunction(CUfunction *f, CUmodule m, const char *name) {
+  (void)name;
+  *f = (CUfunction)m;
+  return CUDA_SUCCESS;
+}
+FAKE_API CUresult cuFuncGetAttribute(int *v, CUfunction_attribute a, CUfunction f) {
+  (void)a;
+  (void)f;
+  *v = 0;
+  return CUDA_SUCCESS;
+}
+FAKE_API CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
+                                 unsigned by, unsigned bz, unsigned smem, CUstream s, void **params,
+                                 void **extra) {
+  (void)gy; (void)gz; (void)by; (void)bz; (void)smem; (void)s; (void)extra;
+  if (f == NULL || gx == 0 || bx == 0 || bx > 1024 || params == NULL) return CUDA_ERROR_INVALID_VALUE;
+  atomic_fetch_add(&launches, 1);
+  return CUDA_SUCCESS;
+}
+FAKE_API CUresult cuMemAlloc(CUdeviceptr *p, size_t n) {
+  void *m = aligned_alloc(256, (n + 255) & ~(size_t)255);
+  if (!m) return CUDA_ERROR_OUT_OF_MEMORY;
+  *p = (CUdeviceptr)(uintptr_t)m;
+  atomic_fetch_add(&live_allocs, 1);
+  return CUDA_SUCCESS;
+}
+FAKE_API CUresult cuMemFree(CUdeviceptr p) {
+  free((void *)(uintptr_t)p);
+  atomic_fetch_sub(&live_allocs, 1);
+  return CUDA_SUCCESS;
+}
+FAKE_API CUresult cuMemcpyHtoD(CUdeviceptr d, const void *s, size_t n) {
+  memcpy((void *)(uintptr_t)d, s, n);
+  return CUDA_SUCCESS;
+}
+FAKE_API CUresult cuMemcpyDtoH(void *d, CUdeviceptr s, size_t n) {
+  memcpy(d, (const void *)(uintptr_t)s, n);
+  return CUDA_SUCCESS;
+}
+FAKE_API CUresult cuMemcpyDtoD(CUdeviceptr d, CUdeviceptr s, size_t n) {
+  memmove((void *)(uintptr_t)d, (const void *)(uintptr_t)s, n);
+  return CUDA_SUCCESS;
+}
+FAKE_API CUresult cuMemcpyHtoDAsync(CUdeviceptr d, const void *s, size_t n, CUstream st) {
+  (void)st;
+  return cuMemcpyHtoD(d, s, n);
+}
+FAKE_API CUresult cuMemcpyDtoHAsync(void *d, CUdeviceptr s, size_t n, CUstream st) {
+  (void)st;
+  return cuMemcpyDtoH(d, s, n);
+}
+FAKE_API CUresult cuMemcpyDtoDAsync(CUdeviceptr d, CUdeviceptr s, size_t n, CUstream st) {
+  (void)st;
+  return cuMemcpyDtoD(d, s, n);
+}
+FAKE_API CUresult cuMemsetD32(CUdeviceptr d, unsigned int v, size_t n) {
+  uint32_t *p = (uint32_t *)(uintptr_t)d;
+  for (size_t i = 0; i < n; ++i) p[i] = v;
+  return CUDA_SUCCESS;
+}
+FAKE_API CUresult cuMemsetD32Async(CUdeviceptr d, unsigned int v, size_t n, CUstream s) {
+  (void)s;
+  return cuMemsetD32(d, v, n);
+}
+FAKE_API CUresult cuStreamCreate(CUstream *s, unsigned int flags) {
+  (void)flags;
+  *s = (CUstream)malloc(16);
+  return CUDA_SUCCESS;
+}
+FAKE_API CUresult cuStreamDestroy(CUstream s) { free(s); return CUDA_SUCCESS; }
+FAKE_API CUresult cuStreamSynchronize(CUstream s) { (void)s; return CUDA_SUCCESS; }
+FAKE_API CUresult cuStreamIsCapturing(CUstream s, CUstreamCaptureStatus *st) {
+  (void)s;
+  *st = CU_STREAM_CAPTURE_STATUS_NONE;
+  return CUDA_SUCCESS;
+}
+FAKE_API CUresult cuStreamBeginCapture(CUstream s, CUstreamCaptureMode m) {
+  (void)s;
+  (void)m;
+  return CUDA_ERROR_NOT_SUPPORTED;
+}
+FAKE_API CUresult cuStreamEndCapture(CUstream s, CUgraph *g) {
+  (void)s;
+  (void)g;
+  return CUDA_ERROR_NOT_SUPPORTED;
+}
+FAKE_API CUresult cuGraphInstantiate(CUgraphExec *e, CUgraph g, unsigned long long f) {
+  (void)e; (void)g; (void)f;
+  return CUDA_ERROR_NOT_SUPPORTED;
+}
+FAKE_API CUresult cuGraphLaunch(CUgraphExec e, CUstream s) { (void)e; (void)s; return CUDA_ERROR_NOT_SUPPORTED; }
+FAKE_API CUresult cuGraphExecDestroy(CUgraphExec e) { (void)e; return CUDA_SUCCESS; }
+FAKE_API CUresult cuGraphDestroy(CUgraph g) { (void)g; return CUDA_SUCCESS; }
+FAKE_API CUresult cuEventCreate(CUevent *e, unsigned int flags) {
+  (void)flags;
+  *e = (CUevent)calloc(1, sizeof(struct timespec));
+  return CUDA_SUCCESS;
+}
+FAKE_API CUresult cuEventDestroy(CUevent e) { free(e); return CUDA_SUCCESS; }
+FAKE_API CUresult cuEventRecord(CUevent e, CUstream s) {
+  (void)s;
+  clock_gettime(CLOCK_MONOTONIC, (struct timespec *)(void *)e);
+  return CUDA_SUCCESS;
+}
+FAKE_API CUresult cuEventSynchronize(CUevent e) { (void)e; return CUDA_SUCCESS; }
+FAKE_API CUresult cuEventElapsedTime(float *ms, CUevent a, CUevent b) {
+  const struct timespec *x = (const void *)a, *y = (const void *)b;
+  *ms = (float)((y->tv_sec - x->tv_sec) * 1e3 + (y->tv_nsec - x->tv_nsec) / 1e6);
+  return CUDA_SUCCESS;
+}
+FAKE_API CUresult cuModuleGetGlobal(CUdeviceptr *p, size_t *n, CUmodule m, const char *name) {
+  (void)p; (void)n; (void)m; (void)name;
+  return CUDA_ERROR_NOT_FOUND;
+}
