@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -28,20 +29,32 @@ static int has_wal(const char *path) {
   return stat(wal, &st) == 0 && st.st_size > 0;
 }
 
+/* The header is read through SQLite's own VFS, never with open()/close():
+ * closing any descriptor of a file drops every POSIX lock this process
+ * holds on it, including those of connections already open on the
+ * database (another kda_db or context of this process). A process that
+ * lost its shared lock lets another one think it is the last user, which
+ * then checkpoints and deletes the WAL under it: corruption. SQLite's unix
+ * VFS shares one inode record per file and defers the close while locks
+ * are held. */
 int kda__store_header_suspect(const char *path, char *reason, size_t reason_size) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0; /* SQLite will report what is wrong */
-  struct stat st;
-  unsigned char h[100];
-  ssize_t got = 0;
+  sqlite3_vfs *vfs = sqlite3_vfs_find(NULL);
+  if (vfs == NULL) return 0;
+  sqlite3_file *f = calloc(1, (size_t)vfs->szOsFile);
+  if (f == NULL) return 0;
+  int out_flags = 0;
   int suspect = 0;
-  if (fstat(fd, &st) != 0 || st.st_size == 0) goto done; /* empty: a new database */
-  got = read(fd, h, sizeof h);
-  if (got < (ssize_t)sizeof h) {
-    snprintf(reason, reason_size, "%lld bytes, shorter than a header", (long long)st.st_size);
+  if (vfs->xOpen(vfs, path, f, SQLITE_OPEN_READONLY | SQLITE_OPEN_MAIN_DB, &out_flags) != SQLITE_OK)
+    goto done; /* SQLite will report what is wrong */
+  sqlite3_int64 size = 0;
+  unsigned char h[100];
+  if (f->pMethods->xFileSize(f, &size) != SQLITE_OK || size == 0) goto done; /* empty: a new database */
+  if (size < (sqlite3_int64)sizeof h) {
+    snprintf(reason, reason_size, "%lld bytes, shorter than a header", (long long)size);
     suspect = 1;
     goto done;
   }
+  if (f->pMethods->xRead(f, h, (int)sizeof h, 0) != SQLITE_OK) goto done;
   if (memcmp(h, "SQLite format 3", 16) != 0) {
     snprintf(reason, reason_size, "not an SQLite file");
     suspect = 1;
@@ -52,14 +65,15 @@ int kda__store_header_suspect(const char *path, char *reason, size_t reason_size
   uint32_t change = be32(h + 24), pages = be32(h + 28), valid_for = be32(h + 92);
   /* The page count is trusted only when valid_for matches the change
    * counter (SQLite's own rule), and a non-empty WAL may explain a gap. */
-  if (valid_for == change && pages > 0 && (uint64_t)pages * page > (uint64_t)st.st_size &&
+  if (valid_for == change && pages > 0 && (uint64_t)pages * page > (uint64_t)size &&
       !has_wal(path)) {
     snprintf(reason, reason_size, "header says %u pages of %u bytes, file has %lld bytes", pages,
-             page, (long long)st.st_size);
+             page, (long long)size);
     suspect = 1;
   }
 done:
-  close(fd);
+  if (f->pMethods != NULL) f->pMethods->xClose(f);
+  free(f);
   return suspect;
 }
 

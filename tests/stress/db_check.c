@@ -1,0 +1,105 @@
+/* Independent checks of a tuning database for the stress scripts, straight
+ * through SQLite (not through the store, so a store bug cannot hide itself):
+ *
+ *   db_check integrity DB   PRAGMA integrity_check, then every cubin row's
+ *                           blob against its stored sha256 and size. Prints
+ *                           "integrity ok cubins N results R bad 0"; exit 1
+ *                           on any problem (each one printed).
+ *   db_check keys DB        one line per cubin: arch|spec|config|sha256,
+ *                           sorted (for comparing two databases).
+ *
+ * Never creates the file: a missing database is a failure. */
+#include <sqlite3.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "sha256.h"
+
+static int integrity(sqlite3 *db) {
+  int problems = 0;
+  sqlite3_stmt *st = NULL;
+  int rc = sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL);
+  while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    rc = SQLITE_OK;
+    const char *t = (const char *)sqlite3_column_text(st, 0);
+    if (t == NULL || strcmp(t, "ok") != 0) {
+      printf("integrity_check: %s\n", t ? t : "(null)");
+      problems++;
+    }
+  }
+  sqlite3_finalize(st);
+  if (rc != SQLITE_DONE) {
+    printf("integrity_check failed: %s\n", sqlite3_errmsg(db));
+    return -1;
+  }
+  long long cubins = 0, bad = 0, results = -1;
+  rc = sqlite3_prepare_v2(db, "SELECT id, blob, sha256, size FROM cubins", -1, &st, NULL);
+  while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    rc = SQLITE_OK;
+    cubins++;
+    const void *blob = sqlite3_column_blob(st, 1);
+    int n = sqlite3_column_bytes(st, 1);
+    const char *want = (const char *)sqlite3_column_text(st, 2);
+    long long size = sqlite3_column_int64(st, 3);
+    unsigned char d[32];
+    char got[65];
+    kda__sha256(blob ? blob : "", (size_t)n, d);
+    kda__sha256_hex(d, got);
+    if (n <= 0 || size != n || want == NULL || strcmp(want, got) != 0) {
+      printf("cubin %lld: %d bytes (size column %lld), sha256 %s, stored %s\n",
+             (long long)sqlite3_column_int64(st, 0), n, size, got, want ? want : "(null)");
+      bad++;
+    }
+  }
+  sqlite3_finalize(st);
+  if (rc != SQLITE_DONE) {
+    printf("reading cubins failed: %s\n", sqlite3_errmsg(db));
+    return -1;
+  }
+  if (sqlite3_prepare_v2(db, "SELECT count(*) FROM results", -1, &st, NULL) == SQLITE_OK &&
+      sqlite3_step(st) == SQLITE_ROW)
+    results = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  printf("integrity %s cubins %lld results %lld bad %lld\n", problems ? "FAILED" : "ok", cubins,
+         results, bad);
+  return problems || bad ? 1 : 0;
+}
+
+static int keys(sqlite3 *db) {
+  sqlite3_stmt *st = NULL;
+  int rc = sqlite3_prepare_v2(db,
+                              "SELECT arch, spec, config, sha256 FROM cubins"
+                              " ORDER BY arch, spec, config",
+                              -1, &st, NULL);
+  while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    rc = SQLITE_OK;
+    printf("%d|%s|%s|%s\n", sqlite3_column_int(st, 0), sqlite3_column_text(st, 1),
+           sqlite3_column_text(st, 2), sqlite3_column_text(st, 3));
+  }
+  sqlite3_finalize(st);
+  if (rc != SQLITE_DONE) {
+    fprintf(stderr, "db_check keys: %s\n", sqlite3_errmsg(db));
+    return 1;
+  }
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 3 || (strcmp(argv[1], "integrity") != 0 && strcmp(argv[1], "keys") != 0)) {
+    fprintf(stderr, "usage: db_check integrity|keys DB\n");
+    return 2;
+  }
+  sqlite3 *db = NULL;
+  /* Read-write, no create: opening after a kill -9 runs WAL recovery, as
+   * any later user of the file would. */
+  int rc = sqlite3_open_v2(argv[2], &db, SQLITE_OPEN_READWRITE, NULL);
+  if (rc == SQLITE_OK) rc = sqlite3_busy_timeout(db, 10000);
+  if (rc != SQLITE_OK) {
+    printf("cannot open %s: %s\n", argv[2], db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+    sqlite3_close(db);
+    return 1;
+  }
+  int r = strcmp(argv[1], "keys") == 0 ? keys(db) : integrity(db);
+  sqlite3_close(db);
+  return r < 0 ? 1 : r;
+}
