@@ -39,7 +39,9 @@
  * CUDA stream capture. A specialization that would need compiling while the
  * stream is capturing is not compiled: the call returns
  * KDA_ERROR_CAPTURE_COLD and records nothing into the graph. Warm the
- * specialization with one call outside capture first.
+ * specialization with one call outside capture first. With tuning on, a
+ * specialization is warm per token bucket (see kda_token_bucket): warm one
+ * call of each bucket a captured graph will meet, or run `kda-tune prewarm`.
  */
 #ifndef KDA_KDA_H
 #define KDA_KDA_H
