@@ -38,8 +38,9 @@ kda_status kda_chunk_indices_build_host(const void *cu_seqlens, kda_dtype dt, in
     KDA__REQUIRE(b >= a, KDA_ERROR_BAD_SEQLENS,
                  "kda_chunk_indices_build_host: cu_seqlens decreases at %lld (%lld -> %lld)",
                  (long long)i, (long long)a, (long long)b);
-    const int64_t chunks = (b - a + chunk_size - 1) / chunk_size;
-    KDA__REQUIRE(n + chunks <= capacity, KDA_ERROR_BUFFER_TOO_SMALL,
+    /* b - a may be near INT64_MAX: round up without overflowing. */
+    const int64_t chunks = (b - a) / chunk_size + ((b - a) % chunk_size != 0);
+    KDA__REQUIRE(chunks <= capacity - n, KDA_ERROR_BUFFER_TOO_SMALL,
                  "kda_chunk_indices_build_host: %lld rows do not fit capacity %lld",
                  (long long)(n + chunks), (long long)capacity);
     for (int64_t c = 0; c < chunks; ++c, ++n) {

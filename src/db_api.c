@@ -467,6 +467,8 @@ kda_status kda_db_record_shape(const kda_db_record *r, kda_kernel *kernel, kda_g
                                int64_t *tokens) {
   KDA__REQUIRE(r != NULL && kernel != NULL && shape != NULL, KDA_ERROR_NULL_POINTER,
                "kda_db_record_shape: NULL argument");
+  KDA__REQUIRE(memchr(r->spec, '\0', sizeof r->spec) != NULL, KDA_ERROR_INVALID_ARGUMENT,
+               "kda_db_record_shape: the record's spec is not a string");
   char in[16], outdt[16], idx[16];
   int32_t H = spec_field(r->spec, "H"), K = spec_field(r->spec, "K");
   int32_t chunk = spec_field(r->spec, "chunk"), cumsum = spec_field(r->spec, "cumsum");

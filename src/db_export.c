@@ -170,6 +170,13 @@ static double jnum(const kda__json *o, const char *key, double def) {
   return v != NULL && v->type == KDA__JSON_NUMBER ? v->number : def;
 }
 
+/* Integer member: def when absent, not a number or out of int64's range
+ * (a double outside it, or NaN, has no defined conversion). */
+static int64_t jint(const kda__json *o, const char *key, int64_t def) {
+  double v = jnum(o, key, (double)def);
+  return v >= -9223372036854775808.0 && v < 9223372036854775808.0 ? (int64_t)v : def;
+}
+
 static kda__trial_status status_of(const char *name) {
   for (int i = 0; i <= KDA__TRIAL_UNWRITTEN; i++) {
     const char *s = kda__trial_status_name((kda__trial_status)i);
@@ -228,7 +235,7 @@ static kda_status import_one(kda_db *db, const char *path, size_t index, const k
   KDA__REQUIRE(r->type == KDA__JSON_OBJECT, KDA_ERROR_INVALID_ARGUMENT,
                "%s: results[%zu] is not an object", path, index);
   kda__store_key key = {jstr(r, "gpu_key"), jstr(r, "kernel"), jstr(r, "spec"),
-                        (int64_t)jnum(r, "bucket", -1), jstr(r, "template_hash"),
+                        jint(r, "bucket", -1), jstr(r, "template_hash"),
                         jstr(r, "space_hash")};
   const char *config = jstr(r, "config");
   KDA__REQUIRE(key.gpu_key && key.kernel && key.spec && key.template_hash && key.space_hash &&
@@ -237,6 +244,17 @@ static kda_status import_one(kda_db *db, const char *path, size_t index, const k
                "%s: results[%zu] lacks a key field (gpu_key, kernel, spec, bucket, "
                "template_hash, space_hash)",
                path, index);
+  /* Rows the public record cannot hold whole would export truncated, under
+   * another key; the tuner never writes such rows. */
+  kda_db_record *o = NULL;
+  KDA__REQUIRE(strlen(key.gpu_key) < sizeof o->gpu_key && strlen(key.kernel) < sizeof o->kernel &&
+                   strlen(key.spec) < sizeof o->spec &&
+                   strlen(key.template_hash) < sizeof o->template_hash &&
+                   strlen(key.space_hash) < sizeof o->space_hash &&
+                   (config == NULL || strlen(config) < sizeof o->config),
+               KDA_ERROR_INVALID_ARGUMENT,
+               "%s: results[%zu] has a key field or config longer than a record holds", path,
+               index);
   if (!verified(r, config)) {
     (*skipped)++;
     return KDA_OK;
@@ -244,16 +262,16 @@ static kda_status import_one(kda_db *db, const char *path, size_t index, const k
   kda__store_record rec;
   memset(&rec, 0, sizeof rec);
   snprintf(rec.config, sizeof rec.config, "%s", config);
-  rec.config_id = (int64_t)jnum(r, "config_id", 0);
+  rec.config_id = jint(r, "config_id", 0);
   rec.median_us = jnum(r, "median_us", -1);
   rec.gbps = jnum(r, "gbps", -1);
   rec.max_err = jnum(r, "max_err", -1);
-  rec.candidates = (int64_t)jnum(r, "candidates", 0);
-  rec.rejected = (int64_t)jnum(r, "rejected", 0);
+  rec.candidates = jint(r, "candidates", 0);
+  rec.rejected = jint(r, "rejected", 0);
   rec.heuristic_us = jnum(r, "heuristic_us", -1);
   rec.tune_ms = jnum(r, "tune_ms", -1);
   rec.compile_ms = jnum(r, "compile_ms", -1);
-  rec.created_at = (int64_t)jnum(r, "created_at", 0);
+  rec.created_at = jint(r, "created_at", 0);
   const char *lib = jstr(r, "lib_version"), *nvrtc = jstr(r, "nvrtc_version");
   snprintf(rec.lib_version, sizeof rec.lib_version, "%s", lib ? lib : "");
   snprintf(rec.nvrtc_version, sizeof rec.nvrtc_version, "%s", nvrtc ? nvrtc : "");
@@ -266,7 +284,7 @@ static kda_status import_one(kda_db *db, const char *path, size_t index, const k
     const kda__json *t = &tj->items[i];
     if (jstr(t, "config") == NULL) continue;
     trials[m].config = jstr(t, "config");
-    trials[m].config_id = (int64_t)jnum(t, "config_id", 0);
+    trials[m].config_id = jint(t, "config_id", 0);
     trials[m].median_us = jnum(t, "median_us", -1);
     trials[m].p10_us = jnum(t, "p10_us", -1);
     trials[m].p90_us = jnum(t, "p90_us", -1);
@@ -300,8 +318,11 @@ kda_status kda_db_import(kda_db *db, const char *path, int64_t *imported, int64_
   char *text = read_file(path, &size);
   KDA__REQUIRE(text != NULL, KDA_ERROR_INVALID_ARGUMENT, "cannot read %s: %s", path,
                strerror(errno));
-  KDA__REQUIRE(strlen(text) == size, KDA_ERROR_INVALID_ARGUMENT,
-               "%s: not a JSON export (it contains NUL bytes)", path);
+  if (strlen(text) != size) {
+    free(text);
+    return kda__fail(KDA_ERROR_INVALID_ARGUMENT, "%s: not a JSON export (it contains NUL bytes)",
+                     path);
+  }
   kda__json doc;
   char err[256];
   int rc = kda__json_parse(text, &doc, err, sizeof err);

@@ -167,9 +167,16 @@ static int same_shape(const tune_shape *a, const tune_shape *b) {
          (x->num_seqs > 0) == (y->num_seqs > 0);
 }
 
+/* Deduplicating is quadratic: a hostile file with long lists on many lines
+ * would otherwise expand for hours. Far more than any tuning session needs. */
+#define SHAPES_MAX 16384
+
+static int bits2(int32_t v) { return (v & 1) + (v >> 1 & 1); }
+
 static int push(shape_list *l, const tune_shape *t) {
   for (size_t i = 0; i < l->n; i++)
     if (same_shape(&l->items[i], t)) return 0;
+  if (l->n >= SHAPES_MAX) return -2;
   if (l->n == l->cap) {
     size_t cap = l->cap ? l->cap * 2 : 32;
     tune_shape *p = realloc(l->items, cap * sizeof *p);
@@ -210,7 +217,13 @@ int shape_set_expand(const shape_set *s0, shape_list *list, char *err, size_t si
   }
   if (s.gate < 0) s.gate = m ? m->gate : KDA_GATE_SOFTPLUS;
   if (s.out_dtype < 0) s.out_dtype = m ? m->out_dtype : KDA_DTYPE_F32;
-  if (s.bias == 0) s.bias = m ? (m->bias ? 2 : 1) : 2;
+  /* gate none has no activation, so no bias: default to none, and refuse
+   * bias=yes alone (it would expand to nothing). */
+  if (s.bias == 0) s.bias = m ? (m->bias ? 2 : 1) : s.gate == KDA_GATE_NONE ? 1 : 2;
+  if (s.gate == KDA_GATE_NONE && s.bias == 2) {
+    snprintf(err, size, "gate none takes no dt_bias (bias=no)");
+    return -1;
+  }
   if (s.varlen == 0) s.varlen = m ? m->varlen : 1;
   if (s.scale == 0) s.scale = 1;
   if (s.reverse == 0) s.reverse = 1;
@@ -224,6 +237,13 @@ int shape_set_expand(const shape_set *s0, shape_list *list, char *err, size_t si
   }
   if (kernel == KDA_KERNEL_CHUNK_LOCAL_CUMSUM && s.gate != KDA_GATE_NONE) {
     snprintf(err, size, "kernel chunk_local_cumsum takes an activated gate (gate=none)");
+    return -1;
+  }
+  int64_t combos = (int64_t)s.nheads * s.nhead_dim * s.nchunk * s.ndtype * s.ntokens *
+                   bits2(s.bias) * bits2(s.varlen) * bits2(s.scale) * bits2(s.reverse);
+  if (combos > SHAPES_MAX) {
+    snprintf(err, size, "%lld combinations of values; at most %d per line", (long long)combos,
+             SHAPES_MAX);
     return -1;
   }
   for (int32_t h = 0; h < s.nheads; h++)
@@ -275,8 +295,10 @@ int shape_set_expand(const shape_set *s0, shape_list *list, char *err, size_t si
                              bias ? " bias" : "", dt_name(a->g_dtype), dt_name(a->out_dtype),
                              sc ? " scale" : "", rev ? " reverse" : "", var ? "varlen" : "dense",
                              (long long)ts.tokens, ts.bucket);
-                    if (push(list, &ts) != 0) {
-                      snprintf(err, size, "out of memory");
+                    int pushed = push(list, &ts);
+                    if (pushed != 0) {
+                      if (pushed == -2) snprintf(err, size, "more than %d shapes in all", SHAPES_MAX);
+                      else snprintf(err, size, "out of memory");
                       return -1;
                     }
                   }
@@ -289,6 +311,12 @@ int shapes_file_load(const char *path, shape_list *list, char *err, size_t size)
     snprintf(err, size, "%s: cannot open: %s", path, strerror(errno));
     return -1;
   }
+  int rc = shapes_stream_load(f, path, list, err, size);
+  fclose(f);
+  return rc;
+}
+
+int shapes_stream_load(FILE *f, const char *path, shape_list *list, char *err, size_t size) {
   char line[4096], msg[512];
   int lineno = 0, sets = 0, rc = 0;
   while (rc == 0 && fgets(line, sizeof line, f) != NULL) {
@@ -331,7 +359,6 @@ int shapes_file_load(const char *path, shape_list *list, char *err, size_t size)
     snprintf(err, size, "%s: read error: %s", path, strerror(errno));
     rc = -1;
   }
-  fclose(f);
   if (rc == 0 && sets == 0) {
     snprintf(err, size, "%s: no shapes (every line is blank or a comment)", path);
     rc = -1;

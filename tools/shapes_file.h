@@ -22,6 +22,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "kda/kda.h"
 
@@ -67,6 +68,8 @@ int shape_key_known(const char *key);
 int shape_set_expand(const shape_set *s, shape_list *list, char *err, size_t err_size);
 /* Reads a shapes file into list. 0 or -1 with "FILE:LINE: ..." in err. */
 int shapes_file_load(const char *path, shape_list *list, char *err, size_t err_size);
+/* The same from an open stream (not closed here); path names it in errors. */
+int shapes_stream_load(FILE *f, const char *path, shape_list *list, char *err, size_t err_size);
 void shape_list_free(shape_list *list);
 
 /* Model presets (presets.c). */

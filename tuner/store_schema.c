@@ -124,6 +124,9 @@ int kda__store_schema_apply(sqlite3 *db, int *found_version) {
   int version = 0;
   int rc = kda__store_schema_version_of(db, &version);
   *found_version = version;
+  /* user_version is signed: no library writes a negative one, and it would
+   * index before migrations[]. Such a file is damaged (or not ours). */
+  if (rc == SQLITE_OK && version < 0) return SQLITE_NOTADB;
   /* The common case takes no write lock, so opening never queues behind a
    * long writer. */
   if (rc != SQLITE_OK || version >= KDA__STORE_SCHEMA_VERSION) return rc;
@@ -131,6 +134,7 @@ int kda__store_schema_apply(sqlite3 *db, int *found_version) {
   if (rc != SQLITE_OK) return rc;
   rc = kda__store_schema_version_of(db, &version);
   *found_version = version;
+  if (rc == SQLITE_OK && version < 0) rc = SQLITE_NOTADB;
   while (rc == SQLITE_OK && version < KDA__STORE_SCHEMA_VERSION) {
     rc = kda__migrations[version](db);
     version++;
