@@ -10,6 +10,7 @@ command -v make > /dev/null || need+=(make)
 [ -f /usr/include/cmocka.h ] || need+=(libcmocka-dev)
 [ -f /usr/include/sqlite3.h ] || need+=(libsqlite3-dev)
 command -v sqlite3 > /dev/null || need+=(sqlite3)
+command -v pkg-config > /dev/null || need+=(pkg-config)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   sudo=""
