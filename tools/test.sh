@@ -19,3 +19,9 @@ for variant in release asan; do
 done
 echo "=== python package tests (against build/release)"
 bash python/run_tests.sh build/release
+
+# Fuzzing for a bounded time (about 30 s a target) where clang is installed.
+if command -v clang > /dev/null; then
+  echo "=== fuzz"
+  FUZZ_SECONDS=30 bash fuzz/run_fuzz.sh
+fi
