@@ -55,15 +55,15 @@ static kda_status apply_tuning_options(kda_context *ctx, const kda_options *o) {
     if (l >= 0) ctx->log_level = l;
     else kda__log(ctx, KDA_LOG_WARN, "KDA_LOG=%s is not error, warn, info or debug; ignored", lv);
   }
-  KDA__REQUIRE(o->tune_mode >= KDA_TUNE_ON && o->tune_mode <= KDA_TUNE_CACHED, KDA_ERROR_BAD_OPTIONS,
+  KDA__REQUIRE(o->tune_mode >= KDA_TUNE_ON && o->tune_mode <= KDA_TUNE_BACKGROUND, KDA_ERROR_BAD_OPTIONS,
                "kda_options.tune_mode %d is not a kda_tune_mode", o->tune_mode);
   ctx->tune_mode = o->tune_mode;
   const char *tv = getenv("KDA_TUNE");
   if (tv && *tv) {
-    static const char *const modes[] = {"on", "off", "cached"};
-    int m = parse_word(tv, modes, 3);
+    static const char *const modes[] = {"on", "off", "cached", "background"};
+    int m = parse_word(tv, modes, 4);
     if (m >= 0) ctx->tune_mode = m;
-    else kda__log(ctx, KDA_LOG_WARN, "KDA_TUNE=%s is not on, off or cached; ignored", tv);
+    else kda__log(ctx, KDA_LOG_WARN, "KDA_TUNE=%s is not on, off, cached or background; ignored", tv);
   }
   ctx->tune_budget_ms = o->tune_budget_ms > 0 ? o->tune_budget_ms : 1000.0;
   if (o->db_path != NULL) {
@@ -234,6 +234,7 @@ static void unload_module(void *user, CUmodule module) {
 
 void kda_context_destroy(kda_context *ctx) {
   if (ctx == NULL) return;
+  kda__background_stop(ctx);
   if (ctx->cache) {
     int pushed = 0;
     if (kda__context_enter(ctx, &pushed) == KDA_OK) {
@@ -291,6 +292,7 @@ kda_status kda_context_get_stats(kda_context *ctx, kda_stats *stats) {
   stats->persist_failures = atomic_load(&ctx->persist_failures);
   stats->rejected_candidates = atomic_load(&ctx->rejected_candidates);
   stats->tune_ms_total = (double)atomic_load(&ctx->tune_ns) / 1e6;
+  stats->background_jobs = atomic_load(&ctx->background_jobs);
   return KDA_OK;
 }
 
@@ -393,6 +395,13 @@ kda_status kda__context_resolve(kda_context *ctx, const kda__launch_plan *plan,
   if (kda__cache_peek_cfg(ctx->cache, &slot, fn, cfg)) {
     atomic_fetch_add_explicit(&ctx->cache_hits, 1, memory_order_relaxed);
     return KDA_OK;
+  }
+  if (ctx->tune_mode == KDA_TUNE_BACKGROUND) {
+    /* Run now with the heuristic; a worker tunes the slot and installs the
+     * winner, which later calls find in the cache. */
+    kda__background_enqueue(ctx, plan, args, &slot);
+    *cfg = plan->spec.cfg;
+    return kda__context_function(ctx, &plan->spec, stream, fn);
   }
   KDA__TRY(capture_cold(ctx, &plan->spec, stream));
   atomic_fetch_add_explicit(&ctx->cache_misses, 1, memory_order_relaxed);

@@ -37,7 +37,19 @@ struct kda_context {
   struct kda__store *store;
   atomic_uint_fast64_t tuning_runs, db_result_hits, db_cubin_hits, persist_failures,
       rejected_candidates, tune_ns;
+  /* KDA_TUNE_BACKGROUND: the worker and its queue (src/background.c). */
+  struct kda__background *background;
+  atomic_uint_fast64_t background_jobs;
 };
+
+struct kda__launch_plan;
+
+/* Queues a background tuning job for slot (once per slot); starts the
+ * worker on first use. Never blocks on tuning. */
+void kda__background_enqueue(kda_context *ctx, const struct kda__launch_plan *plan,
+                             const kda_gate_args *args, const kda__spec *slot);
+/* Stops the worker: waits for the job in progress, drops the rest. */
+void kda__background_stop(kda_context *ctx);
 
 struct kda__launch_plan;
 

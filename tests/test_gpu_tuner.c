@@ -161,6 +161,53 @@ static void print_stats(const char *what, const kda_stats *s) {
          (unsigned long long)s->rejected_candidates, s->compile_ms_total, s->tune_ms_total);
 }
 
+/* KDA_TUNE_BACKGROUND: the cold call runs at once with the heuristic (no
+ * tuning in the caller's thread), the worker tunes and installs the winner,
+ * later calls use it; destroying a context while its worker tunes is clean. */
+static void background_mode_tunes_off_the_callers_thread_then_switches(void **state) {
+  (void)state;
+  char db[256];
+  temp_db(db, sizeof db);
+  kda_context *ctx = context(db, KDA_TUNE_BACKGROUND);
+  assert_non_null(ctx);
+  kda_stats s1;
+  float *first = run_once(ctx, &s1);
+  assert_non_null(first);
+  check_reference(first);
+  print_stats("background, first call", &s1);
+  kda_stats s = {.struct_size = sizeof s};
+  for (int i = 0; i < 3000; ++i) { /* up to 30 s */
+    kda_context_get_stats(ctx, &s);
+    if (s.background_jobs >= 1) break;
+    usleep(10000);
+  }
+  print_stats("background, after the worker", &s);
+  assert_int_equal(s.background_jobs, 1);
+  assert_int_equal(s.tuning_runs, 1);
+  assert_true(s.db_result_hits >= 1); /* the worker installed the stored winner */
+  const uint64_t hits = s.cache_hits;
+  kda_stats s2;
+  float *second = run_once(ctx, &s2);
+  assert_non_null(second);
+  check_reference(second);
+  assert_true(s2.cache_hits > hits); /* served from the installed slot */
+  assert_int_equal(s2.tuning_runs, 1);
+  assert_int_equal(sql_int(db, "SELECT count(*) FROM results"), 1);
+  kda_context_destroy(ctx);
+  free(first);
+  free(second);
+
+  /* Destroy right after the cold call, while the worker compiles. */
+  temp_db(db, sizeof db);
+  ctx = context(db, KDA_TUNE_BACKGROUND);
+  kda_stats s3;
+  float *third = run_once(ctx, &s3);
+  assert_non_null(third);
+  check_reference(third);
+  kda_context_destroy(ctx);
+  free(third);
+}
+
 static void cold_call_tunes_persists_and_warm_contexts_reuse_it(void **state) {
   (void)state;
   char db[256];
@@ -477,6 +524,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(mode_off_does_not_touch_the_database),
       cmocka_unit_test(mode_cached_never_tunes),
       cmocka_unit_test(prewarm_tunes_then_skips),
+      cmocka_unit_test(background_mode_tunes_off_the_callers_thread_then_switches),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

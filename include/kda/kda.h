@@ -165,7 +165,14 @@ typedef enum kda_tune_mode {
   KDA_TUNE_OFF = 1,
   /** The database's winner when it has one, else the heuristic; never tunes
    *  in the calling thread. */
-  KDA_TUNE_CACHED = 2
+  KDA_TUNE_CACHED = 2,
+  /** A cold specialization runs at once with the heuristic config while a
+   *  worker thread of the context tunes it (on inputs it allocates itself,
+   *  16-byte aligned, of the call's shape and token bucket) and persists the
+   *  winner; later calls switch to the winner. kda_context_destroy waits for
+   *  a tuning run in progress to end (bounded by tune_budget_ms) and drops
+   *  the queued ones. Environment: KDA_TUNE=background. */
+  KDA_TUNE_BACKGROUND = 3
 } kda_tune_mode;
 
 /** Log levels (kda_options.log_level, environment KDA_LOG). */
@@ -190,8 +197,9 @@ typedef struct kda_options {
    *  set, else the sources embedded at build time. */
   const char *kernel_dir;
   /* Fields below were added with autotuning (see "Autotuning and logging"). */
-  /** KDA_TUNE_ON (default), KDA_TUNE_OFF or KDA_TUNE_CACHED. The environment
-   *  variable KDA_TUNE=on|off|cached overrides it. */
+  /** KDA_TUNE_ON (default), KDA_TUNE_OFF, KDA_TUNE_CACHED or
+   *  KDA_TUNE_BACKGROUND. The environment variable
+   *  KDA_TUNE=on|off|cached|background overrides it. */
   int32_t tune_mode;
   /** Tuning database file. NULL: $KDA_CACHE_DIR/tune.db, else
    *  $XDG_CACHE_HOME/kda/tune.db, else ~/.cache/kda/tune.db. The string
@@ -251,6 +259,8 @@ typedef struct kda_stats {
   uint64_t persist_failures; /**< database writes that failed (the call still ran) */
   uint64_t rejected_candidates; /**< tuning candidates rejected (wrong, unwritten, failed) */
   double tune_ms_total;      /**< wall time of tuning runs, compile included */
+  /* Fields below were added with background tuning. */
+  uint64_t background_jobs;  /**< KDA_TUNE_BACKGROUND jobs finished (tuned or found stored) */
 } kda_stats;
 
 KDA_API kda_status kda_context_get_stats(kda_context *ctx, kda_stats *stats);

@@ -85,6 +85,7 @@ KDA_GATE_LOWER_BOUND = 2
 KDA_TUNE_ON = 0
 KDA_TUNE_OFF = 1
 KDA_TUNE_CACHED = 2
+KDA_TUNE_BACKGROUND = 3
 KDA_LOG_ERROR = 0
 KDA_LOG_WARN = 1
 KDA_LOG_INFO = 2
@@ -157,6 +158,7 @@ class KdaStats(Structure):
         ("persist_failures", c_uint64),
         ("rejected_candidates", c_uint64),
         ("tune_ms_total", c_double),
+        ("background_jobs", c_uint64),
     ]
 
 
