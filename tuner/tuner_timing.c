@@ -58,6 +58,9 @@ void kda__bench_destroy(kda__tune_bench *b) {
 
 int kda__bench_rotation(const kda__tune_bench *b) { return b->nrot; }
 
+/* Words of the compare kernel's result (kernel_templates/tune_compare.cuh). */
+#define KDA__COMPARE_WORDS 5
+
 /* Rotation count: enough buffer sets that one pass over them is ~3x L2. */
 static int rotation_for(const kda__tune_launch *l, int l2_bytes) {
   const double set = (double)l->in_bytes + (double)l->out_bytes;
@@ -75,7 +78,7 @@ static kda_status bench_init(kda__tune_bench *b, int l2_bytes) {
   }
   b->out_alloc = (b->l.out_bytes + 3) & ~(size_t)3;
   BENCH_CU(b, cuMemAlloc, &b->ref, b->out_alloc);
-  BENCH_CU(b, cuMemAlloc, &b->result, 4 * sizeof(unsigned long long));
+  BENCH_CU(b, cuMemAlloc, &b->result, KDA__COMPARE_WORDS * sizeof(unsigned long long));
   BENCH_CU(b, cuMemAlloc, &b->out[0], b->out_alloc);
   b->in[0] = (CUdeviceptr)(uintptr_t)b->l.g;
   b->nrot = 1;
@@ -144,9 +147,12 @@ kda_status kda__bench_reference(kda__tune_bench *b, CUfunction fn, const kda__sp
   return KDA_OK;
 }
 
-/* Runs the compare kernel of out against the reference; counts on the host. */
-static kda_status compare(kda__tune_bench *b, CUdeviceptr out, unsigned long long res[3]) {
-  BENCH_CU(b, cuMemsetD32Async, b->result, 0, 8, b->stream);
+/* Runs the compare kernel of out against the reference; counts on the host.
+ * A comparison that did not visit every element (a kernel that did not run,
+ * a driver that does not run kernels) is an error, never a pass. */
+static kda_status compare(kda__tune_bench *b, CUdeviceptr out,
+                          unsigned long long res[KDA__COMPARE_WORDS]) {
+  BENCH_CU(b, cuMemsetD32Async, b->result, 0, 2 * KDA__COMPARE_WORDS, b->stream);
   const void *got = (const void *)(uintptr_t)out, *ref = (const void *)(uintptr_t)b->ref;
   long long n = (long long)out_elems(&b->l);
   float tol = b->l.out_dtype == KDA_DTYPE_BF16 ? (float)KDA__TUNE_TOL_BF16 : (float)KDA__TUNE_TOL_F32;
@@ -158,7 +164,17 @@ static kda_status compare(kda__tune_bench *b, CUdeviceptr out, unsigned long lon
   BENCH_CU(b, cuLaunchKernel, b->compare, (unsigned)blocks, 1, 1, 256, 1, 1, 0, b->stream, params,
            NULL);
   BENCH_CU(b, cuStreamSynchronize, b->stream);
-  BENCH_CU(b, cuMemcpyDtoH, res, b->result, 3 * sizeof res[0]);
+  BENCH_CU(b, cuMemcpyDtoH, res, b->result, KDA__COMPARE_WORDS * sizeof res[0]);
+  KDA__REQUIRE(res[3] == (unsigned long long)n, KDA_ERROR_INTERNAL,
+               "output validation compared %llu of %lld elements: the compare kernel did not "
+               "run; nothing can be validated, so nothing is tuned", res[3], n);
+  /* Both NaN means the reference left it unwritten too: legitimate only
+   * outside every sequence of a varlen batch. */
+  KDA__REQUIRE(b->l.cu_seqlens != NULL || res[4] == 0, KDA_ERROR_INTERNAL,
+               "the reference config left %llu of %lld elements unwritten; tuning stopped",
+               res[4], n);
+  KDA__REQUIRE(res[4] < (unsigned long long)n || n == 0, KDA_ERROR_INTERNAL,
+               "the reference config wrote no element; tuning stopped");
   return KDA_OK;
 }
 
@@ -188,7 +204,7 @@ kda_status kda__bench_validate(kda__tune_bench *b, CUfunction fn, const kda__spe
     size_t words = b->out_alloc / 4 < 64 ? b->out_alloc / 4 : 64;
     BENCH_CU(b, cuMemsetD32Async, b->out[0], one, words, b->stream);
   }
-  unsigned long long res[3] = {0, 0, 0};
+  unsigned long long res[KDA__COMPARE_WORDS] = {0};
   KDA__TRY(compare(b, b->out[0], res));
   uint32_t bits = (uint32_t)(res[2] & 0xffffffffu);
   float err;
