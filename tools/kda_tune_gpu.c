@@ -180,7 +180,7 @@ int cmd_verify(int argc, char **argv) {
   int64_t checked = 0, bad = 0, loaded = 0, load_bad = 0;
   kda_status st = kda_db_check_cubins(db, drop, report_cubin, &vs, &checked, &bad);
   int status = TUNE_OK;
-  char gpu_note[600] = "";
+  char gpu_note[1024] = "";
   rerun_job job;
   memset(&job, 0, sizeof job);
   job.vs = &vs;

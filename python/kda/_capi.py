@@ -194,6 +194,11 @@ class KdaGateArgs(Structure):
 # (kda_options before autotuning ended after kernel_dir.)
 OPTIONS_V1_SIZE = ctypes.sizeof(c_uint32) + ctypes.sizeof(c_int32) + ctypes.sizeof(c_char_p)
 STATS_V1_SIZE = KdaStats.tuning_runs.offset
+# (kda_stats before background tuning ended after tune_ms_total.)
+STATS_V2_SIZE = KdaStats.background_jobs.offset
+# Sizes kda_context_get_stats is tried with, newest layout first: the
+# library accepts only its own sizeof(kda_stats).
+STATS_SIZES = (ctypes.sizeof(KdaStats), STATS_V2_SIZE, STATS_V1_SIZE)
 
 # --------------------------------------------------------------------------
 # Exceptions

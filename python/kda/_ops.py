@@ -109,10 +109,9 @@ def stats(device=None):
     """kda_stats of the device's context as a dict."""
     lib = _library()
     ctx = context(device)
-    size = ctypes.sizeof(C.KdaStats)
     s = C.KdaStats()
     # An older library knows only the first fields: ask with its size.
-    for n in (size, C.STATS_V1_SIZE):
+    for n in C.STATS_SIZES:
         s.struct_size = n
         st = lib.kda_context_get_stats(ctx, byref(s))
         if st == C.KDA_OK:
