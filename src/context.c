@@ -398,8 +398,13 @@ kda_status kda__context_resolve(kda_context *ctx, const kda__launch_plan *plan,
   }
   if (ctx->tune_mode == KDA_TUNE_BACKGROUND) {
     /* Run now with the heuristic; a worker tunes the slot and installs the
-     * winner, which later calls find in the cache. */
-    kda__background_enqueue(ctx, plan, args, &slot);
+     * winner, which later calls find in the cache. Not queued while the
+     * stream captures: the worker's allocations and synchronisations would
+     * run during the capture (and can invalidate it); the slot stays
+     * unqueued, so the next call outside capture queues it. */
+    CUstreamCaptureStatus cap = CU_STREAM_CAPTURE_STATUS_NONE;
+    KDA__CU(ctx->drv, cuStreamIsCapturing, stream, &cap);
+    if (cap == CU_STREAM_CAPTURE_STATUS_NONE) kda__background_enqueue(ctx, plan, args, &slot);
     *cfg = plan->spec.cfg;
     return kda__context_function(ctx, &plan->spec, stream, fn);
   }

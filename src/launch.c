@@ -93,6 +93,15 @@ kda_status kda_layer_gate_fwd(kda_context *ctx, const kda_gate_args *args, void 
       args->gate == KDA_GATE_NONE ? KDA__OP_CHUNK_LOCAL_CUMSUM : KDA__OP_GATE_CHUNK_CUMSUM;
   kda_gate_args a = *args;
   if (a.struct_size == sizeof a && a.cu_seqlens != NULL && a.chunk_indices == NULL) {
+    /* Every argument but the table is checked first (a stand-in row pointer
+     * for the table to come), so a call that fails launches nothing. */
+    static const int32_t stand_in[2];
+    kda_gate_args check = a;
+    check.chunk_indices = stand_in;
+    check.num_chunks = 0;
+    check.num_chunks_device = NULL;
+    kda__launch_plan unused;
+    KDA__TRY(kda__plan_gate_op(op, &check, &unused));
     /* Build the table once, on the device, for this and every later kernel. */
     const int64_t cap = kda_chunk_indices_capacity(a.seq_len, a.num_seqs, a.chunk_size);
     KDA__REQUIRE(cap > 0, KDA_ERROR_BAD_SHAPE,

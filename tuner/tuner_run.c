@@ -363,6 +363,16 @@ kda_status kda__job_tune(kda__slot_job *j, CUmodule *module, CUfunction *functio
   }
   size_t rejected = 0;
   if (st == KDA_OK) st = bench_all(&r, &rejected);
+  if (st != KDA_OK && r.fns != NULL && r.j->rq->report == NULL) {
+    /* Compiled, but the bench or the validation could not run (e.g. the
+     * compare kernel visited nothing): a kernel call keeps the heuristic
+     * config, unstored, instead of failing (prewarm reports the failure). */
+    kda__log(ctx, KDA_LOG_WARN, "[%s]: tuning stopped (%s); using the heuristic config "
+             "without storing it", j->what, kda_last_error());
+    run_free(&r, 0);
+    *cfg = j->heuristic;
+    return kda__job_use_config(j, j->heuristic, module, function);
+  }
   if (st != KDA_OK) {
     run_free(&r, 0);
     return st;

@@ -24,6 +24,14 @@ static _Thread_local CUcontext stack[16];
 static _Thread_local int depth;
 static atomic_long launches, live_allocs, modules;
 
+/* A stream the test says is capturing in global mode: cuStreamIsCapturing
+ * reports it active, and an allocation from any thread meanwhile is an
+ * unsafe call (counted and refused, as the real driver refuses it). */
+static _Atomic(CUstream) capturing;
+static atomic_long unsafe_calls;
+
+FAKE_API void fake_cuda_capture(CUstream s) { atomic_store(&capturing, s); }
+FAKE_API long fake_cuda_unsafe_calls(void) { return atomic_load(&unsafe_calls); }
 FAKE_API long fake_cuda_launches(void) { return atomic_load(&launches); }
 FAKE_API long fake_cuda_live_allocations(void) { return atomic_load(&live_allocs); }
 FAKE_API long fake_cuda_loaded_modules(void) { return atomic_load(&modules); }
@@ -124,6 +132,10 @@ FAKE_API CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigne
   return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuMemAlloc(CUdeviceptr *p, size_t n) {
+  if (atomic_load(&capturing) != NULL) {
+    atomic_fetch_add(&unsafe_calls, 1);
+    return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+  }
   void *m = aligned_alloc(256, (n + 255) & ~(size_t)255);
   if (!m) return CUDA_ERROR_OUT_OF_MEMORY;
   *p = (CUdeviceptr)(uintptr_t)m;
@@ -176,8 +188,8 @@ FAKE_API CUresult cuStreamCreate(CUstream *s, unsigned int flags) {
 FAKE_API CUresult cuStreamDestroy(CUstream s) { free(s); return CUDA_SUCCESS; }
 FAKE_API CUresult cuStreamSynchronize(CUstream s) { (void)s; return CUDA_SUCCESS; }
 FAKE_API CUresult cuStreamIsCapturing(CUstream s, CUstreamCaptureStatus *st) {
-  (void)s;
-  *st = CU_STREAM_CAPTURE_STATUS_NONE;
+  *st = s != NULL && s == atomic_load(&capturing) ? CU_STREAM_CAPTURE_STATUS_ACTIVE
+                                                   : CU_STREAM_CAPTURE_STATUS_NONE;
   return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuStreamBeginCapture(CUstream s, CUstreamCaptureMode m) {
