@@ -168,8 +168,10 @@ typedef enum kda_tune_mode {
   KDA_TUNE_CACHED = 2,
   /** A cold specialization runs at once with the heuristic config while a
    *  worker thread of the context tunes it (on inputs it allocates itself,
-   *  16-byte aligned, of the call's shape and token bucket) and persists the
-   *  winner; later calls switch to the winner. kda_context_destroy waits for
+   *  of the call's shape and token bucket) and persists the winner; later
+   *  calls switch to the winner. The worker's buffers are fully aligned, so
+   *  a call whose g/out allow only a narrower vector (not 16-byte aligned)
+   *  keeps the heuristic. Nothing is queued while the stream captures. kda_context_destroy waits for
    *  a tuning run in progress to end (bounded by tune_budget_ms) and drops
    *  the queued ones. Environment: KDA_TUNE=background. */
   KDA_TUNE_BACKGROUND = 3
