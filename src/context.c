@@ -1,6 +1,7 @@
 /* Context lifetime: driver, device and CUDA context binding, kernel sources
  * and the module cache; plus the build step the cache calls on a miss. */
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -205,10 +206,16 @@ kda_status kda_context_create(const kda_options *options, kda_context **out) {
   *out = NULL;
   kda_options o = kda_options_default();
   if (options) {
-    KDA__REQUIRE(options->struct_size == sizeof(kda_options), KDA_ERROR_BAD_OPTIONS,
-                 "kda_options.struct_size is %u, this library knows %zu (use kda_options_default())",
-                 options->struct_size, sizeof(kda_options));
-    o = *options;
+    /* Callers built against an older header pass the size they know: the
+     * fields it covers are theirs, the rest keep their defaults. */
+    const size_t v1 = offsetof(kda_options, tune_mode);
+    KDA__REQUIRE(options->struct_size == sizeof(kda_options) || options->struct_size == v1,
+                 KDA_ERROR_BAD_OPTIONS,
+                 "kda_options.struct_size is %u; this library knows %zu and %zu (use "
+                 "kda_options_default())",
+                 options->struct_size, v1, sizeof(kda_options));
+    memcpy(&o, options, options->struct_size);
+    o.struct_size = sizeof o;
   }
   KDA__REQUIRE(o.device >= -1, KDA_ERROR_NO_DEVICE, "device ordinal %d is negative", o.device);
   kda_context *ctx = calloc(1, sizeof *ctx);
@@ -277,8 +284,17 @@ kda_status kda_context_get_device_info(kda_context *ctx, kda_device_info *info) 
 
 kda_status kda_context_get_stats(kda_context *ctx, kda_stats *stats) {
   KDA__REQUIRE(ctx && stats, KDA_ERROR_NULL_POINTER, "kda_context_get_stats: NULL argument");
-  KDA__REQUIRE(stats->struct_size == sizeof *stats, KDA_ERROR_BAD_OPTIONS,
-               "kda_stats.struct_size is %u, expected %zu", stats->struct_size, sizeof *stats);
+  /* Sizes of the struct as earlier headers declared it: such callers get
+   * the fields they know and nothing is written past them. */
+  const size_t v1 = offsetof(kda_stats, tuning_runs), v2 = offsetof(kda_stats, background_jobs);
+  const size_t size = stats->struct_size;
+  KDA__REQUIRE(size == sizeof *stats || size == v1 || size == v2, KDA_ERROR_BAD_OPTIONS,
+               "kda_stats.struct_size is %zu; this library knows %zu, %zu and %zu", size, v1, v2,
+               sizeof *stats);
+  kda_stats full;
+  kda_stats *out = stats;
+  stats = &full;
+  stats->struct_size = (uint32_t)size;
   stats->nvrtc_compiles = atomic_load(&ctx->nvrtc_compiles);
   stats->modules_loaded = atomic_load(&ctx->modules_loaded);
   stats->cache_hits = atomic_load(&ctx->cache_hits);
@@ -293,6 +309,7 @@ kda_status kda_context_get_stats(kda_context *ctx, kda_stats *stats) {
   stats->rejected_candidates = atomic_load(&ctx->rejected_candidates);
   stats->tune_ms_total = (double)atomic_load(&ctx->tune_ns) / 1e6;
   stats->background_jobs = atomic_load(&ctx->background_jobs);
+  memcpy(out, &full, size);
   return KDA_OK;
 }
 

@@ -328,6 +328,32 @@ static void tune_on_call_keeps_the_heuristic_when_validation_cannot_run(void **s
   call_free(&c);
 }
 
+/* Callers compiled against earlier headers: their struct sizes are accepted
+ * and nothing is written past them; unknown sizes are refused. */
+static void earlier_struct_sizes_are_accepted(void **state) {
+  (void)state;
+  kda_options o = kda_options_default();
+  o.struct_size = (uint32_t)offsetof(kda_options, tune_mode);
+  kda_context *ctx = NULL;
+  assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
+  _Alignas(kda_stats) unsigned char buf[sizeof(kda_stats) + 16];
+  const size_t sizes[] = {offsetof(kda_stats, tuning_runs), offsetof(kda_stats, background_jobs),
+                          sizeof(kda_stats)};
+  for (size_t i = 0; i < 3; ++i) {
+    memset(buf, 0xab, sizeof buf);
+    kda_stats *s = (kda_stats *)(void *)buf;
+    s->struct_size = (uint32_t)sizes[i];
+    assert_int_equal(kda_context_get_stats(ctx, s), KDA_OK);
+    for (size_t b = sizes[i]; b < sizeof buf; ++b) assert_int_equal(buf[b], 0xab);
+  }
+  kda_stats bad = {.struct_size = 12};
+  assert_int_equal(kda_context_get_stats(ctx, &bad), KDA_ERROR_BAD_OPTIONS);
+  kda_context_destroy(ctx);
+  o = kda_options_default();
+  o.struct_size = 20;
+  assert_int_equal(kda_context_create(&o, &ctx), KDA_ERROR_BAD_OPTIONS);
+}
+
 int main(void) {
   /* Each test names its tuning mode; ctest's KDA_TUNE=off would override. */
   unsetenv("KDA_TUNE");
@@ -349,6 +375,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(context_lifecycle_10000_cycles_keeps_memory_and_fds_flat),
       cmocka_unit_test(sixteen_threads_compile_each_cold_specialization_once),
+      cmocka_unit_test(earlier_struct_sizes_are_accepted),
       cmocka_unit_test(background_mode_runs_cold_calls_at_once_and_shuts_down_cleanly),
       cmocka_unit_test(background_mode_queues_no_tuning_during_capture),
       cmocka_unit_test(layer_gate_fwd_rejects_before_building_the_table),

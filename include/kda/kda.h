@@ -189,7 +189,9 @@ typedef enum kda_log_level {
 typedef void (*kda_log_fn)(void *user, kda_log_level level, const char *message);
 
 typedef struct kda_options {
-  /** sizeof(kda_options) as the caller compiled it; set by kda_options_default(). */
+  /** sizeof(kda_options) as the caller compiled it; set by kda_options_default().
+   *  The size of an earlier version (the fields up to kernel_dir) is accepted:
+   *  the later fields then keep their defaults. */
   uint32_t struct_size;
   /** CUDA device ordinal; the context retains that device's primary context.
    *  -1: bind to the CUcontext current on the calling thread at creation. */
@@ -244,7 +246,9 @@ typedef struct kda_device_info {
 
 KDA_API kda_status kda_context_get_device_info(kda_context *ctx, kda_device_info *info);
 
-/** Counters since context creation; read atomically one by one. */
+/** Counters since context creation; read atomically one by one. A caller
+ *  built against an earlier header sets struct_size to the size it knows and
+ *  gets those fields (nothing is written past them). */
 typedef struct kda_stats {
   uint32_t struct_size;
   uint64_t nvrtc_compiles;   /**< NVRTC programs compiled */
