@@ -92,15 +92,16 @@ int cmd_import(int argc, char **argv) {
 static const tune_opt purge_opts[] = {
     TUNE_OPT_HELP, TUNE_OPT_DB, TUNE_OPT_JSON,
     {"dry-run", NULL, "list what would be deleted, delete nothing"},
-    {"all", NULL, "allow a purge without any filter (deletes every result)"},
+    {"all", NULL, "allow a purge without any filter (deletes every result and every cubin)"},
     {"results-only", NULL, "leave cubins alone"},
     TUNE_OPT_FILTERS, {NULL, NULL, NULL}};
 static const tune_cmd purge_cmd = {
     "purge", "[OPTIONS]",
     "Delete the results matching the filters (--gpu, --stale, --older-than, ...). With --stale "
     "also the cubins of another NVRTC build or kernel template; with --older-than also cubins "
-    "unused for that long (unless --results-only). Refuses to run without a filter unless "
-    "--all.",
+    "unused for that long; with --all every cubin (unless --results-only). Cubins carry no GPU "
+    "or shape, so a filter on those (--gpu, --kernel, --heads, ...) leaves every cubin alone. "
+    "Refuses to run without a filter unless --all.",
     purge_opts, 0, 0};
 
 typedef struct purge_state {
