@@ -298,27 +298,15 @@ kda_status kda_db_has_offline_cubin(kda_db *db, kda_kernel kernel, const kda_gat
   KDA__REQUIRE(db != NULL && shape != NULL && present != NULL, KDA_ERROR_NULL_POINTER,
                "kda_db_has_offline_cubin: NULL argument");
   *present = 0;
-  kda__spec spec;
-  KDA__TRY(kda__offline_spec(kernel, shape, &spec));
-  kda__source_set sources;
-  const char *dir = getenv("KDA_KERNEL_DIR");
-  KDA__TRY(kda__source_set_load(dir && *dir ? dir : NULL, &sources));
-  /* The same keys kda_compile_offline_store writes under. */
-  kda_device_info info;
-  memset(&info, 0, sizeof info);
-  kda__tune_keys keys;
-  kda_status st = kda__tune_keys_make(&info, arch, &sources, &spec, &spec.cfg, 1, NULL, &keys);
-  kda__source_set_free(&sources);
-  KDA__TRY(st);
-  char ctext[64];
-  kda__config_text(&spec.cfg, ctext, sizeof ctext);
-  kda__cubin_key ck;
-  kda__tune_cubin_key(&keys, ctext, &ck);
+  kda__offline_cubin oc;
+  KDA__TRY(kda__offline_cubin_make(kernel, shape, arch, &oc));
   int found = 0, tampered = 0;
   void *blob = NULL;
   size_t size = 0;
-  KDA__TRY(kda__store_lookup_cubin(db->store, &ck, &found, &blob, &size, &tampered));
+  kda_status st = kda__store_lookup_cubin(db->store, &oc.key, &found, &blob, &size, &tampered);
+  kda__offline_cubin_free(&oc);
   free(blob);
+  KDA__TRY(st);
   *present = found;
   return KDA_OK;
 }

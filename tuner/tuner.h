@@ -236,6 +236,22 @@ typedef struct kda__tune_request {
  * stand-ins are used), heuristic config; implemented in src/offline.c. */
 kda_status kda__offline_spec(kda_kernel kernel, const kda_gate_args *shape, kda__spec *spec);
 
+/* What kda_compile_offline_store compiles and the key it stores the cubin
+ * under, computed in one place so that the writer and kda_db's checker
+ * (kda_db_has_offline_cubin) agree. key points into keys and config:
+ * do not copy the struct. Free with kda__offline_cubin_free. */
+typedef struct kda__offline_cubin {
+  kda__spec spec;
+  kda__source_set sources;
+  kda__tune_keys keys;
+  char config[64];
+  kda__cubin_key key;
+} kda__offline_cubin;
+
+kda_status kda__offline_cubin_make(kda_kernel kernel, const kda_gate_args *shape, int32_t arch,
+                                   kda__offline_cubin *out);
+void kda__offline_cubin_free(kda__offline_cubin *oc);
+
 /* 1 if the database holds a winner for slot (a lookup only: nothing is
  * compiled, loaded or allocated); fills report as a skipped prewarm. */
 int kda__tuner_lookup(struct kda_context *ctx, const struct kda__launch_plan *plan, const kda__spec *slot,

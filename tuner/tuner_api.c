@@ -239,6 +239,28 @@ kda_status kda_prewarm(kda_context *ctx, kda_kernel kernel, const kda_gate_args 
   return st;
 }
 
+kda_status kda__offline_cubin_make(kda_kernel kernel, const kda_gate_args *shape, int32_t arch,
+                                   kda__offline_cubin *out) {
+  memset(out, 0, sizeof *out);
+  KDA__TRY(kda__offline_spec(kernel, shape, &out->spec));
+  const char *dir = getenv("KDA_KERNEL_DIR");
+  KDA__TRY(kda__source_set_load(dir && *dir ? dir : NULL, &out->sources));
+  /* No device: the cubin key has no GPU identity in it. */
+  kda_device_info info;
+  memset(&info, 0, sizeof info);
+  kda_status st = kda__tune_keys_make(&info, arch, &out->sources, &out->spec, &out->spec.cfg, 1,
+                                      NULL, &out->keys);
+  if (st != KDA_OK) {
+    kda__offline_cubin_free(out);
+    return st;
+  }
+  kda__config_text(&out->spec.cfg, out->config, sizeof out->config);
+  kda__tune_cubin_key(&out->keys, out->config, &out->key);
+  return KDA_OK;
+}
+
+void kda__offline_cubin_free(kda__offline_cubin *oc) { kda__source_set_free(&oc->sources); }
+
 kda_status kda_compile_offline_store(kda_kernel kernel, const kda_gate_args *shape, int32_t arch,
                                      const char *db_path, double *compile_ms) {
   KDA__REQUIRE(shape != NULL, KDA_ERROR_NULL_POINTER, "kda_compile_offline_store: shape is NULL");
@@ -246,23 +268,17 @@ kda_status kda_compile_offline_store(kda_kernel kernel, const kda_gate_args *sha
                "kda_compile_offline_store: arch %d is not a compute capability x 10", arch);
   kda__op op = KDA__OP_GATE;
   KDA__TRY(op_of(kernel, &op));
-  kda__spec spec;
-  KDA__TRY(kda__offline_spec(kernel, shape, &spec));
-  kda__source_set sources;
-  const char *dir = getenv("KDA_KERNEL_DIR");
-  KDA__TRY(kda__source_set_load(dir && *dir ? dir : NULL, &sources));
-  kda_device_info info;
-  memset(&info, 0, sizeof info);
-  kda__tune_keys keys;
-  kda_status st = kda__tune_keys_make(&info, arch, &sources, &spec, &spec.cfg, 1, NULL, &keys);
+  kda__offline_cubin oc;
+  KDA__TRY(kda__offline_cubin_make(kernel, shape, arch, &oc));
+  kda_status st = KDA_OK;
   char name[KDA__NAME_MAX];
-  if (st == KDA_OK && kda__spec_name(&spec, name, sizeof name) <= 0)
+  if (kda__spec_name(&oc.spec, name, sizeof name) <= 0)
     st = kda__fail(KDA_ERROR_INTERNAL, "specialization name too long");
   kda__compiled out;
   memset(&out, 0, sizeof out);
   if (st == KDA_OK) {
     const char *names[1] = {name};
-    kda__compile_request req = {&sources, kda__spec_source_name(&spec), arch, names, 1};
+    kda__compile_request req = {&oc.sources, kda__spec_source_name(&oc.spec), arch, names, 1};
     st = kda__nvrtc_compile(&req, &out);
   }
   if (st == KDA_OK && compile_ms) *compile_ms = out.compile_ms;
@@ -273,11 +289,7 @@ kda_status kda_compile_offline_store(kda_kernel kernel, const kda_gate_args *sha
   kda__store *store = NULL;
   if (st == KDA_OK) st = kda__store_open(db_path, 0, &store);
   if (st == KDA_OK) {
-    char ctext[64];
-    kda__config_text(&spec.cfg, ctext, sizeof ctext);
-    kda__cubin_key ck;
-    kda__tune_cubin_key(&keys, ctext, &ck);
-    st = kda__store_put_cubin(store, &ck, framed, framed_size, out.compile_ms);
+    st = kda__store_put_cubin(store, &oc.key, framed, framed_size, out.compile_ms);
     if (st == KDA_OK && kda__store_is_read_only(store))
       st = kda__fail(KDA_ERROR_READ_ONLY, "kda_compile_offline_store: the database %s is not "
                      "writable; the cubin was not stored", kda__store_path(store));
@@ -285,6 +297,6 @@ kda_status kda_compile_offline_store(kda_kernel kernel, const kda_gate_args *sha
   kda__store_close(store);
   free(framed);
   kda__compiled_free(&out);
-  kda__source_set_free(&sources);
+  kda__offline_cubin_free(&oc);
   return st;
 }
