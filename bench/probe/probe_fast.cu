@@ -1,0 +1,3 @@
+#define PROBE_NS fast
+#define PROBE_TABLE table_fast
+#include "probe_kernels.cuh"

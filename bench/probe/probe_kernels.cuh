@@ -1,0 +1,26 @@
+// Instantiations of the gate_cumsum template for the probe, wrapped in a
+// namespace so two arithmetic variants can live in one binary.
+#include "probe.h"
+namespace PROBE_NS {
+#include "../../kernel_templates/gate_cumsum.cu"
+
+template <int H, int TX, int SEG>
+static void launch(const void *g, float *out, const float *alog, const float *bias, long long T,
+                   long long nchunks, cudaStream_t st) {
+  constexpr int VEC = 8, K = 128, HK = H * K, NCB = (HK + TX * VEC - 1) / (TX * VEC);
+  kda::gate_cumsum<2, 0, H, K, 64, 1, 1, 1, 1, 0, 0, 0, 3, VEC, TX, SEG>
+      <<<(unsigned)(nchunks * NCB), TX * SEG, 0, st>>>((const unsigned short *)g, out, alog, bias,
+                                                      1.0f, 0.0f, nullptr, nullptr, nullptr, T,
+                                                      nchunks);
+}
+
+#define PROBE_TS(H)                                                                   \
+  {H, 1, 32, launch<H, 1, 32>}, {H, 2, 8, launch<H, 2, 8>}, {H, 2, 16, launch<H, 2, 16>}, \
+  {H, 2, 32, launch<H, 2, 32>}, {H, 4, 8, launch<H, 4, 8>}, {H, 4, 16, launch<H, 4, 16>},       \
+  {H, 4, 32, launch<H, 4, 32>}, {H, 8, 8, launch<H, 8, 8>}, {H, 8, 16, launch<H, 8, 16>},       \
+  {H, 8, 32, launch<H, 8, 32>}, {H, 16, 8, launch<H, 16, 8>}, {H, 16, 16, launch<H, 16, 16>},   \
+  {H, 16, 32, launch<H, 16, 32>}, {H, 32, 8, launch<H, 32, 8>}, {H, 32, 16, launch<H, 32, 16>}, \
+  {H, 32, 32, launch<H, 32, 32>}
+
+probe_entry PROBE_TABLE[] = {PROBE_TS(4), PROBE_TS(8), PROBE_TS(32), {0, 0, 0, nullptr}};
+}  // namespace PROBE_NS
