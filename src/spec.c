@@ -140,7 +140,10 @@ kda__config kda__config_heuristic(const kda__spec *spec) {
   int rows = spec->chunk < 4 ? spec->chunk : 4;
   int seg = spec->chunk / rows;
   int tx = pow2_ceil((hk + vec - 1) / vec);
-  if (tx > 32) tx = 32;
+  /* 128 channels x 16 segments (256 threads) won the tuning of every
+   * large shape on an H100 (bench/results, v3); 512 threads were 1-2%
+   * slower there and 10-30% slower on small shapes. */
+  if (tx > 16) tx = 16;
   while (tx * seg > 1024) tx >>= 1;
   c.vec = vec;
   c.tx = tx;
