@@ -533,6 +533,7 @@ static void capture_records_warm_and_refuses_cold(void **state) {
   CUgraphExec exec;
   assert_int_equal(g_drv->cuGraphInstantiate(&exec, graph, 0), CUDA_SUCCESS);
   gu_poison(d_out, n * 4, 0x7fc00000u);
+  gu_sync(); /* the memset is on the NULL stream; s is non-blocking */
   assert_int_equal(g_drv->cuGraphLaunch(exec, s), CUDA_SUCCESS);
   assert_int_equal(g_drv->cuStreamSynchronize(s), CUDA_SUCCESS);
   float *got = malloc(n * 4);

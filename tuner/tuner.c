@@ -240,7 +240,16 @@ kda_status kda__tuner_build(void *user, const kda__spec *slot, CUmodule *module,
         cfg = j->heuristic;
       }
     }
-    if (acquired) {
+    if (acquired && j->have_keys && !rq->force && stored_winner(j, &rec, &cfg)) {
+      /* Another process stored the row and released the lease between our
+       * lookup and our lease: use its row rather than tune the key twice. */
+      drop_lease(j);
+      atomic_fetch_add(&ctx->db_result_hits, 1);
+      kda__log(ctx, KDA_LOG_INFO, "[%s]: winner %s stored by another process", j->what,
+               rec.config);
+      report_record(rq->report, &rec, KDA_PREWARM_SKIPPED);
+      st = kda__job_use_config(j, cfg, module, function);
+    } else if (acquired) {
       st = kda__job_tune(j, module, function, &cfg);
       if (j->have_keys) drop_lease(j);
     } else {
