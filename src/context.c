@@ -189,6 +189,21 @@ static kda_status bind_device(kda_context *ctx, int32_t device) {
   return KDA_OK;
 }
 
+/* KDA_TEST_GPU_IDENTITY (tuner.h): a test hook, applied after the log
+ * options so that a hook left set in production is always loud. */
+static void apply_identity_hook(kda_context *ctx) {
+  const char *v = getenv("KDA_TEST_GPU_IDENTITY");
+  if (v == NULL || *v == '\0') return;
+  if (kda__gpu_identity_override(v, &ctx->info) != 0) {
+    kda__log(ctx, KDA_LOG_WARN, "KDA_TEST_GPU_IDENTITY=%s is not name=..;pci=..;sms=..;l2=..; "
+             "ignored", v);
+    return;
+  }
+  kda__log(ctx, KDA_LOG_WARN, "KDA_TEST_GPU_IDENTITY (test hook): this context poses as \"%s\" "
+           "(pci 0x%04x, %d SMs, L2 %d bytes) in the tuning database", ctx->info.name,
+           (unsigned)ctx->info.pci_device_id, ctx->info.sm_count, ctx->info.l2_bytes);
+}
+
 static kda_status context_init(kda_context *ctx, const kda_options *o) {
   KDA__TRY(kda__driver_load(&ctx->drv));
   KDA__TRY(bind_device(ctx, o->device));
@@ -198,6 +213,7 @@ static kda_status context_init(kda_context *ctx, const kda_options *o) {
   if (dir && !*dir) dir = NULL;
   KDA__TRY(kda__source_set_load(dir, &ctx->sources));
   KDA__TRY(apply_tuning_options(ctx, o));
+  apply_identity_hook(ctx);
   return kda__cache_create(&ctx->cache);
 }
 

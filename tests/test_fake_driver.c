@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "kda/kda.h"
+#include "kda/kda_db.h"
 
 static long (*fake_launches)(void);
 static long (*fake_live_allocations)(void);
@@ -354,6 +355,45 @@ static void earlier_struct_sizes_are_accepted(void **state) {
   assert_int_equal(kda_context_create(&o, &ctx), KDA_ERROR_BAD_OPTIONS);
 }
 
+static void count_warning(void *user, kda_log_level level, const char *message) {
+  if (level == KDA_LOG_WARN && strstr(message, "KDA_TEST_GPU_IDENTITY")) ++*(int *)user;
+}
+
+/* The test hook reaches the context's identity (and so its database key),
+ * loudly; a malformed one is ignored, loudly. */
+static void gpu_identity_hook_changes_the_context_identity(void **state) {
+  (void)state;
+  kda_options o = kda_options_default();
+  o.tune_mode = KDA_TUNE_OFF;
+  int warnings = 0;
+  o.log_fn = count_warning;
+  o.log_user = &warnings;
+  kda_context *ctx = NULL;
+  kda_device_info real = {.struct_size = sizeof real}, fake = {.struct_size = sizeof fake};
+  assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
+  assert_int_equal(kda_context_get_device_info(ctx, &real), KDA_OK);
+  kda_context_destroy(ctx);
+  assert_int_equal(warnings, 0);
+  setenv("KDA_TEST_GPU_IDENTITY", "name=Fake GPU X;pci=0xfffe", 1);
+  assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
+  assert_int_equal(kda_context_get_device_info(ctx, &fake), KDA_OK);
+  kda_context_destroy(ctx);
+  assert_int_equal(warnings, 1);
+  assert_string_equal(fake.name, "Fake GPU X");
+  assert_int_equal(fake.pci_device_id, 0xfffe);
+  assert_int_equal(fake.cc_major, real.cc_major);
+  char kr[128], kf[128];
+  assert_true(kda_db_gpu_key(&real, kr, sizeof kr) > 0 && kda_db_gpu_key(&fake, kf, sizeof kf) > 0);
+  assert_string_not_equal(kr, kf);
+  setenv("KDA_TEST_GPU_IDENTITY", "name=Fake GPU X;cc=80", 1);
+  assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
+  assert_int_equal(kda_context_get_device_info(ctx, &fake), KDA_OK);
+  kda_context_destroy(ctx);
+  unsetenv("KDA_TEST_GPU_IDENTITY");
+  assert_int_equal(warnings, 2);
+  assert_string_equal(fake.name, real.name);
+}
+
 int main(void) {
   /* Each test names its tuning mode; ctest's KDA_TUNE=off would override. */
   unsetenv("KDA_TUNE");
@@ -380,6 +420,7 @@ int main(void) {
       cmocka_unit_test(background_mode_queues_no_tuning_during_capture),
       cmocka_unit_test(layer_gate_fwd_rejects_before_building_the_table),
       cmocka_unit_test(tune_on_call_keeps_the_heuristic_when_validation_cannot_run),
+      cmocka_unit_test(gpu_identity_hook_changes_the_context_identity),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -311,6 +311,51 @@ static void config_text_round_trips_and_rejects_garbage(void **state) {
   assert_int_equal(kda__config_parse(NULL, &d), -1);
 }
 
+/* KDA_TEST_GPU_IDENTITY's format: every field, hex and decimal, and
+ * anything malformed refused with the identity left untouched. */
+static void gpu_identity_hook_parses_fields_and_refuses_garbage(void **state) {
+  fixture *f = *state;
+  kda_device_info i = f->info;
+  assert_int_equal(kda__gpu_identity_override("name=Fake GPU X;pci=0xfffe;sms=100;l2=1048576", &i),
+                   0);
+  assert_string_equal(i.name, "Fake GPU X");
+  assert_int_equal(i.pci_device_id, 0xfffe);
+  assert_int_equal(i.sm_count, 100);
+  assert_int_equal(i.l2_bytes, 1048576);
+  assert_int_equal(i.cc_major, 9); /* never overridden: cubins must still run */
+  i = f->info;
+  assert_int_equal(kda__gpu_identity_override("sms=7", &i), 0);
+  assert_int_equal(i.sm_count, 7);
+  assert_string_equal(i.name, f->info.name);
+  const char *bad[] = {"", "name=", "name=A;", "pci=12x", "sms=0", "sms=-3", "l2=99999999999",
+                       "cc=80", "name", "name=A;sms=", "=5"};
+  for (size_t b = 0; b < sizeof bad / sizeof bad[0]; ++b) {
+    i = f->info;
+    if (kda__gpu_identity_override(bad[b], &i) != -1) fail_msg("accepted \"%s\"", bad[b]);
+    assert_memory_equal(&i, &f->info, sizeof i); /* all or nothing */
+  }
+  assert_int_equal(kda__gpu_identity_override(NULL, &i), -1);
+}
+
+/* The hook makes another GPU key: the real model's rows are misses for it,
+ * and its own rows are hits for it only. */
+static void overridden_gpu_identity_keeps_separate_results(void **state) {
+  fixture *f = *state;
+  kda__spec s = gate_slot();
+  kda__tune_keys real, fake;
+  make_keys(f, &s, NVRTC_A, &real);
+  put(f, &real);
+  const kda_device_info saved = f->info;
+  assert_int_equal(kda__gpu_identity_override("name=Fake GPU X;pci=0xfffe", &f->info), 0);
+  make_keys(f, &s, NVRTC_A, &fake);
+  assert_string_not_equal(real.gpu, fake.gpu);
+  assert_int_equal(result_hit(f, &fake), 0);
+  put(f, &fake);
+  assert_int_equal(result_hit(f, &fake), 1);
+  f->info = saved;
+  assert_int_equal(result_hit(f, &real), 1);
+}
+
 static void framed_cubins_round_trip_and_garbage_is_refused(void **state) {
   (void)state;
   void *blob;
@@ -340,6 +385,8 @@ int main(void) {
       T(editing_chunk_indices_leaves_gate_cumsum_rows_hits),
       T(another_sm_count_misses_results_not_cubins),
       T(another_space_or_alignment_cap_misses_results),
+      T(gpu_identity_hook_parses_fields_and_refuses_garbage),
+      T(overridden_gpu_identity_keeps_separate_results),
       cmocka_unit_test(config_text_round_trips_and_rejects_garbage),
       cmocka_unit_test(framed_cubins_round_trip_and_garbage_is_refused),
   };

@@ -42,15 +42,27 @@ echo "build: $(( $(date +%s) - t0 )) s"
 
 status=0
 if [ $tests = 1 ]; then
-  (cd build-gpu && ctest -L gpu --output-on-failure -V) > "$OUT/ctest-gpu.log" 2>&1 || status=1
-  grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) |device:|cases:|checked|tests passed|FAILED|Failed|Skipped|SKIP" "$OUT/ctest-gpu.log" | head -60
+  # The GPU stress test runs on its own below, with its own log.
+  (cd build-gpu && ctest -L gpu -LE stress --output-on-failure -V) > "$OUT/ctest-gpu.log" 2>&1 || status=1
+  grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) |device:|cases:|checked|threads,|graph:|model \(|destroy after|tests passed|FAILED|Failed|Skipped|SKIP" "$OUT/ctest-gpu.log" | head -80
   ./build-gpu/tools/kda-demo 2>&1 | tee "$OUT/demo.log" || status=1
+  # 4 processes tuning overlapping shape sets into one database (tests/stress).
+  (cd build-gpu && ctest -R '^test_stress_concurrent_prewarm_gpu$' --output-on-failure -V) > "$OUT/stress-gpu.log" 2>&1 || status=1
+  echo "stress (gpu): $(grep -E "concurrent prewarm|tests passed" "$OUT/stress-gpu.log" | tr '\n' ' ')"
+  grep -E "FAIL" "$OUT/stress-gpu.log" | head -10
 fi
 
 if [ $sanitizer = 1 ] && command -v compute-sanitizer > /dev/null; then
   KDA_TUNE=off KDA_TEST_SANITIZER=1 compute-sanitizer --tool memcheck --error-exitcode 9 \
     ./build-gpu/tests/test_gpu_kernels > "$OUT/memcheck.log" 2>&1
   echo "compute-sanitizer memcheck exit: $?"; tail -4 "$OUT/memcheck.log"
+  # Shared-memory races (the block scans, the chunk-table builder): the
+  # tests that reach every block shape and the device table; bounded time.
+  KDA_TUNE=off KDA_TEST_SANITIZER=1 \
+    KDA_TEST_FILTER=every_config,device_chunk_table \
+    timeout 180 compute-sanitizer --tool racecheck --error-exitcode 9 \
+    ./build-gpu/tests/test_gpu_kernels > "$OUT/racecheck.log" 2>&1
+  echo "compute-sanitizer racecheck exit: $?"; tail -4 "$OUT/racecheck.log"
 fi
 
 if [ -x build-gpu/tools/kda-bench ]; then

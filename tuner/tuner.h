@@ -143,6 +143,16 @@ kda_status kda__template_hash(const kda__source_set *set, const char *source_nam
  * of the loaded library names the build). Computed once. */
 const char *kda__nvrtc_build_version(void);
 
+/* Test hook KDA_TEST_GPU_IDENTITY (docs/GUARANTEES.md): lets one card pose
+ * as another GPU model, so tests on a one-GPU machine can check that two
+ * models in one database keep separate rows. text is ';'-separated
+ * key=value fields, e.g. "name=Fake GPU X;pci=0xfffe;sms=100": name (the
+ * marketing name), pci (PCI device id), sms (SM count), l2 (L2 bytes);
+ * numbers decimal or 0x-hex, positive. The compute capability is not
+ * overridable: the cubins must still run on the real card. Overwrites those
+ * fields of *info and returns 0, or returns -1 and leaves *info alone. */
+int kda__gpu_identity_override(const char *text, kda_device_info *info);
+
 typedef struct kda__tune_keys {
   char gpu[128];
   char kernel[32];

@@ -163,6 +163,48 @@ const char *kda__nvrtc_build_version(void) {
   return g_nvrtc_version;
 }
 
+/* One "key=value" field of KDA_TEST_GPU_IDENTITY into *info; -1 if the
+ * key is unknown or the value is not a number in range. */
+static int identity_field(const char *key, size_t klen, const char *val, size_t vlen,
+                          kda_device_info *info) {
+  if (klen == 4 && strncmp(key, "name", 4) == 0) {
+    if (vlen == 0 || vlen >= sizeof info->name) return -1;
+    memcpy(info->name, val, vlen);
+    info->name[vlen] = '\0';
+    return 0;
+  }
+  char num[32];
+  if (vlen == 0 || vlen >= sizeof num) return -1;
+  memcpy(num, val, vlen);
+  num[vlen] = '\0';
+  char *end = NULL;
+  long v = strtol(num, &end, 0); /* base 0: pci=0x2330 reads as hex */
+  if (*end != '\0' || v <= 0 || v > INT32_MAX) return -1;
+  if (klen == 3 && strncmp(key, "pci", 3) == 0) info->pci_device_id = (int32_t)v;
+  else if (klen == 3 && strncmp(key, "sms", 3) == 0) info->sm_count = (int32_t)v;
+  else if (klen == 2 && strncmp(key, "l2", 2) == 0) info->l2_bytes = (int32_t)v;
+  else return -1;
+  return 0;
+}
+
+int kda__gpu_identity_override(const char *text, kda_device_info *info) {
+  if (text == NULL || info == NULL || *text == '\0') return -1;
+  /* All or nothing: a half-applied identity would be a third, unintended model. */
+  kda_device_info tmp = *info;
+  for (const char *p = text;;) {
+    const char *semi = strchr(p, ';');
+    const size_t len = semi ? (size_t)(semi - p) : strlen(p);
+    const char *eq = memchr(p, '=', len);
+    if (eq == NULL ||
+        identity_field(p, (size_t)(eq - p), eq + 1, len - (size_t)(eq - p) - 1, &tmp) != 0)
+      return -1;
+    if (semi == NULL) break;
+    p = semi + 1;
+  }
+  *info = tmp;
+  return 0;
+}
+
 kda_status kda__tune_keys_make(const kda_device_info *info, int arch,
                                const kda__source_set *sources, const kda__spec *slot,
                                const kda__config *space, size_t n, const char *nvrtc,

@@ -7,6 +7,12 @@
  *                           on any problem (each one printed).
  *   db_check keys DB        one line per cubin: arch|spec|config|sha256,
  *                           sorted (for comparing two databases).
+ *   db_check results DB     one line per tuning result:
+ *                           gpu_key|kernel|spec|bucket|config, sorted, then
+ *                           "results N incomplete I duplicate D"; exit 1 if
+ *                           a key has two winners or a winner is not whole
+ *                           (its trials, its 'ok' trial, its GPU model row
+ *                           or its cubin missing).
  *
  * Never creates the file: a missing database is a failure. */
 #include <sqlite3.h>
@@ -84,9 +90,59 @@ static int keys(sqlite3 *db) {
   return 0;
 }
 
+/* First column of the first row of sql as an integer, -1 on error. */
+static long long scalar(sqlite3 *db, const char *sql) {
+  sqlite3_stmt *st = NULL;
+  long long v = -1;
+  if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+    v = sqlite3_column_int64(st, 0);
+  else
+    fprintf(stderr, "db_check results: %s\n", sqlite3_errmsg(db));
+  sqlite3_finalize(st);
+  return v;
+}
+
+static int results(sqlite3 *db) {
+  sqlite3_stmt *st = NULL;
+  long long n = 0;
+  int rc = sqlite3_prepare_v2(db,
+                              "SELECT gpu_key, kernel, spec, bucket, config FROM results"
+                              " ORDER BY gpu_key, kernel, spec, bucket",
+                              -1, &st, NULL);
+  while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    rc = SQLITE_OK;
+    ++n;
+    printf("%s|%s|%s|%d|%s\n", sqlite3_column_text(st, 0), sqlite3_column_text(st, 1),
+           sqlite3_column_text(st, 2), sqlite3_column_int(st, 3), sqlite3_column_text(st, 4));
+  }
+  sqlite3_finalize(st);
+  if (rc != SQLITE_DONE) {
+    fprintf(stderr, "db_check results: %s\n", sqlite3_errmsg(db));
+    return 1;
+  }
+  /* The UNIQUE constraint should make duplicates impossible: checked here
+   * independently of it, as everything else in this tool. */
+  const long long dup = scalar(db,
+      "SELECT count(*) FROM (SELECT 1 FROM results GROUP BY gpu_key, kernel, spec, bucket,"
+      " template_hash, space_hash HAVING count(*) > 1)");
+  const long long partial = scalar(db,
+      "SELECT count(*) FROM results r WHERE r.config = '' OR r.median_us IS NULL"
+      " OR r.median_us <= 0"
+      " OR r.candidates != (SELECT count(*) FROM trials t WHERE t.result_id = r.id)"
+      " OR NOT EXISTS (SELECT 1 FROM trials t WHERE t.result_id = r.id AND t.config = r.config"
+      "   AND t.status = 'ok')"
+      " OR NOT EXISTS (SELECT 1 FROM gpu_models g WHERE g.gpu_key = r.gpu_key)"
+      " OR NOT EXISTS (SELECT 1 FROM cubins c WHERE c.config = r.config"
+      "   AND substr(r.spec, 1, length(c.spec)) = c.spec"
+      "   AND substr(r.spec, length(c.spec) + 1, 8) = ' veccap=')");
+  printf("results %lld incomplete %lld duplicate %lld\n", n, partial, dup);
+  return dup != 0 || partial != 0;
+}
+
 int main(int argc, char **argv) {
-  if (argc != 3 || (strcmp(argv[1], "integrity") != 0 && strcmp(argv[1], "keys") != 0)) {
-    fprintf(stderr, "usage: db_check integrity|keys DB\n");
+  if (argc != 3 || (strcmp(argv[1], "integrity") != 0 && strcmp(argv[1], "keys") != 0 &&
+                    strcmp(argv[1], "results") != 0)) {
+    fprintf(stderr, "usage: db_check integrity|keys|results DB\n");
     return 2;
   }
   sqlite3 *db = NULL;
@@ -99,7 +155,9 @@ int main(int argc, char **argv) {
     sqlite3_close(db);
     return 1;
   }
-  int r = strcmp(argv[1], "keys") == 0 ? keys(db) : integrity(db);
+  int r = strcmp(argv[1], "keys") == 0      ? keys(db)
+          : strcmp(argv[1], "results") == 0 ? results(db)
+                                            : integrity(db);
   sqlite3_close(db);
   return r < 0 ? 1 : r;
 }
