@@ -2,7 +2,8 @@
 # One-call GPU check for a lent GPU machine (or any GPU box): unpack the
 # carried -dev packages if the system lacks them, build, run the GPU tests,
 # the demo, compute-sanitizer, and the benchmark when it exists. Logs go to
-# $OUT (or ./gpu-out). Usage: bash tools/gpu_check.sh [--no-sanitizer] [--bench-args "..."]
+# $OUT (or ./gpu-out). Usage: bash tools/gpu_check.sh [--no-sanitizer] [--no-bench]
+#   [--bench-only] [--bench-args "..."]
 set -u -o pipefail
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
@@ -10,11 +11,13 @@ root=$PWD
 sanitizer=1
 tests=1
 bench_args=""
+bench=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-sanitizer) sanitizer=0 ;;
     --bench-only) sanitizer=0; tests=0 ;;
     --bench-args) bench_args="$2"; shift ;;
+    --no-bench) bench=0 ;;
   esac
   shift
 done
@@ -53,19 +56,22 @@ if [ $tests = 1 ]; then
 fi
 
 if [ $sanitizer = 1 ] && command -v compute-sanitizer > /dev/null; then
-  KDA_TUNE=off KDA_TEST_SANITIZER=1 compute-sanitizer --tool memcheck --error-exitcode 9 \
+  # KDA_SANITIZER_FILTER limits memcheck to some tests (KDA_TEST_FILTER
+  # syntax) where time is short; KDA_SANITIZER_TIMEOUT bounds each tool.
+  KDA_TUNE=off KDA_TEST_SANITIZER=1 KDA_TEST_FILTER=${KDA_SANITIZER_FILTER:-} \
+    timeout ${KDA_SANITIZER_TIMEOUT:-1800} compute-sanitizer --tool memcheck --error-exitcode 9 \
     ./build-gpu/tests/test_gpu_kernels > "$OUT/memcheck.log" 2>&1
   echo "compute-sanitizer memcheck exit: $?"; tail -4 "$OUT/memcheck.log"
   # Shared-memory races (the block scans, the chunk-table builder): the
   # tests that reach every block shape and the device table; bounded time.
   KDA_TUNE=off KDA_TEST_SANITIZER=1 \
     KDA_TEST_FILTER=every_config,device_chunk_table \
-    timeout 180 compute-sanitizer --tool racecheck --error-exitcode 9 \
+    timeout ${KDA_SANITIZER_TIMEOUT:-180} compute-sanitizer --tool racecheck --error-exitcode 9 \
     ./build-gpu/tests/test_gpu_kernels > "$OUT/racecheck.log" 2>&1
   echo "compute-sanitizer racecheck exit: $?"; tail -4 "$OUT/racecheck.log"
 fi
 
-if [ -x build-gpu/tools/kda-bench ]; then
+if [ $bench = 1 ] && [ -x build-gpu/tools/kda-bench ]; then
   ./build-gpu/tools/kda-bench --json-dir "$OUT" $bench_args 2>&1 | tee "$OUT/bench.log" || status=1
 fi
 exit $status
