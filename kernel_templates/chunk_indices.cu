@@ -2,10 +2,10 @@
 // for every chunk of BT tokens, in sequence order, with no host round trip.
 //
 // One block walks the sequences THREADS at a time: each thread counts the
-// chunks of one sequence, a block scan turns counts into offsets, and each
-// warp then writes the rows of its 32 sequences with all 32 lanes, so one
-// long sequence does not serialise on one thread. Rows past the count are
-// set to -1.
+// chunks of one sequence, a block scan turns counts into offsets, and then
+// all threads fill the tile's rows together (a binary search over the
+// offsets finds each row's sequence), so one long sequence does not
+// serialise on one thread. Rows past the count are set to -1.
 #include "kda_common.cuh"
 
 namespace kda {
@@ -16,8 +16,8 @@ build_chunk_indices(const typename storage<IDX_DT>::type *__restrict__ cu_seqlen
                     long long num_seqs, long long total_tokens, int *__restrict__ out,
                     long long capacity, int *__restrict__ count) {
   static_assert(THREADS % 32 == 0 && THREADS <= 1024, "whole warps");
+  __shared__ long long offs[THREADS + 1];
   __shared__ long long warp_sums[THREADS / 32];
-  __shared__ long long tile_total_s;
   const int tid = (int)threadIdx.x;
   const int lane = tid & 31, warp = tid >> 5;
   long long carry = 0;
@@ -52,33 +52,32 @@ build_chunk_indices(const typename storage<IDX_DT>::type *__restrict__ cu_seqlen
         if (lane >= d) x += y;
       }
       if (lane < NW) warp_sums[lane] = x - w;
-      const long long total = __shfl_sync(0xffffffffu, x, 31);
-      if (lane == 0) tile_total_s = total;
+      const long long wincl = __shfl_sync(0xffffffffu, x, 31);
+      if (lane == 0) offs[THREADS] = wincl;
     }
     __syncthreads();
-    const long long excl = warp_sums[warp] + incl - nc;
-    const long long tile_total = tile_total_s;
+    offs[tid] = warp_sums[warp] + incl - nc;
+    __syncthreads();
 
-    // Each warp writes the rows of its own 32 sequences, one sequence at a
-    // time with the lanes side by side: no search per row, and a long
-    // sequence is spread over 32 lanes instead of serialising one thread.
-    unsigned todo = __ballot_sync(0xffffffffu, nc > 0);
-    while (todo != 0) {
-      const int k = __ffs(todo) - 1;
-      todo &= todo - 1;
-      const long long start = carry + __shfl_sync(0xffffffffu, excl, k);
-      const long long cnt = __shfl_sync(0xffffffffu, nc, k);
-      const int seq = (int)(tile + warp * 32 + k);
-      for (long long e = lane; e < cnt; e += 32) {
-        const long long pos = start + e;
-        if (pos < capacity) {
-          out[2 * pos] = seq;
-          out[2 * pos + 1] = (int)e;
-        }
+    const long long tile_total = offs[THREADS];
+    for (long long e = tid; e < tile_total; e += THREADS) {
+      // Largest k with offs[k] <= e: empty sequences share their
+      // successor's offset, so the largest one is the non-empty owner.
+      // Only the tile's sequences can own a row: search those.
+      const long long in_tile = num_seqs - tile < THREADS ? num_seqs - tile : THREADS;
+      int lo = 0, hi = (int)in_tile - 1;
+      while (lo < hi) {
+        const int mid = (lo + hi + 1) >> 1;
+        if (offs[mid] <= e) lo = mid; else hi = mid - 1;
+      }
+      const long long pos = carry + e;
+      if (pos < capacity) {
+        out[2 * pos] = (int)(tile + lo);
+        out[2 * pos + 1] = (int)(e - offs[lo]);
       }
     }
     carry += tile_total;
-    __syncthreads();  // warp_sums and tile_total_s are rewritten by the next tile
+    __syncthreads();
   }
 
   for (long long p = carry + tid; p < capacity; p += THREADS) {
