@@ -140,6 +140,42 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
     }
   }
 
+  // fp32 output at VEC = 8: a thread's 32 bytes leave as two 16-byte stores,
+  // and each store instruction of the warp writes half of every 32-byte
+  // sector it touches, doubling the L2 write requests (L2 was the busiest
+  // unit in ncu at full bandwidth). Lane pairs swap halves so that each
+  // instruction writes whole sectors: the even lane stores channels
+  // c..c+3 and c+8..c+11, the odd lane c-4..c-1 and c+4..c+7 (its own c is
+  // the even lane's + 8). HK % 16 == 0 keeps both lanes of a pair valid
+  // together; the shuffles run before any lane leaves.
+  constexpr bool PAIR = OUT_DT == DT_F32 && VEC == 8 && TX % 2 == 0 && HK % (2 * VEC) == 0
+#ifdef KDA_NO_PAIR_STORES  // bench/probe's "before" variant
+                        && false
+#endif
+      ;
+  if (PAIR) {
+    const bool odd = (tx & 1) != 0;
+#pragma unroll
+    for (int i = 0; i < L; ++i) {
+      const int r = s * L + i;
+      vec<float, 4> first, second;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float a = HAS_SCALE ? v[i][j] * scale : v[i][j];
+        const float b = HAS_SCALE ? v[i][4 + j] * scale : v[i][4 + j];
+        const float got = __shfl_xor_sync(0xffffffffu, odd ? a : b, 1);
+        first.v[j] = odd ? got : a;
+        second.v[j] = odd ? b : got;
+      }
+      if (cvalid && r < len) {
+        float *row = reinterpret_cast<float *>(out + (row0 + r) * HK + c);
+        *reinterpret_cast<vec<float, 4> *>(row + (odd ? -4 : 0)) = first;
+        *reinterpret_cast<vec<float, 4> *>(row + (odd ? 4 : 8)) = second;
+      }
+    }
+    return;
+  }
+
   if (!cvalid) return;
 #pragma unroll
   for (int i = 0; i < L; ++i) {

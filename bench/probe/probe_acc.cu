@@ -1,4 +1,6 @@
-#define KDA_ACCURATE_SOFTPLUS 1
+// Variant "base": the kernel as it was before the change under test
+// (here: fp32 stores without the lane-pair swap).
+#define KDA_NO_PAIR_STORES 1
 #define PROBE_NS acc
 #define PROBE_TABLE table_acc
 #include "probe_kernels.cuh"
