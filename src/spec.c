@@ -154,12 +154,15 @@ kda__config kda__config_heuristic(const kda__spec *spec) {
 kda__config kda__config_fit_grid(const kda__spec *spec, kda__config c, int64_t num_chunks,
                                  int sm_count) {
   if (spec->kernel == KDA__KERNEL_CHUNK_INDICES || sm_count <= 0) return c;
-  /* A small batch gives few blocks: each SM then runs one block's arithmetic
-   * alone and the kernel is latency bound. Narrow the blocks (fewer
-   * channels each, down to one warp) until there are two per SM. */
+  /* A small batch gives few blocks, and a block's rows are processed one
+   * after another on one SM: narrow the blocks (fewer channels each, down
+   * to one warp) while there are fewer blocks than a quarter of the SMs.
+   * The H100 probe (bench/results/probe-*-pairs.json) put the fastest block
+   * shape at 64-256 blocks on 132 SMs: narrowing further, to two blocks
+   * per SM, cost 6-7% at T=512 H=32 and T=2048 H=8 and 14% at T=512 H=4. */
   kda__spec s = *spec;
   s.cfg = c;
-  while (kda__spec_grid(&s, num_chunks) < (uint64_t)(2 * sm_count) && s.cfg.tx > 1 &&
+  while (kda__spec_grid(&s, num_chunks) * 4 < (uint64_t)sm_count && s.cfg.tx > 1 &&
          s.cfg.tx * s.cfg.seg > 32)
     s.cfg.tx >>= 1;
   return s.cfg;

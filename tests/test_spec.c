@@ -142,12 +142,20 @@ static void small_grids_get_narrower_blocks(void **state) {
   (void)state;
   kda__spec s = gate_spec(KDA_DTYPE_BF16, 4, 128, 64); /* T=512: 8 chunks */
   kda__config h = kda__config_heuristic(&s);
+  s.cfg = h;
+  assert_true(kda__spec_grid(&s, 8) * 4 < 132); /* 32 blocks of 16x16 */
   kda__config c = kda__config_fit_grid(&s, h, 8, 132);
   s.cfg = c;
   assert_int_equal(kda__config_check(&s), KDA_OK);
-  assert_true(kda__spec_grid(&s, 8) >= 128);
+  assert_true(kda__spec_grid(&s, 8) * 4 >= 132);
+  assert_int_equal(kda__spec_grid(&s, 8), 64); /* 8x16: the H100 probe's fastest */
   assert_true(c.tx < h.tx);
   assert_true(c.tx * c.seg >= 32); /* never below one warp */
+  /* 256 blocks of 16x16 (T=512 H=32) are kept: narrowing them was slower. */
+  kda__spec wide = gate_spec(KDA_DTYPE_BF16, 32, 128, 64);
+  kda__config hw = kda__config_heuristic(&wide);
+  kda__config cw = kda__config_fit_grid(&wide, hw, 8, 132);
+  assert_memory_equal(&cw, &hw, sizeof hw);
   /* A large batch keeps the heuristic. */
   kda__config big = kda__config_fit_grid(&s, h, 4096, 132);
   assert_memory_equal(&big, &h, sizeof h);
