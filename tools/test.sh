@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: installs what it needs, then builds twice and runs every
-# test in both builds: warnings as errors, and AddressSanitizer + UBSan.
+# The test command: installs what it needs, then builds three times and runs
+# every test in each build: warnings as errors, AddressSanitizer + UBSan, and
+# ThreadSanitizer (the host side's threads, locks and atomics).
 # GPU tests (label gpu) run where there is a GPU and are reported as skipped
 # where there is none.
 set -euo pipefail
@@ -8,9 +9,10 @@ cd "$(dirname "$0")/.."
 bash tools/install_deps.sh
 export PATH=/usr/local/cuda/bin:$PATH
 jobs=$(nproc)
-for variant in release asan; do
+for variant in release asan tsan; do
   flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DKDA_WERROR=ON)
   [ $variant = asan ] && flags+=(-DKDA_SANITIZE=ON)
+  [ $variant = tsan ] && flags+=(-DKDA_TSAN=ON)
   echo "=== $variant build"
   cmake -B build/$variant -S . "${flags[@]}" > /dev/null
   cmake --build build/$variant -j "$jobs"
