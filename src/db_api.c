@@ -383,15 +383,20 @@ static int collect_trial(void *user, const kda__store_trial *t) {
   return 0;
 }
 
-static const kda_db_trial *g_sort_base; /* only read during qsort below */
+/* What a trial is sorted by, carried in the sorted array itself: qsort's
+ * comparator has no user pointer, and a global one would be shared by
+ * threads showing on different handles. */
+typedef struct trial_key {
+  double median_us; /* < 0: not measured */
+  size_t index;     /* insertion order */
+} trial_key;
 
 static int trial_order(const void *a, const void *b) {
-  size_t ia = *(const size_t *)a, ib = *(const size_t *)b;
-  const kda_db_trial *x = &g_sort_base[ia], *y = &g_sort_base[ib];
+  const trial_key *x = a, *y = b;
   int mx = x->median_us >= 0, my = y->median_us >= 0;
   if (mx != my) return my - mx; /* measured first */
   if (mx && x->median_us != y->median_us) return x->median_us < y->median_us ? -1 : 1;
-  return (ia > ib) - (ia < ib);
+  return (x->index > y->index) - (x->index < y->index);
 }
 
 static int is_decimal(const char *s) {
@@ -436,15 +441,13 @@ kda_status kda_db_show(kda_db *db, const char *key_or_id, kda_db_record *out, kd
   trial_job j = {0};
   kda_status st = kda__store_list_trials(db->store, &rec, collect_trial, &j);
   if (st == KDA_OK && j.oom) st = kda__fail(KDA_ERROR_OUT_OF_MEMORY, "kda_db_show: out of memory");
-  size_t *order = st == KDA_OK ? malloc((j.n + 1) * sizeof *order) : NULL;
+  trial_key *order = st == KDA_OK ? malloc((j.n + 1) * sizeof *order) : NULL;
   if (st == KDA_OK && order == NULL) st = kda__fail(KDA_ERROR_OUT_OF_MEMORY, "kda_db_show: out of memory");
   if (st == KDA_OK) {
-    for (size_t i = 0; i < j.n; i++) order[i] = i;
-    g_sort_base = j.rows;
+    for (size_t i = 0; i < j.n; i++) order[i] = (trial_key){j.rows[i].median_us, i};
     qsort(order, j.n, sizeof *order, trial_order);
-    g_sort_base = NULL;
     for (size_t i = 0; fn != NULL && i < j.n; i++)
-      if (fn(user, &j.rows[order[i]]) != 0) break;
+      if (fn(user, &j.rows[order[i].index]) != 0) break;
   }
   free(order);
   free(j.rows);
