@@ -1,5 +1,5 @@
 // Probe: two variants of the gate_cumsum kernel ("base" and "test", chosen
-// by the macros in probe_acc.cu and probe_fast.cu) over block shapes on the
+// by the macros in probe_base.cu and probe_test.cu) over block shapes on the
 // shapes that decide issue 5, plus the cost of a bare cuLaunchKernel.
 // Not part of the library build; bench/probe/run.sh builds it with nvcc.
 #include <cuda.h>
@@ -164,7 +164,7 @@ int main(int argc, char **argv) {
       CK(cudaMemcpy(dbi, bias.data(), H * K * 4, cudaMemcpyHostToDevice));
       std::vector<float> got(n);
       for (int var = 0; var < 2; ++var) {
-        probe_entry *tab = var ? fast::table_fast : acc::table_acc;
+        probe_entry *tab = var ? test::table_test : base::table_base;
         const char *vname = var ? "test" : "base";
         double best = 1e30;
         int bt = 0, bs = 0;

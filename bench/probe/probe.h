@@ -6,5 +6,5 @@ struct probe_entry {
   int heads, tx, seg;
   probe_launch fn;
 };
-namespace acc { extern probe_entry table_acc[]; }
-namespace fast { extern probe_entry table_fast[]; }
+namespace base { extern probe_entry table_base[]; }
+namespace test { extern probe_entry table_test[]; }

@@ -6,7 +6,7 @@ OUT=${OUT:-$PWD/probe-out}
 mkdir -p "$OUT"
 cd "$(dirname "$0")"
 arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
-nvcc -O3 -std=c++17 -arch=sm_$arch -o "$OUT/probe" probe.cu probe_acc.cu probe_fast.cu -lcuda
+nvcc -O3 -std=c++17 -arch=sm_$arch -o "$OUT/probe" probe.cu probe_base.cu probe_test.cu -lcuda
 PROBE_JSON=$OUT/probe.json "$OUT/probe" | tee "$OUT/probe.log"
 if [ "${1:-}" = --ncu ] && command -v ncu > /dev/null; then
   ncu --clock-control none --section SpeedOfLight --section Occupancy --section WarpStateStats \
