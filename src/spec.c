@@ -162,7 +162,7 @@ kda__config kda__config_fit_grid(const kda__spec *spec, kda__config c, int64_t n
    * per SM, cost 6-7% at T=512 H=32 and T=2048 H=8 and 14% at T=512 H=4. */
   kda__spec s = *spec;
   s.cfg = c;
-  while (kda__spec_grid(&s, num_chunks) * 4 < (uint64_t)sm_count && s.cfg.tx > 1 &&
+  while (kda__grid_starves_sms(kda__spec_grid(&s, num_chunks), sm_count) && s.cfg.tx > 1 &&
          s.cfg.tx * s.cfg.seg > 32)
     s.cfg.tx >>= 1;
   return s.cfg;
@@ -195,6 +195,10 @@ size_t kda__config_space(const kda__spec *spec, kda__config *out, size_t cap) {
     }
   }
   return n;
+}
+
+int kda__grid_starves_sms(uint64_t grid, int sm_count) {
+  return sm_count > 0 && grid * 4 < (uint64_t)sm_count;
 }
 
 uint64_t kda__spec_grid(const kda__spec *spec, int64_t num_chunks) {

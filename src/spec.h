@@ -71,8 +71,8 @@ kda_status kda__config_check(const kda__spec *spec);
 /* The built-in heuristic config for a spec (always legal). */
 kda__config kda__config_heuristic(const kda__spec *spec);
 
-/* Narrows config c so that a launch of num_chunks chunks gives at least two
- * blocks per multiprocessor where it can (the result stays legal). */
+/* Narrows config c while a launch of num_chunks chunks would starve the
+ * SMs (kda__grid_starves_sms), down to one warp (the result stays legal). */
 kda__config kda__config_fit_grid(const kda__spec *spec, kda__config c, int64_t num_chunks,
                                  int sm_count);
 
@@ -82,5 +82,10 @@ size_t kda__config_space(const kda__spec *spec, kda__config *out, size_t cap);
 
 /* Grid size (blocks) for a launch of num_chunks chunks. */
 uint64_t kda__spec_grid(const kda__spec *spec, int64_t num_chunks);
+
+/* Whether a grid of `grid` blocks is too small to keep the SMs busy: fewer
+ * blocks than a quarter of the SMs. The one threshold shared by
+ * kda__config_fit_grid and the tuner's ranking of candidates. */
+int kda__grid_starves_sms(uint64_t grid, int sm_count);
 
 #endif

@@ -144,8 +144,7 @@ static double score(const kda__spec *slot, const kda__config *c, const kda__conf
   kda__spec t = *slot;
   t.cfg = *c;
   const uint64_t grid = kda__spec_grid(&t, num_chunks);
-  /* idle SMs (the same threshold as kda__config_fit_grid) */
-  if (sm_count > 0 && grid * 4 < (uint64_t)sm_count) s += 1.0;
+  if (kda__grid_starves_sms(grid, sm_count)) s += 1.0; /* idle SMs */
   return s;
 }
 
