@@ -60,12 +60,12 @@ build_chunk_indices(const typename storage<IDX_DT>::type *__restrict__ cu_seqlen
     __syncthreads();
 
     const long long tile_total = offs[THREADS];
+    // Only the tile's sequences can own a row: search those.
+    const int in_tile = (int)(num_seqs - tile < THREADS ? num_seqs - tile : THREADS);
     for (long long e = tid; e < tile_total; e += THREADS) {
       // Largest k with offs[k] <= e: empty sequences share their
       // successor's offset, so the largest one is the non-empty owner.
-      // Only the tile's sequences can own a row: search those.
-      const long long in_tile = num_seqs - tile < THREADS ? num_seqs - tile : THREADS;
-      int lo = 0, hi = (int)in_tile - 1;
+      int lo = 0, hi = in_tile - 1;
       while (lo < hi) {
         const int mid = (lo + hi + 1) >> 1;
         if (offs[mid] <= e) lo = mid; else hi = mid - 1;
