@@ -3,8 +3,10 @@
  *
  *   db_check integrity DB   PRAGMA integrity_check, then every cubin row's
  *                           blob against its stored sha256 and size. Prints
- *                           "integrity ok cubins N results R bad 0"; exit 1
- *                           on any problem (each one printed).
+ *                           "integrity ok cubins N results R bad 0", or
+ *                           "integrity ok empty ..." for a file with no
+ *                           tables at all; exit 1 on any problem (each
+ *                           one printed).
  *   db_check keys DB        one line per cubin: arch|spec|config|sha256,
  *                           sorted (for comparing two databases).
  *   db_check results DB     one line per tuning result:
@@ -37,6 +39,18 @@ static int integrity(sqlite3 *db) {
   if (rc != SQLITE_DONE) {
     printf("integrity_check failed: %s\n", sqlite3_errmsg(db));
     return -1;
+  }
+  /* A process killed between creating the file and committing the schema
+   * (one transaction) leaves a sound file with no tables; the next open
+   * creates them. Any partial schema is a failure below. */
+  long long tables = -1;
+  if (sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master", -1, &st, NULL) == SQLITE_OK &&
+      sqlite3_step(st) == SQLITE_ROW)
+    tables = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  if (tables == 0) {
+    printf("integrity %s empty (no schema committed yet)\n", problems ? "FAILED" : "ok");
+    return problems ? 1 : 0;
   }
   long long cubins = 0, bad = 0, results = -1;
   rc = sqlite3_prepare_v2(db, "SELECT id, blob, sha256, size FROM cubins", -1, &st, NULL);
