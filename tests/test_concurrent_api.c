@@ -1422,6 +1422,99 @@ static void kernel_calls_on_a_read_only_database_run_and_warn_once(void **state)
   tmpdb_remove(&db);
 }
 
+/* kda_context_db_path on 8 threads while 8 others make the context's first
+ * kernel calls (which open the database): every answer is "" (not opened
+ * yet) or the one path, a thread that saw the path never sees "" again,
+ * and the final answer names the file asked for. */
+typedef struct path_worker {
+  kda_context *ctx;
+  call *shape; /* NULL: a reader */
+  atomic_int *callers_left;
+  int reads, saw_empty, saw_path;
+  char last[256];
+  notes n;
+} path_worker;
+
+static void *path_work(void *p) {
+  path_worker *w = p;
+  start_together();
+  if (w->shape != NULL) {
+    for (int r = 0; r < 50; ++r)
+      NOTE(&w->n, kda_gate_chunk_cumsum(w->ctx, &w->shape->a, NULL) == KDA_OK, "call %d: %s", r,
+           kda_last_error());
+    atomic_fetch_sub(w->callers_left, 1);
+    return NULL;
+  }
+  int last_round = 0;
+  while (!last_round) {
+    last_round = atomic_load(w->callers_left) == 0; /* one more read after the last call */
+    const char *path = kda_context_db_path(w->ctx);
+    w->reads++;
+    NOTE(&w->n, path != NULL, "read %d: NULL", w->reads);
+    if (path == NULL) break;
+    if (path[0] == '\0') {
+      NOTE(&w->n, !w->saw_path, "read %d: \"\" after the path", w->reads);
+      w->saw_empty++;
+    } else {
+      NOTE(&w->n, !w->saw_path || strcmp(path, w->last) == 0, "read %d: %s after %s", w->reads,
+           path, w->last);
+      snprintf(w->last, sizeof w->last, "%s", path);
+      w->saw_path++;
+    }
+    /* A short nap: the callers take the same lock, and a reader spinning
+     * on it would only slow them (and, under TSan, grow its history). */
+    const struct timespec nap = {0, 20000};
+    nanosleep(&nap, NULL);
+  }
+  return NULL;
+}
+
+static void db_path_read_on_eight_threads_while_eight_open_the_database(void **state) {
+  (void)state;
+  tmpdb db;
+  tmpdb_make(&db);
+  call shape;
+  call_init(&shape, 4, 64, 64, 256, KDA_DTYPE_BF16, KDA_GATE_SOFTPLUS);
+  kda_context *ctx = context_make(KDA_TUNE_CACHED, db.path, NULL);
+  assert_string_equal(kda_context_db_path(ctx), ""); /* opened at first use */
+  atomic_int callers_left = THREADS / 2;
+  path_worker w[THREADS];
+  memset(w, 0, sizeof w);
+  for (int i = 0; i < THREADS; ++i) {
+    w[i].ctx = ctx;
+    w[i].shape = i % 2 == 0 ? &shape : NULL;
+    w[i].callers_left = &callers_left;
+  }
+  run_threads(THREADS, path_work, w, sizeof w[0]);
+  assert_int_equal(sum_notes(w, sizeof w[0], offsetof(path_worker, n), THREADS), 0);
+  const char *final = kda_context_db_path(ctx);
+  int reads = 0, empty = 0;
+  for (int i = 1; i < THREADS; i += 2) {
+    assert_string_equal(w[i].last, final); /* each reader's last read came after the calls */
+    reads += w[i].reads;
+    empty += w[i].saw_empty;
+  }
+  printf("kda_context_db_path: %d reads on %d threads during %d first calls, %d of them \"\" "
+         "(before the database was open), the rest %s\n",
+         reads, THREADS / 2, THREADS / 2 * 50, empty, final);
+  assert_non_null(strstr(final, strrchr(db.dir, '/')));
+  assert_non_null(strstr(final, "/tune.db"));
+  assert_int_equal(stats_of(ctx).launches, THREADS / 2 * 50);
+  kda_context_destroy(ctx);
+  assert_string_equal(kda_context_db_path(NULL), "");
+  /* KDA_TUNE_OFF and in-memory contexts never name a file. */
+  ctx = context_make(KDA_TUNE_OFF, db.path, NULL);
+  assert_int_equal(kda_gate_chunk_cumsum(ctx, &shape.a, NULL), KDA_OK);
+  assert_string_equal(kda_context_db_path(ctx), "");
+  kda_context_destroy(ctx);
+  ctx = context_make(KDA_TUNE_CACHED, ":memory:", NULL);
+  assert_int_equal(kda_gate_chunk_cumsum(ctx, &shape.a, NULL), KDA_OK);
+  assert_string_equal(kda_context_db_path(ctx), "");
+  kda_context_destroy(ctx);
+  call_free(&shape);
+  tmpdb_remove(&db);
+}
+
 /* A context whose database file fills up (SQLite's max_page_count set to
  * the file's size): 16 threads call three cold shapes at once, 60 rounds
  * (KDA_TUNE_CACHED: each compiles its heuristic once and stores the
@@ -1576,6 +1669,7 @@ int main(void) {
       cmocka_unit_test(layer_gate_fwd_from_sixteen_threads_compiles_once_and_launches_every_kernel),
       cmocka_unit_test(prewarm_from_sixteen_threads_with_kernel_calls_on_one_context),
       cmocka_unit_test(kernel_calls_on_a_read_only_database_run_and_warn_once),
+      cmocka_unit_test(db_path_read_on_eight_threads_while_eight_open_the_database),
       cmocka_unit_test(full_disk_at_kernel_calls_counts_the_failure_and_every_call_runs),
       cmocka_unit_test(waiter_falls_back_to_the_heuristic_when_the_lease_holder_never_stores),
   };

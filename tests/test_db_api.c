@@ -390,6 +390,126 @@ static void db_cubin_checks_find_a_tampered_hash_without_a_gpu(void **state) {
   kda_db_close(db);
 }
 
+/* Each callback counts its calls; returning nonzero from the first one is
+ * the caller asking to stop. */
+typedef struct stopper {
+  int calls;
+} stopper;
+
+static int stop_record(void *user, const kda_db_record *r) {
+  (void)r;
+  ((stopper *)user)->calls++;
+  return 1;
+}
+
+static int stop_trial(void *user, const kda_db_trial *t) {
+  (void)t;
+  ((stopper *)user)->calls++;
+  return 1;
+}
+
+static int stop_count(void *user, const char *gpu_key, const char *gpu_name, const char *kernel,
+                      int64_t results, int64_t stale) {
+  (void)gpu_key, (void)gpu_name, (void)kernel, (void)results, (void)stale;
+  ((stopper *)user)->calls++;
+  return 1;
+}
+
+static int stop_purge(void *user, const kda_db_record *result, const kda_db_cubin *cubin) {
+  (void)result, (void)cubin;
+  ((stopper *)user)->calls++;
+  return -7; /* any nonzero value */
+}
+
+static int stop_cubin(void *user, const kda_db_cubin *cubin, int32_t ok, const char *problem) {
+  (void)cubin, (void)ok, (void)problem;
+  ((stopper *)user)->calls++;
+  return 1;
+}
+
+static void store_two_offline_cubins(const char *path) {
+  kda_gate_args shape = kda_gate_args_default();
+  shape.num_heads = 4;
+  shape.head_dim = 64;
+  shape.batch = 1;
+  shape.seq_len = 256;
+  shape.gate = KDA_GATE_NONE;
+  assert_int_equal(kda_compile_offline_store(KDA_KERNEL_CHUNK_LOCAL_CUMSUM, &shape, 90, path, NULL),
+                   KDA_OK);
+  shape.head_dim = 128;
+  assert_int_equal(kda_compile_offline_store(KDA_KERNEL_CHUNK_LOCAL_CUMSUM, &shape, 90, path, NULL),
+                   KDA_OK);
+}
+
+/* kda_db.h: "a callback returning nonzero stops the iteration (the call
+ * still returns KDA_OK)", with what each call does after the stop. */
+static void db_callbacks_returning_nonzero_stop_the_iteration(void **state) {
+  fixture *f = *state;
+  /* Two GPU models, so every iteration has at least two items. */
+  put_row(f->db, f, GPU_A, SPEC32, 1, f->v.lib_version, 10, KDA__PUT_REPLACE);
+  put_row(f->db, f, GPU_B, SPEC32, 1, "0.0.1", 9, KDA__PUT_REPLACE);
+  put_row(f->db, f, GPU_B, SPEC8, 2, "0.0.1", 8, KDA__PUT_REPLACE);
+  store_two_offline_cubins(f->db);
+  kda_db *db = NULL;
+  assert_int_equal(kda_db_open(f->db, 0, &db), KDA_OK);
+  assert_int_equal(list_count(db, NULL), 3);
+
+  stopper s = {0};
+  assert_int_equal(kda_db_list(db, NULL, stop_record, &s), KDA_OK);
+  assert_int_equal(s.calls, 1);
+
+  s.calls = 0;
+  kda_db_record r;
+  assert_int_equal(kda_db_show(db, "1", &r, stop_trial, &s), KDA_OK);
+  assert_int_equal(s.calls, 1); /* of 3 trials */
+  assert_int_equal(r.id, 1);    /* the record is still whole */
+
+  s.calls = 0;
+  kda_db_stats st;
+  assert_int_equal(kda_db_stats_get(db, &st, stop_count, &s), KDA_OK);
+  assert_int_equal(s.calls, 1); /* of 2 (GPU, kernel) groups */
+  assert_int_equal(st.results, 3); /* the totals still count every row */
+  assert_int_equal(st.stale_results, 2);
+  assert_int_equal(st.cubins, 2);
+
+  /* Cubin checks stop checking: the counts cover what was checked. */
+  s.calls = 0;
+  int64_t checked = -1, bad = -1;
+  assert_int_equal(kda_db_check_cubins(db, 0, stop_cubin, &s, &checked, &bad), KDA_OK);
+  assert_int_equal(s.calls, 1);
+  assert_int_equal(checked, 1);
+  assert_int_equal(bad, 0);
+
+  /* A purge stops reporting, not purging: a dry run still counts, a real
+   * run still deletes, every row chosen. */
+  kda_db_filter stale = kda_db_filter_default();
+  stale.stale_only = 1;
+  int64_t results = -1, cubins = -1;
+  s.calls = 0;
+  assert_int_equal(kda_db_purge(db, &stale, KDA_DB_PURGE_RESULTS, 1, stop_purge, &s, &results,
+                                &cubins),
+                   KDA_OK);
+  assert_int_equal(s.calls, 1);
+  assert_int_equal(results, 2);
+  assert_int_equal(list_count(db, NULL), 3);
+  s.calls = 0;
+  assert_int_equal(kda_db_purge(db, NULL, KDA_DB_PURGE_CUBINS, 0, stop_purge, &s, &results,
+                                &cubins),
+                   KDA_OK);
+  assert_int_equal(s.calls, 1);
+  assert_int_equal(cubins, 2);
+  assert_int_equal(kda_db_stats_get(db, &st, NULL, NULL), KDA_OK);
+  assert_int_equal(st.cubins, 0);
+  s.calls = 0;
+  assert_int_equal(kda_db_purge(db, &stale, KDA_DB_PURGE_RESULTS, 0, stop_purge, &s, &results,
+                                NULL),
+                   KDA_OK);
+  assert_int_equal(s.calls, 1);
+  assert_int_equal(results, 2);
+  assert_int_equal(list_count(db, NULL), 1);
+  kda_db_close(db);
+}
+
 static void db_corrupt_file_is_reported_read_only_and_moved_aside_writable(void **state) {
   fixture *f = *state;
   char junk[4096];
@@ -423,6 +543,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(db_import_skips_unverified_and_rejects_bad_files, setup, teardown),
       cmocka_unit_test_setup_teardown(db_purge_dry_run_lists_and_real_run_deletes, setup, teardown),
       cmocka_unit_test_setup_teardown(db_cubin_checks_find_a_tampered_hash_without_a_gpu, setup, teardown),
+      cmocka_unit_test_setup_teardown(db_callbacks_returning_nonzero_stop_the_iteration, setup, teardown),
       cmocka_unit_test_setup_teardown(db_corrupt_file_is_reported_read_only_and_moved_aside_writable, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

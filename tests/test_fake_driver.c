@@ -394,6 +394,61 @@ static void gpu_identity_hook_changes_the_context_identity(void **state) {
   assert_string_equal(fake.name, real.name);
 }
 
+static int count_loaded(void *user, const kda_db_cubin *cubin, int32_t ok, const char *problem) {
+  (void)cubin, (void)problem;
+  int *n = user;
+  n[0]++;
+  n[1] += ok != 0;
+  return n[2]; /* nonzero: stop */
+}
+
+/* kda_db_load_cubins loads every cubin of the context's architecture and
+ * unloads it again; a callback returning nonzero stops the loading (kda_db.h). */
+static void db_load_cubins_loads_each_cubin_once_and_stops_when_asked(void **state) {
+  (void)state;
+  char dir[] = "/tmp/kda_fake_load_XXXXXX", path[64];
+  assert_non_null(mkdtemp(dir));
+  snprintf(path, sizeof path, "%s/tune.db", dir);
+  kda_gate_args shape = kda_gate_args_default();
+  shape.num_heads = 4;
+  shape.batch = 1;
+  shape.seq_len = 256;
+  shape.gate = KDA_GATE_NONE;
+  for (int k = 64; k <= 128; k += 64) {
+    shape.head_dim = k;
+    assert_int_equal(kda_compile_offline_store(KDA_KERNEL_CHUNK_LOCAL_CUMSUM, &shape, 90, path, NULL),
+                     KDA_OK);
+  }
+  /* One cubin for another architecture: not tried. */
+  assert_int_equal(kda_compile_offline_store(KDA_KERNEL_CHUNK_LOCAL_CUMSUM, &shape, 80, path, NULL),
+                   KDA_OK);
+  kda_options o = kda_options_default();
+  o.tune_mode = KDA_TUNE_OFF;
+  kda_context *ctx = NULL;
+  assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
+  kda_db *db = NULL;
+  assert_int_equal(kda_db_open(path, KDA_DB_READ_ONLY, &db), KDA_OK);
+  const long modules0 = fake_loaded_modules();
+  int seen[3] = {0, 0, 0};
+  int64_t tried = -1, bad = -1;
+  assert_int_equal(kda_db_load_cubins(db, ctx, count_loaded, seen, &tried, &bad), KDA_OK);
+  assert_int_equal(seen[0], 2);
+  assert_int_equal(seen[1], 2);
+  assert_int_equal(tried, 2);
+  assert_int_equal(bad, 0);
+  assert_int_equal(fake_loaded_modules(), modules0); /* each unloaded again */
+  int stop[3] = {0, 0, 1};
+  assert_int_equal(kda_db_load_cubins(db, ctx, count_loaded, stop, &tried, &bad), KDA_OK);
+  assert_int_equal(stop[0], 1);
+  assert_int_equal(tried, 1);
+  assert_int_equal(fake_loaded_modules(), modules0);
+  kda_db_close(db);
+  kda_context_destroy(ctx);
+  char cmd[96];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
   /* Each test names its tuning mode; ctest's KDA_TUNE=off would override. */
   unsetenv("KDA_TUNE");
@@ -421,6 +476,7 @@ int main(void) {
       cmocka_unit_test(layer_gate_fwd_rejects_before_building_the_table),
       cmocka_unit_test(tune_on_call_keeps_the_heuristic_when_validation_cannot_run),
       cmocka_unit_test(gpu_identity_hook_changes_the_context_identity),
+      cmocka_unit_test(db_load_cubins_loads_each_cubin_once_and_stops_when_asked),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

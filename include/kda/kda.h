@@ -349,8 +349,15 @@ KDA_API kda_status kda_chunk_indices_build_host(const void *cu_seqlens, kda_dtyp
  *  warm. out is a device [capacity, 2] int32 buffer with capacity >=
  *  kda_chunk_indices_capacity(total_tokens, num_seqs, chunk_size); rows past
  *  the real count are filled with -1. The real count goes to the device int32
- *  *num_chunks_device. A decreasing cu_seqlens entry is treated as an empty
- *  sequence (the device cannot report it without a synchronisation). */
+ *  *num_chunks_device. A cu_seqlens that is not non-decreasing from 0 to
+ *  total_tokens is a caller bug the device cannot report without a
+ *  synchronisation; its result is defined: sequence i spans [a, b) with
+ *  a = clamp(cu_seqlens[i], 0, total_tokens), b = min(cu_seqlens[i+1],
+ *  total_tokens), and gets no rows when b <= a (a decreasing entry is an
+ *  empty sequence); rows past capacity are dropped and the count capped at
+ *  it. The kernels then touch nothing outside [0, total_tokens), leave a
+ *  token no row covers unwritten, and give a token two overlapping
+ *  sequences cover the value of one of them. */
 KDA_API kda_status kda_chunk_indices_build_device(kda_context *ctx, const void *cu_seqlens,
                                                   kda_dtype cu_seqlens_dtype, int64_t num_seqs,
                                                   int64_t total_tokens, int32_t chunk_size,
@@ -478,7 +485,9 @@ KDA_API kda_status kda_compile_offline_store(kda_kernel kernel, const kda_gate_a
                                              double *compile_ms);
 
 /** Path of the database ctx uses ("" before its first use, with
- *  KDA_TUNE_OFF, or in memory). Valid while ctx lives. */
+ *  KDA_TUNE_OFF, or in memory). Valid while ctx lives. May be called from
+ *  any thread, concurrently with the kernel calls: it answers "" or the
+ *  path, never a partly set value. NULL ctx: "". */
 KDA_API const char *kda_context_db_path(kda_context *ctx);
 
 #ifdef __cplusplus

@@ -17,7 +17,13 @@
  *
  * Callbacks receive pointers that are valid during the call only, and may
  * not call back into the same kda_db. A callback returning nonzero stops
- * the iteration (the call still returns KDA_OK).
+ * the iteration and the call still returns KDA_OK: kda_db_list and
+ * kda_db_show make no more calls (show's record is still whole);
+ * kda_db_stats_get makes no more calls (its totals still count every row);
+ * kda_db_check_cubins and kda_db_load_cubins check no more cubins (the
+ * counts cover those checked, drop deletes only failures found so far);
+ * kda_db_purge stops reporting but still purges (or, in a dry run,
+ * counts) every row chosen.
  *
  * Errors: every call returns a kda_status; kda_last_error() has the detail.
  */

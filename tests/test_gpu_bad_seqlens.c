@@ -1,0 +1,275 @@
+/* A device cu_seqlens that is not non-decreasing from 0 (a caller bug the
+ * device cannot report without a synchronisation) has a defined result,
+ * stated in kda.h at kda_chunk_indices_build_device:
+ *  - the table: sequence i gets ceil((b - a) / chunk) rows with
+ *    a = clamp(cu[i], 0, T) and b = min(cu[i+1], T), none when b <= a; rows
+ *    past the capacity are dropped and the count is capped at it;
+ *  - the kernels: a row (i, j) covers tokens [a + j*chunk, min(a +
+ *    (j+1)*chunk, max(a, b))) and computes them as the cumsum of sequence
+ *    [a, b); nothing outside [0, T) of g or out is touched; a token no row
+ *    covers is left unwritten; a token two sequences cover gets one of
+ *    their values.
+ * Each case checks the device table against that model, then runs the fused
+ * kernel (and the layer entry point, which builds its own table) on a
+ * NaN-poisoned output with poisoned guard rows past T, against float64.
+ * Skips (exit 77) without a GPU. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "gpu_util.h"
+#include "kda/kda.h"
+#include "reference.h"
+#include "test_util.h"
+
+#define TOL_F32 2e-5
+#define POISON 0x7fc00000u
+#define GUARD_ROWS 64
+
+static kda_context *g_ctx;
+
+enum { H = 4, K = 64, CHUNK = 64 };
+
+typedef struct bad_case {
+  const char *name;
+  kda_dtype idx;
+  int64_t cu[8];
+  int nseq;
+  int64_t T;
+} bad_case;
+
+static int64_t clamp64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* The table the model above gives, first cap rows; returns its count. */
+static int64_t model_table(const bad_case *c, int32_t *rows, int64_t cap) {
+  int64_t n = 0;
+  for (int i = 0; i < c->nseq; ++i) {
+    const int64_t a = clamp64(c->cu[i], 0, c->T), b = c->cu[i + 1] < c->T ? c->cu[i + 1] : c->T;
+    const int64_t nc = b > a ? (b - a + CHUNK - 1) / CHUNK : 0;
+    for (int64_t j = 0; j < nc && n < cap; ++j, ++n) {
+      rows[2 * n] = i;
+      rows[2 * n + 1] = (int32_t)j;
+    }
+  }
+  return n;
+}
+
+/* Checks out ([T + GUARD_ROWS, H, K] floats) against the model: per token,
+ * the candidate sequences are those of the launched rows covering it.
+ * Returns the number of wrong elements (printing the first few). */
+static size_t check_output(const bad_case *c, const float *out, const int32_t *rows, int64_t nrows,
+                           const double *g_d, const kda_gate_args *h) {
+  const size_t hk = (size_t)H * K;
+  /* cover[t * nseq + s]: sequence s launched a row covering token t */
+  unsigned char *cover = calloc((size_t)c->T * (size_t)c->nseq, 1);
+  for (int64_t r = 0; r < nrows; ++r) {
+    const int s = rows[2 * r];
+    const int64_t a = clamp64(c->cu[s], 0, c->T), b = clamp64(c->cu[s + 1], a, c->T);
+    const int64_t t0 = a + (int64_t)rows[2 * r + 1] * CHUNK, t1 = t0 + CHUNK < b ? t0 + CHUNK : b;
+    for (int64_t t = t0; t < t1; ++t) cover[t * c->nseq + s] = 1;
+  }
+  /* The float64 result of each sequence alone, as a dense batch of one. */
+  double **ref = calloc((size_t)c->nseq, sizeof *ref);
+  for (int s = 0; s < c->nseq; ++s) {
+    const int64_t a = clamp64(c->cu[s], 0, c->T), b = clamp64(c->cu[s + 1], a, c->T);
+    if (b <= a) continue;
+    kda_gate_args d = *h;
+    d.batch = 1;
+    d.seq_len = b - a;
+    d.cu_seqlens = NULL;
+    d.num_seqs = 0;
+    ref[s] = malloc((size_t)(b - a) * hk * sizeof(double));
+    assert_int_equal(kda_ref_gate_chunk_cumsum(&d, g_d + (size_t)a * hk, ref[s]), 0);
+  }
+  size_t bad = 0;
+  int64_t covered = 0, shared = 0;
+  for (int64_t t = 0; t < c->T + GUARD_ROWS; ++t) {
+    int candidates = 0;
+    for (int s = 0; t < c->T && s < c->nseq; ++s) candidates += cover[t * c->nseq + s];
+    covered += candidates > 0;
+    shared += candidates > 1;
+    for (size_t e = 0; e < hk; ++e) {
+      const float got = out[(size_t)t * hk + e];
+      uint32_t bits;
+      memcpy(&bits, &got, 4);
+      int ok = 0;
+      double want = NAN;
+      if (candidates == 0) {
+        ok = bits == POISON; /* unwritten: no row covers it, or past T */
+      } else {
+        for (int s = 0; s < c->nseq && !ok; ++s) {
+          if (!cover[t * c->nseq + s]) continue;
+          want = ref[s][(size_t)(t - clamp64(c->cu[s], 0, c->T)) * hk + e];
+          ok = fabs((double)got - want) <= TOL_F32 * (1.0 + fabs(want));
+        }
+      }
+      if (!ok && bad++ < 5)
+        printf("  [%s] token %lld element %zu: got %.9g (bits 0x%08x), %s %.9g\n", c->name,
+               (long long)t, e, (double)got, bits,
+               candidates ? "a covering sequence gives" : "expected unwritten, poison", want);
+    }
+  }
+  printf("  [%s] %lld of %lld tokens covered (%lld by two sequences), %d guard rows: %zu wrong\n",
+         c->name, (long long)covered, (long long)c->T, (long long)shared, GUARD_ROWS, bad);
+  for (int s = 0; s < c->nseq; ++s) free(ref[s]);
+  free(ref);
+  free(cover);
+  return bad;
+}
+
+static size_t run_case(const bad_case *c, int through_layer) {
+  tu_rng rng;
+  tu_rng_seed(&rng, 0xbad5eed + (uint64_t)c->nseq);
+  const size_t hk = (size_t)H * K, n = (size_t)c->T * hk, n_alloc = n + GUARD_ROWS * hk;
+  uint16_t *g_host = malloc(n * 2);
+  double *g_d = malloc(n * sizeof(double));
+  tu_fill_random_input(&rng, KDA_DTYPE_BF16, g_host, g_d, n, 1.0);
+  float A_log[H], bias[H * K];
+  for (int h = 0; h < H; ++h) A_log[h] = (float)log(1.0 + 15.0 * tu_uniform(&rng));
+  for (size_t i = 0; i < hk; ++i) bias[i] = (float)tu_normal(&rng);
+
+  kda_gate_args a = kda_gate_args_default();
+  a.g_dtype = KDA_DTYPE_BF16;
+  a.batch = 1;
+  a.seq_len = c->T;
+  a.num_heads = H;
+  a.head_dim = K;
+  a.chunk_size = CHUNK;
+  a.num_seqs = c->nseq;
+  a.cu_seqlens_dtype = c->idx;
+  kda_gate_args h = a;
+  h.A_log = A_log;
+  h.dt_bias = bias;
+
+  int32_t cu32[8];
+  for (int i = 0; i <= c->nseq; ++i) cu32[i] = (int32_t)c->cu[i];
+  const size_t cu_bytes = ((size_t)c->nseq + 1) * (c->idx == KDA_DTYPE_I32 ? 4 : 8);
+  void *d_cu = gu_upload(c->idx == KDA_DTYPE_I32 ? (const void *)cu32 : (const void *)c->cu,
+                         cu_bytes);
+  /* g gets guard rows too, so a read past T would see finite values and a
+   * write past T would show in out's guard rows. */
+  uint16_t *g_padded = calloc(n_alloc, 2);
+  memcpy(g_padded, g_host, n * 2);
+  void *d_g = gu_upload(g_padded, n_alloc * 2);
+  void *d_out = gu_alloc(n_alloc * 4);
+  void *d_alog = gu_upload(A_log, sizeof A_log);
+  void *d_bias = gu_upload(bias, sizeof bias);
+  a.g = d_g;
+  a.out = d_out;
+  a.A_log = d_alog;
+  a.dt_bias = d_bias;
+  a.cu_seqlens = d_cu;
+
+  const int64_t cap = kda_chunk_indices_capacity(c->T, c->nseq, CHUNK);
+  int32_t *want = malloc((size_t)cap * 8), *rows = malloc((size_t)cap * 8 + 4);
+  const int64_t want_n = model_table(c, want, cap);
+  size_t bad = 0;
+  gu_poison(d_out, n_alloc * 4, POISON);
+  void *d_table;
+  size_t table_bytes;
+  if (through_layer) {
+    table_bytes = kda_layer_workspace_size(c->T, c->nseq, CHUNK);
+    d_table = gu_alloc(table_bytes);
+    gu_poison(d_table, table_bytes & ~(size_t)3, POISON);
+    GU_CHECK(kda_layer_gate_fwd(g_ctx, &a, d_table, table_bytes, NULL));
+  } else {
+    table_bytes = (size_t)cap * 8 + 4;
+    d_table = gu_alloc(table_bytes);
+    gu_poison(d_table, table_bytes, POISON);
+    int32_t *count = (int32_t *)d_table + cap * 2;
+    GU_CHECK(kda_chunk_indices_build_device(g_ctx, d_cu, c->idx, c->nseq, c->T, CHUNK, d_table,
+                                            cap, count, NULL));
+    a.chunk_indices = d_table;
+    a.num_chunks = cap;
+    a.num_chunks_device = count;
+    GU_CHECK(kda_gate_chunk_cumsum(g_ctx, &a, NULL));
+  }
+  gu_sync();
+  {
+    /* The table itself (the layer's workspace is laid out the same way:
+     * cap rows, then the count). */
+    gu_download(rows, d_table, (size_t)cap * 8 + 4);
+    const int32_t got_n = rows[cap * 2];
+    if (got_n != want_n || memcmp(rows, want, (size_t)want_n * 8) != 0) {
+      printf("  [%s] device table: %d rows, the model has %lld (or rows differ)\n", c->name, got_n,
+             (long long)want_n);
+      bad++;
+    }
+    for (int64_t r = want_n; r < cap; ++r)
+      if (rows[2 * r] != -1 || rows[2 * r + 1] != -1) {
+        printf("  [%s] row %lld past the count is (%d, %d), not (-1, -1)\n", c->name, (long long)r,
+               rows[2 * r], rows[2 * r + 1]);
+        bad++;
+        break;
+      }
+  }
+  float *out = malloc(n_alloc * 4);
+  gu_download(out, d_out, n_alloc * 4);
+  bad += check_output(c, out, want, want_n, g_d, &h);
+  free(out);
+  free(want);
+  free(rows);
+  gu_free(d_table);
+  gu_free(d_cu);
+  gu_free(d_g);
+  gu_free(d_out);
+  gu_free(d_alog);
+  gu_free(d_bias);
+  free(g_host);
+  free(g_padded);
+  free(g_d);
+  return bad;
+}
+
+static const bad_case CASES[] = {
+    /* A negative start, a decreasing pair, an overlap (60..99 in sequences
+     * 0 and 2), an empty sequence, and a last end short of T (290..319
+     * unwritten). */
+    {"decreasing i32", KDA_DTYPE_I32, {-5, 100, 60, 260, 250, 250, 290}, 6, 320},
+    /* The same with int64 and a last end far past T (clamped to T). */
+    {"decreasing i64", KDA_DTYPE_I64, {-5, 100, 60, 260, 250, 250, INT64_C(1) << 40}, 6, 320},
+    /* Three copies of the whole batch: 15 chunks for a capacity of 10, so
+     * the table keeps the first 10 and the count is capped. */
+    {"over capacity", KDA_DTYPE_I32, {0, 300, 0, 300, 0, 300}, 5, 300},
+};
+
+static void device_table_follows_the_model_for_bad_seqlens(void **state) {
+  (void)state;
+  size_t bad = 0;
+  for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; ++i) bad += run_case(&CASES[i], 0);
+  assert_int_equal(bad, 0);
+}
+
+static void layer_entry_follows_the_model_for_bad_seqlens(void **state) {
+  (void)state;
+  size_t bad = 0;
+  for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; ++i) bad += run_case(&CASES[i], 1);
+  assert_int_equal(bad, 0);
+}
+
+static int setup(void **state) {
+  (void)state;
+  g_ctx = gu_context();
+  return 0;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  kda_context_destroy(g_ctx);
+  return 0;
+}
+
+int main(void) {
+  gu_require_gpu("test_gpu_bad_seqlens");
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(device_table_follows_the_model_for_bad_seqlens),
+      cmocka_unit_test(layer_entry_follows_the_model_for_bad_seqlens),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
