@@ -14,6 +14,7 @@
 #include "nvrtc_compile.h"
 #include "store.h"
 #include "tuner.h"
+#include "tuner_compile.h"
 
 #define KDA__STR2(x) #x
 #define KDA__STR(x) KDA__STR2(x)
@@ -35,6 +36,8 @@ kda_options kda_options_default(void) {
   o.log_fn = NULL;
   o.log_user = NULL;
   o.log_level = KDA_LOG_WARN;
+  o.reserved0 = 0;
+  o.compile_threads = 0;
   return o;
 }
 
@@ -67,6 +70,17 @@ static kda_status apply_tuning_options(kda_context *ctx, const kda_options *o) {
     else kda__log(ctx, KDA_LOG_WARN, "KDA_TUNE=%s is not on, off, cached or background; ignored", tv);
   }
   ctx->tune_budget_ms = o->tune_budget_ms > 0 ? o->tune_budget_ms : 1000.0;
+  KDA__REQUIRE(o->compile_threads >= 0, KDA_ERROR_BAD_OPTIONS,
+               "kda_options.compile_threads %d is negative", o->compile_threads);
+  int threads = o->compile_threads;
+  const char *cv = getenv("KDA_COMPILE_THREADS");
+  if (cv && *cv) {
+    char *end = NULL;
+    const long n = strtol(cv, &end, 10);
+    if (end != cv && *end == '\0' && n >= 0 && n <= 1024) threads = (int)n;
+    else kda__log(ctx, KDA_LOG_WARN, "KDA_COMPILE_THREADS=%s is not a count of threads; ignored", cv);
+  }
+  ctx->compile_threads = kda__tune_compile_threads(threads);
   if (o->db_path != NULL) {
     if (strcmp(o->db_path, ":memory:") == 0) {
       ctx->db_memory = 1;
@@ -225,11 +239,13 @@ kda_status kda_context_create(const kda_options *options, kda_context **out) {
     /* Callers built against an older header pass the size they know: the
      * fields it covers are theirs, the rest keep their defaults. */
     const size_t v1 = offsetof(kda_options, tune_mode);
-    KDA__REQUIRE(options->struct_size == sizeof(kda_options) || options->struct_size == v1,
+    const size_t v2 = offsetof(kda_options, compile_threads);
+    KDA__REQUIRE(options->struct_size == sizeof(kda_options) || options->struct_size == v1 ||
+                     options->struct_size == v2,
                  KDA_ERROR_BAD_OPTIONS,
-                 "kda_options.struct_size is %u; this library knows %zu and %zu (use "
+                 "kda_options.struct_size is %u; this library knows %zu, %zu and %zu (use "
                  "kda_options_default())",
-                 options->struct_size, v1, sizeof(kda_options));
+                 options->struct_size, v1, v2, sizeof(kda_options));
     memcpy(&o, options, options->struct_size);
     o.struct_size = sizeof o;
   }

@@ -25,6 +25,7 @@ struct kda_context {
   /* Autotuning (tuner/): options after the environment's overrides. */
   int tune_mode;        /* kda_tune_mode */
   double tune_budget_ms;
+  int compile_threads;  /* resolved: >= 1 */
   char *db_path;        /* option copy; NULL: default path */
   int db_memory;        /* ":memory:" */
   kda_log_fn log_fn;

@@ -329,13 +329,69 @@ static void tune_on_call_keeps_the_heuristic_when_validation_cannot_run(void **s
   call_free(&c);
 }
 
+typedef struct log_grab {
+  char programs[256];
+  int stopped;
+} log_grab;
+
+static void grab_log(void *user, kda_log_level level, const char *message) {
+  log_grab *g = user;
+  (void)level;
+  if (strstr(message, "NVRTC programs")) snprintf(g->programs, sizeof g->programs, "%s", message);
+  if (strstr(message, "tuning stopped")) g->stopped++;
+}
+
+/* compile_threads = 3: a tuning run's candidates are compiled as three
+ * programs (the stand-in then stops the run at validation); every module
+ * of the run is unloaded except the heuristic's, which serves the call. */
+static void tuning_run_compiles_its_candidates_in_parallel_programs(void **state) {
+  (void)state;
+  call c;
+  call_init(&c, 2, 64, 64, 300);
+  log_grab g = {{0}, 0};
+  kda_options o = kda_options_default();
+  o.db_path = ":memory:";
+  o.tune_mode = KDA_TUNE_ON;
+  o.log_level = KDA_LOG_DEBUG;
+  o.log_fn = grab_log;
+  o.log_user = &g;
+  o.compile_threads = 3;
+  const long modules0 = fake_loaded_modules();
+  kda_context *ctx = NULL;
+  assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
+  assert_int_equal(kda_gate_chunk_cumsum(ctx, &c.a, NULL), KDA_OK);
+  printf("%s\n", g.programs);
+  assert_non_null(strstr(g.programs, "in 3 NVRTC programs"));
+  assert_int_equal(g.stopped, 1);
+  assert_int_equal(fake_loaded_modules() - modules0, 1);
+  kda_context_destroy(ctx);
+  assert_int_equal(fake_loaded_modules(), modules0);
+  /* Negative is refused; KDA_COMPILE_THREADS overrides the option. */
+  o.compile_threads = -1;
+  assert_int_equal(kda_context_create(&o, &ctx), KDA_ERROR_BAD_OPTIONS);
+  o.compile_threads = 3;
+  setenv("KDA_COMPILE_THREADS", "2", 1);
+  g.programs[0] = '\0';
+  assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
+  c.a.seq_len = 200; /* another token bucket: tuned again */
+  assert_int_equal(kda_gate_chunk_cumsum(ctx, &c.a, NULL), KDA_OK);
+  unsetenv("KDA_COMPILE_THREADS");
+  printf("%s\n", g.programs);
+  assert_non_null(strstr(g.programs, "in 2 NVRTC programs"));
+  kda_context_destroy(ctx);
+  call_free(&c);
+}
+
 /* Callers compiled against earlier headers: their struct sizes are accepted
  * and nothing is written past them; unknown sizes are refused. */
 static void earlier_struct_sizes_are_accepted(void **state) {
   (void)state;
   kda_options o = kda_options_default();
-  o.struct_size = (uint32_t)offsetof(kda_options, tune_mode);
+  o.struct_size = (uint32_t)offsetof(kda_options, compile_threads);
   kda_context *ctx = NULL;
+  assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
+  kda_context_destroy(ctx);
+  o.struct_size = (uint32_t)offsetof(kda_options, tune_mode);
   assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
   _Alignas(kda_stats) unsigned char buf[sizeof(kda_stats) + 16];
   const size_t sizes[] = {offsetof(kda_stats, tuning_runs), offsetof(kda_stats, background_jobs),
@@ -475,6 +531,7 @@ int main(void) {
       cmocka_unit_test(background_mode_queues_no_tuning_during_capture),
       cmocka_unit_test(layer_gate_fwd_rejects_before_building_the_table),
       cmocka_unit_test(tune_on_call_keeps_the_heuristic_when_validation_cannot_run),
+      cmocka_unit_test(tuning_run_compiles_its_candidates_in_parallel_programs),
       cmocka_unit_test(gpu_identity_hook_changes_the_context_identity),
       cmocka_unit_test(db_load_cubins_loads_each_cubin_once_and_stops_when_asked),
   };

@@ -332,9 +332,10 @@ static void sixteen_threads_tune_eight_cold_specializations_once_each(void **sta
   assert_int_equal(bad, 0);
   assert_int_equal(launches, (long)THREADS * LAUNCHES_PER_THREAD);
   /* The counters that say "once per specialization": tuning_runs counts
-   * benchmarking runs; nvrtc_compiles counts NVRTC programs, and a tuning
-   * run compiles all its candidates in one program whose winner is then
-   * loaded, so a cold key costs exactly one of each. db_result_hits stays 0:
+   * benchmarking runs; nvrtc_compiles counts one per tuning run (its
+   * candidates are compiled as programs on parallel threads, and the
+   * winner's program is then loaded), so a cold key costs exactly one of
+   * each. db_result_hits stays 0:
    * nobody looked up a key after another thread tuned it (they waited on
    * the module cache's slot instead). launches counts the callers' kernels
    * only (the tuner's timing launches are not counted). */

@@ -178,6 +178,46 @@ static void budget_fit_respects_the_estimate_and_compile_share(void **state) {
   assert_int_equal(kda__tune_fit(&b), 1);
 }
 
+/* The wall time of a compile split over t programs at once: the largest
+ * program's, ceil((n + 1) / t) instantiations with the compare kernel. */
+static double model_compile_ms(const kda__tune_budget *b, size_t n, int t) {
+  const size_t largest = (n + 1 + (size_t)t - 1) / (size_t)t;
+  return b->compile_first_ms + b->compile_extra_ms * (double)(largest > 2 ? largest - 2 : 0);
+}
+
+static void parallel_compile_threads_fit_more_candidates_in_the_same_budget(void **state) {
+  (void)state;
+  for (double budget = 100; budget <= 20000; budget *= 1.7) {
+    for (double launch = 2; launch <= 20000; launch *= 5) {
+      size_t prev = 0;
+      for (int t = 1; t <= 16; t *= 2) {
+        kda__tune_budget b = kda__tune_budget_default(budget, launch);
+        b.threads = t;
+        const size_t n = kda__tune_fit(&b);
+        assert_true(n >= prev); /* more threads never fewer candidates */
+        prev = n;
+        if (n > 1) {
+          assert_true(kda__tune_estimate_ms(&b, n) <= budget);
+          assert_true(model_compile_ms(&b, n, t) <= b.compile_share * budget + 1e-9);
+        }
+        if (n < KDA__TUNE_SPACE_MAX) {
+          const int over_compile = model_compile_ms(&b, n + 1, t) > b.compile_share * budget;
+          assert_true(over_compile || kda__tune_estimate_ms(&b, n + 1) > budget);
+        }
+      }
+    }
+  }
+  /* Default costs (450 ms first, 300 ms each), 1 s: one thread keeps 2;
+   * eight keep 23 (24 instantiations in programs of 3: 450 + 300 ms). */
+  kda__tune_budget b = kda__tune_budget_default(1000, 20);
+  b.threads = 8;
+  assert_int_equal(kda__tune_fit(&b), 23);
+  b.threads = 1;
+  assert_int_equal(kda__tune_fit(&b), 2);
+  b.threads = 0; /* treated as one */
+  assert_int_equal(kda__tune_fit(&b), 2);
+}
+
 static void measured_compile_cost_replaces_the_default(void **state) {
   (void)state;
   kda__tune_budget before = kda__tune_budget_default(1000, 20);
@@ -268,6 +308,7 @@ int main(void) {
       cmocka_unit_test(finalists_are_those_within_five_percent),
       cmocka_unit_test(bucket_boundaries_match_the_header),
       cmocka_unit_test(budget_fit_respects_the_estimate_and_compile_share),
+      cmocka_unit_test(parallel_compile_threads_fit_more_candidates_in_the_same_budget),
       cmocka_unit_test(pruning_keeps_the_heuristic_first_and_is_deterministic),
       cmocka_unit_test(the_space_honours_the_alignment_cap),
       /* Last: it changes the process-wide compile estimate. */

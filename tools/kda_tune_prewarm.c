@@ -31,6 +31,7 @@ static const tune_opt prewarm_opts[] = {
     {"compile-only", NULL, "compile and store heuristic cubins, no GPU needed (needs --arch)"},
     {"arch", "sm_XY", "architecture for --compile-only, e.g. sm_90"},
     {"budget-ms", "MS", "tuning budget per specialization (default: the library's, 1000)"},
+    {"compile-threads", "N", "threads compiling one specialization's candidates (default: the CPUs, at most 8)"},
     {"dry-run", NULL, "list the specializations, do nothing"},
     {NULL, NULL, NULL}};
 static const tune_cmd prewarm_cmd = {
@@ -177,9 +178,10 @@ int cmd_prewarm(int argc, char **argv) {
     tune_error(&a, "--arch applies to --compile-only only (tuning uses the GPU's own architecture)");
     return TUNE_USAGE;
   }
-  long device = 0, budget = 0;
+  long device = 0, budget = 0, compile_threads = 0;
   if ((rc = tune_get_int(&a, "device", 0, 1023, &device)) != 0) return rc;
   if ((rc = tune_get_int(&a, "budget-ms", 1, 600000, &budget)) != 0) return rc;
+  if ((rc = tune_get_int(&a, "compile-threads", 1, 64, &compile_threads)) != 0) return rc;
   shape_list list = {NULL, 0, 0};
   if ((rc = collect_shapes(&a, &list)) != 0) {
     shape_list_free(&list);
@@ -215,6 +217,7 @@ int cmd_prewarm(int argc, char **argv) {
     o.db_path = kda_db_path(db);
     o.tune_mode = KDA_TUNE_ON;
     if (budget > 0) o.tune_budget_ms = (double)budget;
+    o.compile_threads = (int32_t)compile_threads;
     if (kda_context_create(&o, &ctx) != KDA_OK) {
       tune_error(&a, "no usable GPU for tuning (device %ld): %s", device, kda_last_error());
       fprintf(stderr, "kda-tune prewarm: hint: on a build box without a GPU, use --compile-only "

@@ -8,6 +8,8 @@
  *  tuner_keys.c    pure: key texts and hashes, candidate space, cubin framing
  *  tuner_timing.c  GPU: scratch buffers, validation, CUDA-event timing
  *  tuner.c         the slot build: database, lease, compile, bench, persist
+ *  tuner_run.c     one tuning run: prune, compile, validate, time, pick
+ *  tuner_compile.c the candidates as NVRTC programs on parallel threads
  *  tuner_api.c     kda_prewarm, kda_compile_offline_store, kda_token_bucket */
 #ifndef KDA_TUNER_TUNER_H
 #define KDA_TUNER_TUNER_H
@@ -88,9 +90,10 @@ typedef struct kda__tune_budget {
   double launch_us;         /* estimated duration of one launch */
   int launches_per_candidate;
   double overhead_ms;       /* fixed cost per candidate */
+  int threads;              /* programs compiled at once (tuner_compile.h) */
 } kda__tune_budget;
 
-/* Defaults above for a launch estimated at launch_us. */
+/* Defaults above for a launch estimated at launch_us, one compile thread. */
 kda__tune_budget kda__tune_budget_default(double budget_ms, double launch_us);
 
 /* Records a compile of `instantiations` kernels that took compile_ms; later

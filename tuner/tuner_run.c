@@ -1,5 +1,6 @@
 /* One tuning run of a slot: prune the space to the budget, compile every
- * candidate (and the compare kernel) in one NVRTC program, validate each
+ * candidate (and the compare kernel) in NVRTC programs on parallel threads
+ * (tuner_compile.c), validate each
  * against the heuristic config's output, time the valid ones, re-measure
  * the finalists, pick the winner with a stable tie-break, persist cubin,
  * result and trials. The caller's output is never written here. */
@@ -13,6 +14,7 @@
 #include "nvrtc_compile.h"
 #include "store.h"
 #include "tuner.h"
+#include "tuner_compile.h"
 #include "tuner_job.h"
 
 #define KDA__BATCH_KERNEL "kda_tune_kernel.cuh"
@@ -23,8 +25,8 @@ typedef struct run {
   size_t count;            /* candidates */
   size_t *ids;             /* their config ids (ids[0]: heuristic) */
   char **names;            /* count + 1 name expressions (last: compare) */
-  kda__compiled out;
-  CUmodule module;
+  kda__tune_programs progs;
+  CUmodule *modules;       /* one per program */
   CUfunction *fns;         /* count + 1 */
   kda__tune_trial *trials;
   double *samples;         /* count x 2 * KDA__TUNE_SAMPLES */
@@ -36,13 +38,23 @@ typedef struct run {
   kda__config hook;        /* KDA_TEST_WRONG_CONFIG */
 } run;
 
-static void run_free(run *r, int keep_module) {
+/* Hands the module holding candidate i to the caller: run_free keeps it. */
+static CUmodule take_module(run *r, size_t i) {
+  const size_t q = kda__tune_programs_of(&r->progs, i);
+  CUmodule m = r->modules[q];
+  r->modules[q] = NULL;
+  return m;
+}
+
+static void run_free(run *r) {
   kda__bench_destroy(r->bench);
-  if (r->module && !keep_module) r->j->ctx->drv->cuModuleUnload(r->module);
+  for (size_t q = 0; r->modules != NULL && q < r->progs.count; ++q)
+    if (r->modules[q]) r->j->ctx->drv->cuModuleUnload(r->modules[q]);
+  free(r->modules);
   if (r->names)
     for (size_t i = 0; i <= r->count; ++i) free(r->names[i]);
   free(r->names);
-  kda__compiled_free(&r->out);
+  kda__tune_programs_free(&r->progs);
   free(r->ids);
   free(r->fns);
   free(r->trials);
@@ -81,6 +93,7 @@ static kda_status choose(run *r) {
   const double est_us =
       (double)(r->launch.in_bytes + r->launch.out_bytes) / (KDA__TUNE_ASSUMED_GBPS * 1e3) + 3.0;
   kda__tune_budget b = kda__tune_budget_default(j->ctx->tune_budget_ms, est_us);
+  b.threads = kda__tune_compile_parallelism(j->ctx->compile_threads);
   size_t keep = kda__tune_fit(&b);
   r->ids = malloc((j->n + 1) * sizeof *r->ids);
   KDA__REQUIRE(r->ids != NULL, KDA_ERROR_OUT_OF_MEMORY, "out of memory choosing candidates");
@@ -105,13 +118,14 @@ static kda_status choose(run *r) {
   }
   r->count = k;
   kda__log(j->ctx, KDA_LOG_DEBUG,
-           "[%s]: %zu of %zu configs fit the %.0f ms budget (estimate %.0f ms, launch ~%.1f us)",
-           j->what, k, j->n, b.budget_ms, kda__tune_estimate_ms(&b, k), est_us);
+           "[%s]: %zu of %zu configs fit the %.0f ms budget (estimate %.0f ms, launch ~%.1f us, "
+           "%d programs at once)",
+           j->what, k, j->n, b.budget_ms, kda__tune_estimate_ms(&b, k), est_us, b.threads);
   return KDA_OK;
 }
 
-/* One program: the kernel's template as a header, the compare kernel, and
- * a name expression per candidate. */
+/* The kernel's template as a header, the compare kernel, and a name
+ * expression per candidate, split over ctx->compile_threads programs. */
 static kda_status compile_batch(run *r) {
   kda__slot_job *j = r->j;
   kda_context *ctx = j->ctx;
@@ -143,24 +157,39 @@ static kda_status compile_batch(run *r) {
   memset(&set, 0, sizeof set);
   set.files = files;
   set.count = ctx->sources.count + 2;
-  kda__compile_request req = {&set, KDA__BATCH_MAIN, ctx->arch, (const char *const *)r->names,
-                              r->count + 1};
-  kda_status st = kda__nvrtc_compile(&req, &r->out);
+  kda_status st = kda__tune_programs_compile(&set, KDA__BATCH_MAIN, ctx->arch,
+                                             (const char *const *)r->names, r->count + 1,
+                                             ctx->compile_threads, &r->progs);
   free(files);
-  r->compile_ms = r->out.compile_ms;
-  kda__tune_calibrate(r->out.compile_ms, r->count + 1); /* + the compare kernel */
-  atomic_fetch_add(&ctx->compile_ns, (uint_fast64_t)(r->out.compile_ms * 1e6));
+  /* The caller waited the wall time; the budget model learns the cost of
+   * one instantiation from the NVRTC time summed over the programs. */
+  r->compile_ms = r->progs.wall_ms;
+  kda__tune_calibrate(r->progs.cpu_ms, r->count + 1); /* + the compare kernel */
+  atomic_fetch_add(&ctx->compile_ns, (uint_fast64_t)(r->progs.wall_ms * 1e6));
   if (st != KDA_OK) return st;
   atomic_fetch_add(&ctx->nvrtc_compiles, 1);
+  kda__log(ctx, KDA_LOG_DEBUG, "[%s]: %zu candidates compiled in %zu NVRTC programs: %.0f ms "
+           "wall, %.0f ms of NVRTC time", j->what, r->count, r->progs.count, r->progs.wall_ms,
+           r->progs.cpu_ms);
 
   r->fns = calloc(r->count + 1, sizeof *r->fns);
-  KDA__REQUIRE(r->fns != NULL, KDA_ERROR_OUT_OF_MEMORY, "out of memory");
-  KDA__TRY(kda__context_load(ctx, r->out.cubin, r->out.lowered_names[r->count], &r->module,
-                             &r->fns[r->count]));
-  for (size_t i = 0; i < r->count; ++i) {
-    CUresult cr = ctx->drv->cuModuleGetFunction(&r->fns[i], r->module, r->out.lowered_names[i]);
-    if (cr != CUDA_SUCCESS) r->fns[i] = NULL;
+  r->modules = calloc(r->progs.count, sizeof *r->modules);
+  KDA__REQUIRE(r->fns != NULL && r->modules != NULL, KDA_ERROR_OUT_OF_MEMORY, "out of memory");
+  /* Each program loads through its first name; the compare kernel (the
+   * last name) must be found, a candidate that is not is left NULL. */
+  for (size_t q = 0; q < r->progs.count; ++q) {
+    const size_t i0 = r->progs.first[q];
+    KDA__TRY(kda__context_load(ctx, r->progs.out[q].cubin, kda__tune_programs_lowered(&r->progs, i0),
+                               &r->modules[q], &r->fns[i0]));
+    for (size_t i = i0 + 1; i < r->progs.first[q + 1]; ++i) {
+      const char *lowered = kda__tune_programs_lowered(&r->progs, i);
+      CUresult cr = lowered ? ctx->drv->cuModuleGetFunction(&r->fns[i], r->modules[q], lowered)
+                            : CUDA_ERROR_NOT_FOUND;
+      if (cr != CUDA_SUCCESS) r->fns[i] = NULL;
+    }
   }
+  KDA__REQUIRE(r->fns[r->count] != NULL, KDA_ERROR_INTERNAL,
+               "the compare kernel is missing from its compiled program");
   return KDA_OK;
 }
 
@@ -254,8 +283,11 @@ static void persist(run *r, long win, size_t rejected, double tune_ms) {
   char(*texts)[64] = calloc(r->count, sizeof *texts);
   void *framed = NULL;
   size_t framed_size = 0;
+  /* The winner's program only: its cubin holds a share of the candidates. */
+  const kda__compiled *prog = &r->progs.out[kda__tune_programs_of(&r->progs, (size_t)win)];
   if (trials == NULL || texts == NULL ||
-      kda__cubin_frame(r->out.cubin, r->out.cubin_size, r->out.lowered_names[win], &framed,
+      kda__cubin_frame(prog->cubin, prog->cubin_size,
+                       kda__tune_programs_lowered(&r->progs, (size_t)win), &framed,
                        &framed_size) != KDA_OK) {
     free(trials);
     free(texts);
@@ -340,7 +372,7 @@ kda_status kda__job_tune(kda__slot_job *j, CUmodule *module, CUfunction *functio
     if (st != KDA_OK) {
       kda__log(ctx, KDA_LOG_WARN, "[%s]: compiling %zu tuning candidates failed (%s); using the "
                "heuristic config", j->what, r.count, kda_last_error());
-      run_free(&r, 0);
+      run_free(&r);
       *cfg = j->heuristic;
       return kda__job_use_config(j, j->heuristic, module, function);
     }
@@ -353,11 +385,10 @@ kda_status kda__job_tune(kda__slot_job *j, CUmodule *module, CUfunction *functio
                "the heuristic config", j->what);
       kda__bench_destroy(r.bench);
       r.bench = NULL;
-      *module = r.module;
+      *module = take_module(&r, 0);
       *function = r.fns[0];
       *cfg = j->heuristic;
-      r.module = NULL; /* handed over */
-      run_free(&r, 1);
+      run_free(&r);
       return KDA_OK;
     }
   }
@@ -369,12 +400,12 @@ kda_status kda__job_tune(kda__slot_job *j, CUmodule *module, CUfunction *functio
      * config, unstored, instead of failing (prewarm reports the failure). */
     kda__log(ctx, KDA_LOG_WARN, "[%s]: tuning stopped (%s); using the heuristic config "
              "without storing it", j->what, kda_last_error());
-    run_free(&r, 0);
+    run_free(&r);
     *cfg = j->heuristic;
     return kda__job_use_config(j, j->heuristic, module, function);
   }
   if (st != KDA_OK) {
-    run_free(&r, 0);
+    run_free(&r);
     return st;
   }
   const long win = kda__tune_pick(r.trials, r.count, KDA__TUNE_BAND);
@@ -387,11 +418,10 @@ kda_status kda__job_tune(kda__slot_job *j, CUmodule *module, CUfunction *functio
      * or unwritten output): nothing trustworthy to store. */
     kda__log(ctx, KDA_LOG_WARN, "[%s]: no candidate validated (%s); using the heuristic config "
              "without storing it", j->what, r.trials[0].reason);
-    *module = r.module;
+    *module = take_module(&r, 0);
     *function = r.fns[0];
     *cfg = j->heuristic;
-    r.module = NULL;
-    run_free(&r, 1);
+    run_free(&r);
     return KDA_OK;
   }
   persist(&r, win, rejected, tune_ms);
@@ -402,10 +432,9 @@ kda_status kda__job_tune(kda__slot_job *j, CUmodule *module, CUfunction *functio
            "rejected, compile %.0f ms, tuning %.0f ms in all",
            j->what, w->cfg.vec, w->cfg.tx, w->cfg.seg, w->median_us, r.trials[0].median_us,
            r.count, rejected, r.compile_ms, tune_ms);
-  *module = r.module;
+  *module = take_module(&r, (size_t)win);
   *function = r.fns[win];
   *cfg = w->cfg;
-  r.module = NULL;
-  run_free(&r, 1);
+  run_free(&r);
   return KDA_OK;
 }

@@ -109,11 +109,18 @@ kda__tune_budget kda__tune_budget_default(double budget_ms, double launch_us) {
   /* validation + warm-up + samples + a re-measure for finalists */
   b.launches_per_candidate = 1 + KDA__TUNE_WARMUP + 2 * KDA__TUNE_SAMPLES;
   b.overhead_ms = KDA__TUNE_CANDIDATE_OVERHEAD_MS;
+  b.threads = 1;
   return b;
 }
 
+/* n candidates and the compare kernel split over b->threads programs
+ * compiled at once: the wall time is the largest program's, whose first
+ * instantiation also pays for the parse (compile_first_ms). */
 static double compile_ms(const kda__tune_budget *b, size_t n) {
-  return n == 0 ? 0 : b->compile_first_ms + b->compile_extra_ms * (double)(n - 1);
+  if (n == 0) return 0;
+  const size_t threads = b->threads > 1 ? (size_t)b->threads : 1;
+  const size_t largest = (n + 1 + threads - 1) / threads;
+  return b->compile_first_ms + b->compile_extra_ms * (double)(largest > 2 ? largest - 2 : 0);
 }
 
 double kda__tune_estimate_ms(const kda__tune_budget *b, size_t n) {

@@ -190,8 +190,8 @@ typedef void (*kda_log_fn)(void *user, kda_log_level level, const char *message)
 
 typedef struct kda_options {
   /** sizeof(kda_options) as the caller compiled it; set by kda_options_default().
-   *  The size of an earlier version (the fields up to kernel_dir) is accepted:
-   *  the later fields then keep their defaults. */
+   *  The sizes of earlier versions (the fields up to kernel_dir, or up to
+   *  reserved0) are accepted: the later fields then keep their defaults. */
   uint32_t struct_size;
   /** CUDA device ordinal; the context retains that device's primary context.
    *  -1: bind to the CUcontext current on the calling thread at creation. */
@@ -219,6 +219,20 @@ typedef struct kda_options {
   /** Most verbose level logged (default KDA_LOG_WARN); the environment
    *  variable KDA_LOG=error|warn|info|debug overrides it. */
   int32_t log_level;
+  /** Ignored; 0 from kda_options_default(). It fills what was the end
+   *  padding, so that the size before compile_threads (the fields up to
+   *  here) differs from the current one. */
+  int32_t reserved0;
+  /* Fields below were added with parallel tuning compiles. */
+  /** Threads one tuning run compiles its candidates on, each an NVRTC
+   *  program of a share of them (NVRTC's time is almost all per
+   *  instantiation, so a run of the same budget tries about this many times
+   *  more candidates). 0 (default): the online CPUs, at most 8; 1: one
+   *  program, on the tuning thread. The environment variable
+   *  KDA_COMPILE_THREADS=N overrides it. Used only while tuning; the
+   *  threads are the library's own and end before the tuning call (or the
+   *  background job) returns. Negative: KDA_ERROR_BAD_OPTIONS. */
+  int32_t compile_threads;
 } kda_options;
 
 /** Defaults: device 0, embedded kernel sources, tuning on with a 1000 ms
@@ -251,12 +265,14 @@ KDA_API kda_status kda_context_get_device_info(kda_context *ctx, kda_device_info
  *  gets those fields (nothing is written past them). */
 typedef struct kda_stats {
   uint32_t struct_size;
-  uint64_t nvrtc_compiles;   /**< NVRTC programs compiled */
+  /** NVRTC compiles: one per specialization built, one per tuning run
+   *  (whose candidates may be split over programs compiled at once) */
+  uint64_t nvrtc_compiles;
   uint64_t modules_loaded;   /**< cuModuleLoadData calls that succeeded */
   uint64_t cache_hits;       /**< launches served by an already loaded module */
   uint64_t cache_misses;     /**< launches that had to compile or wait for a compile */
   uint64_t launches;         /**< kernels launched */
-  double compile_ms_total;   /**< wall time spent inside NVRTC */
+  double compile_ms_total;   /**< wall time spent waiting for NVRTC */
   /* Fields below were added with autotuning. */
   uint64_t tuning_runs;      /**< specializations benchmarked by this context */
   uint64_t db_result_hits;   /**< tuned configs read from the database */

@@ -122,6 +122,9 @@ class KdaOptions(Structure):
         ("log_fn", c_void_p),  # kda_log_fn (function pointer)
         ("log_user", c_void_p),
         ("log_level", c_int32),
+        ("reserved0", c_int32),
+        # Fields below were added with parallel tuning compiles.
+        ("compile_threads", c_int32),
     ]
 
 
@@ -193,6 +196,9 @@ class KdaGateArgs(Structure):
 # Prefix sizes of structs that grew: an older library knows only a prefix.
 # (kda_options before autotuning ended after kernel_dir.)
 OPTIONS_V1_SIZE = ctypes.sizeof(c_uint32) + ctypes.sizeof(c_int32) + ctypes.sizeof(c_char_p)
+# (kda_options before parallel tuning compiles ended after log_level and its
+# padding, where reserved0 now is.)
+OPTIONS_V2_SIZE = KdaOptions.compile_threads.offset
 STATS_V1_SIZE = KdaStats.tuning_runs.offset
 # (kda_stats before background tuning ended after tune_ms_total.)
 STATS_V2_SIZE = KdaStats.background_jobs.offset
@@ -468,6 +474,8 @@ def options_default(device=0):
     o.log_fn = None
     o.log_user = None
     o.log_level = KDA_LOG_WARN
+    o.reserved0 = 0
+    o.compile_threads = 0
     return o
 
 
@@ -475,7 +483,7 @@ def options_default(device=0):
 # layout before autotuning (a library built before those fields existed
 # rejects the larger size with KDA_ERROR_BAD_OPTIONS and reads only the
 # prefix it knows when given its own size).
-OPTIONS_SIZES = (ctypes.sizeof(KdaOptions), OPTIONS_V1_SIZE)
+OPTIONS_SIZES = (ctypes.sizeof(KdaOptions), OPTIONS_V2_SIZE, OPTIONS_V1_SIZE)
 
 
 def context_create(lib, device):
