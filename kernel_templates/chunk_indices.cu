@@ -18,6 +18,8 @@ build_chunk_indices(const typename storage<IDX_DT>::type *__restrict__ cu_seqlen
   static_assert(THREADS % 32 == 0 && THREADS <= 1024, "whole warps");
   __shared__ long long offs[THREADS + 1];
   __shared__ long long warp_sums[THREADS / 32];
+  grid_dependency_wait();
+  grid_dependents_launch();
   const int tid = (int)threadIdx.x;
   const int lane = tid & 31, warp = tid >> 5;
   long long carry = 0;

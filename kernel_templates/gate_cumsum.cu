@@ -31,6 +31,9 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
   static_assert(HK % VEC == 0, "VEC must divide H*K");
   static_assert(CUMSUM || GATE != GATE_NONE, "nothing to do");
 
+  grid_dependency_wait();
+  grid_dependents_launch();
+
   const long long n = (long long)blockIdx.x / NCB;  // chunk
   const int cb = (int)(blockIdx.x % NCB);           // channel block
 

@@ -82,6 +82,24 @@ __device__ __forceinline__ float softplus(float z) {
 // e^-z = inf the reciprocal is 0, the right limit.
 __device__ __forceinline__ float sigmoid(float z) { return __fdividef(1.0f, 1.0f + __expf(-z)); }
 
+// Programmatic dependent launch (sm_90+). A kernel launched with the
+// programmatic-serialization attribute may start while the kernel before it
+// in the stream is still running; `wait` holds every thread until that
+// kernel has finished and its writes are visible, so it comes before the
+// first global read. `launch_dependents` lets the next such kernel start
+// its own launch while this one runs (it takes effect once every block has
+// issued it or exited). Without the attribute both are no-ops.
+__device__ __forceinline__ void grid_dependency_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && !defined(KDA_NO_PDL)
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void grid_dependents_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && !defined(KDA_NO_PDL)
+  asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+
 template <int GATE>
 __device__ __forceinline__ float activate(float x, float a_exp, float lower_bound) {
   if (GATE == GATE_SOFTPLUS) return -a_exp * softplus(x);

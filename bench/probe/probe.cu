@@ -103,20 +103,38 @@ int main(int argc, char **argv) {
     float fl = 0;
     long long ll = 0;
     void *pb[] = {&ptr, &ptr, &ptr, &ptr, &fl, &fl, &ptr, &ptr, &ptr, &ll, &ll};
-    for (int which = 0; which < 2; ++which) {
+    // which 2: cuLaunchKernelEx with the programmatic-serialization attribute.
+    CUlaunchAttribute at;
+    memset(&at, 0, sizeof at);
+    at.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    at.value.programmaticStreamSerializationAllowed = 1;
+    CUlaunchConfig lc;
+    memset(&lc, 0, sizeof lc);
+    lc.gridDimX = lc.gridDimY = lc.gridDimZ = 1;
+    lc.blockDimX = 32;
+    lc.blockDimY = lc.blockDimZ = 1;
+    lc.hStream = (CUstream)st;
+    lc.attrs = &at;
+    lc.numAttrs = 1;
+    for (int which = 0; which < 3; ++which) {
       std::vector<double> t;
       for (int i = 0; i < 40000; ++i) {
         if (i % 250 == 0) cudaStreamSynchronize(st);
         double t0 = now_us();
-        cuLaunchKernel(which ? f13 : f1, 1, 1, 1, 32, 1, 1, 0, (CUstream)st, which ? pb : pa, nullptr);
+        if (which == 2)
+          cuLaunchKernelEx(&lc, f13, pb, nullptr);
+        else
+          cuLaunchKernel(which ? f13 : f1, 1, 1, 1, 32, 1, 1, 0, (CUstream)st, which ? pb : pa, nullptr);
         t.push_back(now_us() - t0);
       }
       cudaStreamSynchronize(st);
-      printf("bare cuLaunchKernel, %d params: %.3f us median\n", which ? 11 : 1, med(t));
+      printf("bare %s, %d params: %.3f us median\n", which == 2 ? "cuLaunchKernelEx+PDL" : "cuLaunchKernel",
+             which ? 11 : 1, med(t));
     }
   }
 
-  const shape shapes[] = {{512, 4}, {512, 16}, {512, 32}, {2048, 4}, {2048, 8}, {8192, 32}, {32768, 4}, {32768, 32}};
+  const shape shapes[] = {{512, 4},   {512, 8},   {512, 16},   {512, 32},  {2048, 4},
+                          {2048, 8},  {8192, 16}, {8192, 32}, {32768, 4}, {32768, 32}};
   // PROBE_EXTREME=0 skips the accuracy pass on std-12 inputs.
   const int passes = getenv("PROBE_EXTREME") && !strcmp(getenv("PROBE_EXTREME"), "0") ? 1 : 2;
   FILE *js = fopen(getenv("PROBE_JSON") ? getenv("PROBE_JSON") : "probe.json", "w");

@@ -8,10 +8,19 @@ template <int H, int TX, int SEG>
 static void launch(const void *g, float *out, const float *alog, const float *bias, long long T,
                    long long nchunks, cudaStream_t st) {
   constexpr int VEC = 8, K = 128, HK = H * K, NCB = (HK + TX * VEC - 1) / (TX * VEC);
-  kda::gate_cumsum<2, 0, H, K, 64, 1, 1, 1, 1, 0, 0, 0, 3, VEC, TX, SEG>
-      <<<(unsigned)(nchunks * NCB), TX * SEG, 0, st>>>((const unsigned short *)g, out, alog, bias,
-                                                      1.0f, 0.0f, nullptr, nullptr, nullptr, T,
-                                                      nchunks);
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3((unsigned)(nchunks * NCB));
+  cfg.blockDim = dim3(TX * SEG);
+  cfg.stream = st;
+  cudaLaunchAttribute attr;
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = &attr;
+  cfg.numAttrs = PROBE_PDL ? 1 : 0;
+  const unsigned short *gp = (const unsigned short *)g;
+  const int *none = nullptr;
+  cudaLaunchKernelEx(&cfg, kda::gate_cumsum<2, 0, H, K, 64, 1, 1, 1, 1, 0, 0, 0, 3, VEC, TX, SEG>,
+                     gp, out, alog, bias, 1.0f, 0.0f, none, none, none, T, nchunks);
 }
 
 #define PROBE_TS(H)                                                                         \
