@@ -143,6 +143,7 @@ static size_t run_case(const bad_case *c, int through_layer) {
   a.chunk_size = CHUNK;
   a.num_seqs = c->nseq;
   a.cu_seqlens_dtype = c->idx;
+  a.gate = KDA_GATE_SOFTPLUS; /* the fused kernel, through both entries */
   kda_gate_args h = a;
   h.A_log = A_log;
   h.dt_bias = bias;
