@@ -88,12 +88,8 @@ kda_status kda_chunk_indices_build_device(kda_context *ctx, const void *cu_seqle
   if (st == KDA_OK) {
     long long n = num_seqs, t = total_tokens, cap = capacity;
     void *params[] = {&cu_seqlens, &n, &t, &out, &cap, &num_chunks_device};
-    CUresult r = ctx->drv->cuLaunchKernel(fn, 1, 1, 1, (unsigned)spec.cfg.tx, 1, 1, 0,
-                                          (CUstream)stream, params, NULL);
-    if (r != CUDA_SUCCESS)
-      st = kda__cu_status(ctx->drv, r, "cuLaunchKernel(build_chunk_indices)", __FILE__, __LINE__);
-    else
-      atomic_fetch_add_explicit(&ctx->launches, 1, memory_order_relaxed);
+    st = kda__context_launch(ctx, fn, 1, (unsigned)spec.cfg.tx, (CUstream)stream, params,
+                             "build_chunk_indices");
   }
   kda__context_leave(ctx, pushed);
   return st;

@@ -38,6 +38,8 @@ kda_options kda_options_default(void) {
   o.log_level = KDA_LOG_WARN;
   o.reserved0 = 0;
   o.compile_threads = 0;
+  o.reserved1 = 0;
+  o.launch_overlap = KDA_LAUNCH_OVERLAP_AUTO;
   return o;
 }
 
@@ -81,6 +83,21 @@ static kda_status apply_tuning_options(kda_context *ctx, const kda_options *o) {
     else kda__log(ctx, KDA_LOG_WARN, "KDA_COMPILE_THREADS=%s is not a count of threads; ignored", cv);
   }
   ctx->compile_threads = kda__tune_compile_threads(threads);
+  KDA__REQUIRE(o->launch_overlap == KDA_LAUNCH_OVERLAP_AUTO ||
+                   o->launch_overlap == KDA_LAUNCH_OVERLAP_OFF,
+               KDA_ERROR_BAD_OPTIONS, "kda_options.launch_overlap %d is not a kda_launch_overlap",
+               o->launch_overlap);
+  int overlap = o->launch_overlap == KDA_LAUNCH_OVERLAP_AUTO;
+  const char *ov = getenv("KDA_LAUNCH_OVERLAP");
+  if (ov && *ov) {
+    static const char *const words[] = {"auto", "off"};
+    int w = parse_word(ov, words, 2);
+    if (w >= 0) overlap = w == 0;
+    else kda__log(ctx, KDA_LOG_WARN, "KDA_LAUNCH_OVERLAP=%s is not auto or off; ignored", ov);
+  }
+  /* griddepcontrol exists from sm_90; older drivers lack cuLaunchKernelEx. */
+  overlap = overlap && ctx->arch >= 90 && ctx->drv->cuLaunchKernelEx != NULL;
+  atomic_store(&ctx->launch_overlap, overlap);
   if (o->db_path != NULL) {
     if (strcmp(o->db_path, ":memory:") == 0) {
       ctx->db_memory = 1;
@@ -240,12 +257,13 @@ kda_status kda_context_create(const kda_options *options, kda_context **out) {
      * fields it covers are theirs, the rest keep their defaults. */
     const size_t v1 = offsetof(kda_options, tune_mode);
     const size_t v2 = offsetof(kda_options, compile_threads);
+    const size_t v3 = offsetof(kda_options, launch_overlap);
     KDA__REQUIRE(options->struct_size == sizeof(kda_options) || options->struct_size == v1 ||
-                     options->struct_size == v2,
+                     options->struct_size == v2 || options->struct_size == v3,
                  KDA_ERROR_BAD_OPTIONS,
-                 "kda_options.struct_size is %u; this library knows %zu, %zu and %zu (use "
+                 "kda_options.struct_size is %u; this library knows %zu, %zu, %zu and %zu (use "
                  "kda_options_default())",
-                 options->struct_size, v1, v2, sizeof(kda_options));
+                 options->struct_size, v1, v2, v3, sizeof(kda_options));
     memcpy(&o, options, options->struct_size);
     o.struct_size = sizeof o;
   }

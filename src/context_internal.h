@@ -26,6 +26,9 @@ struct kda_context {
   int tune_mode;        /* kda_tune_mode */
   double tune_budget_ms;
   int compile_threads;  /* resolved: >= 1 */
+  /* Launch with programmatic stream serialization (kda_launch_overlap);
+   * cleared for good if the driver refuses the attribute. */
+  atomic_int launch_overlap;
   char *db_path;        /* option copy; NULL: default path */
   int db_memory;        /* ":memory:" */
   kda_log_fn log_fn;
@@ -64,6 +67,12 @@ void kda__log(kda_context *ctx, kda_log_level level, const char *fmt, ...)
  * warnings are logged by kda__context_store_unlock. */
 struct kda__store *kda__context_store_lock(kda_context *ctx);
 void kda__context_store_unlock(kda_context *ctx);
+
+/* Launches fn (1-D grid) on stream the way the context launches every
+ * kernel (src/kernel_launch.c), counts the launch, and turns a failure
+ * into a status naming `what`. */
+kda_status kda__context_launch(kda_context *ctx, CUfunction fn, unsigned grid, unsigned threads,
+                               CUstream stream, void **params, const char *what);
 
 /* Loads a cubin and gets one function from it (ctx current on the thread). */
 kda_status kda__context_load(kda_context *ctx, const void *cubin, const char *lowered,

@@ -35,8 +35,10 @@
 
 /* A field added to kda__driver but not to the list above would stay NULL. */
 #define KDA__COUNT_ONE(fn) +1
-_Static_assert(sizeof(kda__driver) == (0 KDA__DRIVER_SYMBOLS(KDA__COUNT_ONE)) * sizeof(void (*)(void)),
-               "KDA__DRIVER_SYMBOLS must list every field of kda__driver");
+/* + 1: cuLaunchKernelEx, resolved on its own because it is optional. */
+_Static_assert(sizeof(kda__driver) ==
+                   (0 KDA__DRIVER_SYMBOLS(KDA__COUNT_ONE) + 1) * sizeof(void (*)(void)),
+               "KDA__DRIVER_SYMBOLS must list every required field of kda__driver");
 #undef KDA__COUNT_ONE
 
 #define KDA__STR_(x) #x
@@ -105,6 +107,9 @@ static void load_once(void) {
   if (!resolve(handle, path, KDA__STR(fn), (void *)&d->fn)) return;
   KDA__DRIVER_SYMBOLS(KDA__RESOLVE)
 #undef KDA__RESOLVE
+  /* Optional: a driver without it launches plainly (no launch overlap). */
+  void *ex = dlsym(handle, KDA__STR(cuLaunchKernelEx));
+  if (ex != NULL) memcpy((void *)&d->cuLaunchKernelEx, &ex, sizeof ex);
 
   CUresult r = d->cuInit(0);
   if (r != CUDA_SUCCESS) {

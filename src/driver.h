@@ -56,6 +56,9 @@ typedef struct kda__driver {
   CUresult (*cuEventRecord)(CUevent, CUstream);
   CUresult (*cuEventSynchronize)(CUevent);
   CUresult (*cuEventElapsedTime)(float *, CUevent, CUevent);
+  /* Optional (NULL where the driver lacks it): launches with attributes,
+   * for programmatic dependent launch (kda_options.launch_overlap). */
+  CUresult (*cuLaunchKernelEx)(const CUlaunchConfig *, CUfunction, void **, void **);
 } kda__driver;
 
 /* Loads libcuda once per process (thread-safe) and calls cuInit(0).

@@ -41,13 +41,8 @@ static kda_status launch_plan(kda_context *ctx, const kda__launch_plan *plan,
     const void *ci = plan->spec.varlen ? (const void *)a->chunk_indices : NULL;
     const void *nd = plan->spec.varlen ? (const void *)a->num_chunks_device : NULL;
     void *params[] = {&g, &out, &A_log, &dt_bias, &scale, &lower_bound, &cu, &ci, &nd, &T, &cps};
-    CUresult r = ctx->drv->cuLaunchKernel(fn, (unsigned)grid, 1, 1,
-                                          (unsigned)kda__config_threads(&spec), 1, 1, 0,
-                                          (CUstream)stream, params, NULL);
-    if (r != CUDA_SUCCESS)
-      st = kda__cu_status(ctx->drv, r, "cuLaunchKernel(gate_cumsum)", __FILE__, __LINE__);
-    else
-      atomic_fetch_add_explicit(&ctx->launches, 1, memory_order_relaxed);
+    st = kda__context_launch(ctx, fn, (unsigned)grid, (unsigned)kda__config_threads(&spec),
+                             (CUstream)stream, params, "gate_cumsum");
   }
   kda__context_leave(ctx, pushed);
   return st;

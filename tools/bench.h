@@ -18,6 +18,7 @@ typedef struct bench_result {
   double fused_us, fused_single_us;     /* steady state (graph), after an L2 flush */
   double unfused_us;                    /* gate + chunk_local_cumsum, steady state */
   double heuristic_us;                  /* fused with the built-in heuristic config */
+  double plain_us;                      /* fused, tuned config, launch overlap off */
   double max_err;                       /* vs the float64 reference */
   int64_t elements;
   char config[96];

@@ -254,7 +254,8 @@ static void prewarm_row(kda_context *ctx, const kda_gate_args *shape, bench_resu
   kda_ok(kda_prewarm(ctx, KDA_KERNEL_CHUNK_LOCAL_CUMSUM, &c, 0, &pr), "prewarm cumsum");
 }
 
-static void run_row(kda_context *ctx, kda_context *heur_ctx, const bench_row *r, bench_result *res) {
+static void run_row(kda_context *ctx, kda_context *heur_ctx, kda_context *plain_ctx,
+                    const bench_row *r, bench_result *res) {
   row_state s;
   memset(&s, 0, sizeof s);
   s.row = r;
@@ -342,11 +343,14 @@ static void run_row(kda_context *ctx, kda_context *heur_ctx, const bench_row *r,
   res->max_err = verify_row(ctx, &s, ref);
   const double heur_err = verify_row(heur_ctx, &s, ref);
   if (heur_err > res->max_err) res->max_err = heur_err;
+  const double plain_err = verify_row(plain_ctx, &s, ref);
+  if (plain_err > res->max_err) res->max_err = plain_err;
   free(ref);
   res->fused_us = steady_us(ctx, &s, RUN_FUSED);
   res->fused_single_us = single_us(ctx, &s);
   res->unfused_us = steady_us(ctx, &s, RUN_UNFUSED);
   res->heuristic_us = steady_us(heur_ctx, &s, RUN_FUSED);
+  res->plain_us = steady_us(plain_ctx, &s, RUN_FUSED);
 
   cu.CtxSynchronize();
   for (int i = 0; i < s.nsets; ++i) {
@@ -585,7 +589,7 @@ int main(int argc, char **argv) {
     snprintf(dbbuf, sizeof dbbuf, "%s/tune.db", tmpdir);
     db = dbbuf;
   }
-  kda_context *ctx = NULL, *heur = NULL;
+  kda_context *ctx = NULL, *heur = NULL, *plain = NULL;
   kda_options o = kda_options_default();
   o.device = -1;
   o.db_path = db;
@@ -598,6 +602,12 @@ int main(int argc, char **argv) {
   oh.device = -1;
   oh.tune_mode = KDA_TUNE_OFF;
   kda_ok(kda_context_create(&oh, &heur), "kda_context_create (heuristic)");
+  /* The tuned winners (read from the same database) launched without
+   * programmatic dependent launch: the overlap's share of each row. */
+  kda_options op = o;
+  op.tune_mode = KDA_TUNE_CACHED;
+  op.launch_overlap = KDA_LAUNCH_OVERLAP_OFF;
+  kda_ok(kda_context_create(&op, &plain), "kda_context_create (plain launch)");
   g_info.struct_size = sizeof g_info;
   kda_context_get_device_info(ctx, &g_info);
   if (host_only) {
@@ -610,6 +620,11 @@ int main(int argc, char **argv) {
     printf("%s: host cost per warm call (tuned-slot path): %.3f us median inside "
            "kda_gate_chunk_cumsum; %.3f us per call over 100k enqueues\n",
            g_info.name, inside, enq);
+    host_cost(plain, &inside, &enq, &gpu);
+    printf("%s: host cost per warm call (tuned-slot path, launch overlap off): %.3f us median "
+           "inside kda_gate_chunk_cumsum; %.3f us per call over 100k enqueues\n",
+           g_info.name, inside, enq);
+    kda_context_destroy(plain);
     kda_context_destroy(ctx);
     kda_context_destroy(heur);
     return 0;
@@ -624,31 +639,36 @@ int main(int argc, char **argv) {
   const int nrows = quick ? 4 : bench_row_count;
   bench_result *res = calloc((size_t)nrows, sizeof *res);
   printf("tuning database: %s (budget %.0f ms per specialization)\n\n", db, budget_ms);
-  printf("%-7s %6s %3s %4s %5s %4s %10s %8s %9s %6s %6s %8s %7s %8s %7s %s\n", "group", "T", "H",
-         "K", "chunk", "seqs", "elements", "fused_us", "single_us", "GB/s", "%copy", "unfused",
-         "speedup", "heur_us", "tuned/h", "config (tune ms, candidates)");
+  printf("%-7s %6s %3s %4s %5s %4s %10s %8s %9s %6s %6s %8s %7s %8s %7s %8s %s\n", "group", "T",
+         "H", "K", "chunk", "seqs", "elements", "fused_us", "single_us", "GB/s", "%copy", "unfused",
+         "speedup", "heur_us", "tuned/h", "plain_us", "config (tune ms, candidates)");
   for (int i = 0; i < nrows; ++i) {
     const bench_row *r = &bench_rows[i];
-    run_row(ctx, heur, r, &res[i]);
+    run_row(ctx, heur, plain, r, &res[i]);
     const double bytes = (double)res[i].elements * 6.0;
     const double gbps = bytes / (res[i].fused_us * 1e-6) / 1e9;
     printf("%-7s %6lld %3d %4d %5d %4d %10lld %8.2f %9.2f %6.0f %5.1f%% %8.2f %6.2fx %8.2f %6.2fx "
-           "%s (%.0f ms, %d)\n",
+           "%8.2f %s (%.0f ms, %d)\n",
            r->group, (long long)r->tokens, r->heads, r->head_dim, r->chunk, r->num_seqs,
            (long long)res[i].elements, res[i].fused_us, res[i].fused_single_us, gbps,
            100.0 * gbps / bw, res[i].unfused_us, res[i].unfused_us / res[i].fused_us,
-           res[i].heuristic_us, res[i].heuristic_us / res[i].fused_us, res[i].config,
-           res[i].tune_ms, res[i].candidates);
+           res[i].heuristic_us, res[i].heuristic_us / res[i].fused_us, res[i].plain_us,
+           res[i].config, res[i].tune_ms, res[i].candidates);
     fflush(stdout);
   }
 
   double inside = 0, enq = 0, gpu = 0, tab_steady = 0, tab_single = 0;
+  double plain_inside = 0, plain_enq = 0, plain_gpu = 0;
+  host_cost(plain, &plain_inside, &plain_enq, &plain_gpu);
   host_cost(ctx, &inside, &enq, &gpu);
   chunk_table_cost(ctx, &tab_steady, &tab_single);
   printf("\nhost cost per warm call (T=512 H=4): %.2f us median inside kda_gate_chunk_cumsum "
          "(queue never full); 100k enqueues then one sync: %.2f us per call wall, %.2f us per "
          "call GPU\n",
          inside, enq, gpu);
+  printf("  with launch overlap off (plain cuLaunchKernel): %.2f us median inside; %.2f us per "
+         "call wall, %.2f us per call GPU\n",
+         plain_inside, plain_enq, plain_gpu);
   printf("device chunk-table build, 256 sequences (%s): %.2f us steady state, %.2f us single\n",
          "no host sync", tab_steady, tab_single);
   /* Cold and warm start share a database of their own, new for this run. */
@@ -685,6 +705,10 @@ int main(int argc, char **argv) {
              "  \"gpu_us_per_call_host_row\": %.3f,\n  \"chunk_table_256_us_steady\": %.3f,\n"
              "  \"chunk_table_256_us_single\": %.3f,\n",
           inside, enq, gpu, tab_steady, tab_single);
+  fprintf(f, "  \"launch_overlap\": \"auto (programmatic dependent launch) in every row but the "
+             "plain_launch fields\",\n  \"host_us_per_call_inside_plain_launch\": %.3f,\n"
+             "  \"host_us_per_call_enqueue_plain_launch\": %.3f,\n",
+          plain_inside, plain_enq);
   fprintf(f, "  \"cold_start\": %s,\n  \"warm_start\": %s,\n", cold_ok ? cold : "null\n",
           warm_ok ? warm : "null\n");
   fprintf(f, "  \"rows\": [\n");
@@ -697,18 +721,21 @@ int main(int argc, char **argv) {
             "\"out_dtype\": \"f32\", \"elements\": %lld, \"us_median\": %.3f, \"us_single\": %.3f, "
             "\"gbps\": %.1f, \"pct_of_copy_bw\": %.2f, \"unfused_us_median\": %.3f, "
             "\"speedup_vs_unfused\": %.3f, \"heuristic_us_median\": %.3f, \"max_rel_err\": %.3g, "
-            "\"config\": \"%s\", \"tune_ms\": %.1f, \"candidates\": %d}%s\n",
+            "\"us_median_plain_launch\": %.3f, \"config\": \"%s\", \"tune_ms\": %.1f, "
+            "\"candidates\": %d}%s\n",
             r->group, (long long)r->batch, (long long)r->tokens, r->heads, r->head_dim, r->chunk,
             r->bias ? "true" : "false", r->num_seqs, (long long)res[i].elements, res[i].fused_us,
             res[i].fused_single_us, gbps, 100.0 * gbps / bw, res[i].unfused_us,
             res[i].unfused_us / res[i].fused_us, res[i].heuristic_us, res[i].max_err,
-            res[i].config, res[i].tune_ms, res[i].candidates, i + 1 < nrows ? "," : "");
+            res[i].plain_us, res[i].config, res[i].tune_ms, res[i].candidates,
+            i + 1 < nrows ? "," : "");
   }
   fprintf(f, "  ]\n}\n");
   fclose(f);
   printf("\nwrote %s\n", path);
   kda_context_destroy(ctx);
   kda_context_destroy(heur);
+  kda_context_destroy(plain);
   free(res);
   return 0;
 }

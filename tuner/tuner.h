@@ -15,6 +15,7 @@
 #define KDA_TUNER_TUNER_H
 
 #include <cuda.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -208,9 +209,12 @@ typedef struct kda__tune_bench kda__tune_bench;
 /* Scratch outputs (and, when input + output fit in L2 a few times, rotated
  * copies of the input and several outputs, so samples do not hit a warm
  * L2), a private stream, events. compare is tune_compare<OUT_DT>. */
-kda_status kda__bench_create(const kda__driver *drv, const kda__tune_launch *launch,
-                             int l2_bytes, int sm_count, CUfunction compare,
-                             kda__tune_bench **out);
+/* Candidates launch as the context launches (overlap: its launch_overlap
+ * flag, or NULL for plain launches), so back-to-back samples time what a
+ * stream of calls sees. */
+kda_status kda__bench_create(const kda__driver *drv, atomic_int *overlap,
+                             const kda__tune_launch *launch, int l2_bytes, int sm_count,
+                             CUfunction compare, kda__tune_bench **out);
 void kda__bench_destroy(kda__tune_bench *b);
 /* How many input/output buffer sets are rotated (1: no rotation). */
 int kda__bench_rotation(const kda__tune_bench *b);

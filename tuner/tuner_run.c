@@ -378,8 +378,8 @@ kda_status kda__job_tune(kda__slot_job *j, CUmodule *module, CUfunction *functio
     }
   }
   if (st == KDA_OK) {
-    st = kda__bench_create(ctx->drv, &r.launch, ctx->info.l2_bytes, ctx->info.sm_count,
-                           r.fns[r.count], &r.bench);
+    st = kda__bench_create(ctx->drv, &ctx->launch_overlap, &r.launch, ctx->info.l2_bytes,
+                           ctx->info.sm_count, r.fns[r.count], &r.bench);
     if (st == KDA_ERROR_OUT_OF_MEMORY) {
       kda__log(ctx, KDA_LOG_WARN, "[%s]: no device memory for tuning scratch buffers; using "
                "the heuristic config", j->what);

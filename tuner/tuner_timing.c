@@ -8,12 +8,14 @@
 #include <string.h>
 
 #include "error.h"
+#include "kernel_launch.h"
 #include "tuner.h"
 
 #define KDA__ROT_MAX 8
 
 struct kda__tune_bench {
   const kda__driver *drv;
+  atomic_int *overlap; /* the context's launch overlap: time as it launches */
   kda__tune_launch l;
   CUstream stream;
   CUfunction compare;
@@ -100,13 +102,14 @@ static kda_status bench_init(kda__tune_bench *b, int l2_bytes) {
   return KDA_OK;
 }
 
-kda_status kda__bench_create(const kda__driver *drv, const kda__tune_launch *launch,
-                             int l2_bytes, int sm_count, CUfunction compare,
-                             kda__tune_bench **out) {
+kda_status kda__bench_create(const kda__driver *drv, atomic_int *overlap,
+                             const kda__tune_launch *launch, int l2_bytes, int sm_count,
+                             CUfunction compare, kda__tune_bench **out) {
   *out = NULL;
   kda__tune_bench *b = calloc(1, sizeof *b);
   KDA__REQUIRE(b != NULL, KDA_ERROR_OUT_OF_MEMORY, "out of memory creating the tuning bench");
   b->drv = drv;
+  b->overlap = overlap;
   b->l = *launch;
   b->compare = compare;
   b->sm_count = sm_count > 0 ? sm_count : 1;
@@ -130,8 +133,8 @@ static CUresult launch(kda__tune_bench *b, CUfunction fn, const kda__spec *spec,
   long long T = l->T, cps = l->chunks_per_seq;
   void *params[] = {&g, &o, &A_log, &dt_bias, &scale, &lower_bound, &cu, &ci, &nd, &T, &cps};
   const uint64_t grid = kda__spec_grid(spec, l->num_chunks);
-  return b->drv->cuLaunchKernel(fn, (unsigned)grid, 1, 1, (unsigned)kda__config_threads(spec), 1,
-                                1, 0, b->stream, params, NULL);
+  return kda__launch_kernel(b->drv, b->overlap, NULL, fn, (unsigned)grid,
+                            (unsigned)kda__config_threads(spec), b->stream, params);
 }
 
 static kda_status poison(kda__tune_bench *b, CUdeviceptr p) {

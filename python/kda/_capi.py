@@ -125,6 +125,9 @@ class KdaOptions(Structure):
         ("reserved0", c_int32),
         # Fields below were added with parallel tuning compiles.
         ("compile_threads", c_int32),
+        ("reserved1", c_int32),
+        # Fields below were added with programmatic dependent launch.
+        ("launch_overlap", c_int32),  # kda_launch_overlap
     ]
 
 
@@ -199,6 +202,9 @@ OPTIONS_V1_SIZE = ctypes.sizeof(c_uint32) + ctypes.sizeof(c_int32) + ctypes.size
 # (kda_options before parallel tuning compiles ended after log_level and its
 # padding, where reserved0 now is.)
 OPTIONS_V2_SIZE = KdaOptions.compile_threads.offset
+# (kda_options before programmatic dependent launch ended after
+# compile_threads and its padding, where reserved1 now is.)
+OPTIONS_V3_SIZE = KdaOptions.launch_overlap.offset
 STATS_V1_SIZE = KdaStats.tuning_runs.offset
 # (kda_stats before background tuning ended after tune_ms_total.)
 STATS_V2_SIZE = KdaStats.background_jobs.offset
@@ -476,6 +482,8 @@ def options_default(device=0):
     o.log_level = KDA_LOG_WARN
     o.reserved0 = 0
     o.compile_threads = 0
+    o.reserved1 = 0
+    o.launch_overlap = 0  # KDA_LAUNCH_OVERLAP_AUTO
     return o
 
 
@@ -483,7 +491,7 @@ def options_default(device=0):
 # layout before autotuning (a library built before those fields existed
 # rejects the larger size with KDA_ERROR_BAD_OPTIONS and reads only the
 # prefix it knows when given its own size).
-OPTIONS_SIZES = (ctypes.sizeof(KdaOptions), OPTIONS_V2_SIZE, OPTIONS_V1_SIZE)
+OPTIONS_SIZES = (ctypes.sizeof(KdaOptions), OPTIONS_V3_SIZE, OPTIONS_V2_SIZE, OPTIONS_V1_SIZE)
 
 
 def context_create(lib, device):

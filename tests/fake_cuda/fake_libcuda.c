@@ -23,6 +23,10 @@ static struct CUctx_st {
 static _Thread_local CUcontext stack[16];
 static _Thread_local int depth;
 static atomic_long launches, live_allocs, modules;
+/* Launches through cuLaunchKernelEx with programmatic stream serialization;
+ * FAKE_CUDA_REFUSE_LAUNCH_EX=1 makes that call refuse the attribute
+ * (CUDA_ERROR_NOT_SUPPORTED), as a driver without it would. */
+static atomic_long overlap_launches, refused_launches;
 
 /* A stream the test says is capturing in global mode: cuStreamIsCapturing
  * reports it active, and an allocation from any thread meanwhile is an
@@ -33,6 +37,8 @@ static atomic_long unsafe_calls;
 FAKE_API void fake_cuda_capture(CUstream s) { atomic_store(&capturing, s); }
 FAKE_API long fake_cuda_unsafe_calls(void) { return atomic_load(&unsafe_calls); }
 FAKE_API long fake_cuda_launches(void) { return atomic_load(&launches); }
+FAKE_API long fake_cuda_overlap_launches(void) { return atomic_load(&overlap_launches); }
+FAKE_API long fake_cuda_refused_launches(void) { return atomic_load(&refused_launches); }
 FAKE_API long fake_cuda_live_allocations(void) { return atomic_load(&live_allocs); }
 FAKE_API long fake_cuda_loaded_modules(void) { return atomic_load(&modules); }
 
@@ -129,6 +135,26 @@ FAKE_API CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigne
   (void)gy; (void)gz; (void)by; (void)bz; (void)smem; (void)s; (void)extra;
   if (f == NULL || gx == 0 || bx == 0 || bx > 1024 || params == NULL) return CUDA_ERROR_INVALID_VALUE;
   atomic_fetch_add(&launches, 1);
+  return CUDA_SUCCESS;
+}
+FAKE_API CUresult cuLaunchKernelEx(const CUlaunchConfig *c, CUfunction f, void **params,
+                                   void **extra) {
+  (void)extra;
+  if (c == NULL || f == NULL || c->gridDimX == 0 || c->blockDimX == 0 || c->blockDimX > 1024 ||
+      c->gridDimY != 1 || c->gridDimZ != 1 || c->blockDimY != 1 || c->blockDimZ != 1 ||
+      params == NULL || (c->numAttrs > 0 && c->attrs == NULL))
+    return CUDA_ERROR_INVALID_VALUE;
+  int pdl = 0;
+  for (unsigned i = 0; i < c->numAttrs; ++i)
+    if (c->attrs[i].id == CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION)
+      pdl = c->attrs[i].value.programmaticStreamSerializationAllowed != 0;
+  const char *refuse = getenv("FAKE_CUDA_REFUSE_LAUNCH_EX");
+  if (pdl && refuse && strcmp(refuse, "1") == 0) {
+    atomic_fetch_add(&refused_launches, 1);
+    return CUDA_ERROR_NOT_SUPPORTED;
+  }
+  atomic_fetch_add(&launches, 1);
+  if (pdl) atomic_fetch_add(&overlap_launches, 1);
   return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuMemAlloc(CUdeviceptr *p, size_t n) {

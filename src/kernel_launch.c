@@ -1,0 +1,63 @@
+/* Programmatic dependent launch, with a plain launch as the fallback. The
+ * kernels wait (griddepcontrol.wait) before their first global access, so
+ * the attribute changes when a kernel is scheduled, never what it reads. */
+#include "kernel_launch.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "context_internal.h"
+
+static CUresult launch_plain(const kda__driver *drv, CUfunction fn, unsigned grid,
+                             unsigned threads, CUstream stream, void **params) {
+  return drv->cuLaunchKernel(fn, grid, 1, 1, threads, 1, 1, 0, stream, params, NULL);
+}
+
+CUresult kda__launch_kernel(const kda__driver *drv, atomic_int *overlap, int *refused,
+                            CUfunction fn, unsigned grid, unsigned threads, CUstream stream,
+                            void **params) {
+  if (overlap == NULL || drv->cuLaunchKernelEx == NULL ||
+      !atomic_load_explicit(overlap, memory_order_relaxed))
+    return launch_plain(drv, fn, grid, threads, stream, params);
+  CUlaunchAttribute attr;
+  memset(&attr, 0, sizeof attr);
+  attr.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+  attr.value.programmaticStreamSerializationAllowed = 1;
+  CUlaunchConfig cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.gridDimX = grid;
+  cfg.gridDimY = cfg.gridDimZ = 1;
+  cfg.blockDimX = threads;
+  cfg.blockDimY = cfg.blockDimZ = 1;
+  cfg.hStream = stream;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  CUresult r = drv->cuLaunchKernelEx(&cfg, fn, params, NULL);
+  if (r != CUDA_ERROR_NOT_SUPPORTED && r != CUDA_ERROR_INVALID_VALUE) return r;
+  /* Refused: the attribute, or the launch itself? The plain launch tells. */
+  CUresult plain = launch_plain(drv, fn, grid, threads, stream, params);
+  if (plain == CUDA_SUCCESS) {
+    int was = atomic_exchange(overlap, 0);
+    if (refused != NULL) *refused = was;
+  }
+  return plain;
+}
+
+kda_status kda__context_launch(kda_context *ctx, CUfunction fn, unsigned grid, unsigned threads,
+                               CUstream stream, void **params, const char *what) {
+  int refused = 0;
+  CUresult r = kda__launch_kernel(ctx->drv, &ctx->launch_overlap, &refused, fn, grid, threads,
+                                  stream, params);
+  if (refused)
+    kda__log(ctx, KDA_LOG_WARN,
+             "the driver refused programmatic dependent launch for %s; this context launches "
+             "plainly from now on", what);
+  if (r != CUDA_SUCCESS) {
+    char call[96];
+    snprintf(call, sizeof call, "cuLaunchKernel%s(%s)",
+             atomic_load_explicit(&ctx->launch_overlap, memory_order_relaxed) ? "Ex" : "", what);
+    return kda__cu_status(ctx->drv, r, call, __FILE__, __LINE__);
+  }
+  atomic_fetch_add_explicit(&ctx->launches, 1, memory_order_relaxed);
+  return KDA_OK;
+}

@@ -1,0 +1,190 @@
+/* kda_options.launch_overlap on the stand-in driver (tests/fake_cuda):
+ * which launches carry the programmatic-serialization attribute, the
+ * option and its environment override, a driver that refuses the
+ * attribute, and the struct size of callers built before the field. What
+ * the attribute does on a GPU is covered by the GPU tests (every kernel
+ * check runs with it on) and measured by kda-bench. */
+#include <dlfcn.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "kda/kda.h"
+
+static long (*fake_launches)(void);
+static long (*fake_overlap_launches)(void);
+static long (*fake_refused_launches)(void);
+
+typedef struct warnings {
+  int refused;
+  int bad_env;
+} warnings;
+
+static void grab_log(void *user, kda_log_level level, const char *message) {
+  warnings *w = user;
+  if (level != KDA_LOG_WARN) return;
+  if (strstr(message, "refused programmatic dependent launch")) w->refused++;
+  if (strstr(message, "KDA_LAUNCH_OVERLAP=")) w->bad_env++;
+}
+
+typedef struct call {
+  kda_gate_args a;
+  void *g, *out;
+  float A_log[4];
+} call;
+
+static void call_init(call *c) {
+  memset(c, 0, sizeof *c);
+  const size_t n = (size_t)256 * 4 * 64;
+  c->g = aligned_alloc(256, n * 2);
+  c->out = aligned_alloc(256, n * 4);
+  memset(c->g, 0x3f, n * 2);
+  c->a = kda_gate_args_default();
+  c->a.g = c->g;
+  c->a.g_dtype = KDA_DTYPE_BF16;
+  c->a.out = c->out;
+  c->a.batch = 1;
+  c->a.seq_len = 256;
+  c->a.num_heads = 4;
+  c->a.head_dim = 64;
+  c->a.chunk_size = 64;
+  c->a.gate = KDA_GATE_SOFTPLUS;
+  c->a.A_log = c->A_log;
+}
+
+static kda_options options(warnings *w) {
+  kda_options o = kda_options_default();
+  o.tune_mode = KDA_TUNE_OFF;
+  o.log_fn = grab_log;
+  o.log_user = w;
+  return o;
+}
+
+/* n warm calls on a fresh context; returns how many of the launches (the
+ * first call's included) carried the attribute. */
+static long overlap_of_calls(const kda_options *o, int n, long *launches) {
+  call c;
+  call_init(&c);
+  kda_context *ctx = NULL;
+  assert_int_equal(kda_context_create(o, &ctx), KDA_OK);
+  const long l0 = fake_launches(), o0 = fake_overlap_launches();
+  for (int i = 0; i < n; ++i) assert_int_equal(kda_gate_chunk_cumsum(ctx, &c.a, NULL), KDA_OK);
+  kda_stats s = {.struct_size = sizeof s};
+  assert_int_equal(kda_context_get_stats(ctx, &s), KDA_OK);
+  assert_int_equal((long)s.launches, n);
+  kda_context_destroy(ctx);
+  free(c.g);
+  free(c.out);
+  *launches = fake_launches() - l0;
+  return fake_overlap_launches() - o0;
+}
+
+static void default_launches_with_the_attribute_on_sm90(void **state) {
+  (void)state;
+  warnings w = {0, 0};
+  kda_options o = options(&w);
+  long launches = 0;
+  assert_int_equal(overlap_of_calls(&o, 10, &launches), 10);
+  assert_int_equal(launches, 10);
+  assert_int_equal(w.refused, 0);
+}
+
+static void option_off_and_environment_override(void **state) {
+  (void)state;
+  warnings w = {0, 0};
+  kda_options o = options(&w);
+  long launches = 0;
+  o.launch_overlap = KDA_LAUNCH_OVERLAP_OFF;
+  assert_int_equal(overlap_of_calls(&o, 7, &launches), 0);
+  assert_int_equal(launches, 7);
+  /* The environment wins over the option, both ways. */
+  setenv("KDA_LAUNCH_OVERLAP", "auto", 1);
+  assert_int_equal(overlap_of_calls(&o, 3, &launches), 3);
+  o.launch_overlap = KDA_LAUNCH_OVERLAP_AUTO;
+  setenv("KDA_LAUNCH_OVERLAP", "OFF", 1);
+  assert_int_equal(overlap_of_calls(&o, 3, &launches), 0);
+  /* A word it does not know is ignored with a warning. */
+  setenv("KDA_LAUNCH_OVERLAP", "sometimes", 1);
+  assert_int_equal(overlap_of_calls(&o, 2, &launches), 2);
+  assert_int_equal(w.bad_env, 1);
+  unsetenv("KDA_LAUNCH_OVERLAP");
+  /* A value outside the enum is a bad option. */
+  kda_context *ctx = NULL;
+  o.launch_overlap = 2;
+  assert_int_equal(kda_context_create(&o, &ctx), KDA_ERROR_BAD_OPTIONS);
+  assert_non_null(strstr(kda_last_error(), "launch_overlap"));
+  o.launch_overlap = -1;
+  assert_int_equal(kda_context_create(&o, &ctx), KDA_ERROR_BAD_OPTIONS);
+  assert_null(ctx);
+}
+
+/* A driver that refuses the attribute: the call still runs (plainly), the
+ * context warns once and stops asking. */
+static void refused_attribute_falls_back_to_a_plain_launch_once(void **state) {
+  (void)state;
+  warnings w = {0, 0};
+  kda_options o = options(&w);
+  setenv("FAKE_CUDA_REFUSE_LAUNCH_EX", "1", 1);
+  const long r0 = fake_refused_launches();
+  long launches = 0;
+  assert_int_equal(overlap_of_calls(&o, 5, &launches), 0);
+  unsetenv("FAKE_CUDA_REFUSE_LAUNCH_EX");
+  assert_int_equal(launches, 5);
+  assert_int_equal(fake_refused_launches() - r0, 1);
+  assert_int_equal(w.refused, 1);
+  /* The device chunk-table builder goes the same way. */
+  kda_context *ctx = NULL;
+  assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
+  int32_t cu[3] = {0, 100, 130};
+  int32_t *table = aligned_alloc(256, 256), *count = table + 32;
+  const long o0 = fake_overlap_launches();
+  assert_int_equal(kda_chunk_indices_build_device(ctx, cu, KDA_DTYPE_I32, 2, 130, 64, table, 16,
+                                                  count, NULL),
+                   KDA_OK);
+  assert_int_equal(fake_overlap_launches() - o0, 1);
+  kda_context_destroy(ctx);
+  free(table);
+}
+
+/* A caller built before launch_overlap passes the older size; whatever
+ * lies past it (here garbage) is not read and the default applies. */
+static void older_struct_size_keeps_the_default(void **state) {
+  (void)state;
+  warnings w = {0, 0};
+  kda_options o = options(&w);
+  o.struct_size = (uint32_t)offsetof(kda_options, launch_overlap);
+  o.reserved1 = 0x5a5a5a5a;
+  o.launch_overlap = 0x5a5a5a5a;
+  long launches = 0;
+  assert_int_equal(overlap_of_calls(&o, 4, &launches), 4);
+}
+
+int main(void) {
+  unsetenv("KDA_TUNE");
+  unsetenv("KDA_LAUNCH_OVERLAP");
+  const char *path = getenv("KDA_LIBCUDA");
+  void *h = path ? dlopen(path, RTLD_NOW) : NULL;
+  if (h) {
+    *(void **)&fake_launches = dlsym(h, "fake_cuda_launches");
+    *(void **)&fake_overlap_launches = dlsym(h, "fake_cuda_overlap_launches");
+    *(void **)&fake_refused_launches = dlsym(h, "fake_cuda_refused_launches");
+  }
+  if (!fake_launches || !fake_overlap_launches || !fake_refused_launches) {
+    fprintf(stderr, "KDA_LIBCUDA must name the stand-in driver (tests/fake_cuda); got %s\n",
+            path ? path : "(unset)");
+    return 1;
+  }
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(default_launches_with_the_attribute_on_sm90),
+      cmocka_unit_test(option_off_and_environment_override),
+      cmocka_unit_test(refused_attribute_falls_back_to_a_plain_launch_once),
+      cmocka_unit_test(older_struct_size_keeps_the_default),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
