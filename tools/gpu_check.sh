@@ -48,6 +48,19 @@ if [ $tests = 1 ]; then
   # The GPU stress test runs on its own below, with its own log.
   (cd build-gpu && ctest -L gpu -LE stress --output-on-failure -V) > "$OUT/ctest-gpu.log" 2>&1 || status=1
   grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) |device:|cases:|checked|threads,|graph:|model \(|destroy after|tests passed|FAILED|Failed|Skipped|SKIP" "$OUT/ctest-gpu.log" | head -80
+  # The overlap test must be able to fail: with the kernels' wait removed
+  # (griddepcontrol.wait) a consumer may read its producer's unfinished
+  # writes, and test_gpu_overlap has to see it.
+  mutant=$(mktemp -d)
+  cp kernel_templates/* "$mutant/"
+  sed -i 's/asm volatile("griddepcontrol.wait;" ::: "memory");//' "$mutant/kda_common.cuh"
+  if KDA_KERNEL_DIR=$mutant ./build-gpu/tests/test_gpu_overlap > "$OUT/overlap-mutant.log" 2>&1; then
+    echo "mutant without griddepcontrol.wait: test_gpu_overlap PASSED (it cannot see the race)"
+  else
+    echo "mutant without griddepcontrol.wait: test_gpu_overlap failed, as it must:"
+    grep -E "elements out of budget" "$OUT/overlap-mutant.log" | head -5
+  fi
+  rm -rf "$mutant"
   ./build-gpu/tools/kda-demo 2>&1 | tee "$OUT/demo.log" || status=1
   # 4 processes tuning overlapping shape sets into one database (tests/stress).
   (cd build-gpu && ctest -R '^test_stress_concurrent_prewarm_gpu$' --output-on-failure -V) > "$OUT/stress-gpu.log" 2>&1 || status=1
