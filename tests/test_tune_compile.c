@@ -1,10 +1,14 @@
 /* A tuning run's candidates split over NVRTC programs compiled on parallel
  * threads (tuner/tuner_compile.c), with real NVRTC and no GPU: the split,
  * each name found in its own program's cubin with the same mangled name a
- * single program gives, failures carrying their NVRTC log, and the thread
- * count a context resolves. */
+ * single program gives, failures carrying their NVRTC log, the thread
+ * count a context resolves, and the process-wide pool of compile threads
+ * that concurrent tuning runs share. */
+#include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -148,11 +152,96 @@ static void thread_counts_resolve_to_cpus_capped_or_the_request(void **state) {
   assert_int_equal(kda__tune_compile_threads(1), 1);
   assert_int_equal(kda__tune_compile_threads(5), 5);
   assert_int_equal(kda__tune_compile_threads(100000), KDA__COMPILE_THREADS_MAX);
-  /* The budget divides by the programs that really run at once. */
-  assert_int_equal(kda__tune_compile_parallelism(0), 1);
-  assert_int_equal(kda__tune_compile_parallelism(1), 1);
-  assert_int_equal(kda__tune_compile_parallelism(1000), cpus < KDA__COMPILE_THREADS_MAX ? cpus : KDA__COMPILE_THREADS_MAX);
-  assert_int_equal(kda__tune_compile_parallelism(2), cpus < 2 ? cpus : 2);
+  /* The process's pool of compile threads: the online CPUs. */
+  assert_int_equal(kda__compile_pool_capacity(NULL),
+                   cpus < KDA__COMPILE_THREADS_MAX ? cpus : KDA__COMPILE_THREADS_MAX);
+  assert_int_equal(kda__compile_pool_in_use(NULL), 0);
+}
+
+static void a_released_reservation_is_reusable(void **state) {
+  (void)state;
+  kda__compile_pool pool = {.capacity = 4};
+  kda__compile_lease a = kda__compile_pool_reserve(&pool, 3);
+  assert_int_equal(a.taken, 3);
+  assert_int_equal(a.threads, 3);
+  kda__compile_lease b = kda__compile_pool_reserve(&pool, 3);
+  assert_int_equal(b.taken, 1); /* what is left */
+  assert_int_equal(b.threads, 1);
+  kda__compile_lease c = kda__compile_pool_reserve(&pool, 2);
+  assert_int_equal(c.taken, 0); /* empty: compiles on its own thread */
+  assert_int_equal(c.threads, 1);
+  assert_int_equal(kda__compile_pool_in_use(&pool), 4);
+  kda__compile_pool_release(&c);
+  assert_int_equal(kda__compile_pool_in_use(&pool), 4);
+  kda__compile_pool_release(&a);
+  assert_int_equal(kda__compile_pool_in_use(&pool), 1);
+  kda__compile_pool_release(&a); /* twice: nothing */
+  assert_int_equal(kda__compile_pool_in_use(&pool), 1);
+  kda__compile_lease d = kda__compile_pool_reserve(&pool, 8);
+  assert_int_equal(d.taken, 3); /* a's threads again */
+  kda__compile_pool_release(&b);
+  kda__compile_pool_release(&d);
+  assert_int_equal(kda__compile_pool_in_use(&pool), 0);
+  kda__compile_lease e = kda__compile_pool_reserve(&pool, 0); /* at least one */
+  assert_int_equal(e.taken, 1);
+  kda__compile_pool_release(&e);
+  e = kda__compile_pool_reserve(&pool, 4);
+  assert_int_equal(e.taken, 4);
+  kda__compile_pool_release(&e);
+  kda__compile_pool_release(NULL);
+  assert_int_equal(kda__compile_pool_in_use(&pool), 0);
+}
+
+enum { POOL_THREADS = 16, POOL_ROUNDS = 2000 };
+
+typedef struct pool_run {
+  kda__compile_pool *pool;
+  int capacity, seed;
+  _Atomic int *held, *most, *bad;
+} pool_run;
+
+/* Many tuning runs' reservations at once: each counts what it holds while
+ * it holds it, so the sum is what the pool has handed out at that moment. */
+static void *pool_thread(void *p) {
+  pool_run *r = p;
+  for (int i = 0; i < POOL_ROUNDS; ++i) {
+    const int want = 1 + (i * 7 + r->seed) % 12;
+    kda__compile_lease l = kda__compile_pool_reserve(r->pool, want);
+    if (l.taken < 0 || l.taken > want || l.threads != (l.taken > 0 ? l.taken : 1))
+      atomic_fetch_add(r->bad, 1);
+    const int now = atomic_fetch_add(r->held, l.taken) + l.taken;
+    int most = atomic_load(r->most);
+    while (now > most && !atomic_compare_exchange_weak(r->most, &most, now)) {
+    }
+    if (now > r->capacity || kda__compile_pool_in_use(r->pool) > r->capacity)
+      atomic_fetch_add(r->bad, 1);
+    if (i % 3 == 0) sched_yield();
+    atomic_fetch_sub(r->held, l.taken);
+    kda__compile_pool_release(&l);
+  }
+  return NULL;
+}
+
+static void the_pool_never_hands_out_more_than_its_threads_across_threads(void **state) {
+  (void)state;
+  kda__compile_pool pool16 = {.capacity = 16};
+  kda__compile_pool *pools[2] = {&pool16, NULL};
+  for (int k = 0; k < 2; ++k) {
+    const int capacity = kda__compile_pool_capacity(pools[k]);
+    _Atomic int held = 0, most = 0, bad = 0;
+    pthread_t th[POOL_THREADS];
+    pool_run runs[POOL_THREADS];
+    for (int t = 0; t < POOL_THREADS; ++t) {
+      runs[t] = (pool_run){pools[k], capacity, t, &held, &most, &bad};
+      assert_int_equal(pthread_create(&th[t], NULL, pool_thread, &runs[t]), 0);
+    }
+    for (int t = 0; t < POOL_THREADS; ++t) pthread_join(th[t], NULL);
+    printf("pool of %d: at most %d handed out at once by %d threads\n", capacity,
+           atomic_load(&most), POOL_THREADS);
+    assert_int_equal(atomic_load(&bad), 0);
+    assert_true(atomic_load(&most) >= 1 && atomic_load(&most) <= capacity);
+    assert_int_equal(kda__compile_pool_in_use(pools[k]), 0);
+  }
 }
 
 int main(void) {
@@ -161,6 +250,8 @@ int main(void) {
       cmocka_unit_test(more_threads_than_names_give_one_program_each),
       cmocka_unit_test(a_failing_program_fails_the_compile_with_its_log_and_frees_the_rest),
       cmocka_unit_test(thread_counts_resolve_to_cpus_capped_or_the_request),
+      cmocka_unit_test(a_released_reservation_is_reusable),
+      cmocka_unit_test(the_pool_never_hands_out_more_than_its_threads_across_threads),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

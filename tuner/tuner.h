@@ -9,7 +9,8 @@
  *  tuner_timing.c  GPU: scratch buffers, validation, CUDA-event timing
  *  tuner.c         the slot build: database, lease, compile, bench, persist
  *  tuner_run.c     one tuning run: prune, compile, validate, time, pick
- *  tuner_compile.c the candidates as NVRTC programs on parallel threads
+ *  tuner_compile.c the candidates as NVRTC programs on parallel threads,
+ *                  and the process-wide pool of compile threads
  *  tuner_api.c     kda_prewarm, kda_compile_offline_store, kda_token_bucket */
 #ifndef KDA_TUNER_TUNER_H
 #define KDA_TUNER_TUNER_H
@@ -37,14 +38,26 @@
 #define KDA__TUNE_BAND 0.02         /* winner: lowest config id within 2% of the best */
 #define KDA__TUNE_TOL_F32 2e-5      /* |x - ref| <= tol * (1 + |ref|) */
 #define KDA__TUNE_TOL_BF16 1e-2
-/* NVRTC cost model. Measured on an H100 host: one instantiation ~180 ms;
- * four candidates plus the compare kernel in one program 730-860 ms (1090
- * ms for the first compile of a process), i.e. ~200 ms per extra one. */
-/* NVRTC cost before this process has measured its own (H100 machine, NVRTC
- * 13.0: one candidate plus the compare kernel ~450 ms, ~300-350 ms per
- * further candidate); replaced by the measured cost after the first run. */
-#define KDA__TUNE_COMPILE_FIRST_MS 450.0
-#define KDA__TUNE_COMPILE_EXTRA_MS 300.0
+/* NVRTC wall-time model: a compile of P programs at once takes about
+ * parse + inst(P) * largest, largest being the biggest program's
+ * instantiations. inst(P) is learned per level of P (1, 2, 3-4, 5-8, 9+)
+ * from every tuning run's wall time (kda__tune_calibrate). Before the first
+ * measurement the defaults come from the H100 machine (16 cores, NVRTC
+ * 13.0): one instantiation alone ~197 ms and one program of ~4 ~500 ms
+ * (parse ~100 ms, ~100 ms each); the first, cold, compile of a process pays
+ * more (a cold tuning run compiling one program of 3 took ~600 ms in all:
+ * ~150 ms each is assumed). Parallel programs scaled badly there: 8
+ * programs of ~4 took ~1.7 s wall where one such program alone took ~0.5 s
+ * (8 x 4 instantiations ~3.3 s serially: a speedup of ~2), so until
+ * measured P programs are assumed to run at most 2x faster than one:
+ * inst(P) = 150 ms * max(1, P / 2). The first run on 16 cores (8 threads)
+ * then compiles 7 candidates and the compare kernel as 8 programs of one,
+ * estimated at 700 ms. */
+#define KDA__TUNE_COMPILE_PARSE_MS 100.0
+#define KDA__TUNE_COMPILE_INST_MS 150.0
+#define KDA__TUNE_COMPILE_SPEEDUP_MAX 2.0
+#define KDA__TUNE_COMPILE_LEVELS 5 /* programs at once: 1, 2, 3-4, 5-8, 9+ */
+#define KDA__TUNE_COMPILE_EMA 0.5  /* weight of a new observation */
 /* Timing a candidate costs milliseconds, compiling it hundreds: almost the
  * whole budget may go to compiling. */
 #define KDA__TUNE_COMPILE_SHARE 0.9
@@ -83,23 +96,54 @@ size_t kda__tune_finalists(const kda__tune_trial *trials, size_t n, double frac,
  * with the lowest config_id (stable across processes). -1 if none is OK. */
 long kda__tune_pick(const kda__tune_trial *trials, size_t n, double band);
 
+/* What the process has learned of NVRTC's wall time, per level of programs
+ * compiled at once (kda__tune_level); inst_ms[l] == 0: level not seen. */
+typedef struct kda__compile_model {
+  double parse_ms;
+  double inst_ms[KDA__TUNE_COMPILE_LEVELS];  /* EMA of (wall - parse) / largest */
+  double programs[KDA__TUNE_COMPILE_LEVELS]; /* EMA of the programs at once it was seen at */
+} kda__compile_model;
+
+/* Level of `programs` compiled at once: 0 for 1, 1 for 2, 2 for 3-4, 3 for
+ * 5-8, 4 for 9 and more. */
+int kda__tune_level(size_t programs);
+/* The defaults above, nothing seen. */
+kda__compile_model kda__compile_model_default(void);
+/* Learns one compile: wall_ms for `programs` programs at once whose largest
+ * held `largest` instantiations. Ignores empty or non-positive input. */
+void kda__compile_model_observe(kda__compile_model *m, double wall_ms, size_t programs,
+                                size_t largest);
+/* Estimated wall time per instantiation of the largest program when
+ * `programs` compile at once. Nothing seen: the default (speedup at most
+ * KDA__TUNE_COMPILE_SPEEDUP_MAX). A level not seen is derived from the
+ * nearest seen one assuming no more speedup than it showed: more programs
+ * keep its throughput (inst grows with P), fewer keep its time per
+ * instantiation (fewer neighbours should make each faster, but under
+ * contention from other runs, when a run gets fewer threads, it may not). */
+double kda__compile_model_inst_ms(const kda__compile_model *m, size_t programs);
+
 /* The budget model of one tuning run. */
 typedef struct kda__tune_budget {
   double budget_ms;
-  double compile_first_ms, compile_extra_ms;
+  kda__compile_model compile; /* a snapshot of the process's */
   double compile_share;     /* of budget_ms */
   double launch_us;         /* estimated duration of one launch */
   int launches_per_candidate;
   double overhead_ms;       /* fixed cost per candidate */
-  int threads;              /* programs compiled at once (tuner_compile.h) */
+  int threads;              /* compile threads the run holds (kda__compile_pool_reserve) */
 } kda__tune_budget;
 
-/* Defaults above for a launch estimated at launch_us, one compile thread. */
+/* The process's compile model (defaults until calibrated) for a launch
+ * estimated at launch_us, one compile thread. */
 kda__tune_budget kda__tune_budget_default(double budget_ms, double launch_us);
 
-/* Records a compile of `instantiations` kernels that took compile_ms; later
- * budgets in this process estimate NVRTC from it instead of the defaults. */
-void kda__tune_calibrate(double compile_ms, size_t instantiations);
+/* Records a compile into the process-wide model (thread-safe): it took
+ * wall_ms with `programs` programs at once, the largest of `largest`
+ * instantiations. Later budgets in this process use it. */
+void kda__tune_calibrate(double wall_ms, size_t programs, size_t largest);
+/* Estimated wall time of compiling n candidates and the compare kernel in
+ * min(threads, n + 1) programs at once. */
+double kda__tune_compile_ms(const kda__tune_budget *b, size_t n);
 /* Estimated wall time of a run with n candidates (compile + timing). */
 double kda__tune_estimate_ms(const kda__tune_budget *b, size_t n);
 /* Most candidates whose compile fits compile_share of the budget and whose

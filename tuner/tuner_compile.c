@@ -5,6 +5,7 @@
 #include "tuner_compile.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,9 +25,42 @@ int kda__tune_compile_threads(int requested) {
   return cpus < KDA__COMPILE_THREADS_AUTO_MAX ? cpus : KDA__COMPILE_THREADS_AUTO_MAX;
 }
 
-int kda__tune_compile_parallelism(int threads) {
-  const int cpus = online_cpus();
-  return threads < 1 ? 1 : threads < cpus ? threads : cpus;
+static kda__compile_pool g_pool; /* capacity 0: the online CPUs */
+
+static kda__compile_pool *pool_or_process(kda__compile_pool *pool) {
+  return pool != NULL ? pool : &g_pool;
+}
+
+int kda__compile_pool_capacity(kda__compile_pool *pool) {
+  pool = pool_or_process(pool);
+  return pool->capacity > 0 ? pool->capacity : online_cpus();
+}
+
+int kda__compile_pool_in_use(kda__compile_pool *pool) {
+  return atomic_load(&pool_or_process(pool)->in_use);
+}
+
+kda__compile_lease kda__compile_pool_reserve(kda__compile_pool *pool, int want) {
+  kda__compile_lease l = {pool_or_process(pool), 0, 1};
+  if (want < 1) want = 1;
+  const int cap = kda__compile_pool_capacity(l.pool);
+  int used = atomic_load(&l.pool->in_use);
+  for (;;) {
+    const int avail = cap - used;
+    l.taken = avail <= 0 ? 0 : avail < want ? avail : want;
+    /* On failure used is reloaded: another run took or gave back threads. */
+    if (l.taken == 0 || atomic_compare_exchange_weak(&l.pool->in_use, &used, used + l.taken))
+      break;
+  }
+  l.threads = l.taken > 0 ? l.taken : 1;
+  return l;
+}
+
+void kda__compile_pool_release(kda__compile_lease *lease) {
+  if (lease == NULL || lease->pool == NULL) return;
+  if (lease->taken > 0) atomic_fetch_sub(&lease->pool->in_use, lease->taken);
+  lease->taken = 0;
+  lease->pool = NULL;
 }
 
 typedef struct worker {

@@ -1,9 +1,12 @@
 /* A tuning run's candidates compiled as several NVRTC programs on parallel
  * threads. NVRTC's time is almost all per instantiation (on a 2-core CI box
  * one program of 1, 8 and 32 gate_cumsum instantiations took 129, 864 and
- * 2884 ms), so k programs of n/k instantiations each take about 1/k of the
- * wall time where k cores are free, and a run of the same budget can try
- * about k times more candidates. */
+ * 2884 ms), so splitting a run's candidates shortens its wall time, but by
+ * far less than the number of programs: on the 16-core H100 machine 8
+ * programs of ~4 took ~1.7 s where one alone took ~0.5 s (a speedup of ~2;
+ * tuner.h's model learns the real one). Concurrent tuning runs share one
+ * process-wide pool of compile threads (the online CPUs), so that 8 runs
+ * meeting 8 cold specializations at once do not start 64 NVRTC threads. */
 #ifndef KDA_TUNER_TUNER_COMPILE_H
 #define KDA_TUNER_TUNER_COMPILE_H
 
@@ -27,9 +30,31 @@ typedef struct kda__tune_programs {
 /* Threads for a context: requested >= 1 (at most KDA__COMPILE_THREADS_MAX),
  * or 0 for the online CPUs, at most KDA__COMPILE_THREADS_AUTO_MAX. */
 int kda__tune_compile_threads(int requested);
-/* How many of `threads` programs really run at once: at most the online
- * CPUs (the budget model's divisor; more programs than CPUs only queue). */
-int kda__tune_compile_parallelism(int threads);
+
+/* Compile threads shared by the tuning runs of a process. */
+typedef struct kda__compile_pool {
+  int capacity;       /* 0: the online CPUs, read at each reservation */
+  _Atomic int in_use; /* threads handed out and not yet released */
+} kda__compile_pool;
+
+/* What one run holds: it compiles `threads` programs at once, `taken` of
+ * them from pool. taken is 0 when the pool was empty: the run still
+ * compiles one program, on its own thread, which it would occupy anyway. */
+typedef struct kda__compile_lease {
+  kda__compile_pool *pool;
+  int taken;
+  int threads;
+} kda__compile_lease;
+
+/* Reserves min(want, max(1, free)) threads from pool (NULL: the process's),
+ * never taking more than the pool has free. Does not block. */
+kda__compile_lease kda__compile_pool_reserve(kda__compile_pool *pool, int want);
+/* Gives the lease's threads back; a second release does nothing. */
+void kda__compile_pool_release(kda__compile_lease *lease);
+/* Threads handed out now (NULL: the process's pool); for logs and tests. */
+int kda__compile_pool_in_use(kda__compile_pool *pool);
+/* The pool's size now (NULL: the process's pool). */
+int kda__compile_pool_capacity(kda__compile_pool *pool);
 
 /* Splits names[0, n) into min(threads, n) contiguous programs whose sizes
  * differ by at most one, each compiling main_name from set for sm_<arch>,

@@ -25,6 +25,7 @@ typedef struct run {
   size_t count;            /* candidates */
   size_t *ids;             /* their config ids (ids[0]: heuristic) */
   char **names;            /* count + 1 name expressions (last: compare) */
+  kda__compile_lease lease; /* compile threads, held from choose() to the compile's end */
   kda__tune_programs progs;
   CUmodule *modules;       /* one per program */
   CUfunction *fns;         /* count + 1 */
@@ -47,6 +48,7 @@ static CUmodule take_module(run *r, size_t i) {
 }
 
 static void run_free(run *r) {
+  kda__compile_pool_release(&r->lease); /* an error before the compile ended */
   kda__bench_destroy(r->bench);
   for (size_t q = 0; r->modules != NULL && q < r->progs.count; ++q)
     if (r->modules[q]) r->j->ctx->drv->cuModuleUnload(r->modules[q]);
@@ -93,7 +95,10 @@ static kda_status choose(run *r) {
   const double est_us =
       (double)(r->launch.in_bytes + r->launch.out_bytes) / (KDA__TUNE_ASSUMED_GBPS * 1e3) + 3.0;
   kda__tune_budget b = kda__tune_budget_default(j->ctx->tune_budget_ms, est_us);
-  b.threads = kda__tune_compile_parallelism(j->ctx->compile_threads);
+  /* Other runs of this process may be compiling: the budget is for the
+   * threads this one really gets. */
+  r->lease = kda__compile_pool_reserve(NULL, j->ctx->compile_threads);
+  b.threads = r->lease.threads;
   size_t keep = kda__tune_fit(&b);
   r->ids = malloc((j->n + 1) * sizeof *r->ids);
   KDA__REQUIRE(r->ids != NULL, KDA_ERROR_OUT_OF_MEMORY, "out of memory choosing candidates");
@@ -118,14 +123,16 @@ static kda_status choose(run *r) {
   }
   r->count = k;
   kda__log(j->ctx, KDA_LOG_DEBUG,
-           "[%s]: %zu of %zu configs fit the %.0f ms budget (estimate %.0f ms, launch ~%.1f us, "
-           "%d programs at once)",
-           j->what, k, j->n, b.budget_ms, kda__tune_estimate_ms(&b, k), est_us, b.threads);
+           "[%s]: %zu of %zu configs fit the %.0f ms budget (estimate %.0f ms, compile %.0f ms, "
+           "launch ~%.1f us; %d compile threads reserved of %d asked, %d of %d in use)",
+           j->what, k, j->n, b.budget_ms, kda__tune_estimate_ms(&b, k), kda__tune_compile_ms(&b, k),
+           est_us, r->lease.threads, j->ctx->compile_threads, kda__compile_pool_in_use(NULL),
+           kda__compile_pool_capacity(NULL));
   return KDA_OK;
 }
 
 /* The kernel's template as a header, the compare kernel, and a name
- * expression per candidate, split over ctx->compile_threads programs. */
+ * expression per candidate, split over the reserved threads' programs. */
 static kda_status compile_batch(run *r) {
   kda__slot_job *j = r->j;
   kda_context *ctx = j->ctx;
@@ -159,12 +166,20 @@ static kda_status compile_batch(run *r) {
   set.count = ctx->sources.count + 2;
   kda_status st = kda__tune_programs_compile(&set, KDA__BATCH_MAIN, ctx->arch,
                                              (const char *const *)r->names, r->count + 1,
-                                             ctx->compile_threads, &r->progs);
+                                             r->lease.threads, &r->progs);
+  kda__compile_pool_release(&r->lease);
   free(files);
-  /* The caller waited the wall time; the budget model learns the cost of
-   * one instantiation from the NVRTC time summed over the programs. */
   r->compile_ms = r->progs.wall_ms;
-  kda__tune_calibrate(r->progs.cpu_ms, r->count + 1); /* + the compare kernel */
+  /* The caller waited the wall time, so that is what the budget model
+   * learns (summed NVRTC time says nothing of it under contention). A
+   * failed compile may have stopped early: it teaches nothing. */
+  if (st == KDA_OK) {
+    size_t largest = 0;
+    for (size_t q = 0; q < r->progs.count; ++q)
+      if (r->progs.first[q + 1] - r->progs.first[q] > largest)
+        largest = r->progs.first[q + 1] - r->progs.first[q];
+    kda__tune_calibrate(r->progs.wall_ms, r->progs.count, largest);
+  }
   atomic_fetch_add(&ctx->compile_ns, (uint_fast64_t)(r->progs.wall_ms * 1e6));
   if (st != KDA_OK) return st;
   atomic_fetch_add(&ctx->nvrtc_compiles, 1);

@@ -1,8 +1,9 @@
 /* Selection logic of the tuner, free of any device: statistics of samples,
  * finalists, the winner's tie-break, and the budget model that prunes the
- * candidate list. Tested with injected timings (tests/test_tuner_select.c). */
+ * candidate list, with the NVRTC wall times this process has learned.
+ * Tested with injected timings (tests/test_tuner_select.c). */
 #include <math.h>
-#include <stdatomic.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -82,28 +83,75 @@ long kda__tune_pick(const kda__tune_trial *trials, size_t n, double band) {
   return win;
 }
 
-/* Measured NVRTC cost per instantiation in this process, microseconds
- * (0 until the first tuning run compiles). */
-static _Atomic uint64_t g_compile_us_per_instantiation;
+int kda__tune_level(size_t programs) {
+  if (programs <= 1) return 0;
+  if (programs == 2) return 1;
+  if (programs <= 4) return 2;
+  if (programs <= 8) return 3;
+  return 4;
+}
 
-void kda__tune_calibrate(double compile_ms, size_t instantiations) {
-  if (instantiations == 0 || !(compile_ms > 0)) return;
-  const uint64_t now = (uint64_t)(compile_ms * 1e3 / (double)instantiations);
-  const uint64_t old = atomic_load(&g_compile_us_per_instantiation);
-  atomic_store(&g_compile_us_per_instantiation, old ? (old + now) / 2 : now);
+kda__compile_model kda__compile_model_default(void) {
+  kda__compile_model m;
+  memset(&m, 0, sizeof m);
+  m.parse_ms = KDA__TUNE_COMPILE_PARSE_MS;
+  return m;
+}
+
+void kda__compile_model_observe(kda__compile_model *m, double wall_ms, size_t programs,
+                                size_t largest) {
+  if (programs == 0 || largest == 0 || !(wall_ms > 0) || !isfinite(wall_ms)) return;
+  /* The parse is a guess, not measured: on a machine faster than the one it
+   * came from it must not eat the whole compile, so at most half of it. */
+  const double work = wall_ms - m->parse_ms > wall_ms / 2 ? wall_ms - m->parse_ms : wall_ms / 2;
+  const double inst = work / (double)largest;
+  const int l = kda__tune_level(programs);
+  const double a = m->inst_ms[l] > 0 ? KDA__TUNE_COMPILE_EMA : 1.0;
+  m->inst_ms[l] = (1 - a) * m->inst_ms[l] + a * inst;
+  m->programs[l] = (1 - a) * m->programs[l] + a * (double)programs;
+}
+
+/* inst_ms for p programs from level l, seen at m->programs[l] programs:
+ * more programs than that share its throughput; fewer take as long each. */
+static double derive(const kda__compile_model *m, int l, double p) {
+  const double seen = m->programs[l] >= 1 ? m->programs[l] : 1;
+  return p > seen ? m->inst_ms[l] * p / seen : m->inst_ms[l];
+}
+
+double kda__compile_model_inst_ms(const kda__compile_model *m, size_t programs) {
+  const double p = programs > 1 ? (double)programs : 1;
+  const int want = kda__tune_level(programs);
+  double est = 0;
+  int dist = KDA__TUNE_COMPILE_LEVELS;
+  for (int l = 0; l < KDA__TUNE_COMPILE_LEVELS; ++l) {
+    if (!(m->inst_ms[l] > 0)) continue;
+    const int d = abs(l - want);
+    const double e = derive(m, l, p);
+    if (d < dist || (d == dist && e > est)) est = e; /* equally near: the slower */
+    if (d < dist) dist = d;
+  }
+  if (est > 0) return est;
+  const double speedup = p < KDA__TUNE_COMPILE_SPEEDUP_MAX ? p : KDA__TUNE_COMPILE_SPEEDUP_MAX;
+  return KDA__TUNE_COMPILE_INST_MS * p / speedup;
+}
+
+/* The process's model: tuning runs on several threads calibrate and read it
+ * at once, and a budget takes a consistent copy. */
+static pthread_mutex_t g_model_lock = PTHREAD_MUTEX_INITIALIZER;
+static kda__compile_model g_model = {KDA__TUNE_COMPILE_PARSE_MS, {0}, {0}};
+
+void kda__tune_calibrate(double wall_ms, size_t programs, size_t largest) {
+  pthread_mutex_lock(&g_model_lock);
+  kda__compile_model_observe(&g_model, wall_ms, programs, largest);
+  pthread_mutex_unlock(&g_model_lock);
 }
 
 kda__tune_budget kda__tune_budget_default(double budget_ms, double launch_us) {
   kda__tune_budget b;
   b.budget_ms = budget_ms;
-  b.compile_first_ms = KDA__TUNE_COMPILE_FIRST_MS;
-  b.compile_extra_ms = KDA__TUNE_COMPILE_EXTRA_MS;
-  const uint64_t per_us = atomic_load(&g_compile_us_per_instantiation);
-  if (per_us > 0) {
-    /* The first candidate comes with the compare kernel and the parse. */
-    b.compile_extra_ms = (double)per_us / 1e3;
-    b.compile_first_ms = 1.5 * b.compile_extra_ms;
-  }
+  pthread_mutex_lock(&g_model_lock);
+  b.compile = g_model;
+  pthread_mutex_unlock(&g_model_lock);
   b.compile_share = KDA__TUNE_COMPILE_SHARE;
   b.launch_us = launch_us;
   /* validation + warm-up + samples + a re-measure for finalists */
@@ -113,27 +161,32 @@ kda__tune_budget kda__tune_budget_default(double budget_ms, double launch_us) {
   return b;
 }
 
-/* n candidates and the compare kernel split over b->threads programs
- * compiled at once: the wall time is the largest program's, whose first
- * instantiation also pays for the parse (compile_first_ms). */
-static double compile_ms(const kda__tune_budget *b, size_t n) {
+/* n candidates and the compare kernel split over min(threads, n + 1)
+ * programs whose sizes differ by at most one (tuner_compile.c). */
+double kda__tune_compile_ms(const kda__tune_budget *b, size_t n) {
   if (n == 0) return 0;
+  const size_t names = n + 1;
   const size_t threads = b->threads > 1 ? (size_t)b->threads : 1;
-  const size_t largest = (n + 1 + threads - 1) / threads;
-  return b->compile_first_ms + b->compile_extra_ms * (double)(largest > 2 ? largest - 2 : 0);
+  const size_t programs = threads < names ? threads : names;
+  const size_t largest = (names + programs - 1) / programs;
+  return b->compile.parse_ms + kda__compile_model_inst_ms(&b->compile, programs) * (double)largest;
 }
 
 double kda__tune_estimate_ms(const kda__tune_budget *b, size_t n) {
   const double per = b->overhead_ms + b->launches_per_candidate * b->launch_us / 1000.0;
-  return compile_ms(b, n) + per * (double)n;
+  return kda__tune_compile_ms(b, n) + per * (double)n;
 }
 
+/* Every count is tried, not only up to the first that does not fit: a
+ * learned model may rate a level of few programs (small n) slower than the
+ * run's full thread count, and the larger n that fits is still the answer. */
 size_t kda__tune_fit(const kda__tune_budget *b) {
-  size_t n = 1;
-  while (n < KDA__TUNE_SPACE_MAX && compile_ms(b, n + 1) <= b->compile_share * b->budget_ms &&
-         kda__tune_estimate_ms(b, n + 1) <= b->budget_ms)
-    ++n;
-  return n;
+  size_t best = 1;
+  for (size_t n = 2; n <= KDA__TUNE_SPACE_MAX; ++n)
+    if (kda__tune_compile_ms(b, n) <= b->compile_share * b->budget_ms &&
+        kda__tune_estimate_ms(b, n) <= b->budget_ms)
+      best = n;
+  return best;
 }
 
 static double log2_ratio(int a, int b) {
