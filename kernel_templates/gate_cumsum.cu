@@ -89,7 +89,7 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
   for (int i = 0; i < L; ++i) {
     const int r = s * L + i;
     if (cvalid && r < len) {
-      x[i] = *reinterpret_cast<const vec<in_t, VEC> *>(g + (row0 + r) * HK + c);
+      x[i] = load_stream(reinterpret_cast<const vec<in_t, VEC> *>(g + (row0 + r) * HK + c));
     } else {
 #pragma unroll
       for (int j = 0; j < VEC; ++j) x[i].v[j] = in_t(0);
@@ -172,8 +172,8 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
       }
       if (cvalid && r < len) {
         float *row = reinterpret_cast<float *>(out + (row0 + r) * HK + c);
-        *reinterpret_cast<vec<float, 4> *>(row + (odd ? -4 : 0)) = first;
-        *reinterpret_cast<vec<float, 4> *>(row + (odd ? 4 : 8)) = second;
+        store_stream(reinterpret_cast<vec<float, 4> *>(row + (odd ? -4 : 0)), first);
+        store_stream(reinterpret_cast<vec<float, 4> *>(row + (odd ? 4 : 8)), second);
       }
     }
     return;
@@ -187,7 +187,7 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
       vec<out_t, VEC> o;
 #pragma unroll
       for (int j = 0; j < VEC; ++j) o.v[j] = from_float<OUT_DT>(HAS_SCALE ? v[i][j] * scale : v[i][j]);
-      *reinterpret_cast<vec<out_t, VEC> *>(out + (row0 + r) * HK + c) = o;
+      store_stream(reinterpret_cast<vec<out_t, VEC> *>(out + (row0 + r) * HK + c), o);
     }
   }
 }

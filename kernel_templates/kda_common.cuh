@@ -100,6 +100,47 @@ __device__ __forceinline__ void grid_dependents_launch() {
 #endif
 }
 
+// Streaming accesses: every input byte is read once and every output byte
+// written once, so neither should displace other lines of L1 or L2 (`.cs`:
+// evict first). Off by default until bench/probe measures it
+// (KDA_CACHE_HINTS); sizes 4, 8 and 16 bytes, the kernel's VEC accesses.
+template <typename V> __device__ __forceinline__ V load_stream(const V *p) {
+#ifdef KDA_CACHE_HINTS
+  V r;
+  unsigned *u = reinterpret_cast<unsigned *>(&r);
+  if (sizeof(V) == 16) {
+    asm volatile("ld.global.cs.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(u[0]), "=r"(u[1]), "=r"(u[2]), "=r"(u[3]) : "l"(p));
+  } else if (sizeof(V) == 8) {
+    asm volatile("ld.global.cs.v2.u32 {%0, %1}, [%2];" : "=r"(u[0]), "=r"(u[1]) : "l"(p));
+  } else if (sizeof(V) == 4) {
+    asm volatile("ld.global.cs.u32 %0, [%1];" : "=r"(u[0]) : "l"(p));
+  } else {
+    r = *p;
+  }
+  return r;
+#else
+  return *p;
+#endif
+}
+template <typename V> __device__ __forceinline__ void store_stream(V *p, const V &v) {
+#ifdef KDA_CACHE_HINTS
+  const unsigned *u = reinterpret_cast<const unsigned *>(&v);
+  if (sizeof(V) == 16) {
+    asm volatile("st.global.cs.v4.u32 [%0], {%1, %2, %3, %4};"
+                 :: "l"(p), "r"(u[0]), "r"(u[1]), "r"(u[2]), "r"(u[3]) : "memory");
+  } else if (sizeof(V) == 8) {
+    asm volatile("st.global.cs.v2.u32 [%0], {%1, %2};" :: "l"(p), "r"(u[0]), "r"(u[1]) : "memory");
+  } else if (sizeof(V) == 4) {
+    asm volatile("st.global.cs.u32 [%0], %1;" :: "l"(p), "r"(u[0]) : "memory");
+  } else {
+    *p = v;
+  }
+#else
+  *p = v;
+#endif
+}
+
 template <int GATE>
 __device__ __forceinline__ float activate(float x, float a_exp, float lower_bound) {
   if (GATE == GATE_SOFTPLUS) return -a_exp * softplus(x);

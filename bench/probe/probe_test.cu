@@ -1,5 +1,6 @@
-// Variant "test": the kernel as the library compiles it, launched with the
-// programmatic-serialization attribute as the library launches it.
+// Variant "test": the same kernel with streaming (evict-first) loads and
+// stores (KDA_CACHE_HINTS), launched the same way.
+#define KDA_CACHE_HINTS 1
 #define PROBE_PDL 1
 #define PROBE_NS test
 #define PROBE_TABLE table_test
