@@ -102,10 +102,14 @@ __device__ __forceinline__ void grid_dependents_launch() {
 
 // Streaming accesses: every input byte is read once and every output byte
 // written once, so neither should displace other lines of L1 or L2 (`.cs`:
-// evict first). Off by default until bench/probe measures it
-// (KDA_CACHE_HINTS); sizes 4, 8 and 16 bytes, the kernel's VEC accesses.
+// evict first). Measured on the H100 (bench/probe, same process, best of 14
+// block shapes, plain -> streaming): T=8192 H=16 36.14 -> 35.33 us, T=512
+// H=32 7.13 -> 6.54, T=32768 H=32 275.6 -> 271.6; T=512 H=4 2.97 -> 3.06
+// (docs/perf-notes.md, v8). KDA_PLAIN_LOADS / KDA_PLAIN_STORES restore the
+// plain form for the probe's comparisons. Sizes 4, 8 and 16 bytes (the
+// kernel's VEC accesses); any other size is a plain access.
 template <typename V> __device__ __forceinline__ V load_stream(const V *p) {
-#ifdef KDA_CACHE_HINTS
+#ifndef KDA_PLAIN_LOADS
   V r;
   unsigned *u = reinterpret_cast<unsigned *>(&r);
   if (sizeof(V) == 16) {
@@ -124,7 +128,7 @@ template <typename V> __device__ __forceinline__ V load_stream(const V *p) {
 #endif
 }
 template <typename V> __device__ __forceinline__ void store_stream(V *p, const V &v) {
-#ifdef KDA_CACHE_HINTS
+#ifndef KDA_PLAIN_STORES
   const unsigned *u = reinterpret_cast<const unsigned *>(&v);
   if (sizeof(V) == 16) {
     asm volatile("st.global.cs.v4.u32 [%0], {%1, %2, %3, %4};"

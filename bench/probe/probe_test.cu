@@ -1,6 +1,5 @@
-// Variant "test": the same kernel with streaming (evict-first) loads and
-// stores (KDA_CACHE_HINTS), launched the same way.
-#define KDA_CACHE_HINTS 1
+// Variant "test": the kernel with the macros of PROBE_TEST_FLAGS (run.sh;
+// default: none, the kernel as the library compiles it), launched the same way.
 #define PROBE_PDL 1
 #define PROBE_NS test
 #define PROBE_TABLE table_test
