@@ -80,18 +80,21 @@ static void unmeasured_candidates_never_win(void **state) {
   assert_int_equal(kda__tune_pick(t, 2, KDA__TUNE_BAND), 0);
 }
 
+/* The pick logic with a 2% band (the tests' numbers were chosen for it). */
+#define BAND_2PCT 0.02
+
 static void ties_within_the_band_go_to_the_lowest_config_id(void **state) {
   (void)state;
   /* Best 10.0; 10.15 is within 2%, 10.3 is not. */
   kda__tune_trial t[4] = {ok_trial(9, 10.15), ok_trial(5, 10.0), ok_trial(3, 10.3),
                           ok_trial(12, 10.1)};
   /* Within 10.2: ids 9, 5 and 12; the lowest id (5) wins over the fastest. */
-  assert_int_equal(kda__tune_pick(t, 4, KDA__TUNE_BAND), 1);
+  assert_int_equal(kda__tune_pick(t, 4, BAND_2PCT), 1);
   /* Exactly on the band's edge counts as within it. */
   t[1].median_us = 10.0;
   t[0].median_us = 10.2;
   t[0].config_id = 1;
-  assert_int_equal(kda__tune_pick(t, 4, KDA__TUNE_BAND), 0);
+  assert_int_equal(kda__tune_pick(t, 4, BAND_2PCT), 0);
 }
 
 static void tie_break_is_stable_under_permutation(void **state) {
@@ -104,18 +107,18 @@ static void tie_break_is_stable_under_permutation(void **state) {
   for (int p = 0; p < 6; ++p) {
     kda__tune_trial t[4];
     for (int i = 0; i < 4; ++i) t[i] = base[perms[p][i]];
-    long w = kda__tune_pick(t, 4, KDA__TUNE_BAND);
+    long w = kda__tune_pick(t, 4, BAND_2PCT);
     assert_true(w >= 0);
     assert_int_equal(t[w].config_id, 5);
   }
   /* A noisy re-run that swaps the two fastest keeps the same winner. */
   base[1].median_us = 10.12;
   base[3].median_us = 10.0;
-  long w = kda__tune_pick(base, 4, KDA__TUNE_BAND);
+  long w = kda__tune_pick(base, 4, BAND_2PCT);
   assert_int_equal(base[w].config_id, 5);
   /* Clearly faster (beyond the band) wins regardless of id. */
   base[3].median_us = 9.0;
-  w = kda__tune_pick(base, 4, KDA__TUNE_BAND);
+  w = kda__tune_pick(base, 4, BAND_2PCT);
   assert_int_equal(base[w].config_id, 12);
 }
 
@@ -435,6 +438,39 @@ static void the_space_honours_the_alignment_cap(void **state) {
   assert_int_equal(hid, 2);
 }
 
+/* The library's band gives away less than 1%: a candidate 1% faster than a
+ * lower config id wins (the 2% band lost 1.5-2.5% on the H100). */
+static void the_library_band_keeps_a_one_percent_win(void **state) {
+  (void)state;
+  assert_true(KDA__TUNE_BAND < 0.01);
+  kda__tune_trial t[2] = {ok_trial(3, 10.0), ok_trial(7, 9.9)};
+  assert_int_equal(kda__tune_pick(t, 2, KDA__TUNE_BAND), 1);
+  t[1].median_us = 9.97; /* 0.3%: a tie, the lower id */
+  assert_int_equal(kda__tune_pick(t, 2, KDA__TUNE_BAND), 0);
+}
+
+/* What runs measured besides compiling makes later budgets admit fewer
+ * candidates; a measurement below the default floor changes nothing.
+ * Changes the process's model: registered last. */
+static void measured_overhead_per_candidate_shrinks_later_budgets(void **state) {
+  (void)state;
+  kda__tune_budget b = kda__tune_budget_default(1000, 20);
+  assert_true(b.overhead_ms == KDA__TUNE_CANDIDATE_OVERHEAD_MS);
+  b.threads = 8;
+  const size_t before = kda__tune_fit(&b);
+  kda__tune_calibrate_overhead(KDA__TUNE_CANDIDATE_OVERHEAD_MS / 10);
+  kda__tune_calibrate_overhead(-1);
+  kda__tune_calibrate_overhead(NAN);
+  assert_true(kda__tune_budget_default(1000, 20).overhead_ms == KDA__TUNE_CANDIDATE_OVERHEAD_MS);
+  kda__tune_calibrate_overhead(40.0); /* EMA with the first: (0.05 + 40) / 2 */
+  b = kda__tune_budget_default(1000, 20);
+  assert_true(fabs(b.overhead_ms - (KDA__TUNE_CANDIDATE_OVERHEAD_MS / 10 + 40.0) / 2) < 1e-9);
+  b.threads = 8;
+  const size_t after = kda__tune_fit(&b);
+  assert_true(after < before);
+  assert_true(kda__tune_estimate_ms(&b, after) <= 1000);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(median_of_odd_and_even_counts_and_percentiles),
@@ -451,8 +487,10 @@ int main(void) {
       cmocka_unit_test(unseen_levels_assume_no_more_speedup_than_observed),
       cmocka_unit_test(pruning_keeps_the_heuristic_first_and_is_deterministic),
       cmocka_unit_test(the_space_honours_the_alignment_cap),
-      /* Last: it changes the process-wide compile model. */
+      cmocka_unit_test(the_library_band_keeps_a_one_percent_win),
+      /* Last: they change the process-wide model. */
       cmocka_unit_test(process_calibration_is_shared_by_concurrent_runs),
+      cmocka_unit_test(measured_overhead_per_candidate_shrinks_later_budgets),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

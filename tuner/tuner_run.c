@@ -35,6 +35,7 @@ typedef struct run {
   kda__tune_launch launch;
   kda__tune_bench *bench;
   double t0, compile_ms;
+  double est_launch_us;    /* the budget model's launch estimate */
   int hook_set;
   kda__config hook;        /* KDA_TEST_WRONG_CONFIG */
 } run;
@@ -95,6 +96,7 @@ static kda_status choose(run *r) {
   const double est_us =
       (double)(r->launch.in_bytes + r->launch.out_bytes) / (KDA__TUNE_ASSUMED_GBPS * 1e3) + 3.0;
   kda__tune_budget b = kda__tune_budget_default(j->ctx->tune_budget_ms, est_us);
+  r->est_launch_us = est_us;
   /* Other runs of this process may be compiling: the budget is for the
    * threads this one really gets. */
   r->lease = kda__compile_pool_reserve(NULL, j->ctx->compile_threads);
@@ -425,6 +427,14 @@ kda_status kda__job_tune(kda__slot_job *j, CUmodule *module, CUfunction *functio
   }
   const long win = kda__tune_pick(r.trials, r.count, KDA__TUNE_BAND);
   const double tune_ms = kda__job_now_ms() - r.t0;
+  {
+    /* What the budget model did not count, per candidate, for later runs:
+     * the run's time besides the compile and the launches it estimated. */
+    const kda__tune_budget b = kda__tune_budget_default(ctx->tune_budget_ms, r.est_launch_us);
+    const double launches_ms = b.launches_per_candidate * r.est_launch_us / 1000.0;
+    if (r.count > 0)
+      kda__tune_calibrate_overhead((tune_ms - r.compile_ms) / (double)r.count - launches_ms);
+  }
   atomic_fetch_add(&ctx->tuning_runs, 1);
   atomic_fetch_add(&ctx->rejected_candidates, rejected);
   atomic_fetch_add(&ctx->tune_ns, (uint_fast64_t)(tune_ms * 1e6));

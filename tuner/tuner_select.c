@@ -140,6 +140,19 @@ double kda__compile_model_inst_ms(const kda__compile_model *m, size_t programs) 
 static pthread_mutex_t g_model_lock = PTHREAD_MUTEX_INITIALIZER;
 static kda__compile_model g_model = {KDA__TUNE_COMPILE_PARSE_MS, {0}, {0}};
 
+/* Learned time per candidate besides its compile and its timed launches
+ * (module loads, validation, syncs); 0 until a run has measured it. */
+static double g_overhead_ms;
+
+void kda__tune_calibrate_overhead(double per_candidate_ms) {
+  if (!(per_candidate_ms > 0) || !isfinite(per_candidate_ms)) return;
+  pthread_mutex_lock(&g_model_lock);
+  g_overhead_ms = g_overhead_ms > 0 ? (1 - KDA__TUNE_COMPILE_EMA) * g_overhead_ms +
+                                          KDA__TUNE_COMPILE_EMA * per_candidate_ms
+                                    : per_candidate_ms;
+  pthread_mutex_unlock(&g_model_lock);
+}
+
 void kda__tune_calibrate(double wall_ms, size_t programs, size_t largest) {
   pthread_mutex_lock(&g_model_lock);
   kda__compile_model_observe(&g_model, wall_ms, programs, largest);
@@ -151,12 +164,16 @@ kda__tune_budget kda__tune_budget_default(double budget_ms, double launch_us) {
   b.budget_ms = budget_ms;
   pthread_mutex_lock(&g_model_lock);
   b.compile = g_model;
+  const double learned_overhead = g_overhead_ms;
   pthread_mutex_unlock(&g_model_lock);
   b.compile_share = KDA__TUNE_COMPILE_SHARE;
   b.launch_us = launch_us;
   /* validation + warm-up + samples + a re-measure for finalists */
   b.launches_per_candidate = 1 + KDA__TUNE_WARMUP + 2 * KDA__TUNE_SAMPLES;
-  b.overhead_ms = KDA__TUNE_CANDIDATE_OVERHEAD_MS;
+  /* The default is a floor: a learned overhead below it is noise. */
+  b.overhead_ms = learned_overhead > KDA__TUNE_CANDIDATE_OVERHEAD_MS
+                      ? learned_overhead
+                      : KDA__TUNE_CANDIDATE_OVERHEAD_MS;
   b.threads = 1;
   return b;
 }
