@@ -23,6 +23,7 @@ typedef struct bench_result {
   int64_t elements;
   char config[96];
   double tune_ms;                       /* tuning run of the fused kernel */
+  double compile_ms;                    /* its NVRTC wall time */
   int candidates;
 } bench_result;
 
