@@ -80,6 +80,9 @@ static void unmeasured_candidates_never_win(void **state) {
   assert_int_equal(kda__tune_pick(t, 2, KDA__TUNE_BAND), 0);
 }
 
+/* The compile-model class these tests use (fused gate + cumsum, chunk 64). */
+#define CLS 4
+
 /* The pick logic with a 2% band (the tests' numbers were chosen for it). */
 #define BAND_2PCT 0.02
 
@@ -185,7 +188,7 @@ static void budget_fit_is_the_most_candidates_within_the_estimate(void **state) 
     for (double budget = 100; budget <= 20000; budget *= 1.7) {
       for (double launch = 2; launch <= 20000; launch *= 5) {
         for (int t = 1; t <= 16; ++t) {
-          kda__tune_budget b = kda__tune_budget_default(budget, launch);
+          kda__tune_budget b = kda__tune_budget_default(budget, launch, CLS);
           b.compile = test_model(which);
           b.threads = t;
           const size_t n = kda__tune_fit(&b);
@@ -202,10 +205,10 @@ static void budget_fit_is_the_most_candidates_within_the_estimate(void **state) 
     }
   }
   /* A large budget keeps many; a tiny one only the heuristic. */
-  kda__tune_budget b = kda__tune_budget_default(10000, 20);
+  kda__tune_budget b = kda__tune_budget_default(10000, 20, CLS);
   b.compile = kda__compile_model_default();
   assert_true(kda__tune_fit(&b) >= 20);
-  b = kda__tune_budget_default(50, 20);
+  b = kda__tune_budget_default(50, 20, CLS);
   b.compile = kda__compile_model_default();
   b.threads = 8;
   assert_int_equal(kda__tune_fit(&b), 1);
@@ -236,7 +239,7 @@ static void defaults_are_no_faster_than_the_gpu_machine_measured(void **state) {
 static void defaults_admit_a_few_candidates_in_the_default_budget(void **state) {
   (void)state;
   for (int t = 1; t <= 16; ++t) {
-    kda__tune_budget b = kda__tune_budget_default(1000, 20);
+    kda__tune_budget b = kda__tune_budget_default(1000, 20, CLS);
     b.compile = kda__compile_model_default();
     b.threads = t;
     const size_t n = kda__tune_fit(&b);
@@ -248,7 +251,7 @@ static void defaults_admit_a_few_candidates_in_the_default_budget(void **state) 
   }
   /* One thread: one program of 5 (100 + 5 x 150 ms); 8 threads (the
    * default on 16 cores): 8 programs of one (100 + 600 ms). */
-  kda__tune_budget b = kda__tune_budget_default(1000, 20);
+  kda__tune_budget b = kda__tune_budget_default(1000, 20, CLS);
   b.compile = kda__compile_model_default();
   assert_int_equal(kda__tune_fit(&b), 4);
   b.threads = 8;
@@ -257,7 +260,7 @@ static void defaults_admit_a_few_candidates_in_the_default_budget(void **state) 
 
 static void calibration_learns_the_wall_time_of_parallel_compiles(void **state) {
   (void)state;
-  kda__tune_budget b = kda__tune_budget_default(1000, 20);
+  kda__tune_budget b = kda__tune_budget_default(1000, 20, CLS);
   b.compile = kda__compile_model_default();
   b.threads = 8;
   const size_t cold = kda__tune_fit(&b);
@@ -329,9 +332,9 @@ static void *calibrate_thread(void *p) {
   calib_arg *a = p;
   for (int i = 0; i < 200; ++i) {
     if (a->writer) {
-      kda__tune_calibrate(100 + 2 * 190.0, 4, 2);
+      kda__tune_calibrate(CLS, 100 + 2 * 190.0, 4, 2);
     } else {
-      const kda__tune_budget b = kda__tune_budget_default(1000, 20);
+      const kda__tune_budget b = kda__tune_budget_default(1000, 20, CLS);
       /* Either the defaults or the learned level, never a torn mixture. */
       const double v = b.compile.inst_ms[2];
       if (!(v == 0 || v == 190) || b.compile.parse_ms != KDA__TUNE_COMPILE_PARSE_MS)
@@ -345,7 +348,7 @@ static void *calibrate_thread(void *p) {
  * while others read it; every later budget starts from it. */
 static void process_calibration_is_shared_by_concurrent_runs(void **state) {
   (void)state;
-  const kda__tune_budget cold = kda__tune_budget_default(1000, 20);
+  const kda__tune_budget cold = kda__tune_budget_default(1000, 20, CLS);
   for (int l = 0; l < KDA__TUNE_COMPILE_LEVELS; ++l) assert_true(cold.compile.inst_ms[l] == 0);
   _Atomic int bad = 0;
   pthread_t th[8];
@@ -356,7 +359,7 @@ static void process_calibration_is_shared_by_concurrent_runs(void **state) {
   }
   for (int i = 0; i < 8; ++i) pthread_join(th[i], NULL);
   assert_int_equal(atomic_load(&bad), 0);
-  kda__tune_budget b = kda__tune_budget_default(1000, 20);
+  kda__tune_budget b = kda__tune_budget_default(1000, 20, CLS);
   assert_true(b.compile.inst_ms[2] == 190);
   for (int l = 0; l < KDA__TUNE_COMPILE_LEVELS; ++l)
     if (l != 2) assert_true(b.compile.inst_ms[l] == 0);
@@ -454,21 +457,47 @@ static void the_library_band_keeps_a_one_percent_win(void **state) {
  * Changes the process's model: registered last. */
 static void measured_overhead_per_candidate_shrinks_later_budgets(void **state) {
   (void)state;
-  kda__tune_budget b = kda__tune_budget_default(1000, 20);
+  kda__tune_budget b = kda__tune_budget_default(1000, 20, CLS);
   assert_true(b.overhead_ms == KDA__TUNE_CANDIDATE_OVERHEAD_MS);
   b.threads = 8;
   const size_t before = kda__tune_fit(&b);
   kda__tune_calibrate_overhead(KDA__TUNE_CANDIDATE_OVERHEAD_MS / 10);
   kda__tune_calibrate_overhead(-1);
   kda__tune_calibrate_overhead(NAN);
-  assert_true(kda__tune_budget_default(1000, 20).overhead_ms == KDA__TUNE_CANDIDATE_OVERHEAD_MS);
+  assert_true(kda__tune_budget_default(1000, 20, CLS).overhead_ms == KDA__TUNE_CANDIDATE_OVERHEAD_MS);
   kda__tune_calibrate_overhead(40.0); /* EMA with the first: (0.05 + 40) / 2 */
-  b = kda__tune_budget_default(1000, 20);
+  b = kda__tune_budget_default(1000, 20, CLS);
   assert_true(fabs(b.overhead_ms - (KDA__TUNE_CANDIDATE_OVERHEAD_MS / 10 + 40.0) / 2) < 1e-9);
   b.threads = 8;
   const size_t after = kda__tune_fit(&b);
   assert_true(after < before);
   assert_true(kda__tune_estimate_ms(&b, after) <= 1000);
+}
+
+/* A cheap kernel's compiles do not teach the fused kernel's model. Changes
+ * the process's model: registered last. */
+static void each_kernel_class_learns_its_own_compile_cost(void **state) {
+  (void)state;
+  kda__spec s = gate_slot(32, 128, 64);
+  assert_int_equal(kda__tune_compile_class(&s), 4); /* fused */
+  s.cumsum = 0;
+  assert_int_equal(kda__tune_compile_class(&s), 3); /* gate only */
+  s.cumsum = 1;
+  s.gate = KDA_GATE_NONE;
+  assert_int_equal(kda__tune_compile_class(&s), 2); /* cumsum only */
+  s.chunk = 128;
+  assert_int_equal(kda__tune_compile_class(&s), 5);
+  s.gate = KDA_GATE_SOFTPLUS;
+  assert_int_equal(kda__tune_compile_class(&s), 7);
+  s.kernel = KDA__KERNEL_CHUNK_INDICES;
+  assert_int_equal(kda__tune_compile_class(&s), 0);
+  const double fused_before = kda__tune_budget_default(1000, 20, 4).compile.inst_ms[3];
+  kda__tune_calibrate(3, 100 + 200.0, 8, 1); /* gate only: 200 ms per instantiation */
+  assert_true(kda__tune_budget_default(1000, 20, 3).compile.inst_ms[3] == 200);
+  assert_true(kda__tune_budget_default(1000, 20, 4).compile.inst_ms[3] == fused_before);
+  /* An out-of-range class reads and writes class 0, never past the table. */
+  kda__tune_calibrate(KDA__TUNE_COMPILE_CLASSES, 100 + 300.0, 8, 1);
+  assert_true(kda__tune_budget_default(1000, 20, -1).compile.inst_ms[3] == 300);
 }
 
 int main(void) {
@@ -491,6 +520,7 @@ int main(void) {
       /* Last: they change the process-wide model. */
       cmocka_unit_test(process_calibration_is_shared_by_concurrent_runs),
       cmocka_unit_test(measured_overhead_per_candidate_shrinks_later_budgets),
+      cmocka_unit_test(each_kernel_class_learns_its_own_compile_cost),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

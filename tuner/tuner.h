@@ -62,6 +62,12 @@
 #define KDA__TUNE_COMPILE_SPEEDUP_MAX 2.0
 #define KDA__TUNE_COMPILE_LEVELS 5 /* programs at once: 1, 2, 3-4, 5-8, 9+ */
 #define KDA__TUNE_COMPILE_EMA 0.5  /* weight of a new observation */
+/* One model per class of kernel (kda__tune_compile_class): a gate-only or
+ * cumsum-only instantiation compiles faster than a fused one, and a chunk of
+ * 128 slower; one shared model let the cheap ones teach the fused runs a
+ * cost they then overshot (H100 bench of 2026-11-26: 23-31 candidates,
+ * 1.1-1.8 s of NVRTC in a 1 s budget). */
+#define KDA__TUNE_COMPILE_CLASSES 8
 /* Timing a candidate costs milliseconds, compiling it hundreds: almost the
  * whole budget may go to compiling. */
 #define KDA__TUNE_COMPILE_SHARE 0.9
@@ -137,14 +143,17 @@ typedef struct kda__tune_budget {
   int threads;              /* compile threads the run holds (kda__compile_pool_reserve) */
 } kda__tune_budget;
 
-/* The process's compile model (defaults until calibrated) for a launch
- * estimated at launch_us, one compile thread. */
-kda__tune_budget kda__tune_budget_default(double budget_ms, double launch_us);
+/* The class of a slot's compile model: 0 chunk_indices; gate_cumsum 1 +
+ * cumsum + 2 * gated + 3 * (chunk > 64). */
+int kda__tune_compile_class(const kda__spec *slot);
+/* The process's compile model of class cls (defaults until calibrated) for
+ * a launch estimated at launch_us, one compile thread. */
+kda__tune_budget kda__tune_budget_default(double budget_ms, double launch_us, int cls);
 
 /* Records a compile into the process-wide model (thread-safe): it took
  * wall_ms with `programs` programs at once, the largest of `largest`
  * instantiations. Later budgets in this process use it. */
-void kda__tune_calibrate(double wall_ms, size_t programs, size_t largest);
+void kda__tune_calibrate(int cls, double wall_ms, size_t programs, size_t largest);
 /* Records what a run spent per candidate besides compiling and the launches
  * the budget model counts (module loads, validation, syncs; thread-safe).
  * Later budgets in this process use it where it exceeds the default

@@ -95,7 +95,8 @@ static kda_status choose(run *r) {
   kda__slot_job *j = r->j;
   const double est_us =
       (double)(r->launch.in_bytes + r->launch.out_bytes) / (KDA__TUNE_ASSUMED_GBPS * 1e3) + 3.0;
-  kda__tune_budget b = kda__tune_budget_default(j->ctx->tune_budget_ms, est_us);
+  kda__tune_budget b =
+      kda__tune_budget_default(j->ctx->tune_budget_ms, est_us, kda__tune_compile_class(&j->slot));
   r->est_launch_us = est_us;
   /* Other runs of this process may be compiling: the budget is for the
    * threads this one really gets. */
@@ -180,7 +181,8 @@ static kda_status compile_batch(run *r) {
     for (size_t q = 0; q < r->progs.count; ++q)
       if (r->progs.first[q + 1] - r->progs.first[q] > largest)
         largest = r->progs.first[q + 1] - r->progs.first[q];
-    kda__tune_calibrate(r->progs.wall_ms, r->progs.count, largest);
+    kda__tune_calibrate(kda__tune_compile_class(&j->slot), r->progs.wall_ms, r->progs.count,
+                        largest);
   }
   atomic_fetch_add(&ctx->compile_ns, (uint_fast64_t)(r->progs.wall_ms * 1e6));
   if (st != KDA_OK) return st;
@@ -430,7 +432,7 @@ kda_status kda__job_tune(kda__slot_job *j, CUmodule *module, CUfunction *functio
   {
     /* What the budget model did not count, per candidate, for later runs:
      * the run's time besides the compile and the launches it estimated. */
-    const kda__tune_budget b = kda__tune_budget_default(ctx->tune_budget_ms, r.est_launch_us);
+    const kda__tune_budget b = kda__tune_budget_default(ctx->tune_budget_ms, r.est_launch_us, 0);
     const double launches_ms = b.launches_per_candidate * r.est_launch_us / 1000.0;
     if (r.count > 0)
       kda__tune_calibrate_overhead((tune_ms - r.compile_ms) / (double)r.count - launches_ms);

@@ -138,7 +138,22 @@ double kda__compile_model_inst_ms(const kda__compile_model *m, size_t programs) 
 /* The process's model: tuning runs on several threads calibrate and read it
  * at once, and a budget takes a consistent copy. */
 static pthread_mutex_t g_model_lock = PTHREAD_MUTEX_INITIALIZER;
-static kda__compile_model g_model = {KDA__TUNE_COMPILE_PARSE_MS, {0}, {0}};
+static kda__compile_model g_model[KDA__TUNE_COMPILE_CLASSES];
+static int g_model_init; /* under g_model_lock */
+
+static kda__compile_model *model_of(int cls) {
+  if (!g_model_init) {
+    for (int c = 0; c < KDA__TUNE_COMPILE_CLASSES; ++c) g_model[c] = kda__compile_model_default();
+    g_model_init = 1;
+  }
+  return &g_model[cls >= 0 && cls < KDA__TUNE_COMPILE_CLASSES ? cls : 0];
+}
+
+int kda__tune_compile_class(const kda__spec *slot) {
+  if (slot->kernel != KDA__KERNEL_GATE_CUMSUM) return 0;
+  return 1 + (slot->cumsum ? 1 : 0) + (slot->gate != KDA_GATE_NONE ? 2 : 0) +
+         (slot->chunk > 64 ? 3 : 0);
+}
 
 /* Learned time per candidate besides its compile and its timed launches
  * (module loads, validation, syncs); 0 until a run has measured it. */
@@ -153,17 +168,17 @@ void kda__tune_calibrate_overhead(double per_candidate_ms) {
   pthread_mutex_unlock(&g_model_lock);
 }
 
-void kda__tune_calibrate(double wall_ms, size_t programs, size_t largest) {
+void kda__tune_calibrate(int cls, double wall_ms, size_t programs, size_t largest) {
   pthread_mutex_lock(&g_model_lock);
-  kda__compile_model_observe(&g_model, wall_ms, programs, largest);
+  kda__compile_model_observe(model_of(cls), wall_ms, programs, largest);
   pthread_mutex_unlock(&g_model_lock);
 }
 
-kda__tune_budget kda__tune_budget_default(double budget_ms, double launch_us) {
+kda__tune_budget kda__tune_budget_default(double budget_ms, double launch_us, int cls) {
   kda__tune_budget b;
   b.budget_ms = budget_ms;
   pthread_mutex_lock(&g_model_lock);
-  b.compile = g_model;
+  b.compile = *model_of(cls);
   const double learned_overhead = g_overhead_ms;
   pthread_mutex_unlock(&g_model_lock);
   b.compile_share = KDA__TUNE_COMPILE_SHARE;
