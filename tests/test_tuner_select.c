@@ -193,13 +193,17 @@ static void budget_fit_is_the_most_candidates_within_the_estimate(void **state) 
           b.threads = t;
           const size_t n = kda__tune_fit(&b);
           assert_true(n >= 1 && n <= KDA__TUNE_SPACE_MAX);
+          /* The floor: what the default compile model admits. */
+          kda__tune_budget d = b;
+          d.compile = kda__compile_model_default();
           if (n > 1) {
-            assert_true(fits(&b, n, t));
-            assert_true(kda__tune_compile_ms(&b, n) == model_compile_ms(&b, n, t));
+            assert_true(fits(&b, n, t) || fits(&d, n, t));
+            if (fits(&b, n, t))
+              assert_true(kda__tune_compile_ms(&b, n) == model_compile_ms(&b, n, t));
           }
-          /* Maximal: no larger count fits. */
+          /* Maximal: no larger count fits either model. */
           for (size_t m = n + 1; m <= KDA__TUNE_SPACE_MAX && m <= n + 40; ++m)
-            assert_false(fits(&b, m, t));
+            assert_false(fits(&b, m, t) || fits(&d, m, t));
         }
       }
     }
@@ -235,7 +239,7 @@ static void defaults_are_no_faster_than_the_gpu_machine_measured(void **state) {
 }
 
 /* The first tuning run of a process, any thread count: the heuristic and a
- * few more, the compile estimated within 60% of the 1 s budget. */
+ * few more, the compile estimated within 75% of the 1 s budget. */
 static void defaults_admit_a_few_candidates_in_the_default_budget(void **state) {
   (void)state;
   for (int t = 1; t <= 16; ++t) {
@@ -246,16 +250,16 @@ static void defaults_admit_a_few_candidates_in_the_default_budget(void **state) 
     printf("defaults, %2d threads: %zu candidates, compile ~%.0f ms\n", t, n,
            kda__tune_compile_ms(&b, n));
     assert_true(n >= 2 && n <= 10);
-    assert_true(kda__tune_compile_ms(&b, n) <= 600);
+    assert_true(kda__tune_compile_ms(&b, n) <= 750);
     assert_true(kda__tune_estimate_ms(&b, n) <= 1000);
   }
-  /* One thread: one program of 3 (100 + 3 x 150 ms); 8 threads (the
-   * default on 16 cores): 6 programs of one (100 + 150 x 6 / 2 ms). */
+  /* One thread: one program of 4 (100 + 4 x 150 ms); 8 threads (the
+   * default on 16 cores): 8 programs of one (100 + 150 x 8 / 2 ms). */
   kda__tune_budget b = kda__tune_budget_default(1000, 20, CLS);
   b.compile = kda__compile_model_default();
-  assert_int_equal(kda__tune_fit(&b), 2);
+  assert_int_equal(kda__tune_fit(&b), 3);
   b.threads = 8;
-  assert_int_equal(kda__tune_fit(&b), 5);
+  assert_int_equal(kda__tune_fit(&b), 7);
 }
 
 static void calibration_learns_the_wall_time_of_parallel_compiles(void **state) {
@@ -269,14 +273,22 @@ static void calibration_learns_the_wall_time_of_parallel_compiles(void **state) 
   for (int i = 0; i < 4; ++i) kda__compile_model_observe(&b.compile, 100 + 2 * 1000.0, 8, 2);
   assert_true(fabs(kda__tune_compile_ms(&b, 15) - 2100) < 1e-6); /* 16 names: 8 x 2 */
   const size_t slow = kda__tune_fit(&b);
-  assert_true(slow < cold);
+  /* The learned model admits fewer, but the search never shrinks below
+   * what the defaults admit (kda__tune_fit's floor). */
+  kda__tune_budget learned_only = b;
+  learned_only.threads = 8;
+  size_t fewer = 1;
+  for (size_t m = 2; m <= 40; ++m)
+    if (fits(&learned_only, m, 8)) fewer = m;
+  assert_true(fewer < cold);
+  assert_int_equal(slow, cold);
   /* The same 8 programs scaling well (120 ms each): more candidates. The
    * estimate follows in a few runs. */
   for (int i = 0; i < 10; ++i) kda__compile_model_observe(&b.compile, 100 + 4 * 120.0, 8, 4);
   assert_true(fabs(kda__tune_compile_ms(&b, 31) - 580) < 5); /* 32 names: 8 x 4 */
   const size_t fast = kda__tune_fit(&b);
   assert_true(fast > cold);
-  assert_true(kda__tune_compile_ms(&b, fast) <= 900);
+  assert_true(kda__tune_compile_ms(&b, fast) <= 750);
   printf("8 threads: %zu candidates cold, %zu after slow compiles, %zu after fast ones\n", cold,
          slow, fast);
   /* What is not a compile teaches nothing. */
@@ -365,10 +377,10 @@ static void process_calibration_is_shared_by_concurrent_runs(void **state) {
     if (l != 2) assert_true(b.compile.inst_ms[l] == 0);
   b.threads = 4;
   assert_true(kda__tune_compile_ms(&b, 7) == 100 + 190 * 2); /* 8 names: 4 x 2 */
-  /* 4 programs of 2 at 190 ms fit where the defaults (300 ms) fit 1 each. */
-  assert_int_equal(kda__tune_fit(&b), 7);
+  /* 4 programs of 3 at 190 ms fit where the defaults (300 ms) fit 2 each. */
+  assert_int_equal(kda__tune_fit(&b), 11);
   b.compile = kda__compile_model_default();
-  assert_int_equal(kda__tune_fit(&b), 3);
+  assert_int_equal(kda__tune_fit(&b), 7);
 }
 
 static kda__spec gate_slot(int H, int K, int chunk) {

@@ -212,13 +212,25 @@ double kda__tune_estimate_ms(const kda__tune_budget *b, size_t n) {
 /* Every count is tried, not only up to the first that does not fit: a
  * learned model may rate a level of few programs (small n) slower than the
  * run's full thread count, and the larger n that fits is still the answer. */
-size_t kda__tune_fit(const kda__tune_budget *b) {
+static size_t fit_with(const kda__tune_budget *b) {
   size_t best = 1;
   for (size_t n = 2; n <= KDA__TUNE_SPACE_MAX; ++n)
     if (kda__tune_compile_ms(b, n) <= b->compile_share * b->budget_ms &&
         kda__tune_estimate_ms(b, n) <= b->budget_ms)
       best = n;
   return best;
+}
+
+/* The learned model may go below what the defaults admit, never the search:
+ * one slow compile (NVRTC's wall time for the same 8 programs varied 2x on
+ * the H100 machine) taught a level a cost that admitted the heuristic
+ * alone, and a level no run compiles again is never corrected. */
+size_t kda__tune_fit(const kda__tune_budget *b) {
+  const size_t learned = fit_with(b);
+  kda__tune_budget d = *b;
+  d.compile = kda__compile_model_default();
+  const size_t floor = fit_with(&d);
+  return learned > floor ? learned : floor;
 }
 
 static double log2_ratio(int a, int b) {
