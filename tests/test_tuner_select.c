@@ -512,6 +512,44 @@ static void each_kernel_class_learns_its_own_compile_cost(void **state) {
   assert_true(kda__tune_budget_default(1000, 20, -1).compile.inst_ms[3] == 300);
 }
 
+/* A short run still tries every vector width: the small grids' winners on
+ * the H100 were vec 2 and 4 where the heuristic is vec 8. */
+static void pruning_tries_every_vector_width_early(void **state) {
+  (void)state;
+  static kda__config space[KDA__TUNE_SPACE_MAX];
+  size_t out[KDA__TUNE_SPACE_MAX];
+  kda__spec slot = gate_slot(32, 128, 64);
+  kda__spec h = slot;
+  h.tuned = 0;
+  h.vec_cap = 0;
+  const kda__config heur = kda__config_heuristic(&h);
+  size_t hid = 0;
+  const size_t n = kda__tune_space(&slot, heur, space, KDA__TUNE_SPACE_MAX, &hid);
+  for (size_t keep = 4; keep <= 8; ++keep) {
+    const size_t k = kda__tune_prune(&slot, space, n, hid, 128, 132, keep, out);
+    assert_int_equal(k, keep);
+    assert_int_equal(out[0], hid);
+    int seen[9] = {0};
+    for (size_t i = 0; i < k; ++i) seen[space[out[i]].vec] = 1;
+    for (int v = 1; v <= 8; v *= 2) {
+      int present = 0;
+      for (size_t i = 0; i < n; ++i) present |= space[i].vec == v;
+      if (present) assert_true(seen[v]);
+    }
+    /* The width's representative is its nearest shape to the heuristic:
+     * the vec-4 one keeps the heuristic's tx and seg where that exists. */
+    for (size_t i = 1; i < k; ++i)
+      if (space[out[i]].vec == heur.vec / 2) {
+        assert_int_equal(space[out[i]].tx, heur.tx);
+        assert_int_equal(space[out[i]].seg, heur.seg);
+        break;
+      }
+  }
+  /* Fewer than 4 kept: by rank only, the heuristic first. */
+  assert_int_equal(kda__tune_prune(&slot, space, n, hid, 128, 132, 3, out), 3);
+  assert_int_equal(out[0], hid);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(median_of_odd_and_even_counts_and_percentiles),
@@ -528,6 +566,7 @@ int main(void) {
       cmocka_unit_test(unseen_levels_assume_no_more_speedup_than_observed),
       cmocka_unit_test(pruning_keeps_the_heuristic_first_and_is_deterministic),
       cmocka_unit_test(the_space_honours_the_alignment_cap),
+      cmocka_unit_test(pruning_tries_every_vector_width_early),
       cmocka_unit_test(the_library_band_keeps_a_one_percent_win),
       /* Last: they change the process-wide model. */
       cmocka_unit_test(process_calibration_is_shared_by_concurrent_runs),

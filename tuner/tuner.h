@@ -179,7 +179,9 @@ size_t kda__tune_fit(const kda__tune_budget *b);
 /* Ranks the space by closeness to the heuristic (log2 distance of each
  * knob plus penalties for tiny or huge blocks and for grids that leave SMs
  * idle) and writes the first `keep` indices to out, the heuristic's index
- * first. Ties go to the lower index. Returns the count written. */
+ * first; with keep >= 4 each other vector width's best-ranked config comes
+ * next (nearest width first), then the rest by rank. Ties go to the lower
+ * index. Returns the count written. */
 size_t kda__tune_prune(const kda__spec *slot, const kda__config *space, size_t n,
                        size_t heuristic_id, int64_t num_chunks, int sm_count, size_t keep,
                        size_t *out);
