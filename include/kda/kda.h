@@ -251,10 +251,12 @@ typedef struct kda_options {
   int32_t reserved0;
   /* Fields below were added with parallel tuning compiles. */
   /** Threads one tuning run compiles its candidates on, each an NVRTC
-   *  program of a share of them (NVRTC's time is almost all per
-   *  instantiation, so a run of the same budget tries about this many times
-   *  more candidates). 0 (default): the online CPUs, at most 8; 1: one
-   *  program, on the tuning thread. The environment variable
+   *  program of a share of them (a run of the same budget tries more
+   *  candidates, by as much as NVRTC scales on the machine: about 3.5x at
+   *  most on a 16-core H100 host). Concurrent tuning runs of a process draw
+   *  these threads from one pool of the online CPUs, so a run may get fewer.
+   *  0 (default): the online CPUs, at most 8; 1: one program, on the tuning
+   *  thread. The environment variable
    *  KDA_COMPILE_THREADS=N overrides it. Used only while tuning; the
    *  threads are the library's own and end before the tuning call (or the
    *  background job) returns. Negative: KDA_ERROR_BAD_OPTIONS. */
