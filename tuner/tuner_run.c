@@ -35,7 +35,7 @@ typedef struct run {
   kda__tune_launch launch;
   kda__tune_bench *bench;
   double t0, compile_ms;
-  double est_launch_us;    /* the budget model's launch estimate */
+  double counted_ms;       /* launch time per candidate the budget model counted */
   int hook_set;
   kda__config hook;        /* KDA_TEST_WRONG_CONFIG */
 } run;
@@ -97,7 +97,7 @@ static kda_status choose(run *r) {
       (double)(r->launch.in_bytes + r->launch.out_bytes) / (KDA__TUNE_ASSUMED_GBPS * 1e3) + 3.0;
   kda__tune_budget b =
       kda__tune_budget_default(j->ctx->tune_budget_ms, est_us, kda__tune_compile_class(&j->slot));
-  r->est_launch_us = est_us;
+  r->counted_ms = b.launches_per_candidate * est_us / 1000.0;
   /* Other runs of this process may be compiling: the budget is for the
    * threads this one really gets. */
   r->lease = kda__compile_pool_reserve(NULL, j->ctx->compile_threads);
@@ -429,14 +429,10 @@ kda_status kda__job_tune(kda__slot_job *j, CUmodule *module, CUfunction *functio
   }
   const long win = kda__tune_pick(r.trials, r.count, KDA__TUNE_BAND);
   const double tune_ms = kda__job_now_ms() - r.t0;
-  {
-    /* What the budget model did not count, per candidate, for later runs:
-     * the run's time besides the compile and the launches it estimated. */
-    const kda__tune_budget b = kda__tune_budget_default(ctx->tune_budget_ms, r.est_launch_us, 0);
-    const double launches_ms = b.launches_per_candidate * r.est_launch_us / 1000.0;
-    if (r.count > 0)
-      kda__tune_calibrate_overhead((tune_ms - r.compile_ms) / (double)r.count - launches_ms);
-  }
+  /* What the budget model did not count, per candidate, for later runs:
+   * the run's time besides the compile and the launches it estimated. */
+  if (r.count > 0)
+    kda__tune_calibrate_overhead((tune_ms - r.compile_ms) / (double)r.count - r.counted_ms);
   atomic_fetch_add(&ctx->tuning_runs, 1);
   atomic_fetch_add(&ctx->rejected_candidates, rejected);
   atomic_fetch_add(&ctx->tune_ns, (uint_fast64_t)(tune_ms * 1e6));
