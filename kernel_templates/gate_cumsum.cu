@@ -11,6 +11,63 @@
 
 namespace kda {
 
+// The running total of the segments before segment s (after it when
+// REVERSE), per channel, from every thread's segment total `acc`.
+// Each channel's column of SEG totals is scanned by one thread: SEG loads,
+// adds and stores, then each thread reads its VEC offsets with vector loads.
+// (Every thread summing the totals before its own took SEG * VEC loads and
+// adds: 128 per thread at SEG = 16, 256 at SEG = 32, against the 32 values
+// it owns; KDA_SERIAL_OFFSETS keeps that form for bench/probe.)
+template <int TX, int SEG, int VEC, int REVERSE>
+__device__ __forceinline__ void segment_offsets(const float (&acc)[VEC], int tx, int s,
+                                                float (&offset)[VEC]) {
+  constexpr int CW = TX * VEC;  // channels of the block: [SEG][CW]
+  __shared__ vec<float, VEC> totals_v[SEG * TX];
+  float *totals = reinterpret_cast<float *>(totals_v);
+#ifdef KDA_SERIAL_OFFSETS
+  // [SEG][VEC][TX]: lanes of a warp hit consecutive words.
+#pragma unroll
+  for (int j = 0; j < VEC; ++j) totals[(s * VEC + j) * TX + tx] = acc[j];
+  __syncthreads();
+#pragma unroll
+  for (int j = 0; j < VEC; ++j) offset[j] = 0.0f;
+#pragma unroll
+  for (int q = 0; q < SEG; ++q) {
+    if (REVERSE ? q > s : q < s) {
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) offset[j] += totals[(q * VEC + j) * TX + tx];
+    }
+  }
+#else
+  vec<float, VEC> mine;
+#pragma unroll
+  for (int j = 0; j < VEC; ++j) mine.v[j] = acc[j];
+  totals_v[s * TX + tx] = mine;
+  __syncthreads();
+  // Batches of up to 8 independent loads keep the chain short without
+  // holding SEG more registers next to the thread's values.
+  constexpr int B = SEG < 8 ? SEG : 8;
+  for (int col = (int)threadIdx.x; col < CW; col += TX * SEG) {
+    float run = 0.0f;
+#pragma unroll
+    for (int q0 = 0; q0 < SEG; q0 += B) {
+      float t[B];
+#pragma unroll
+      for (int b = 0; b < B; ++b) t[b] = totals[(REVERSE ? SEG - 1 - q0 - b : q0 + b) * CW + col];
+#pragma unroll
+      for (int b = 0; b < B; ++b) {
+        totals[(REVERSE ? SEG - 1 - q0 - b : q0 + b) * CW + col] = run;
+        run += t[b];
+      }
+    }
+  }
+  __syncthreads();
+  const vec<float, VEC> got = totals_v[s * TX + tx];
+#pragma unroll
+  for (int j = 0; j < VEC; ++j) offset[j] = got.v[j];
+#endif
+}
+
 template <int IN_DT, int OUT_DT, int H, int K, int BT, int CUMSUM, int GATE, int HAS_BIAS,
           int HAS_ALOG, int HAS_SCALE, int REVERSE, int VARLEN, int IDX_DT, int VEC, int TX,
           int SEG>
@@ -20,7 +77,7 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
             const float *__restrict__ A_log, const float *__restrict__ dt_bias, float scale,
             float lower_bound, const typename storage<IDX_DT>::type *__restrict__ cu_seqlens,
             const int *__restrict__ chunk_indices, const int *__restrict__ num_chunks_device,
-            long long T, long long chunks_per_seq) {
+            long long T, long long chunks_per_seq_or_num_seqs) {
   typedef typename storage<IN_DT>::type in_t;
   typedef typename storage<OUT_DT>::type out_t;
   constexpr int HK = H * K;
@@ -40,13 +97,38 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
   long long row0;
   int len;
   if (VARLEN) {
-    if (num_chunks_device != nullptr && n >= (long long)*num_chunks_device) return;
+    // Varlen: a block needs its table row, then its sequence's bounds, before
+    // it can address any data. For batches of fewer sequences than a warp has
+    // lanes, every bound loads together with the table row (one lane each)
+    // and this chunk's pair comes from a shuffle: one round trip ahead of the
+    // data instead of two (three with a device count).
+    typedef typename storage<IDX_DT>::type idx_t;
+    constexpr int LANES = TX * SEG < 32 ? TX * SEG : 32;
+    constexpr unsigned MASK = LANES == 32 ? 0xffffffffu : (1u << LANES) - 1u;
+    const long long num_seqs = chunks_per_seq_or_num_seqs;
+    const bool few = num_seqs < LANES;
+    const int lane = (int)(threadIdx.x % 32);
+    idx_t bound = 0;
+    if (few && lane <= num_seqs) bound = cu_seqlens[lane];
+    // n < the table's rows (the host sizes the grid from them): these loads
+    // need no guard and issue together.
     const int seq = chunk_indices[2 * n];
     const int chunk = chunk_indices[2 * n + 1];
-    if (seq < 0 || chunk < 0) return;
-    long long bos = (long long)cu_seqlens[seq];
-    long long eos = (long long)cu_seqlens[seq + 1];
-    // A malformed table must not make the kernel touch memory outside [0, T).
+    const long long count = num_chunks_device != nullptr ? (long long)*num_chunks_device : n + 1;
+    // A malformed table must not make the kernel touch memory outside [0, T)
+    // or cu_seqlens; the test is uniform over the block.
+    const bool skip = n >= count || seq < 0 || chunk < 0 || seq >= num_seqs;
+    long long bos, eos;
+    if (few) {
+      const int src = skip ? 0 : seq;
+      bos = (long long)__shfl_sync(MASK, bound, src);
+      eos = (long long)__shfl_sync(MASK, bound, src + 1);
+    }
+    if (skip) return;
+    if (!few) {
+      bos = (long long)cu_seqlens[seq];
+      eos = (long long)cu_seqlens[seq + 1];
+    }
     bos = bos < 0 ? 0 : (bos > T ? T : bos);
     eos = eos < bos ? bos : (eos > T ? T : eos);
     row0 = bos + (long long)chunk * BT;
@@ -56,6 +138,7 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
   } else {
     // n < gridDim.x < 2^31 and chunks_per_seq <= n + 1: a 32-bit division
     // (a 64-bit one is a ~70-instruction call ahead of every load).
+    const long long chunks_per_seq = chunks_per_seq_or_num_seqs;
     const unsigned b32 = (unsigned)n / (unsigned)chunks_per_seq;
     const long long b = b32;
     const long long t0 = (long long)((unsigned)n - b32 * (unsigned)chunks_per_seq) * BT;
@@ -121,21 +204,8 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
       }
     }
     if (SEG > 1) {
-      // [SEG][VEC][TX]: lanes of a warp hit consecutive words.
-      __shared__ float totals[SEG > 1 ? SEG * VEC * TX : 1];
-#pragma unroll
-      for (int j = 0; j < VEC; ++j) totals[(s * VEC + j) * TX + tx] = acc[j];
-      __syncthreads();
       float offset[VEC];
-#pragma unroll
-      for (int j = 0; j < VEC; ++j) offset[j] = 0.0f;
-#pragma unroll
-      for (int q = 0; q < SEG; ++q) {
-        if (REVERSE ? q > s : q < s) {
-#pragma unroll
-          for (int j = 0; j < VEC; ++j) offset[j] += totals[(q * VEC + j) * TX + tx];
-        }
-      }
+      segment_offsets<TX, SEG, VEC, REVERSE>(acc, tx, s, offset);
 #pragma unroll
       for (int i = 0; i < L; ++i)
 #pragma unroll

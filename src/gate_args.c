@@ -130,7 +130,9 @@ kda_status kda__plan_gate_op(kda__op op, const kda_gate_args *a, kda__launch_pla
       s->varlen = 1;
       s->idx_dtype = a->cu_seqlens_dtype;
       plan->num_chunks = a->num_chunks;
-      plan->chunks_per_seq = 1;
+      /* The kernel's last argument: in varlen, the sequence count (it
+       * bounds-checks the table and prefetches cu_seqlens by it). */
+      plan->chunks_per_seq = a->num_seqs;
     } else {
       KDA__REQUIRE(a->chunk_indices == NULL && a->num_chunks_device == NULL,
                    KDA_ERROR_INVALID_ARGUMENT,

@@ -17,7 +17,7 @@ typedef struct kda__launch_plan {
   kda__spec spec;         /* config filled by the heuristic */
   int64_t num_chunks;     /* chunk rows launched for */
   int64_t seq_len;        /* T passed to the kernel (B*T for the gate op) */
-  int64_t chunks_per_seq; /* dense: ceil(T / chunk) */
+  int64_t chunks_per_seq; /* dense: ceil(T / chunk); varlen: num_seqs (the kernel's last argument) */
   uint64_t grid;          /* blocks */
 } kda__launch_plan;
 

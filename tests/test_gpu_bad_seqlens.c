@@ -39,7 +39,7 @@ enum { H = 4, K = 64, CHUNK = 64 };
 typedef struct bad_case {
   const char *name;
   kda_dtype idx;
-  int64_t cu[8];
+  int64_t cu[48];
   int nseq;
   int64_t T;
 } bad_case;
@@ -240,6 +240,97 @@ static const bad_case CASES[] = {
     {"over capacity", KDA_DTYPE_I32, {0, 300, 0, 300, 0, 300}, 5, 300},
 };
 
+/* A caller's own table whose rows name a sequence that does not exist (past
+ * num_seqs, negative) or a chunk past its sequence: the kernel skips those
+ * rows, reads no cu_seqlens entry past num_seqs and writes nothing for them;
+ * every other row is computed. 5 sequences take the kernel's path that
+ * loads all bounds at once, 40 the one that loads its own pair. */
+static size_t run_bad_rows(int nseq) {
+  bad_case c = {"bad rows", KDA_DTYPE_I32, {0}, nseq, (int64_t)nseq * 70};
+  for (int i = 0; i <= nseq; ++i) c.cu[i] = (int64_t)i * 70;
+  tu_rng rng;
+  tu_rng_seed(&rng, 0xbad0005 + (uint64_t)nseq);
+  const size_t hk = (size_t)H * K, n = (size_t)c.T * hk, n_alloc = n + GUARD_ROWS * hk;
+  uint16_t *g_host = calloc(n_alloc, 2);
+  double *g_d = malloc(n * sizeof(double));
+  tu_fill_random_input(&rng, KDA_DTYPE_BF16, g_host, g_d, n, 1.0);
+  float A_log[H], bias[H * K];
+  for (int h = 0; h < H; ++h) A_log[h] = (float)log(1.0 + 15.0 * tu_uniform(&rng));
+  for (size_t i = 0; i < hk; ++i) bias[i] = (float)tu_normal(&rng);
+  int32_t cu32[48];
+  for (int i = 0; i <= nseq; ++i) cu32[i] = (int32_t)c.cu[i];
+
+  const int64_t cap = kda_chunk_indices_capacity(c.T, nseq, CHUNK);
+  int32_t *table = malloc((size_t)cap * 8), *valid = malloc((size_t)cap * 8);
+  int64_t rows = 0, nvalid = 0;
+  GU_CHECK(kda_chunk_indices_build_host(cu32, KDA_DTYPE_I32, nseq, CHUNK, table, cap, &rows));
+  static const int32_t BAD[][2] = {{-1, 0}, {0, -1}, {0, 1000}, {1 << 30, 0}};
+  for (int64_t r = 0; r < rows; ++r) {
+    if (r % 3 == 1) { /* replaced, so its tokens stay unwritten */
+      table[2 * r] = r % 4 == 1 ? nseq : BAD[r % 4][0];
+      table[2 * r + 1] = r % 4 == 1 ? 0 : BAD[r % 4][1];
+    } else {
+      valid[2 * nvalid] = table[2 * r];
+      valid[2 * nvalid + 1] = table[2 * r + 1];
+      ++nvalid;
+    }
+  }
+
+  kda_gate_args a = kda_gate_args_default();
+  a.g_dtype = KDA_DTYPE_BF16;
+  a.batch = 1;
+  a.seq_len = c.T;
+  a.num_heads = H;
+  a.head_dim = K;
+  a.chunk_size = CHUNK;
+  a.num_seqs = nseq;
+  a.cu_seqlens_dtype = KDA_DTYPE_I32;
+  a.gate = KDA_GATE_SOFTPLUS;
+  kda_gate_args h = a;
+  h.A_log = A_log;
+  h.dt_bias = bias;
+  /* cu_seqlens is followed by poison, so a read past num_seqs would give
+   * a bound that covers tokens no valid row covers. */
+  int32_t cu_padded[48 + 16];
+  for (int i = 0; i < 48 + 16; ++i) cu_padded[i] = i <= nseq ? cu32[i] : (int32_t)(c.T / 2);
+  void *d_cu = gu_upload(cu_padded, sizeof cu_padded);
+  void *d_g = gu_upload(g_host, n_alloc * 2);
+  void *d_out = gu_alloc(n_alloc * 4);
+  void *d_alog = gu_upload(A_log, sizeof A_log);
+  void *d_bias = gu_upload(bias, sizeof bias);
+  void *d_table = gu_upload(table, (size_t)rows * 8);
+  a.g = d_g;
+  a.out = d_out;
+  a.A_log = d_alog;
+  a.dt_bias = d_bias;
+  a.cu_seqlens = d_cu;
+  a.chunk_indices = d_table;
+  a.num_chunks = rows;
+  gu_poison(d_out, n_alloc * 4, POISON);
+  GU_CHECK(kda_gate_chunk_cumsum(g_ctx, &a, NULL));
+  gu_sync();
+  float *out = malloc(n_alloc * 4);
+  gu_download(out, d_out, n_alloc * 4);
+  const size_t bad = check_output(&c, out, valid, nvalid, g_d, &h);
+  free(out);
+  free(table);
+  free(valid);
+  gu_free(d_table);
+  gu_free(d_cu);
+  gu_free(d_g);
+  gu_free(d_out);
+  gu_free(d_alog);
+  gu_free(d_bias);
+  free(g_host);
+  free(g_d);
+  return bad;
+}
+
+static void kernel_skips_table_rows_outside_the_batch(void **state) {
+  (void)state;
+  assert_int_equal(run_bad_rows(5) + run_bad_rows(40), 0);
+}
+
 static void device_table_follows_the_model_for_bad_seqlens(void **state) {
   (void)state;
   size_t bad = 0;
@@ -269,6 +360,7 @@ static int teardown(void **state) {
 int main(void) {
   gu_require_gpu("test_gpu_bad_seqlens");
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(kernel_skips_table_rows_outside_the_batch),
       cmocka_unit_test(device_table_follows_the_model_for_bad_seqlens),
       cmocka_unit_test(layer_entry_follows_the_model_for_bad_seqlens),
   };

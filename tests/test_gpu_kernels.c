@@ -328,6 +328,33 @@ static void varlen_ragged_batches_match_reference(void **state) {
   assert_int_equal(bad, 0);
 }
 
+/* The kernel loads every sequence bound at once (one lane each) when the
+ * batch has fewer sequences than a warp has lanes, and loads its own pair
+ * after the table row otherwise: 31 sequences is the last of the first
+ * path, 32 the first of the second; 45 includes empty sequences. */
+static void varlen_many_sequences_match_reference(void **state) {
+  (void)state;
+  static int64_t lens[45];
+  const int counts[] = {31, 32, 45};
+  size_t bad = 0;
+  for (int i = 0; i < 3; ++i)
+    for (int rev = 0; rev < 2; ++rev) {
+      for (int s = 0; s < counts[i]; ++s) lens[s] = (s * 37 + 11) % 150 - (i == 2 && s % 9 == 4 ? 200 : 0);
+      for (int s = 0; s < counts[i]; ++s) lens[s] = lens[s] < 0 ? 0 : lens[s];
+      gcase c = base_case();
+      c.H = 4;
+      c.K = 128;
+      c.chunk = rev ? 32 : 64;
+      c.reverse = rev;
+      c.lens = lens;
+      c.nseq = counts[i];
+      c.idx = rev ? KDA_DTYPE_I64 : KDA_DTYPE_I32;
+      c.device_table = i != 1;
+      bad += run_case(&c);
+    }
+  assert_int_equal(bad, 0);
+}
+
 static void chunk_local_cumsum_vector_and_scalar_match_reference(void **state) {
   (void)state;
   const kda_dtype ins[] = {KDA_DTYPE_BF16, KDA_DTYPE_F16, KDA_DTYPE_F32};
@@ -631,6 +658,7 @@ int main(void) {
       cmocka_unit_test(fused_matches_reference_for_every_option),
       cmocka_unit_test(fused_is_accurate_for_extreme_inputs),
       cmocka_unit_test(varlen_ragged_batches_match_reference),
+      cmocka_unit_test(varlen_many_sequences_match_reference),
       cmocka_unit_test(chunk_local_cumsum_vector_and_scalar_match_reference),
       cmocka_unit_test(standalone_gate_matches_reference),
       cmocka_unit_test(layer_entry_builds_table_once_and_dispatches),

@@ -3,7 +3,7 @@
 # carried -dev packages if the system lacks them, build, run the GPU tests,
 # the demo, compute-sanitizer, and the benchmark when it exists. Logs go to
 # $OUT (or ./gpu-out). Usage: bash tools/gpu_check.sh [--no-sanitizer] [--no-bench]
-#   [--bench-only] [--bench-args "..."]
+#   [--bench-only] [--build-only] [--bench-args "..."]
 set -u -o pipefail
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
@@ -16,6 +16,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --no-sanitizer) sanitizer=0 ;;
     --bench-only) sanitizer=0; tests=0 ;;
+    --build-only) sanitizer=0; tests=0; bench=0 ;;
     --bench-args) bench_args="$2"; shift ;;
     --no-bench) bench=0 ;;
   esac

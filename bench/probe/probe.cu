@@ -81,7 +81,7 @@ static double copy_bw() {
   return 2.0 * n / (med(t) * 1e-3) / 1e9;
 }
 
-struct shape { long long T; int H; };
+struct shape { long long T; int H, chunk, nseq; };  // nseq > 0: varlen
 
 int main(int argc, char **argv) {
   const bool ncu_mode = argc > 1 && !strcmp(argv[1], "ncu");
@@ -133,18 +133,49 @@ int main(int argc, char **argv) {
     }
   }
 
-  const shape shapes[] = {{512, 4},   {512, 8},   {512, 16},   {512, 32},  {2048, 4},
-                          {2048, 8},  {8192, 16}, {8192, 32}, {32768, 4}, {32768, 32}};
+  const shape shapes[] = {{512, 4, 64, 0},    {512, 8, 64, 0},    {512, 16, 64, 0},
+                          {512, 32, 64, 0},   {2048, 4, 64, 0},   {2048, 8, 64, 0},
+                          {8192, 16, 64, 0},  {8192, 32, 64, 0},  {32768, 4, 64, 0},
+                          {32768, 32, 64, 0}, {8192, 16, 64, 8},  {8192, 32, 128, 0}};
   // PROBE_EXTREME=0 skips the accuracy pass on std-12 inputs.
   const int passes = getenv("PROBE_EXTREME") && !strcmp(getenv("PROBE_EXTREME"), "0") ? 1 : 2;
   FILE *js = fopen(getenv("PROBE_JSON") ? getenv("PROBE_JSON") : "probe.json", "w");
   fprintf(js, "{\"gpu\": \"%s\", \"copy_bw_gbps\": %.1f, \"rows\": [\n", p.name, bw);
   bool first = true;
+  // PROBE_VARLEN_ONLY=1: the varlen shape alone. PROBE_BASE_DEPENDENT_BOUNDS=1:
+  // the base variant loads its sequence bounds after the table row (the
+  // kernel's path for batches of 32 sequences or more; v8's only path).
+  const bool varlen_only = getenv("PROBE_VARLEN_ONLY") && !strcmp(getenv("PROBE_VARLEN_ONLY"), "1");
+  const bool base_dependent =
+      getenv("PROBE_BASE_DEPENDENT_BOUNDS") && !strcmp(getenv("PROBE_BASE_DEPENDENT_BOUNDS"), "1");
   for (const shape &sh : shapes) {
+    if (varlen_only && !sh.nseq) continue;
     if (ncu_mode && !(sh.T == 512 && sh.H == 4) && !(sh.T == 32768 && sh.H == 32)) continue;
     const int K = 128, H = sh.H;
     const size_t n = (size_t)sh.T * H * K;
-    const long long nchunks = (sh.T + 63) / 64;
+    const int BT = sh.chunk;
+    // Varlen: the benchmark's 8 ragged lengths (tools/bench_rows.c).
+    std::vector<int> cu(1, 0), ci;
+    if (sh.nseq) {
+      static const int w[8] = {3, 17, 5, 11, 1, 13, 7, 7};
+      for (int i = 0; i < sh.nseq; ++i) {
+        long long len = i == sh.nseq - 1 ? sh.T - cu.back() : sh.T * w[i % 8] / 64 + ((i % 2) ? 13 : -13);
+        cu.push_back(cu.back() + (int)len);
+      }
+    } else {
+      cu.push_back((int)sh.T);
+    }
+    for (size_t q = 0; q + 1 < cu.size(); ++q)
+      for (int j = 0; j * BT < cu[q + 1] - cu[q]; ++j) { ci.push_back((int)q); ci.push_back(j); }
+    const long long nchunks = (long long)ci.size() / 2;
+    int *d_cu = nullptr, *d_ci = nullptr;
+    if (sh.nseq) {
+      CK(cudaMalloc(&d_cu, cu.size() * 4));
+      CK(cudaMalloc(&d_ci, ci.size() * 4));
+      CK(cudaMemcpy(d_cu, cu.data(), cu.size() * 4, cudaMemcpyHostToDevice));
+      CK(cudaMemcpy(d_ci, ci.data(), ci.size() * 4, cudaMemcpyHostToDevice));
+    }
+    const long long aux = sh.nseq ? sh.nseq : nchunks;
     std::vector<unsigned short> gh(n);
     std::vector<float> alog(H), bias(H * K);
     for (int pass = 0; pass < passes; ++pass) {
@@ -158,7 +189,8 @@ int main(int argc, char **argv) {
       for (long long c = 0; c < nchunks; ++c)
         for (int ch = 0; ch < H * K; ++ch) {
           double acc = 0;
-          for (long long t = c * 64; t < std::min(sh.T, c * 64 + 64); ++t) {
+          const long long t0 = cu[ci[2 * c]] + (long long)ci[2 * c + 1] * BT;
+          for (long long t = t0; t < std::min((long long)cu[ci[2 * c] + 1], t0 + BT); ++t) {
             double z = (double)from_bf16(gh[t * H * K + ch]) + bias[ch];
             double sp = z > 20 ? z : log1p(exp(z));
             acc += -exp((double)alog[ch / K]) * sp;
@@ -184,14 +216,15 @@ int main(int argc, char **argv) {
       for (int var = 0; var < 2; ++var) {
         probe_entry *tab = var ? test::table_test : base::table_base;
         const char *vname = var ? "test" : "base";
+        const long long vaux = sh.nseq && !var && base_dependent ? (1ll << 40) : aux;
         double best = 1e30;
         int bt = 0, bs = 0;
         double worst_err = 0;
         for (probe_entry *e = tab; e->fn; ++e) {
-          if (e->heads != H) continue;
+          if (e->heads != H || e->chunk != BT || e->varlen != (sh.nseq > 0)) continue;
           if (ncu_mode && !((e->tx == 16 && e->seg == 16) || (e->tx == 2 && e->seg == 16))) continue;
           CK(cudaMemsetAsync(os[0], 0xff, n * 4, st));
-          e->fn(gs[0], (float *)os[0], dal, dbi, sh.T, nchunks, st);
+          e->fn(gs[0], (float *)os[0], dal, dbi, sh.T, nchunks, d_cu, d_ci, vaux, st);
           CK(cudaStreamSynchronize(st));
           CK(cudaGetLastError());
           if (ncu_mode) continue;
@@ -207,7 +240,7 @@ int main(int argc, char **argv) {
           cudaGraphExec_t ex;
           CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
           for (int i = 0; i < 40; ++i)
-            e->fn(gs[i % nsets], (float *)os[i % nsets], dal, dbi, sh.T, nchunks, st);
+            e->fn(gs[i % nsets], (float *)os[i % nsets], dal, dbi, sh.T, nchunks, d_cu, d_ci, vaux, st);
           CK(cudaStreamEndCapture(st, &gr));
           CK(cudaGraphInstantiate(&ex, gr, 0));
           cudaEvent_t e0, e1;
@@ -225,8 +258,8 @@ int main(int argc, char **argv) {
           }
           const double us = med(t);
           const double pct = 100.0 * (n * 6.0 / (us * 1e-6) / 1e9) / bw;
-          fprintf(js, "%s{\"variant\": \"%s\", \"T\": %lld, \"H\": %d, \"tx\": %d, \"seg\": %d, \"us\": %.3f, \"pct\": %.1f, \"err\": %.3g}",
-                  first ? "" : ",\n", vname, sh.T, H, e->tx, e->seg, us, pct, err);
+          fprintf(js, "%s{\"variant\": \"%s\", \"T\": %lld, \"H\": %d, \"chunk\": %d, \"seqs\": %d, \"tx\": %d, \"seg\": %d, \"us\": %.3f, \"pct\": %.1f, \"err\": %.3g}",
+                  first ? "" : ",\n", vname, sh.T, H, BT, sh.nseq, e->tx, e->seg, us, pct, err);
           first = false;
           if (us < best) { best = us; bt = e->tx; bs = e->seg; }
           cudaGraphExecDestroy(ex);
@@ -236,11 +269,11 @@ int main(int argc, char **argv) {
         }
         if (ncu_mode) continue;
         if (pass == 0)
-          printf("T=%6lld H=%2d %-8s best %8.3f us (%5.1f%% of copy) tx=%d seg=%d  max err %.3g\n", sh.T, H,
-                 vname, best, 100.0 * (n * 6.0 / (best * 1e-6) / 1e9) / bw, bt, bs, worst_err);
+          printf("T=%6lld H=%2d C=%3d S=%d %-8s best %8.3f us (%5.1f%% of copy) tx=%d seg=%d  max err %.3g\n", sh.T, H,
+                 BT, sh.nseq, vname, best, 100.0 * (n * 6.0 / (best * 1e-6) / 1e9) / bw, bt, bs, worst_err);
         else
-          printf("T=%6lld H=%2d %-8s std-12 inputs: max err %.3g over every config (budget 2e-5)\n", sh.T, H,
-                 vname, worst_err);
+          printf("T=%6lld H=%2d C=%3d S=%d %-8s std-12 inputs: max err %.3g over every config (budget 2e-5)\n", sh.T, H,
+                 BT, sh.nseq, vname, worst_err);
       }
       for (int i = 0; i < nsets; ++i) {
         cudaFree(gs[i]);
@@ -250,6 +283,8 @@ int main(int argc, char **argv) {
       cudaFree(dbi);
       if (ncu_mode) break;
     }
+    cudaFree(d_cu);
+    cudaFree(d_ci);
   }
   fprintf(js, "\n]}\n");
   fclose(js);

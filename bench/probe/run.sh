@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Builds and runs the probe on a GPU machine; outputs to $OUT (or ./probe-out).
+# PROBE_VARLEN_ONLY=1 and PROBE_BASE_DEPENDENT_BOUNDS=1: see probe.cu.
 # With --ncu also profiles the small and the large shape with Nsight Compute.
 # PROBE_BASE_FLAGS / PROBE_TEST_FLAGS: the macros of each variant (defaults:
 # base without the streaming accesses, test as the library compiles it).
