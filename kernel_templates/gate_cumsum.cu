@@ -12,60 +12,101 @@
 namespace kda {
 
 // The running total of the segments before segment s (after it when
-// REVERSE), per channel, from every thread's segment total `acc`.
-// Each channel's column of SEG totals is scanned by one thread: SEG loads,
-// adds and stores, then each thread reads its VEC offsets with vector loads.
-// (Every thread summing the totals before its own took SEG * VEC loads and
-// adds: 128 per thread at SEG = 16, 256 at SEG = 32, against the 32 values
-// it owns; KDA_SERIAL_OFFSETS keeps that form for bench/probe.)
-template <int TX, int SEG, int VEC, int REVERSE>
+// REVERSE), per channel, from every thread's segment total `acc`, in one of
+// three forms (bench/probe on the H100, docs/perf-notes.md, v9):
+//  0: each thread sums the totals before its own, one word per load: SEG *
+//     VEC loads and adds (v8's form);
+//  1: the same with 16-byte loads: a quarter of the loads, one barrier and
+//     every load independent;
+//  2: one thread per channel scans that channel's column of SEG totals, then
+//     each thread reads its VEC offsets: SEG + VEC accesses in place of SEG *
+//     VEC, but a second barrier and a chain of dependent shared accesses.
+// Form 2 was the fastest with 2 rows per thread (32 registers, many blocks
+// per SM to cover the chain) and much slower with 4 or more, where form 1
+// is used. KDA_OFFSETS_FORM forces one for the probe's comparisons.
+template <int L, int VEC>
+struct offsets_form {
+#ifdef KDA_OFFSETS_FORM
+  static constexpr int value = (KDA_OFFSETS_FORM == 1 && VEC % 4 != 0) ? 0 : KDA_OFFSETS_FORM;
+#else
+  static constexpr int value = L <= 2 ? 2 : (VEC % 4 == 0 ? 1 : 0);
+#endif
+};
+
+template <int FORM, int TX, int SEG, int VEC, int REVERSE>
 __device__ __forceinline__ void segment_offsets(const float (&acc)[VEC], int tx, int s,
                                                 float (&offset)[VEC]) {
-  constexpr int CW = TX * VEC;  // channels of the block: [SEG][CW]
-  __shared__ vec<float, VEC> totals_v[SEG * TX];
-  float *totals = reinterpret_cast<float *>(totals_v);
-#ifdef KDA_SERIAL_OFFSETS
-  // [SEG][VEC][TX]: lanes of a warp hit consecutive words.
+  if constexpr (FORM == 0) {
+    // [SEG][VEC][TX]: lanes of a warp hit consecutive words.
+    __shared__ float totals[SEG * VEC * TX];
 #pragma unroll
-  for (int j = 0; j < VEC; ++j) totals[(s * VEC + j) * TX + tx] = acc[j];
-  __syncthreads();
+    for (int j = 0; j < VEC; ++j) totals[(s * VEC + j) * TX + tx] = acc[j];
+    __syncthreads();
 #pragma unroll
-  for (int j = 0; j < VEC; ++j) offset[j] = 0.0f;
+    for (int j = 0; j < VEC; ++j) offset[j] = 0.0f;
 #pragma unroll
-  for (int q = 0; q < SEG; ++q) {
-    if (REVERSE ? q > s : q < s) {
+    for (int q = 0; q < SEG; ++q) {
+      if (REVERSE ? q > s : q < s) {
 #pragma unroll
-      for (int j = 0; j < VEC; ++j) offset[j] += totals[(q * VEC + j) * TX + tx];
-    }
-  }
-#else
-  vec<float, VEC> mine;
-#pragma unroll
-  for (int j = 0; j < VEC; ++j) mine.v[j] = acc[j];
-  totals_v[s * TX + tx] = mine;
-  __syncthreads();
-  // Batches of up to 8 independent loads keep the chain short without
-  // holding SEG more registers next to the thread's values.
-  constexpr int B = SEG < 8 ? SEG : 8;
-  for (int col = (int)threadIdx.x; col < CW; col += TX * SEG) {
-    float run = 0.0f;
-#pragma unroll
-    for (int q0 = 0; q0 < SEG; q0 += B) {
-      float t[B];
-#pragma unroll
-      for (int b = 0; b < B; ++b) t[b] = totals[(REVERSE ? SEG - 1 - q0 - b : q0 + b) * CW + col];
-#pragma unroll
-      for (int b = 0; b < B; ++b) {
-        totals[(REVERSE ? SEG - 1 - q0 - b : q0 + b) * CW + col] = run;
-        run += t[b];
+        for (int j = 0; j < VEC; ++j) offset[j] += totals[(q * VEC + j) * TX + tx];
       }
     }
-  }
-  __syncthreads();
-  const vec<float, VEC> got = totals_v[s * TX + tx];
+  } else if constexpr (FORM == 1) {
+    // [SEG][VEC/4][TX] of 16 bytes: lanes hit consecutive 16-byte words.
+    constexpr int Q = VEC / 4;
+    __shared__ vec<float, 4> totals[SEG * Q * TX];
 #pragma unroll
-  for (int j = 0; j < VEC; ++j) offset[j] = got.v[j];
-#endif
+    for (int k = 0; k < Q; ++k) {
+      vec<float, 4> m;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) m.v[i] = acc[4 * k + i];
+      totals[(s * Q + k) * TX + tx] = m;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) offset[j] = 0.0f;
+#pragma unroll
+    for (int q = 0; q < SEG; ++q) {
+      if (REVERSE ? q > s : q < s) {
+#pragma unroll
+        for (int k = 0; k < Q; ++k) {
+          const vec<float, 4> t = totals[(q * Q + k) * TX + tx];
+#pragma unroll
+          for (int i = 0; i < 4; ++i) offset[4 * k + i] += t.v[i];
+        }
+      }
+    }
+  } else {
+    constexpr int CW = TX * VEC;  // channels of the block: [SEG][CW]
+    __shared__ vec<float, VEC> totals_v[SEG * TX];
+    float *totals = reinterpret_cast<float *>(totals_v);
+    vec<float, VEC> mine;
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) mine.v[j] = acc[j];
+    totals_v[s * TX + tx] = mine;
+    __syncthreads();
+    // Batches of up to 8 independent loads keep the chain short without
+    // holding SEG more registers next to the thread's values.
+    constexpr int B = SEG < 8 ? SEG : 8;
+    for (int col = (int)threadIdx.x; col < CW; col += TX * SEG) {
+      float run = 0.0f;
+#pragma unroll
+      for (int q0 = 0; q0 < SEG; q0 += B) {
+        float t[B];
+#pragma unroll
+        for (int b = 0; b < B; ++b) t[b] = totals[(REVERSE ? SEG - 1 - q0 - b : q0 + b) * CW + col];
+#pragma unroll
+        for (int b = 0; b < B; ++b) {
+          totals[(REVERSE ? SEG - 1 - q0 - b : q0 + b) * CW + col] = run;
+          run += t[b];
+        }
+      }
+    }
+    __syncthreads();
+    const vec<float, VEC> got = totals_v[s * TX + tx];
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) offset[j] = got.v[j];
+  }
 }
 
 template <int IN_DT, int OUT_DT, int H, int K, int BT, int CUMSUM, int GATE, int HAS_BIAS,
@@ -205,7 +246,7 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
     }
     if (SEG > 1) {
       float offset[VEC];
-      segment_offsets<TX, SEG, VEC, REVERSE>(acc, tx, s, offset);
+      segment_offsets<offsets_form<L, VEC>::value, TX, SEG, VEC, REVERSE>(acc, tx, s, offset);
 #pragma unroll
       for (int i = 0; i < L; ++i)
 #pragma unroll
