@@ -109,19 +109,104 @@ __device__ __forceinline__ void segment_offsets(const float (&acc)[VEC], int tx,
   }
 }
 
-// One chunk's rows [row0, row0 + len) of a block's channels: load, activate,
-// cumsum, store. `len` and everything the barrier depends on are uniform
-// over the block.
-template <int IN_DT, int OUT_DT, int HK, int CUMSUM, int GATE, int HAS_SCALE, int REVERSE, int VEC,
-          int TX, int SEG, int L>
-__device__ __forceinline__ void chunk_body(const typename storage<IN_DT>::type *__restrict__ g,
-                                           typename storage<OUT_DT>::type *__restrict__ out,
-                                           long long row0, int len, int tx, int s, int c,
-                                           bool cvalid, const float (&a_exp)[VEC],
-                                           const float (&bias)[VEC], float scale,
-                                           float lower_bound) {
+template <int IN_DT, int OUT_DT, int H, int K, int BT, int CUMSUM, int GATE, int HAS_BIAS,
+          int HAS_ALOG, int HAS_SCALE, int REVERSE, int VARLEN, int IDX_DT, int VEC, int TX,
+          int SEG>
+__global__ void __launch_bounds__(TX * SEG)
+gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
+            typename storage<OUT_DT>::type *__restrict__ out,
+            const float *__restrict__ A_log, const float *__restrict__ dt_bias, float scale,
+            float lower_bound, const typename storage<IDX_DT>::type *__restrict__ cu_seqlens,
+            const int *__restrict__ chunk_indices, const int *__restrict__ num_chunks_device,
+            long long T, long long chunks_per_seq_or_num_seqs) {
   typedef typename storage<IN_DT>::type in_t;
   typedef typename storage<OUT_DT>::type out_t;
+  constexpr int HK = H * K;
+  constexpr int L = BT / SEG;
+  constexpr int CHANNELS_PER_BLOCK = TX * VEC;
+  constexpr int NCB = (HK + CHANNELS_PER_BLOCK - 1) / CHANNELS_PER_BLOCK;
+  static_assert(BT % SEG == 0, "SEG must divide the chunk");
+  static_assert(HK % VEC == 0, "VEC must divide H*K");
+  static_assert(CUMSUM || GATE != GATE_NONE, "nothing to do");
+
+  grid_dependency_wait();
+  grid_dependents_launch();
+
+  const long long n = (long long)blockIdx.x / NCB;  // chunk
+  const int cb = (int)(blockIdx.x % NCB);           // channel block
+
+  long long row0;
+  int len;
+  if (VARLEN) {
+    // Varlen: a block needs its table row, then its sequence's bounds, before
+    // it can address any data. For batches of fewer sequences than a warp has
+    // lanes, every bound loads together with the table row (one lane each)
+    // and this chunk's pair comes from a shuffle: one round trip ahead of the
+    // data instead of two (three with a device count).
+    typedef typename storage<IDX_DT>::type idx_t;
+    constexpr int LANES = TX * SEG < 32 ? TX * SEG : 32;
+    constexpr unsigned MASK = LANES == 32 ? 0xffffffffu : (1u << LANES) - 1u;
+    const long long num_seqs = chunks_per_seq_or_num_seqs;
+    const bool few = num_seqs < LANES;
+    const int lane = (int)(threadIdx.x % 32);
+    idx_t bound = 0;
+    if (few && lane <= num_seqs) bound = cu_seqlens[lane];
+    // n < the table's rows (the host sizes the grid from them): these loads
+    // need no guard and issue together.
+    const int seq = chunk_indices[2 * n];
+    const int chunk = chunk_indices[2 * n + 1];
+    const long long count = num_chunks_device != nullptr ? (long long)*num_chunks_device : n + 1;
+    // A malformed table must not make the kernel touch memory outside [0, T)
+    // or cu_seqlens; the test is uniform over the block.
+    const bool skip = n >= count || seq < 0 || chunk < 0 || seq >= num_seqs;
+    long long bos, eos;
+    if (few) {
+      const int src = skip ? 0 : seq;
+      bos = (long long)__shfl_sync(MASK, bound, src);
+      eos = (long long)__shfl_sync(MASK, bound, src + 1);
+    }
+    if (skip) return;
+    if (!few) {
+      bos = (long long)cu_seqlens[seq];
+      eos = (long long)cu_seqlens[seq + 1];
+    }
+    bos = bos < 0 ? 0 : (bos > T ? T : bos);
+    eos = eos < bos ? bos : (eos > T ? T : eos);
+    row0 = bos + (long long)chunk * BT;
+    const long long left = eos - row0;
+    len = left > BT ? BT : (int)left;
+    if (len <= 0) return;
+  } else {
+    // n < gridDim.x < 2^31 and chunks_per_seq <= n + 1: a 32-bit division
+    // (a 64-bit one is a ~70-instruction call ahead of every load).
+    const long long chunks_per_seq = chunks_per_seq_or_num_seqs;
+    const unsigned b32 = (unsigned)n / (unsigned)chunks_per_seq;
+    const long long b = b32;
+    const long long t0 = (long long)((unsigned)n - b32 * (unsigned)chunks_per_seq) * BT;
+    row0 = b * T + t0;
+    const long long left = T - t0;
+    len = left > BT ? BT : (int)left;
+  }
+
+  const int tx = (int)(threadIdx.x % TX);
+  const int s = (int)(threadIdx.x / TX);
+  const int c = (cb * TX + tx) * VEC;
+  const bool cvalid = c < HK;
+
+  float a_exp[VEC], bias[VEC];
+  // When VEC divides K a thread's channels share one head: one expf.
+  constexpr bool ONE_HEAD = K % VEC == 0;
+  const float a_head = (GATE != GATE_NONE && HAS_ALOG && ONE_HEAD && cvalid) ? expf(A_log[c / K]) : 1.0f;
+#pragma unroll
+  for (int j = 0; j < VEC; ++j) {
+    a_exp[j] = ONE_HEAD ? a_head : 1.0f;
+    bias[j] = 0.0f;
+    if (GATE != GATE_NONE && cvalid) {
+      if (HAS_ALOG && !ONE_HEAD) a_exp[j] = expf(A_log[(c + j) / K]);
+      if (HAS_BIAS) bias[j] = dt_bias[c + j];
+    }
+  }
+
   // Issue every load of the segment before using any of them.
   vec<in_t, VEC> x[L];
 #pragma unroll
@@ -215,139 +300,6 @@ __device__ __forceinline__ void chunk_body(const typename storage<IN_DT>::type *
       for (int j = 0; j < VEC; ++j) o.v[j] = from_float<OUT_DT>(HAS_SCALE ? v[i][j] * scale : v[i][j]);
       store_stream(reinterpret_cast<vec<out_t, VEC> *>(out + (row0 + r) * HK + c), o);
     }
-  }
-}
-
-template <int IN_DT, int OUT_DT, int H, int K, int BT, int CUMSUM, int GATE, int HAS_BIAS,
-          int HAS_ALOG, int HAS_SCALE, int REVERSE, int VARLEN, int IDX_DT, int VEC, int TX,
-          int SEG>
-__global__ void __launch_bounds__(TX * SEG
-#ifdef KDA_VARLEN_CHUNKS_PER_BLOCK  // probe only: hold them to 1024 threads' registers
-                                   , VARLEN ? 1024 / (TX * SEG) : 1
-#endif
-                                   )
-gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
-            typename storage<OUT_DT>::type *__restrict__ out,
-            const float *__restrict__ A_log, const float *__restrict__ dt_bias, float scale,
-            float lower_bound, const typename storage<IDX_DT>::type *__restrict__ cu_seqlens,
-            const int *__restrict__ chunk_indices, const int *__restrict__ num_chunks_device,
-            long long T, long long chunks_per_seq_or_num_seqs) {
-  typedef typename storage<IN_DT>::type in_t;
-  typedef typename storage<OUT_DT>::type out_t;
-  constexpr int HK = H * K;
-  constexpr int L = BT / SEG;
-  constexpr int CHANNELS_PER_BLOCK = TX * VEC;
-  constexpr int NCB = (HK + CHANNELS_PER_BLOCK - 1) / CHANNELS_PER_BLOCK;
-  static_assert(BT % SEG == 0, "SEG must divide the chunk");
-  static_assert(HK % VEC == 0, "VEC must divide H*K");
-  static_assert(CUMSUM || GATE != GATE_NONE, "nothing to do");
-
-  // Varlen blocks may take more than one chunk (consecutive table rows):
-  // their table rows then load together, one dependent round trip for all.
-#ifdef KDA_VARLEN_CHUNKS_PER_BLOCK
-  constexpr int CPB = VARLEN ? KDA_VARLEN_CHUNKS_PER_BLOCK : 1;
-#else
-  constexpr int CPB = 1;
-#endif
-  const long long n0 = (long long)(blockIdx.x / NCB) * CPB;  // first chunk
-  const int cb = (int)(blockIdx.x % NCB);                     // channel block
-  const int tx = (int)(threadIdx.x % TX);
-  const int s = (int)(threadIdx.x / TX);
-  const int c = (cb * TX + tx) * VEC;
-  const bool cvalid = c < HK;
-
-  // Dense: the rows follow from the block index alone. Computed before the
-  // wait below (no memory is read), so that at the start of a launch that
-  // overlaps its predecessor the loads issue as soon as the wait ends.
-  long long row0 = 0;
-  int len = 0;
-  if (!VARLEN) {
-    // n < gridDim.x < 2^31 and chunks_per_seq <= n + 1: a 32-bit division
-    // (a 64-bit one is a ~70-instruction call ahead of every load).
-    const long long chunks_per_seq = chunks_per_seq_or_num_seqs;
-    const unsigned b32 = (unsigned)n0 / (unsigned)chunks_per_seq;
-    const long long b = b32;
-    const long long t0 = (long long)((unsigned)n0 - b32 * (unsigned)chunks_per_seq) * BT;
-    row0 = b * T + t0;
-    const long long left = T - t0;
-    len = left > BT ? BT : (int)left;
-  }
-
-#ifndef KDA_UNPINNED_INDEX  // v9 left the order to the compiler (bench/probe's base)
-  // An empty volatile asm that reads them is ordered before the wait's.
-  asm volatile("" ::"l"(row0), "r"(len), "r"(c));
-#endif
-  grid_dependency_wait();
-  grid_dependents_launch();
-
-  // Varlen: a block needs its table row, then its sequence's bounds, before
-  // it can address any data. For batches of fewer sequences than a warp has
-  // lanes, every bound loads together with the table row (one lane each)
-  // and this chunk's pair comes from a shuffle: one round trip ahead of the
-  // data instead of two (three with a device count).
-  typedef typename storage<IDX_DT>::type idx_t;
-  constexpr int LANES = TX * SEG < 32 ? TX * SEG : 32;
-  constexpr unsigned MASK = LANES == 32 ? 0xffffffffu : (1u << LANES) - 1u;
-  const long long num_seqs = chunks_per_seq_or_num_seqs;
-  const bool few = VARLEN && num_seqs < LANES;
-  idx_t bound = 0;
-  int seqs[CPB], chunks[CPB];
-  long long count = 0;
-  if (VARLEN) {
-    const int lane = (int)(threadIdx.x % 32);
-    if (few && lane <= num_seqs) bound = cu_seqlens[lane];
-    // n < the table's rows (the host sizes the grid from them): these loads
-    // need no guard and issue together.
-#pragma unroll
-    for (int k = 0; k < CPB; ++k) {
-      seqs[k] = chunk_indices[2 * (n0 + k)];
-      chunks[k] = chunk_indices[2 * (n0 + k) + 1];
-    }
-    count = num_chunks_device != nullptr ? (long long)*num_chunks_device : n0 + CPB;
-  }
-
-  float a_exp[VEC], bias[VEC];
-  // When VEC divides K a thread's channels share one head: one expf.
-  constexpr bool ONE_HEAD = K % VEC == 0;
-  const float a_head = (GATE != GATE_NONE && HAS_ALOG && ONE_HEAD && cvalid) ? expf(A_log[c / K]) : 1.0f;
-#pragma unroll
-  for (int j = 0; j < VEC; ++j) {
-    a_exp[j] = ONE_HEAD ? a_head : 1.0f;
-    bias[j] = 0.0f;
-    if (GATE != GATE_NONE && cvalid) {
-      if (HAS_ALOG && !ONE_HEAD) a_exp[j] = expf(A_log[(c + j) / K]);
-      if (HAS_BIAS) bias[j] = dt_bias[c + j];
-    }
-  }
-
-#pragma unroll 1
-  for (int k = 0; k < CPB; ++k) {
-    if (VARLEN) {
-      const long long n = n0 + k;
-      const int seq = seqs[k], chunk = chunks[k];
-      // A malformed table must not make the kernel touch memory outside
-      // [0, T) or cu_seqlens; the test is uniform over the block.
-      const bool skip = n >= count || seq < 0 || chunk < 0 || seq >= num_seqs;
-      long long bos = 0, eos = 0;
-      if (few) {
-        const int src = skip ? 0 : seq;
-        bos = (long long)__shfl_sync(MASK, bound, src);
-        eos = (long long)__shfl_sync(MASK, bound, src + 1);
-      }
-      if (skip) continue;
-      if (!few) {
-        bos = (long long)cu_seqlens[seq];
-        eos = (long long)cu_seqlens[seq + 1];
-      }
-      bos = bos < 0 ? 0 : (bos > T ? T : bos);
-      eos = eos < bos ? bos : (eos > T ? T : eos);
-      row0 = bos + (long long)chunk * BT;
-      const long long left = eos - row0;
-      len = left > BT ? BT : (int)left;
-      if (len <= 0) continue;
-    }
-    chunk_body<IN_DT, OUT_DT, HK, CUMSUM, GATE, HAS_SCALE, REVERSE, VEC, TX, SEG, L>(
-        g, out, row0, len, tx, s, c, cvalid, a_exp, bias, scale, lower_bound);
   }
 }
 

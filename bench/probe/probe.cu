@@ -170,14 +170,10 @@ int main(int argc, char **argv) {
     const long long nchunks = (long long)ci.size() / 2;
     int *d_cu = nullptr, *d_ci = nullptr;
     if (sh.nseq) {
-      // Rows of (-1, -1) past the table, for variants whose blocks take
-      // several chunks (the last block's extra rows are skipped).
-      std::vector<int> padded(ci);
-      padded.resize(ci.size() + 16, -1);
       CK(cudaMalloc(&d_cu, cu.size() * 4));
-      CK(cudaMalloc(&d_ci, padded.size() * 4));
+      CK(cudaMalloc(&d_ci, ci.size() * 4));
       CK(cudaMemcpy(d_cu, cu.data(), cu.size() * 4, cudaMemcpyHostToDevice));
-      CK(cudaMemcpy(d_ci, padded.data(), padded.size() * 4, cudaMemcpyHostToDevice));
+      CK(cudaMemcpy(d_ci, ci.data(), ci.size() * 4, cudaMemcpyHostToDevice));
     }
     const long long aux = sh.nseq ? sh.nseq : nchunks;
     std::vector<unsigned short> gh(n);

@@ -9,12 +9,7 @@ static void launch(const void *g, float *out, const float *alog, const float *bi
                    long long nchunks, const int *cu, const int *ci, long long aux, cudaStream_t st) {
   constexpr int VEC = 8, K = 128, HK = H * K, NCB = (HK + TX * VEC - 1) / (TX * VEC);
   cudaLaunchConfig_t cfg = {};
-#ifdef KDA_VARLEN_CHUNKS_PER_BLOCK  // the kernel's varlen blocks take this many chunks
-  constexpr long long CPB = VARLEN ? KDA_VARLEN_CHUNKS_PER_BLOCK : 1;
-#else
-  constexpr long long CPB = 1;
-#endif
-  cfg.gridDim = dim3((unsigned)((nchunks + CPB - 1) / CPB * NCB));
+  cfg.gridDim = dim3((unsigned)(nchunks * NCB));
   cfg.blockDim = dim3(TX * SEG);
   cfg.stream = st;
   cudaLaunchAttribute attr;
