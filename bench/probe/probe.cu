@@ -81,7 +81,7 @@ static double copy_bw() {
   return 2.0 * n / (med(t) * 1e-3) / 1e9;
 }
 
-struct shape { long long T; int H, chunk, nseq; };  // nseq > 0: varlen
+struct shape { long long T; int H, chunk, nseq, even; };  // nseq > 0: varlen; even: equal whole-chunk lengths
 
 int main(int argc, char **argv) {
   const bool ncu_mode = argc > 1 && !strcmp(argv[1], "ncu");
@@ -136,7 +136,8 @@ int main(int argc, char **argv) {
   const shape shapes[] = {{512, 4, 64, 0},    {512, 8, 64, 0},    {512, 16, 64, 0},
                           {512, 32, 64, 0},   {2048, 4, 64, 0},   {2048, 8, 64, 0},
                           {8192, 16, 64, 0},  {8192, 32, 64, 0},  {32768, 4, 64, 0},
-                          {32768, 32, 64, 0}, {8192, 16, 64, 8},  {8192, 32, 128, 0}};
+                          {32768, 32, 64, 0}, {8192, 16, 64, 8},  {8192, 32, 128, 0},
+                          {8192, 16, 64, 8, 1}};
   // PROBE_EXTREME=0 skips the accuracy pass on std-12 inputs.
   const int passes = getenv("PROBE_EXTREME") && !strcmp(getenv("PROBE_EXTREME"), "0") ? 1 : 2;
   FILE *js = fopen(getenv("PROBE_JSON") ? getenv("PROBE_JSON") : "probe.json", "w");
@@ -160,6 +161,7 @@ int main(int argc, char **argv) {
       static const int w[8] = {3, 17, 5, 11, 1, 13, 7, 7};
       for (int i = 0; i < sh.nseq; ++i) {
         long long len = i == sh.nseq - 1 ? sh.T - cu.back() : sh.T * w[i % 8] / 64 + ((i % 2) ? 13 : -13);
+        if (sh.even) len = sh.T / sh.nseq;
         cu.push_back(cu.back() + (int)len);
       }
     } else {
@@ -258,8 +260,8 @@ int main(int argc, char **argv) {
           }
           const double us = med(t);
           const double pct = 100.0 * (n * 6.0 / (us * 1e-6) / 1e9) / bw;
-          fprintf(js, "%s{\"variant\": \"%s\", \"T\": %lld, \"H\": %d, \"chunk\": %d, \"seqs\": %d, \"tx\": %d, \"seg\": %d, \"us\": %.3f, \"pct\": %.1f, \"err\": %.3g}",
-                  first ? "" : ",\n", vname, sh.T, H, BT, sh.nseq, e->tx, e->seg, us, pct, err);
+          fprintf(js, "%s{\"variant\": \"%s\", \"T\": %lld, \"H\": %d, \"chunk\": %d, \"seqs\": %d, \"even\": %d, \"tx\": %d, \"seg\": %d, \"us\": %.3f, \"pct\": %.1f, \"err\": %.3g}",
+                  first ? "" : ",\n", vname, sh.T, H, BT, sh.nseq, sh.even, e->tx, e->seg, us, pct, err);
           first = false;
           if (us < best) { best = us; bt = e->tx; bs = e->seg; }
           cudaGraphExecDestroy(ex);
@@ -269,11 +271,11 @@ int main(int argc, char **argv) {
         }
         if (ncu_mode) continue;
         if (pass == 0)
-          printf("T=%6lld H=%2d C=%3d S=%d %-8s best %8.3f us (%5.1f%% of copy) tx=%d seg=%d  max err %.3g\n", sh.T, H,
-                 BT, sh.nseq, vname, best, 100.0 * (n * 6.0 / (best * 1e-6) / 1e9) / bw, bt, bs, worst_err);
+          printf("T=%6lld H=%2d C=%3d S=%d%s %-8s best %8.3f us (%5.1f%% of copy) tx=%d seg=%d  max err %.3g\n", sh.T, H,
+                 BT, sh.nseq, sh.even ? "e" : "", vname, best, 100.0 * (n * 6.0 / (best * 1e-6) / 1e9) / bw, bt, bs, worst_err);
         else
-          printf("T=%6lld H=%2d C=%3d S=%d %-8s std-12 inputs: max err %.3g over every config (budget 2e-5)\n", sh.T, H,
-                 BT, sh.nseq, vname, worst_err);
+          printf("T=%6lld H=%2d C=%3d S=%d%s %-8s std-12 inputs: max err %.3g over every config (budget 2e-5)\n", sh.T, H,
+                 BT, sh.nseq, sh.even ? "e" : "", vname, worst_err);
       }
       for (int i = 0; i < nsets; ++i) {
         cudaFree(gs[i]);
