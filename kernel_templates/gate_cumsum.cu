@@ -129,52 +129,14 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
   static_assert(HK % VEC == 0, "VEC must divide H*K");
   static_assert(CUMSUM || GATE != GATE_NONE, "nothing to do");
 
-  const long long n = (long long)blockIdx.x / NCB;  // chunk
-  const int cb = (int)(blockIdx.x % NCB);           // channel block
-  const int tx = (int)(threadIdx.x % TX);
-  const int s = (int)(threadIdx.x / TX);
-  const int c = (cb * TX + tx) * VEC;
-  const bool cvalid = c < HK;
-
-  long long row0 = 0;
-  int len = 0;
-  if (!VARLEN) {
-    // n < gridDim.x < 2^31 and chunks_per_seq <= n + 1: a 32-bit division
-    // (a 64-bit one is a ~70-instruction call ahead of every load).
-    const long long chunks_per_seq = chunks_per_seq_or_num_seqs;
-    const unsigned b32 = (unsigned)n / (unsigned)chunks_per_seq;
-    const long long b = b32;
-    const long long t0 = (long long)((unsigned)n - b32 * (unsigned)chunks_per_seq) * BT;
-    row0 = b * T + t0;
-    const long long left = T - t0;
-    len = left > BT ? BT : (int)left;
-  }
-
-  // Before the wait, warm L2 with what this block reads first: with
-  // programmatic launch the block is resident while the previous kernel
-  // drains, and its loads then start from L2 instead of DRAM. A prefetch
-  // is a hint with no effect on what any load returns, so it is safe while
-  // the previous kernel may still be writing these lines (they are
-  // re-read after the wait). One prefetch per 128-byte line: by the thread
-  // whose access starts the line, or the block's first in the row.
-  // Varlen: the table row and the sequence bounds (the data's rows are not
-  // known yet).
-  if (VARLEN) {
-    if (threadIdx.x == 0) {
-      prefetch_l2(chunk_indices + 2 * n);
-      prefetch_l2(cu_seqlens);
-    }
-  } else if (cvalid) {
-#pragma unroll
-    for (int i = 0; i < L; ++i) {
-      const int r = s * L + i;
-      const in_t *p = g + (row0 + r) * HK + c;
-      if (r < len && (tx == 0 || ((unsigned long long)p & 127) == 0)) prefetch_l2(p);
-    }
-  }
   grid_dependency_wait();
   grid_dependents_launch();
 
+  const long long n = (long long)blockIdx.x / NCB;  // chunk
+  const int cb = (int)(blockIdx.x % NCB);           // channel block
+
+  long long row0;
+  int len;
   if (VARLEN) {
     // Varlen: a block needs its table row, then its sequence's bounds, before
     // it can address any data. For batches of fewer sequences than a warp has
@@ -214,7 +176,22 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
     const long long left = eos - row0;
     len = left > BT ? BT : (int)left;
     if (len <= 0) return;
+  } else {
+    // n < gridDim.x < 2^31 and chunks_per_seq <= n + 1: a 32-bit division
+    // (a 64-bit one is a ~70-instruction call ahead of every load).
+    const long long chunks_per_seq = chunks_per_seq_or_num_seqs;
+    const unsigned b32 = (unsigned)n / (unsigned)chunks_per_seq;
+    const long long b = b32;
+    const long long t0 = (long long)((unsigned)n - b32 * (unsigned)chunks_per_seq) * BT;
+    row0 = b * T + t0;
+    const long long left = T - t0;
+    len = left > BT ? BT : (int)left;
   }
+
+  const int tx = (int)(threadIdx.x % TX);
+  const int s = (int)(threadIdx.x / TX);
+  const int c = (cb * TX + tx) * VEC;
+  const bool cvalid = c < HK;
 
   float a_exp[VEC], bias[VEC];
   // When VEC divides K a thread's channels share one head: one expf.

@@ -100,15 +100,6 @@ __device__ __forceinline__ void grid_dependents_launch() {
 #endif
 }
 
-// Brings the 128-byte line holding p into L2. A hint: it changes no value
-// any load returns, so it may precede griddepcontrol.wait. KDA_NO_PREFETCH
-// makes it a no-op for the probe's comparisons.
-__device__ __forceinline__ void prefetch_l2(const void *p) {
-#ifndef KDA_NO_PREFETCH
-  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
-#endif
-}
-
 // Streaming accesses: every input byte is read once and every output byte
 // written once, so neither should displace other lines of L1 or L2 (`.cs`:
 // evict first). Measured on the H100 (bench/probe, same process, best of 14
