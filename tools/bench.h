@@ -25,6 +25,7 @@ typedef struct bench_result {
   double tune_ms;                       /* tuning run of the fused kernel */
   double compile_ms;                    /* its NVRTC wall time */
   int candidates;
+  double tuner_us, tuner_heuristic_us; /* what the tuner itself measured */
 } bench_result;
 
 /* The benchmark's rows: the issue's H x T matrix at K=128, chunk 64, with

@@ -244,6 +244,8 @@ static void prewarm_row(kda_context *ctx, const kda_gate_args *shape, bench_resu
   res->tune_ms = pr.tune_ms;
   res->compile_ms = pr.compile_ms;
   res->candidates = pr.candidates;
+  res->tuner_us = pr.median_us;
+  res->tuner_heuristic_us = pr.heuristic_us;
   kda_gate_args g = s;
   g.num_seqs = 0;
   kda_ok(kda_prewarm(ctx, KDA_KERNEL_GATE, &g, 0, &pr), "prewarm gate");
@@ -642,19 +644,21 @@ int main(int argc, char **argv) {
   printf("tuning database: %s (budget %.0f ms per specialization)\n\n", db, budget_ms);
   printf("%-7s %6s %3s %4s %5s %4s %10s %8s %9s %6s %6s %8s %7s %8s %7s %8s %s\n", "group", "T",
          "H", "K", "chunk", "seqs", "elements", "fused_us", "single_us", "GB/s", "%copy", "unfused",
-         "speedup", "heur_us", "tuned/h", "plain_us", "config (tune ms: compile ms, candidates)");
+         "speedup", "heur_us", "tuned/h", "plain_us",
+         "config (tune ms: compile ms, candidates; the tuner's own us: winner/heuristic)");
   for (int i = 0; i < nrows; ++i) {
     const bench_row *r = &bench_rows[i];
     run_row(ctx, heur, plain, r, &res[i]);
     const double bytes = (double)res[i].elements * 6.0;
     const double gbps = bytes / (res[i].fused_us * 1e-6) / 1e9;
     printf("%-7s %6lld %3d %4d %5d %4d %10lld %8.2f %9.2f %6.0f %5.1f%% %8.2f %6.2fx %8.2f %6.2fx "
-           "%8.2f %s (%.0f ms: %.0f, %d)\n",
+           "%8.2f %s (%.0f ms: %.0f, %d; %.2f/%.2f)\n",
            r->group, (long long)r->tokens, r->heads, r->head_dim, r->chunk, r->num_seqs,
            (long long)res[i].elements, res[i].fused_us, res[i].fused_single_us, gbps,
            100.0 * gbps / bw, res[i].unfused_us, res[i].unfused_us / res[i].fused_us,
            res[i].heuristic_us, res[i].heuristic_us / res[i].fused_us, res[i].plain_us,
-           res[i].config, res[i].tune_ms, res[i].compile_ms, res[i].candidates);
+           res[i].config, res[i].tune_ms, res[i].compile_ms, res[i].candidates, res[i].tuner_us,
+           res[i].tuner_heuristic_us);
     fflush(stdout);
   }
 
@@ -723,13 +727,14 @@ int main(int argc, char **argv) {
             "\"gbps\": %.1f, \"pct_of_copy_bw\": %.2f, \"unfused_us_median\": %.3f, "
             "\"speedup_vs_unfused\": %.3f, \"heuristic_us_median\": %.3f, \"max_rel_err\": %.3g, "
             "\"us_median_plain_launch\": %.3f, \"config\": \"%s\", \"tune_ms\": %.1f, "
-            "\"compile_ms\": %.1f, \"candidates\": %d}%s\n",
+            "\"compile_ms\": %.1f, \"candidates\": %d, \"tuner_us\": %.3f, "
+            "\"tuner_heuristic_us\": %.3f}%s\n",
             r->group, (long long)r->batch, (long long)r->tokens, r->heads, r->head_dim, r->chunk,
             r->bias ? "true" : "false", r->num_seqs, (long long)res[i].elements, res[i].fused_us,
             res[i].fused_single_us, gbps, 100.0 * gbps / bw, res[i].unfused_us,
             res[i].unfused_us / res[i].fused_us, res[i].heuristic_us, res[i].max_err,
             res[i].plain_us, res[i].config, res[i].tune_ms, res[i].compile_ms, res[i].candidates,
-            i + 1 < nrows ? "," : "");
+            res[i].tuner_us, res[i].tuner_heuristic_us, i + 1 < nrows ? "," : "");
   }
   fprintf(f, "  ]\n}\n");
   fclose(f);

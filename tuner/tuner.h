@@ -33,7 +33,15 @@
 #define KDA__TUNE_SPACE_MAX 512     /* configs of one slot, heuristic included */
 #define KDA__TUNE_SAMPLES 15        /* timed samples per candidate (and per re-measure) */
 #define KDA__TUNE_WARMUP 2          /* untimed launches before the samples */
-#define KDA__TUNE_INNER_MAX 16      /* launches per sample for very short kernels */
+#define KDA__TUNE_INNER_MAX 32      /* launches per sample for very short kernels */
+/* A sample spans at least this much GPU time. The event recorded between
+ * samples ends the programmatic-launch overlap of back-to-back kernels (a
+ * layer's graph has no such break), so longer samples time what a layer
+ * sees; 20 us (before v9) put a break every 3 launches at T=8192 H=4. */
+#define KDA__TUNE_SAMPLE_US 100.0
+/* Finalists are re-timed in rounds, each round timing every finalist, so
+ * drift over the run hits them alike; SAMPLES / ROUNDS samples a round. */
+#define KDA__TUNE_FINALIST_ROUNDS 3
 #define KDA__TUNE_FINALIST_FRAC 0.05 /* re-measure those within 5% of the best */
 /* Winner: the lowest config id within 0.5% of the best (stable across
  * processes for configs that time alike). It was 2%, which gave away up to

@@ -213,16 +213,18 @@ static kda_status compile_batch(run *r) {
 }
 
 static int inner_for(double launch_us) {
-  /* Samples of at least ~20 us, so event resolution does not dominate. */
-  int inner = launch_us > 0 ? (int)ceil(20.0 / launch_us) : 1;
+  /* Samples of at least KDA__TUNE_SAMPLE_US (tuner.h says why). */
+  int inner = launch_us > 0 ? (int)ceil(KDA__TUNE_SAMPLE_US / launch_us) : 1;
   return inner < 1 ? 1 : inner > KDA__TUNE_INNER_MAX ? KDA__TUNE_INNER_MAX : inner;
 }
 
-static kda_status measure(run *r, size_t i, int inner) {
+/* Times `samples` more samples of candidate i and summarises all it has. */
+static kda_status measure(run *r, size_t i, int inner, int samples) {
   const kda__spec s = kda__job_concrete(&r->j->slot, r->trials[i].cfg);
+  if (r->nsamples[i] + samples > 2 * KDA__TUNE_SAMPLES) samples = 2 * KDA__TUNE_SAMPLES - r->nsamples[i];
   double *dst = r->samples + i * 2 * KDA__TUNE_SAMPLES + r->nsamples[i];
-  KDA__TRY(kda__bench_time(r->bench, r->fns[i], &s, KDA__TUNE_SAMPLES, inner, dst));
-  r->nsamples[i] += KDA__TUNE_SAMPLES;
+  KDA__TRY(kda__bench_time(r->bench, r->fns[i], &s, samples, inner, dst));
+  r->nsamples[i] += samples;
   kda__tune_trial *t = &r->trials[i];
   kda__tune_summarize(r->samples + i * 2 * KDA__TUNE_SAMPLES, (size_t)r->nsamples[i],
                       &t->median_us, &t->p10_us, &t->p90_us);
@@ -265,17 +267,23 @@ static kda_status bench_all(run *r, size_t *rejected) {
                t->cfg.vec, t->cfg.tx, t->cfg.seg, t->reason);
       continue;
     }
-    KDA__TRY(measure(r, i, inner));
+    KDA__TRY(measure(r, i, inner, KDA__TUNE_SAMPLES));
     if (i == 0) inner = inner_for(t->median_us);
     kda__log(j->ctx, KDA_LOG_DEBUG, "[%s]: vec=%d,tx=%d,seg=%d %.2f us (p10 %.2f, p90 %.2f)",
              j->what, t->cfg.vec, t->cfg.tx, t->cfg.seg, t->median_us, t->p10_us, t->p90_us);
   }
-  /* Finalists are measured again, interleaved, so drift hits them alike. */
+  /* Finalists are timed again in rounds (each round times every finalist),
+   * so drift hits them alike, and are then judged on these samples only. */
   size_t fin[KDA__TUNE_SPACE_MAX];
-  const size_t nf = kda__tune_finalists(r->trials, r->count, KDA__TUNE_FINALIST_FRAC, fin,
-                                        KDA__TUNE_SPACE_MAX);
-  if (nf > 1)
-    for (size_t q = 0; q < nf && q < KDA__TUNE_SPACE_MAX; ++q) KDA__TRY(measure(r, fin[q], inner));
+  size_t nf = kda__tune_finalists(r->trials, r->count, KDA__TUNE_FINALIST_FRAC, fin,
+                                  KDA__TUNE_SPACE_MAX);
+  if (nf > KDA__TUNE_SPACE_MAX) nf = KDA__TUNE_SPACE_MAX;
+  if (nf > 1) {
+    for (size_t q = 0; q < nf; ++q) r->nsamples[fin[q]] = 0;
+    const int per_round = KDA__TUNE_SAMPLES / KDA__TUNE_FINALIST_ROUNDS;
+    for (int round = 0; round < KDA__TUNE_FINALIST_ROUNDS; ++round)
+      for (size_t q = 0; q < nf; ++q) KDA__TRY(measure(r, fin[q], inner, per_round));
+  }
   return KDA_OK;
 }
 
