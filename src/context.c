@@ -337,10 +337,12 @@ kda_status kda_context_get_stats(kda_context *ctx, kda_stats *stats) {
   /* Sizes of the struct as earlier headers declared it: such callers get
    * the fields they know and nothing is written past them. */
   const size_t v1 = offsetof(kda_stats, tuning_runs), v2 = offsetof(kda_stats, background_jobs);
+  const size_t v3 = offsetof(kda_stats, launch_overlap_active);
   const size_t size = stats->struct_size;
-  KDA__REQUIRE(size == sizeof *stats || size == v1 || size == v2, KDA_ERROR_BAD_OPTIONS,
-               "kda_stats.struct_size is %zu; this library knows %zu, %zu and %zu", size, v1, v2,
-               sizeof *stats);
+  KDA__REQUIRE(size == sizeof *stats || size == v1 || size == v2 || size == v3,
+               KDA_ERROR_BAD_OPTIONS,
+               "kda_stats.struct_size is %zu; this library knows %zu, %zu, %zu and %zu", size, v1,
+               v2, v3, sizeof *stats);
   kda_stats full;
   kda_stats *out = stats;
   stats = &full;
@@ -359,6 +361,7 @@ kda_status kda_context_get_stats(kda_context *ctx, kda_stats *stats) {
   stats->rejected_candidates = atomic_load(&ctx->rejected_candidates);
   stats->tune_ms_total = (double)atomic_load(&ctx->tune_ns) / 1e6;
   stats->background_jobs = atomic_load(&ctx->background_jobs);
+  stats->launch_overlap_active = atomic_load(&ctx->launch_overlap) ? 1 : 0;
   memcpy(out, &full, size);
   return KDA_OK;
 }

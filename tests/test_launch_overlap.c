@@ -82,7 +82,11 @@ static long overlap_of_calls(const kda_options *o, int n, long *launches) {
   free(c.g);
   free(c.out);
   *launches = fake_launches() - l0;
-  return fake_overlap_launches() - o0;
+  const long overlapped = fake_overlap_launches() - o0;
+  /* The stats say whether the context still launches with the attribute:
+   * it does exactly when its last call did. */
+  assert_int_equal(s.launch_overlap_active, n > 0 && overlapped == n ? 1 : 0);
+  return overlapped;
 }
 
 static void default_launches_with_the_attribute_on_sm90(void **state) {
@@ -152,6 +156,35 @@ static void refused_attribute_falls_back_to_a_plain_launch_once(void **state) {
   free(table);
 }
 
+/* The first refusal may come from a tuning run's own launches (its
+ * reference launch runs before any of the caller's): the context warns
+ * once, says so in its stats, and launches plainly from then on. (With the
+ * stand-in driver the run then stops at validation, which it cannot do.) */
+static void refusal_seen_by_a_tuning_run_is_reported(void **state) {
+  (void)state;
+  warnings w = {0, 0};
+  kda_options o = options(&w);
+  o.tune_mode = KDA_TUNE_ON;
+  o.db_path = ":memory:";
+  setenv("FAKE_CUDA_REFUSE_LAUNCH_EX", "1", 1);
+  call c;
+  call_init(&c);
+  kda_context *ctx = NULL;
+  assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
+  const long o0 = fake_overlap_launches();
+  assert_int_equal(kda_gate_chunk_cumsum(ctx, &c.a, NULL), KDA_OK);
+  assert_int_equal(kda_gate_chunk_cumsum(ctx, &c.a, NULL), KDA_OK);
+  unsetenv("FAKE_CUDA_REFUSE_LAUNCH_EX");
+  kda_stats s = {.struct_size = sizeof s};
+  assert_int_equal(kda_context_get_stats(ctx, &s), KDA_OK);
+  assert_int_equal(s.launch_overlap_active, 0);
+  assert_int_equal(w.refused, 1);
+  assert_int_equal(fake_overlap_launches() - o0, 0);
+  kda_context_destroy(ctx);
+  free(c.g);
+  free(c.out);
+}
+
 /* A caller built before launch_overlap passes the older size; whatever
  * lies past it (here garbage) is not read and the default applies. */
 static void older_struct_size_keeps_the_default(void **state) {
@@ -184,6 +217,7 @@ int main(void) {
       cmocka_unit_test(default_launches_with_the_attribute_on_sm90),
       cmocka_unit_test(option_off_and_environment_override),
       cmocka_unit_test(refused_attribute_falls_back_to_a_plain_launch_once),
+      cmocka_unit_test(refusal_seen_by_a_tuning_run_is_reported),
       cmocka_unit_test(older_struct_size_keeps_the_default),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

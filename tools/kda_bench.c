@@ -664,6 +664,14 @@ int main(int argc, char **argv) {
 
   double inside = 0, enq = 0, gpu = 0, tab_steady = 0, tab_single = 0;
   double plain_inside = 0, plain_enq = 0, plain_gpu = 0;
+  /* Whether the tuned and heuristic contexts still launched with the
+   * programmatic attribute after the rows (a refusal turns it off). */
+  kda_stats st_tuned = {.struct_size = sizeof st_tuned}, st_heur = {.struct_size = sizeof st_heur};
+  kda_ok(kda_context_get_stats(ctx, &st_tuned), "stats (tuned)");
+  kda_ok(kda_context_get_stats(heur, &st_heur), "stats (heuristic)");
+  printf("\nprogrammatic dependent launch still on after the rows: tuned context %s, heuristic "
+         "context %s\n", st_tuned.launch_overlap_active ? "yes" : "NO",
+         st_heur.launch_overlap_active ? "yes" : "NO");
   host_cost(plain, &plain_inside, &plain_enq, &plain_gpu);
   host_cost(ctx, &inside, &enq, &gpu);
   chunk_table_cost(ctx, &tab_steady, &tab_single);
@@ -711,9 +719,11 @@ int main(int argc, char **argv) {
              "  \"chunk_table_256_us_single\": %.3f,\n",
           inside, enq, gpu, tab_steady, tab_single);
   fprintf(f, "  \"launch_overlap\": \"auto (programmatic dependent launch) in every row but the "
-             "plain_launch fields\",\n  \"host_us_per_call_inside_plain_launch\": %.3f,\n"
+             "plain_launch fields\",\n  \"launch_overlap_active_after_rows\": {\"tuned\": %s, "
+             "\"heuristic\": %s},\n  \"host_us_per_call_inside_plain_launch\": %.3f,\n"
              "  \"host_us_per_call_enqueue_plain_launch\": %.3f,\n",
-          plain_inside, plain_enq);
+          st_tuned.launch_overlap_active ? "true" : "false",
+          st_heur.launch_overlap_active ? "true" : "false", plain_inside, plain_enq);
   fprintf(f, "  \"cold_start\": %s,\n  \"warm_start\": %s,\n", cold_ok ? cold : "null\n",
           warm_ok ? warm : "null\n");
   fprintf(f, "  \"rows\": [\n");

@@ -298,6 +298,9 @@ kda_status kda__bench_create(const kda__driver *drv, atomic_int *overlap,
 void kda__bench_destroy(kda__tune_bench *b);
 /* How many input/output buffer sets are rotated (1: no rotation). */
 int kda__bench_rotation(const kda__tune_bench *b);
+/* 1 if one of this bench's launches was refused the programmatic attribute
+ * (and so turned the context's launch overlap off). */
+int kda__bench_overlap_refused(const kda__tune_bench *b);
 
 /* Runs the reference config into the reference buffer (poisoned first). */
 kda_status kda__bench_reference(kda__tune_bench *b, CUfunction fn, const kda__spec *spec);

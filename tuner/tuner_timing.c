@@ -27,6 +27,7 @@ struct kda__tune_bench {
   size_t out_alloc;              /* out_bytes rounded up to whole words */
   CUevent ev[KDA__TUNE_SAMPLES * 2 + 2];
   int nev;
+  int overlap_refused; /* this bench's launch turned the context's overlap off */
 };
 
 #define BENCH_CU(b, call, ...)                                                          \
@@ -59,6 +60,8 @@ void kda__bench_destroy(kda__tune_bench *b) {
 }
 
 int kda__bench_rotation(const kda__tune_bench *b) { return b->nrot; }
+
+int kda__bench_overlap_refused(const kda__tune_bench *b) { return b->overlap_refused; }
 
 /* Words of the compare kernel's result (kernel_templates/tune_compare.cuh). */
 #define KDA__COMPARE_WORDS 5
@@ -133,8 +136,11 @@ static CUresult launch(kda__tune_bench *b, CUfunction fn, const kda__spec *spec,
   long long T = l->T, cps = l->chunks_per_seq;
   void *params[] = {&g, &o, &A_log, &dt_bias, &scale, &lower_bound, &cu, &ci, &nd, &T, &cps};
   const uint64_t grid = kda__spec_grid(spec, l->num_chunks);
-  return kda__launch_kernel(b->drv, b->overlap, NULL, fn, (unsigned)grid,
-                            (unsigned)kda__config_threads(spec), b->stream, params);
+  int refused = 0;
+  const CUresult r = kda__launch_kernel(b->drv, b->overlap, &refused, fn, (unsigned)grid,
+                                        (unsigned)kda__config_threads(spec), b->stream, params);
+  if (refused) b->overlap_refused = 1;
+  return r;
 }
 
 static kda_status poison(kda__tune_bench *b, CUdeviceptr p) {

@@ -320,6 +320,11 @@ typedef struct kda_stats {
   double tune_ms_total;      /**< wall time of tuning runs, compile included */
   /* Fields below were added with background tuning. */
   uint64_t background_jobs;  /**< KDA_TUNE_BACKGROUND jobs finished (tuned or found stored) */
+  /* Fields below were added with launch overlap. */
+  /** 1 while this context launches with programmatic dependent launch; 0
+   *  with KDA_LAUNCH_OVERLAP_OFF, or once the driver refused the attribute
+   *  (in a call or in a tuning run: the context then launches plainly). */
+  int32_t launch_overlap_active;
 } kda_stats;
 
 KDA_API kda_status kda_context_get_stats(kda_context *ctx, kda_stats *stats);

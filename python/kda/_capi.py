@@ -165,6 +165,8 @@ class KdaStats(Structure):
         ("rejected_candidates", c_uint64),
         ("tune_ms_total", c_double),
         ("background_jobs", c_uint64),
+        # Fields below were added with launch overlap.
+        ("launch_overlap_active", c_int32),
     ]
 
 
@@ -208,9 +210,11 @@ OPTIONS_V3_SIZE = KdaOptions.launch_overlap.offset
 STATS_V1_SIZE = KdaStats.tuning_runs.offset
 # (kda_stats before background tuning ended after tune_ms_total.)
 STATS_V2_SIZE = KdaStats.background_jobs.offset
+# (kda_stats before launch overlap ended after background_jobs.)
+STATS_V3_SIZE = KdaStats.launch_overlap_active.offset
 # Sizes kda_context_get_stats is tried with, newest layout first: the
 # library accepts only its own sizeof(kda_stats).
-STATS_SIZES = (ctypes.sizeof(KdaStats), STATS_V2_SIZE, STATS_V1_SIZE)
+STATS_SIZES = (ctypes.sizeof(KdaStats), STATS_V3_SIZE, STATS_V2_SIZE, STATS_V1_SIZE)
 
 # --------------------------------------------------------------------------
 # Exceptions

@@ -49,6 +49,15 @@ def test_current_layout_has_every_field(fake):
     fake(C.ctypes.sizeof(C.KdaStats))
     d = _ops.stats(0)
     assert d["launches"] == 7 and d["tuning_runs"] == 3 and "background_jobs" in d
+    assert "launch_overlap_active" in d
+
+
+def test_library_before_launch_overlap(fake):
+    # kda_stats ended after background_jobs before launch_overlap_active.
+    lib = fake(C.STATS_V3_SIZE)
+    d = _ops.stats(0)
+    assert "background_jobs" in d and "launch_overlap_active" not in d
+    assert lib.asked[-1] == C.STATS_V3_SIZE
 
 
 def test_library_before_background_tuning(fake):
