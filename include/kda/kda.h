@@ -362,7 +362,9 @@ typedef struct kda_gate_args {
   kda_dtype cu_seqlens_dtype; /**< I32 or I64 */
   int64_t num_seqs;           /**< N, sequences in cu_seqlens */
   /** [num_chunks, 2] int32 (sequence id, chunk within sequence); required
-   *  when cu_seqlens is set (build it once per batch and reuse it). */
+   *  when cu_seqlens is set (build it once per batch and reuse it). A row
+   *  whose sequence id is negative or not below num_seqs, or whose chunk is
+   *  negative or past its sequence, is skipped (nothing read or written). */
   const int32_t *chunk_indices;
   /** Rows of chunk_indices to launch for (exact count, or the capacity
    *  kda_chunk_indices_capacity() when num_chunks_device is set). */
