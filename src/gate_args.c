@@ -131,7 +131,8 @@ kda_status kda__plan_gate_op(kda__op op, const kda_gate_args *a, kda__launch_pla
       s->idx_dtype = a->cu_seqlens_dtype;
       plan->num_chunks = a->num_chunks;
       /* The kernel's last argument: in varlen, the sequence count (it
-       * bounds-checks the table and prefetches cu_seqlens by it). */
+       * bounds-checks table rows by it, and loads every bound at once when
+       * the batch has fewer sequences than a warp has lanes). */
       plan->chunks_per_seq = a->num_seqs;
     } else {
       KDA__REQUIRE(a->chunk_indices == NULL && a->num_chunks_device == NULL,

@@ -37,7 +37,7 @@
 /* A sample spans at least this much GPU time. The event recorded between
  * samples ends the programmatic-launch overlap of back-to-back kernels (a
  * layer's graph has no such break), so longer samples time what a layer
- * sees; 20 us (before v9) put a break every 3 launches at T=8192 H=4. */
+ * sees; 20 us (before v10) put a break every 3 launches at T=8192 H=4. */
 #define KDA__TUNE_SAMPLE_US 100.0
 /* Finalists are re-timed in rounds, each round timing every finalist, so
  * drift over the run hits them alike; SAMPLES / ROUNDS samples a round. */

@@ -221,7 +221,8 @@ static int inner_for(double launch_us) {
 /* Times `samples` more samples of candidate i and summarises all it has. */
 static kda_status measure(run *r, size_t i, int inner, int samples) {
   const kda__spec s = kda__job_concrete(&r->j->slot, r->trials[i].cfg);
-  if (r->nsamples[i] + samples > 2 * KDA__TUNE_SAMPLES) samples = 2 * KDA__TUNE_SAMPLES - r->nsamples[i];
+  const int room = 2 * KDA__TUNE_SAMPLES - r->nsamples[i];
+  if (samples > room) samples = room;
   double *dst = r->samples + i * 2 * KDA__TUNE_SAMPLES + r->nsamples[i];
   KDA__TRY(kda__bench_time(r->bench, r->fns[i], &s, samples, inner, dst));
   r->nsamples[i] += samples;
