@@ -151,7 +151,11 @@ int main(int argc, char **argv) {
       getenv("PROBE_BASE_DEPENDENT_BOUNDS") && !strcmp(getenv("PROBE_BASE_DEPENDENT_BOUNDS"), "1");
   for (const shape &sh : shapes) {
     if (varlen_only && !sh.nseq) continue;
-    if (ncu_mode && !(sh.T == 512 && sh.H == 4) && !(sh.T == 32768 && sh.H == 32)) continue;
+    // ncu: the small and the large shape, or with PROBE_NCU_VARLEN=1 the
+    // dense and the ragged varlen T=8192 H=16 side by side.
+    const bool ncu_varlen = getenv("PROBE_NCU_VARLEN") && !strcmp(getenv("PROBE_NCU_VARLEN"), "1");
+    if (ncu_mode && !ncu_varlen && !(sh.T == 512 && sh.H == 4) && !(sh.T == 32768 && sh.H == 32)) continue;
+    if (ncu_mode && ncu_varlen && !(sh.T == 8192 && sh.H == 16 && sh.chunk == 64 && !sh.even)) continue;
     const int K = 128, H = sh.H;
     const size_t n = (size_t)sh.T * H * K;
     const int BT = sh.chunk;
@@ -224,7 +228,7 @@ int main(int argc, char **argv) {
         double worst_err = 0;
         for (probe_entry *e = tab; e->fn; ++e) {
           if (e->heads != H || e->chunk != BT || e->varlen != (sh.nseq > 0)) continue;
-          if (ncu_mode && !((e->tx == 16 && e->seg == 16) || (e->tx == 2 && e->seg == 16))) continue;
+          if (ncu_mode && !((e->tx == 16 && e->seg == 16) || (!ncu_varlen && e->tx == 2 && e->seg == 16))) continue;
           CK(cudaMemsetAsync(os[0], 0xff, n * 4, st));
           e->fn(gs[0], (float *)os[0], dal, dbi, sh.T, nchunks, d_cu, d_ci, vaux, st);
           CK(cudaStreamSynchronize(st));
