@@ -245,7 +245,7 @@ static const bad_case CASES[] = {
  * rows, reads no cu_seqlens entry past num_seqs and writes nothing for them;
  * every other row is computed. 5 sequences take the kernel's path that
  * loads all bounds at once, 40 the one that loads its own pair. */
-static size_t run_bad_rows(int nseq) {
+static size_t run_bad_rows(int nseq, int reversed) {
   bad_case c = {"bad rows", KDA_DTYPE_I32, {0}, nseq, (int64_t)nseq * 70};
   for (int i = 0; i <= nseq; ++i) c.cu[i] = (int64_t)i * 70;
   tu_rng rng;
@@ -265,8 +265,16 @@ static size_t run_bad_rows(int nseq) {
   int64_t rows = 0, nvalid = 0;
   GU_CHECK(kda_chunk_indices_build_host(cu32, KDA_DTYPE_I32, nseq, CHUNK, table, cap, &rows));
   static const int32_t BAD[][2] = {{-1, 0}, {0, -1}, {0, 1000}, {1 << 30, 0}};
+  if (reversed) { /* every row valid, in the opposite order */
+    for (int64_t r = 0; r < rows / 2; ++r)
+      for (int k = 0; k < 2; ++k) {
+        const int32_t t = table[2 * r + k];
+        table[2 * r + k] = table[2 * (rows - 1 - r) + k];
+        table[2 * (rows - 1 - r) + k] = t;
+      }
+  }
   for (int64_t r = 0; r < rows; ++r) {
-    if (r % 3 == 1) { /* replaced, so its tokens stay unwritten */
+    if (!reversed && r % 3 == 1) { /* replaced, so its tokens stay unwritten */
       table[2 * r] = r % 4 == 1 ? nseq : BAD[r % 4][0];
       table[2 * r + 1] = r % 4 == 1 ? 0 : BAD[r % 4][1];
     } else {
@@ -328,7 +336,15 @@ static size_t run_bad_rows(int nseq) {
 
 static void kernel_skips_table_rows_outside_the_batch(void **state) {
   (void)state;
-  assert_int_equal(run_bad_rows(5) + run_bad_rows(40), 0);
+  assert_int_equal(run_bad_rows(5, 0) + run_bad_rows(40, 0), 0);
+}
+
+/* The kernel guesses each block's row from cu_seqlens for small batches
+ * (the canonical table) and checks it against the table: a valid table in
+ * another order must still be followed row by row. */
+static void kernel_follows_a_table_in_any_order(void **state) {
+  (void)state;
+  assert_int_equal(run_bad_rows(5, 1) + run_bad_rows(40, 1), 0);
 }
 
 static void device_table_follows_the_model_for_bad_seqlens(void **state) {
@@ -361,6 +377,7 @@ int main(void) {
   gu_require_gpu("test_gpu_bad_seqlens");
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(kernel_skips_table_rows_outside_the_batch),
+      cmocka_unit_test(kernel_follows_a_table_in_any_order),
       cmocka_unit_test(device_table_follows_the_model_for_bad_seqlens),
       cmocka_unit_test(layer_entry_follows_the_model_for_bad_seqlens),
   };
