@@ -73,6 +73,9 @@ void kda__context_store_unlock(kda_context *ctx);
  * into a status naming `what`. */
 kda_status kda__context_launch(kda_context *ctx, CUfunction fn, unsigned grid, unsigned threads,
                                CUstream stream, void **params, const char *what);
+/* Says once that the driver refused programmatic dependent launch for
+ * `what` (a kernel call or a tuning run) and that ctx launches plainly now. */
+void kda__context_overlap_refused(kda_context *ctx, const char *what);
 
 /* Loads a cubin and gets one function from it (ctx current on the thread). */
 kda_status kda__context_load(kda_context *ctx, const void *cubin, const char *lowered,

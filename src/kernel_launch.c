@@ -43,15 +43,18 @@ CUresult kda__launch_kernel(const kda__driver *drv, atomic_int *overlap, int *re
   return plain;
 }
 
+void kda__context_overlap_refused(kda_context *ctx, const char *what) {
+  kda__log(ctx, KDA_LOG_WARN,
+           "the driver refused programmatic dependent launch for %s; this context launches "
+           "plainly from now on", what);
+}
+
 kda_status kda__context_launch(kda_context *ctx, CUfunction fn, unsigned grid, unsigned threads,
                                CUstream stream, void **params, const char *what) {
   int refused = 0;
   CUresult r = kda__launch_kernel(ctx->drv, &ctx->launch_overlap, &refused, fn, grid, threads,
                                   stream, params);
-  if (refused)
-    kda__log(ctx, KDA_LOG_WARN,
-             "the driver refused programmatic dependent launch for %s; this context launches "
-             "plainly from now on", what);
+  if (refused) kda__context_overlap_refused(ctx, what);
   if (r != CUDA_SUCCESS) {
     char call[96];
     snprintf(call, sizeof call, "cuLaunchKernel%s(%s)",

@@ -422,10 +422,11 @@ kda_status kda__job_tune(kda__slot_job *j, CUmodule *module, CUfunction *functio
   }
   size_t rejected = 0;
   if (st == KDA_OK) st = bench_all(&r, &rejected);
-  if (r.bench != NULL && kda__bench_overlap_refused(r.bench))
-    kda__log(j->ctx, KDA_LOG_WARN,
-             "[%s]: the driver refused programmatic dependent launch while tuning; this context "
-             "launches plainly from now on", j->what);
+  if (r.bench != NULL && kda__bench_overlap_refused(r.bench)) {
+    char what[600];
+    snprintf(what, sizeof what, "the tuning run of %s", j->what);
+    kda__context_overlap_refused(j->ctx, what);
+  }
   if (st != KDA_OK && r.fns != NULL && r.j->rq->report == NULL) {
     /* Compiled, but the bench or the validation could not run (e.g. the
      * compare kernel visited nothing): a kernel call keeps the heuristic

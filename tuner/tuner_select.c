@@ -183,7 +183,9 @@ kda__tune_budget kda__tune_budget_default(double budget_ms, double launch_us, in
   pthread_mutex_unlock(&g_model_lock);
   b.compile_share = KDA__TUNE_COMPILE_SHARE;
   b.launch_us = launch_us;
-  /* validation + warm-up + samples + a re-measure for finalists */
+  /* validation + warm-up + samples + a re-measure for finalists. A sample
+   * of a short kernel is several launches (KDA__TUNE_SAMPLE_US); that time
+   * is not counted here but reaches overhead_ms, which is learned. */
   b.launches_per_candidate = 1 + KDA__TUNE_WARMUP + 2 * KDA__TUNE_SAMPLES;
   /* The default is a floor: a learned overhead below it is noise. */
   b.overhead_ms = learned_overhead > KDA__TUNE_CANDIDATE_OVERHEAD_MS
