@@ -13,23 +13,41 @@ namespace kda {
 
 // The running total of the segments before segment s (after it when
 // REVERSE), per channel, from every thread's segment total `acc`, in one of
-// three forms (bench/probe on the H100, docs/perf-notes.md, v9):
+// four forms (bench/probe on the H100, docs/perf-notes.md, v9 and v12):
 //  0: each thread sums the totals before its own, one word per load: SEG *
 //     VEC loads and adds (v8's form);
 //  1: the same with 16-byte loads: a quarter of the loads, one barrier and
 //     every load independent;
 //  2: one thread per channel scans that channel's column of SEG totals, then
 //     each thread reads its VEC offsets: SEG + VEC accesses in place of SEG *
-//     VEC, but a second barrier and a chain of dependent shared accesses.
+//     VEC, but a second barrier and a chain of dependent shared accesses;
+//  3: the segments within a warp scan by shuffles and only the warps'
+//     totals go through shared memory (SEG / (32 / TX) of them).
 // Form 2 was the fastest with 2 rows per thread (32 registers, many blocks
 // per SM to cover the chain) and much slower with 4 or more, where form 1
-// is used. KDA_OFFSETS_FORM forces one for the probe's comparisons.
-template <int L, int VEC>
+// is used. Form 3 was slower than form 1 or 2 on nearly every block shape
+// (10-75%: its shuffles form a dependent chain), and faster in one: 16
+// channel threads x 32 segments of 4 rows (chunk 128's default block),
+// 71.55 -> 70.34 us at T=8192 H=32, where form 1 sums 31 totals per thread
+// and form 3 at most 15; it is used there (and at more segments).
+// KDA_OFFSETS_FORM forces one for the probe's comparisons.
+template <int TX, int SEG, int VEC>
+struct form3_fits {
+  static constexpr bool value = TX < 32 && (TX * SEG) % 32 == 0 && 32 / TX <= SEG && VEC % 4 == 0;
+};
+
+template <int L, int VEC, int TX, int SEG>
 struct offsets_form {
 #ifdef KDA_OFFSETS_FORM
-  static constexpr int value = (KDA_OFFSETS_FORM == 1 && VEC % 4 != 0) ? 0 : KDA_OFFSETS_FORM;
+  static constexpr int value = (KDA_OFFSETS_FORM == 1 && VEC % 4 != 0) ? 0
+                               : (KDA_OFFSETS_FORM == 3 && !form3_fits<TX, SEG, VEC>::value)
+                                   ? (VEC % 4 == 0 ? 1 : 0)
+                                   : KDA_OFFSETS_FORM;
 #else
-  static constexpr int value = L <= 2 ? 2 : (VEC % 4 == 0 ? 1 : 0);
+  static constexpr int value = L <= 2                                                   ? 2
+                               : VEC % 4 != 0                                           ? 0
+                               : (TX == 16 && SEG >= 32 && form3_fits<TX, SEG, VEC>::value) ? 3
+                                                                                        : 1;
 #endif
 };
 
@@ -73,6 +91,60 @@ __device__ __forceinline__ void segment_offsets(const float (&acc)[VEC], int tx,
           const vec<float, 4> t = totals[(q * Q + k) * TX + tx];
 #pragma unroll
           for (int i = 0; i < 4; ++i) offset[4 * k + i] += t.v[i];
+        }
+      }
+    }
+  } else if constexpr (FORM == 3) {
+    // Segments in one warp scan by shuffles; one shared total per warp.
+    // Thread (tx, s) is lane (s % W) * TX + tx of warp s / W: a shuffle by
+    // TX lanes moves a channel's value one segment. Inclusive scan in
+    // log2(W) steps, the exclusive offset by one more shift (not incl - acc,
+    // which would cancel digits), then the totals of the earlier warps:
+    // SEG / W - 1 shared loads of 16 bytes in place of form 1's SEG - 1.
+    constexpr int W = 32 / TX;  // segments per warp
+    constexpr int NW = SEG / W;
+    constexpr int Q = VEC / 4;
+    static_assert(TX < 32 && (TX * SEG) % 32 == 0 && VEC % 4 == 0, "form 3 needs whole warps");
+    const int sl = s % W, w = s / W;
+    float incl[VEC];
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) incl[j] = acc[j];
+#pragma unroll
+    for (int d = 1; d < W; d *= 2) {
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) {
+        const float t = REVERSE ? __shfl_down_sync(0xffffffffu, incl[j], d * TX)
+                                : __shfl_up_sync(0xffffffffu, incl[j], d * TX);
+        if (REVERSE ? sl + d < W : sl >= d) incl[j] += t;
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) {
+      const float t = REVERSE ? __shfl_down_sync(0xffffffffu, incl[j], TX)
+                              : __shfl_up_sync(0xffffffffu, incl[j], TX);
+      offset[j] = (REVERSE ? sl + 1 < W : sl >= 1) ? t : 0.0f;
+    }
+    if (NW > 1) {
+      __shared__ vec<float, 4> totals[NW * Q * TX];
+      if (sl == (REVERSE ? 0 : W - 1)) {
+#pragma unroll
+        for (int k = 0; k < Q; ++k) {
+          vec<float, 4> m;
+#pragma unroll
+          for (int i = 0; i < 4; ++i) m.v[i] = incl[4 * k + i];
+          totals[(w * Q + k) * TX + tx] = m;
+        }
+      }
+      __syncthreads();
+#pragma unroll
+      for (int q = 0; q < NW; ++q) {
+        if (REVERSE ? q > w : q < w) {
+#pragma unroll
+          for (int k = 0; k < Q; ++k) {
+            const vec<float, 4> t = totals[(q * Q + k) * TX + tx];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) offset[4 * k + i] += t.v[i];
+          }
         }
       }
     }
@@ -246,7 +318,7 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
     }
     if (SEG > 1) {
       float offset[VEC];
-      segment_offsets<offsets_form<L, VEC>::value, TX, SEG, VEC, REVERSE>(acc, tx, s, offset);
+      segment_offsets<offsets_form<L, VEC, TX, SEG>::value, TX, SEG, VEC, REVERSE>(acc, tx, s, offset);
 #pragma unroll
       for (int i = 0; i < L; ++i)
 #pragma unroll
