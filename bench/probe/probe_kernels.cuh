@@ -2,7 +2,9 @@
 // namespace so two arithmetic variants can live in one binary.
 #include "probe.h"
 namespace PROBE_NS {
-#include "../../kernel_templates/gate_cumsum.cu"
+// <>: run.sh puts kernel_templates on the include path after the variant's
+// flags, so "-I<dir>" in PROBE_BASE_FLAGS compiles the base from another tree.
+#include <gate_cumsum.cu>
 
 template <int H, int BT, int VARLEN, int TX, int SEG>
 static void launch(const void *g, float *out, const float *alog, const float *bias, long long T,

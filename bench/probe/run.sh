@@ -3,7 +3,8 @@
 # PROBE_VARLEN_ONLY=1 and PROBE_BASE_DEPENDENT_BOUNDS=1: see probe.cu.
 # With --ncu also profiles the small and the large shape with Nsight Compute.
 # PROBE_BASE_FLAGS / PROBE_TEST_FLAGS: the macros of each variant (defaults:
-# base without the streaming accesses, test as the library compiles it).
+# base without the streaming accesses, test as the library compiles it);
+# -I<dir> there compiles that variant from the kernel sources in <dir>.
 set -eu
 OUT=${OUT:-$PWD/probe-out}
 mkdir -p "$OUT"
@@ -13,8 +14,8 @@ base_flags=${PROBE_BASE_FLAGS--DKDA_PLAIN_LOADS -DKDA_PLAIN_STORES}
 test_flags=${PROBE_TEST_FLAGS-}
 echo "probe variants: base [$base_flags] test [$test_flags]" | tee "$OUT/probe-variants.txt"
 obj=$(mktemp -d)
-nvcc -O3 -std=c++17 -arch=sm_$arch -c probe_base.cu -o "$obj/base.o" $base_flags
-nvcc -O3 -std=c++17 -arch=sm_$arch -c probe_test.cu -o "$obj/test.o" $test_flags
+nvcc -O3 -std=c++17 -arch=sm_$arch -c probe_base.cu -o "$obj/base.o" $base_flags -I../../kernel_templates
+nvcc -O3 -std=c++17 -arch=sm_$arch -c probe_test.cu -o "$obj/test.o" $test_flags -I../../kernel_templates
 nvcc -O3 -std=c++17 -arch=sm_$arch -o "$OUT/probe" probe.cu "$obj/base.o" "$obj/test.o" -lcuda
 rm -rf "$obj"
 PROBE_JSON=$OUT/probe.json "$OUT/probe" | tee "$OUT/probe.log"
