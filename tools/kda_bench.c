@@ -160,32 +160,54 @@ static kda_status run_once(kda_context *ctx, row_state *s, int set, run_kind kin
   return st != KDA_OK ? st : kda_chunk_local_cumsum(ctx, &b, (kda_stream)g_stream);
 }
 
-/* Steady state: GRAPH_LAUNCHES calls captured in one graph, rotating over
- * the sets, replayed REPLAYS times; microseconds per call, median. */
-static double steady_us(kda_context *ctx, row_state *s, run_kind kind) {
-  kda_ok(run_once(ctx, s, 0, kind), "warm-up call");
-  CUgraph graph;
-  CUgraphExec exec;
-  cuda_check(&cu, cu.StreamBeginCapture(g_stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL), "capture");
-  for (int i = 0; i < GRAPH_LAUNCHES; ++i) kda_ok(run_once(ctx, s, i % s->nsets, kind), "captured call");
-  cuda_check(&cu, cu.StreamEndCapture(g_stream, &graph), "end capture");
-  cuda_check(&cu, cu.GraphInstantiate(&exec, graph, 0), "instantiate");
+/* Steady state of n contexts' calls of one kind: per context,
+ * GRAPH_LAUNCHES calls captured in one graph, rotating over the sets; the
+ * graphs are replayed in turn, REPLAYS rounds of one replay each, so that
+ * neither the order of the contexts nor a drift of the card's state over
+ * the row favours one of them (measured one after another, the context
+ * timed first read 1-4% slower than the same config timed later on some
+ * mid-size rows, docs/perf-notes.md). Microseconds per call, median, in
+ * us[k] for ctxs[k]. */
+#define MAX_INTERLEAVED 3
+static void steady_interleaved_us(kda_context **ctxs, int n, row_state *s, run_kind kind,
+                                  double *us) {
+  CUgraph graph[MAX_INTERLEAVED];
+  CUgraphExec exec[MAX_INTERLEAVED];
+  for (int k = 0; k < n; ++k) {
+    kda_ok(run_once(ctxs[k], s, 0, kind), "warm-up call");
+    cuda_check(&cu, cu.StreamBeginCapture(g_stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
+               "capture");
+    for (int i = 0; i < GRAPH_LAUNCHES; ++i)
+      kda_ok(run_once(ctxs[k], s, i % s->nsets, kind), "captured call");
+    cuda_check(&cu, cu.StreamEndCapture(g_stream, &graph[k]), "end capture");
+    cuda_check(&cu, cu.GraphInstantiate(&exec[k], graph[k], 0), "instantiate");
+  }
   CUevent e0, e1;
   cu.EventCreate(&e0, 0);
   cu.EventCreate(&e1, 0);
-  double t[REPLAYS];
+  double t[MAX_INTERLEAVED][REPLAYS];
   for (int i = -2; i < REPLAYS; ++i) {
-    cu.EventRecord(e0, g_stream);
-    cuda_check(&cu, cu.GraphLaunch(exec, g_stream), "graph launch");
-    cu.EventRecord(e1, g_stream);
-    double ms = event_ms(e0, e1);
-    if (i >= 0) t[i] = ms * 1e3 / GRAPH_LAUNCHES;
+    for (int k = 0; k < n; ++k) {
+      cu.EventRecord(e0, g_stream);
+      cuda_check(&cu, cu.GraphLaunch(exec[k], g_stream), "graph launch");
+      cu.EventRecord(e1, g_stream);
+      const double ms = event_ms(e0, e1);
+      if (i >= 0) t[k][i] = ms * 1e3 / GRAPH_LAUNCHES;
+    }
   }
-  cu.GraphExecDestroy(exec);
-  cu.GraphDestroy(graph);
+  for (int k = 0; k < n; ++k) {
+    cu.GraphExecDestroy(exec[k]);
+    cu.GraphDestroy(graph[k]);
+    us[k] = median(t[k], REPLAYS);
+  }
   cu.EventDestroy(e0);
   cu.EventDestroy(e1);
-  return median(t, REPLAYS);
+}
+
+static double steady_us(kda_context *ctx, row_state *s, run_kind kind) {
+  double us;
+  steady_interleaved_us(&ctx, 1, s, kind, &us);
+  return us;
 }
 
 static double single_us(kda_context *ctx, row_state *s) {
@@ -349,11 +371,15 @@ static void run_row(kda_context *ctx, kda_context *heur_ctx, kda_context *plain_
   const double plain_err = verify_row(plain_ctx, &s, ref);
   if (plain_err > res->max_err) res->max_err = plain_err;
   free(ref);
-  res->fused_us = steady_us(ctx, &s, RUN_FUSED);
+  /* Tuned, heuristic and plain-launch calls replayed in turn. */
+  kda_context *fused_ctxs[3] = {ctx, heur_ctx, plain_ctx};
+  double fused[3];
+  steady_interleaved_us(fused_ctxs, 3, &s, RUN_FUSED, fused);
+  res->fused_us = fused[0];
+  res->heuristic_us = fused[1];
+  res->plain_us = fused[2];
   res->fused_single_us = single_us(ctx, &s);
   res->unfused_us = steady_us(ctx, &s, RUN_UNFUSED);
-  res->heuristic_us = steady_us(heur_ctx, &s, RUN_FUSED);
-  res->plain_us = steady_us(plain_ctx, &s, RUN_FUSED);
 
   cu.CtxSynchronize();
   for (int i = 0; i < s.nsets; ++i) {
