@@ -311,9 +311,15 @@ kda_status kda__bench_reference(kda__tune_bench *b, CUfunction fn, const kda__sp
 kda_status kda__bench_validate(kda__tune_bench *b, CUfunction fn, const kda__spec *spec,
                                int corrupt, kda__tune_trial *t);
 /* Times fn: warm-up, then `samples` samples of `inner` launches each (one
- * event pair per sample, back to back); us[i] = per-launch microseconds. */
+ * event pair per sample, back to back); us[i] = per-launch microseconds.
+ * With inner > 1 a sample is one replay of a captured graph of at least
+ * `inner` launches (one per rotation set at least), where the driver can
+ * capture; otherwise the launches go to the stream one by one. */
 kda_status kda__bench_time(kda__tune_bench *b, CUfunction fn, const kda__spec *spec,
                            int samples, int inner, double *us);
+/* How many kda__bench_time calls of b were timed as a captured graph (the
+ * rest ran on the stream: inner == 1, or the driver could not capture). */
+int kda__bench_graph_timings(const kda__tune_bench *b);
 
 /* ------------------------------------------------------------------------ */
 /* The slot build (tuner.c)                                                  */

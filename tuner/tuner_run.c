@@ -466,9 +466,9 @@ kda_status kda__job_tune(kda__slot_job *j, CUmodule *module, CUfunction *functio
   const kda__tune_trial *w = &r.trials[win];
   kda__log(ctx, KDA_LOG_INFO,
            "tuned [%s]: vec=%d,tx=%d,seg=%d %.2f us (heuristic %.2f us), %zu candidates, %zu "
-           "rejected, compile %.0f ms, tuning %.0f ms in all",
+           "rejected, compile %.0f ms, tuning %.0f ms in all, %d timings as captured graphs",
            j->what, w->cfg.vec, w->cfg.tx, w->cfg.seg, w->median_us, r.trials[0].median_us,
-           r.count, rejected, r.compile_ms, tune_ms);
+           r.count, rejected, r.compile_ms, tune_ms, kda__bench_graph_timings(r.bench));
   *module = take_module(&r, (size_t)win);
   *function = r.fns[win];
   *cfg = w->cfg;
