@@ -242,12 +242,13 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
       bos = (long long)cu_seqlens[seq];
       eos = (long long)cu_seqlens[seq + 1];
     }
-    // Rows [bos + chunk * BT, eos) within [0, T): with bos >= 0 and eos <= T
-    // a start past T or past eos leaves no rows (left <= 0), which is the
-    // model of kda.h (a = clamp(cu[i], 0, T), b = clamp(cu[i+1], a, T))
-    // without its other two clamps; they cost 7 registers, and with them
-    // the 128-thread block fit 8 in place of 9 per SM (ptxas -v, sm_90).
-    bos = bos < 0 ? 0 : bos;
+    // Rows [bos + chunk * BT, eos) within [0, T): kda.h's model (a =
+    // clamp(cu[i], 0, T), b = clamp(cu[i+1], a, T)) without raising the end
+    // to the start, since an end before the start leaves no rows anyway
+    // (left <= 0). That clamp cost 7 registers: with it the 128-thread block
+    // fit 8 in place of 9 per SM (ptxas -v, sm_90). The start stays clamped
+    // to T, which keeps bos + chunk * BT far from overflow.
+    bos = bos < 0 ? 0 : (bos > T ? T : bos);
     eos = eos > T ? T : eos;
     row0 = bos + (long long)chunk * BT;
     const long long left = eos - row0;
