@@ -51,6 +51,40 @@ struct offsets_form {
 #endif
 };
 
+// Forms 1 and 3 keep N totals per channel in shared memory as [N][VEC/4][TX]
+// 16-byte words (lanes of a warp hit consecutive words): `put` stores this
+// thread's `total` as number `me`, `add_before` adds every total before
+// number `me` (after it when REVERSE) to `offset`.
+template <int N, int TX, int VEC>
+__device__ __forceinline__ void put_total(vec<float, 4> (&totals)[N * (VEC / 4) * TX],
+                                          const float (&total)[VEC], int me, int tx) {
+  constexpr int Q = VEC / 4;
+#pragma unroll
+  for (int k = 0; k < Q; ++k) {
+    vec<float, 4> m;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) m.v[i] = total[4 * k + i];
+    totals[(me * Q + k) * TX + tx] = m;
+  }
+}
+
+template <int N, int TX, int VEC, int REVERSE>
+__device__ __forceinline__ void add_totals_before(const vec<float, 4> (&totals)[N * (VEC / 4) * TX],
+                                                  int me, int tx, float (&offset)[VEC]) {
+  constexpr int Q = VEC / 4;
+#pragma unroll
+  for (int q = 0; q < N; ++q) {
+    if (REVERSE ? q > me : q < me) {
+#pragma unroll
+      for (int k = 0; k < Q; ++k) {
+        const vec<float, 4> t = totals[(q * Q + k) * TX + tx];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) offset[4 * k + i] += t.v[i];
+      }
+    }
+  }
+}
+
 template <int FORM, int TX, int SEG, int VEC, int REVERSE>
 __device__ __forceinline__ void segment_offsets(const float (&acc)[VEC], int tx, int s,
                                                 float (&offset)[VEC]) {
@@ -70,30 +104,12 @@ __device__ __forceinline__ void segment_offsets(const float (&acc)[VEC], int tx,
       }
     }
   } else if constexpr (FORM == 1) {
-    // [SEG][VEC/4][TX] of 16 bytes: lanes hit consecutive 16-byte words.
-    constexpr int Q = VEC / 4;
-    __shared__ vec<float, 4> totals[SEG * Q * TX];
-#pragma unroll
-    for (int k = 0; k < Q; ++k) {
-      vec<float, 4> m;
-#pragma unroll
-      for (int i = 0; i < 4; ++i) m.v[i] = acc[4 * k + i];
-      totals[(s * Q + k) * TX + tx] = m;
-    }
+    __shared__ vec<float, 4> totals[SEG * (VEC / 4) * TX];
+    put_total<SEG, TX, VEC>(totals, acc, s, tx);
     __syncthreads();
 #pragma unroll
     for (int j = 0; j < VEC; ++j) offset[j] = 0.0f;
-#pragma unroll
-    for (int q = 0; q < SEG; ++q) {
-      if (REVERSE ? q > s : q < s) {
-#pragma unroll
-        for (int k = 0; k < Q; ++k) {
-          const vec<float, 4> t = totals[(q * Q + k) * TX + tx];
-#pragma unroll
-          for (int i = 0; i < 4; ++i) offset[4 * k + i] += t.v[i];
-        }
-      }
-    }
+    add_totals_before<SEG, TX, VEC, REVERSE>(totals, s, tx, offset);
   } else if constexpr (FORM == 3) {
     // Segments in one warp scan by shuffles; one shared total per warp.
     // Thread (tx, s) is lane (s % W) * TX + tx of warp s / W: a shuffle by
@@ -103,7 +119,6 @@ __device__ __forceinline__ void segment_offsets(const float (&acc)[VEC], int tx,
     // SEG / W - 1 shared loads of 16 bytes in place of form 1's SEG - 1.
     constexpr int W = 32 / TX;  // segments per warp
     constexpr int NW = SEG / W;
-    constexpr int Q = VEC / 4;
     static_assert(TX < 32 && (TX * SEG) % 32 == 0 && VEC % 4 == 0, "form 3 needs whole warps");
     const int sl = s % W, w = s / W;
     float incl[VEC];
@@ -125,28 +140,10 @@ __device__ __forceinline__ void segment_offsets(const float (&acc)[VEC], int tx,
       offset[j] = (REVERSE ? sl + 1 < W : sl >= 1) ? t : 0.0f;
     }
     if (NW > 1) {
-      __shared__ vec<float, 4> totals[NW * Q * TX];
-      if (sl == (REVERSE ? 0 : W - 1)) {
-#pragma unroll
-        for (int k = 0; k < Q; ++k) {
-          vec<float, 4> m;
-#pragma unroll
-          for (int i = 0; i < 4; ++i) m.v[i] = incl[4 * k + i];
-          totals[(w * Q + k) * TX + tx] = m;
-        }
-      }
+      __shared__ vec<float, 4> totals[NW * (VEC / 4) * TX];
+      if (sl == (REVERSE ? 0 : W - 1)) put_total<NW, TX, VEC>(totals, incl, w, tx);
       __syncthreads();
-#pragma unroll
-      for (int q = 0; q < NW; ++q) {
-        if (REVERSE ? q > w : q < w) {
-#pragma unroll
-          for (int k = 0; k < Q; ++k) {
-            const vec<float, 4> t = totals[(q * Q + k) * TX + tx];
-#pragma unroll
-            for (int i = 0; i < 4; ++i) offset[4 * k + i] += t.v[i];
-          }
-        }
-      }
+      add_totals_before<NW, TX, VEC, REVERSE>(totals, w, tx, offset);
     }
   } else {
     constexpr int CW = TX * VEC;  // channels of the block: [SEG][CW]
