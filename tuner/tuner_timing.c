@@ -240,8 +240,9 @@ kda_status kda__bench_validate(kda__tune_bench *b, CUfunction fn, const kda__spe
 /* Short kernels are timed as a captured graph of launches, as kda-bench and
  * a server's CUDA graphs run them: a stream of launches that short is paced
  * by the host's launch cost, which hides the differences between candidates
- * (on the H200 the stream-timed pick for T=512 H=4 ran 4% slower than the
- * heuristic in the bench's graph). The graph holds at least one launch per
+ * (on an H100 every T=512 H=4 candidate read 3.24-3.30 us on the stream
+ * while the bench's graph put them at 2.0-3.1 us; docs/perf-notes.md, v15).
+ * The graph holds at least one launch per
  * rotation set, so its replays stream the same bytes as the stream would.
  * Returns the launches captured, or 0 where the driver cannot capture (the
  * caller times the stream instead). */
