@@ -187,7 +187,8 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
             const float *__restrict__ A_log, const float *__restrict__ dt_bias, float scale,
             float lower_bound, const typename storage<IDX_DT>::type *__restrict__ cu_seqlens,
             const int *__restrict__ chunk_indices, const int *__restrict__ num_chunks_device,
-            long long T, long long chunks_per_seq_or_num_seqs) {
+            long long T, long long chunks_per_seq_or_num_seqs,
+            const chunk_rows<VARLEN == 2 ? HOST_ROWS : 1> host_rows) {
   typedef typename storage<IN_DT>::type in_t;
   typedef typename storage<OUT_DT>::type out_t;
   constexpr int HK = H * K;
@@ -206,7 +207,17 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
 
   long long row0;
   int len;
-  if (VARLEN) {
+  if (VARLEN == 2) {
+    // The host validated the rows (within [0, T), 1..BT long) and sized the
+    // grid to them. The clamps keep the compiler's view of row0 and len
+    // what it is in the other modes (without them ptxas took 63 registers
+    // instead of 56 at 8x16, sm_90).
+    const unsigned e = host_rows.r[(unsigned)n];
+    row0 = (long long)(e >> 8);
+    row0 = row0 > T ? T : row0;
+    const int l = (int)(e & 255u) + 1;
+    len = l > BT ? BT : l;
+  } else if (VARLEN) {
     // Varlen: a block needs its table row, then its sequence's bounds, before
     // it can address any data. For batches of fewer sequences than a warp has
     // lanes, every bound loads together with the table row (one lane each)

@@ -38,6 +38,18 @@ template <> __device__ __forceinline__ unsigned short from_float<DT_BF16>(float 
   return h;
 }
 
+// Varlen mode 2: the host passes each chunk's first row and length in the
+// launch, packed as row << 8 | (len - 1), for batches of at most HOST_ROWS
+// chunks (KDA_MAX_HOST_ROWS in kda.h; 1 KB of parameters). Kernel
+// parameters live in a constant bank: a block reads its row through the
+// constant cache instead of a global load queued behind the other blocks'
+// streaming loads (docs/perf-notes.md, "Chunk rows as a launch parameter").
+// Other modes take a one-word stand-in.
+constexpr int HOST_ROWS = 256;
+template <int N> struct chunk_rows {
+  unsigned r[N];
+};
+
 // A register array of N elements moved with the widest accesses its
 // alignment allows (N * sizeof(T) bytes, which the host guarantees).
 template <typename T, int N> struct alignas(sizeof(T) * N) vec {

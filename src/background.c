@@ -42,6 +42,8 @@ static kda_gate_args shape_of(const kda_gate_args *a) {
   s.chunk_indices = NULL;
   s.num_chunks = 0;
   s.num_chunks_device = NULL;
+  /* Non-NULL: "the host-rows specialization" (kda_prewarm does not read it). */
+  s.cu_seqlens_host = a->cu_seqlens_host ? (const void *)(uintptr_t)1 : NULL;
   if (a->cu_seqlens == NULL) s.num_seqs = 0;
   return s;
 }

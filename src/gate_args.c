@@ -1,7 +1,9 @@
 /* Validation of kda_gate_args: everything the host can check before a launch. */
 #include "gate_args.h"
 
+#include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
@@ -31,6 +33,91 @@ kda_status kda__check_chunk_size(int32_t chunk) {
 static int ranges_overlap(const void *a, size_t an, const void *b, size_t bn) {
   uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
   return x < y + bn && y < x + an;
+}
+
+static int64_t seqlen_at(const void *cu, kda_dtype dt, int64_t i) {
+  return dt == KDA_DTYPE_I64 ? ((const int64_t *)cu)[i] : (int64_t)((const int32_t *)cu)[i];
+}
+
+void kda__equal_seqlens(kda_dtype dtype, int64_t num_seqs, int64_t total, void *buf) {
+  for (int64_t i = 0; i <= num_seqs; ++i) {
+    const int64_t v = i * total / num_seqs;
+    if (dtype == KDA_DTYPE_I64) ((int64_t *)buf)[i] = v;
+    else ((int32_t *)buf)[i] = (int32_t)v;
+  }
+}
+
+kda_status kda__shape_host_seqlens(kda_gate_args *a, void **owned) {
+  *owned = NULL;
+  if (a->cu_seqlens_host == NULL) return KDA_OK;
+  if (a->num_seqs < 1 || a->num_seqs > 65535 || a->seq_len < 1) {
+    a->cu_seqlens_host = NULL; /* not a varlen shape, or too many sequences to fit anyway */
+    return KDA_OK;
+  }
+  const size_t isz = a->cu_seqlens_dtype == KDA_DTYPE_I64 ? 8 : 4;
+  void *buf = malloc((size_t)(a->num_seqs + 1) * isz);
+  KDA__REQUIRE(buf != NULL, KDA_ERROR_OUT_OF_MEMORY, "out of memory describing a varlen shape");
+  kda__equal_seqlens(a->cu_seqlens_dtype == KDA_DTYPE_I64 ? KDA_DTYPE_I64 : KDA_DTYPE_I32,
+                     a->num_seqs, a->seq_len, buf);
+  a->cu_seqlens_host = buf;
+  *owned = buf;
+  return KDA_OK;
+}
+
+const void *kda__plan_rows_arg(const kda__launch_plan *plan) {
+  static const uint32_t none = 0;
+  return plan->spec.varlen == 2 ? (const void *)plan->host_rows : (const void *)&none;
+}
+
+/* Varlen with a host copy of cu_seqlens: checks it (the host can, so a bad
+ * one is an error here rather than the device's defined fallback) and, for
+ * a batch of at most KDA_MAX_HOST_ROWS chunks, packs each chunk's first row
+ * and length for the kernel's parameters (*fits = 1). Rows below 2^24 keep
+ * the packing in 32 bits. */
+static kda_status plan_host_rows(const char *fn, const kda_gate_args *a, kda__launch_plan *plan,
+                                 int *fits) {
+  const void *cu = a->cu_seqlens_host;
+  const kda_dtype dt = a->cu_seqlens_dtype;
+  const int64_t N = a->num_seqs, T = a->seq_len, BT = plan->spec.chunk;
+  KDA__REQUIRE(seqlen_at(cu, dt, 0) == 0, KDA_ERROR_BAD_SEQLENS,
+               "%s: cu_seqlens_host[0] is %lld, not 0", fn, (long long)seqlen_at(cu, dt, 0));
+  int64_t chunks = 0;
+  for (int64_t i = 0; i < N; ++i) {
+    const int64_t x = seqlen_at(cu, dt, i), y = seqlen_at(cu, dt, i + 1);
+    KDA__REQUIRE(y >= x && y <= T, KDA_ERROR_BAD_SEQLENS,
+                 "%s: cu_seqlens_host[%lld] = %lld after %lld (must not decrease nor pass "
+                 "seq_len = %lld)", fn, (long long)(i + 1), (long long)y, (long long)x, (long long)T);
+    chunks += (y - x + BT - 1) / BT;
+  }
+  KDA__REQUIRE(seqlen_at(cu, dt, N) == T, KDA_ERROR_BAD_SEQLENS,
+               "%s: cu_seqlens_host[num_seqs] is %lld, not seq_len = %lld", fn,
+               (long long)seqlen_at(cu, dt, N), (long long)T);
+  *fits = chunks <= KDA_MAX_HOST_ROWS && T < (INT64_C(1) << 24);
+  if (!*fits) return KDA_OK;
+  int64_t k = 0;
+  for (int64_t i = 0; i < N; ++i) {
+    const int64_t y = seqlen_at(cu, dt, i + 1);
+    for (int64_t r = seqlen_at(cu, dt, i); r < y; r += BT) {
+      const int64_t len = y - r < BT ? y - r : BT;
+      plan->host_rows[k++] = ((uint32_t)r << 8) | (uint32_t)(len - 1);
+    }
+  }
+  plan->num_chunks = chunks;
+  return KDA_OK;
+}
+
+/* Varlen with the chunk table: its rows and their count. */
+static kda_status plan_table(const char *fn, const kda_gate_args *a, kda__launch_plan *plan) {
+  KDA__REQUIRE(a->chunk_indices != NULL, KDA_ERROR_NULL_POINTER,
+               "%s: chunk_indices is required with cu_seqlens (build it once per batch with "
+               "kda_chunk_indices_build_device, or pass cu_seqlens_host for a batch of at most "
+               "%d chunks)", fn, KDA_MAX_HOST_ROWS);
+  const int64_t cap = kda_chunk_indices_capacity(a->seq_len, a->num_seqs, a->chunk_size);
+  KDA__REQUIRE(a->num_chunks >= 0 && a->num_chunks <= cap, KDA_ERROR_BAD_SHAPE,
+               "%s: num_chunks=%lld is not in [0, %lld] (ceil(T/chunk) + num_seqs)", fn,
+               (long long)a->num_chunks, (long long)cap);
+  plan->num_chunks = a->num_chunks;
+  return KDA_OK;
 }
 
 kda_status kda__plan_gate_op(kda__op op, const kda_gate_args *a, kda__launch_plan *plan) {
@@ -69,7 +156,7 @@ kda_status kda__plan_gate_op(kda__op op, const kda_gate_args *a, kda__launch_pla
   const int64_t elems = a->batch * a->seq_len * hk;
 
   kda__spec *s = &plan->spec;
-  memset(plan, 0, sizeof *plan);
+  memset(plan, 0, offsetof(kda__launch_plan, host_rows));
   s->kernel = KDA__KERNEL_GATE_CUMSUM;
   s->in_dtype = a->g_dtype;
   s->out_dtype = a->out_dtype;
@@ -120,24 +207,20 @@ kda_status kda__plan_gate_op(kda__op op, const kda_gate_args *a, kda__launch_pla
                    (int)a->cu_seqlens_dtype);
       KDA__REQUIRE(a->num_seqs >= 1 && a->num_seqs <= INT32_MAX - 1, KDA_ERROR_BAD_SHAPE,
                    "%s: num_seqs=%lld is not in [1, 2^31-2]", fn, (long long)a->num_seqs);
-      KDA__REQUIRE(a->chunk_indices != NULL, KDA_ERROR_NULL_POINTER,
-                   "%s: chunk_indices is required with cu_seqlens (build it once per batch "
-                   "with kda_chunk_indices_build_device)", fn);
-      const int64_t cap = kda_chunk_indices_capacity(a->seq_len, a->num_seqs, a->chunk_size);
-      KDA__REQUIRE(a->num_chunks >= 0 && a->num_chunks <= cap, KDA_ERROR_BAD_SHAPE,
-                   "%s: num_chunks=%lld is not in [0, %lld] (ceil(T/chunk) + num_seqs)", fn,
-                   (long long)a->num_chunks, (long long)cap);
-      s->varlen = 1;
       s->idx_dtype = a->cu_seqlens_dtype;
-      plan->num_chunks = a->num_chunks;
-      /* The kernel's last argument: in varlen, the sequence count (it
-       * bounds-checks table rows by it, and loads every bound at once when
-       * the batch has fewer sequences than a warp has lanes). */
+      /* chunks_per_seq carries the sequence count: the kernel bounds-checks
+       * table rows by it, and loads every bound at once when the batch has
+       * fewer sequences than a warp has lanes. */
       plan->chunks_per_seq = a->num_seqs;
+      int fits = 0;
+      if (a->cu_seqlens_host != NULL) KDA__TRY(plan_host_rows(fn, a, plan, &fits));
+      s->varlen = fits ? 2 : 1;
+      if (!fits) KDA__TRY(plan_table(fn, a, plan));
     } else {
-      KDA__REQUIRE(a->chunk_indices == NULL && a->num_chunks_device == NULL,
+      KDA__REQUIRE(a->chunk_indices == NULL && a->num_chunks_device == NULL &&
+                       a->cu_seqlens_host == NULL,
                    KDA_ERROR_INVALID_ARGUMENT,
-                   "%s: chunk_indices given without cu_seqlens", fn);
+                   "%s: chunk_indices or cu_seqlens_host given without cu_seqlens", fn);
       plan->chunks_per_seq = (a->seq_len + s->chunk - 1) / s->chunk;
       plan->num_chunks = a->batch * plan->chunks_per_seq;
     }

@@ -19,7 +19,26 @@ typedef struct kda__launch_plan {
   int64_t seq_len;        /* T passed to the kernel (B*T for the gate op) */
   int64_t chunks_per_seq; /* dense: ceil(T / chunk); varlen: num_seqs (the kernel's last argument) */
   uint64_t grid;          /* blocks */
+  /* spec.varlen == 2 only: each chunk's first row << 8 | (rows - 1), the
+   * kernel's last argument (chunk_rows<KDA_MAX_HOST_ROWS>). Last, and left
+   * uninitialised otherwise, so a dense call does not clear 1 KB. */
+  uint32_t host_rows[KDA_MAX_HOST_ROWS];
 } kda__launch_plan;
+
+/* The kernel's last argument for a plan: its host rows in varlen mode 2, a
+ * zero word (chunk_rows<1>) otherwise. */
+const void *kda__plan_rows_arg(const kda__launch_plan *plan);
+
+/* Equal-length sequences, as kda_prewarm and kda_compile_offline describe a
+ * varlen shape: entry i = i * total / num_seqs, in dtype (I32 or I64). buf
+ * holds num_seqs + 1 entries. */
+void kda__equal_seqlens(kda_dtype dtype, int64_t num_seqs, int64_t total, void *buf);
+
+/* For a shape description (kda_prewarm, kda_compile_offline), where a
+ * non-NULL cu_seqlens_host only asks for the host-rows specialization:
+ * points it at equal-length sequences (*owned, to free) when the shape is
+ * varlen (num_seqs in [1, 65535]), else clears it. */
+kda_status kda__shape_host_seqlens(kda_gate_args *a, void **owned);
 
 /* Validates args for op and fills plan. Every rejection is a specific status
  * with a message naming the field. */

@@ -37,10 +37,12 @@ static kda_status launch_plan(kda_context *ctx, const kda__launch_plan *plan,
     const void *g = a->g;
     void *out = a->out;
     const void *A_log = a->A_log, *dt_bias = a->dt_bias;
+    const int table = plan->spec.varlen == 1;
     const void *cu = plan->spec.varlen ? a->cu_seqlens : NULL;
-    const void *ci = plan->spec.varlen ? (const void *)a->chunk_indices : NULL;
-    const void *nd = plan->spec.varlen ? (const void *)a->num_chunks_device : NULL;
-    void *params[] = {&g, &out, &A_log, &dt_bias, &scale, &lower_bound, &cu, &ci, &nd, &T, &cps};
+    const void *ci = table ? (const void *)a->chunk_indices : NULL;
+    const void *nd = table ? (const void *)a->num_chunks_device : NULL;
+    void *params[] = {&g,  &out, &A_log, &dt_bias, &scale, &lower_bound,
+                      &cu, &ci,  &nd,    &T,       &cps,   (void *)kda__plan_rows_arg(plan)};
     st = kda__context_launch(ctx, fn, (unsigned)grid, (unsigned)kda__config_threads(&spec),
                              (CUstream)stream, params, "gate_cumsum");
   }
@@ -95,8 +97,10 @@ kda_status kda_layer_gate_fwd(kda_context *ctx, const kda_gate_args *args, void 
     check.chunk_indices = stand_in;
     check.num_chunks = 0;
     check.num_chunks_device = NULL;
-    kda__launch_plan unused;
-    KDA__TRY(kda__plan_gate_op(op, &check, &unused));
+    kda__launch_plan checked;
+    KDA__TRY(kda__plan_gate_op(op, &check, &checked));
+    /* A batch whose rows travel in the launch (cu_seqlens_host) needs no table. */
+    if (checked.spec.varlen == 2) return run_op(op, ctx, &a, stream);
     /* Build the table once, on the device, for this and every later kernel. */
     const int64_t cap = kda_chunk_indices_capacity(a.seq_len, a.num_seqs, a.chunk_size);
     KDA__REQUIRE(cap > 0, KDA_ERROR_BAD_SHAPE,

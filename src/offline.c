@@ -43,7 +43,11 @@ kda_status kda__offline_spec(kda_kernel kernel, const kda_gate_args *args, kda__
     const kda__op op = kernel == KDA_KERNEL_GATE_CHUNK_CUMSUM   ? KDA__OP_GATE_CHUNK_CUMSUM
                        : kernel == KDA_KERNEL_CHUNK_LOCAL_CUMSUM ? KDA__OP_CHUNK_LOCAL_CUMSUM
                                                                  : KDA__OP_GATE;
-    KDA__TRY(kda__plan_gate_op(op, &a, &plan));
+    void *host_seqlens = NULL;
+    KDA__TRY(kda__shape_host_seqlens(&a, &host_seqlens));
+    const kda_status st = kda__plan_gate_op(op, &a, &plan);
+    free(host_seqlens);
+    KDA__TRY(st);
     spec = plan.spec;
   }
   *out = spec;

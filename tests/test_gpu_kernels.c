@@ -40,6 +40,8 @@ typedef struct gcase {
   kda_dtype idx;           /* cu_seqlens dtype */
   int device_table;        /* build chunk_indices on the device */
   int layer;               /* go through kda_layer_gate_fwd (table built inside) */
+  int host_rows;           /* pass cu_seqlens_host: 1 without a table, 2 with one too */
+  int expect_varlen;       /* with host_rows: the plan's varlen mode (2, or 1 past the limit) */
   const kda__config *cfg;  /* NULL: heuristic */
   double stddev;           /* of the random input; 0 means 1 */
   uint64_t seed;
@@ -48,10 +50,10 @@ typedef struct gcase {
 static void describe(const gcase *c, char *buf, size_t n) {
   snprintf(buf, n,
            "op=%d in=%d out=%d H=%d K=%d chunk=%d gate=%d bias=%d alog=%d scale=%d rev=%d B=%d "
-           "T=%lld nseq=%d idx=%d devtable=%d layer=%d",
+           "T=%lld nseq=%d idx=%d devtable=%d layer=%d host_rows=%d",
            c->op, c->in, c->out, c->H, c->K, c->chunk, c->gate, c->bias, c->alog, c->scale,
            c->reverse, c->B, (long long)c->T, c->lens ? c->nseq : 0, c->idx, c->device_table,
-           c->layer);
+           c->layer, c->host_rows);
 }
 
 /* Runs one case and returns the number of elements outside the budget. */
@@ -126,8 +128,12 @@ static size_t run_case(const gcase *c) {
     a.cu_seqlens_dtype = c->idx;
     d_cu = gu_upload(h.cu_seqlens, ((size_t)c->nseq + 1) * tu_dtype_size(c->idx));
     a.cu_seqlens = d_cu;
+    if (c->host_rows) a.cu_seqlens_host = h.cu_seqlens;
     const int64_t cap = kda_chunk_indices_capacity(T, c->nseq, c->chunk);
-    if (c->layer) {
+    if (c->host_rows == 1) {
+      /* No table and, through the layer entry, no workspace: the rows
+       * travel in the launch. */
+    } else if (c->layer) {
       size_t ws = kda_layer_workspace_size(T, c->nseq, c->chunk);
       d_ws = gu_alloc(ws);
       gu_poison(d_ws, ws & ~(size_t)3, 0x7fc00000u);
@@ -151,6 +157,11 @@ static size_t run_case(const gcase *c) {
     }
   }
   gu_poison(d_out, (n * out_sz + 4) & ~(size_t)3, out_sz == 4 ? 0x7fc00000u : 0x7fc07fc0u);
+  if (c->host_rows) {
+    kda__launch_plan pl;
+    assert_int_equal(kda__plan_gate_op(c->op, &a, &pl), KDA_OK);
+    assert_int_equal(pl.spec.varlen, c->expect_varlen);
+  }
 
   kda_status st;
   if (c->cfg) {
@@ -163,10 +174,10 @@ static size_t run_case(const gcase *c) {
     GU_CHECK(kda__context_function(g_ctx, &plan.spec, NULL, &fn));
     long long Tk = plan.seq_len, cps = plan.chunks_per_seq;
     const void *cu_p = plan.spec.varlen ? a.cu_seqlens : NULL;
-    const void *ci_p = plan.spec.varlen ? (const void *)a.chunk_indices : NULL;
-    const void *nd_p = plan.spec.varlen ? (const void *)a.num_chunks_device : NULL;
+    const void *ci_p = plan.spec.varlen == 1 ? (const void *)a.chunk_indices : NULL;
+    const void *nd_p = plan.spec.varlen == 1 ? (const void *)a.num_chunks_device : NULL;
     void *params[] = {&a.g, &a.out, &a.A_log, &a.dt_bias, &a.scale, &a.lower_bound,
-                      &cu_p, &ci_p, &nd_p, &Tk, &cps};
+                      &cu_p, &ci_p, &nd_p, &Tk, &cps, (void *)kda__plan_rows_arg(&plan)};
     assert_int_equal(g_drv->cuLaunchKernel(fn, (unsigned)plan.grid, 1, 1,
                                            (unsigned)kda__config_threads(&plan.spec), 1, 1, 0,
                                            NULL, params, NULL),
@@ -355,6 +366,62 @@ static void varlen_many_sequences_match_reference(void **state) {
   assert_int_equal(bad, 0);
 }
 
+/* cu_seqlens_host: each chunk's rows in the launch, no table read. Every
+ * chunk size (chunk 16 with the short batch, to stay within
+ * KDA_MAX_HOST_ROWS), both directions and index types, empty sequences,
+ * bf16 output, the plain cumsum, the layer entry without a workspace, a
+ * table passed as well (ignored), and a batch past the limit (the table). */
+static void varlen_host_rows_match_reference(void **state) {
+  (void)state;
+  static const int64_t with_empty[] = {0, 17, 0, 64, 65, 1, 200, 0, 129};
+  const int chunks[] = {16, 32, 64, 128, 256};
+  size_t bad = 0;
+  for (int i = 0; i < 5; ++i)
+    for (int rev = 0; rev < 2; ++rev)
+      for (int wide = 0; wide < 2; ++wide) {
+        gcase c = base_case();
+        c.H = 32;
+        c.K = 128;
+        c.chunk = chunks[i];
+        c.reverse = rev;
+        c.lens = chunks[i] == 16 ? RAGGED_SHORT : RAGGED;
+        c.nseq = 7;
+        c.idx = wide ? KDA_DTYPE_I64 : KDA_DTYPE_I32;
+        c.host_rows = 1;
+        c.expect_varlen = 2;
+        bad += run_case(&c);
+      }
+  for (int v = 0; v < 6; ++v) {
+    gcase c = base_case();
+    c.H = 8;
+    c.K = 128;
+    c.lens = with_empty;
+    c.nseq = 9;
+    c.host_rows = 1;
+    c.expect_varlen = 2;
+    if (v == 1) c.out = KDA_DTYPE_BF16;
+    if (v == 2) {
+      c.op = KDA__OP_CHUNK_LOCAL_CUMSUM;
+      c.gate = KDA_GATE_NONE;
+      c.bias = c.alog = 0;
+      c.scale = 1;
+    }
+    if (v == 3) c.layer = 1;
+    if (v == 4) c.host_rows = 2; /* a table as well: the rows in the launch win */
+    if (v == 5) {
+      c.gate = KDA_GATE_LOWER_BOUND;
+      c.device_table = 1;
+      c.host_rows = 2;
+      c.lens = RAGGED;
+      c.nseq = 7;
+      c.chunk = 16; /* 336 chunks: past KDA_MAX_HOST_ROWS, the table is used */
+      c.expect_varlen = 1;
+    }
+    bad += run_case(&c);
+  }
+  assert_int_equal(bad, 0);
+}
+
 static void chunk_local_cumsum_vector_and_scalar_match_reference(void **state) {
   (void)state;
   const kda_dtype ins[] = {KDA_DTYPE_BF16, KDA_DTYPE_F16, KDA_DTYPE_F32};
@@ -428,9 +495,17 @@ static void layer_entry_builds_table_once_and_dispatches(void **state) {
 static void every_config_in_the_space_matches_reference(void **state) {
   (void)state;
   size_t bad = 0, tried = 0;
-  for (int shape = 0; shape < 3; ++shape) {
+  for (int shape = 0; shape < 4; ++shape) {
     gcase c = base_case();
-    if (shape == 2) {
+    if (shape == 3) {
+      /* Shape 0 with its rows in the launch. */
+      c.H = 32;
+      c.K = 128;
+      c.lens = RAGGED_SHORT;
+      c.nseq = 7;
+      c.host_rows = 1;
+      c.expect_varlen = 2;
+    } else if (shape == 2) {
       /* Chunk 128 reversed: the block shapes of 16 channel threads, where
        * 32 or more segments take the shuffle form of the segment offsets
        * (form 3 in gate_cumsum.cu) and fewer take the shared ones. */
@@ -669,6 +744,7 @@ int main(void) {
       cmocka_unit_test(fused_is_accurate_for_extreme_inputs),
       cmocka_unit_test(varlen_ragged_batches_match_reference),
       cmocka_unit_test(varlen_many_sequences_match_reference),
+      cmocka_unit_test(varlen_host_rows_match_reference),
       cmocka_unit_test(chunk_local_cumsum_vector_and_scalar_match_reference),
       cmocka_unit_test(standalone_gate_matches_reference),
       cmocka_unit_test(layer_entry_builds_table_once_and_dispatches),

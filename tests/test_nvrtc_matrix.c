@@ -6,9 +6,9 @@
  * The matrix is built in two layers:
  *  1. Flag rows: every combination of the flag factors (in dtype, out dtype,
  *     gate, cumsum, dt_bias, A_log, scale, reverse, dense / varlen-i32 /
- *     varlen-i64) that the library can produce, reduced greedily to a set in
- *     which every pair of factor values that can occur together does occur
- *     together (pairwise coverage).
+ *     varlen-i64 / either with host rows) that the library can produce,
+ *     reduced greedily to a set in which every pair of factor values that
+ *     can occur together does occur together (pairwise coverage).
  *  2. Specializations: the flag rows, cycled, each given a shape (chunk, K,
  *     H) and a block config (vec, tx, seg) picked greedily to cover every
  *     parameter value and knob value (and a few knob interactions), plus one
@@ -87,11 +87,12 @@ static double now_s(void) {
 /* ------------------------------------------------------------------------ */
 
 enum { F_IN, F_OUT, F_GATE, F_CUMSUM, F_BIAS, F_ALOG, F_SCALE, F_REVERSE, F_SEQ, NF };
-static const int kFactorValues[NF] = {3, 2, 3, 2, 2, 2, 2, 2, 3};
+static const int kFactorValues[NF] = {3, 2, 3, 2, 2, 2, 2, 2, 5};
 static const char *const kFactorNames[NF] = {"in_dtype", "out_dtype", "gate",    "cumsum", "bias",
                                              "alog",     "scale",     "reverse", "seqmode"};
-#define MAXV 3
-/* F_SEQ: 0 dense, 1 varlen with int32 cu_seqlens, 2 varlen with int64. */
+#define MAXV 5
+/* F_SEQ: 0 dense, 1 varlen with int32 cu_seqlens, 2 varlen with int64; 3
+ * and 4 the same with the chunk rows in the launch (varlen mode 2). */
 
 typedef struct flag_row {
   int v[NF];
@@ -200,8 +201,8 @@ static void spec_from_flags(kda__spec *s, const flag_row *r) {
   s->has_alog = r->v[F_ALOG];
   s->has_scale = r->v[F_SCALE];
   s->reverse = r->v[F_REVERSE];
-  s->varlen = r->v[F_SEQ] != 0;
-  s->idx_dtype = r->v[F_SEQ] == 2 ? KDA_DTYPE_I64 : KDA_DTYPE_I32;
+  s->varlen = r->v[F_SEQ] == 0 ? 0 : (r->v[F_SEQ] <= 2 ? 1 : 2);
+  s->idx_dtype = r->v[F_SEQ] % 2 == 0 && r->v[F_SEQ] > 0 ? KDA_DTYPE_I64 : KDA_DTYPE_I32;
 }
 
 static void flags_of_spec(const kda__spec *s, flag_row *r) {
@@ -213,7 +214,7 @@ static void flags_of_spec(const kda__spec *s, flag_row *r) {
   r->v[F_ALOG] = s->has_alog;
   r->v[F_SCALE] = s->has_scale;
   r->v[F_REVERSE] = s->reverse;
-  r->v[F_SEQ] = !s->varlen ? 0 : (s->idx_dtype == KDA_DTYPE_I64 ? 2 : 1);
+  r->v[F_SEQ] = !s->varlen ? 0 : (s->idx_dtype == KDA_DTYPE_I64 ? 2 : 1) + (s->varlen == 2 ? 2 : 0);
 }
 
 /* Values (rows x channels) a thread holds: what drives compile time. */
@@ -787,7 +788,7 @@ static void compiled_specs_cover_every_parameter_and_knob_value(void **state) {
   for (int i = 0; i < f->num_compiled; ++i) {
     const kda__spec *s = &f->compiled[i];
     counts[s->cumsum ? (s->gate ? 0 : 1) : 2]++;
-    counts[3] += s->varlen;
+    counts[3] += s->varlen != 0;
   }
   printf("specializations: %d generated, %d skipped by kda__config_check, %d to compile "
          "(%d fused, %d cumsum-only, %d gate-only, %d varlen); %d flag pairs, %d chunk x seg x "

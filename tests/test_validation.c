@@ -10,6 +10,7 @@
 
 #include "gate_args.h"
 #include "kda/kda.h"
+#include "tuner.h"
 
 /* Fake, well-aligned, non-overlapping device addresses: planning never
  * dereferences them. */
@@ -185,7 +186,128 @@ static void varlen_arguments_are_checked(void **state) {
   /* A table without cu_seqlens is a caller bug. */
   a = good();
   a.chunk_indices = (const int32_t *)FAKE_ALOG;
-  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_INVALID_ARGUMENT, "without cu_seqlens");
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_INVALID_ARGUMENT, "given without cu_seqlens");
+}
+
+/* cu_seqlens_host: checked on the host, and a batch of at most
+ * KDA_MAX_HOST_ROWS chunks carries its rows in the launch (varlen mode 2),
+ * packed row << 8 | (rows - 1), with no table needed. */
+static void host_seqlens_put_small_batches_rows_in_the_launch(void **state) {
+  (void)state;
+  kda_gate_args a = good();
+  a.batch = 1;
+  a.seq_len = 300;
+  a.cu_seqlens = FAKE_ALOG;
+  a.num_seqs = 4;
+  const int32_t cu[5] = {0, 70, 70, 199, 300}; /* 70, empty, 129, 101 tokens */
+  a.cu_seqlens_host = cu;
+  kda__launch_plan p;
+  assert_int_equal(kda__plan_gate_op(KDA__OP_GATE_CHUNK_CUMSUM, &a, &p), KDA_OK);
+  assert_int_equal(p.spec.varlen, 2);
+  assert_int_equal(p.spec.idx_dtype, KDA_DTYPE_I32);
+  const uint32_t want[] = {0u << 8 | 63, 64u << 8 | 5, 70u << 8 | 63, 134u << 8 | 63,
+                           198u << 8 | 0, 199u << 8 | 63, 263u << 8 | 36};
+  assert_int_equal(p.num_chunks, 7);
+  for (int i = 0; i < 7; ++i) assert_int_equal(p.host_rows[i], want[i]);
+  assert_true(kda__plan_rows_arg(&p) == (const void *)p.host_rows);
+  /* The same with int64 bounds and chunk 128. */
+  const int64_t cu64[5] = {0, 70, 70, 199, 300};
+  a.cu_seqlens_host = cu64;
+  a.cu_seqlens_dtype = KDA_DTYPE_I64;
+  a.chunk_size = 128;
+  assert_int_equal(kda__plan_gate_op(KDA__OP_GATE_CHUNK_CUMSUM, &a, &p), KDA_OK);
+  assert_int_equal(p.spec.varlen, 2);
+  assert_int_equal(p.num_chunks, 4);
+  assert_int_equal(p.host_rows[2], 198u << 8 | 0);
+  assert_int_equal(p.host_rows[3], 199u << 8 | 100);
+  /* Dense and table calls pass a zero word in that parameter. */
+  a = good();
+  assert_int_equal(kda__plan_gate_op(KDA__OP_GATE_CHUNK_CUMSUM, &a, &p), KDA_OK);
+  assert_int_equal(p.spec.varlen, 0);
+  assert_int_equal(*(const uint32_t *)kda__plan_rows_arg(&p), 0u);
+}
+
+static void host_seqlens_past_the_row_limit_use_the_table(void **state) {
+  (void)state;
+  kda_gate_args a = good();
+  a.batch = 1;
+  a.num_heads = 1;
+  a.chunk_size = 16;
+  a.cu_seqlens = FAKE_ALOG;
+  a.num_seqs = 1;
+  int32_t cu[2] = {0, 16 * KDA_MAX_HOST_ROWS};
+  a.seq_len = cu[1];
+  a.cu_seqlens_host = cu;
+  kda__launch_plan p;
+  assert_int_equal(kda__plan_gate_op(KDA__OP_GATE_CHUNK_CUMSUM, &a, &p), KDA_OK);
+  assert_int_equal(p.spec.varlen, 2); /* exactly the limit */
+  assert_int_equal(p.num_chunks, KDA_MAX_HOST_ROWS);
+  cu[1] = a.seq_len = 16 * KDA_MAX_HOST_ROWS + 1; /* one more chunk */
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_NULL_POINTER, "cu_seqlens_host for a batch of at most");
+  a.chunk_indices = (const int32_t *)FAKE_ALOG;
+  a.num_chunks = KDA_MAX_HOST_ROWS + 1;
+  assert_int_equal(kda__plan_gate_op(KDA__OP_GATE_CHUNK_CUMSUM, &a, &p), KDA_OK);
+  assert_int_equal(p.spec.varlen, 1);
+  assert_int_equal(p.num_chunks, KDA_MAX_HOST_ROWS + 1);
+  /* Rows at or past 2^24 do not pack: the table again. */
+  a.chunk_size = 256;
+  cu[1] = a.seq_len = (1 << 24) + 10;
+  a.num_chunks = (a.seq_len + 255) / 256 + 1;
+  assert_int_equal(kda__plan_gate_op(KDA__OP_GATE_CHUNK_CUMSUM, &a, &p), KDA_OK);
+  assert_int_equal(p.spec.varlen, 1);
+}
+
+static void bad_host_seqlens_are_rejected(void **state) {
+  (void)state;
+  kda_gate_args a = good();
+  a.batch = 1;
+  a.seq_len = 300;
+  a.cu_seqlens = FAKE_ALOG;
+  a.num_seqs = 3;
+  int32_t cu[4] = {1, 70, 199, 300};
+  a.cu_seqlens_host = cu;
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_BAD_SEQLENS, "cu_seqlens_host[0] is 1");
+  cu[0] = 0;
+  cu[2] = 60; /* decreasing */
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_BAD_SEQLENS, "cu_seqlens_host[2] = 60");
+  cu[2] = 350; /* past seq_len */
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_BAD_SEQLENS, "cu_seqlens_host[2] = 350");
+  cu[2] = 199;
+  cu[3] = 299; /* ends short of seq_len */
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_BAD_SEQLENS, "not seq_len = 300");
+  /* Checked even when the batch then uses the table. */
+  a.chunk_indices = (const int32_t *)FAKE_ALOG;
+  a.num_chunks = 5;
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_BAD_SEQLENS, "not seq_len = 300");
+  cu[3] = 300;
+  assert_int_equal(plan(KDA__OP_GATE_CHUNK_CUMSUM, &a), KDA_OK);
+  /* Host bounds without device ones are a caller bug. */
+  a = good();
+  a.cu_seqlens_host = cu;
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_INVALID_ARGUMENT, "cu_seqlens_host given without");
+}
+
+/* A shape description (kda_prewarm, kda_compile_offline): a non-NULL
+ * cu_seqlens_host is a request for the host-rows specialization, not read. */
+static void shape_descriptions_ask_for_host_rows(void **state) {
+  (void)state;
+  kda_gate_args a = good();
+  a.g = NULL;
+  a.out = NULL;
+  a.batch = 1;
+  a.seq_len = 8192;
+  a.num_seqs = 8;
+  a.cu_seqlens_host = (const void *)(uintptr_t)1;
+  kda__spec s;
+  assert_int_equal(kda__offline_spec(KDA_KERNEL_GATE_CHUNK_CUMSUM, &a, &s), KDA_OK);
+  assert_int_equal(s.varlen, 2);
+  a.seq_len = 65536; /* 1024 chunks: the table's specialization */
+  assert_int_equal(kda__offline_spec(KDA_KERNEL_GATE_CHUNK_CUMSUM, &a, &s), KDA_OK);
+  assert_int_equal(s.varlen, 1);
+  a.seq_len = 8192;
+  a.cu_seqlens_host = NULL;
+  assert_int_equal(kda__offline_spec(KDA_KERNEL_GATE_CHUNK_CUMSUM, &a, &s), KDA_OK);
+  assert_int_equal(s.varlen, 1);
 }
 
 static void vector_width_follows_pointer_alignment(void **state) {
@@ -248,6 +370,10 @@ int main(void) {
       cmocka_unit_test(gate_kind_must_fit_the_kernel),
       cmocka_unit_test(overlapping_output_is_rejected),
       cmocka_unit_test(varlen_arguments_are_checked),
+      cmocka_unit_test(host_seqlens_put_small_batches_rows_in_the_launch),
+      cmocka_unit_test(host_seqlens_past_the_row_limit_use_the_table),
+      cmocka_unit_test(bad_host_seqlens_are_rejected),
+      cmocka_unit_test(shape_descriptions_ask_for_host_rows),
       cmocka_unit_test(vector_width_follows_pointer_alignment),
       cmocka_unit_test(public_calls_reject_null_context),
       cmocka_unit_test(context_options_are_checked_before_the_driver),

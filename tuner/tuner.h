@@ -277,6 +277,7 @@ int kda__cubin_unframe(const void *blob, size_t size, const char **name, size_t 
 /* What a gate_cumsum launch needs besides its config and output. */
 typedef struct kda__tune_launch {
   const void *g, *A_log, *dt_bias, *cu_seqlens, *chunk_indices, *num_chunks_device;
+  const void *rows; /* the kernel's last argument: kda__plan_rows_arg of the call's plan */
   float scale, lower_bound;
   long long T, chunks_per_seq;
   int64_t num_chunks;

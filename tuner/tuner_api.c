@@ -113,11 +113,7 @@ static kda_status make_varlen(const kda__driver *d, kda_gate_args *a, prewarm_bu
   kda_status st = cu && table ? KDA_OK : kda__fail(KDA_ERROR_OUT_OF_MEMORY, "kda_prewarm: out of memory");
   int64_t rows = 0;
   if (st == KDA_OK) {
-    for (int64_t i = 0; i <= N; ++i) {
-      const int64_t v = i * T / N;
-      if (isz == 8) ((int64_t *)cu)[i] = v;
-      else ((int32_t *)cu)[i] = (int32_t)v;
-    }
+    kda__equal_seqlens(isz == 8 ? KDA_DTYPE_I64 : KDA_DTYPE_I32, N, T, cu);
     st = kda_chunk_indices_build_host(cu, a->cu_seqlens_dtype, N, a->chunk_size, table, cap, &rows);
   }
   if (st == KDA_OK) st = upload(d, &b->cu, cu, (size_t)(N + 1) * isz);
@@ -231,10 +227,18 @@ kda_status kda_prewarm(kda_context *ctx, kda_kernel kernel, const kda_gate_args 
   a.num_chunks_device = NULL;
   /* Non-NULL A_log / dt_bias in a shape mean "present". */
   if (a.gate == KDA_GATE_SOFTPLUS) a.A_log = (const float *)(uintptr_t)1;
+  /* A non-NULL cu_seqlens_host asks for the host-rows specialization: the
+   * same equal-length sequences as the device batch, on the host. */
+  if (op == KDA__OP_GATE) a.cu_seqlens_host = NULL;
+  void *host_seqlens = NULL;
+  KDA__TRY(kda__shape_host_seqlens(&a, &host_seqlens));
   int pushed = 0;
-  KDA__TRY(kda__context_enter(ctx, &pushed));
-  kda_status st = prewarm(ctx, op, &a, force != 0, r);
-  kda__context_leave(ctx, pushed);
+  kda_status st = kda__context_enter(ctx, &pushed);
+  if (st == KDA_OK) {
+    st = prewarm(ctx, op, &a, force != 0, r);
+    kda__context_leave(ctx, pushed);
+  }
+  free(host_seqlens);
   if (st != KDA_OK) r->outcome = KDA_PREWARM_FAILED;
   return st;
 }

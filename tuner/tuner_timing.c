@@ -135,7 +135,8 @@ static CUresult launch(kda__tune_bench *b, CUfunction fn, const kda__spec *spec,
   const void *cu = l->cu_seqlens, *ci = l->chunk_indices, *nd = l->num_chunks_device;
   float scale = l->scale, lower_bound = l->lower_bound;
   long long T = l->T, cps = l->chunks_per_seq;
-  void *params[] = {&g, &o, &A_log, &dt_bias, &scale, &lower_bound, &cu, &ci, &nd, &T, &cps};
+  void *params[] = {&g,  &o,  &A_log, &dt_bias, &scale, &lower_bound,
+                    &cu, &ci, &nd,    &T,       &cps,   (void *)l->rows};
   const uint64_t grid = kda__spec_grid(spec, l->num_chunks);
   int refused = 0;
   const CUresult r = kda__launch_kernel(b->drv, b->overlap, &refused, fn, (unsigned)grid,

@@ -23,7 +23,7 @@ static void launch(const void *g, float *out, const float *alog, const float *bi
   const int *none = nullptr;
   cudaLaunchKernelEx(&cfg,
                      kda::gate_cumsum<2, 0, H, K, BT, 1, 1, 1, 1, 0, 0, VARLEN, 3, VEC, TX, SEG>,
-                     gp, out, alog, bias, 1.0f, 0.0f, cu, ci, none, T, aux);
+                     gp, out, alog, bias, 1.0f, 0.0f, cu, ci, none, T, aux, kda::chunk_rows<1>{{0u}});
 }
 
 #define PROBE_TS(H)                                                                            \

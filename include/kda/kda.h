@@ -149,6 +149,9 @@ typedef enum kda_gate_kind {
 #define KDA_MAX_HEADS 4096
 #define KDA_MIN_CHUNK 16
 #define KDA_MAX_CHUNK 256
+/** Most chunks a varlen batch may have for its rows to travel in the launch
+ *  itself (kda_gate_args.cu_seqlens_host). */
+#define KDA_MAX_HOST_ROWS 256
 
 /* ------------------------------------------------------------------------ */
 /* Context                                                                   */
@@ -372,6 +375,18 @@ typedef struct kda_gate_args {
   /** Optional device int32 holding the real chunk count written by
    *  kda_chunk_indices_build_device(); rows at or past it are skipped. */
   const int32_t *num_chunks_device;
+  /** Optional host copy of cu_seqlens (same dtype and values, num_seqs + 1
+   *  entries), read during the call only. When given, it must run from 0
+   *  to seq_len without decreasing (else KDA_ERROR_BAD_SEQLENS), and a batch
+   *  of at most KDA_MAX_HOST_ROWS chunks with seq_len < 2^24 passes every
+   *  chunk's rows in the launch itself: no chunk table is read (chunk_indices,
+   *  num_chunks and num_chunks_device are ignored and may be NULL / 0) and
+   *  every chunk of every sequence is computed. The kernel then skips the
+   *  table lookup that otherwise precedes each block's loads (about 2% of
+   *  the time at 16M elements on the H100, docs/PERFORMANCE.md); the host
+   *  spends O(num_seqs + chunks) on it per call. A larger batch uses
+   *  chunk_indices as if this field were NULL. */
+  const void *cu_seqlens_host;
 } kda_gate_args;
 
 /** Defaults: F32 -> F32, chunk 64, gate NONE, no scale, forward, dense. */
@@ -440,7 +455,9 @@ KDA_API size_t kda_layer_workspace_size(int64_t total_tokens, int64_t num_seqs,
  * without args->chunk_indices it first builds the table on the device into
  * workspace (layout: capacity x 2 int32 rows, then the int32 count) with no
  * host synchronisation; the table stays there for the layer's other kernels.
- * workspace may be NULL when it is not needed.
+ * A batch whose rows travel in the launch (args->cu_seqlens_host, at most
+ * KDA_MAX_HOST_ROWS chunks) builds no table. workspace may be NULL when it
+ * is not needed.
  */
 KDA_API kda_status kda_layer_gate_fwd(kda_context *ctx, const kda_gate_args *args,
                                       void *workspace, size_t workspace_bytes,
@@ -462,7 +479,9 @@ typedef enum kda_kernel {
  * specialization a call of kernel with args would use, without a driver or
  * a device: for build boxes and CI. Only the shape, dtype and flag fields of
  * args are read; its device pointers may be NULL (then the widest vector
- * width is assumed). For KDA_KERNEL_CHUNK_INDICES only chunk_size and
+ * width is assumed). A non-NULL cu_seqlens_host is not read either: as in
+ * kda_prewarm, it asks for the specialization of calls that pass one (for
+ * num_seqs equal sequences). For KDA_KERNEL_CHUNK_INDICES only chunk_size and
  * cu_seqlens_dtype are read. compile_ms (optional) receives NVRTC's time.
  * Thread-safe.
  */
@@ -521,7 +540,9 @@ typedef struct kda_prewarm_result {
  * Only shape's dtype, size and flag fields are read; its pointers may be
  * NULL (A_log and dt_bias non-NULL mean "use them", i.e. has_alog /
  * has_bias). A varlen shape is described by num_seqs > 0 (equal-length
- * sequences of seq_len / num_seqs tokens). With force = 0 a specialization
+ * sequences of seq_len / num_seqs tokens); a non-NULL cu_seqlens_host
+ * (not read) asks for the specialization of calls that pass one, which a
+ * batch of at most KDA_MAX_HOST_ROWS chunks uses. With force = 0 a specialization
  * already in the database is skipped; force = 1 tunes again and replaces
  * the row. KDA_KERNEL_CHUNK_INDICES is not tuned (KDA_ERROR_INVALID_ARGUMENT).
  * out may be NULL. Works in KDA_TUNE_ON and KDA_TUNE_CACHED contexts

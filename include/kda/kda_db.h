@@ -192,7 +192,8 @@ KDA_API kda_status kda_db_show(kda_db *db, const char *key_or_id, kda_db_record 
 
 /** The shape a result was tuned for, as kda_prewarm / kda_compile_offline
  *  take it (pointers NULL except A_log / dt_bias set to a non-NULL stand-in
- *  when the spec has them; varlen as num_seqs = 1), plus a token count in
+ *  when the spec has them; varlen as num_seqs = 1, and varlen=2 with a
+ *  non-NULL stand-in cu_seqlens_host), plus a token count in
  *  its bucket. KDA_ERROR_INVALID_ARGUMENT if the spec text is not one this
  *  library writes. */
 KDA_API kda_status kda_db_record_shape(const kda_db_record *record, kda_kernel *kernel,

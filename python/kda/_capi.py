@@ -195,6 +195,7 @@ class KdaGateArgs(Structure):
         ("chunk_indices", c_void_p),  # const int32_t *
         ("num_chunks", c_int64),
         ("num_chunks_device", c_void_p),  # const int32_t *
+        ("cu_seqlens_host", c_void_p),  # const void * (host)
     ]
 
 
