@@ -7,11 +7,12 @@
 #include "kda/kda.h"
 
 typedef struct bench_row {
-  const char *group;   /* "matrix", "varlen", "no-bias", "K=64", "chunk" */
+  const char *group;   /* "matrix", "varlen", "varlen-host", "no-bias", "K=64", "chunk" */
   int64_t batch, tokens; /* dense: [batch, tokens]; varlen: batch 1, tokens total */
   int32_t heads, head_dim, chunk;
   int32_t bias;        /* dt_bias given */
   int32_t num_seqs;    /* 0: dense; else ragged sequences summing to tokens */
+  int32_t host_rows;   /* varlen: pass cu_seqlens_host and no chunk table */
 } bench_row;
 
 typedef struct bench_result {
@@ -29,7 +30,8 @@ typedef struct bench_result {
 } bench_result;
 
 /* The benchmark's rows: the issue's H x T matrix at K=128, chunk 64, with
- * dt_bias; ragged varlen rows; one without dt_bias; K=64; chunk 32 and 128. */
+ * dt_bias; ragged varlen rows, with the chunk table and with the rows in the
+ * launch; one without dt_bias; K=64; chunk 32 and 128. */
 extern const bench_row bench_rows[];
 extern const int bench_row_count;
 

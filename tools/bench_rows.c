@@ -1,21 +1,24 @@
 #include "bench.h"
 
-#define MATRIX(T, H) {"matrix", 1, T, H, 128, 64, 1, 0}
+#define MATRIX(T, H) {"matrix", 1, T, H, 128, 64, 1, 0, 0}
 
 const bench_row bench_rows[] = {
     MATRIX(512, 32),   MATRIX(512, 16),   MATRIX(512, 8),   MATRIX(512, 4),
     MATRIX(2048, 32),  MATRIX(2048, 16),  MATRIX(2048, 8),  MATRIX(2048, 4),
     MATRIX(8192, 32),  MATRIX(8192, 16),  MATRIX(8192, 8),  MATRIX(8192, 4),
     MATRIX(32768, 32), MATRIX(32768, 16), MATRIX(32768, 8), MATRIX(32768, 4),
-    {"varlen", 1, 8192, 32, 128, 64, 1, 8},
-    {"varlen", 1, 8192, 16, 128, 64, 1, 8},
-    {"varlen", 1, 32768, 32, 128, 64, 1, 8},
-    {"varlen", 1, 32768, 16, 128, 64, 1, 8},
-    {"no-bias", 1, 8192, 32, 128, 64, 0, 0},
-    {"K=64", 1, 8192, 32, 64, 64, 1, 0},
-    {"K=64", 1, 32768, 32, 64, 64, 1, 0},
-    {"chunk", 1, 8192, 32, 128, 32, 1, 0},
-    {"chunk", 1, 8192, 32, 128, 128, 1, 0},
+    {"varlen", 1, 8192, 32, 128, 64, 1, 8, 0},
+    {"varlen", 1, 8192, 16, 128, 64, 1, 8, 0},
+    {"varlen", 1, 32768, 32, 128, 64, 1, 8, 0},
+    {"varlen", 1, 32768, 16, 128, 64, 1, 8, 0},
+    /* The 8192-token batches (136 chunks) with their rows in the launch. */
+    {"varlen-host", 1, 8192, 32, 128, 64, 1, 8, 1},
+    {"varlen-host", 1, 8192, 16, 128, 64, 1, 8, 1},
+    {"no-bias", 1, 8192, 32, 128, 64, 0, 0, 0},
+    {"K=64", 1, 8192, 32, 64, 64, 1, 0, 0},
+    {"K=64", 1, 32768, 32, 64, 64, 1, 0, 0},
+    {"chunk", 1, 8192, 32, 128, 32, 1, 0, 0},
+    {"chunk", 1, 8192, 32, 128, 128, 1, 0, 0},
 };
 const int bench_row_count = (int)(sizeof bench_rows / sizeof bench_rows[0]);
 

@@ -345,10 +345,16 @@ static void run_row(kda_context *ctx, kda_context *heur_ctx, kda_context *plain_
     a.num_seqs = r->num_seqs;
     a.chunk_indices = d_table;
     a.num_chunks = nchunks;
+    if (r->host_rows) {
+      a.cu_seqlens_host = cu_h;
+      a.chunk_indices = NULL;
+      a.num_chunks = 0;
+    }
   }
   s.fused = a;
   s.gate = a;
   s.gate.cu_seqlens = NULL;
+  s.gate.cu_seqlens_host = NULL;
   s.gate.chunk_indices = NULL;
   s.gate.num_chunks = 0;
   s.cumsum = a;
@@ -668,7 +674,7 @@ int main(int argc, char **argv) {
   const int nrows = quick ? 4 : bench_row_count;
   bench_result *res = calloc((size_t)nrows, sizeof *res);
   printf("tuning database: %s (budget %.0f ms per specialization)\n\n", db, budget_ms);
-  printf("%-7s %6s %3s %4s %5s %4s %10s %8s %9s %6s %6s %8s %7s %8s %7s %8s %s\n", "group", "T",
+  printf("%-11s %6s %3s %4s %5s %4s %10s %8s %9s %6s %6s %8s %7s %8s %7s %8s %s\n", "group", "T",
          "H", "K", "chunk", "seqs", "elements", "fused_us", "single_us", "GB/s", "%copy", "unfused",
          "speedup", "heur_us", "tuned/h", "plain_us",
          "config (tune ms: compile ms, candidates; the tuner's own us: winner/heuristic)");
@@ -677,7 +683,7 @@ int main(int argc, char **argv) {
     run_row(ctx, heur, plain, r, &res[i]);
     const double bytes = (double)res[i].elements * 6.0;
     const double gbps = bytes / (res[i].fused_us * 1e-6) / 1e9;
-    printf("%-7s %6lld %3d %4d %5d %4d %10lld %8.2f %9.2f %6.0f %5.1f%% %8.2f %6.2fx %8.2f %6.2fx "
+    printf("%-11s %6lld %3d %4d %5d %4d %10lld %8.2f %9.2f %6.0f %5.1f%% %8.2f %6.2fx %8.2f %6.2fx "
            "%8.2f %s (%.0f ms: %.0f, %d; %.2f/%.2f)\n",
            r->group, (long long)r->tokens, r->heads, r->head_dim, r->chunk, r->num_seqs,
            (long long)res[i].elements, res[i].fused_us, res[i].fused_single_us, gbps,
@@ -758,7 +764,8 @@ int main(int argc, char **argv) {
     const double gbps = (double)res[i].elements * 6.0 / (res[i].fused_us * 1e-6) / 1e9;
     fprintf(f,
             "    {\"kernel\": \"gate_chunk_cumsum\", \"group\": \"%s\", \"B\": %lld, \"T\": %lld, "
-            "\"H\": %d, \"K\": %d, \"chunk\": %d, \"dt_bias\": %s, \"num_seqs\": %d, \"dtype\": \"bf16\", "
+            "\"H\": %d, \"K\": %d, \"chunk\": %d, \"dt_bias\": %s, \"num_seqs\": %d, "
+            "\"rows_in_launch\": %s, \"dtype\": \"bf16\", "
             "\"out_dtype\": \"f32\", \"elements\": %lld, \"us_median\": %.3f, \"us_single\": %.3f, "
             "\"gbps\": %.1f, \"pct_of_copy_bw\": %.2f, \"unfused_us_median\": %.3f, "
             "\"speedup_vs_unfused\": %.3f, \"heuristic_us_median\": %.3f, \"max_rel_err\": %.3g, "
@@ -766,7 +773,8 @@ int main(int argc, char **argv) {
             "\"compile_ms\": %.1f, \"candidates\": %d, \"tuner_us\": %.3f, "
             "\"tuner_heuristic_us\": %.3f}%s\n",
             r->group, (long long)r->batch, (long long)r->tokens, r->heads, r->head_dim, r->chunk,
-            r->bias ? "true" : "false", r->num_seqs, (long long)res[i].elements, res[i].fused_us,
+            r->bias ? "true" : "false", r->num_seqs, r->host_rows ? "true" : "false",
+            (long long)res[i].elements, res[i].fused_us,
             res[i].fused_single_us, gbps, 100.0 * gbps / bw, res[i].unfused_us,
             res[i].unfused_us / res[i].fused_us, res[i].heuristic_us, res[i].max_err,
             res[i].plain_us, res[i].config, res[i].tune_ms, res[i].compile_ms, res[i].candidates,

@@ -9,7 +9,7 @@
 #include <string.h>
 
 static const char *const shape_keys[] = {"heads", "head-dim", "chunk", "gate", "bias",
-                                         "dtype", "out-dtype", "varlen", "tokens", "seqs",
+                                         "dtype", "out-dtype", "varlen", "host-rows", "tokens", "seqs",
                                          "scale", "reverse", "kernel", "model", "tp"};
 #define NUM_KEYS (sizeof shape_keys / sizeof shape_keys[0])
 
@@ -127,6 +127,7 @@ int shape_set_apply(shape_set *s, const char *key, const char *v, char *err, siz
   }
   if (!strcmp(key, "bias")) return yes_no_both(key, v, &s->bias, err, size);
   if (!strcmp(key, "varlen")) return yes_no_both(key, v, &s->varlen, err, size);
+  if (!strcmp(key, "host-rows")) return yes_no_both(key, v, &s->host_rows, err, size);
   if (!strcmp(key, "scale")) return yes_no_both(key, v, &s->scale, err, size);
   if (!strcmp(key, "reverse")) return yes_no_both(key, v, &s->reverse, err, size);
   if (!strcmp(key, "kernel")) {
@@ -164,7 +165,8 @@ static int same_shape(const tune_shape *a, const tune_shape *b) {
          x->head_dim == y->head_dim && x->chunk_size == y->chunk_size && x->gate == y->gate &&
          (x->dt_bias != NULL) == (y->dt_bias != NULL) && (x->A_log != NULL) == (y->A_log != NULL) &&
          x->has_scale == y->has_scale && x->reverse == y->reverse &&
-         (x->num_seqs > 0) == (y->num_seqs > 0);
+         (x->num_seqs > 0) == (y->num_seqs > 0) &&
+         (x->cu_seqlens_host != NULL) == (y->cu_seqlens_host != NULL);
 }
 
 /* Deduplicating is quadratic: a hostile file with long lists on many lines
@@ -186,6 +188,18 @@ static int push(shape_list *l, const tune_shape *t) {
   }
   l->items[l->n++] = *t;
   return 0;
+}
+
+/* Whether kda_prewarm's batch for a varlen shape (seqs equal sequences of
+ * tokens / seqs) fits the rows in the launch, as kda_gate_args says. */
+static int host_rows_fit(int64_t tokens, int32_t seqs, int32_t chunk) {
+  const int64_t n = seqs < tokens ? seqs : tokens;
+  int64_t chunks = 0;
+  for (int64_t i = 0; i < n; i++) {
+    const int64_t len = (i + 1) * tokens / n - i * tokens / n;
+    chunks += (len + chunk - 1) / chunk;
+  }
+  return chunks <= KDA_MAX_HOST_ROWS && tokens < ((int64_t)1 << 24);
 }
 
 int shape_set_expand(const shape_set *s0, shape_list *list, char *err, size_t size) {
@@ -225,6 +239,7 @@ int shape_set_expand(const shape_set *s0, shape_list *list, char *err, size_t si
     return -1;
   }
   if (s.varlen == 0) s.varlen = m ? m->varlen : 1;
+  if (s.host_rows == 0) s.host_rows = 1;
   if (s.scale == 0) s.scale = 1;
   if (s.reverse == 0) s.reverse = 1;
   if (s.seqs == 0) s.seqs = 8;
@@ -240,7 +255,8 @@ int shape_set_expand(const shape_set *s0, shape_list *list, char *err, size_t si
     return -1;
   }
   int64_t combos = (int64_t)s.nheads * s.nhead_dim * s.nchunk * s.ndtype * s.ntokens *
-                   bits2(s.bias) * bits2(s.varlen) * bits2(s.scale) * bits2(s.reverse);
+                   bits2(s.bias) * bits2(s.varlen) * bits2(s.host_rows) * bits2(s.scale) *
+                   bits2(s.reverse);
   if (combos > SHAPES_MAX) {
     snprintf(err, size, "%lld combinations of values; at most %d per line", (long long)combos,
              SHAPES_MAX);
@@ -252,6 +268,7 @@ int shape_set_expand(const shape_set *s0, shape_list *list, char *err, size_t si
         for (int32_t d = 0; d < s.ndtype; d++)
           for (int bias = 0; bias < 2; bias++)
             for (int var = 0; var < 2; var++)
+             for (int hr = 0; hr < 2; hr++)
               for (int sc = 0; sc < 2; sc++)
                 for (int rev = 0; rev < 2; rev++)
                   for (int32_t t = 0; t < s.ntokens; t++) {
@@ -259,6 +276,9 @@ int shape_set_expand(const shape_set *s0, shape_list *list, char *err, size_t si
                         !(s.reverse >> rev & 1))
                       continue;
                     if (bias && s.gate == KDA_GATE_NONE) continue; /* no activation, no bias */
+                    /* Host rows: varlen only, and only where the batch fits. */
+                    if (!(s.host_rows >> hr & 1) || (hr && !var)) continue;
+                    if (hr && !host_rows_fit(s.tokens[t], s.seqs, s.chunk[c])) continue;
                     tune_shape ts;
                     memset(&ts, 0, sizeof ts);
                     ts.kernel = (kda_kernel)kernel;
@@ -281,10 +301,11 @@ int shape_set_expand(const shape_set *s0, shape_list *list, char *err, size_t si
                     a->batch = 1;
                     a->seq_len = s.tokens[t];
                     if (var) a->num_seqs = s.seqs < s.tokens[t] ? s.seqs : s.tokens[t];
+                    if (hr) a->cu_seqlens_host = (const void *)(uintptr_t)1; /* "host rows" */
                     ts.tokens = s.tokens[t];
                     ts.bucket = kda_token_bucket(s.tokens[t]);
                     snprintf(ts.label, sizeof ts.label,
-                             "%s H=%d K=%d chunk=%d %s%s %s->%s%s%s %s tokens=%lld (bucket %d)",
+                             "%s H=%d K=%d chunk=%d %s%s %s->%s%s%s %s%s tokens=%lld (bucket %d)",
                              kernel == KDA_KERNEL_GATE_CHUNK_CUMSUM ? "gate_chunk_cumsum"
                              : kernel == KDA_KERNEL_GATE             ? "gate"
                                                                      : "chunk_local_cumsum",
@@ -294,6 +315,7 @@ int shape_set_expand(const shape_set *s0, shape_list *list, char *err, size_t si
                                                               : "activated",
                              bias ? " bias" : "", dt_name(a->g_dtype), dt_name(a->out_dtype),
                              sc ? " scale" : "", rev ? " reverse" : "", var ? "varlen" : "dense",
+                             hr ? " host-rows" : "",
                              (long long)ts.tokens, ts.bucket);
                     int pushed = push(list, &ts);
                     if (pushed != 0) {
