@@ -100,6 +100,23 @@ static void ties_within_the_band_go_to_the_lowest_config_id(void **state) {
   assert_int_equal(kda__tune_pick(t, 4, BAND_2PCT), 0);
 }
 
+/* The heuristic (trial 0) keeps its place within the band; a config that
+ * beats it by more than the band replaces it. */
+static void heuristic_within_the_band_is_kept(void **state) {
+  (void)state;
+  kda__tune_trial t[3] = {ok_trial(7, 10.04), ok_trial(2, 10.0), ok_trial(5, 10.02)};
+  assert_int_equal(kda__tune_pick(t, 3, KDA__TUNE_BAND), 1);      /* lowest id */
+  assert_int_equal(kda__tune_pick_keep(t, 3, KDA__TUNE_BAND, 0), 0); /* 10.04 <= 10.05 */
+  t[0].median_us = 10.06;                                          /* past the band */
+  assert_int_equal(kda__tune_pick_keep(t, 3, KDA__TUNE_BAND, 0), 1);
+  t[0].median_us = 10.0;
+  t[0].status = KDA__TRIAL_WRONG_RESULT; /* a rejected heuristic is not kept */
+  assert_int_equal(kda__tune_pick_keep(t, 3, KDA__TUNE_BAND, 0), 1);
+  t[0].status = KDA__TRIAL_OK;
+  assert_int_equal(kda__tune_pick_keep(t, 3, KDA__TUNE_BAND, 9), 1); /* ref out of range */
+  assert_int_equal(kda__tune_pick_keep(t, 0, KDA__TUNE_BAND, 0), -1);
+}
+
 static void tie_break_is_stable_under_permutation(void **state) {
   (void)state;
   kda__tune_trial base[4] = {ok_trial(9, 10.15), ok_trial(5, 10.0), ok_trial(3, 10.3),
@@ -556,6 +573,7 @@ int main(void) {
       cmocka_unit_test(rejected_candidates_never_win_even_when_fastest),
       cmocka_unit_test(unmeasured_candidates_never_win),
       cmocka_unit_test(ties_within_the_band_go_to_the_lowest_config_id),
+      cmocka_unit_test(heuristic_within_the_band_is_kept),
       cmocka_unit_test(tie_break_is_stable_under_permutation),
       cmocka_unit_test(finalists_are_those_within_five_percent),
       cmocka_unit_test(bucket_boundaries_match_the_header),

@@ -120,6 +120,13 @@ size_t kda__tune_finalists(const kda__tune_trial *trials, size_t n, double frac,
  * with the lowest config_id (stable across processes). -1 if none is OK. */
 long kda__tune_pick(const kda__tune_trial *trials, size_t n, double band);
 
+/* kda__tune_pick, except that trial ref (the heuristic config, trial 0 of a
+ * tuning run) wins whenever it is OK and within the band: a tie within the
+ * noise never replaces the heuristic by a config that may be slower in
+ * steady state (the band is +-0.5%; on the H100 such a swap cost chunk 128
+ * 1.2% in kda-bench, docs/perf-notes.md). */
+long kda__tune_pick_keep(const kda__tune_trial *trials, size_t n, double band, size_t ref);
+
 /* What the process has learned of NVRTC's wall time, per level of programs
  * compiled at once (kda__tune_level); inst_ms[l] == 0: level not seen. */
 typedef struct kda__compile_model {

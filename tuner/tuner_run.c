@@ -443,7 +443,7 @@ kda_status kda__job_tune(kda__slot_job *j, CUmodule *module, CUfunction *functio
     run_free(&r);
     return st;
   }
-  const long win = kda__tune_pick(r.trials, r.count, KDA__TUNE_BAND);
+  const long win = kda__tune_pick_keep(r.trials, r.count, KDA__TUNE_BAND, 0);
   const double tune_ms = kda__job_now_ms() - r.t0;
   /* What the budget model did not count, per candidate, for later runs:
    * the run's time besides the compile and the launches it estimated. */

@@ -83,6 +83,13 @@ long kda__tune_pick(const kda__tune_trial *trials, size_t n, double band) {
   return win;
 }
 
+long kda__tune_pick_keep(const kda__tune_trial *trials, size_t n, double band, size_t ref) {
+  const double best = best_median(trials, n);
+  if (ref < n && usable(&trials[ref]) && trials[ref].median_us <= best * (1.0 + band))
+    return (long)ref;
+  return kda__tune_pick(trials, n, band);
+}
+
 int kda__tune_level(size_t programs) {
   if (programs <= 1) return 0;
   if (programs == 2) return 1;
