@@ -576,16 +576,32 @@ static int run_child(char *line, size_t size) {
   return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
 }
 
+/* Whether name is one of the comma-separated items of list. */
+static int in_list(const char *list, const char *name) {
+  const size_t n = strlen(name);
+  for (const char *p = list; *p;) {
+    const char *e = strchr(p, ',');
+    const size_t len = e ? (size_t)(e - p) : strlen(p);
+    if (len == n && strncmp(p, name, n) == 0) return 1;
+    if (!e) break;
+    p = e + 1;
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
   const char *json_dir = "bench/results";
   const char *db = NULL;
   double budget_ms = 1000;
   int quick = 0, host_only = 0;
+  const char *groups = NULL;
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "--json-dir") && i + 1 < argc) {
       json_dir = argv[++i];
     } else if (!strcmp(argv[i], "--quick")) {
       quick = 1;
+    } else if (!strcmp(argv[i], "--groups") && i + 1 < argc) {
+      groups = argv[++i];
     } else if (!strcmp(argv[i], "--host-only")) {
       host_only = 1;
     } else if (!strcmp(argv[i], "--db") && i + 1 < argc) {
@@ -598,10 +614,13 @@ int main(int argc, char **argv) {
       return child_start();
     } else {
       fprintf(stderr, "usage: kda-bench [--json-dir DIR] [--db PATH] [--budget-ms MS] [--quick]\n"
+                      "                 [--groups G,G...]\n"
                       "  --json-dir DIR  where <gpu>-<date>.json goes (default bench/results)\n"
                       "  --db PATH       tuning database (default: a fresh one under /tmp)\n"
                       "  --budget-ms MS  tuning budget per specialization (default 1000, the library default)\n"
                       "  --quick         the first 4 matrix rows only\n"
+                      "  --groups LIST   only the rows of these groups (matrix, varlen, varlen-host,\n"
+                      "                  no-bias, K=64, chunk), e.g. --groups chunk,varlen-host\n"
                       "  --host-only     only the host cost of a warm call (also runs on the\n"
                       "                  tests' stand-in driver: KDA_LIBCUDA=.../libkda_fake_cuda.so)\n");
       return strcmp(argv[i], "--help") ? 2 : 0;
@@ -671,7 +690,15 @@ int main(int argc, char **argv) {
   printf("device copy bandwidth: %.0f GB/s (read + write, 1 GiB cudaMemcpy, median of %d)\n\n", bw,
          REPLAYS);
 
-  const int nrows = quick ? 4 : bench_row_count;
+  /* The rows to run: all, the first 4 (--quick) or those of --groups. */
+  int *sel = calloc((size_t)bench_row_count, sizeof *sel), nrows = 0;
+  for (int i = 0; i < bench_row_count && !(quick && nrows == 4); ++i)
+    if (groups == NULL || in_list(groups, bench_rows[i].group)) sel[nrows++] = i;
+  if (nrows == 0) {
+    fprintf(stderr, "kda-bench: no row is in the groups '%s'\n", groups);
+    free(sel);
+    return 2;
+  }
   bench_result *res = calloc((size_t)nrows, sizeof *res);
   printf("tuning database: %s (budget %.0f ms per specialization)\n\n", db, budget_ms);
   printf("%-11s %6s %3s %4s %5s %4s %10s %8s %9s %6s %6s %8s %7s %8s %7s %8s %s\n", "group", "T",
@@ -679,7 +706,7 @@ int main(int argc, char **argv) {
          "speedup", "heur_us", "tuned/h", "plain_us",
          "config (tune ms: compile ms, candidates; the tuner's own us: winner/heuristic)");
   for (int i = 0; i < nrows; ++i) {
-    const bench_row *r = &bench_rows[i];
+    const bench_row *r = &bench_rows[sel[i]];
     run_row(ctx, heur, plain, r, &res[i]);
     const double bytes = (double)res[i].elements * 6.0;
     const double gbps = bytes / (res[i].fused_us * 1e-6) / 1e9;
@@ -760,7 +787,7 @@ int main(int argc, char **argv) {
           warm_ok ? warm : "null\n");
   fprintf(f, "  \"rows\": [\n");
   for (int i = 0; i < nrows; ++i) {
-    const bench_row *r = &bench_rows[i];
+    const bench_row *r = &bench_rows[sel[i]];
     const double gbps = (double)res[i].elements * 6.0 / (res[i].fused_us * 1e-6) / 1e9;
     fprintf(f,
             "    {\"kernel\": \"gate_chunk_cumsum\", \"group\": \"%s\", \"B\": %lld, \"T\": %lld, "
@@ -787,5 +814,6 @@ int main(int argc, char **argv) {
   kda_context_destroy(heur);
   kda_context_destroy(plain);
   free(res);
+  free(sel);
   return 0;
 }
