@@ -276,8 +276,24 @@ def _param(name, t, n, dev):
     return ptr, conv
 
 
+def _host_seqlens(cu_seqlens_cpu, cu_seqlens, N):
+    """Pointer of the host copy of cu_seqlens (0 when None), checked against
+    the device tensor's dtype and length; the library reads it during the call."""
+    if cu_seqlens_cpu is None:
+        return 0
+    if not isinstance(cu_seqlens_cpu, _Tensor) or cu_seqlens_cpu.device.type != "cpu":
+        raise KdaDeviceError("cu_seqlens_cpu must be a CPU tensor (the host copy of cu_seqlens)")
+    if cu_seqlens_cpu.dtype != cu_seqlens.dtype or cu_seqlens_cpu.dim() != 1 or \
+            cu_seqlens_cpu.numel() != N + 1 or not cu_seqlens_cpu.is_contiguous():
+        raise KdaValueError("cu_seqlens_cpu must be a contiguous 1-D %s tensor of %d entries "
+                            "(got %s %s)" % (cu_seqlens.dtype, N + 1, cu_seqlens_cpu.dtype,
+                                             tuple(cu_seqlens_cpu.shape)))
+    return cu_seqlens_cpu.data_ptr()
+
+
 def _call(op, g, dev, g_dt, od, o_dt, B, T, H, K, chunk_size, gate, alog_ptr, bias_ptr,
-          lower_bound, scale, reverse, cu_seqlens, chunk_indices, num_chunks_device):
+          lower_bound, scale, reverse, cu_seqlens, chunk_indices, num_chunks_device,
+          cu_seqlens_cpu=None):
     fns = _fns if _fns is not None else _functions()
     ctx = _contexts.get(dev)
     if ctx is None:
@@ -296,6 +312,7 @@ def _call(op, g, dev, g_dt, od, o_dt, B, T, H, K, chunk_size, gate, alog_ptr, bi
             _raise(_lib, st, _OP_NAMES[op])
         return out
     idx_dt, N = _seqlens(cu_seqlens, dev)
+    host_ptr = _host_seqlens(cu_seqlens_cpu, cu_seqlens, N)
     head = (_ARGS_SIZE, g.data_ptr(), g_dt, out.data_ptr(), o_dt, B, T, H, K, chunk_size, gate,
             alog_ptr, bias_ptr, 0.0 if lower_bound is None else lower_bound,
             1.0 if scale is None else scale, scale is not None, reverse, cu_seqlens.data_ptr(),
@@ -305,7 +322,9 @@ def _call(op, g, dev, g_dt, od, o_dt, B, T, H, K, chunk_size, gate, alog_ptr, bi
         # and launch, in one library call (kda_layer_gate_fwd).
         cap = (T + chunk_size - 1) // chunk_size + N
         ws = torch.empty(cap * 2 + 1, dtype=torch.int32, device=g.device)
-        st = fns[3](ctx, _ARGS.pack(*head, 0, 0, 0, 0), ws.data_ptr(), ws.numel() * 4, stream)
+        # (A batch whose rows go in the launch, cu_seqlens_cpu, leaves it unused.)
+        st = fns[3](ctx, _ARGS.pack(*head, 0, 0, 0, host_ptr), ws.data_ptr(), ws.numel() * 4,
+                    stream)
         if st:
             _raise(_lib, st, _OP_NAMES[op])
         return out
@@ -319,7 +338,7 @@ def _call(op, g, dev, g_dt, od, o_dt, B, T, H, K, chunk_size, gate, alog_ptr, bi
             raise KdaTypeError("num_chunks_device must be an int32 device tensor with one "
                                "element (got %s %s)" % (count.dtype, tuple(count.shape)))
         count_ptr = count.data_ptr()
-    st = fns[op](ctx, _ARGS.pack(*head, table.data_ptr(), rows, count_ptr, 0), stream)
+    st = fns[op](ctx, _ARGS.pack(*head, table.data_ptr(), rows, count_ptr, host_ptr), stream)
     if st:
         _raise(_lib, st, _OP_NAMES[op])
     return out
@@ -356,7 +375,7 @@ def _prologue(g, output_dtype):
 
 def gate_chunk_cumsum(g, A_log, chunk_size, scale=None, dt_bias=None, cu_seqlens=None,
                       output_dtype=_FLOAT32, chunk_indices=None, lower_bound=None,
-                      use_graph=False, num_chunks_device=None, **kwargs):
+                      use_graph=False, num_chunks_device=None, cu_seqlens_cpu=None, **kwargs):
     """Fused KDA gate activation + chunk-local cumsum; drop-in for
     ``fla.ops.kda.gate.kda_gate_chunk_cumsum``.
 
@@ -377,6 +396,9 @@ def gate_chunk_cumsum(g, A_log, chunk_size, scale=None, dt_bias=None, cu_seqlens
     ``num_chunks_device``: optional int32 [1] device tensor holding the real
     row count of a capacity-sized table (set automatically for tables from
     :func:`prepare_chunk_indices`).
+    ``cu_seqlens_cpu``: optional host (CPU) copy of ``cu_seqlens``; a batch of
+    at most 256 chunks then passes its rows in the launch and reads no table
+    (the fastest varlen path; libkda's ``kda_gate_args.cu_seqlens_host``).
     """
     if not isinstance(g, _Tensor):
         _require_torch()
@@ -401,12 +423,12 @@ def gate_chunk_cumsum(g, A_log, chunk_size, scale=None, dt_bias=None, cu_seqlens
     return _call(_OP_GCC, g, dev, g_dt, od, o_dt, B, T, H, K, chunk_size,
                  C.KDA_GATE_SOFTPLUS if lower_bound is None else C.KDA_GATE_LOWER_BOUND,
                  alog_ptr, bias_ptr, lower_bound, scale, 0, cu_seqlens,
-                 chunk_indices, num_chunks_device)
+                 chunk_indices, num_chunks_device, cu_seqlens_cpu)
 
 
 def chunk_local_cumsum(g, chunk_size, reverse=False, scale=None, cu_seqlens=None,
                        head_first=False, output_dtype=_FLOAT32, chunk_indices=None,
-                       num_chunks_device=None, **kwargs):
+                       num_chunks_device=None, cu_seqlens_cpu=None, **kwargs):
     """Chunk-local cumsum of an already activated gate; drop-in for
     ``fla.ops.utils.cumsum.chunk_local_cumsum`` (vector [B, T, H, K] and
     scalar [B, T, H] inputs). ``reverse``: suffix sums within each chunk.
@@ -436,7 +458,8 @@ def chunk_local_cumsum(g, chunk_size, reverse=False, scale=None, cu_seqlens=None
         _check_chunk_size(chunk_size)
     dev, g_dt, od, o_dt = _prologue(g, output_dtype)
     return _call(_OP_CLC, g, dev, g_dt, od, o_dt, B, T, H, K, chunk_size, C.KDA_GATE_NONE, 0, 0,
-                 None, scale, 1 if reverse else 0, cu_seqlens, chunk_indices, num_chunks_device)
+                 None, scale, 1 if reverse else 0, cu_seqlens, chunk_indices, num_chunks_device,
+                 cu_seqlens_cpu)
 
 
 def gate(g, A_log=None, dt_bias=None, lower_bound=None, output_dtype=_FLOAT32):
@@ -501,6 +524,7 @@ def prepare_chunk_indices(cu_seqlens, chunk_size, cu_seqlens_cpu=None, *, total_
     if dev < 0:
         return _prepare_host(lib, cu_seqlens, chunk_size, exact)
     idx_dt, N = _seqlens(cu_seqlens, dev)
+    host_ptr = _host_seqlens(cu_seqlens_cpu, cu_seqlens, N)
     if total_tokens is None:
         if cu_seqlens_cpu is not None:
             total_tokens = int(cu_seqlens_cpu[-1])

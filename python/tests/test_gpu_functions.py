@@ -89,6 +89,31 @@ def test_gate_chunk_cumsum_varlen_empty_sequences(cuda):
                  torch.float32)
 
 
+@pytest.mark.parametrize("idx_dt", [torch.int32, torch.int64])
+@pytest.mark.parametrize("lengths", [LENGTHS, [0, 5, 0, 130, 64, 0]])
+def test_varlen_rows_in_the_launch(cuda, idx_dt, lengths):
+    # cu_seqlens_cpu: the rows travel in the launch (no chunk table) for a
+    # batch of at most 256 chunks; LENGTHS at chunk 16 has 338 and takes the
+    # table. Same values as the reference either way.
+    T = sum(lengths)
+    g, A_log, dt_bias = _inputs(cuda, (1, T, 4, 64), torch.bfloat16, seed=11)
+    cu = _cu(cuda, lengths, idx_dt)
+    for chunk in (16, 64):
+        out = kda.gate_chunk_cumsum(g, A_log, chunk, dt_bias=dt_bias, cu_seqlens=cu,
+                                    cu_seqlens_cpu=cu.cpu())
+        assert_close(out, ref_chunk_cumsum(ref_gate(g, A_log, dt_bias), chunk, cu_seqlens=cu),
+                     torch.float32)
+        act = ref_gate(g, A_log, dt_bias).float()
+        out = kda.chunk_local_cumsum(act, chunk, reverse=True, cu_seqlens=cu,
+                                     cu_seqlens_cpu=cu.cpu())
+        assert_close(out, ref_chunk_cumsum(act, chunk, reverse=True, cu_seqlens=cu),
+                     torch.float32)
+    with pytest.raises(kda.KdaValueError):
+        kda.gate_chunk_cumsum(g, A_log, 64, cu_seqlens=cu, cu_seqlens_cpu=cu.cpu()[:-1])
+    with pytest.raises(kda.KdaDeviceError):
+        kda.gate_chunk_cumsum(g, A_log, 64, cu_seqlens=cu, cu_seqlens_cpu=cu)
+
+
 # ---------------------------------------------------------------- chunk_local_cumsum
 
 @pytest.mark.parametrize("shape", [(2, 100, 4, 64), (1, 4097, 2, 128), (3, 65, 3),
