@@ -524,7 +524,6 @@ def prepare_chunk_indices(cu_seqlens, chunk_size, cu_seqlens_cpu=None, *, total_
     if dev < 0:
         return _prepare_host(lib, cu_seqlens, chunk_size, exact)
     idx_dt, N = _seqlens(cu_seqlens, dev)
-    host_ptr = _host_seqlens(cu_seqlens_cpu, cu_seqlens, N)
     if total_tokens is None:
         if cu_seqlens_cpu is not None:
             total_tokens = int(cu_seqlens_cpu[-1])
