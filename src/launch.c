@@ -50,17 +50,23 @@ static kda_status launch_plan(kda_context *ctx, const kda__launch_plan *plan,
   return st;
 }
 
+/* Launches a validated plan of args. */
+static kda_status run_plan(kda_context *ctx, kda__launch_plan *plan, const kda_gate_args *args,
+                           kda_stream stream) {
+  /* The heuristic (and the tuner's reference candidate) knows the device:
+   * a small batch gets narrower blocks so every SM has work. */
+  plan->spec.cfg = kda__config_fit_grid(&plan->spec, plan->spec.cfg, plan->num_chunks,
+                                        ctx->info.sm_count);
+  plan->grid = kda__spec_grid(&plan->spec, plan->num_chunks);
+  return launch_plan(ctx, plan, args, stream);
+}
+
 static kda_status run_op(kda__op op, kda_context *ctx, const kda_gate_args *args,
                          kda_stream stream) {
   KDA__REQUIRE(ctx != NULL, KDA_ERROR_NULL_POINTER, "context is NULL");
   kda__launch_plan plan;
   KDA__TRY(kda__plan_gate_op(op, args, &plan));
-  /* The heuristic (and the tuner's reference candidate) knows the device:
-   * a small batch gets narrower blocks so every SM has work. */
-  plan.spec.cfg = kda__config_fit_grid(&plan.spec, plan.spec.cfg, plan.num_chunks,
-                                       ctx->info.sm_count);
-  plan.grid = kda__spec_grid(&plan.spec, plan.num_chunks);
-  return launch_plan(ctx, &plan, args, stream);
+  return run_plan(ctx, &plan, args, stream);
 }
 
 kda_status kda_gate_chunk_cumsum(kda_context *ctx, const kda_gate_args *args, kda_stream stream) {
@@ -99,8 +105,9 @@ kda_status kda_layer_gate_fwd(kda_context *ctx, const kda_gate_args *args, void 
     check.num_chunks_device = NULL;
     kda__launch_plan checked;
     KDA__TRY(kda__plan_gate_op(op, &check, &checked));
-    /* A batch whose rows travel in the launch (cu_seqlens_host) needs no table. */
-    if (checked.spec.varlen == 2) return run_op(op, ctx, &a, stream);
+    /* A batch whose rows travel in the launch (cu_seqlens_host) needs no
+     * table, and its plan (which never reads the table) is the call's. */
+    if (checked.spec.varlen == 2) return run_plan(ctx, &checked, &a, stream);
     /* Build the table once, on the device, for this and every later kernel. */
     const int64_t cap = kda_chunk_indices_capacity(a.seq_len, a.num_seqs, a.chunk_size);
     KDA__REQUIRE(cap > 0, KDA_ERROR_BAD_SHAPE,
