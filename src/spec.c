@@ -165,25 +165,7 @@ kda__config kda__config_fit_grid(const kda__spec *spec, kda__config c, int64_t n
   while (kda__grid_starves_sms(kda__spec_grid(&s, num_chunks), sm_count) && s.cfg.tx > 1 &&
          s.cfg.tx * s.cfg.seg > 32)
     s.cfg.tx >>= 1;
-  if (kda__grid_prefers_half_blocks(&s, num_chunks, sm_count)) s.cfg.tx >>= 1;
   return s.cfg;
-}
-
-int kda__grid_prefers_half_blocks(const kda__spec *spec, int64_t num_chunks, int sm_count) {
-  /* Blocks of 256 threads (16 channel threads x 16 segments at chunk 64)
-   * at 56-64 registers fit 4 per SM (32 warps); blocks of 128 fit 8-9 (up
-   * to 36 warps). Where a launch is 12 to 24 such blocks per SM (3 to 6
-   * rounds of them), the extra warps carry it: on the H100 the tuner chose
-   * 8 channel threads over the heuristic's 16 in every run from v12 to v16
-   * for the three dense shapes there (T=8192 H=16, T=32768 H=4, K=64
-   * T=8192 H=32) and varlen T=8192 H=16, each 0.4-0.7% faster, which is
-   * the margin those rows have to 95% of copy. At 8 blocks per SM (T=8192
-   * H=8) and at 62 (T=32768 H=16) the 256-thread block won; at 31 (T=8192
-   * H=32) the two tied. Chunk 128's 16 x 32 block is slower halved. */
-  if (spec->kernel == KDA__KERNEL_CHUNK_INDICES || sm_count <= 0) return 0;
-  if (spec->cfg.tx != 16 || spec->cfg.tx * spec->cfg.seg != 256) return 0;
-  const uint64_t grid = kda__spec_grid(spec, num_chunks);
-  return grid >= 12 * (uint64_t)sm_count && grid < 24 * (uint64_t)sm_count;
 }
 
 size_t kda__config_space(const kda__spec *spec, kda__config *out, size_t cap) {

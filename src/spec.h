@@ -72,8 +72,7 @@ kda_status kda__config_check(const kda__spec *spec);
 kda__config kda__config_heuristic(const kda__spec *spec);
 
 /* Narrows config c while a launch of num_chunks chunks would starve the
- * SMs (kda__grid_starves_sms), down to one warp, and halves it once where
- * kda__grid_prefers_half_blocks says so (the result stays legal). */
+ * SMs (kda__grid_starves_sms), down to one warp (the result stays legal). */
 kda__config kda__config_fit_grid(const kda__spec *spec, kda__config c, int64_t num_chunks,
                                  int sm_count);
 
@@ -88,11 +87,5 @@ uint64_t kda__spec_grid(const kda__spec *spec, int64_t num_chunks);
  * blocks than a quarter of the SMs. The one threshold shared by
  * kda__config_fit_grid and the tuner's ranking of candidates. */
 int kda__grid_starves_sms(uint64_t grid, int sm_count);
-
-/* Whether spec->cfg, a block of 16 channel threads x 256 threads, should be
- * halved to 8 channel threads for a launch of num_chunks chunks: 12 to 24
- * of its blocks per SM, where the smaller block's extra resident warps won
- * on the H100. */
-int kda__grid_prefers_half_blocks(const kda__spec *spec, int64_t num_chunks, int sm_count);
 
 #endif

@@ -161,47 +161,6 @@ static void small_grids_get_narrower_blocks(void **state) {
   assert_memory_equal(&big, &h, sizeof h);
 }
 
-/* Heuristic block after kda__config_fit_grid for H heads of K at chunk
- * `chunk`, `chunks` chunks, 132 SMs (an H100 or H200). */
-static kda__config fitted(int H, int K, int chunk, int64_t chunks) {
-  kda__spec s = gate_spec(KDA_DTYPE_BF16, H, K, chunk);
-  kda__config c = kda__config_fit_grid(&s, kda__config_heuristic(&s), chunks, 132);
-  s.cfg = c;
-  assert_int_equal(kda__config_check(&s), KDA_OK);
-  return c;
-}
-
-static void launches_of_12_to_24_blocks_per_sm_get_half_blocks(void **state) {
-  (void)state;
-  /* The 16M-element shapes where 8 channel threads won on the H100:
-   * 2048 blocks of 16x16 (15.5 per SM). */
-  kda__config c = fitted(16, 128, 64, 128); /* T=8192 H=16 */
-  assert_int_equal(c.tx, 8);
-  assert_int_equal(c.seg, 16);
-  assert_int_equal(c.vec, 8);
-  assert_int_equal(fitted(4, 128, 64, 512).tx, 8);  /* T=32768 H=4 */
-  assert_int_equal(fitted(32, 64, 64, 128).tx, 8);  /* K=64 T=8192 H=32 */
-  assert_int_equal(fitted(16, 128, 64, 132).tx, 8); /* the ragged varlen batch */
-  /* The window's edges: 12 * 132 = 1584 blocks in, 24 * 132 = 3168 out. */
-  assert_int_equal(fitted(16, 128, 64, 99).tx, 8);   /* 1584 blocks */
-  assert_int_equal(fitted(16, 128, 64, 98).tx, 16);  /* 1568 */
-  assert_int_equal(fitted(16, 128, 64, 197).tx, 8);  /* 3152: 23.9 per SM */
-  assert_int_equal(fitted(16, 128, 64, 198).tx, 16); /* 3168 */
-  /* Outside it the 256-thread block stays. */
-  assert_int_equal(fitted(8, 128, 64, 128).tx, 16);   /* T=8192 H=8: 8 per SM */
-  assert_int_equal(fitted(32, 128, 64, 128).tx, 16);  /* T=8192 H=32: 31 */
-  assert_int_equal(fitted(16, 128, 64, 512).tx, 16);  /* T=32768 H=16: 62 */
-  /* Chunk 128's 16 x 32 block lost when halved, at 15.5 per SM too. */
-  kda__config c128 = fitted(32, 128, 128, 64);
-  assert_int_equal(c128.tx, 16);
-  assert_int_equal(c128.seg, 32);
-  /* No device, no change. */
-  kda__spec s = gate_spec(KDA_DTYPE_BF16, 16, 128, 64);
-  kda__config h = kda__config_heuristic(&s);
-  kda__config none = kda__config_fit_grid(&s, h, 128, 0);
-  assert_memory_equal(&none, &h, sizeof h);
-}
-
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(heuristic_is_legal_for_every_shape),
@@ -213,7 +172,6 @@ int main(void) {
       cmocka_unit_test(hash_changes_with_any_field),
       cmocka_unit_test(grid_covers_every_channel_block_of_every_chunk),
       cmocka_unit_test(small_grids_get_narrower_blocks),
-      cmocka_unit_test(launches_of_12_to_24_blocks_per_sm_get_half_blocks),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
