@@ -88,8 +88,8 @@ __device__ __forceinline__ float exp_ftz(float x) {
 }
 
 // softplus(z) = max(z, 0) + log1p(exp(-|z|)): no branch, one MUFU.EX2.
-// The exponent's argument is never positive, so e is in [0, 1]; __expf's
-// relative error (about |z| * 2^-24 + 2^-22) stays far inside the 2e-5
+// The exponent's argument is never positive, so e is in [0, 1]; the fast
+// exponential's relative error (about |z| * 2^-24 + 2^-22) stays far inside the 2e-5
 // budget, and for large |z| the term is negligible next to max(z, 0) or
 // tiny in absolute terms. Matches upstream's threshold form (z for z > 20)
 // to within 2e-9. The memory-bound kernel is issue-bound with the accurate
