@@ -52,6 +52,7 @@ int cuda_api_load(cuda_api *api, int device, char *why, size_t why_size) {
   LOAD(ModuleGetFunction, "cuModuleGetFunction");
   LOAD(LaunchKernel, "cuLaunchKernel");
   LOAD(GetErrorName, "cuGetErrorName");
+  *(void **)(&api->LaunchKernelEx) = dlsym(h, "cuLaunchKernelEx");
   CUdevice dev;
   CUcontext ctx;
   CUresult r = api->Init(0);

@@ -37,6 +37,8 @@ typedef struct cuda_api {
   CUresult (*LaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned,
                            unsigned, unsigned, CUstream, void **, void **);
   CUresult (*GetErrorName)(CUresult, const char **);
+  /* NULL on a driver without it (before CUDA 12.0). */
+  CUresult (*LaunchKernelEx)(const CUlaunchConfig *, CUfunction, void **, void **);
 } cuda_api;
 
 /* Loads libcuda.so.1 and makes device `device`'s primary context current on

@@ -35,6 +35,9 @@ extern char **environ;
 static cuda_api cu;
 static CUstream g_stream;
 static CUfunction g_flush;
+/* An empty kernel with gate_cumsum's 12 parameters: the driver's own cost
+ * of a launch, the floor under the library's host cost. */
+static CUfunction g_bare;
 static void *g_flush_buf, *g_flush_sink;
 static size_t g_flush_bytes;
 static kda_device_info g_info;
@@ -70,7 +73,11 @@ static void setup_flush(void) {
       "  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;\n"
       "       i += (long long)gridDim.x * blockDim.x) { int4 v = __ldcg(p + i); acc ^= v.x ^ v.w; }\n"
       "  if (acc == 0x7355608) *sink = acc;\n"
-      "}\n";
+      "}\n"
+      "struct rows1 { unsigned r[1]; };\n"
+      "extern \"C\" __global__ void bare(const void *g, void *out, const float *a, const float *b,\n"
+      "    float scale, float lb, const int *cu, const int *ci, const int *nd, long long T,\n"
+      "    long long cps, rows1 rows) {}\n";
   nvrtcProgram prog;
   char arch[32];
   snprintf(arch, sizeof arch, "--gpu-architecture=sm_%d%d", g_info.cc_major, g_info.cc_minor);
@@ -88,6 +95,7 @@ static void setup_flush(void) {
   CUmodule m;
   cuda_check(&cu, cu.ModuleLoadData(&m, cubin), "cuModuleLoadData(flush)");
   cuda_check(&cu, cu.ModuleGetFunction(&g_flush, m, "flush"), "cuModuleGetFunction(flush)");
+  cuda_check(&cu, cu.ModuleGetFunction(&g_bare, m, "bare"), "cuModuleGetFunction(bare)");
   free(cubin);
   g_flush_bytes = (size_t)g_info.l2_bytes * 3;
   g_flush_buf = cuda_alloc(&cu, g_flush_bytes);
@@ -461,6 +469,47 @@ static void host_cost(kda_context *ctx, double *inside_us, double *enqueue_us, d
   cu.MemFree((CUdeviceptr)(uintptr_t)al);
 }
 
+/* The driver's own launch cost on this machine: an empty kernel with the
+ * same 12 parameters and grid as host_cost's call, launched like the
+ * library launches (cuLaunchKernelEx with programmatic stream
+ * serialization where the driver has it), timed the same way: median over
+ * 100k launches in rounds of 250 after a synchronisation. */
+static double bare_launch_cost(void) {
+  void *p = NULL;
+  float scale = 1, lb = 0;
+  long long T = 512, cps = 8;
+  unsigned rows = 0;
+  void *params[] = {&p, &p, &p, &p, &scale, &lb, &p, &p, &p, &T, &cps, &rows};
+  CUlaunchAttribute attr;
+  memset(&attr, 0, sizeof attr);
+  attr.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+  attr.value.programmaticStreamSerializationAllowed = 1;
+  CUlaunchConfig lc;
+  memset(&lc, 0, sizeof lc);
+  lc.gridDimX = 64;
+  lc.gridDimY = lc.gridDimZ = 1;
+  lc.blockDimX = 128;
+  lc.blockDimY = lc.blockDimZ = 1;
+  lc.hStream = g_stream;
+  lc.attrs = &attr;
+  lc.numAttrs = 1;
+  enum { N = 100000, ROUND = 250 };
+  double *t = malloc(sizeof(double) * N);
+  for (int i = 0; i < N; ++i) {
+    if (i % ROUND == 0) cu.StreamSynchronize(g_stream);
+    double t0 = now_ms();
+    CUresult r = cu.LaunchKernelEx ? cu.LaunchKernelEx(&lc, g_bare, params, NULL)
+                                   : cu.LaunchKernel(g_bare, 64, 1, 1, 128, 1, 1, 0, g_stream,
+                                                     params, NULL);
+    t[i] = (now_ms() - t0) * 1e3;
+    if (r != CUDA_SUCCESS) cuda_check(&cu, r, "bare launch");
+  }
+  cu.StreamSynchronize(g_stream);
+  const double med = median(t, N);
+  free(t);
+  return med;
+}
+
 /* Device chunk-table build for 256 ragged sequences: GPU time per build
  * (steady state in a graph, and single), checked against the host builder. */
 static void chunk_table_cost(kda_context *ctx, double *steady, double *single) {
@@ -733,6 +782,7 @@ int main(int argc, char **argv) {
          st_heur.launch_overlap_active ? "yes" : "NO");
   host_cost(plain, &plain_inside, &plain_enq, &plain_gpu);
   host_cost(ctx, &inside, &enq, &gpu);
+  const double bare = bare_launch_cost();
   chunk_table_cost(ctx, &tab_steady, &tab_single);
   printf("\nhost cost per warm call (T=512 H=4): %.2f us median inside kda_gate_chunk_cumsum "
          "(queue never full); 100k enqueues then one sync: %.2f us per call wall, %.2f us per "
@@ -741,6 +791,10 @@ int main(int argc, char **argv) {
   printf("  with launch overlap off (plain cuLaunchKernel): %.2f us median inside; %.2f us per "
          "call wall, %.2f us per call GPU\n",
          plain_inside, plain_enq, plain_gpu);
+  printf("  the driver alone (an empty kernel with the same 12 parameters, %s): %.2f us median "
+         "per launch, so the library's own share is %.2f us\n",
+         cu.LaunchKernelEx ? "cuLaunchKernelEx + programmatic serialization" : "cuLaunchKernel",
+         bare, inside - bare);
   printf("device chunk-table build, 256 sequences (%s): %.2f us steady state, %.2f us single\n",
          "no host sync", tab_steady, tab_single);
   /* Cold and warm start share a database of their own, new for this run. */
@@ -775,8 +829,8 @@ int main(int argc, char **argv) {
           g_info.name, g_info.driver_version, g_info.nvrtc_major, g_info.nvrtc_minor, kda_version(), bw);
   fprintf(f, "  \"host_us_per_call_inside\": %.3f,\n  \"host_us_per_call_enqueue\": %.3f,\n"
              "  \"gpu_us_per_call_host_row\": %.3f,\n  \"chunk_table_256_us_steady\": %.3f,\n"
-             "  \"chunk_table_256_us_single\": %.3f,\n",
-          inside, enq, gpu, tab_steady, tab_single);
+             "  \"chunk_table_256_us_single\": %.3f,\n  \"host_us_bare_driver_launch\": %.3f,\n",
+          inside, enq, gpu, tab_steady, tab_single, bare);
   fprintf(f, "  \"launch_overlap\": \"auto (programmatic dependent launch) in every row but the "
              "plain_launch fields\",\n  \"launch_overlap_active_after_rows\": {\"tuned\": %s, "
              "\"heuristic\": %s},\n  \"host_us_per_call_inside_plain_launch\": %.3f,\n"
