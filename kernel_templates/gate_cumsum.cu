@@ -308,7 +308,8 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
 
   // Issue every load of the segment before using any of them. Rows past the
   // chunk's end (its last chunk only) load the last row again, so no load
-  // is predicated or merged with zeros; their values are dropped below.
+  // is predicated or merged with zeros; below, their values reach no
+  // stored row.
   vec<in_t, VEC> x[L];
 #pragma unroll
   for (int i = 0; i < L; ++i) {

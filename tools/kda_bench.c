@@ -35,8 +35,8 @@ extern char **environ;
 static cuda_api cu;
 static CUstream g_stream;
 static CUfunction g_flush;
-/* An empty kernel with gate_cumsum's 12 parameters: the driver's own cost
- * of a launch, the floor under the library's host cost. */
+/* An empty kernel with gate_cumsum's 12 parameters: a reference for the
+ * driver's own cost of a launch on this machine (bare_launch_cost). */
 static CUfunction g_bare;
 static void *g_flush_buf, *g_flush_sink;
 static size_t g_flush_bytes;
