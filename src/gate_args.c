@@ -81,28 +81,27 @@ static kda_status plan_host_rows(const char *fn, const kda_gate_args *a, kda__la
   const int64_t N = a->num_seqs, T = a->seq_len, BT = plan->spec.chunk;
   KDA__REQUIRE(seqlen_at(cu, dt, 0) == 0, KDA_ERROR_BAD_SEQLENS,
                "%s: cu_seqlens_host[0] is %lld, not 0", fn, (long long)seqlen_at(cu, dt, 0));
+  /* One pass (this runs on every call): check each bound, count the
+   * chunks, and pack the rows while they still fit; a batch that turns out
+   * not to fit leaves them unused. */
   int64_t chunks = 0;
   for (int64_t i = 0; i < N; ++i) {
     const int64_t x = seqlen_at(cu, dt, i), y = seqlen_at(cu, dt, i + 1);
     KDA__REQUIRE(y >= x && y <= T, KDA_ERROR_BAD_SEQLENS,
                  "%s: cu_seqlens_host[%lld] = %lld after %lld (must not decrease nor pass "
                  "seq_len = %lld)", fn, (long long)(i + 1), (long long)y, (long long)x, (long long)T);
-    chunks += (y - x + BT - 1) / BT;
+    const int64_t n = (y - x + BT - 1) / BT;
+    for (int64_t j = 0; j < n && chunks + j < KDA_MAX_HOST_ROWS; ++j) {
+      const int64_t r = x + j * BT, len = y - r < BT ? y - r : BT;
+      plan->host_rows[chunks + j] = ((uint32_t)r << 8) | (uint32_t)(len - 1);
+    }
+    chunks += n;
   }
   KDA__REQUIRE(seqlen_at(cu, dt, N) == T, KDA_ERROR_BAD_SEQLENS,
                "%s: cu_seqlens_host[num_seqs] is %lld, not seq_len = %lld", fn,
                (long long)seqlen_at(cu, dt, N), (long long)T);
   *fits = chunks <= KDA_MAX_HOST_ROWS && T < (INT64_C(1) << 24);
-  if (!*fits) return KDA_OK;
-  int64_t k = 0;
-  for (int64_t i = 0; i < N; ++i) {
-    const int64_t y = seqlen_at(cu, dt, i + 1);
-    for (int64_t r = seqlen_at(cu, dt, i); r < y; r += BT) {
-      const int64_t len = y - r < BT ? y - r : BT;
-      plan->host_rows[k++] = ((uint32_t)r << 8) | (uint32_t)(len - 1);
-    }
-  }
-  plan->num_chunks = chunks;
+  if (*fits) plan->num_chunks = chunks;
   return KDA_OK;
 }
 

@@ -428,6 +428,35 @@ static kda_gate_args softplus_args(void *g, void *out, const void *A_log, int64_
   return a;
 }
 
+enum { HOST_CALLS = 100000, HOST_ROUND = 250 };
+
+/* Median time of call(arg) in us over HOST_CALLS calls made in rounds of
+ * HOST_ROUND after a synchronisation, so the launch queue never fills and
+ * no call waits for the GPU. */
+static double median_call_us(void (*call)(void *), void *arg) {
+  double *t = malloc(sizeof(double) * HOST_CALLS);
+  for (int i = 0; i < HOST_CALLS; ++i) {
+    if (i % HOST_ROUND == 0) cu.StreamSynchronize(g_stream);
+    double t0 = now_ms();
+    call(arg);
+    t[i] = (now_ms() - t0) * 1e3;
+  }
+  cu.StreamSynchronize(g_stream);
+  const double med = median(t, HOST_CALLS);
+  free(t);
+  return med;
+}
+
+typedef struct gate_call {
+  kda_context *ctx;
+  const kda_gate_args *args;
+} gate_call;
+
+static void call_gate(void *p) {
+  const gate_call *c = p;
+  kda_gate_chunk_cumsum(c->ctx, c->args, (kda_stream)g_stream);
+}
+
 /* Host cost of a warm call. (a) Time inside the API call, median over 100k
  * calls made in rounds of 250 after a synchronisation, so the launch queue
  * never fills and no call waits for the GPU. (b) 100k enqueues without
@@ -443,30 +472,34 @@ static void host_cost(kda_context *ctx, double *inside_us, double *enqueue_us, d
   kda_gate_args a = softplus_args(g, out, al, T, H, K);
   kda_ok(kda_gate_chunk_cumsum(ctx, &a, (kda_stream)g_stream), "warm");
   cu.StreamSynchronize(g_stream);
-  enum { N = 100000, ROUND = 250 };
-  double *t = malloc(sizeof(double) * N);
-  for (int i = 0; i < N; ++i) {
-    if (i % ROUND == 0) cu.StreamSynchronize(g_stream);
-    double t0 = now_ms();
-    kda_gate_chunk_cumsum(ctx, &a, (kda_stream)g_stream);
-    t[i] = (now_ms() - t0) * 1e3;
-  }
-  cu.StreamSynchronize(g_stream);
-  *inside_us = median(t, N);
+  gate_call c = {ctx, &a};
+  *inside_us = median_call_us(call_gate, &c);
   CUevent e0, e1;
   cu.EventCreate(&e0, 0);
   cu.EventCreate(&e1, 0);
   double t0 = now_ms();
   cu.EventRecord(e0, g_stream);
-  for (int i = 0; i < N; ++i) kda_gate_chunk_cumsum(ctx, &a, (kda_stream)g_stream);
+  for (int i = 0; i < HOST_CALLS; ++i) kda_gate_chunk_cumsum(ctx, &a, (kda_stream)g_stream);
   cu.EventRecord(e1, g_stream);
   cu.StreamSynchronize(g_stream);
-  *enqueue_us = (now_ms() - t0) * 1e3 / N;
-  *gpu_us = event_ms(e0, e1) * 1e3 / N;
-  free(t);
+  *enqueue_us = (now_ms() - t0) * 1e3 / HOST_CALLS;
+  *gpu_us = event_ms(e0, e1) * 1e3 / HOST_CALLS;
   cu.MemFree((CUdeviceptr)(uintptr_t)g);
   cu.MemFree((CUdeviceptr)(uintptr_t)out);
   cu.MemFree((CUdeviceptr)(uintptr_t)al);
+}
+
+typedef struct bare_call {
+  const CUlaunchConfig *lc;
+  void **params;
+} bare_call;
+
+static void call_bare(void *p) {
+  const bare_call *b = p;
+  CUresult r = cu.LaunchKernelEx ? cu.LaunchKernelEx(b->lc, g_bare, b->params, NULL)
+                                 : cu.LaunchKernel(g_bare, b->lc->gridDimX, 1, 1, b->lc->blockDimX,
+                                                   1, 1, 0, g_stream, b->params, NULL);
+  if (r != CUDA_SUCCESS) cuda_check(&cu, r, "bare launch");
 }
 
 /* The driver's own launch cost on this machine: an empty kernel with the
@@ -496,21 +529,8 @@ static double bare_launch_cost(void) {
   lc.hStream = g_stream;
   lc.attrs = &attr;
   lc.numAttrs = 1;
-  enum { N = 100000, ROUND = 250 };
-  double *t = malloc(sizeof(double) * N);
-  for (int i = 0; i < N; ++i) {
-    if (i % ROUND == 0) cu.StreamSynchronize(g_stream);
-    double t0 = now_ms();
-    CUresult r = cu.LaunchKernelEx ? cu.LaunchKernelEx(&lc, g_bare, params, NULL)
-                                   : cu.LaunchKernel(g_bare, 64, 1, 1, 128, 1, 1, 0, g_stream,
-                                                     params, NULL);
-    t[i] = (now_ms() - t0) * 1e3;
-    if (r != CUDA_SUCCESS) cuda_check(&cu, r, "bare launch");
-  }
-  cu.StreamSynchronize(g_stream);
-  const double med = median(t, N);
-  free(t);
-  return med;
+  bare_call b = {&lc, params};
+  return median_call_us(call_bare, &b);
 }
 
 /* Device chunk-table build for 256 ragged sequences: GPU time per build
