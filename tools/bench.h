@@ -13,6 +13,7 @@ typedef struct bench_row {
   int32_t bias;        /* dt_bias given */
   int32_t num_seqs;    /* 0: dense; else ragged sequences summing to tokens */
   int32_t host_rows;   /* varlen: pass cu_seqlens_host and no chunk table */
+  int32_t extra;       /* run only when its group is named in --groups */
 } bench_row;
 
 typedef struct bench_result {
@@ -31,7 +32,10 @@ typedef struct bench_result {
 
 /* The benchmark's rows: the issue's H x T matrix at K=128, chunk 64, with
  * dt_bias; ragged varlen rows, with the chunk table and with the rows in the
- * launch; one without dt_bias; K=64; chunk 32 and 128. */
+ * launch; one without dt_bias; K=64; chunk 32 and 128. Then the extra rows
+ * (--groups more,more-varlen,more-host): shapes of 16M elements and up that
+ * the issue's table does not name (batches, a partial last chunk, many
+ * sequences). */
 extern const bench_row bench_rows[];
 extern const int bench_row_count;
 

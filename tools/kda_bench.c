@@ -692,7 +692,9 @@ int main(int argc, char **argv) {
                       "  --budget-ms MS  tuning budget per specialization (default 1000, the library default)\n"
                       "  --quick         the first 4 matrix rows only\n"
                       "  --groups LIST   only the rows of these groups (matrix, varlen, varlen-host,\n"
-                      "                  no-bias, K=64, chunk), e.g. --groups chunk,varlen-host\n"
+                      "                  no-bias, K=64, chunk), e.g. --groups chunk,varlen-host;\n"
+                      "                  the extra groups more, more-varlen and more-host (batches,\n"
+                      "                  a partial chunk, 32-128 sequences) run only when named\n"
                       "  --host-only     only the host cost of a warm call (also runs on the\n"
                       "                  tests' stand-in driver: KDA_LIBCUDA=.../libkda_fake_cuda.so)\n");
       return strcmp(argv[i], "--help") ? 2 : 0;
@@ -765,7 +767,8 @@ int main(int argc, char **argv) {
   /* The rows to run: all, the first 4 (--quick) or those of --groups. */
   int *sel = calloc((size_t)bench_row_count, sizeof *sel), nrows = 0;
   for (int i = 0; i < bench_row_count && !(quick && nrows == 4); ++i)
-    if (groups == NULL || in_list(groups, bench_rows[i].group)) sel[nrows++] = i;
+    if (groups == NULL ? !bench_rows[i].extra : in_list(groups, bench_rows[i].group))
+      sel[nrows++] = i;
   if (nrows == 0) {
     fprintf(stderr, "kda-bench: no row is in the groups '%s'\n", groups);
     free(sel);
