@@ -36,15 +36,21 @@ struct form3_fits {
   static constexpr bool value = TX < 32 && (TX * SEG) % 32 == 0 && 32 / TX <= SEG && VEC % 4 == 0;
 };
 
-template <int L, int VEC, int TX, int SEG>
+// Varlen mode 2 packs several chunks into one block (SEGMENTED): a segment
+// takes only the totals of its own chunk's segments, which forms 0 and 1
+// test per total; forms 2 and 3 are not used there.
+template <int L, int VEC, int TX, int SEG, bool SEGMENTED>
 struct offsets_form {
 #ifdef KDA_OFFSETS_FORM
-  static constexpr int value = (KDA_OFFSETS_FORM == 1 && VEC % 4 != 0) ? 0
+  static constexpr int value = (SEGMENTED || KDA_OFFSETS_FORM == 1) && VEC % 4 != 0 ? 0
+                               : SEGMENTED ? 1
+                               : (KDA_OFFSETS_FORM == 1 && VEC % 4 != 0) ? 0
                                : (KDA_OFFSETS_FORM == 3 && !form3_fits<TX, SEG, VEC>::value)
                                    ? (VEC % 4 == 0 ? 1 : 0)
                                    : KDA_OFFSETS_FORM;
 #else
-  static constexpr int value = L <= 2                                                   ? 2
+  static constexpr int value = SEGMENTED                                               ? (VEC % 4 != 0 ? 0 : 1)
+                               : L <= 2                                                 ? 2
                                : VEC % 4 != 0                                           ? 0
                                : (TX == 16 && SEG >= 32 && form3_fits<TX, SEG, VEC>::value) ? 3
                                                                                         : 1;
@@ -53,8 +59,8 @@ struct offsets_form {
 
 // Forms 1 and 3 keep N totals per channel in shared memory as [N][VEC/4][TX]
 // 16-byte words (lanes of a warp hit consecutive words): `put` stores this
-// thread's `total` as number `me`, `add_before` adds every total before
-// number `me` (after it when REVERSE) to `offset`.
+// thread's `total` as number `me`, `add_before` adds every total in [lo, hi)
+// before number `me` (after it when REVERSE) to `offset`.
 template <int N, int TX, int VEC>
 __device__ __forceinline__ void put_total(vec<float, 4> (&totals)[N * (VEC / 4) * TX],
                                           const float (&total)[VEC], int me, int tx) {
@@ -70,11 +76,12 @@ __device__ __forceinline__ void put_total(vec<float, 4> (&totals)[N * (VEC / 4) 
 
 template <int N, int TX, int VEC, int REVERSE>
 __device__ __forceinline__ void add_totals_before(const vec<float, 4> (&totals)[N * (VEC / 4) * TX],
-                                                  int me, int tx, float (&offset)[VEC]) {
+                                                  int me, int lo, int hi, int tx,
+                                                  float (&offset)[VEC]) {
   constexpr int Q = VEC / 4;
 #pragma unroll
   for (int q = 0; q < N; ++q) {
-    if (REVERSE ? q > me : q < me) {
+    if ((REVERSE ? q > me : q < me) && q >= lo && q < hi) {
 #pragma unroll
       for (int k = 0; k < Q; ++k) {
         const vec<float, 4> t = totals[(q * Q + k) * TX + tx];
@@ -85,9 +92,11 @@ __device__ __forceinline__ void add_totals_before(const vec<float, 4> (&totals)[
   }
 }
 
+// The segments of s's chunk are [cb, ce): all of the block's but in a packed
+// block of varlen mode 2 (forms 0 and 1 only).
 template <int FORM, int TX, int SEG, int VEC, int REVERSE>
-__device__ __forceinline__ void segment_offsets(const float (&acc)[VEC], int tx, int s,
-                                                float (&offset)[VEC]) {
+__device__ __forceinline__ void segment_offsets(const float (&acc)[VEC], int tx, int s, int cb,
+                                                int ce, float (&offset)[VEC]) {
   if constexpr (FORM == 0) {
     // [SEG][VEC][TX]: lanes of a warp hit consecutive words.
     __shared__ float totals[SEG * VEC * TX];
@@ -98,7 +107,7 @@ __device__ __forceinline__ void segment_offsets(const float (&acc)[VEC], int tx,
     for (int j = 0; j < VEC; ++j) offset[j] = 0.0f;
 #pragma unroll
     for (int q = 0; q < SEG; ++q) {
-      if (REVERSE ? q > s : q < s) {
+      if ((REVERSE ? q > s : q < s) && q >= cb && q < ce) {
 #pragma unroll
         for (int j = 0; j < VEC; ++j) offset[j] += totals[(q * VEC + j) * TX + tx];
       }
@@ -109,7 +118,7 @@ __device__ __forceinline__ void segment_offsets(const float (&acc)[VEC], int tx,
     __syncthreads();
 #pragma unroll
     for (int j = 0; j < VEC; ++j) offset[j] = 0.0f;
-    add_totals_before<SEG, TX, VEC, REVERSE>(totals, s, tx, offset);
+    add_totals_before<SEG, TX, VEC, REVERSE>(totals, s, cb, ce, tx, offset);
   } else if constexpr (FORM == 3) {
     // Segments in one warp scan by shuffles; one shared total per warp.
     // Thread (tx, s) is lane (s % W) * TX + tx of warp s / W: a shuffle by
@@ -143,7 +152,7 @@ __device__ __forceinline__ void segment_offsets(const float (&acc)[VEC], int tx,
       __shared__ vec<float, 4> totals[NW * (VEC / 4) * TX];
       if (sl == (REVERSE ? 0 : W - 1)) put_total<NW, TX, VEC>(totals, incl, w, tx);
       __syncthreads();
-      add_totals_before<NW, TX, VEC, REVERSE>(totals, w, tx, offset);
+      add_totals_before<NW, TX, VEC, REVERSE>(totals, w, 0, NW, tx, offset);
     }
   } else {
     constexpr int CW = TX * VEC;  // channels of the block: [SEG][CW]
@@ -188,7 +197,7 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
             float lower_bound, const typename storage<IDX_DT>::type *__restrict__ cu_seqlens,
             const int *__restrict__ chunk_indices, const int *__restrict__ num_chunks_device,
             long long T, long long chunks_per_seq_or_num_seqs,
-            const chunk_rows<VARLEN == 2 ? HOST_ROWS : 1> host_rows) {
+            const host_plan<VARLEN == 2 ? HOST_ROWS : 1> host_rows) {
   typedef typename storage<IN_DT>::type in_t;
   typedef typename storage<OUT_DT>::type out_t;
   constexpr int HK = H * K;
@@ -202,22 +211,43 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
   grid_dependency_wait();
   grid_dependents_launch();
 
-  const long long n = (long long)blockIdx.x / NCB;  // chunk
-  const int cb = (int)(blockIdx.x % NCB);           // channel block
+  const long long n = (long long)blockIdx.x / NCB;  // chunk (chunk slot in mode 2)
+  const int chb = (int)(blockIdx.x % NCB);          // channel block
+  const int tx = (int)(threadIdx.x % TX);
+  const int s = (int)(threadIdx.x / TX);
 
+  // Row r of the block (thread s has rows s * L .. s * L + L - 1) is row
+  // row0 + r of the input, and rows r >= len are past its chunk's end. The
+  // chunk's segments are [seg_lo, seg_hi) of the block: all of them, but in
+  // a packed block of mode 2, where row0 and len are the thread's chunk's
+  // (moved by its first segment) and not the block's.
   long long row0;
   int len;
-  if (VARLEN == 2) {
-    // The host validated the rows (within [0, T), 1..BT long) and sized the
-    // grid to them. The clamps keep the compiler's view of row0 and len
+  int seg_lo = 0, seg_hi = SEG;
+  if constexpr (VARLEN == 2) {
+    // The host validated the rows (within [0, T), 1..BT long), packed them
+    // at granules and sized the grid to the slots. A segment lies within
+    // one granule; the chunk holding granule q is the last one starting
+    // at or before it. The clamps keep the compiler's view of row0 and len
     // what it is in the other modes (without them ptxas took 63 registers
     // instead of 56 at 8x16, sm_90).
-    const unsigned e = host_rows.r[(unsigned)n];
+    constexpr int G = host_granule(BT), NG = BT / G;
+    static_assert(L <= G, "varlen mode 2 needs a segment within a granule");
+    constexpr int SPG = G / L > 0 ? G / L : 1;  // segments per granule
+    const unsigned d = host_rows.slots[(unsigned)n];
+    const unsigned starts = d >> 8;
+    const unsigned upto = starts & ((2u << (s / SPG)) - 1u);
+    const unsigned later = starts & ~((2u << (s / SPG)) - 1u);
+    seg_lo = (31 - __clz(upto)) * SPG;
+    seg_hi = (later != 0u ? __ffs(later) - 1 : NG) * SPG;
+    const unsigned e = host_rows.r[(d & 255u) + (unsigned)__popc(upto) - 1u];
+    // Block rows, not chunk rows, index the thread's rows (a row index
+    // relative to its chunk cost 19 registers at 16x8, sm_90).
     row0 = (long long)(e >> 8);
-    row0 = row0 > T ? T : row0;
-    const int l = (int)(e & 255u) + 1;
+    row0 = (row0 > T ? T : row0) - (long long)(seg_lo * L);
+    const int l = (int)(e & 255u) + 1 + seg_lo * L;
     len = l > BT ? BT : l;
-  } else if (VARLEN) {
+  } else if constexpr (VARLEN != 0) {
     // Varlen: a block needs its table row, then its sequence's bounds, before
     // it can address any data. For batches of fewer sequences than a warp has
     // lanes, every bound loads together with the table row (one lane each)
@@ -274,9 +304,7 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
     len = left > BT ? BT : (int)left;
   }
 
-  const int tx = (int)(threadIdx.x % TX);
-  const int s = (int)(threadIdx.x / TX);
-  const int c = (cb * TX + tx) * VEC;
+  const int c = (chb * TX + tx) * VEC;
   // Every thread has channels when the blocks tile H*K exactly; saying so
   // spares the compiler the merge of a predicated load with zeros.
   const bool cvalid = HK % CHANNELS_PER_BLOCK == 0 || c < HK;
@@ -355,7 +383,8 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
     }
     if (SEG > 1) {
       float offset[VEC];
-      segment_offsets<offsets_form<L, VEC, TX, SEG>::value, TX, SEG, VEC, REVERSE>(acc, tx, s, offset);
+      segment_offsets<offsets_form<L, VEC, TX, SEG, VARLEN == 2>::value, TX, SEG, VEC, REVERSE>(
+          acc, tx, s, seg_lo, seg_hi, offset);
 #pragma unroll
       for (int i = 0; i < L; ++i)
 #pragma unroll

@@ -38,16 +38,28 @@ template <> __device__ __forceinline__ unsigned short from_float<DT_BF16>(float 
   return h;
 }
 
-// Varlen mode 2: the host passes each chunk's first row and length in the
-// launch, packed as row << 8 | (len - 1), for batches of at most HOST_ROWS
-// chunks (KDA_MAX_HOST_ROWS in kda.h; 1 KB of parameters). Kernel
-// parameters live in a constant bank: a block reads its row through the
+// Varlen mode 2: the host passes the batch's chunks in the launch, for
+// batches of at most HOST_ROWS chunks (KDA_MAX_HOST_ROWS in kda.h). Kernel
+// parameters live in a constant bank: a block reads its rows through the
 // constant cache instead of a global load queued behind the other blocks'
 // streaming loads (docs/perf-notes.md, "Chunk rows as a launch parameter").
+//  r[i]:   chunk i's first row << 8 | (rows - 1);
+//  slots[b]: chunk slot b's first chunk (low byte) and the granules at which
+//          its chunks start (high byte, bit q: granule q).
+// A chunk slot (one block per channel block) holds one whole chunk, or
+// several short ones (a sequence's last chunk, a short sequence) packed at
+// granules of host_granule(BT) rows, so that a batch of many short
+// sequences does not launch a mostly idle block per chunk. Configs of this
+// mode keep a segment within a granule (L = BT / SEG <= the granule).
 // Other modes take a one-word stand-in.
 constexpr int HOST_ROWS = 256;
-template <int N> struct chunk_rows {
+__host__ __device__ constexpr int host_granule(int bt) { return bt / 8 > 8 ? bt / 8 : 8; }
+template <int N> struct host_plan {
   unsigned r[N];
+  unsigned short slots[N];
+};
+template <> struct host_plan<1> {
+  unsigned r[1];
 };
 
 // A register array of N elements moved with the widest accesses its

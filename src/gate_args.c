@@ -66,14 +66,66 @@ kda_status kda__shape_host_seqlens(kda_gate_args *a, void **owned) {
 
 const void *kda__plan_rows_arg(const kda__launch_plan *plan) {
   static const uint32_t none = 0;
-  return plan->spec.varlen == 2 ? (const void *)plan->host_rows : (const void *)&none;
+  return plan->spec.varlen == 2 ? (const void *)&plan->host : (const void *)&none;
+}
+
+int64_t kda__pack_host_chunks(const uint32_t *rows, const uint16_t *lens, int64_t n, int32_t chunk,
+                              kda__host_plan *hp) {
+  enum { MAX_GRANULES = 8 };
+  const int G = kda__host_granule(chunk), NG = chunk / G;
+  /* A chunk of NG granules fills its slot: it keeps its place. The others
+   * are sorted by granules (counting sort), then packed largest first,
+   * each slot topped up with the largest that still fits. */
+  int count[MAX_GRANULES + 1] = {0};
+  uint8_t order[KDA_MAX_HOST_ROWS];
+  int64_t slots = 0, used = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int k = (lens[i] + G - 1) / G;
+    if (k == NG) {
+      hp->rows[used] = rows[i] << 8 | (uint32_t)(lens[i] - 1);
+      hp->slots[slots++] = (uint16_t)(used++ | 1u << 8);
+    } else {
+      ++count[k];
+    }
+  }
+  int next[MAX_GRANULES + 1]; /* bucket k holds order[next[k] .. end[k]) */
+  int end[MAX_GRANULES + 1];
+  for (int k = 1, at = 0; k < NG; ++k) {
+    next[k] = at;
+    at += count[k];
+    end[k] = next[k];
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const int k = (lens[i] + G - 1) / G;
+    if (k < NG) order[end[k]++] = (uint8_t)i;
+  }
+  for (int big = NG - 1; big >= 1; --big) {
+    while (next[big] < end[big]) {
+      uint32_t starts = 0;
+      int fill = 0;
+      const uint32_t first = (uint32_t)used;
+      for (int k = big; k >= 1;) {
+        if (next[k] == end[k] || fill + k > NG) {
+          --k;
+          continue;
+        }
+        const int i = order[next[k]++];
+        starts |= 1u << fill;
+        fill += k;
+        hp->rows[used++] = rows[i] << 8 | (uint32_t)(lens[i] - 1);
+        if (NG - fill < k) k = NG - fill;
+      }
+      hp->slots[slots++] = (uint16_t)(first | starts << 8);
+    }
+  }
+  return slots;
 }
 
 /* Varlen with a host copy of cu_seqlens: checks it (the host can, so a bad
  * one is an error here rather than the device's defined fallback) and, for
- * a batch of at most KDA_MAX_HOST_ROWS chunks, packs each chunk's first row
- * and length for the kernel's parameters (*fits = 1). Rows below 2^24 keep
- * the packing in 32 bits. */
+ * a batch of at most KDA_MAX_HOST_ROWS chunks, packs the chunks' rows and
+ * lengths for the kernel's parameters (*fits = 1). Rows below 2^24 keep
+ * each chunk in 32 bits. */
 static kda_status plan_host_rows(const char *fn, const kda_gate_args *a, kda__launch_plan *plan,
                                  int *fits) {
   const void *cu = a->cu_seqlens_host;
@@ -82,8 +134,10 @@ static kda_status plan_host_rows(const char *fn, const kda_gate_args *a, kda__la
   KDA__REQUIRE(seqlen_at(cu, dt, 0) == 0, KDA_ERROR_BAD_SEQLENS,
                "%s: cu_seqlens_host[0] is %lld, not 0", fn, (long long)seqlen_at(cu, dt, 0));
   /* One pass (this runs on every call): check each bound, count the
-   * chunks, and pack the rows while they still fit; a batch that turns out
+   * chunks, and list them while they still fit; a batch that turns out
    * not to fit leaves them unused. */
+  uint32_t rows[KDA_MAX_HOST_ROWS];
+  uint16_t lens[KDA_MAX_HOST_ROWS];
   int64_t chunks = 0;
   for (int64_t i = 0; i < N; ++i) {
     const int64_t x = seqlen_at(cu, dt, i), y = seqlen_at(cu, dt, i + 1);
@@ -93,7 +147,8 @@ static kda_status plan_host_rows(const char *fn, const kda_gate_args *a, kda__la
     const int64_t n = (y - x + BT - 1) / BT;
     for (int64_t j = 0; j < n && chunks + j < KDA_MAX_HOST_ROWS; ++j) {
       const int64_t r = x + j * BT, len = y - r < BT ? y - r : BT;
-      plan->host_rows[chunks + j] = ((uint32_t)r << 8) | (uint32_t)(len - 1);
+      rows[chunks + j] = (uint32_t)r;
+      lens[chunks + j] = (uint16_t)len;
     }
     chunks += n;
   }
@@ -101,7 +156,7 @@ static kda_status plan_host_rows(const char *fn, const kda_gate_args *a, kda__la
                "%s: cu_seqlens_host[num_seqs] is %lld, not seq_len = %lld", fn,
                (long long)seqlen_at(cu, dt, N), (long long)T);
   *fits = chunks <= KDA_MAX_HOST_ROWS && T < (INT64_C(1) << 24);
-  if (*fits) plan->num_chunks = chunks;
+  if (*fits) plan->num_chunks = kda__pack_host_chunks(rows, lens, chunks, (int32_t)BT, &plan->host);
   return KDA_OK;
 }
 
@@ -155,7 +210,7 @@ kda_status kda__plan_gate_op(kda__op op, const kda_gate_args *a, kda__launch_pla
   const int64_t elems = a->batch * a->seq_len * hk;
 
   kda__spec *s = &plan->spec;
-  memset(plan, 0, offsetof(kda__launch_plan, host_rows));
+  memset(plan, 0, offsetof(kda__launch_plan, host));
   s->kernel = KDA__KERNEL_GATE_CUMSUM;
   s->in_dtype = a->g_dtype;
   s->out_dtype = a->out_dtype;

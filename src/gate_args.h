@@ -13,20 +13,28 @@ typedef enum kda__op {
   KDA__OP_GATE = 2
 } kda__op;
 
+/* Varlen mode 2's launch parameter, laid out as host_plan<KDA_MAX_HOST_ROWS>
+ * in kernel_templates/kda_common.cuh: each chunk's first row << 8 | (rows -
+ * 1), and per chunk slot (a block per channel block) its first chunk (low
+ * byte) and the granules its chunks start at (high byte). */
+typedef struct kda__host_plan {
+  uint32_t rows[KDA_MAX_HOST_ROWS];
+  uint16_t slots[KDA_MAX_HOST_ROWS];
+} kda__host_plan;
+
 typedef struct kda__launch_plan {
   kda__spec spec;         /* config filled by the heuristic */
-  int64_t num_chunks;     /* chunk rows launched for */
+  int64_t num_chunks;     /* chunk rows launched for (chunk slots in varlen mode 2) */
   int64_t seq_len;        /* T passed to the kernel (B*T for the gate op) */
   int64_t chunks_per_seq; /* dense: ceil(T / chunk); varlen: num_seqs (the kernel's last argument) */
   uint64_t grid;          /* blocks */
-  /* spec.varlen == 2 only: each chunk's first row << 8 | (rows - 1), the
-   * kernel's last argument (chunk_rows<KDA_MAX_HOST_ROWS>). Last, and left
-   * uninitialised otherwise, so a dense call does not clear 1 KB. */
-  uint32_t host_rows[KDA_MAX_HOST_ROWS];
+  /* spec.varlen == 2 only: the kernel's last argument. Last, and left
+   * uninitialised otherwise, so a dense call does not clear 1.5 KB. */
+  kda__host_plan host;
 } kda__launch_plan;
 
-/* The kernel's last argument for a plan: its host rows in varlen mode 2, a
- * zero word (chunk_rows<1>) otherwise. */
+/* The kernel's last argument for a plan: its host plan in varlen mode 2, a
+ * zero word (host_plan<1>) otherwise. */
 const void *kda__plan_rows_arg(const kda__launch_plan *plan);
 
 /* Equal-length sequences, as kda_prewarm and kda_compile_offline describe a
@@ -39,6 +47,14 @@ void kda__equal_seqlens(kda_dtype dtype, int64_t num_seqs, int64_t total, void *
  * points it at equal-length sequences (*owned, to free) when the shape is
  * varlen (num_seqs in [1, 65535]), else clears it. */
 kda_status kda__shape_host_seqlens(kda_gate_args *a, void **owned);
+
+/* Packs a varlen batch's chunks into chunk slots of one block each (per
+ * channel block): a whole chunk, or short chunks at granules of
+ * kda__host_granule(chunk) rows. lens[i] (1..chunk) and rows[i] are chunk
+ * i's length and first row, n <= KDA_MAX_HOST_ROWS of them. Fills hp and
+ * returns the slot count. Exposed for its unit test. */
+int64_t kda__pack_host_chunks(const uint32_t *rows, const uint16_t *lens, int64_t n, int32_t chunk,
+                              kda__host_plan *hp);
 
 /* Validates args for op and fills plan. Every rejection is a specific status
  * with a message naming the field. */

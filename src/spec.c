@@ -80,6 +80,8 @@ uint64_t kda__spec_hash(const kda__spec *spec) {
   return h;
 }
 
+int kda__host_granule(int chunk) { return chunk / 8 > 8 ? chunk / 8 : 8; }
+
 int kda__config_threads(const kda__spec *spec) {
   if (spec->kernel == KDA__KERNEL_CHUNK_INDICES) return spec->cfg.tx;
   return spec->cfg.tx * spec->cfg.seg;
@@ -116,6 +118,10 @@ kda_status kda__config_check(const kda__spec *spec) {
   KDA__REQUIRE(rows * c->vec <= KDA__MAX_VALUES_PER_THREAD, KDA_ERROR_INVALID_ARGUMENT,
                "chunk/seg*vec=%d values per thread exceed %d", rows * c->vec,
                KDA__MAX_VALUES_PER_THREAD);
+  KDA__REQUIRE(spec->varlen != 2 || rows <= kda__host_granule(spec->chunk),
+               KDA_ERROR_INVALID_ARGUMENT,
+               "chunk/seg=%d rows per segment exceed the %d-row granule of a host-rows launch",
+               rows, kda__host_granule(spec->chunk));
   return KDA_OK;
 }
 

@@ -57,6 +57,12 @@ int kda__spec_describe(const kda__spec *spec, char *buf, size_t size);
 /* 64-bit FNV-1a of the spec's bytes. */
 uint64_t kda__spec_hash(const kda__spec *spec);
 
+/* Varlen mode 2 (rows in the launch) packs short chunks into one block at
+ * granules of this many rows: chunk / 8, at least 8 (host_granule in
+ * kernel_templates/kda_common.cuh). Its configs keep a segment's rows
+ * (chunk / seg) within one granule. */
+int kda__host_granule(int chunk);
+
 /* Threads per block of the spec's config. */
 int kda__config_threads(const kda__spec *spec);
 

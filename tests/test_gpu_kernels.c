@@ -422,6 +422,65 @@ static void varlen_host_rows_match_reference(void **state) {
   assert_int_equal(bad, 0);
 }
 
+/* Many short sequences with their rows in the launch: the host packs the
+ * short chunks (each sequence's last, and the sequences shorter than a
+ * chunk) several to a block, at granules. Every chunk size, both
+ * directions, block shapes from one row per segment to a granule per
+ * segment, empty sequences among them. */
+static void varlen_host_rows_packed_match_reference(void **state) {
+  (void)state;
+  static int64_t lens[60];
+  const int chunks[] = {16, 32, 64, 128, 256};
+  size_t bad = 0;
+  for (int i = 0; i < 5; ++i) {
+    const int chunk = chunks[i];
+    const int n = chunk == 16 ? 60 : 48;
+    for (int s = 0; s < n; ++s) /* 1 .. 20 tokens at chunk 16, else 0 .. 2.2 chunks */
+      lens[s] = chunk == 16 ? 1 + (s * 29 + 7) % 20
+                            : (s % 11 == 5 ? 0 : 1 + (s * 37 + 11) % (chunk * 2 + chunk / 4));
+    const int granule = kda__host_granule(chunk);
+    const kda__config tries[] = {
+        {8, 16, chunk / 4},        /* the heuristic's 4 rows per segment */
+        {8, 16, chunk / granule},  /* a granule per segment */
+        {4, 8, chunk},             /* one row per segment */
+        {8, 8, chunk / 8},
+        {2, 32, chunk / 2},
+        {4, 16, chunk / 8},
+    };
+    kda__config cfgs[6];
+    int ncfg = 0;
+    for (int k = 0; k < 6; ++k) {
+      kda__spec sp;
+      memset(&sp, 0, sizeof sp);
+      sp.kernel = KDA__KERNEL_GATE_CUMSUM;
+      sp.heads = 16;
+      sp.head_dim = 128;
+      sp.chunk = chunk;
+      sp.varlen = 2;
+      sp.cfg = tries[k];
+      if (kda__config_check(&sp) == KDA_OK) cfgs[ncfg++] = tries[k];
+    }
+    assert_true(ncfg >= 3);
+    for (int rev = 0; rev < 2; ++rev)
+      for (int k = 0; k < ncfg; ++k) {
+        gcase c = base_case();
+        c.H = 16;
+        c.K = 128;
+        c.chunk = chunk;
+        c.reverse = rev;
+        c.lens = lens;
+        c.nseq = n;
+        c.idx = rev ? KDA_DTYPE_I64 : KDA_DTYPE_I32;
+        c.host_rows = 1;
+        c.expect_varlen = 2;
+        c.cfg = &cfgs[k];
+        c.seed = 77 + (uint64_t)(i * 8 + rev * 4 + k);
+        bad += run_case(&c);
+      }
+  }
+  assert_int_equal(bad, 0);
+}
+
 static void chunk_local_cumsum_vector_and_scalar_match_reference(void **state) {
   (void)state;
   const kda_dtype ins[] = {KDA_DTYPE_BF16, KDA_DTYPE_F16, KDA_DTYPE_F32};
@@ -745,6 +804,7 @@ int main(void) {
       cmocka_unit_test(varlen_ragged_batches_match_reference),
       cmocka_unit_test(varlen_many_sequences_match_reference),
       cmocka_unit_test(varlen_host_rows_match_reference),
+      cmocka_unit_test(varlen_host_rows_packed_match_reference),
       cmocka_unit_test(chunk_local_cumsum_vector_and_scalar_match_reference),
       cmocka_unit_test(standalone_gate_matches_reference),
       cmocka_unit_test(layer_entry_builds_table_once_and_dispatches),

@@ -191,7 +191,8 @@ static void varlen_arguments_are_checked(void **state) {
 
 /* cu_seqlens_host: checked on the host, and a batch of at most
  * KDA_MAX_HOST_ROWS chunks carries its rows in the launch (varlen mode 2),
- * packed row << 8 | (rows - 1), with no table needed. */
+ * each chunk as row << 8 | (rows - 1), whole chunks one per slot and short
+ * ones packed at granules, with no table needed. */
 static void host_seqlens_put_small_batches_rows_in_the_launch(void **state) {
   (void)state;
   kda_gate_args a = good();
@@ -205,26 +206,94 @@ static void host_seqlens_put_small_batches_rows_in_the_launch(void **state) {
   assert_int_equal(kda__plan_gate_op(KDA__OP_GATE_CHUNK_CUMSUM, &a, &p), KDA_OK);
   assert_int_equal(p.spec.varlen, 2);
   assert_int_equal(p.spec.idx_dtype, KDA_DTYPE_I32);
-  const uint32_t want[] = {0u << 8 | 63, 64u << 8 | 5, 70u << 8 | 63, 134u << 8 | 63,
-                           198u << 8 | 0, 199u << 8 | 63, 263u << 8 | 36};
-  assert_int_equal(p.num_chunks, 7);
-  for (int i = 0; i < 7; ++i) assert_int_equal(p.host_rows[i], want[i]);
-  assert_true(kda__plan_rows_arg(&p) == (const void *)p.host_rows);
-  /* The same with int64 bounds and chunk 128. */
+  /* Chunk 64, granules of 8 rows: the four whole chunks keep their order;
+   * then one slot takes 37 rows (5 granules), 6 rows and 1 row. */
+  const uint32_t want[] = {0u << 8 | 63,   70u << 8 | 63, 134u << 8 | 63, 199u << 8 | 63,
+                           263u << 8 | 36, 64u << 8 | 5,  198u << 8 | 0};
+  const uint16_t want_slots[] = {0 | 1 << 8, 1 | 1 << 8, 2 | 1 << 8, 3 | 1 << 8,
+                                 4 | (1 | 1 << 5 | 1 << 6) << 8};
+  assert_int_equal(p.num_chunks, 5);
+  for (int i = 0; i < 7; ++i) assert_int_equal(p.host.rows[i], want[i]);
+  for (int i = 0; i < 5; ++i) assert_int_equal(p.host.slots[i], want_slots[i]);
+  assert_true(kda__plan_rows_arg(&p) == (const void *)&p.host);
+  /* The same with int64 bounds and chunk 128 (granules of 16 rows). */
   const int64_t cu64[5] = {0, 70, 70, 199, 300};
   a.cu_seqlens_host = cu64;
   a.cu_seqlens_dtype = KDA_DTYPE_I64;
   a.chunk_size = 128;
   assert_int_equal(kda__plan_gate_op(KDA__OP_GATE_CHUNK_CUMSUM, &a, &p), KDA_OK);
   assert_int_equal(p.spec.varlen, 2);
-  assert_int_equal(p.num_chunks, 4);
-  assert_int_equal(p.host_rows[2], 198u << 8 | 0);
-  assert_int_equal(p.host_rows[3], 199u << 8 | 100);
+  assert_int_equal(p.num_chunks, 3);
+  assert_int_equal(p.host.rows[0], 70u << 8 | 127);
+  assert_int_equal(p.host.rows[1], 199u << 8 | 100); /* 7 granules, then 1 */
+  assert_int_equal(p.host.rows[2], 198u << 8 | 0);
+  assert_int_equal(p.host.rows[3], 0u << 8 | 69);
+  assert_int_equal(p.host.slots[1], 1 | (1 | 1 << 7) << 8);
+  assert_int_equal(p.host.slots[2], 3 | 1 << 8);
   /* Dense and table calls pass a zero word in that parameter. */
   a = good();
   assert_int_equal(kda__plan_gate_op(KDA__OP_GATE_CHUNK_CUMSUM, &a, &p), KDA_OK);
   assert_int_equal(p.spec.varlen, 0);
   assert_int_equal(*(const uint32_t *)kda__plan_rows_arg(&p), 0u);
+}
+
+/* Packing, on random batches of every chunk size: every chunk is in exactly
+ * one slot, a slot's chunks start at its granule marks in order and each
+ * fits before the next mark, and no two slots could have been one (the
+ * packing never leaves two slots whose filled granules sum to at most a
+ * slot, which first-fit-decreasing guarantees for all but one slot). */
+static void host_chunks_pack_into_slots(void **state) {
+  (void)state;
+  uint32_t seed = 12345;
+  for (int trial = 0; trial < 2000; ++trial) {
+    const int32_t chunk = 16 << (trial % 5); /* 16 .. 256 */
+    const int G = kda__host_granule(chunk), NG = chunk / G;
+    seed = seed * 1664525u + 1013904223u;
+    const int64_t n = 1 + (int64_t)(seed >> 8) % KDA_MAX_HOST_ROWS;
+    uint32_t rows[KDA_MAX_HOST_ROWS];
+    uint16_t lens[KDA_MAX_HOST_ROWS];
+    for (int64_t i = 0; i < n; ++i) {
+      seed = seed * 1664525u + 1013904223u;
+      /* Mostly short chunks, some whole ones. */
+      lens[i] = (uint16_t)((seed >> 9) % 4 == 0 ? chunk : 1 + (int)((seed >> 12) % (uint32_t)chunk));
+      rows[i] = (uint32_t)(i * 1000 + trial);
+    }
+    kda__host_plan hp;
+    memset(&hp, 0xff, sizeof hp);
+    const int64_t slots = kda__pack_host_chunks(rows, lens, n, chunk, &hp);
+    assert_true(slots >= 1 && slots <= n);
+    int seen[KDA_MAX_HOST_ROWS] = {0};
+    int64_t entries = 0;
+    int filled[KDA_MAX_HOST_ROWS];
+    for (int64_t b = 0; b < slots; ++b) {
+      const unsigned first = hp.slots[b] & 255u, starts = hp.slots[b] >> 8;
+      assert_int_equal(first, (unsigned)entries); /* slots take consecutive entries */
+      assert_true(starts & 1u);
+      assert_true(starts < (1u << NG));
+      int piece = 0, last_end = 0;
+      for (int q = 0; q < NG; ++q) {
+        if (!(starts >> q & 1u)) continue;
+        int next = q + 1;
+        while (next < NG && !(starts >> next & 1u)) ++next;
+        const uint32_t e = hp.rows[first + piece];
+        const int64_t i = (int64_t)((e >> 8) - (uint32_t)trial) / 1000;
+        assert_true(i >= 0 && i < n && rows[i] == e >> 8);
+        assert_int_equal((e & 255u) + 1, lens[i]);
+        assert_true(lens[i] <= (next - q) * G); /* fits before the next mark */
+        assert_int_equal(seen[i], 0);
+        seen[i] = 1;
+        last_end = q + (lens[i] + G - 1) / G;
+        ++piece;
+      }
+      filled[b] = last_end;
+      entries += piece;
+    }
+    assert_int_equal(entries, n);
+    for (int64_t i = 0; i < n; ++i) assert_int_equal(seen[i], 1);
+    int loose = 0; /* slots at most half full */
+    for (int64_t b = 0; b < slots; ++b) loose += 2 * filled[b] <= NG;
+    assert_true(loose <= 1);
+  }
 }
 
 static void host_seqlens_past_the_row_limit_use_the_table(void **state) {
@@ -371,6 +440,7 @@ int main(void) {
       cmocka_unit_test(overlapping_output_is_rejected),
       cmocka_unit_test(varlen_arguments_are_checked),
       cmocka_unit_test(host_seqlens_put_small_batches_rows_in_the_launch),
+      cmocka_unit_test(host_chunks_pack_into_slots),
       cmocka_unit_test(host_seqlens_past_the_row_limit_use_the_table),
       cmocka_unit_test(bad_host_seqlens_are_rejected),
       cmocka_unit_test(shape_descriptions_ask_for_host_rows),
