@@ -206,12 +206,12 @@ static void host_seqlens_put_small_batches_rows_in_the_launch(void **state) {
   assert_int_equal(kda__plan_gate_op(KDA__OP_GATE_CHUNK_CUMSUM, &a, &p), KDA_OK);
   assert_int_equal(p.spec.varlen, 2);
   assert_int_equal(p.spec.idx_dtype, KDA_DTYPE_I32);
-  /* Chunk 64, granules of 8 rows: the four whole chunks keep their order;
-   * then one slot takes 37 rows (5 granules), 6 rows and 1 row. */
-  const uint32_t want[] = {0u << 8 | 63,   70u << 8 | 63, 134u << 8 | 63, 199u << 8 | 63,
-                           263u << 8 | 36, 64u << 8 | 5,  198u << 8 | 0};
-  const uint16_t want_slots[] = {0 | 1 << 8, 1 | 1 << 8, 2 | 1 << 8, 3 | 1 << 8,
-                                 4 | (1 | 1 << 5 | 1 << 6) << 8};
+  /* Chunk 64, granules of 8 rows: one slot takes 37 rows (5 granules), 6
+   * rows and 1 row; then the four whole chunks, in order. */
+  const uint32_t want[] = {263u << 8 | 36, 64u << 8 | 5,   198u << 8 | 0, 0u << 8 | 63,
+                           70u << 8 | 63,  134u << 8 | 63, 199u << 8 | 63};
+  const uint16_t want_slots[] = {0 | (1 | 1 << 5 | 1 << 6) << 8, 3 | 1 << 8, 4 | 1 << 8,
+                                 5 | 1 << 8, 6 | 1 << 8};
   assert_int_equal(p.num_chunks, 5);
   for (int i = 0; i < 7; ++i) assert_int_equal(p.host.rows[i], want[i]);
   for (int i = 0; i < 5; ++i) assert_int_equal(p.host.slots[i], want_slots[i]);
@@ -224,11 +224,12 @@ static void host_seqlens_put_small_batches_rows_in_the_launch(void **state) {
   assert_int_equal(kda__plan_gate_op(KDA__OP_GATE_CHUNK_CUMSUM, &a, &p), KDA_OK);
   assert_int_equal(p.spec.varlen, 2);
   assert_int_equal(p.num_chunks, 3);
-  assert_int_equal(p.host.rows[0], 70u << 8 | 127);
-  assert_int_equal(p.host.rows[1], 199u << 8 | 100); /* 7 granules, then 1 */
-  assert_int_equal(p.host.rows[2], 198u << 8 | 0);
-  assert_int_equal(p.host.rows[3], 0u << 8 | 69);
-  assert_int_equal(p.host.slots[1], 1 | (1 | 1 << 7) << 8);
+  assert_int_equal(p.host.rows[0], 199u << 8 | 100); /* 7 granules, then 1 */
+  assert_int_equal(p.host.rows[1], 198u << 8 | 0);
+  assert_int_equal(p.host.rows[2], 0u << 8 | 69);
+  assert_int_equal(p.host.rows[3], 70u << 8 | 127);
+  assert_int_equal(p.host.slots[0], 0 | (1 | 1 << 7) << 8);
+  assert_int_equal(p.host.slots[1], 2 | 1 << 8);
   assert_int_equal(p.host.slots[2], 3 | 1 << 8);
   /* Dense and table calls pass a zero word in that parameter. */
   a = good();
