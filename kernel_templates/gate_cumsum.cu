@@ -44,7 +44,6 @@ struct offsets_form {
 #ifdef KDA_OFFSETS_FORM
   static constexpr int value = (SEGMENTED || KDA_OFFSETS_FORM == 1) && VEC % 4 != 0 ? 0
                                : SEGMENTED ? 1
-                               : (KDA_OFFSETS_FORM == 1 && VEC % 4 != 0) ? 0
                                : (KDA_OFFSETS_FORM == 3 && !form3_fits<TX, SEG, VEC>::value)
                                    ? (VEC % 4 == 0 ? 1 : 0)
                                    : KDA_OFFSETS_FORM;

@@ -80,11 +80,11 @@ int64_t kda__pack_host_chunks(const uint32_t *rows, const uint16_t *lens, int64_
    * scattered ones, and a batch of 32 ragged sequences (T=8192 H=16, H100)
    * took 36.0 us instead of 34.9 (docs/perf-notes.md, sixth session). */
   int count[MAX_GRANULES + 1] = {0};
-  uint8_t order[KDA_MAX_HOST_ROWS];
+  uint8_t granules[KDA_MAX_HOST_ROWS], order[KDA_MAX_HOST_ROWS];
   int64_t slots = 0, used = 0;
   for (int64_t i = 0; i < n; ++i) {
-    const int k = (lens[i] + G - 1) / G;
-    if (k < NG) ++count[k];
+    granules[i] = (uint8_t)((lens[i] + G - 1) / G);
+    ++count[granules[i]];
   }
   int next[MAX_GRANULES + 1]; /* bucket k holds order[next[k] .. end[k]) */
   int end[MAX_GRANULES + 1];
@@ -93,10 +93,8 @@ int64_t kda__pack_host_chunks(const uint32_t *rows, const uint16_t *lens, int64_
     at += count[k];
     end[k] = next[k];
   }
-  for (int64_t i = 0; i < n; ++i) {
-    const int k = (lens[i] + G - 1) / G;
-    if (k < NG) order[end[k]++] = (uint8_t)i;
-  }
+  for (int64_t i = 0; i < n; ++i)
+    if (granules[i] < NG) order[end[granules[i]]++] = (uint8_t)i;
   for (int big = NG - 1; big >= 1; --big) {
     while (next[big] < end[big]) {
       uint32_t starts = 0;
@@ -117,7 +115,7 @@ int64_t kda__pack_host_chunks(const uint32_t *rows, const uint16_t *lens, int64_
     }
   }
   for (int64_t i = 0; i < n; ++i) {
-    if ((lens[i] + G - 1) / G == NG) {
+    if (granules[i] == NG) {
       hp->rows[used] = rows[i] << 8 | (uint32_t)(lens[i] - 1);
       hp->slots[slots++] = (uint16_t)(used++ | 1u << 8);
     }
