@@ -137,7 +137,8 @@ int main(int argc, char **argv) {
                           {512, 32, 64, 0},   {2048, 4, 64, 0},   {2048, 8, 64, 0},
                           {8192, 16, 64, 0},  {8192, 32, 64, 0},  {32768, 4, 64, 0},
                           {32768, 32, 64, 0}, {8192, 16, 64, 8},  {8192, 32, 128, 0},
-                          {8192, 16, 64, 8, 1}};
+                          {8192, 16, 64, 8, 1},  {8192, 16, 64, 32}, {8192, 16, 64, 64},
+                          {8192, 16, 64, 128}};
   // PROBE_EXTREME=0 skips the accuracy pass on std-12 inputs.
   const int passes = getenv("PROBE_EXTREME") && !strcmp(getenv("PROBE_EXTREME"), "0") ? 1 : 2;
   FILE *js = fopen(getenv("PROBE_JSON") ? getenv("PROBE_JSON") : "probe.json", "w");
@@ -162,9 +163,21 @@ int main(int argc, char **argv) {
     // Varlen: the benchmark's 8 ragged lengths (tools/bench_rows.c).
     std::vector<int> cu(1, 0), ci;
     if (sh.nseq) {
+      // bench_row_lengths: the 8 weights spread over any count, pairs
+      // moving 13 tokens (fewer for short ones) so the offsets cancel.
       static const int w[8] = {3, 17, 5, 11, 1, 13, 7, 7};
+      const long long per = 8ll * sh.nseq;
       for (int i = 0; i < sh.nseq; ++i) {
-        long long len = i == sh.nseq - 1 ? sh.T - cu.back() : sh.T * w[i % 8] / 64 + ((i % 2) ? 13 : -13);
+        long long len;
+        if (i == sh.nseq - 1) {
+          len = sh.T - cu.back();
+        } else {
+          const long long base = sh.T * w[i % 8] / per;
+          const long long even = (i % 2) ? sh.T * w[(i - 1) % 8] / per : base;
+          const long long shift = even / 2 < 13 ? even / 2 : 13;
+          len = base + ((i % 2) ? shift : -shift);
+          if (len < 1) len = 1;
+        }
         if (sh.even) len = sh.T / sh.nseq;
         cu.push_back(cu.back() + (int)len);
       }
