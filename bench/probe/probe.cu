@@ -160,7 +160,7 @@ int main(int argc, char **argv) {
     const int K = 128, H = sh.H;
     const size_t n = (size_t)sh.T * H * K;
     const int BT = sh.chunk;
-    // Varlen: the benchmark's 8 ragged lengths (tools/bench_rows.c).
+    // Varlen: the benchmark's ragged lengths (tools/bench_rows.c).
     std::vector<int> cu(1, 0), ci;
     if (sh.nseq) {
       // bench_row_lengths: the 8 weights spread over any count, pairs
