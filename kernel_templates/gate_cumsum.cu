@@ -336,13 +336,19 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
   // Issue every load of the segment before using any of them. Rows past the
   // chunk's end (its last chunk only) load the last row again, so no load
   // is predicated or merged with zeros; below, their values reach no
-  // stored row.
+  // stored row. In varlen modes a segment wholly past its chunk's end (a
+  // sequence's partial last chunk, the end of a packed slot) loads nothing:
+  // one test per thread, not per row. Measured on the H100 (bench/probe,
+  // T=8192 H=16 through the table): 8 ragged sequences 35.74-35.79 ->
+  // 35.57-35.62 us, 128 sequences 38.16-38.24 -> 37.50-37.52
+  // (docs/perf-notes.md, seventh session).
+  const bool seg_rows = VARLEN == 0 || s * L < len;
   vec<in_t, VEC> x[L];
 #pragma unroll
   for (int i = 0; i < L; ++i) {
     const int r = s * L + i;
     const int rr = r < len ? r : len - 1;
-    if (cvalid) {
+    if (cvalid && seg_rows) {
       x[i] = load_stream(reinterpret_cast<const vec<in_t, VEC> *>(g + (row0 + rr) * HK + c));
     } else {
 #pragma unroll
