@@ -382,12 +382,12 @@ typedef struct kda_gate_args {
    *  chunk's rows in the launch itself: no chunk table is read (chunk_indices,
    *  num_chunks and num_chunks_device are ignored and may be NULL / 0) and
    *  every chunk of every sequence is computed. The kernel then skips the
-   *  table lookup that otherwise precedes each block's loads (about 3% of
+   *  table lookup that otherwise precedes each block's loads (about 2-3% of
    *  the time at 16M elements on the H100, docs/PERFORMANCE.md), and the
    *  short chunks (each sequence's last, short sequences) are packed
    *  several to a block instead of one mostly idle block each (with 128
-   *  sequences in 8192 tokens: 94.8% of copy bandwidth, against 84% through
-   *  the table). The host spends O(num_seqs + chunks) on it per call. A
+   *  sequences in 8192 tokens: 94.7-94.9% of copy bandwidth, against
+   *  85-89% through the table). The host spends O(num_seqs + chunks) on it per call. A
    *  larger batch uses chunk_indices as if this field were NULL. */
   const void *cu_seqlens_host;
 } kda_gate_args;
