@@ -69,6 +69,9 @@ const void *kda__plan_rows_arg(const kda__launch_plan *plan) {
   return plan->spec.varlen == 2 ? (const void *)&plan->host : (const void *)&none;
 }
 
+/* A chunk in the kernel's parameter: first row << 8 | (rows - 1). */
+static uint32_t host_chunk_word(uint32_t row, uint16_t len) { return row << 8 | (uint32_t)(len - 1); }
+
 int64_t kda__pack_host_chunks(const uint32_t *rows, const uint16_t *lens, int64_t n, int32_t chunk,
                               kda__host_plan *hp) {
   enum { MAX_GRANULES = 8 };
@@ -108,7 +111,7 @@ int64_t kda__pack_host_chunks(const uint32_t *rows, const uint16_t *lens, int64_
         const int i = order[next[k]++];
         starts |= 1u << fill;
         fill += k;
-        hp->rows[used++] = rows[i] << 8 | (uint32_t)(lens[i] - 1);
+        hp->rows[used++] = host_chunk_word(rows[i], lens[i]);
         if (NG - fill < k) k = NG - fill;
       }
       hp->slots[slots++] = (uint16_t)(first | starts << 8);
@@ -116,7 +119,7 @@ int64_t kda__pack_host_chunks(const uint32_t *rows, const uint16_t *lens, int64_
   }
   for (int64_t i = 0; i < n; ++i) {
     if (granules[i] == NG) {
-      hp->rows[used] = rows[i] << 8 | (uint32_t)(lens[i] - 1);
+      hp->rows[used] = host_chunk_word(rows[i], lens[i]);
       hp->slots[slots++] = (uint16_t)(used++ | 1u << 8);
     }
   }
