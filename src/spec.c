@@ -171,6 +171,20 @@ kda__config kda__config_fit_grid(const kda__spec *spec, kda__config c, int64_t n
   while (kda__grid_starves_sms(kda__spec_grid(&s, num_chunks), sm_count) && s.cfg.tx > 1 &&
          s.cfg.tx * s.cfg.seg > 32)
     s.cfg.tx >>= 1;
+  /* A large grid (6 or more blocks per SM) at chunk 64 takes 8 rows per
+   * thread, not 4: the tuner chose 16 x 8 over the heuristic's 16 x 16 for
+   * every such row of the v20 and v21 runs at T=2048-8192 (0.3-2% faster;
+   * at T=32768 the two were within 0.1%), and through the varlen table the
+   * probe read 16 x 8 0.2 us (8 sequences) to 2 us (128 sequences) ahead,
+   * since a segment wholly past a chunk's end loads nothing
+   * (docs/perf-notes.md, seventh session). With 7 candidates in its budget
+   * the tuner did not always reach it. */
+  if (spec->chunk == 64 && s.cfg.seg == 16 &&
+      kda__spec_grid(&s, num_chunks) >= 6 * (uint64_t)sm_count) {
+    kda__spec t = s;
+    t.cfg.seg = 8;
+    if (kda__config_check(&t) == KDA_OK) s.cfg = t.cfg;
+  }
   return s.cfg;
 }
 

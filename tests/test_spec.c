@@ -156,9 +156,22 @@ static void small_grids_get_narrower_blocks(void **state) {
   kda__config hw = kda__config_heuristic(&wide);
   kda__config cw = kda__config_fit_grid(&wide, hw, 8, 132);
   assert_memory_equal(&cw, &hw, sizeof hw);
-  /* A large batch keeps the heuristic. */
+  /* A mid-size grid (400 blocks, 3 per SM) keeps the heuristic. */
+  kda__config mid = kda__config_fit_grid(&s, h, 100, 132);
+  assert_memory_equal(&mid, &h, sizeof h);
+  /* A large one (6 or more blocks per SM) takes 8 rows per thread at chunk
+   * 64, the same channels per block; other chunk sizes keep theirs. */
   kda__config big = kda__config_fit_grid(&s, h, 4096, 132);
-  assert_memory_equal(&big, &h, sizeof h);
+  assert_int_equal(big.vec, h.vec);
+  assert_int_equal(big.tx, h.tx);
+  assert_int_equal(h.seg, 16);
+  assert_int_equal(big.seg, 8);
+  s.cfg = big;
+  assert_int_equal(kda__config_check(&s), KDA_OK);
+  kda__spec c128 = gate_spec(KDA_DTYPE_BF16, 4, 128, 128);
+  kda__config h128 = kda__config_heuristic(&c128);
+  kda__config big128 = kda__config_fit_grid(&c128, h128, 4096, 132);
+  assert_memory_equal(&big128, &h128, sizeof h128);
 }
 
 int main(void) {
