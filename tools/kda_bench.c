@@ -36,7 +36,7 @@ static cuda_api cu;
 static CUstream g_stream;
 static CUfunction g_flush;
 /* An empty kernel with gate_cumsum's 12 parameters: a reference for the
- * driver's own cost of a launch on this machine (bare_launch_cost). */
+ * driver's own cost of a launch on this machine (bare_setup). */
 static CUfunction g_bare;
 static void *g_flush_buf, *g_flush_sink;
 static size_t g_flush_bytes;
@@ -430,21 +430,78 @@ static kda_gate_args softplus_args(void *g, void *out, const void *A_log, int64_
 
 enum { HOST_CALLS = 100000, HOST_ROUND = 250 };
 
-/* Median time of call(arg) in us over HOST_CALLS calls made in rounds of
- * HOST_ROUND after a synchronisation, so the launch queue never fills and
- * no call waits for the GPU. */
-static double median_call_us(void (*call)(void *), void *arg) {
-  double *t = malloc(sizeof(double) * HOST_CALLS);
-  for (int i = 0; i < HOST_CALLS; ++i) {
+/* Median times in us of call_a(a) and, when call_b is set, call_b(b), over
+ * HOST_CALLS calls each, made in rounds of HOST_ROUND after a
+ * synchronisation, so the launch queue never fills and no call waits for
+ * the GPU. With two calls the rounds alternate: on the lent H100 VMs the
+ * driver's launch cost drifted by up to 0.5 us within a minute
+ * (docs/perf-notes.md, seventh session), so a library call and a bare
+ * launch measured one after the other differed by the drift as much as by
+ * the library's work. */
+static void median_calls_us(void (*call_a)(void *), void *a, void (*call_b)(void *), void *b,
+                            double *us_a, double *us_b) {
+  double *ta = malloc(sizeof(double) * HOST_CALLS);
+  double *tb = call_b ? malloc(sizeof(double) * HOST_CALLS) : NULL;
+  const int per = call_b ? 2 : 1;
+  for (int i = 0; i < HOST_CALLS * per; ++i) {
     if (i % HOST_ROUND == 0) cu.StreamSynchronize(g_stream);
+    const int round = i / HOST_ROUND, second = call_b && round % 2;
+    const int k = (round / per) * HOST_ROUND + i % HOST_ROUND;
     double t0 = now_ms();
-    call(arg);
-    t[i] = (now_ms() - t0) * 1e3;
+    if (second)
+      call_b(b);
+    else
+      call_a(a);
+    (second ? tb : ta)[k] = (now_ms() - t0) * 1e3;
   }
   cu.StreamSynchronize(g_stream);
-  const double med = median(t, HOST_CALLS);
-  free(t);
-  return med;
+  *us_a = median(ta, HOST_CALLS);
+  if (call_b) *us_b = median(tb, HOST_CALLS);
+  free(ta);
+  free(tb);
+}
+
+typedef struct bare_call {
+  CUlaunchConfig lc;
+  CUlaunchAttribute attr;
+  void *p;
+  float scale, lb;
+  long long T, cps;
+  unsigned rows;
+  void *params[12];
+} bare_call;
+
+static void call_bare(void *p) {
+  bare_call *b = p;
+  CUresult r = cu.LaunchKernelEx ? cu.LaunchKernelEx(&b->lc, g_bare, b->params, NULL)
+                                 : cu.LaunchKernel(g_bare, b->lc.gridDimX, 1, 1, b->lc.blockDimX,
+                                                   1, 1, 0, g_stream, b->params, NULL);
+  if (r != CUDA_SUCCESS) cuda_check(&cu, r, "bare launch");
+}
+
+/* The driver's own launch cost on this machine: an empty kernel with the
+ * same 12 parameters as host_cost's call, launched like the library
+ * launches (cuLaunchKernelEx with programmatic stream serialization where
+ * the driver has it). A reference for how fast this VM's driver launches,
+ * not an exact floor: the empty kernel leaves the GPU idle between
+ * launches. */
+static void bare_setup(bare_call *b) {
+  memset(b, 0, sizeof *b);
+  b->scale = 1;
+  b->T = 512;
+  b->cps = 8;
+  void *params[] = {&b->p, &b->p, &b->p, &b->p, &b->scale, &b->lb,
+                    &b->p, &b->p, &b->p, &b->T, &b->cps,   &b->rows};
+  memcpy(b->params, params, sizeof params);
+  b->attr.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+  b->attr.value.programmaticStreamSerializationAllowed = 1;
+  b->lc.gridDimX = 64;
+  b->lc.gridDimY = b->lc.gridDimZ = 1;
+  b->lc.blockDimX = 128;
+  b->lc.blockDimY = b->lc.blockDimZ = 1;
+  b->lc.hStream = g_stream;
+  b->lc.attrs = &b->attr;
+  b->lc.numAttrs = 1;
 }
 
 typedef struct gate_call {
@@ -459,10 +516,12 @@ static void call_gate(void *p) {
 
 /* Host cost of a warm call. (a) Time inside the API call, median over 100k
  * calls made in rounds of 250 after a synchronisation, so the launch queue
- * never fills and no call waits for the GPU. (b) 100k enqueues without
- * synchronising, then one sync: wall time per call, which is the larger of
- * the host cost and the GPU time (also reported). */
-static void host_cost(kda_context *ctx, double *inside_us, double *enqueue_us, double *gpu_us) {
+ * never fills and no call waits for the GPU; with bare_us set, in rounds
+ * alternating with the bare driver launch, whose median goes there. (b)
+ * 100k enqueues without synchronising, then one sync: wall time per call,
+ * which is the larger of the host cost and the GPU time (also reported). */
+static void host_cost(kda_context *ctx, double *inside_us, double *enqueue_us, double *gpu_us,
+                      double *bare_us) {
   const int H = 4, K = 128;
   const int64_t T = 512;
   const size_t n = (size_t)T * H * K;
@@ -473,7 +532,9 @@ static void host_cost(kda_context *ctx, double *inside_us, double *enqueue_us, d
   kda_ok(kda_gate_chunk_cumsum(ctx, &a, (kda_stream)g_stream), "warm");
   cu.StreamSynchronize(g_stream);
   gate_call c = {ctx, &a};
-  *inside_us = median_call_us(call_gate, &c);
+  bare_call b;
+  bare_setup(&b);
+  median_calls_us(call_gate, &c, bare_us ? call_bare : NULL, &b, inside_us, bare_us);
   CUevent e0, e1;
   cu.EventCreate(&e0, 0);
   cu.EventCreate(&e1, 0);
@@ -487,50 +548,6 @@ static void host_cost(kda_context *ctx, double *inside_us, double *enqueue_us, d
   cu.MemFree((CUdeviceptr)(uintptr_t)g);
   cu.MemFree((CUdeviceptr)(uintptr_t)out);
   cu.MemFree((CUdeviceptr)(uintptr_t)al);
-}
-
-typedef struct bare_call {
-  const CUlaunchConfig *lc;
-  void **params;
-} bare_call;
-
-static void call_bare(void *p) {
-  const bare_call *b = p;
-  CUresult r = cu.LaunchKernelEx ? cu.LaunchKernelEx(b->lc, g_bare, b->params, NULL)
-                                 : cu.LaunchKernel(g_bare, b->lc->gridDimX, 1, 1, b->lc->blockDimX,
-                                                   1, 1, 0, g_stream, b->params, NULL);
-  if (r != CUDA_SUCCESS) cuda_check(&cu, r, "bare launch");
-}
-
-/* The driver's own launch cost on this machine: an empty kernel with the
- * same 12 parameters as host_cost's call, launched like the library
- * launches (cuLaunchKernelEx with programmatic stream serialization where
- * the driver has it), timed the same way: median over 100k launches in
- * rounds of 250 after a synchronisation. A reference for how fast this
- * VM's driver launches, not an exact floor: the empty kernel leaves the
- * GPU idle between launches, and on the H100 VM it read 2.75 us where the
- * library's whole call read 2.44. */
-static double bare_launch_cost(void) {
-  void *p = NULL;
-  float scale = 1, lb = 0;
-  long long T = 512, cps = 8;
-  unsigned rows = 0;
-  void *params[] = {&p, &p, &p, &p, &scale, &lb, &p, &p, &p, &T, &cps, &rows};
-  CUlaunchAttribute attr;
-  memset(&attr, 0, sizeof attr);
-  attr.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
-  attr.value.programmaticStreamSerializationAllowed = 1;
-  CUlaunchConfig lc;
-  memset(&lc, 0, sizeof lc);
-  lc.gridDimX = 64;
-  lc.gridDimY = lc.gridDimZ = 1;
-  lc.blockDimX = 128;
-  lc.blockDimY = lc.blockDimZ = 1;
-  lc.hStream = g_stream;
-  lc.attrs = &attr;
-  lc.numAttrs = 1;
-  bare_call b = {&lc, params};
-  return median_call_us(call_bare, &b);
 }
 
 /* Device chunk-table build for 256 ragged sequences: GPU time per build
@@ -740,15 +757,17 @@ int main(int argc, char **argv) {
   kda_context_get_device_info(ctx, &g_info);
   if (host_only) {
     double inside = 0, enq = 0, gpu = 0;
-    host_cost(heur, &inside, &enq, &gpu);
+    host_cost(heur, &inside, &enq, &gpu, NULL);
     printf("%s: host cost per warm call (tuning off): %.3f us median inside "
            "kda_gate_chunk_cumsum; %.3f us per call over 100k enqueues\n",
            g_info.name, inside, enq);
-    host_cost(ctx, &inside, &enq, &gpu);
+    /* --host-only loads no module of its own (it also runs on the tests'
+     * stand-in driver), so no bare launch to compare with. */
+    host_cost(ctx, &inside, &enq, &gpu, NULL);
     printf("%s: host cost per warm call (tuned-slot path): %.3f us median inside "
            "kda_gate_chunk_cumsum; %.3f us per call over 100k enqueues\n",
            g_info.name, inside, enq);
-    host_cost(plain, &inside, &enq, &gpu);
+    host_cost(plain, &inside, &enq, &gpu, NULL);
     printf("%s: host cost per warm call (tuned-slot path, launch overlap off): %.3f us median "
            "inside kda_gate_chunk_cumsum; %.3f us per call over 100k enqueues\n",
            g_info.name, inside, enq);
@@ -806,9 +825,9 @@ int main(int argc, char **argv) {
   printf("\nprogrammatic dependent launch still on after the rows: tuned context %s, heuristic "
          "context %s\n", st_tuned.launch_overlap_active ? "yes" : "NO",
          st_heur.launch_overlap_active ? "yes" : "NO");
-  host_cost(plain, &plain_inside, &plain_enq, &plain_gpu);
-  host_cost(ctx, &inside, &enq, &gpu);
-  const double bare = bare_launch_cost();
+  double bare = 0;
+  host_cost(plain, &plain_inside, &plain_enq, &plain_gpu, NULL);
+  host_cost(ctx, &inside, &enq, &gpu, &bare);
   chunk_table_cost(ctx, &tab_steady, &tab_single);
   printf("\nhost cost per warm call (T=512 H=4): %.2f us median inside kda_gate_chunk_cumsum "
          "(queue never full); 100k enqueues then one sync: %.2f us per call wall, %.2f us per "
@@ -817,10 +836,11 @@ int main(int argc, char **argv) {
   printf("  with launch overlap off (plain cuLaunchKernel): %.2f us median inside; %.2f us per "
          "call wall, %.2f us per call GPU\n",
          plain_inside, plain_enq, plain_gpu);
-  printf("  the driver alone on this machine (an empty kernel with the same 12 parameters, %s): "
-         "%.2f us median per launch\n",
+  printf("  the driver alone on this machine (an empty kernel with the same 12 parameters, %s; "
+         "in rounds alternating with the calls above): %.2f us median per launch, so the "
+         "library's share is %.2f us\n",
          cu.LaunchKernelEx ? "cuLaunchKernelEx + programmatic serialization" : "cuLaunchKernel",
-         bare);
+         bare, inside - bare);
   printf("device chunk-table build, 256 sequences (%s): %.2f us steady state, %.2f us single\n",
          "no host sync", tab_steady, tab_single);
   /* Cold and warm start share a database of their own, new for this run. */
@@ -855,8 +875,9 @@ int main(int argc, char **argv) {
           g_info.name, g_info.driver_version, g_info.nvrtc_major, g_info.nvrtc_minor, kda_version(), bw);
   fprintf(f, "  \"host_us_per_call_inside\": %.3f,\n  \"host_us_per_call_enqueue\": %.3f,\n"
              "  \"gpu_us_per_call_host_row\": %.3f,\n  \"chunk_table_256_us_steady\": %.3f,\n"
-             "  \"chunk_table_256_us_single\": %.3f,\n  \"host_us_bare_driver_launch\": %.3f,\n",
-          inside, enq, gpu, tab_steady, tab_single, bare);
+             "  \"chunk_table_256_us_single\": %.3f,\n  \"host_us_bare_driver_launch\": %.3f,\n"
+             "  \"host_us_library_share\": %.3f,\n",
+          inside, enq, gpu, tab_steady, tab_single, bare, inside - bare);
   fprintf(f, "  \"launch_overlap\": \"auto (programmatic dependent launch) in every row but the "
              "plain_launch fields\",\n  \"launch_overlap_active_after_rows\": {\"tuned\": %s, "
              "\"heuristic\": %s},\n  \"host_us_per_call_inside_plain_launch\": %.3f,\n"
