@@ -386,7 +386,7 @@ typedef struct kda_gate_args {
    *  the time at 16M elements on the H100, docs/PERFORMANCE.md), and the
    *  short chunks (each sequence's last, short sequences) are packed
    *  several to a block instead of one mostly idle block each (with 128
-   *  sequences in 8192 tokens: 94.4-94.9% of copy bandwidth, against
+   *  sequences in 8192 tokens: 94.4-95.0% of copy bandwidth, against
    *  89.2-89.7% through the table). The host spends O(num_seqs + chunks) on it per call. A
    *  larger batch uses chunk_indices as if this field were NULL. */
   const void *cu_seqlens_host;
