@@ -59,6 +59,7 @@ int cuda_api_load(cuda_api *api, int device, char *why, size_t why_size) {
   if (r == CUDA_SUCCESS) r = api->DeviceGet(&dev, device);
   if (r == CUDA_SUCCESS) r = api->PrimaryCtxRetain(&ctx, dev);
   if (r == CUDA_SUCCESS) r = api->CtxSetCurrent(ctx);
+  if (r == CUDA_SUCCESS) api->ctx = ctx;
   if (r != CUDA_SUCCESS) {
     const char *name = "?";
     api->GetErrorName(r, &name);

@@ -37,6 +37,9 @@ typedef struct cuda_api {
   CUresult (*LaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned,
                            unsigned, unsigned, CUstream, void **, void **);
   CUresult (*GetErrorName)(CUresult, const char **);
+  /* The device's primary context, current on the loading thread; other
+   * threads make it current with CtxSetCurrent. */
+  CUcontext ctx;
   /* NULL on a driver without it (before CUDA 12.0). */
   CUresult (*LaunchKernelEx)(const CUlaunchConfig *, CUfunction, void **, void **);
 } cuda_api;

@@ -8,6 +8,7 @@
  * would leave dirty lines whose write-back is charged to the kernel). */
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <spawn.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -33,7 +34,8 @@ extern char **environ;
 #define SINGLES 15
 
 static cuda_api cu;
-static CUstream g_stream;
+/* Per thread: --host-threads gives each worker a stream of its own. */
+static _Thread_local CUstream g_stream;
 static CUfunction g_flush;
 /* An empty kernel with gate_cumsum's 12 parameters: a reference for the
  * driver's own cost of a launch on this machine (bare_setup). */
@@ -608,6 +610,53 @@ static void chunk_table_cost(kda_context *ctx, double *steady, double *single) {
   cu.MemFree((CUdeviceptr)(uintptr_t)d_out);
 }
 
+/* --host-threads N: N threads of one process call into one context at
+ * once, each on a stream of its own, as the threads of a server that
+ * serves several streams do; each measures host_cost. */
+typedef struct host_worker {
+  kda_context *ctx;
+  pthread_barrier_t *start;
+  pthread_t thread;
+  double inside, enqueue, gpu;
+} host_worker;
+
+static void *host_worker_main(void *p) {
+  host_worker *w = p;
+  cuda_check(&cu, cu.CtxSetCurrent(cu.ctx), "cuCtxSetCurrent (worker)");
+  cuda_check(&cu, cu.StreamCreate(&g_stream, CU_STREAM_NON_BLOCKING), "cuStreamCreate (worker)");
+  pthread_barrier_wait(w->start);
+  host_cost(w->ctx, &w->inside, &w->enqueue, &w->gpu, NULL);
+  cu.StreamDestroy(g_stream);
+  return NULL;
+}
+
+static void host_cost_threads(kda_context *ctx, int n) {
+  host_worker *w = calloc((size_t)n, sizeof *w);
+  pthread_barrier_t start;
+  pthread_barrier_init(&start, NULL, (unsigned)n);
+  for (int i = 0; i < n; ++i) {
+    w[i].ctx = ctx;
+    w[i].start = &start;
+    if (pthread_create(&w[i].thread, NULL, host_worker_main, &w[i]) != 0) {
+      fprintf(stderr, "pthread_create failed\n");
+      exit(1);
+    }
+  }
+  double lo = 1e30, hi = 0, sum = 0;
+  for (int i = 0; i < n; ++i) {
+    pthread_join(w[i].thread, NULL);
+    lo = w[i].inside < lo ? w[i].inside : lo;
+    hi = w[i].inside > hi ? w[i].inside : hi;
+    sum += w[i].inside;
+  }
+  pthread_barrier_destroy(&start);
+  printf("%s: host cost per warm call (tuned-slot path), %d threads on one context, a stream "
+         "each: %.3f us median inside kda_gate_chunk_cumsum (mean of the threads' medians; "
+         "%.3f-%.3f)\n",
+         g_info.name, n, sum / n, lo, hi);
+  free(w);
+}
+
 /* --child-start: what a fresh server process pays from context creation
  * (on a CUDA context it already has) to its first finished result. */
 static int child_start(void) {
@@ -682,7 +731,7 @@ int main(int argc, char **argv) {
   const char *json_dir = "bench/results";
   const char *db = NULL;
   double budget_ms = 1000;
-  int quick = 0, host_only = 0;
+  int quick = 0, host_only = 0, host_threads = 0;
   const char *groups = NULL;
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "--json-dir") && i + 1 < argc) {
@@ -693,6 +742,13 @@ int main(int argc, char **argv) {
       groups = argv[++i];
     } else if (!strcmp(argv[i], "--host-only")) {
       host_only = 1;
+    } else if (!strcmp(argv[i], "--host-threads") && i + 1 < argc) {
+      host_only = 1;
+      host_threads = atoi(argv[++i]);
+      if (host_threads < 1 || host_threads > 256) {
+        fprintf(stderr, "--host-threads: 1 to 256\n");
+        return 2;
+      }
     } else if (!strcmp(argv[i], "--db") && i + 1 < argc) {
       db = argv[++i];
     } else if (!strcmp(argv[i], "--budget-ms") && i + 1 < argc) {
@@ -713,7 +769,9 @@ int main(int argc, char **argv) {
                       "                  the extra groups more, more-varlen and more-host (batches,\n"
                       "                  a partial chunk, 32-128 sequences) run only when named\n"
                       "  --host-only     only the host cost of a warm call (also runs on the\n"
-                      "                  tests' stand-in driver: KDA_LIBCUDA=.../libkda_fake_cuda.so)\n");
+                      "                  tests' stand-in driver: KDA_LIBCUDA=.../libkda_fake_cuda.so)\n"
+                      "  --host-threads N  --host-only, then N threads calling at once into one\n"
+                      "                  context, a stream each\n");
       return strcmp(argv[i], "--help") ? 2 : 0;
     }
   }
@@ -771,6 +829,7 @@ int main(int argc, char **argv) {
     printf("%s: host cost per warm call (tuned-slot path, launch overlap off): %.3f us median "
            "inside kda_gate_chunk_cumsum; %.3f us per call over 100k enqueues\n",
            g_info.name, inside, enq);
+    if (host_threads > 0) host_cost_threads(ctx, host_threads);
     kda_context_destroy(plain);
     kda_context_destroy(ctx);
     kda_context_destroy(heur);
