@@ -1,12 +1,22 @@
-/* Single-flight cache of loaded kernels. One mutex guards the table; a build
- * (NVRTC compile + module load, tens to hundreds of milliseconds) always runs
- * with the mutex released, so other specializations proceed while it does.
- * Callers of the spec being built wait on that entry's condition variable.
- * Entries are never removed before destroy, so a pointer to one stays valid
- * across unlock/relock. */
+/* Single-flight cache of loaded kernels. One mutex guards every change to
+ * the table; a build (NVRTC compile + module load, tens to hundreds of
+ * milliseconds) always runs with the mutex released, so other
+ * specializations proceed while it does. Callers of the spec being built
+ * wait on that entry's condition variable. Entries are never removed before
+ * destroy, so a pointer to one stays valid across unlock/relock.
+ *
+ * A warm call takes no lock: READY is final (an entry goes BUILDING ->
+ * READY or FAILED, FAILED -> BUILDING, never out of READY), an entry's spec,
+ * hash and next are written before it is published at its bucket's head
+ * (release), and its function and config before its state becomes READY
+ * (release). A reader that finds a READY entry (acquire) may use those
+ * fields without the mutex; anything else takes the locked path. This keeps
+ * the threads of a server that launch on several streams from queueing on
+ * one mutex for every call. */
 #include "module_cache.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +35,7 @@ typedef struct kda__cache_entry {
   struct kda__cache_entry *next;
   kda__spec spec;
   uint64_t hash;
-  kda__entry_state state;
+  _Atomic int state; /* kda__entry_state */
   /* Incremented when a build finishes, so a waiter can tell "the build I
    * waited for ended" from "someone started a retry". */
   uint64_t builds_done;
@@ -40,7 +50,7 @@ typedef struct kda__cache_entry {
 struct kda__module_cache {
   pthread_mutex_t lock;
   size_t ready;
-  kda__cache_entry *buckets[KDA__CACHE_BUCKETS];
+  _Atomic(kda__cache_entry *) buckets[KDA__CACHE_BUCKETS];
 };
 
 kda_status kda__cache_create(kda__module_cache **out) {
@@ -60,10 +70,11 @@ kda_status kda__cache_create(kda__module_cache **out) {
 void kda__cache_destroy(kda__module_cache *cache, kda__unload_fn unload, void *user) {
   if (cache == NULL) return;
   for (size_t b = 0; b < KDA__CACHE_BUCKETS; ++b) {
-    kda__cache_entry *e = cache->buckets[b];
+    kda__cache_entry *e = atomic_load_explicit(&cache->buckets[b], memory_order_relaxed);
     while (e != NULL) {
       kda__cache_entry *next = e->next;
-      if (e->state == KDA__ENTRY_READY && unload != NULL) unload(user, e->module);
+      if (atomic_load_explicit(&e->state, memory_order_relaxed) == KDA__ENTRY_READY && unload != NULL)
+        unload(user, e->module);
       free(e->fail_message);
       pthread_cond_destroy(&e->done);
       free(e);
@@ -74,10 +85,23 @@ void kda__cache_destroy(kda__module_cache *cache, kda__unload_fn unload, void *u
   free(cache);
 }
 
-/* Caller holds the lock. */
+/* With or without the lock: the chain from a bucket's head only grows at
+ * the head, and an entry's spec, hash and next never change once it is
+ * there. */
 static kda__cache_entry *find(kda__module_cache *cache, const kda__spec *spec, uint64_t hash) {
-  for (kda__cache_entry *e = cache->buckets[hash & (KDA__CACHE_BUCKETS - 1)]; e; e = e->next)
+  for (kda__cache_entry *e = atomic_load_explicit(&cache->buckets[hash & (KDA__CACHE_BUCKETS - 1)],
+                                                  memory_order_acquire);
+       e; e = e->next)
     if (e->hash == hash && memcmp(&e->spec, spec, sizeof *spec) == 0) return e;
+  return NULL;
+}
+
+/* The entry of spec if it is READY, found without the lock. */
+static kda__cache_entry *find_ready(kda__module_cache *cache, const kda__spec *spec,
+                                    uint64_t hash) {
+  kda__cache_entry *e = find(cache, spec, hash);
+  if (e != NULL && atomic_load_explicit(&e->state, memory_order_acquire) == KDA__ENTRY_READY)
+    return e;
   return NULL;
 }
 
@@ -91,10 +115,10 @@ static kda__cache_entry *insert(kda__module_cache *cache, const kda__spec *spec,
   }
   e->spec = *spec;
   e->hash = hash;
-  e->state = KDA__ENTRY_BUILDING;
-  kda__cache_entry **head = &cache->buckets[hash & (KDA__CACHE_BUCKETS - 1)];
-  e->next = *head;
-  *head = e;
+  atomic_init(&e->state, KDA__ENTRY_BUILDING);
+  _Atomic(kda__cache_entry *) *head = &cache->buckets[hash & (KDA__CACHE_BUCKETS - 1)];
+  e->next = atomic_load_explicit(head, memory_order_relaxed);
+  atomic_store_explicit(head, e, memory_order_release);
   return e;
 }
 
@@ -126,7 +150,7 @@ static kda_status build_entry(kda__module_cache *cache, kda__cache_entry *e,
     e->module = module;
     e->function = fn;
     e->config = cfg;
-    e->state = KDA__ENTRY_READY;
+    atomic_store_explicit(&e->state, KDA__ENTRY_READY, memory_order_release);
     cache->ready++;
     *function = fn;
     if (config != NULL) *config = cfg;
@@ -134,7 +158,7 @@ static kda_status build_entry(kda__module_cache *cache, kda__cache_entry *e,
     free(e->fail_message);
     e->fail_message = message;
     e->fail_status = s;
-    e->state = KDA__ENTRY_FAILED;
+    atomic_store_explicit(&e->state, KDA__ENTRY_FAILED, memory_order_relaxed);
   }
   pthread_cond_broadcast(&e->done);
   return s;
@@ -159,10 +183,17 @@ static kda_status cache_get(kda__module_cache *cache, const kda__spec *spec,
     return kda__fail(KDA_ERROR_NULL_POINTER, "kda__cache_get: a required argument is NULL");
   *function = NULL;
   const uint64_t hash = kda__spec_hash(spec);
+  kda__cache_entry *e = find_ready(cache, spec, hash);
+  if (e != NULL) {
+    *function = e->function;
+    if (config != NULL) *config = e->config;
+    if (hit != NULL) *hit = 1;
+    return KDA_OK;
+  }
 
   pthread_mutex_lock(&cache->lock);
-  kda__cache_entry *e = find(cache, spec, hash);
-  if (e != NULL && e->state == KDA__ENTRY_READY) {
+  e = find(cache, spec, hash);
+  if (e != NULL && atomic_load_explicit(&e->state, memory_order_relaxed) == KDA__ENTRY_READY) {
     *function = e->function;
     if (config != NULL) *config = e->config;
     pthread_mutex_unlock(&cache->lock);
@@ -178,15 +209,15 @@ static kda_status cache_get(kda__module_cache *cache, const kda__spec *spec,
       return kda__fail(KDA_ERROR_OUT_OF_MEMORY, "out of memory adding a module cache entry");
     }
     s = build_entry(cache, e, b, function, config);
-  } else if (e->state == KDA__ENTRY_FAILED) {
+  } else if (atomic_load_explicit(&e->state, memory_order_relaxed) == KDA__ENTRY_FAILED) {
     /* The previous attempt failed; this caller retries it. */
-    e->state = KDA__ENTRY_BUILDING;
+    atomic_store_explicit(&e->state, KDA__ENTRY_BUILDING, memory_order_relaxed);
     s = build_entry(cache, e, b, function, config);
   } else {
     /* BUILDING by another thread: wait for that build, and only that one. */
     const uint64_t seen = e->builds_done;
     while (e->builds_done == seen) pthread_cond_wait(&e->done, &cache->lock);
-    if (e->state == KDA__ENTRY_READY) {
+    if (atomic_load_explicit(&e->state, memory_order_relaxed) == KDA__ENTRY_READY) {
       *function = e->function;
       if (config != NULL) *config = e->config;
       s = KDA_OK;
@@ -219,14 +250,11 @@ int kda__cache_peek(kda__module_cache *cache, const kda__spec *spec, CUfunction 
 int kda__cache_peek_cfg(kda__module_cache *cache, const kda__spec *spec, CUfunction *function,
                         kda__config *config) {
   if (cache == NULL || spec == NULL) return 0;
-  const uint64_t hash = kda__spec_hash(spec);
-  pthread_mutex_lock(&cache->lock);
-  kda__cache_entry *e = find(cache, spec, hash);
-  int ready = e != NULL && e->state == KDA__ENTRY_READY;
-  if (ready && function != NULL) *function = e->function;
-  if (ready && config != NULL) *config = e->config;
-  pthread_mutex_unlock(&cache->lock);
-  return ready;
+  const kda__cache_entry *e = find_ready(cache, spec, kda__spec_hash(spec));
+  if (e == NULL) return 0;
+  if (function != NULL) *function = e->function;
+  if (config != NULL) *config = e->config;
+  return 1;
 }
 
 size_t kda__cache_size(kda__module_cache *cache) {
