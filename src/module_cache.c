@@ -105,6 +105,12 @@ static kda__cache_entry *find_ready(kda__module_cache *cache, const kda__spec *s
   return NULL;
 }
 
+/* A READY entry's outputs (either may be NULL). */
+static void take(const kda__cache_entry *e, CUfunction *function, kda__config *config) {
+  if (function != NULL) *function = e->function;
+  if (config != NULL) *config = e->config;
+}
+
 /* Caller holds the lock. A new entry starts BUILDING: its creator builds it. */
 static kda__cache_entry *insert(kda__module_cache *cache, const kda__spec *spec, uint64_t hash) {
   kda__cache_entry *e = calloc(1, sizeof *e);
@@ -185,8 +191,7 @@ static kda_status cache_get(kda__module_cache *cache, const kda__spec *spec,
   const uint64_t hash = kda__spec_hash(spec);
   kda__cache_entry *e = find_ready(cache, spec, hash);
   if (e != NULL) {
-    *function = e->function;
-    if (config != NULL) *config = e->config;
+    take(e, function, config);
     if (hit != NULL) *hit = 1;
     return KDA_OK;
   }
@@ -194,8 +199,7 @@ static kda_status cache_get(kda__module_cache *cache, const kda__spec *spec,
   pthread_mutex_lock(&cache->lock);
   e = find(cache, spec, hash);
   if (e != NULL && atomic_load_explicit(&e->state, memory_order_relaxed) == KDA__ENTRY_READY) {
-    *function = e->function;
-    if (config != NULL) *config = e->config;
+    take(e, function, config);
     pthread_mutex_unlock(&cache->lock);
     if (hit != NULL) *hit = 1;
     return KDA_OK;
@@ -218,8 +222,7 @@ static kda_status cache_get(kda__module_cache *cache, const kda__spec *spec,
     const uint64_t seen = e->builds_done;
     while (e->builds_done == seen) pthread_cond_wait(&e->done, &cache->lock);
     if (atomic_load_explicit(&e->state, memory_order_relaxed) == KDA__ENTRY_READY) {
-      *function = e->function;
-      if (config != NULL) *config = e->config;
+      take(e, function, config);
       s = KDA_OK;
     } else {
       s = kda__fail(e->fail_status, "concurrent build of this specialization failed: %s",
@@ -252,8 +255,7 @@ int kda__cache_peek_cfg(kda__module_cache *cache, const kda__spec *spec, CUfunct
   if (cache == NULL || spec == NULL) return 0;
   const kda__cache_entry *e = find_ready(cache, spec, kda__spec_hash(spec));
   if (e == NULL) return 0;
-  if (function != NULL) *function = e->function;
-  if (config != NULL) *config = e->config;
+  take(e, function, config);
   return 1;
 }
 
