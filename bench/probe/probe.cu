@@ -148,10 +148,13 @@ int main(int argc, char **argv) {
   // the base variant loads its sequence bounds after the table row (the
   // kernel's path for batches of 32 sequences or more; v8's only path).
   const bool varlen_only = getenv("PROBE_VARLEN_ONLY") && !strcmp(getenv("PROBE_VARLEN_ONLY"), "1");
+  // PROBE_WITH_DENSE=1 (with PROBE_VARLEN_ONLY=1): also dense T=8192 H=16,
+  // the varlen rows' dense counterpart (the varlen build has its blocks).
+  const bool with_dense = getenv("PROBE_WITH_DENSE") && !strcmp(getenv("PROBE_WITH_DENSE"), "1");
   const bool base_dependent =
       getenv("PROBE_BASE_DEPENDENT_BOUNDS") && !strcmp(getenv("PROBE_BASE_DEPENDENT_BOUNDS"), "1");
   for (const shape &sh : shapes) {
-    if (varlen_only && !sh.nseq) continue;
+    if (varlen_only && !sh.nseq && !(with_dense && sh.T == 8192 && sh.H == 16 && sh.chunk == 64)) continue;
     // ncu: the small and the large shape, or with PROBE_NCU_VARLEN=1 the
     // dense and the ragged varlen T=8192 H=16 side by side.
     const bool ncu_varlen = getenv("PROBE_NCU_VARLEN") && !strcmp(getenv("PROBE_NCU_VARLEN"), "1");
@@ -186,6 +189,22 @@ int main(int argc, char **argv) {
     }
     for (size_t q = 0; q + 1 < cu.size(); ++q)
       for (int j = 0; j * BT < cu[q + 1] - cu[q]; ++j) { ci.push_back((int)q); ci.push_back(j); }
+    // PROBE_TABLE_ORDER=partial-first / partial-last: the table's partial
+    // chunks (each sequence's last, when short) moved ahead of / behind the
+    // whole ones, each group in its own order (the builders write sequence
+    // order).
+    if (const char *ord = getenv("PROBE_TABLE_ORDER")) {
+      const bool first_ = !strcmp(ord, "partial-first");
+      std::vector<int> part, whole;
+      for (size_t r = 0; r + 1 < ci.size(); r += 2) {
+        const long long t0 = cu[ci[r]] + (long long)ci[r + 1] * BT;
+        std::vector<int> &dst = cu[ci[r] + 1] - t0 < BT ? part : whole;
+        dst.push_back(ci[r]);
+        dst.push_back(ci[r + 1]);
+      }
+      ci = first_ ? part : whole;
+      ci.insert(ci.end(), (first_ ? whole : part).begin(), (first_ ? whole : part).end());
+    }
     const long long nchunks = (long long)ci.size() / 2;
     int *d_cu = nullptr, *d_ci = nullptr;
     if (sh.nseq) {

@@ -21,9 +21,25 @@ static void launch(const void *g, float *out, const float *alog, const float *bi
   cfg.numAttrs = PROBE_PDL ? 1 : 0;
   const unsigned short *gp = (const unsigned short *)g;
   const int *none = nullptr;
-  cudaLaunchKernelEx(&cfg,
-                     kda::gate_cumsum<2, 0, H, K, BT, 1, 1, 1, 1, 0, 0, VARLEN, 3, VEC, TX, SEG>,
-                     gp, out, alog, bias, 1.0f, 0.0f, cu, ci, none, T, aux, kda::host_plan<1>{{0u}});
+  auto kernel = kda::gate_cumsum<2, 0, H, K, BT, 1, 1, 1, 1, 0, 0, VARLEN, 3, VEC, TX, SEG>;
+#ifdef PROBE_CAP_BLOCKS
+  // At most PROBE_CAP_BLOCKS resident blocks per SM: each block takes a
+  // share of the SM's shared memory (1 KB of it reserved per block).
+  static int dyn = -1;
+  if (dyn < 0) {
+    int dev = 0, smem_sm = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&smem_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev);
+    cudaFuncAttributes fa;
+    cudaFuncGetAttributes(&fa, kernel);
+    dyn = smem_sm / PROBE_CAP_BLOCKS - 1024 - (int)fa.sharedSizeBytes;
+    if (dyn < 0) dyn = 0;
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dyn);
+  }
+  cfg.dynamicSmemBytes = (size_t)dyn;
+#endif
+  cudaLaunchKernelEx(&cfg, kernel, gp, out, alog, bias, 1.0f, 0.0f, cu, ci, none, T, aux,
+                     kda::host_plan<1>{{0u}});
 }
 
 #define PROBE_TS(H)                                                                            \
@@ -41,7 +57,7 @@ static void launch(const void *g, float *out, const float *alog, const float *bi
   {H, BT, V, 16, 16, launch<H, BT, V, 16, 16>}, {H, BT, V, 16, 32, launch<H, BT, V, 16, 32>}
 
 #ifdef PROBE_VARLEN_BUILD  // the varlen block shapes alone: a quick build for PROBE_VARLEN_ONLY=1
-probe_entry PROBE_TABLE[] = {PROBE_SOME(16, 64, 1), {0, 0, 0, 0, 0, nullptr}};
+probe_entry PROBE_TABLE[] = {PROBE_SOME(16, 64, 1), PROBE_SOME(16, 64, 0), {0, 0, 0, 0, 0, nullptr}};
 #else
 probe_entry PROBE_TABLE[] = {PROBE_TS(4),           PROBE_TS(8),           PROBE_TS(16),
                              PROBE_TS(32),          PROBE_SOME(16, 64, 1), PROBE_SOME(32, 128, 0),
