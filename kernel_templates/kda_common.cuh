@@ -41,10 +41,8 @@ template <> __device__ __forceinline__ unsigned short from_float<DT_BF16>(float 
 // Varlen mode 2: the host passes the batch's chunks in the launch, for
 // batches of at most HOST_ROWS chunks (KDA_MAX_HOST_ROWS in kda.h). Kernel
 // parameters live in a constant bank: a block reads its rows through the
-// constant cache, with no global round trip ahead of its data loads (a
-// round trip that the launch's first and last rounds of blocks cannot hide;
-// docs/perf-notes.md, "Chunk rows as a launch parameter" and "Ninth
-// session").
+// constant cache instead of a global load queued behind the other blocks'
+// streaming loads (docs/perf-notes.md, "Chunk rows as a launch parameter").
 //  r[i]:   chunk i's first row << 8 | (rows - 1);
 //  slots[b]: chunk slot b's first chunk (low byte) and the granules at which
 //          its chunks start (high byte, bit q: granule q).
