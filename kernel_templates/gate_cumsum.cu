@@ -207,11 +207,20 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
   static_assert(HK % VEC == 0, "VEC must divide H*K");
   static_assert(CUMSUM || GATE != GATE_NONE, "nothing to do");
 
-  grid_dependency_wait();
-  grid_dependents_launch();
-
   const long long n = (long long)blockIdx.x / NCB;  // chunk (chunk slot in mode 2)
   const int chb = (int)(blockIdx.x % NCB);          // channel block
+
+  // Varlen mode 3 reads its chunk's row from a kda_chunk_plan before the
+  // wait: only the library's builder writes a plan, and the first kernel to
+  // read it after a build starts when the build has completed (launched
+  // without overlap, src/launch.c), so no kernel that may still run writes
+  // it. A caller's table (mode 1) may be written by the kernel just before,
+  // so it is read after the wait, where every block of the launch's first
+  // round pays its round trip (docs/perf-notes.md, tenth session).
+  int plan_row0 = 0, plan_len = 0;
+  if constexpr (VARLEN == 3) load_plan_row(chunk_indices + 2 * n, plan_row0, plan_len);
+  grid_dependency_wait();
+  grid_dependents_launch();
   const int tx = (int)(threadIdx.x % TX);
   const int s = (int)(threadIdx.x / TX);
 
@@ -246,6 +255,15 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
     row0 = (row0 > T ? T : row0) - (long long)(seg_lo * L);
     const int l = (int)(e & 255u) + 1 + seg_lo * L;
     len = l > BT ? BT : l;
+  } else if constexpr (VARLEN == 3) {
+    // Clamped as the table's rows are: a damaged plan must not move the
+    // kernel outside [0, T). An unused slot has no rows.
+    const long long r0 = plan_row0 < 0 ? 0 : (plan_row0 > T ? T : (long long)plan_row0);
+    const long long left = T - r0;
+    const int l = plan_len > BT ? BT : plan_len;
+    len = left < (long long)l ? (int)left : l;
+    if (len <= 0) return;
+    row0 = r0;
   } else if constexpr (VARLEN != 0) {
     // Varlen: a block needs its table row, then its sequence's bounds, before
     // it can address any data. For batches of fewer sequences than a warp has

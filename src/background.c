@@ -44,7 +44,9 @@ static kda_gate_args shape_of(const kda_gate_args *a) {
   s.num_chunks_device = NULL;
   /* Non-NULL: "the host-rows specialization" (kda_prewarm does not read it). */
   s.cu_seqlens_host = a->cu_seqlens_host ? (const void *)(uintptr_t)1 : NULL;
-  if (a->cu_seqlens == NULL) s.num_seqs = 0;
+  /* Non-NULL: "the chunk-plan specialization" (kda_prewarm builds its own). */
+  s.chunk_plan = a->chunk_plan ? (const kda_chunk_plan *)(uintptr_t)1 : NULL;
+  if (a->cu_seqlens == NULL && a->chunk_plan == NULL) s.num_seqs = 0;
   return s;
 }
 

@@ -73,6 +73,11 @@ void kda__context_store_unlock(kda_context *ctx);
  * into a status naming `what`. */
 kda_status kda__context_launch(kda_context *ctx, CUfunction fn, unsigned grid, unsigned threads,
                                CUstream stream, void **params, const char *what);
+/* The same without programmatic overlap: the kernel starts only after
+ * everything before it in the stream has completed (chunk plans). */
+kda_status kda__context_launch_plain(kda_context *ctx, CUfunction fn, unsigned grid,
+                                     unsigned threads, CUstream stream, void **params,
+                                     const char *what);
 /* Says once that the driver refused programmatic dependent launch for
  * `what` (a kernel call or a tuning run) and that ctx launches plainly now. */
 void kda__context_overlap_refused(kda_context *ctx, const char *what);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chunk_plan.h"
 #include "error.h"
 
 static const char *op_name(kda__op op) {
@@ -62,6 +63,16 @@ kda_status kda__shape_host_seqlens(kda_gate_args *a, void **owned) {
   a->cu_seqlens_host = buf;
   *owned = buf;
   return KDA_OK;
+}
+
+void kda__plan_table_args(const kda__launch_plan *plan, const kda_gate_args *a, const void **cu,
+                          const void **ci, const void **nd) {
+  const int v = plan->spec.varlen;
+  *cu = v == 1 || v == 2 ? a->cu_seqlens : NULL;
+  *ci = v == 1 ? (const void *)a->chunk_indices
+        : v == 3 ? (const void *)(uintptr_t)a->chunk_plan->rows
+                 : NULL;
+  *nd = v == 1 ? (const void *)a->num_chunks_device : NULL;
 }
 
 const void *kda__plan_rows_arg(const kda__launch_plan *plan) {
@@ -257,7 +268,26 @@ kda_status kda__plan_gate_op(kda__op op, const kda_gate_args *a, kda__launch_pla
     s->has_scale = a->has_scale != 0;
     s->reverse = a->reverse != 0;
     plan->seq_len = a->seq_len;
-    if (a->cu_seqlens != NULL) {
+    if (a->chunk_plan != NULL) {
+      /* Varlen mode 3: the plan stands for cu_seqlens and the table. Not
+       * dereferenced here (shape descriptions pass any non-NULL value);
+       * the call checks it against its batch (kda__chunk_plan_check). */
+      KDA__REQUIRE(a->batch == 1, KDA_ERROR_BAD_SHAPE,
+                   "%s: batch must be 1 with a chunk_plan (got %lld)", fn, (long long)a->batch);
+      KDA__REQUIRE(a->chunk_indices == NULL && a->num_chunks == 0 &&
+                       a->num_chunks_device == NULL && a->cu_seqlens_host == NULL,
+                   KDA_ERROR_INVALID_ARGUMENT,
+                   "%s: chunk_plan replaces chunk_indices, num_chunks, num_chunks_device and "
+                   "cu_seqlens_host: leave them NULL / 0", fn);
+      KDA__REQUIRE(a->seq_len <= INT32_MAX, KDA_ERROR_BAD_SHAPE,
+                   "%s: seq_len=%lld exceeds a chunk plan's 2^31-1 tokens", fn,
+                   (long long)a->seq_len);
+      KDA__REQUIRE(a->num_seqs >= 1 && a->num_seqs <= INT32_MAX - 1, KDA_ERROR_BAD_SHAPE,
+                   "%s: num_seqs=%lld is not in [1, 2^31-2]", fn, (long long)a->num_seqs);
+      s->varlen = 3;
+      plan->chunks_per_seq = a->num_seqs;
+      plan->num_chunks = kda_chunk_indices_capacity(a->seq_len, a->num_seqs, a->chunk_size);
+    } else if (a->cu_seqlens != NULL) {
       KDA__REQUIRE(a->batch == 1, KDA_ERROR_BAD_SHAPE,
                    "%s: batch must be 1 when cu_seqlens is given (got %lld)", fn,
                    (long long)a->batch);

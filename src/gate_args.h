@@ -37,6 +37,13 @@ typedef struct kda__launch_plan {
  * zero word (host_plan<1>) otherwise. */
 const void *kda__plan_rows_arg(const kda__launch_plan *plan);
 
+/* The kernel's cu_seqlens, chunk_indices and num_chunks_device arguments
+ * for a plan of args: the caller's pointers in the modes that read them, a
+ * chunk plan's rows in mode 3 (args->chunk_plan must be a real plan), NULL
+ * otherwise. */
+void kda__plan_table_args(const kda__launch_plan *plan, const kda_gate_args *a, const void **cu,
+                          const void **ci, const void **nd);
+
 /* Equal-length sequences, as kda_prewarm and kda_compile_offline describe a
  * varlen shape: entry i = i * total / num_seqs, in dtype (I32 or I64). buf
  * holds num_seqs + 1 entries. */

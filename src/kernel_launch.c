@@ -49,18 +49,32 @@ void kda__context_overlap_refused(kda_context *ctx, const char *what) {
            "plainly from now on", what);
 }
 
-kda_status kda__context_launch(kda_context *ctx, CUfunction fn, unsigned grid, unsigned threads,
-                               CUstream stream, void **params, const char *what) {
+static kda_status context_launch(kda_context *ctx, int overlap, CUfunction fn, unsigned grid,
+                                 unsigned threads, CUstream stream, void **params,
+                                 const char *what) {
   int refused = 0;
-  CUresult r = kda__launch_kernel(ctx->drv, &ctx->launch_overlap, &refused, fn, grid, threads,
-                                  stream, params);
+  CUresult r = kda__launch_kernel(ctx->drv, overlap ? &ctx->launch_overlap : NULL, &refused, fn,
+                                  grid, threads, stream, params);
   if (refused) kda__context_overlap_refused(ctx, what);
   if (r != CUDA_SUCCESS) {
     char call[96];
     snprintf(call, sizeof call, "cuLaunchKernel%s(%s)",
-             atomic_load_explicit(&ctx->launch_overlap, memory_order_relaxed) ? "Ex" : "", what);
+             overlap && atomic_load_explicit(&ctx->launch_overlap, memory_order_relaxed) ? "Ex"
+                                                                                        : "",
+             what);
     return kda__cu_status(ctx->drv, r, call, __FILE__, __LINE__);
   }
   atomic_fetch_add_explicit(&ctx->launches, 1, memory_order_relaxed);
   return KDA_OK;
+}
+
+kda_status kda__context_launch(kda_context *ctx, CUfunction fn, unsigned grid, unsigned threads,
+                               CUstream stream, void **params, const char *what) {
+  return context_launch(ctx, 1, fn, grid, threads, stream, params, what);
+}
+
+kda_status kda__context_launch_plain(kda_context *ctx, CUfunction fn, unsigned grid,
+                                     unsigned threads, CUstream stream, void **params,
+                                     const char *what) {
+  return context_launch(ctx, 0, fn, grid, threads, stream, params, what);
 }

@@ -1,7 +1,9 @@
 /* The kernel entry points: validate on the host, find (or tune, or
  * compile) the specialization, launch on the caller's stream. */
+#include <stdlib.h>
 #include <string.h>
 
+#include "chunk_plan.h"
 #include "context_internal.h"
 #include "error.h"
 #include "gate_args.h"
@@ -19,9 +21,46 @@ kda_gate_args kda_gate_args_default(void) {
   return a;
 }
 
+/* Launches a gate kernel that reads chunk plan p. The first such launch on
+ * the plan's build stream after a build goes plainly, so that it starts
+ * after the build has completed; every later one may overlap the kernel
+ * before it, since it starts after that first one (kda.h, "Chunk plans").
+ * The flag is cleared only once the plain launch is enqueued, under the
+ * plan's lock, so a concurrent caller on the same stream cannot slip an
+ * overlapping launch in ahead of it. */
+/* KDA_TEST_PLAN_ALWAYS_OVERLAP=1 (tools/gpu_check.sh's mutant) drops the
+ * plain launch, to show that test_gpu_kernels sees the stale plan it
+ * prevents. Read only where the plain launch would be taken. */
+static int test_always_overlap(void) {
+  const char *v = getenv("KDA_TEST_PLAN_ALWAYS_OVERLAP");
+  return v != NULL && strcmp(v, "1") == 0;
+}
+
+static kda_status launch_reading_plan(kda_context *ctx, kda_chunk_plan *p, CUfunction fn,
+                                      unsigned grid, unsigned threads, CUstream stream,
+                                      void **params) {
+  if (atomic_load_explicit(&p->plain_next, memory_order_acquire) && stream == p->build_stream &&
+      !test_always_overlap()) {
+    pthread_mutex_lock(&p->lock);
+    if (atomic_load_explicit(&p->plain_next, memory_order_relaxed)) {
+      kda_status st =
+          kda__context_launch_plain(ctx, fn, grid, threads, stream, params, "gate_cumsum");
+      if (st == KDA_OK) atomic_store_explicit(&p->plain_next, 0, memory_order_release);
+      pthread_mutex_unlock(&p->lock);
+      return st;
+    }
+    pthread_mutex_unlock(&p->lock);
+  }
+  return kda__context_launch(ctx, fn, grid, threads, stream, params, "gate_cumsum");
+}
+
 static kda_status launch_plan(kda_context *ctx, const kda__launch_plan *plan,
                               const kda_gate_args *a, kda_stream stream) {
   if (plan->num_chunks == 0) return KDA_OK; /* an empty varlen batch */
+  kda_chunk_plan *cp = plan->spec.varlen == 3 ? (kda_chunk_plan *)a->chunk_plan : NULL;
+  if (cp != NULL)
+    KDA__TRY(kda__chunk_plan_check(cp, "gate call", a->seq_len, a->num_seqs,
+                                   a->chunk_size));
   int pushed = 0;
   KDA__TRY(kda__context_enter(ctx, &pushed));
   CUfunction fn = NULL;
@@ -37,14 +76,15 @@ static kda_status launch_plan(kda_context *ctx, const kda__launch_plan *plan,
     const void *g = a->g;
     void *out = a->out;
     const void *A_log = a->A_log, *dt_bias = a->dt_bias;
-    const int table = plan->spec.varlen == 1;
-    const void *cu = plan->spec.varlen ? a->cu_seqlens : NULL;
-    const void *ci = table ? (const void *)a->chunk_indices : NULL;
-    const void *nd = table ? (const void *)a->num_chunks_device : NULL;
+    const void *cu = NULL, *ci = NULL, *nd = NULL;
+    kda__plan_table_args(plan, a, &cu, &ci, &nd);
     void *params[] = {&g,  &out, &A_log, &dt_bias, &scale, &lower_bound,
                       &cu, &ci,  &nd,    &T,       &cps,   (void *)kda__plan_rows_arg(plan)};
-    st = kda__context_launch(ctx, fn, (unsigned)grid, (unsigned)kda__config_threads(&spec),
-                             (CUstream)stream, params, "gate_cumsum");
+    const unsigned threads = (unsigned)kda__config_threads(&spec);
+    st = cp != NULL ? launch_reading_plan(ctx, cp, fn, (unsigned)grid, threads, (CUstream)stream,
+                                          params)
+                    : kda__context_launch(ctx, fn, (unsigned)grid, threads, (CUstream)stream,
+                                          params, "gate_cumsum");
   }
   kda__context_leave(ctx, pushed);
   return st;

@@ -22,6 +22,7 @@ kda_status kda__offline_spec(kda_kernel kernel, const kda_gate_args *args, kda__
     spec.kernel = KDA__KERNEL_CHUNK_INDICES;
     spec.idx_dtype = args->cu_seqlens_dtype;
     spec.chunk = args->chunk_size;
+    spec.varlen = args->chunk_plan != NULL ? 3 : 0; /* the chunk plan's builder */
     spec.cfg = kda__config_heuristic(&spec);
   } else {
     KDA__REQUIRE(kernel == KDA_KERNEL_GATE_CHUNK_CUMSUM || kernel == KDA_KERNEL_CHUNK_LOCAL_CUMSUM ||
@@ -33,8 +34,9 @@ kda_status kda__offline_spec(kda_kernel kernel, const kda_gate_args *args, kda__
     if (!a.g) a.g = (const void *)(uintptr_t)(UINT64_C(1) << 40);
     if (!a.out) a.out = (void *)(uintptr_t)(UINT64_C(1) << 44);
     if (!a.A_log && a.gate == KDA_GATE_SOFTPLUS) a.A_log = (const float *)(uintptr_t)(UINT64_C(1) << 46);
-    if (a.cu_seqlens && !a.chunk_indices) a.chunk_indices = (const int32_t *)(uintptr_t)(UINT64_C(1) << 47);
-    if (!a.cu_seqlens && a.num_seqs > 0) {
+    if (a.cu_seqlens && !a.chunk_indices && !a.chunk_plan)
+      a.chunk_indices = (const int32_t *)(uintptr_t)(UINT64_C(1) << 47);
+    if (!a.cu_seqlens && a.num_seqs > 0 && !a.chunk_plan) {
       /* A varlen shape described without pointers. */
       a.cu_seqlens = (const void *)(uintptr_t)(UINT64_C(1) << 45);
       a.chunk_indices = (const int32_t *)(uintptr_t)(UINT64_C(1) << 47);

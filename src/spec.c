@@ -32,7 +32,9 @@ const char *kda__spec_source_name(const kda__spec *spec) {
 int kda__spec_name(const kda__spec *spec, char *buf, size_t size) {
   int n;
   if (spec->kernel == KDA__KERNEL_CHUNK_INDICES) {
-    n = snprintf(buf, size, "kda::build_chunk_indices<%d,%d,%d>", spec->idx_dtype, spec->chunk,
+    /* varlen 3: the chunk plan's builder (kda_chunk_plan_build). */
+    n = snprintf(buf, size, "kda::build_chunk_%s<%d,%d,%d>",
+                 spec->varlen == 3 ? "plan" : "indices", spec->idx_dtype, spec->chunk,
                  spec->cfg.tx);
   } else {
     n = snprintf(buf, size,
@@ -54,7 +56,8 @@ int kda__spec_describe(const kda__spec *spec, char *buf, size_t size) {
   static const char *gates[] = {"none", "softplus", "lower_bound"};
   int n;
   if (spec->kernel == KDA__KERNEL_CHUNK_INDICES) {
-    n = snprintf(buf, size, "chunk_indices idx=%s chunk=%d threads=%d", dtype_name(spec->idx_dtype),
+    n = snprintf(buf, size, "%s idx=%s chunk=%d threads=%d",
+                 spec->varlen == 3 ? "chunk_plan" : "chunk_indices", dtype_name(spec->idx_dtype),
                  spec->chunk, spec->cfg.tx);
   } else {
     const char *kind = !spec->cumsum ? "gate" : spec->gate ? "gate_chunk_cumsum" : "chunk_local_cumsum";

@@ -42,6 +42,7 @@ typedef struct gcase {
   int layer;               /* go through kda_layer_gate_fwd (table built inside) */
   int host_rows;           /* pass cu_seqlens_host: 1 without a table, 2 with one too */
   int expect_varlen;       /* with host_rows: the plan's varlen mode (2, or 1 past the limit) */
+  int chunk_plan;          /* pass a kda_chunk_plan built on the device (no cu_seqlens) */
   const kda__config *cfg;  /* NULL: heuristic */
   double stddev;           /* of the random input; 0 means 1 */
   uint64_t seed;
@@ -50,10 +51,10 @@ typedef struct gcase {
 static void describe(const gcase *c, char *buf, size_t n) {
   snprintf(buf, n,
            "op=%d in=%d out=%d H=%d K=%d chunk=%d gate=%d bias=%d alog=%d scale=%d rev=%d B=%d "
-           "T=%lld nseq=%d idx=%d devtable=%d layer=%d host_rows=%d",
+           "T=%lld nseq=%d idx=%d devtable=%d layer=%d host_rows=%d plan=%d",
            c->op, c->in, c->out, c->H, c->K, c->chunk, c->gate, c->bias, c->alog, c->scale,
            c->reverse, c->B, (long long)c->T, c->lens ? c->nseq : 0, c->idx, c->device_table,
-           c->layer, c->host_rows);
+           c->layer, c->host_rows, c->chunk_plan);
 }
 
 /* Runs one case and returns the number of elements outside the budget. */
@@ -119,6 +120,7 @@ static size_t run_case(const gcase *c) {
   void *d_alog = gu_upload(A_log, (size_t)c->H * sizeof(float));
   void *d_bias = gu_upload(bias, hk * sizeof(float));
   void *d_cu = NULL, *d_table = NULL, *d_ws = NULL;
+  kda_chunk_plan *cplan = NULL;
   a.g = d_g;
   a.out = d_out;
   a.A_log = c->alog ? d_alog : NULL;
@@ -130,7 +132,13 @@ static size_t run_case(const gcase *c) {
     a.cu_seqlens = d_cu;
     if (c->host_rows) a.cu_seqlens_host = h.cu_seqlens;
     const int64_t cap = kda_chunk_indices_capacity(T, c->nseq, c->chunk);
-    if (c->host_rows == 1) {
+    if (c->chunk_plan) {
+      /* The plan stands for cu_seqlens: the kernel must not need it. */
+      GU_CHECK(kda_chunk_plan_create(g_ctx, T, c->nseq, c->chunk, &cplan));
+      GU_CHECK(kda_chunk_plan_build(cplan, d_cu, c->idx, c->nseq, T, NULL));
+      a.chunk_plan = cplan;
+      a.cu_seqlens = NULL;
+    } else if (c->host_rows == 1) {
       /* No table and, through the layer entry, no workspace: the rows
        * travel in the launch. */
     } else if (c->layer) {
@@ -173,9 +181,8 @@ static size_t run_case(const gcase *c) {
     CUfunction fn;
     GU_CHECK(kda__context_function(g_ctx, &plan.spec, NULL, &fn));
     long long Tk = plan.seq_len, cps = plan.chunks_per_seq;
-    const void *cu_p = plan.spec.varlen ? a.cu_seqlens : NULL;
-    const void *ci_p = plan.spec.varlen == 1 ? (const void *)a.chunk_indices : NULL;
-    const void *nd_p = plan.spec.varlen == 1 ? (const void *)a.num_chunks_device : NULL;
+    const void *cu_p = NULL, *ci_p = NULL, *nd_p = NULL;
+    kda__plan_table_args(&plan, &a, &cu_p, &ci_p, &nd_p);
     void *params[] = {&a.g, &a.out, &a.A_log, &a.dt_bias, &a.scale, &a.lower_bound,
                       &cu_p, &ci_p, &nd_p, &Tk, &cps, (void *)kda__plan_rows_arg(&plan)};
     assert_int_equal(g_drv->cuLaunchKernel(fn, (unsigned)plan.grid, 1, 1,
@@ -220,6 +227,7 @@ static size_t run_case(const gcase *c) {
   gu_free(d_cu);
   gu_free(d_table);
   gu_free(d_ws);
+  kda_chunk_plan_destroy(cplan);
   free(g_host);
   free(g_d);
   free(ref);
@@ -550,13 +558,155 @@ static void layer_entry_builds_table_once_and_dispatches(void **state) {
   assert_int_equal(bad, 0);
 }
 
+/* A chunk plan (varlen mode 3) in place of cu_seqlens and the table: every
+ * chunk size, both directions and index types, bf16 output, the plain
+ * cumsum, batches of 31 to 45 sequences with empty ones. */
+static void varlen_chunk_plan_matches_reference(void **state) {
+  (void)state;
+  const int chunks[] = {16, 32, 64, 128, 256};
+  size_t bad = 0;
+  for (int i = 0; i < 5; ++i)
+    for (int rev = 0; rev < 2; ++rev) {
+      gcase c = base_case();
+      c.H = 16;
+      c.K = 128;
+      c.chunk = chunks[i];
+      c.reverse = rev;
+      c.lens = RAGGED;
+      c.nseq = 7;
+      c.chunk_plan = 1;
+      c.idx = (i + rev) % 2 ? KDA_DTYPE_I64 : KDA_DTYPE_I32;
+      c.out = i == 2 && rev ? KDA_DTYPE_BF16 : KDA_DTYPE_F32;
+      if (i == 3) {
+        c.op = KDA__OP_CHUNK_LOCAL_CUMSUM;
+        c.gate = KDA_GATE_NONE;
+        c.in = KDA_DTYPE_F32;
+      }
+      bad += run_case(&c);
+    }
+  static int64_t lens[45];
+  for (int k = 0; k < 2; ++k) {
+    const int count = k ? 45 : 31;
+    for (int s = 0; s < count; ++s) lens[s] = (s * 37 + 11) % 150 - (k && s % 9 == 4 ? 200 : 0);
+    for (int s = 0; s < count; ++s) lens[s] = lens[s] < 0 ? 0 : lens[s];
+    gcase c = base_case();
+    c.H = 4;
+    c.K = 128;
+    c.lens = lens;
+    c.nseq = count;
+    c.chunk_plan = 1;
+    c.reverse = k;
+    bad += run_case(&c);
+  }
+  assert_int_equal(bad, 0);
+}
+
+/* The hazard a plan's launch rules exist for: a plan rebuilt for a new batch
+ * and read at once, on one stream, by kernels that read it before their
+ * griddepcontrol.wait. The rebuild's builder and the first gate kernel
+ * after it go plainly; were either to overlap the kernel before it, this
+ * batch's kernels would read the last batch's rows (the two batches have the
+ * same token count and sequence count, and different lengths). Three layers
+ * per batch, the plan rebuilt five times, each batch checked. */
+static void chunk_plan_rebuilt_between_batches_is_read_fresh(void **state) {
+  (void)state;
+  const int H = 16, K = 128, N = 6, chunk = 64, layers = 3;
+  const int64_t T = 3000;
+  const size_t n = (size_t)T * H * K;
+  tu_rng rng;
+  tu_rng_seed(&rng, 0x9a11);
+  uint16_t *g = malloc(n * 2);
+  double *gd = malloc(n * sizeof(double)), *ref = malloc(n * sizeof(double));
+  float *got = malloc(n * 4);
+  tu_fill_random_input(&rng, KDA_DTYPE_BF16, g, gd, n, 1.0);
+  float A_log[16], *bias = malloc((size_t)H * K * sizeof(float));
+  for (int h = 0; h < H; ++h) A_log[h] = (float)log(1.0 + 15.0 * tu_uniform(&rng));
+  for (int i = 0; i < H * K; ++i) bias[i] = (float)tu_normal(&rng);
+  void *d_g = gu_upload(g, n * 2), *d_a = gu_upload(A_log, sizeof A_log);
+  void *d_b = gu_upload(bias, (size_t)H * K * sizeof(float));
+  void *d_out[3] = {gu_alloc(n * 4), gu_alloc(n * 4), gu_alloc(n * 4)};
+  void *d_cu = gu_alloc((N + 1) * sizeof(int32_t));
+  CUstream st;
+  assert_int_equal(g_drv->cuStreamCreate(&st, CU_STREAM_NON_BLOCKING), CUDA_SUCCESS);
+  kda_chunk_plan *plan = NULL;
+  GU_CHECK(kda_chunk_plan_create(g_ctx, T, N, chunk, &plan));
+  size_t bad = 0;
+  for (int batch = 0; batch < 5; ++batch) {
+    /* Cut points differ per batch; the last sequence takes the rest. */
+    int32_t cu[7];
+    cu[0] = 0;
+    for (int i = 1; i < N; ++i) cu[i] = cu[i - 1] + 1 + (int32_t)tu_uniform_int(&rng, 0, 900);
+    cu[N] = (int32_t)T;
+    for (int i = 1; i < N; ++i) if (cu[i] > cu[N]) cu[i] = cu[N];
+    /* Written on the stream, so the build reads it in order. */
+    assert_int_equal(g_drv->cuMemcpyHtoDAsync((CUdeviceptr)(uintptr_t)d_cu, cu, sizeof cu, st),
+                     CUDA_SUCCESS);
+    for (int l = 0; l < layers; ++l)
+      assert_int_equal(g_drv->cuMemsetD32Async((CUdeviceptr)(uintptr_t)d_out[l], 0x7fc00000u, n, st),
+                       CUDA_SUCCESS);
+    GU_CHECK(kda_chunk_plan_build(plan, d_cu, KDA_DTYPE_I32, N, T, (kda_stream)st));
+    kda_gate_args a = kda_gate_args_default();
+    a.g = d_g;
+    a.g_dtype = KDA_DTYPE_BF16;
+    a.batch = 1;
+    a.seq_len = T;
+    a.num_heads = H;
+    a.head_dim = K;
+    a.gate = KDA_GATE_SOFTPLUS;
+    a.A_log = d_a;
+    a.dt_bias = d_b;
+    a.num_seqs = N;
+    a.chunk_plan = plan;
+    for (int l = 0; l < layers; ++l) {
+      a.out = d_out[l];
+      GU_CHECK(kda_gate_chunk_cumsum(g_ctx, &a, (kda_stream)st));
+    }
+    kda_gate_args h = a;
+    h.A_log = A_log;
+    h.dt_bias = bias;
+    h.cu_seqlens = cu;
+    h.cu_seqlens_dtype = KDA_DTYPE_I32;
+    h.chunk_plan = NULL;
+    assert_int_equal(kda_ref_gate_chunk_cumsum(&h, gd, ref), 0);
+    assert_int_equal(g_drv->cuStreamSynchronize(st), CUDA_SUCCESS);
+    for (int l = 0; l < layers; ++l) {
+      gu_download(got, d_out[l], n * 4);
+      double max_err = 0;
+      size_t first = 0;
+      const size_t b = tu_check_close(got, ref, n, TOL_F32, &max_err, &first);
+      if (b) fprintf(stderr, "batch %d layer %d: %zu elements out of budget\n", batch, l, b);
+      bad += b;
+    }
+  }
+  kda_chunk_plan_destroy(plan);
+  g_drv->cuStreamDestroy(st);
+  for (int l = 0; l < 3; ++l) gu_free(d_out[l]);
+  gu_free(d_g);
+  gu_free(d_a);
+  gu_free(d_b);
+  gu_free(d_cu);
+  free(g);
+  free(gd);
+  free(ref);
+  free(got);
+  free(bias);
+  assert_int_equal(bad, 0);
+}
+
 /* Every configuration of the tuner's space computes the same function. */
 static void every_config_in_the_space_matches_reference(void **state) {
   (void)state;
   size_t bad = 0, tried = 0;
-  for (int shape = 0; shape < 4; ++shape) {
+  for (int shape = 0; shape < 5; ++shape) {
     gcase c = base_case();
-    if (shape == 3) {
+    if (shape == 4) {
+      /* Shape 0 through a chunk plan (varlen mode 3). */
+      c.H = 32;
+      c.K = 128;
+      c.lens = RAGGED_SHORT;
+      c.nseq = 7;
+      c.chunk_plan = 1;
+    } else if (shape == 3) {
       /* Shape 0 with its rows in the launch. */
       c.H = 32;
       c.K = 128;
@@ -806,6 +956,8 @@ int main(void) {
       cmocka_unit_test(varlen_many_sequences_match_reference),
       cmocka_unit_test(varlen_host_rows_match_reference),
       cmocka_unit_test(varlen_host_rows_packed_match_reference),
+      cmocka_unit_test(varlen_chunk_plan_matches_reference),
+      cmocka_unit_test(chunk_plan_rebuilt_between_batches_is_read_fresh),
       cmocka_unit_test(chunk_local_cumsum_vector_and_scalar_match_reference),
       cmocka_unit_test(standalone_gate_matches_reference),
       cmocka_unit_test(layer_entry_builds_table_once_and_dispatches),

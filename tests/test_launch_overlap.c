@@ -198,6 +198,97 @@ static void older_struct_size_keeps_the_default(void **state) {
   assert_int_equal(overlap_of_calls(&o, 4, &launches), 4);
 }
 
+/* A chunk plan's launches: its builder goes plainly (nothing before it may
+ * still read the old plan); the first gate call on the build stream after a
+ * build goes plainly (it starts after the build has completed); the later
+ * ones overlap (they read the plan before their wait, which is safe only
+ * behind that plain one); a call on another stream overlaps (the caller
+ * orders streams with events, a full dependency); a rebuild starts over.
+ * And the calls a plan must refuse. */
+static void chunk_plan_launches_plainly_where_its_reads_need_it(void **state) {
+  (void)state;
+  warnings w = {0, 0};
+  kda_options o = options(&w);
+  call c;
+  call_init(&c);
+  kda_context *ctx = NULL;
+  assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
+  kda_chunk_plan *plan = NULL;
+  assert_int_equal(kda_chunk_plan_create(ctx, 1024, 8, 64, &plan), KDA_OK);
+  int32_t *cu = aligned_alloc(256, 256);
+  cu[0] = 0;
+  cu[1] = 100;
+  cu[2] = 256;
+  kda_stream s1 = (kda_stream)(uintptr_t)0x1000, s2 = (kda_stream)(uintptr_t)0x2000;
+  c.a.num_seqs = 2;
+  c.a.chunk_plan = plan;
+  /* Not built yet. */
+  assert_int_equal(kda_gate_chunk_cumsum(ctx, &c.a, s1), KDA_ERROR_INVALID_ARGUMENT);
+  assert_non_null(strstr(kda_last_error(), "not been built"));
+
+  long l0 = fake_launches(), o0 = fake_overlap_launches();
+  assert_int_equal(kda_chunk_plan_build(plan, cu, KDA_DTYPE_I32, 2, 256, s1), KDA_OK);
+  assert_int_equal(fake_launches() - l0, 1);
+  assert_int_equal(fake_overlap_launches() - o0, 0);
+  /* First read on the build stream: plain. Then overlapped. */
+  const int expect_overlap[4] = {0, 1, 1, 1};
+  for (int i = 0; i < 4; ++i) {
+    l0 = fake_launches();
+    o0 = fake_overlap_launches();
+    assert_int_equal(kda_gate_chunk_cumsum(ctx, &c.a, s1), KDA_OK);
+    assert_int_equal(fake_launches() - l0, 1);
+    assert_int_equal(fake_overlap_launches() - o0, expect_overlap[i]);
+  }
+  /* A rebuild, then a call on another stream first: it overlaps, and the
+   * build stream's first call is still plain. */
+  assert_int_equal(kda_chunk_plan_build(plan, cu, KDA_DTYPE_I32, 2, 256, s1), KDA_OK);
+  o0 = fake_overlap_launches();
+  kda_gate_args plain_cumsum = c.a;
+  plain_cumsum.gate = KDA_GATE_NONE;
+  plain_cumsum.A_log = NULL;
+  assert_int_equal(kda_chunk_local_cumsum(ctx, &plain_cumsum, s2), KDA_OK);
+  assert_int_equal(fake_overlap_launches() - o0, 1);
+  assert_int_equal(kda_chunk_local_cumsum(ctx, &plain_cumsum, s1), KDA_OK);
+  assert_int_equal(fake_overlap_launches() - o0, 1);
+  assert_int_equal(kda_gate_chunk_cumsum(ctx, &c.a, s1), KDA_OK);
+  assert_int_equal(fake_overlap_launches() - o0, 2);
+
+  /* A batch other than the plan's last build. */
+  kda_gate_args bad = c.a;
+  bad.num_seqs = 3;
+  assert_int_equal(kda_gate_chunk_cumsum(ctx, &bad, s1), KDA_ERROR_BAD_SHAPE);
+  assert_non_null(strstr(kda_last_error(), "chunk_plan's last build"));
+  bad = c.a;
+  bad.chunk_size = 32;
+  assert_int_equal(kda_gate_chunk_cumsum(ctx, &bad, s1), KDA_ERROR_BAD_SHAPE);
+  /* The plan replaces the table: both is ambiguous. */
+  bad = c.a;
+  bad.chunk_indices = cu;
+  bad.num_chunks = 1;
+  assert_int_equal(kda_gate_chunk_cumsum(ctx, &bad, s1), KDA_ERROR_INVALID_ARGUMENT);
+  bad = c.a;
+  bad.batch = 2;
+  assert_int_equal(kda_gate_chunk_cumsum(ctx, &bad, s1), KDA_ERROR_BAD_SHAPE);
+  /* Builds past the plan's maxima, and plans no int32 row can address. */
+  assert_int_equal(kda_chunk_plan_build(plan, cu, KDA_DTYPE_I32, 9, 256, s1), KDA_ERROR_BAD_SHAPE);
+  assert_int_equal(kda_chunk_plan_build(plan, cu, KDA_DTYPE_I32, 2, 1025, s1), KDA_ERROR_BAD_SHAPE);
+  assert_int_equal(kda_chunk_plan_build(plan, cu, KDA_DTYPE_F32, 2, 256, s1),
+                   KDA_ERROR_UNSUPPORTED_DTYPE);
+  assert_int_equal(kda_chunk_plan_build(plan, NULL, KDA_DTYPE_I32, 2, 256, s1),
+                   KDA_ERROR_NULL_POINTER);
+  kda_chunk_plan *p2 = (kda_chunk_plan *)(uintptr_t)1;
+  assert_int_equal(kda_chunk_plan_create(ctx, INT64_C(1) << 31, 8, 64, &p2), KDA_ERROR_BAD_SHAPE);
+  assert_null(p2);
+  assert_int_equal(kda_chunk_plan_create(ctx, 1024, 8, 48, &p2), KDA_ERROR_BAD_CHUNK_SIZE);
+  assert_int_equal(kda_chunk_plan_create(NULL, 1024, 8, 64, &p2), KDA_ERROR_NULL_POINTER);
+  kda_chunk_plan_destroy(NULL);
+  kda_chunk_plan_destroy(plan);
+  kda_context_destroy(ctx);
+  free(cu);
+  free(c.g);
+  free(c.out);
+}
+
 int main(void) {
   unsetenv("KDA_TUNE");
   unsetenv("KDA_LAUNCH_OVERLAP");
@@ -219,6 +310,7 @@ int main(void) {
       cmocka_unit_test(refused_attribute_falls_back_to_a_plain_launch_once),
       cmocka_unit_test(refusal_seen_by_a_tuning_run_is_reported),
       cmocka_unit_test(older_struct_size_keeps_the_default),
+      cmocka_unit_test(chunk_plan_launches_plainly_where_its_reads_need_it),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

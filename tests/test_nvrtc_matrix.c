@@ -87,12 +87,13 @@ static double now_s(void) {
 /* ------------------------------------------------------------------------ */
 
 enum { F_IN, F_OUT, F_GATE, F_CUMSUM, F_BIAS, F_ALOG, F_SCALE, F_REVERSE, F_SEQ, NF };
-static const int kFactorValues[NF] = {3, 2, 3, 2, 2, 2, 2, 2, 5};
+static const int kFactorValues[NF] = {3, 2, 3, 2, 2, 2, 2, 2, 6};
 static const char *const kFactorNames[NF] = {"in_dtype", "out_dtype", "gate",    "cumsum", "bias",
                                              "alog",     "scale",     "reverse", "seqmode"};
-#define MAXV 5
+#define MAXV 6
 /* F_SEQ: 0 dense, 1 varlen with int32 cu_seqlens, 2 varlen with int64; 3
- * and 4 the same with the chunk rows in the launch (varlen mode 2). */
+ * and 4 the same with the chunk rows in the launch (varlen mode 2); 5 a
+ * chunk plan (varlen mode 3, which reads no cu_seqlens). */
 
 typedef struct flag_row {
   int v[NF];
@@ -201,8 +202,9 @@ static void spec_from_flags(kda__spec *s, const flag_row *r) {
   s->has_alog = r->v[F_ALOG];
   s->has_scale = r->v[F_SCALE];
   s->reverse = r->v[F_REVERSE];
-  s->varlen = r->v[F_SEQ] == 0 ? 0 : (r->v[F_SEQ] <= 2 ? 1 : 2);
-  s->idx_dtype = r->v[F_SEQ] % 2 == 0 && r->v[F_SEQ] > 0 ? KDA_DTYPE_I64 : KDA_DTYPE_I32;
+  s->varlen = r->v[F_SEQ] == 0 ? 0 : (r->v[F_SEQ] <= 2 ? 1 : r->v[F_SEQ] <= 4 ? 2 : 3);
+  s->idx_dtype = r->v[F_SEQ] % 2 == 0 && r->v[F_SEQ] > 0 && r->v[F_SEQ] < 5 ? KDA_DTYPE_I64
+                                                                            : KDA_DTYPE_I32;
 }
 
 static void flags_of_spec(const kda__spec *s, flag_row *r) {
@@ -214,7 +216,9 @@ static void flags_of_spec(const kda__spec *s, flag_row *r) {
   r->v[F_ALOG] = s->has_alog;
   r->v[F_SCALE] = s->has_scale;
   r->v[F_REVERSE] = s->reverse;
-  r->v[F_SEQ] = !s->varlen ? 0 : (s->idx_dtype == KDA_DTYPE_I64 ? 2 : 1) + (s->varlen == 2 ? 2 : 0);
+  r->v[F_SEQ] = !s->varlen        ? 0
+                : s->varlen == 3 ? 5
+                                 : (s->idx_dtype == KDA_DTYPE_I64 ? 2 : 1) + (s->varlen == 2 ? 2 : 0);
 }
 
 /* Values (rows x channels) a thread holds: what drives compile time. */
@@ -859,29 +863,33 @@ static void gate_cumsum_matrix_compiles_without_warnings_for_sm80_and_sm90(void 
   free(sorted);
 }
 
-/* build_chunk_indices<IDX, BT, THREADS> for I32/I64, every chunk size and
- * 32/256/1024 threads: one program per architecture. */
+/* build_chunk_indices<IDX, BT, THREADS> and build_chunk_plan<IDX, BT,
+ * THREADS> for I32/I64, every chunk size and 32/256/1024 threads: one
+ * program per architecture. */
 static void chunk_indices_kernel_compiles_for_every_index_dtype_chunk_and_thread_count(
     void **state) {
   fixture *f = *state;
-  enum { N = 2 * NCHUNK * 3 };
+  enum { N = 2 * 2 * NCHUNK * 3 };
   static char names[N][KDA__NAME_MAX];
   const char *ptrs[N];
   int n = 0;
   const int idx[2] = {KDA_DTYPE_I32, KDA_DTYPE_I64};
+  for (int plan = 0; plan < 2; ++plan)
   for (int d = 0; d < 2; ++d)
     for (int c = 0; c < NCHUNK; ++c)
       for (int t = 0; t < COUNT(kIndexThreads); ++t) {
         kda__spec s;
         memset(&s, 0, sizeof s);
         s.kernel = KDA__KERNEL_CHUNK_INDICES;
+        s.varlen = plan ? 3 : 0;
         s.idx_dtype = idx[d];
         s.chunk = kChunks[c];
         s.cfg = (kda__config){1, kIndexThreads[t], 1};
         assert_int_equal(kda__config_check(&s), KDA_OK);
         assert_string_equal(kda__spec_source_name(&s), "chunk_indices.cu");
         assert_true(kda__spec_name(&s, names[n], KDA__NAME_MAX) > 0);
-        assert_true(strncmp(names[n], "kda::build_chunk_indices<", 25) == 0);
+        assert_true(strncmp(names[n], plan ? "kda::build_chunk_plan<" : "kda::build_chunk_indices<",
+                            plan ? 22 : 25) == 0);
         ptrs[n] = names[n];
         ++n;
       }

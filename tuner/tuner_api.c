@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chunk_plan.h"
 #include "context_internal.h"
 #include "error.h"
 #include "gate_args.h"
@@ -53,9 +54,12 @@ static uint16_t to_f16(float f) {
 
 typedef struct prewarm_bufs {
   CUdeviceptr g, out, alog, bias, cu, table;
+  kda_chunk_plan plan; /* wraps table when the shape asks for a chunk plan */
+  int plan_set;
 } prewarm_bufs;
 
 static void free_bufs(const kda__driver *d, prewarm_bufs *b) {
+  if (b->plan_set) pthread_mutex_destroy(&b->plan.lock);
   CUdeviceptr *p[] = {&b->g, &b->out, &b->alog, &b->bias, &b->cu, &b->table};
   for (size_t i = 0; i < sizeof p / sizeof p[0]; ++i)
     if (*p[i]) d->cuMemFree(*p[i]);
@@ -98,6 +102,33 @@ static kda_status make_inputs(const kda__driver *d, kda_gate_args *a, prewarm_bu
   a->out = (void *)(uintptr_t)b->out;
   a->A_log = a->A_log ? (const float *)(uintptr_t)b->alog : NULL;
   a->dt_bias = a->dt_bias ? (const float *)(uintptr_t)b->bias : NULL;
+  return KDA_OK;
+}
+
+/* A chunk plan of equal-length sequences, built on the host. */
+static kda_status make_plan(kda_context *ctx, kda_gate_args *a, prewarm_bufs *b) {
+  const int64_t N = a->num_seqs, T = a->seq_len, BT = a->chunk_size;
+  KDA__REQUIRE(N >= 1 && N <= T && T <= INT32_MAX && a->batch == 1, KDA_ERROR_BAD_SHAPE,
+               "kda_prewarm: a chunk plan needs batch 1 and 1 <= num_seqs <= seq_len < 2^31");
+  const int64_t cap = kda_chunk_indices_capacity(T, N, a->chunk_size);
+  KDA__REQUIRE(cap > 0 && cap <= INT32_MAX, KDA_ERROR_BAD_SHAPE, "kda_prewarm: too many chunks");
+  int32_t *rows = calloc((size_t)cap, 8);
+  KDA__REQUIRE(rows != NULL, KDA_ERROR_OUT_OF_MEMORY, "kda_prewarm: out of memory");
+  int64_t n = 0;
+  for (int64_t i = 0; i < N; ++i) {
+    const int64_t x = i * T / N, y = (i + 1) * T / N;
+    for (int64_t r = x; r < y; r += BT, ++n) {
+      rows[2 * n] = (int32_t)r;
+      rows[2 * n + 1] = (int32_t)(y - r < BT ? y - r : BT);
+    }
+  }
+  kda_status st = upload(ctx->drv, &b->table, rows, (size_t)cap * 8);
+  free(rows);
+  KDA__TRY(st);
+  kda__chunk_plan_wrap(&b->plan, ctx, b->table, cap, T, N, a->chunk_size);
+  b->plan_set = 1;
+  a->cu_seqlens = NULL;
+  a->chunk_plan = &b->plan;
   return KDA_OK;
 }
 
@@ -150,10 +181,11 @@ static kda_status prewarm(kda_context *ctx, kda__op op, kda_gate_args *a, int fo
     if (f.dt_bias) f.dt_bias = (const float *)(uintptr_t)(UINT64_C(1) << 46);
     if (f.num_seqs > 0 && op != KDA__OP_GATE) {
       f.cu_seqlens = (const void *)(uintptr_t)(UINT64_C(1) << 45);
-      f.chunk_indices = (const int32_t *)(uintptr_t)(UINT64_C(1) << 47);
+      if (f.chunk_plan == NULL) f.chunk_indices = (const int32_t *)(uintptr_t)(UINT64_C(1) << 47);
       f.num_chunks = 0;
     } else {
       f.num_seqs = 0;
+      f.chunk_plan = NULL;
     }
     kda__launch_plan fp;
     if (kda__plan_gate_op(op, &f, &fp) == KDA_OK) {
@@ -167,8 +199,9 @@ static kda_status prewarm(kda_context *ctx, kda__op op, kda_gate_args *a, int fo
   prewarm_bufs b;
   memset(&b, 0, sizeof b);
   kda_status st = make_inputs(ctx->drv, a, &b);
-  if (st == KDA_OK && a->num_seqs > 0 && op != KDA__OP_GATE) st = make_varlen(ctx->drv, a, &b);
-  else a->num_seqs = 0;
+  if (st == KDA_OK && a->num_seqs > 0 && op != KDA__OP_GATE)
+    st = a->chunk_plan != NULL ? make_plan(ctx, a, &b) : make_varlen(ctx->drv, a, &b);
+  else a->num_seqs = 0, a->chunk_plan = NULL;
   kda__launch_plan plan;
   if (st == KDA_OK) st = kda__plan_gate_op(op, a, &plan);
   if (st == KDA_OK) {
@@ -225,6 +258,10 @@ kda_status kda_prewarm(kda_context *ctx, kda_kernel kernel, const kda_gate_args 
   a.cu_seqlens = NULL;
   a.chunk_indices = NULL;
   a.num_chunks_device = NULL;
+  a.num_chunks = 0;
+  /* A non-NULL chunk_plan asks for the chunk-plan specialization (varlen
+   * mode 3); prewarm builds its own plan of equal-length sequences. */
+  if (a.chunk_plan != NULL) a.cu_seqlens_host = NULL;
   /* Non-NULL A_log / dt_bias in a shape mean "present". */
   if (a.gate == KDA_GATE_SOFTPLUS) a.A_log = (const float *)(uintptr_t)1;
   /* A non-NULL cu_seqlens_host asks for the host-rows specialization: the

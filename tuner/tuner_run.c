@@ -76,10 +76,7 @@ static void describe_launch(run *r) {
   l->g = a->g;
   l->A_log = a->A_log;
   l->dt_bias = a->dt_bias;
-  const int table = p->spec.varlen == 1;
-  l->cu_seqlens = p->spec.varlen ? a->cu_seqlens : NULL;
-  l->chunk_indices = table ? (const void *)a->chunk_indices : NULL;
-  l->num_chunks_device = table ? (const void *)a->num_chunks_device : NULL;
+  kda__plan_table_args(p, a, &l->cu_seqlens, &l->chunk_indices, &l->num_chunks_device);
   l->rows = kda__plan_rows_arg(p); /* the plan outlives the tuning run */
   l->scale = a->scale;
   l->lower_bound = a->lower_bound;

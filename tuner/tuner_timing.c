@@ -181,7 +181,7 @@ static kda_status compare(kda__tune_bench *b, CUdeviceptr out,
                "run; nothing can be validated, so nothing is tuned", res[3], n);
   /* Both NaN means the reference left it unwritten too: legitimate only
    * outside every sequence of a varlen batch. */
-  KDA__REQUIRE(b->l.cu_seqlens != NULL || res[4] == 0, KDA_ERROR_INTERNAL,
+  KDA__REQUIRE(b->l.cu_seqlens != NULL || b->l.chunk_indices != NULL || res[4] == 0, KDA_ERROR_INTERNAL,
                "the reference config left %llu of %lld elements unwritten; tuning stopped",
                res[4], n);
   KDA__REQUIRE(res[4] < (unsigned long long)n || n == 0, KDA_ERROR_INTERNAL,

@@ -15,9 +15,12 @@
  *    kda_chunk_indices_build_host and kda_layer_workspace_size may be called
  *    from any thread at any time.
  *  - kda_gate_chunk_cumsum, kda_chunk_local_cumsum, kda_gate,
- *    kda_chunk_indices_build_device, kda_layer_gate_fwd, kda_context_get_stats
- *    and kda_context_get_device_info may be called concurrently from any
- *    number of threads on the same context. Concurrent first calls of one
+ *    kda_chunk_indices_build_device, kda_layer_gate_fwd, kda_context_get_stats,
+ *    kda_context_get_device_info and kda_chunk_plan_create may be called
+ *    concurrently from any number of threads on the same context (gate
+ *    calls that read one chunk plan too; kda_chunk_plan_build and
+ *    kda_chunk_plan_destroy of a plan must not race with any call that uses
+ *    that plan). Concurrent first calls of one
  *    specialization compile it once; calls of other specializations do not
  *    wait on the library's locks for that compilation (NVRTC itself runs
  *    one compilation at a time per process, so two cold specializations
@@ -158,6 +161,8 @@ typedef enum kda_gate_kind {
 /* ------------------------------------------------------------------------ */
 
 typedef struct kda_context kda_context;
+/** A library-owned chunk plan for packed varlen batches (kda_chunk_plan_*). */
+typedef struct kda_chunk_plan kda_chunk_plan;
 
 /** Tuning modes (kda_options.tune_mode, environment KDA_TUNE). */
 typedef enum kda_tune_mode {
@@ -390,6 +395,16 @@ typedef struct kda_gate_args {
    *  89.2-89.7% through the table). The host spends O(num_seqs + chunks) on it per call. A
    *  larger batch uses chunk_indices as if this field were NULL. */
   const void *cu_seqlens_host;
+  /** Optional chunk plan built by kda_chunk_plan_build() for this batch
+   *  (same seq_len, num_seqs and chunk_size; batch 1). It replaces the
+   *  chunk table: cu_seqlens is not read (may be NULL), and chunk_indices,
+   *  num_chunks, num_chunks_device and cu_seqlens_host must be NULL / 0.
+   *  The kernel reads its block's row from the plan while it still waits
+   *  for the kernel before it, which a caller's table cannot allow (the
+   *  kernel before may be writing it): see kda_chunk_plan_build. In
+   *  kda_prewarm and kda_compile_offline any non-NULL value only asks for
+   *  this specialization and is not read. */
+  const kda_chunk_plan *chunk_plan;
 } kda_gate_args;
 
 /** Defaults: F32 -> F32, chunk 64, gate NONE, no scale, forward, dense. */
@@ -443,6 +458,55 @@ KDA_API kda_status kda_chunk_indices_build_device(kda_context *ctx, const void *
                                                   int32_t *num_chunks_device, kda_stream stream);
 
 /* ------------------------------------------------------------------------ */
+/* Chunk plans: a device-built varlen batch description the library owns    */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * A plan holds, in device memory the library allocates and only its own
+ * builder kernel writes, each chunk's first row and length for one batch.
+ * Built once per batch on the device (no host synchronisation, legal in
+ * stream capture once warm) and passed to every gate kernel of the batch
+ * through kda_gate_args.chunk_plan.
+ *
+ * Why it is faster than a chunk table: a kernel launched with programmatic
+ * dependent launch may start before the kernel ahead of it in the stream
+ * has finished, so it must wait before reading anything that kernel could
+ * write, including a caller's chunk table; every block then pays the
+ * table's round trip after the wait. Nothing but kda_chunk_plan_build
+ * writes a plan, and the first gate kernel that reads a plan on its build
+ * stream after a build is launched without programmatic overlap (it starts
+ * only when everything before it in the stream, the build included, has
+ * completed). Every later kernel starts after that one, so it can read the
+ * plan before its wait.
+ *
+ * Rules: do not rebuild or destroy a plan while a kernel that reads it may
+ * still run (on another stream: order the streams); use it on other
+ * streams only after an event or synchronisation that follows the build.
+ * kda_chunk_plan_build and kda_chunk_plan_destroy of one plan must not race
+ * with any call that uses it; different plans are independent. Gate calls
+ * that read one plan may run concurrently.
+ */
+
+/** Creates a plan for batches of at most max_total_tokens tokens (< 2^31)
+ *  and max_num_seqs sequences at chunk_size. Allocates 8 bytes per chunk
+ *  slot (kda_chunk_indices_capacity of the maxima) in ctx's CUDA context. */
+KDA_API kda_status kda_chunk_plan_create(kda_context *ctx, int64_t max_total_tokens,
+                                         int64_t max_num_seqs, int32_t chunk_size,
+                                         kda_chunk_plan **out);
+
+/** Builds the plan for one batch on stream: cu_seqlens is a device array of
+ *  num_seqs + 1 entries (I32 or I64). A cu_seqlens that is not
+ *  non-decreasing from 0 to total_tokens gets the device table's defined
+ *  result (kda_chunk_indices_build_device). Later gate calls must pass the
+ *  same total_tokens (seq_len), num_seqs and chunk size. */
+KDA_API kda_status kda_chunk_plan_build(kda_chunk_plan *plan, const void *cu_seqlens,
+                                        kda_dtype cu_seqlens_dtype, int64_t num_seqs,
+                                        int64_t total_tokens, kda_stream stream);
+
+/** Frees the plan's device memory. NULL is a no-op. */
+KDA_API void kda_chunk_plan_destroy(kda_chunk_plan *plan);
+
+/* ------------------------------------------------------------------------ */
 /* Layer entry point (mirrors the gate stage of upstream chunk_kda_fwd)      */
 /* ------------------------------------------------------------------------ */
 
@@ -484,8 +548,10 @@ typedef enum kda_kernel {
  * args are read; its device pointers may be NULL (then the widest vector
  * width is assumed). A non-NULL cu_seqlens_host is not read either: as in
  * kda_prewarm, it asks for the specialization of calls that pass one (for
- * num_seqs equal sequences). For KDA_KERNEL_CHUNK_INDICES only chunk_size and
- * cu_seqlens_dtype are read. compile_ms (optional) receives NVRTC's time.
+ * num_seqs equal sequences); so does a non-NULL chunk_plan (a chunk-plan
+ * call). For KDA_KERNEL_CHUNK_INDICES only chunk_size, cu_seqlens_dtype and
+ * chunk_plan (non-NULL: the plan's builder instead of the table's) are
+ * read. compile_ms (optional) receives NVRTC's time.
  * Thread-safe.
  */
 KDA_API kda_status kda_compile_offline(kda_kernel kernel, const kda_gate_args *args, int32_t arch,

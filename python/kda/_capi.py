@@ -196,6 +196,7 @@ class KdaGateArgs(Structure):
         ("num_chunks", c_int64),
         ("num_chunks_device", c_void_p),  # const int32_t *
         ("cu_seqlens_host", c_void_p),  # const void * (host)
+        ("chunk_plan", c_void_p),  # const kda_chunk_plan * (not bound in Python yet)
     ]
 
 

@@ -232,7 +232,7 @@ def _raise(lib, st, what):
 # layout as C.KdaGateArgs: tests/test_cpu_header_layout.py checks it). The
 # bytes object is passed as the const kda_gate_args * (the library only
 # reads it), which costs far less than filling a ctypes.Structure.
-_ARGS = struct.Struct("@IPiPiqqiiiiPPffiiPiqPqPP")
+_ARGS = struct.Struct("@IPiPiqqiiiiPPffiiPiqPqPPP")
 _ARGS_SIZE = ctypes.sizeof(C.KdaGateArgs)
 _VALID_CHUNKS = frozenset(1 << i for i in range(4, 9))
 
@@ -307,7 +307,7 @@ def _call(op, g, dev, g_dt, od, o_dt, B, T, H, K, chunk_size, gate, alog_ptr, bi
             _ARGS_SIZE, g.data_ptr(), g_dt, out.data_ptr(), o_dt, B, T, H, K, chunk_size, gate,
             alog_ptr, bias_ptr, 0.0 if lower_bound is None else lower_bound,
             1.0 if scale is None else scale, scale is not None, reverse, 0, C.KDA_DTYPE_I32, 0,
-            0, 0, 0, 0), stream)
+            0, 0, 0, 0, 0), stream)
         if st:
             _raise(_lib, st, _OP_NAMES[op])
         return out
@@ -323,7 +323,7 @@ def _call(op, g, dev, g_dt, od, o_dt, B, T, H, K, chunk_size, gate, alog_ptr, bi
         cap = (T + chunk_size - 1) // chunk_size + N
         ws = torch.empty(cap * 2 + 1, dtype=torch.int32, device=g.device)
         # (A batch whose rows go in the launch, cu_seqlens_cpu, leaves it unused.)
-        st = fns[3](ctx, _ARGS.pack(*head, 0, 0, 0, host_ptr), ws.data_ptr(), ws.numel() * 4,
+        st = fns[3](ctx, _ARGS.pack(*head, 0, 0, 0, host_ptr, 0), ws.data_ptr(), ws.numel() * 4,
                     stream)
         if st:
             _raise(_lib, st, _OP_NAMES[op])
@@ -338,7 +338,7 @@ def _call(op, g, dev, g_dt, od, o_dt, B, T, H, K, chunk_size, gate, alog_ptr, bi
             raise KdaTypeError("num_chunks_device must be an int32 device tensor with one "
                                "element (got %s %s)" % (count.dtype, tuple(count.shape)))
         count_ptr = count.data_ptr()
-    st = fns[op](ctx, _ARGS.pack(*head, table.data_ptr(), rows, count_ptr, host_ptr), stream)
+    st = fns[op](ctx, _ARGS.pack(*head, table.data_ptr(), rows, count_ptr, host_ptr, 0), stream)
     if st:
         _raise(_lib, st, _OP_NAMES[op])
     return out
