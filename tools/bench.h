@@ -7,13 +7,14 @@
 #include "kda/kda.h"
 
 typedef struct bench_row {
-  const char *group;   /* "matrix", "varlen", "varlen-host", "no-bias", "K=64", "chunk" */
+  const char *group;   /* "matrix", "varlen", "varlen-host", "varlen-plan", "no-bias", "K=64", "chunk" */
   int64_t batch, tokens; /* dense: [batch, tokens]; varlen: batch 1, tokens total */
   int32_t heads, head_dim, chunk;
   int32_t bias;        /* dt_bias given */
   int32_t num_seqs;    /* 0: dense; else ragged sequences summing to tokens */
   int32_t host_rows;   /* varlen: pass cu_seqlens_host and no chunk table */
   int32_t extra;       /* run only when its group is named in --groups */
+  int32_t chunk_plan;  /* varlen: a kda_chunk_plan instead of cu_seqlens and the table */
 } bench_row;
 
 typedef struct bench_result {
@@ -31,9 +32,9 @@ typedef struct bench_result {
 } bench_result;
 
 /* The benchmark's rows: the issue's H x T matrix at K=128, chunk 64, with
- * dt_bias; ragged varlen rows, with the chunk table and with the rows in the
- * launch; one without dt_bias; K=64; chunk 32 and 128. Then the extra rows
- * (--groups more,more-varlen,more-host): shapes of 16M elements and up that
+ * dt_bias; ragged varlen rows, with the chunk table, with the rows in the
+ * launch and with a chunk plan; one without dt_bias; K=64; chunk 32 and 128. Then the extra rows
+ * (--groups more,more-varlen,more-host,more-plan): shapes of 16M elements and up that
  * the issue's table does not name (batches, a partial last chunk, many
  * sequences). */
 extern const bench_row bench_rows[];

@@ -311,6 +311,7 @@ static void run_row(kda_context *ctx, kda_context *heur_ctx, kda_context *plain_
 
   int32_t *cu_h = NULL;
   void *d_cu = NULL, *d_table = NULL;
+  kda_chunk_plan *plan = NULL;
   int64_t nchunks = 0;
   if (r->num_seqs) {
     int64_t lens[64];
@@ -360,6 +361,18 @@ static void run_row(kda_context *ctx, kda_context *heur_ctx, kda_context *plain_
       a.chunk_indices = NULL;
       a.num_chunks = 0;
     }
+    if (r->chunk_plan) {
+      /* Built once, as a server builds it once per batch; read by every
+       * launch of every context below (the plan is device memory of the
+       * same CUDA context). */
+      kda_ok(kda_chunk_plan_create(ctx, r->tokens, r->num_seqs, r->chunk, &plan), "chunk plan");
+      kda_ok(kda_chunk_plan_build(plan, d_cu, KDA_DTYPE_I32, r->num_seqs, r->tokens, NULL),
+             "chunk plan build");
+      a.chunk_plan = plan;
+      a.cu_seqlens = NULL;
+      a.chunk_indices = NULL;
+      a.num_chunks = 0;
+    }
   }
   s.fused = a;
   s.gate = a;
@@ -367,6 +380,7 @@ static void run_row(kda_context *ctx, kda_context *heur_ctx, kda_context *plain_
   s.gate.cu_seqlens_host = NULL;
   s.gate.chunk_indices = NULL;
   s.gate.num_chunks = 0;
+  s.gate.chunk_plan = NULL;
   s.cumsum = a;
   s.cumsum.g_dtype = KDA_DTYPE_F32;
   s.cumsum.gate = KDA_GATE_NONE;
@@ -377,6 +391,7 @@ static void run_row(kda_context *ctx, kda_context *heur_ctx, kda_context *plain_
   h.A_log = A_log;
   h.dt_bias = r->bias ? bias : NULL;
   h.cu_seqlens = cu_h;
+  h.chunk_plan = NULL;
   if (kda_ref_gate_chunk_cumsum(&h, g_d, ref) != 0) {
     fprintf(stderr, "reference rejected the row\n");
     exit(1);
@@ -405,6 +420,7 @@ static void run_row(kda_context *ctx, kda_context *heur_ctx, kda_context *plain_
   }
   if (d_cu) cu.MemFree((CUdeviceptr)(uintptr_t)d_cu);
   if (d_table) cu.MemFree((CUdeviceptr)(uintptr_t)d_table);
+  kda_chunk_plan_destroy(plan);
   cu.MemFree((CUdeviceptr)(uintptr_t)d_alog);
   cu.MemFree((CUdeviceptr)(uintptr_t)d_bias);
   free(s.sets);
@@ -765,9 +781,9 @@ int main(int argc, char **argv) {
                       "  --budget-ms MS  tuning budget per specialization (default 1000, the library default)\n"
                       "  --quick         the first 4 matrix rows only\n"
                       "  --groups LIST   only the rows of these groups (matrix, varlen, varlen-host,\n"
-                      "                  no-bias, K=64, chunk), e.g. --groups chunk,varlen-host;\n"
-                      "                  the extra groups more, more-varlen and more-host (batches,\n"
-                      "                  a partial chunk, 32-128 sequences) run only when named\n"
+                      "                  varlen-plan, no-bias, K=64, chunk), e.g. --groups chunk,varlen-host;\n"
+                      "                  the extra groups more, more-varlen, more-host and more-plan\n"
+                      "                  (batches, a partial chunk, 32-128 sequences) run only when named\n"
                       "  --host-only     only the host cost of a warm call (also runs on the\n"
                       "                  tests' stand-in driver: KDA_LIBCUDA=.../libkda_fake_cuda.so)\n"
                       "  --host-threads N  --host-only, then N threads calling at once into one\n"
@@ -952,7 +968,7 @@ int main(int argc, char **argv) {
     fprintf(f,
             "    {\"kernel\": \"gate_chunk_cumsum\", \"group\": \"%s\", \"B\": %lld, \"T\": %lld, "
             "\"H\": %d, \"K\": %d, \"chunk\": %d, \"dt_bias\": %s, \"num_seqs\": %d, "
-            "\"rows_in_launch\": %s, \"dtype\": \"bf16\", "
+            "\"rows_in_launch\": %s, \"chunk_plan\": %s, \"dtype\": \"bf16\", "
             "\"out_dtype\": \"f32\", \"elements\": %lld, \"us_median\": %.3f, \"us_single\": %.3f, "
             "\"gbps\": %.1f, \"pct_of_copy_bw\": %.2f, \"unfused_us_median\": %.3f, "
             "\"speedup_vs_unfused\": %.3f, \"heuristic_us_median\": %.3f, \"max_rel_err\": %.3g, "
@@ -961,6 +977,7 @@ int main(int argc, char **argv) {
             "\"tuner_heuristic_us\": %.3f}%s\n",
             r->group, (long long)r->batch, (long long)r->tokens, r->heads, r->head_dim, r->chunk,
             r->bias ? "true" : "false", r->num_seqs, r->host_rows ? "true" : "false",
+            r->chunk_plan ? "true" : "false",
             (long long)res[i].elements, res[i].fused_us,
             res[i].fused_single_us, gbps, 100.0 * gbps / bw, res[i].unfused_us,
             res[i].unfused_us / res[i].fused_us, res[i].heuristic_us, res[i].max_err,
