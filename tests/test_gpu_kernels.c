@@ -603,15 +603,23 @@ static void varlen_chunk_plan_matches_reference(void **state) {
 
 /* The hazard a plan's launch rules exist for: a plan rebuilt for a new batch
  * and read at once, on one stream, by kernels that read it before their
- * griddepcontrol.wait. The rebuild's builder and the first gate kernel
- * after it go plainly; were either to overlap the kernel before it, this
- * batch's kernels would read the last batch's rows (the two batches have the
- * same token count and sequence count, and different lengths). Three layers
- * per batch, the plan rebuilt five times, each batch checked. */
+ * griddepcontrol.wait. The first gate kernel after a build goes plainly;
+ * were it to overlap the build, its blocks would read the last batch's rows
+ * (the batches have the same token and sequence counts and different
+ * lengths). 1500 sequences make the one-block builder slow (tens of us),
+ * so an overlapping kernel's blocks start long before it has written the
+ * plan: tools/gpu_check.sh runs this test with that launch overlapped
+ * (KDA_TEST_PLAN_ALWAYS_OVERLAP=1) and expects it to fail. Three layers per
+ * batch, the plan rebuilt five times, each batch checked. */
+static int cmp_i32(const void *x, const void *y) {
+  const int32_t a = *(const int32_t *)x, b = *(const int32_t *)y;
+  return (a > b) - (a < b);
+}
+
 static void chunk_plan_rebuilt_between_batches_is_read_fresh(void **state) {
   (void)state;
-  const int H = 16, K = 128, N = 6, chunk = 64, layers = 3;
-  const int64_t T = 3000;
+  const int H = 4, K = 64, N = 1500, chunk = 64, layers = 3;
+  const int64_t T = 30000;
   const size_t n = (size_t)T * H * K;
   tu_rng rng;
   tu_rng_seed(&rng, 0x9a11);
@@ -626,6 +634,7 @@ static void chunk_plan_rebuilt_between_batches_is_read_fresh(void **state) {
   void *d_b = gu_upload(bias, (size_t)H * K * sizeof(float));
   void *d_out[3] = {gu_alloc(n * 4), gu_alloc(n * 4), gu_alloc(n * 4)};
   void *d_cu = gu_alloc((N + 1) * sizeof(int32_t));
+  int32_t *cu = malloc(((size_t)N + 1) * sizeof *cu);
   CUstream st;
   assert_int_equal(g_drv->cuStreamCreate(&st, CU_STREAM_NON_BLOCKING), CUDA_SUCCESS);
   kda_chunk_plan *plan = NULL;
@@ -633,13 +642,14 @@ static void chunk_plan_rebuilt_between_batches_is_read_fresh(void **state) {
   size_t bad = 0;
   for (int batch = 0; batch < 5; ++batch) {
     /* Cut points differ per batch; the last sequence takes the rest. */
-    int32_t cu[7];
+    /* Sorted random cut points: lengths 0 to a few hundred, mean 20. */
     cu[0] = 0;
-    for (int i = 1; i < N; ++i) cu[i] = cu[i - 1] + 1 + (int32_t)tu_uniform_int(&rng, 0, 900);
+    for (int i = 1; i < N; ++i) cu[i] = (int32_t)tu_uniform_int(&rng, 0, T);
+    qsort(cu + 1, (size_t)N - 1, sizeof *cu, cmp_i32);
     cu[N] = (int32_t)T;
-    for (int i = 1; i < N; ++i) if (cu[i] > cu[N]) cu[i] = cu[N];
     /* Written on the stream, so the build reads it in order. */
-    assert_int_equal(g_drv->cuMemcpyHtoDAsync((CUdeviceptr)(uintptr_t)d_cu, cu, sizeof cu, st),
+    assert_int_equal(g_drv->cuMemcpyHtoDAsync((CUdeviceptr)(uintptr_t)d_cu, cu,
+                                              ((size_t)N + 1) * sizeof *cu, st),
                      CUDA_SUCCESS);
     for (int l = 0; l < layers; ++l)
       assert_int_equal(g_drv->cuMemsetD32Async((CUdeviceptr)(uintptr_t)d_out[l], 0x7fc00000u, n, st),
@@ -690,6 +700,7 @@ static void chunk_plan_rebuilt_between_batches_is_read_fresh(void **state) {
   free(ref);
   free(got);
   free(bias);
+  free(cu);
   assert_int_equal(bad, 0);
 }
 
