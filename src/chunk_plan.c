@@ -24,6 +24,11 @@ void kda__chunk_plan_wrap(kda_chunk_plan *plan, kda_context *ctx, CUdeviceptr ro
   pthread_mutex_init(&plan->lock, NULL);
 }
 
+int kda__chunk_plan_test_overlap(void) {
+  const char *v = getenv("KDA_TEST_PLAN_ALWAYS_OVERLAP");
+  return v != NULL && strcmp(v, "1") == 0;
+}
+
 kda_status kda__chunk_plan_check(const kda_chunk_plan *plan, const char *fn, int64_t seq_len,
                                  int64_t num_seqs, int32_t chunk) {
   KDA__REQUIRE(plan->built, KDA_ERROR_INVALID_ARGUMENT,
@@ -109,8 +114,11 @@ kda_status kda_chunk_plan_build(kda_chunk_plan *plan, const void *cu_seqlens, kd
     void *params[] = {&cu_seqlens, &n, &t, &rows, &cap};
     /* Plainly: the build starts after every kernel before it in the stream
      * has completed, so none of them can still be reading the old plan. */
-    st = kda__context_launch_plain(ctx, fn, 1, (unsigned)spec.cfg.tx, (CUstream)stream, params,
-                                   "build_chunk_plan");
+    st = kda__chunk_plan_test_overlap()
+             ? kda__context_launch(ctx, fn, 1, (unsigned)spec.cfg.tx, (CUstream)stream, params,
+                                   "build_chunk_plan")
+             : kda__context_launch_plain(ctx, fn, 1, (unsigned)spec.cfg.tx, (CUstream)stream,
+                                         params, "build_chunk_plan");
   }
   kda__context_leave(ctx, pushed);
   KDA__TRY(st);

@@ -38,4 +38,11 @@ void kda__chunk_plan_wrap(kda_chunk_plan *plan, kda_context *ctx, CUdeviceptr ro
 kda_status kda__chunk_plan_check(const kda_chunk_plan *plan, const char *fn, int64_t seq_len,
                                  int64_t num_seqs, int32_t chunk);
 
+/* KDA_TEST_PLAN_ALWAYS_OVERLAP=1: tools/gpu_check.sh's mutant launches the
+ * plan builder and the first read after a build with programmatic overlap,
+ * to show that test_gpu_kernels sees the stale plan the plain launches
+ * prevent. Read only where a plain launch would be taken (not on the warm
+ * path of a gate call). */
+int kda__chunk_plan_test_overlap(void);
+
 #endif

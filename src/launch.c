@@ -1,6 +1,5 @@
 /* The kernel entry points: validate on the host, find (or tune, or
  * compile) the specialization, launch on the caller's stream. */
-#include <stdlib.h>
 #include <string.h>
 
 #include "chunk_plan.h"
@@ -28,19 +27,11 @@ kda_gate_args kda_gate_args_default(void) {
  * The flag is cleared only once the plain launch is enqueued, under the
  * plan's lock, so a concurrent caller on the same stream cannot slip an
  * overlapping launch in ahead of it. */
-/* KDA_TEST_PLAN_ALWAYS_OVERLAP=1 (tools/gpu_check.sh's mutant) drops the
- * plain launch, to show that test_gpu_kernels sees the stale plan it
- * prevents. Read only where the plain launch would be taken. */
-static int test_always_overlap(void) {
-  const char *v = getenv("KDA_TEST_PLAN_ALWAYS_OVERLAP");
-  return v != NULL && strcmp(v, "1") == 0;
-}
-
 static kda_status launch_reading_plan(kda_context *ctx, kda_chunk_plan *p, CUfunction fn,
                                       unsigned grid, unsigned threads, CUstream stream,
                                       void **params) {
   if (atomic_load_explicit(&p->plain_next, memory_order_acquire) && stream == p->build_stream &&
-      !test_always_overlap()) {
+      !kda__chunk_plan_test_overlap()) {
     pthread_mutex_lock(&p->lock);
     if (atomic_load_explicit(&p->plain_next, memory_order_relaxed)) {
       kda_status st =

@@ -603,12 +603,12 @@ static void varlen_chunk_plan_matches_reference(void **state) {
 
 /* The hazard a plan's launch rules exist for: a plan rebuilt for a new batch
  * and read at once, on one stream, by kernels that read it before their
- * griddepcontrol.wait. The first gate kernel after a build goes plainly;
- * were it to overlap the build, its blocks would read the last batch's rows
- * (the batches have the same token and sequence counts and different
- * lengths). 1500 sequences make the one-block builder slow (tens of us),
- * so an overlapping kernel's blocks start long before it has written the
- * plan: tools/gpu_check.sh runs this test with that launch overlapped
+ * griddepcontrol.wait. The builder and the first gate kernel after a build
+ * go plainly; were they to overlap, the gate kernel's blocks could read the
+ * last batch's rows (the batches have the same token and sequence counts
+ * and different lengths). 1500 sequences make the one-block builder slow,
+ * so an overlapping kernel's blocks start before it has written the plan:
+ * tools/gpu_check.sh runs this test with both launches overlapped
  * (KDA_TEST_PLAN_ALWAYS_OVERLAP=1) and expects it to fail. Three layers per
  * batch, the plan rebuilt five times, each batch checked. */
 static int cmp_i32(const void *x, const void *y) {
