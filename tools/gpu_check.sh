@@ -66,13 +66,27 @@ if [ $tests = 1 ]; then
   # after a build launched with overlap instead of plainly, a kernel may
   # read the plan before the build has written it, and the rebuilt-batches
   # test has to see the stale rows.
-  if KDA_TEST_PLAN_ALWAYS_OVERLAP=1 KDA_TEST_FILTER=chunk_plan_rebuilt ./build-gpu/tests/test_gpu_kernels \
-      > "$OUT/plan-mutant.log" 2>&1; then
-    echo "mutant with the plan builder and first read overlapped: the rebuilt-batches test PASSED (it cannot see the race)"
+  # The builder is made slow (200 us after its trigger, before its writes) so that the race is
+  # certain where it exists; with the plain launches the same slow builder
+  # must still pass.
+  mutant=$(mktemp -d)
+  cp kernel_templates/* "$mutant/"
+  sed -i 's/grid_dependents_launch();/&\n  if (PLAN) for (int i = 0; i < 200; ++i) __nanosleep(1000);/' "$mutant/chunk_indices.cu"
+  if KDA_KERNEL_DIR=$mutant KDA_TEST_FILTER=chunk_plan_rebuilt ./build-gpu/tests/test_gpu_kernels \
+      > "$OUT/plan-slow-builder.log" 2>&1; then
+    echo "slow plan builder, plain launches: the rebuilt-batches test passed"
   else
-    echo "mutant with the plan builder and first read overlapped: the rebuilt-batches test failed, as it must:"
+    echo "slow plan builder, plain launches: the rebuilt-batches test FAILED"
+    status=1
+  fi
+  if KDA_KERNEL_DIR=$mutant KDA_TEST_PLAN_ALWAYS_OVERLAP=1 KDA_TEST_FILTER=chunk_plan_rebuilt \
+      ./build-gpu/tests/test_gpu_kernels > "$OUT/plan-mutant.log" 2>&1; then
+    echo "mutant with the slow plan builder and the first read overlapped: the rebuilt-batches test PASSED (it cannot see the race)"
+  else
+    echo "mutant with the slow plan builder and the first read overlapped: the rebuilt-batches test failed, as it must:"
     grep -E "out of budget" "$OUT/plan-mutant.log" | head -5
   fi
+  rm -rf "$mutant"
   ./build-gpu/tools/kda-demo 2>&1 | tee "$OUT/demo.log" || status=1
   # 4 processes tuning overlapping shape sets into one database (tests/stress).
   (cd build-gpu && ctest -R '^test_stress_concurrent_prewarm_gpu$' --output-on-failure -V) > "$OUT/stress-gpu.log" 2>&1 || status=1
