@@ -542,6 +542,72 @@ static void host_rows_prewarm_then_call_uses_the_tuned_row(void **state) {
   kda_context_destroy(ctx);
 }
 
+/* The same for the chunk-plan specialization (varlen mode 3): prewarm
+ * builds its own plan; a call with a real plan then neither tunes nor
+ * compiles (its plan's builder compiles when the plan is built). */
+static void chunk_plan_prewarm_then_call_uses_the_tuned_row(void **state) {
+  (void)state;
+  char db[256];
+  temp_db(db, sizeof db);
+  kda_context *ctx = context(db, KDA_TUNE_ON);
+  assert_non_null(ctx);
+  enum { NS = 5 };
+  const int32_t cu[NS + 1] = {0, 100, 100, 877, 1900, B * T}; /* one empty sequence */
+  kda_gate_args shape = shape_args();
+  shape.batch = 1;
+  shape.seq_len = B * T;
+  shape.num_seqs = NS;
+  shape.A_log = (const float *)1;
+  shape.dt_bias = (const float *)1;
+  shape.chunk_plan = (const kda_chunk_plan *)1; /* "the chunk-plan specialization", not read */
+  kda_prewarm_result r = {.struct_size = sizeof r};
+  GU_CHECK(kda_prewarm(ctx, KDA_KERNEL_GATE_CHUNK_CUMSUM, &shape, 0, &r));
+  printf("chunk-plan prewarm: outcome=%d config=%s median=%.2f us candidates=%d bucket=%d\n",
+         r.outcome, r.config, r.median_us, r.candidates, r.bucket);
+  assert_int_equal(r.outcome, KDA_PREWARM_TUNED);
+  assert_int_equal(sql_int(db, "SELECT count(*) FROM results WHERE spec LIKE '% varlen=3 %'"), 1);
+
+  void *d_cu = gu_upload(cu, sizeof cu);
+  kda_chunk_plan *plan = NULL;
+  GU_CHECK(kda_chunk_plan_create(ctx, B * T, NS, 64, &plan));
+  GU_CHECK(kda_chunk_plan_build(plan, d_cu, KDA_DTYPE_I32, NS, B * T, NULL));
+  kda_gate_args a = shape_args();
+  a.batch = 1;
+  a.seq_len = B * T;
+  a.g = g_data.d_g;
+  a.out = g_data.d_out;
+  a.A_log = g_data.d_alog;
+  a.dt_bias = g_data.d_bias;
+  a.num_seqs = NS;
+  a.chunk_plan = plan;
+  kda_stats before = {.struct_size = sizeof before}, after = {.struct_size = sizeof after};
+  kda_context_get_stats(ctx, &before);
+  gu_poison(g_data.d_out, N * sizeof(float), 0x7fc00000u);
+  GU_CHECK(kda_gate_chunk_cumsum(ctx, &a, NULL));
+  float *out = malloc(N * sizeof(float));
+  gu_download(out, g_data.d_out, N * sizeof(float));
+  kda_context_get_stats(ctx, &after);
+  print_stats("chunk-plan call after prewarm", &after);
+  assert_int_equal(after.tuning_runs, before.tuning_runs);
+  assert_int_equal(after.nvrtc_compiles, before.nvrtc_compiles);
+  kda_gate_args h = a;
+  h.A_log = g_data.alog;
+  h.dt_bias = g_data.bias;
+  h.cu_seqlens = cu;
+  h.chunk_plan = NULL;
+  double *ref = malloc(N * sizeof(double));
+  assert_int_equal(kda_ref_gate_chunk_cumsum(&h, g_data.g_d, ref), 0);
+  double max_err = 0;
+  size_t bad = tu_check_close(out, ref, N, 2e-5, &max_err, NULL);
+  if (bad) fprintf(stderr, "%zu elements outside 2e-5 (max rel err %.3g)\n", bad, max_err);
+  assert_int_equal(bad, 0);
+  free(ref);
+  free(out);
+  kda_chunk_plan_destroy(plan);
+  gu_free(d_cu);
+  kda_context_destroy(ctx);
+}
+
 static double now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -633,6 +699,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(mode_cached_never_tunes),
       cmocka_unit_test(prewarm_tunes_then_skips),
       cmocka_unit_test(host_rows_prewarm_then_call_uses_the_tuned_row),
+      cmocka_unit_test(chunk_plan_prewarm_then_call_uses_the_tuned_row),
       cmocka_unit_test(background_mode_tunes_off_the_callers_thread_then_switches),
       cmocka_unit_test(short_candidates_are_timed_as_captured_graphs),
   };

@@ -20,6 +20,7 @@ static const tune_opt prewarm_opts[] = {
     {"out-dtype", "f32|bf16", "output dtype (default f32)"},
     {"varlen", "yes|no|both", "packed variable-length batches (default no)"},
     {"host-rows", "yes|no|both", "varlen calls passing cu_seqlens_host, where the batch fits (default no)"},
+    {"chunk-plan", "yes|no|both", "varlen calls passing a kda_chunk_plan (default no)"},
     {"tokens", "N[,N...]", "token counts (default one per bucket: 512,2048,8192,32768,65536)"},
     {"seqs", "N", "sequences of a varlen shape (default 8)"},
     {"scale", "yes|no|both", "scaled cumsum (default no)"},
@@ -48,7 +49,7 @@ static const tune_cmd prewarm_cmd = {
     prewarm_opts, 0, 0};
 
 static const char *const shape_flags[] = {"heads", "head-dim", "chunk", "bias", "gate",
-                                          "dtype", "out-dtype", "varlen", "host-rows", "tokens", "seqs",
+                                          "dtype", "out-dtype", "varlen", "host-rows", "chunk-plan", "tokens", "seqs",
                                           "scale", "reverse", "kernel", "model", "tp"};
 
 static double now_ms(void) {

@@ -128,6 +128,7 @@ int shape_set_apply(shape_set *s, const char *key, const char *v, char *err, siz
   if (!strcmp(key, "bias")) return yes_no_both(key, v, &s->bias, err, size);
   if (!strcmp(key, "varlen")) return yes_no_both(key, v, &s->varlen, err, size);
   if (!strcmp(key, "host-rows")) return yes_no_both(key, v, &s->host_rows, err, size);
+  if (!strcmp(key, "chunk-plan")) return yes_no_both(key, v, &s->chunk_plan, err, size);
   if (!strcmp(key, "scale")) return yes_no_both(key, v, &s->scale, err, size);
   if (!strcmp(key, "reverse")) return yes_no_both(key, v, &s->reverse, err, size);
   if (!strcmp(key, "kernel")) {
@@ -166,7 +167,8 @@ static int same_shape(const tune_shape *a, const tune_shape *b) {
          (x->dt_bias != NULL) == (y->dt_bias != NULL) && (x->A_log != NULL) == (y->A_log != NULL) &&
          x->has_scale == y->has_scale && x->reverse == y->reverse &&
          (x->num_seqs > 0) == (y->num_seqs > 0) &&
-         (x->cu_seqlens_host != NULL) == (y->cu_seqlens_host != NULL);
+         (x->cu_seqlens_host != NULL) == (y->cu_seqlens_host != NULL) &&
+         (x->chunk_plan != NULL) == (y->chunk_plan != NULL);
 }
 
 /* Deduplicating is quadratic: a hostile file with long lists on many lines
@@ -240,6 +242,7 @@ int shape_set_expand(const shape_set *s0, shape_list *list, char *err, size_t si
   }
   if (s.varlen == 0) s.varlen = m ? m->varlen : 1;
   if (s.host_rows == 0) s.host_rows = 1;
+  if (s.chunk_plan == 0) s.chunk_plan = 1;
   if (s.scale == 0) s.scale = 1;
   if (s.reverse == 0) s.reverse = 1;
   if (s.seqs == 0) s.seqs = 8;
@@ -255,7 +258,7 @@ int shape_set_expand(const shape_set *s0, shape_list *list, char *err, size_t si
     return -1;
   }
   int64_t combos = (int64_t)s.nheads * s.nhead_dim * s.nchunk * s.ndtype * s.ntokens *
-                   bits2(s.bias) * bits2(s.varlen) * bits2(s.host_rows) * bits2(s.scale) *
+                   bits2(s.bias) * bits2(s.varlen) * bits2(s.host_rows) * bits2(s.chunk_plan) * bits2(s.scale) *
                    bits2(s.reverse);
   if (combos > SHAPES_MAX) {
     snprintf(err, size, "%lld combinations of values; at most %d per line", (long long)combos,
@@ -269,6 +272,7 @@ int shape_set_expand(const shape_set *s0, shape_list *list, char *err, size_t si
           for (int bias = 0; bias < 2; bias++)
             for (int var = 0; var < 2; var++)
              for (int hr = 0; hr < 2; hr++)
+             for (int cp = 0; cp < 2; cp++)
               for (int sc = 0; sc < 2; sc++)
                 for (int rev = 0; rev < 2; rev++)
                   for (int32_t t = 0; t < s.ntokens; t++) {
@@ -279,6 +283,9 @@ int shape_set_expand(const shape_set *s0, shape_list *list, char *err, size_t si
                     /* Host rows: varlen only, and only where the batch fits. */
                     if (!(s.host_rows >> hr & 1) || (hr && !var)) continue;
                     if (hr && !host_rows_fit(s.tokens[t], s.seqs, s.chunk[c])) continue;
+                    /* A chunk plan: varlen only, in place of host rows, rows below 2^31. */
+                    if (!(s.chunk_plan >> cp & 1) || (cp && (!var || hr))) continue;
+                    if (cp && s.tokens[t] > INT32_MAX) continue;
                     tune_shape ts;
                     memset(&ts, 0, sizeof ts);
                     ts.kernel = (kda_kernel)kernel;
@@ -302,10 +309,11 @@ int shape_set_expand(const shape_set *s0, shape_list *list, char *err, size_t si
                     a->seq_len = s.tokens[t];
                     if (var) a->num_seqs = s.seqs < s.tokens[t] ? s.seqs : s.tokens[t];
                     if (hr) a->cu_seqlens_host = (const void *)(uintptr_t)1; /* "host rows" */
+                    if (cp) a->chunk_plan = (const kda_chunk_plan *)(uintptr_t)1; /* "plan" */
                     ts.tokens = s.tokens[t];
                     ts.bucket = kda_token_bucket(s.tokens[t]);
                     snprintf(ts.label, sizeof ts.label,
-                             "%s H=%d K=%d chunk=%d %s%s %s->%s%s%s %s%s tokens=%lld (bucket %d)",
+                             "%s H=%d K=%d chunk=%d %s%s %s->%s%s%s %s%s%s tokens=%lld (bucket %d)",
                              kernel == KDA_KERNEL_GATE_CHUNK_CUMSUM ? "gate_chunk_cumsum"
                              : kernel == KDA_KERNEL_GATE             ? "gate"
                                                                      : "chunk_local_cumsum",
@@ -315,7 +323,7 @@ int shape_set_expand(const shape_set *s0, shape_list *list, char *err, size_t si
                                                               : "activated",
                              bias ? " bias" : "", dt_name(a->g_dtype), dt_name(a->out_dtype),
                              sc ? " scale" : "", rev ? " reverse" : "", var ? "varlen" : "dense",
-                             hr ? " host-rows" : "",
+                             hr ? " host-rows" : "", cp ? " chunk-plan" : "",
                              (long long)ts.tokens, ts.bucket);
                     int pushed = push(list, &ts);
                     if (pushed != 0) {

@@ -9,14 +9,16 @@
  *
  * Each line is whitespace-separated KEY=VALUE pairs; the keys are the
  * prewarm flags without "--": heads, head-dim, chunk, gate, bias, dtype,
- * out-dtype, varlen, host-rows, tokens, seqs, scale, reverse, kernel, model,
- * tp. Lists (heads, head-dim, chunk, dtype, tokens, tp) are comma-separated
- * and multiply out; bias, varlen, host-rows, scale and reverse take yes, no
- * or both (host-rows: the varlen specialization of calls that pass
- * cu_seqlens_host, for token counts whose batch fits KDA_MAX_HOST_ROWS). A line
+ * out-dtype, varlen, host-rows, chunk-plan, tokens, seqs, scale, reverse,
+ * kernel, model, tp. Lists (heads, head-dim, chunk, dtype, tokens, tp) are
+ * comma-separated and multiply out; bias, varlen, host-rows, chunk-plan,
+ * scale and reverse take yes, no or both (host-rows: the varlen
+ * specialization of calls that pass cu_seqlens_host, for token counts whose
+ * batch fits KDA_MAX_HOST_ROWS; chunk-plan: of calls that pass a
+ * kda_chunk_plan). A line
  * needs heads or model. Anything not given takes the preset's value (with
  * model) or the default: head-dim 128, chunk 64, gate softplus, bias yes,
- * dtype bf16, out-dtype f32, varlen no, host-rows no, one token count per bucket
+ * dtype bf16, out-dtype f32, varlen no, host-rows no, chunk-plan no, one token count per bucket
  * (512,2048,8192,32768,65536), seqs 8, scale no, reverse no.
  * Errors name the place: "FILE:LINE: ...". */
 #ifndef KDA_TOOLS_SHAPES_FILE_H
@@ -40,7 +42,7 @@ typedef struct shape_set {
   int32_t tp[SHAPE_LIST_MAX], ntp;
   int32_t gate;      /* kda_gate_kind; -1 unset */
   int32_t out_dtype; /* -1 unset */
-  int32_t bias, varlen, host_rows, scale, reverse; /* bit 0: no, bit 1: yes; 0 unset */
+  int32_t bias, varlen, host_rows, chunk_plan, scale, reverse; /* bit 0: no, bit 1: yes; 0 unset */
   int32_t seqs;      /* 0 unset */
   int32_t kernel;    /* kda_kernel; -1: from gate */
   const char *model; /* preset name or NULL */

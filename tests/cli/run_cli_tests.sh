@@ -73,6 +73,8 @@ check prewarm_compile_json "$TUNE" prewarm --db "$DB" --compile-only --arch sm_9
 check prewarm_model_dry_run "$TUNE" prewarm --model kimi-linear --tp 1,2,4,8 --dry-run
 check prewarm_host_rows_dry_run "$TUNE" prewarm --heads 16 --varlen both --host-rows both \
   --chunk 64,256 --dry-run
+check prewarm_chunk_plan_dry_run "$TUNE" prewarm --heads 16 --varlen both --chunk-plan both \
+  --host-rows both --tokens 512,8192 --dry-run
 check prewarm_needs_arch "$TUNE" prewarm --db "$DB" --compile-only --heads 32
 check prewarm_no_shapes "$TUNE" prewarm --db "$DB" --compile-only --arch sm_90
 check prewarm_bad_tp "$TUNE" prewarm --model kimi-linear --tp 3 --dry-run
