@@ -41,6 +41,7 @@
 static long (*fake_launches)(void);
 static long (*fake_live_allocations)(void);
 static long (*fake_loaded_modules)(void);
+static long (*fake_overlap_launches)(void);
 
 /* ------------------------------------------------------------------------ */
 /* Threads                                                                   */
@@ -861,6 +862,93 @@ static void *gate_work(void *p) {
  * info constant). As many NVRTC compiles as the same calls made once on one
  * thread in a fresh context, and every call launched: launches = calls =
  * the stand-in's count = cache hits + misses. */
+/* ------------------------------------------------------------------------ */
+/* Gate calls reading one chunk plan from 16 threads                        */
+/* ------------------------------------------------------------------------ */
+
+enum { PLAN_ROUNDS = 150 };
+
+typedef struct plan_worker {
+  kda_context *ctx;
+  kda_chunk_plan *shared; /* built on stream 1 by the main thread */
+  int own;                /* also create, build, use and destroy a plan of its own */
+  kda_stream stream;
+  call c;
+  long launched;
+  notes n;
+} plan_worker;
+
+static void *plan_work(void *p) {
+  plan_worker *w = p;
+  start_together();
+  kda_gate_args a = w->c.a;
+  a.chunk_plan = w->shared;
+  for (int r = 0; r < PLAN_ROUNDS; ++r) {
+    const kda_status st = kda_gate_chunk_cumsum(w->ctx, &a, w->stream);
+    NOTE(&w->n, st == KDA_OK, "round %d: %s", r, kda_last_error());
+    w->launched += st == KDA_OK;
+  }
+  if (w->own) {
+    kda_chunk_plan *mine = NULL;
+    kda_status st = kda_chunk_plan_create(w->ctx, a.seq_len, a.num_seqs, a.chunk_size, &mine);
+    NOTE(&w->n, st == KDA_OK, "create: %s", kda_last_error());
+    if (st == KDA_OK) {
+      static const int32_t cu[3] = {0, 100, 256};
+      st = kda_chunk_plan_build(mine, cu, KDA_DTYPE_I32, 2, a.seq_len, w->stream);
+      NOTE(&w->n, st == KDA_OK, "build: %s", kda_last_error());
+      a.chunk_plan = mine;
+      st = kda_gate_chunk_cumsum(w->ctx, &a, w->stream);
+      NOTE(&w->n, st == KDA_OK, "own plan: %s", kda_last_error());
+      kda_chunk_plan_destroy(mine);
+    }
+  }
+  return NULL;
+}
+
+/* kda.h: gate calls reading one plan may run concurrently, and plans are
+ * independent. Half the threads call on the plan's build stream: exactly
+ * one of all those calls launches plainly (the first read after the build),
+ * whatever the interleaving; the other half call on streams of their own
+ * (overlapped), then each makes, builds, uses and destroys a plan of its
+ * own (a plain build and a plain first read each). Twice, with a rebuild
+ * between. */
+static void chunk_plan_read_from_sixteen_threads_launches_plainly_once_per_build(void **state) {
+  (void)state;
+  kda_context *ctx = context_make(KDA_TUNE_OFF, ":memory:", NULL);
+  kda_chunk_plan *plan = NULL;
+  assert_int_equal(kda_chunk_plan_create(ctx, 256, 2, 64, &plan), KDA_OK);
+  static const int32_t cu[3] = {0, 100, 256};
+  const kda_stream build_stream = (kda_stream)(uintptr_t)0x5000;
+  static plan_worker w[THREADS];
+  for (int round = 0; round < 2; ++round) {
+    assert_int_equal(kda_chunk_plan_build(plan, cu, KDA_DTYPE_I32, 2, 256, build_stream), KDA_OK);
+    for (int t = 0; t < THREADS; ++t) {
+      memset(&w[t], 0, sizeof w[t]);
+      w[t].ctx = ctx;
+      w[t].shared = plan;
+      w[t].own = t >= THREADS / 2;
+      w[t].stream = w[t].own ? (kda_stream)(uintptr_t)(0x6000 + 0x100 * t) : build_stream;
+      call_init(&w[t].c, 4, 64, 64, 256, KDA_DTYPE_BF16, KDA_GATE_SOFTPLUS);
+      w[t].c.a.num_seqs = 2;
+    }
+    const long l0 = fake_launches(), o0 = fake_overlap_launches();
+    run_threads(THREADS, plan_work, w, sizeof w[0]);
+    const long launched = fake_launches() - l0, plain = launched - (fake_overlap_launches() - o0);
+    assert_int_equal(sum_notes(w, sizeof w[0], offsetof(plan_worker, n), THREADS), 0);
+    long calls = 0;
+    for (int t = 0; t < THREADS; ++t) calls += w[t].launched;
+    assert_int_equal(calls, (long)THREADS * PLAN_ROUNDS);
+    /* The shared plan's calls, then per own plan a build and a call. */
+    assert_int_equal(launched, calls + 2 * (THREADS / 2));
+    /* One plain read of the shared plan; a plain build and read per own plan. */
+    printf("round %d: %ld launches, %ld plain\n", round, launched, plain);
+    assert_int_equal(plain, 1 + 2 * (THREADS / 2));
+    for (int t = 0; t < THREADS; ++t) call_free(&w[t].c);
+  }
+  kda_chunk_plan_destroy(plan);
+  kda_context_destroy(ctx);
+}
+
 static void kda_gate_from_sixteen_threads_compiles_once_and_launches_every_call(void **state) {
   (void)state;
   call one[GATE_SPECS];
@@ -1654,8 +1742,9 @@ int main(void) {
     *(void **)&fake_launches = dlsym(h, "fake_cuda_launches");
     *(void **)&fake_live_allocations = dlsym(h, "fake_cuda_live_allocations");
     *(void **)&fake_loaded_modules = dlsym(h, "fake_cuda_loaded_modules");
+    *(void **)&fake_overlap_launches = dlsym(h, "fake_cuda_overlap_launches");
   }
-  if (!fake_launches || !fake_live_allocations || !fake_loaded_modules) {
+  if (!fake_launches || !fake_live_allocations || !fake_loaded_modules || !fake_overlap_launches) {
     fprintf(stderr, "KDA_LIBCUDA must name the stand-in driver (tests/fake_cuda); got %s\n",
             path ? path : "(unset)");
     return 1;
@@ -1666,6 +1755,7 @@ int main(void) {
       cmocka_unit_test(db_show_on_sixteen_handles_at_once_orders_trials_as_one_thread),
       cmocka_unit_test(contexts_created_on_sixteen_threads_at_once_are_independent),
       cmocka_unit_test(kda_gate_from_sixteen_threads_compiles_once_and_launches_every_call),
+      cmocka_unit_test(chunk_plan_read_from_sixteen_threads_launches_plainly_once_per_build),
       cmocka_unit_test(layer_gate_fwd_from_sixteen_threads_compiles_once_and_launches_every_kernel),
       cmocka_unit_test(prewarm_from_sixteen_threads_with_kernel_calls_on_one_context),
       cmocka_unit_test(kernel_calls_on_a_read_only_database_run_and_warn_once),
