@@ -216,7 +216,7 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
   // without overlap, src/launch.c), so no kernel that may still run writes
   // it. A caller's table (mode 1) may be written by the kernel just before,
   // so it is read after the wait, where every block of the launch's first
-  // round pays its round trip (docs/perf-notes.md, tenth session).
+  // round pays its round trip (docs/perf-notes.md, "Chunk plans").
   int plan_row0 = 0, plan_len = 0;
   if constexpr (VARLEN == 3) load_plan_row(chunk_indices + 2 * n, plan_row0, plan_len);
   grid_dependency_wait();
