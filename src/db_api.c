@@ -505,6 +505,8 @@ kda_status kda_db_record_shape(const kda_db_record *r, kda_kernel *kernel, kda_g
   if (varlen) a.num_seqs = 1;
   /* varlen=2: rows in the launch; kda_prewarm reads this as a request. */
   if (varlen == 2) a.cu_seqlens_host = (const void *)(uintptr_t)1;
+  /* varlen=3: a chunk plan's specialization, likewise. */
+  if (varlen == 3) a.chunk_plan = (const kda_chunk_plan *)(uintptr_t)1;
   *kernel = !cumsum ? KDA_KERNEL_GATE
             : gate == KDA_GATE_NONE ? KDA_KERNEL_CHUNK_LOCAL_CUMSUM
                                     : KDA_KERNEL_GATE_CHUNK_CUMSUM;

@@ -215,6 +215,19 @@ static void db_record_shape_parses_spec_flags(void **state) {
   assert_non_null(a.A_log);
   assert_true(a.has_scale && a.reverse && a.num_seqs > 0);
   assert_int_equal(kda_token_bucket(tokens), 4);
+  assert_null(a.chunk_plan);
+  assert_null(a.cu_seqlens_host);
+  /* The other varlen modes' rows ask kda_prewarm for their specialization. */
+  char *v = strstr(r.spec, " varlen=1 ");
+  assert_non_null(v);
+  v[8] = '3';
+  assert_int_equal(kda_db_record_shape(&r, &k, &a, &tokens), KDA_OK);
+  assert_non_null(a.chunk_plan);
+  assert_null(a.cu_seqlens_host);
+  v[8] = '2';
+  assert_int_equal(kda_db_record_shape(&r, &k, &a, &tokens), KDA_OK);
+  assert_null(a.chunk_plan);
+  assert_non_null(a.cu_seqlens_host);
   snprintf(r.spec, sizeof r.spec, "something else");
   assert_int_equal(kda_db_record_shape(&r, &k, &a, &tokens), KDA_ERROR_INVALID_ARGUMENT);
   kda_db_close(db);
