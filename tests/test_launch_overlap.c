@@ -267,8 +267,10 @@ static void chunk_plan_launches_plainly_where_its_reads_need_it(void **state) {
   bad.num_chunks = 1;
   assert_int_equal(kda_gate_chunk_cumsum(ctx, &bad, s1), KDA_ERROR_INVALID_ARGUMENT);
   bad = c.a;
-  bad.batch = 2;
+  bad.batch = 2; /* as many elements as the buffers hold: no overlap of g and out */
+  bad.seq_len = 128;
   assert_int_equal(kda_gate_chunk_cumsum(ctx, &bad, s1), KDA_ERROR_BAD_SHAPE);
+  assert_non_null(strstr(kda_last_error(), "batch must be 1 with a chunk_plan"));
   /* Builds past the plan's maxima, and plans no int32 row can address. */
   assert_int_equal(kda_chunk_plan_build(plan, cu, KDA_DTYPE_I32, 9, 256, s1), KDA_ERROR_BAD_SHAPE);
   assert_int_equal(kda_chunk_plan_build(plan, cu, KDA_DTYPE_I32, 2, 1025, s1), KDA_ERROR_BAD_SHAPE);
