@@ -2,6 +2,7 @@
  * chunk, built on the host or on the device (no synchronisation). */
 #include <string.h>
 
+#include "chunk_plan.h"
 #include "context_internal.h"
 #include "error.h"
 #include "gate_args.h"
@@ -52,6 +53,17 @@ kda_status kda_chunk_indices_build_host(const void *cu_seqlens, kda_dtype dt, in
   return KDA_OK;
 }
 
+kda__spec kda__chunk_builder_spec(kda_dtype dt, int32_t chunk, int plan) {
+  kda__spec spec;
+  memset(&spec, 0, sizeof spec);
+  spec.kernel = KDA__KERNEL_CHUNK_INDICES;
+  spec.varlen = plan ? 3 : 0; /* 3: the chunk plan's builder (spec.c names it) */
+  spec.idx_dtype = dt;
+  spec.chunk = chunk;
+  spec.cfg = kda__config_heuristic(&spec);
+  return spec;
+}
+
 kda_status kda_chunk_indices_build_device(kda_context *ctx, const void *cu_seqlens, kda_dtype dt,
                                           int64_t num_seqs, int64_t total_tokens,
                                           int32_t chunk_size, int32_t *out, int64_t capacity,
@@ -74,12 +86,7 @@ kda_status kda_chunk_indices_build_device(kda_context *ctx, const void *cu_seqle
                "kda_chunk_indices_build_device: capacity %lld < ceil(T/chunk) + N = %lld",
                (long long)capacity, (long long)need);
 
-  kda__spec spec;
-  memset(&spec, 0, sizeof spec);
-  spec.kernel = KDA__KERNEL_CHUNK_INDICES;
-  spec.idx_dtype = dt;
-  spec.chunk = chunk_size;
-  spec.cfg = kda__config_heuristic(&spec);
+  const kda__spec spec = kda__chunk_builder_spec(dt, chunk_size, 0);
 
   int pushed = 0;
   KDA__TRY(kda__context_enter(ctx, &pushed));

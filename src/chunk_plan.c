@@ -96,13 +96,7 @@ kda_status kda_chunk_plan_build(kda_chunk_plan *plan, const void *cu_seqlens, kd
   kda_context *ctx = plan->ctx;
   const int64_t slots = kda_chunk_indices_capacity(total_tokens, num_seqs, plan->chunk);
 
-  kda__spec spec;
-  memset(&spec, 0, sizeof spec);
-  spec.kernel = KDA__KERNEL_CHUNK_INDICES;
-  spec.varlen = 3; /* the plan builder */
-  spec.idx_dtype = dt;
-  spec.chunk = plan->chunk;
-  spec.cfg = kda__config_heuristic(&spec);
+  const kda__spec spec = kda__chunk_builder_spec(dt, plan->chunk, 1);
 
   int pushed = 0;
   KDA__TRY(kda__context_enter(ctx, &pushed));

@@ -10,6 +10,7 @@
 
 #include "driver.h"
 #include "kda/kda.h"
+#include "spec.h"
 
 struct kda_chunk_plan {
   kda_context *ctx;
@@ -33,6 +34,10 @@ struct kda_chunk_plan {
  * struct. */
 void kda__chunk_plan_wrap(kda_chunk_plan *plan, kda_context *ctx, CUdeviceptr rows,
                           int64_t slots, int64_t total_tokens, int64_t num_seqs, int32_t chunk);
+
+/* The spec of the one-block device builder (src/chunk_indices.c): of the
+ * chunk table, or of a chunk plan. */
+kda__spec kda__chunk_builder_spec(kda_dtype dt, int32_t chunk, int plan);
 
 /* Checks that a gate call's batch is the plan's last build. */
 kda_status kda__chunk_plan_check(const kda_chunk_plan *plan, const char *fn, int64_t seq_len,

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chunk_plan.h"
 #include "error.h"
 #include "gate_args.h"
 #include "kernel_source.h"
@@ -18,12 +19,8 @@ kda_status kda__offline_spec(kda_kernel kernel, const kda_gate_args *args, kda__
                  KDA_ERROR_UNSUPPORTED_DTYPE, "kda_compile_offline: cu_seqlens_dtype %d",
                  (int)args->cu_seqlens_dtype);
     KDA__TRY(kda__check_chunk_size(args->chunk_size));
-    memset(&spec, 0, sizeof spec);
-    spec.kernel = KDA__KERNEL_CHUNK_INDICES;
-    spec.idx_dtype = args->cu_seqlens_dtype;
-    spec.chunk = args->chunk_size;
-    spec.varlen = args->chunk_plan != NULL ? 3 : 0; /* the chunk plan's builder */
-    spec.cfg = kda__config_heuristic(&spec);
+    spec = kda__chunk_builder_spec(args->cu_seqlens_dtype, args->chunk_size,
+                                   args->chunk_plan != NULL);
   } else {
     KDA__REQUIRE(kernel == KDA_KERNEL_GATE_CHUNK_CUMSUM || kernel == KDA_KERNEL_CHUNK_LOCAL_CUMSUM ||
                      kernel == KDA_KERNEL_GATE,
