@@ -616,13 +616,19 @@ static int cmp_i32(const void *x, const void *y) {
   return (a > b) - (a < b);
 }
 
-static void chunk_plan_rebuilt_between_batches_is_read_fresh(void **state) {
-  (void)state;
-  const int H = 4, K = 64, N = 1500, chunk = 64, layers = 3;
-  const int64_t T = 30000;
+/* Five batches of N ragged sequences in one set of buffers, each described
+ * on the device (a chunk plan, or a chunk table and its count written by
+ * kda_chunk_indices_build_device into the caller's buffers) and read by 3
+ * gate calls. The kernels read a plan's row before their wait and a
+ * table's after it: a kernel that read the previous batch's rows computes
+ * the wrong rows here. tools/gpu_check.sh slows the builders down so that
+ * this race is certain where it exists, and shows that the test sees it
+ * (for a table: with the wait removed). */
+static void rebuilt_batches_are_read_fresh(int use_plan, int N, int64_t T, uint64_t seed) {
+  const int H = 4, K = 64, chunk = 64, layers = 3;
   const size_t n = (size_t)T * H * K;
   tu_rng rng;
-  tu_rng_seed(&rng, 0x9a11);
+  tu_rng_seed(&rng, seed);
   uint16_t *g = malloc(n * 2);
   double *gd = malloc(n * sizeof(double)), *ref = malloc(n * sizeof(double));
   float *got = malloc(n * 4);
@@ -635,14 +641,16 @@ static void chunk_plan_rebuilt_between_batches_is_read_fresh(void **state) {
   void *d_out[3] = {gu_alloc(n * 4), gu_alloc(n * 4), gu_alloc(n * 4)};
   void *d_cu = gu_alloc((N + 1) * sizeof(int32_t));
   int32_t *cu = malloc(((size_t)N + 1) * sizeof *cu);
+  const int64_t cap = kda_chunk_indices_capacity(T, N, chunk);
+  int32_t *d_table = gu_alloc((size_t)cap * 8 + 4);
   CUstream st;
   assert_int_equal(g_drv->cuStreamCreate(&st, CU_STREAM_NON_BLOCKING), CUDA_SUCCESS);
   kda_chunk_plan *plan = NULL;
-  GU_CHECK(kda_chunk_plan_create(g_ctx, T, N, chunk, &plan));
+  if (use_plan) GU_CHECK(kda_chunk_plan_create(g_ctx, T, N, chunk, &plan));
   size_t bad = 0;
   for (int batch = 0; batch < 5; ++batch) {
-    /* Cut points differ per batch; the last sequence takes the rest. */
-    /* Sorted random cut points: lengths 0 to a few hundred, mean 20. */
+    /* Sorted random cut points, different per batch; the last sequence
+     * takes the rest. */
     cu[0] = 0;
     for (int i = 1; i < N; ++i) cu[i] = (int32_t)tu_uniform_int(&rng, 0, T);
     qsort(cu + 1, (size_t)N - 1, sizeof *cu, cmp_i32);
@@ -654,7 +662,6 @@ static void chunk_plan_rebuilt_between_batches_is_read_fresh(void **state) {
     for (int l = 0; l < layers; ++l)
       assert_int_equal(g_drv->cuMemsetD32Async((CUdeviceptr)(uintptr_t)d_out[l], 0x7fc00000u, n, st),
                        CUDA_SUCCESS);
-    GU_CHECK(kda_chunk_plan_build(plan, d_cu, KDA_DTYPE_I32, N, T, (kda_stream)st));
     kda_gate_args a = kda_gate_args_default();
     a.g = d_g;
     a.g_dtype = KDA_DTYPE_BF16;
@@ -666,17 +673,33 @@ static void chunk_plan_rebuilt_between_batches_is_read_fresh(void **state) {
     a.A_log = d_a;
     a.dt_bias = d_b;
     a.num_seqs = N;
-    a.chunk_plan = plan;
+    if (use_plan) {
+      GU_CHECK(kda_chunk_plan_build(plan, d_cu, KDA_DTYPE_I32, N, T, (kda_stream)st));
+      a.chunk_plan = plan;
+    } else {
+      GU_CHECK(kda_chunk_indices_build_device(g_ctx, d_cu, KDA_DTYPE_I32, N, T, chunk, d_table, cap,
+                                              d_table + 2 * cap, (kda_stream)st));
+      a.cu_seqlens = d_cu;
+      a.cu_seqlens_dtype = KDA_DTYPE_I32;
+      a.chunk_indices = d_table;
+      a.num_chunks = cap;
+      a.num_chunks_device = d_table + 2 * cap;
+    }
     for (int l = 0; l < layers; ++l) {
       a.out = d_out[l];
       GU_CHECK(kda_gate_chunk_cumsum(g_ctx, &a, (kda_stream)st));
     }
-    kda_gate_args h = a;
+    kda_gate_args h = kda_gate_args_default();
+    h.batch = 1;
+    h.seq_len = T;
+    h.num_heads = H;
+    h.head_dim = K;
+    h.gate = KDA_GATE_SOFTPLUS;
     h.A_log = A_log;
     h.dt_bias = bias;
+    h.num_seqs = N;
     h.cu_seqlens = cu;
     h.cu_seqlens_dtype = KDA_DTYPE_I32;
-    h.chunk_plan = NULL;
     assert_int_equal(kda_ref_gate_chunk_cumsum(&h, gd, ref), 0);
     assert_int_equal(g_drv->cuStreamSynchronize(st), CUDA_SUCCESS);
     for (int l = 0; l < layers; ++l) {
@@ -684,17 +707,20 @@ static void chunk_plan_rebuilt_between_batches_is_read_fresh(void **state) {
       double max_err = 0;
       size_t first = 0;
       const size_t b = tu_check_close(got, ref, n, TOL_F32, &max_err, &first);
-      if (b) fprintf(stderr, "batch %d layer %d: %zu elements out of budget\n", batch, l, b);
+      if (b)
+        fprintf(stderr, "%s, %d sequences, batch %d layer %d: %zu elements out of budget\n",
+                use_plan ? "plan" : "table", N, batch, l, b);
       bad += b;
     }
   }
-  kda_chunk_plan_destroy(plan);
+  if (plan) kda_chunk_plan_destroy(plan);
   g_drv->cuStreamDestroy(st);
   for (int l = 0; l < 3; ++l) gu_free(d_out[l]);
   gu_free(d_g);
   gu_free(d_a);
   gu_free(d_b);
   gu_free(d_cu);
+  gu_free(d_table);
   free(g);
   free(gd);
   free(ref);
@@ -702,6 +728,23 @@ static void chunk_plan_rebuilt_between_batches_is_read_fresh(void **state) {
   free(bias);
   free(cu);
   assert_int_equal(bad, 0);
+}
+
+static void chunk_plan_rebuilt_between_batches_is_read_fresh(void **state) {
+  (void)state;
+  rebuilt_batches_are_read_fresh(1, 1500, 30000, 0x9a11);
+}
+
+/* Both of the table's lookups: many sequences (the bounds loaded after the
+ * row) and fewer than a warp has lanes (every bound loaded with the row). */
+static void chunk_table_rebuilt_between_batches_is_read_fresh(void **state) {
+  (void)state;
+  rebuilt_batches_are_read_fresh(0, 1500, 30000, 0x7ab1e);
+}
+
+static void chunk_table_rebuilt_few_sequences_is_read_fresh(void **state) {
+  (void)state;
+  rebuilt_batches_are_read_fresh(0, 20, 30000, 0x7ab1f);
 }
 
 /* Every configuration of the tuner's space computes the same function. */
@@ -969,6 +1012,8 @@ int main(void) {
       cmocka_unit_test(varlen_host_rows_packed_match_reference),
       cmocka_unit_test(varlen_chunk_plan_matches_reference),
       cmocka_unit_test(chunk_plan_rebuilt_between_batches_is_read_fresh),
+      cmocka_unit_test(chunk_table_rebuilt_between_batches_is_read_fresh),
+      cmocka_unit_test(chunk_table_rebuilt_few_sequences_is_read_fresh),
       cmocka_unit_test(chunk_local_cumsum_vector_and_scalar_match_reference),
       cmocka_unit_test(standalone_gate_matches_reference),
       cmocka_unit_test(layer_entry_builds_table_once_and_dispatches),
