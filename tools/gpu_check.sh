@@ -3,7 +3,9 @@
 # carried -dev packages if the system lacks them, build, run the GPU tests,
 # the demo, compute-sanitizer, and the benchmark when it exists. Logs go to
 # $OUT (or ./gpu-out). Usage: bash tools/gpu_check.sh [--no-sanitizer] [--no-bench]
-#   [--bench-only] [--build-only] [--bench-args "..."]
+#   [--bench-only] [--build-only] [--prebuilt] [--bench-args "..."]
+# --prebuilt uses build-gpu as it is (built elsewhere at this same path, to
+# spare a lent GPU machine the build).
 set -u -o pipefail
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
@@ -12,6 +14,7 @@ sanitizer=1
 tests=1
 bench_args=""
 bench=1
+prebuilt=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-sanitizer) sanitizer=0 ;;
@@ -19,6 +22,7 @@ while [ $# -gt 0 ]; do
     --build-only) sanitizer=0; tests=0; bench=0 ;;
     --bench-args) bench_args="$2"; shift ;;
     --no-bench) bench=0 ;;
+    --prebuilt) prebuilt=1 ;;
   esac
   shift
 done
@@ -40,9 +44,14 @@ export KDA_CACHE_DIR=${KDA_CACHE_DIR:-$(mktemp -d /tmp/kda-cache-XXXXXX)}
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 t0=$(date +%s)
-cmake -B build-gpu -S . -DCMAKE_BUILD_TYPE=Release "${prefix_args[@]}" > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
-cmake --build build-gpu -j16 > "$OUT/build.log" 2>&1 || { grep -E "error|Error" "$OUT/build.log" | head -30; exit 1; }
-echo "build: $(( $(date +%s) - t0 )) s"
+if [ $prebuilt = 1 ]; then
+  [ -x build-gpu/tests/test_gpu_kernels ] || { echo "--prebuilt: no build-gpu here"; exit 1; }
+  echo "build: prebuilt"
+else
+  cmake -B build-gpu -S . -DCMAKE_BUILD_TYPE=Release "${prefix_args[@]}" > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
+  cmake --build build-gpu -j16 > "$OUT/build.log" 2>&1 || { grep -E "error|Error" "$OUT/build.log" | head -30; exit 1; }
+  echo "build: $(( $(date +%s) - t0 )) s"
+fi
 
 status=0
 if [ $tests = 1 ]; then
@@ -85,6 +94,31 @@ if [ $tests = 1 ]; then
   else
     echo "mutant with the slow plan builder and the first read overlapped: the rebuilt-batches test failed, as it must:"
     grep -E "out of budget" "$OUT/plan-mutant.log" | head -5
+  fi
+  rm -rf "$mutant"
+  # The same for a caller's chunk table, which the gate kernels read after
+  # their wait: with the table's builder slowed (200 us after its trigger,
+  # before its writes) the rebuilt-batches test must pass, and fail once
+  # the wait is gone (the kernel after the builder then reads the previous
+  # batch's rows).
+  mutant=$(mktemp -d)
+  cp kernel_templates/* "$mutant/"
+  sed -i 's/grid_dependents_launch();/&\n  if (!PLAN) for (int i = 0; i < 200; ++i) __nanosleep(1000);/' "$mutant/chunk_indices.cu"
+  if KDA_KERNEL_DIR=$mutant KDA_TEST_FILTER=chunk_table_rebuilt ./build-gpu/tests/test_gpu_kernels \
+      > "$OUT/table-slow-builder.log" 2>&1; then
+    echo "slow table builder: the rebuilt-batches tests passed"
+  else
+    echo "slow table builder: the rebuilt-batches tests FAILED"
+    grep -E "out of budget" "$OUT/table-slow-builder.log" | head -5
+    status=1
+  fi
+  sed -i 's/asm volatile("griddepcontrol.wait;" ::: "memory");//' "$mutant/kda_common.cuh"
+  if KDA_KERNEL_DIR=$mutant KDA_TEST_FILTER=chunk_table_rebuilt ./build-gpu/tests/test_gpu_kernels \
+      > "$OUT/table-mutant.log" 2>&1; then
+    echo "mutant with the slow table builder and no wait: the rebuilt-batches tests PASSED (they cannot see the race)"
+  else
+    echo "mutant with the slow table builder and no wait: the rebuilt-batches tests failed, as they must:"
+    grep -E "out of budget" "$OUT/table-mutant.log" | head -10
   fi
   rm -rf "$mutant"
   ./build-gpu/tools/kda-demo 2>&1 | tee "$OUT/demo.log" || status=1
