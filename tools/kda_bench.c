@@ -40,6 +40,8 @@ static CUfunction g_flush;
 /* An empty kernel with gate_cumsum's 12 parameters: a reference for the
  * driver's own cost of a launch on this machine (bare_setup). */
 static CUfunction g_bare;
+/* The same 88 bytes of parameters as one struct (launch_forms). */
+static CUfunction g_bare1;
 static void *g_flush_buf, *g_flush_sink;
 static size_t g_flush_bytes;
 static kda_device_info g_info;
@@ -79,7 +81,9 @@ static void setup_flush(void) {
       "struct rows1 { unsigned r[1]; };\n"
       "extern \"C\" __global__ void bare(const void *g, void *out, const float *a, const float *b,\n"
       "    float scale, float lb, const int *cu, const int *ci, const int *nd, long long T,\n"
-      "    long long cps, rows1 rows) {}\n";
+      "    long long cps, rows1 rows) {}\n"
+      "struct alignas(8) args88 { char b[88]; };\n"
+      "extern \"C\" __global__ void bare1(args88 a) {}\n";
   nvrtcProgram prog;
   char arch[32];
   snprintf(arch, sizeof arch, "--gpu-architecture=sm_%d%d", g_info.cc_major, g_info.cc_minor);
@@ -98,6 +102,7 @@ static void setup_flush(void) {
   cuda_check(&cu, cu.ModuleLoadData(&m, cubin), "cuModuleLoadData(flush)");
   cuda_check(&cu, cu.ModuleGetFunction(&g_flush, m, "flush"), "cuModuleGetFunction(flush)");
   cuda_check(&cu, cu.ModuleGetFunction(&g_bare, m, "bare"), "cuModuleGetFunction(bare)");
+  cuda_check(&cu, cu.ModuleGetFunction(&g_bare1, m, "bare1"), "cuModuleGetFunction(bare1)");
   free(cubin);
   g_flush_bytes = (size_t)g_info.l2_bytes * 3;
   g_flush_buf = cuda_alloc(&cu, g_flush_bytes);
@@ -522,6 +527,74 @@ static void bare_setup(bare_call *b) {
   b->lc.numAttrs = 1;
 }
 
+/* How much of the driver's launch cost depends on how a launch passes its
+ * parameters and attributes: each form of launching the empty kernel, in
+ * rounds alternating with the library's form (call_bare). A lead for host
+ * cost (target 3), printed by the benchmark; the library keeps its form
+ * unless one of these is clearly cheaper. */
+typedef struct launch_form {
+  const char *name;
+  bare_call *b;
+  int form;
+  unsigned char buf[88];
+  size_t buf_size;
+  void *extra[5];
+  void *one[1];
+} launch_form;
+
+static void call_form(void *p) {
+  launch_form *f = p;
+  bare_call *b = f->b;
+  CUresult r = CUDA_SUCCESS;
+  if (f->form == 0) { /* parameters as one buffer (the extra argument) */
+    r = cu.LaunchKernelEx(&b->lc, g_bare, NULL, f->extra);
+  } else if (f->form == 1) { /* no attribute: no programmatic serialization */
+    CUlaunchConfig lc = b->lc;
+    lc.numAttrs = 0;
+    lc.attrs = NULL;
+    r = cu.LaunchKernelEx(&lc, g_bare, b->params, NULL);
+  } else if (f->form == 2) { /* cuLaunchKernel */
+    r = cu.LaunchKernel(g_bare, b->lc.gridDimX, 1, 1, b->lc.blockDimX, 1, 1, 0, g_stream,
+                        b->params, NULL);
+  } else { /* one 88-byte struct parameter */
+    r = cu.LaunchKernelEx(&b->lc, g_bare1, f->one, NULL);
+  }
+  if (r != CUDA_SUCCESS) cuda_check(&cu, r, f->name);
+}
+
+static void launch_forms(void) {
+  if (!cu.LaunchKernelEx) return;
+  bare_call b;
+  bare_setup(&b);
+  static const char *names[] = {"parameters as one buffer (extra)", "no launch attribute",
+                                "cuLaunchKernel", "one 88-byte struct parameter"};
+  printf("  the driver by launch form (empty kernel; each in rounds alternating with "
+         "cuLaunchKernelEx + programmatic serialization + 12 parameters):\n");
+  for (int form = 0; form < 4; ++form) {
+    launch_form f;
+    memset(&f, 0, sizeof f);
+    f.name = names[form];
+    f.b = &b;
+    f.form = form;
+    /* bare's parameter layout: 4 pointers, 2 floats, 3 pointers, 2 long
+     * longs, a 4-byte struct: offsets 0-24, 32, 36, 40-56, 64, 72, 80. */
+    memcpy(f.buf + 32, &b.scale, 4);
+    memcpy(f.buf + 36, &b.lb, 4);
+    memcpy(f.buf + 64, &b.T, 8);
+    memcpy(f.buf + 72, &b.cps, 8);
+    f.buf_size = 84;
+    f.extra[0] = CU_LAUNCH_PARAM_BUFFER_POINTER;
+    f.extra[1] = f.buf;
+    f.extra[2] = CU_LAUNCH_PARAM_BUFFER_SIZE;
+    f.extra[3] = &f.buf_size;
+    f.extra[4] = CU_LAUNCH_PARAM_END;
+    f.one[0] = f.buf;
+    double base = 0, us = 0;
+    median_calls_us(call_bare, &b, call_form, &f, &base, &us);
+    printf("    %-34s %.2f us (library's form %.2f us in the same rounds)\n", f.name, us, base);
+  }
+}
+
 typedef struct gate_call {
   kda_context *ctx;
   const kda_gate_args *args;
@@ -916,6 +989,7 @@ int main(int argc, char **argv) {
          "library's share is %.2f us\n",
          cu.LaunchKernelEx ? "cuLaunchKernelEx + programmatic serialization" : "cuLaunchKernel",
          bare, inside - bare);
+  launch_forms();
   printf("device chunk-table build, 256 sequences (%s): %.2f us steady state, %.2f us single\n",
          "no host sync", tab_steady, tab_single);
   /* Cold and warm start share a database of their own, new for this run. */
