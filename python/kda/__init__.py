@@ -26,6 +26,7 @@ from ._capi import (
     load_library,
 )
 from ._ops import (
+    ChunkPlan,
     chunk_local_cumsum,
     context,
     device_info,
@@ -43,7 +44,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "gate_chunk_cumsum", "kda_gate_chunk_cumsum", "chunk_local_cumsum", "gate", "fused_kda_gate",
-    "kda_gate_fwd", "prepare_chunk_indices", "num_chunks_of", "context", "stats", "device_info",
+    "kda_gate_fwd", "prepare_chunk_indices", "num_chunks_of", "ChunkPlan", "context", "stats",
+    "device_info",
     "load_library", "library_path", "library_search_order", "library_version",
     "EXPECTED_VERSION_NUMBER", "KdaError", "KdaLibraryNotFoundError", "KdaVersionError",
     "KdaValueError", "KdaTypeError", "KdaDeviceError", "KdaCaptureColdError",

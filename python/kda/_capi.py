@@ -196,7 +196,7 @@ class KdaGateArgs(Structure):
         ("num_chunks", c_int64),
         ("num_chunks_device", c_void_p),  # const int32_t *
         ("cu_seqlens_host", c_void_p),  # const void * (host)
-        ("chunk_plan", c_void_p),  # const kda_chunk_plan * (not bound in Python yet)
+        ("chunk_plan", c_void_p),  # const kda_chunk_plan * (kda.ChunkPlan)
     ]
 
 
@@ -378,6 +378,9 @@ def _declare(lib):
        c_int64, P(c_int64))
     fn("kda_chunk_indices_build_device", c_int, c_void_p, c_void_p, c_int, c_int64, c_int64,
        c_int32, c_void_p, c_int64, c_void_p, c_void_p)
+    fn("kda_chunk_plan_create", c_int, c_void_p, c_int64, c_int64, c_int32, P(c_void_p))
+    fn("kda_chunk_plan_build", c_int, c_void_p, c_void_p, c_int, c_int64, c_int64, c_void_p)
+    fn("kda_chunk_plan_destroy", None, c_void_p)
     fn("kda_layer_workspace_size", c_size_t, c_int64, c_int64, c_int32)
     fn("kda_layer_gate_fwd", c_int, c_void_p, P(KdaGateArgs), c_void_p, c_size_t, c_void_p)
     # kda_gate_args_default() is read through a 1 KiB buffer so that a newer

@@ -293,7 +293,7 @@ def _host_seqlens(cu_seqlens_cpu, cu_seqlens, N):
 
 def _call(op, g, dev, g_dt, od, o_dt, B, T, H, K, chunk_size, gate, alog_ptr, bias_ptr,
           lower_bound, scale, reverse, cu_seqlens, chunk_indices, num_chunks_device,
-          cu_seqlens_cpu=None):
+          cu_seqlens_cpu=None, chunk_plan=None):
     fns = _fns if _fns is not None else _functions()
     ctx = _contexts.get(dev)
     if ctx is None:
@@ -302,7 +302,7 @@ def _call(op, g, dev, g_dt, od, o_dt, B, T, H, K, chunk_size, gate, alog_ptr, bi
     if B * T * H * K == 0:
         return out
     stream = _raw_stream(dev)
-    if cu_seqlens is None:
+    if cu_seqlens is None and chunk_plan is None:
         st = fns[op](ctx, _ARGS.pack(
             _ARGS_SIZE, g.data_ptr(), g_dt, out.data_ptr(), o_dt, B, T, H, K, chunk_size, gate,
             alog_ptr, bias_ptr, 0.0 if lower_bound is None else lower_bound,
@@ -311,6 +311,10 @@ def _call(op, g, dev, g_dt, od, o_dt, B, T, H, K, chunk_size, gate, alog_ptr, bi
         if st:
             _raise(_lib, st, _OP_NAMES[op])
         return out
+    if chunk_plan is not None:
+        return _call_with_plan(fns[op], op, ctx, g, dev, out, stream, g_dt, o_dt, B, T, H, K,
+                               chunk_size, gate, alog_ptr, bias_ptr, lower_bound, scale, reverse,
+                               chunk_plan, chunk_indices, num_chunks_device, cu_seqlens_cpu)
     idx_dt, N = _seqlens(cu_seqlens, dev)
     host_ptr = _host_seqlens(cu_seqlens_cpu, cu_seqlens, N)
     head = (_ARGS_SIZE, g.data_ptr(), g_dt, out.data_ptr(), o_dt, B, T, H, K, chunk_size, gate,
@@ -344,6 +348,141 @@ def _call(op, g, dev, g_dt, od, o_dt, B, T, H, K, chunk_size, gate, alog_ptr, bi
     return out
 
 
+def _call_with_plan(fn, op, ctx, g, dev, out, stream, g_dt, o_dt, B, T, H, K, chunk_size, gate,
+                    alog_ptr, bias_ptr, lower_bound, scale, reverse, plan, chunk_indices,
+                    num_chunks_device, cu_seqlens_cpu):
+    """A varlen call through a ChunkPlan (kda_gate_args.chunk_plan): the plan
+    replaces cu_seqlens (not read) and the chunk table."""
+    if not isinstance(plan, ChunkPlan):
+        raise KdaTypeError("chunk_plan must be a kda.ChunkPlan, got %s" % type(plan).__name__)
+    if chunk_indices is not None or num_chunks_device is not None or cu_seqlens_cpu is not None:
+        raise KdaValueError("chunk_plan replaces chunk_indices, num_chunks_device and "
+                            "cu_seqlens_cpu: pass none of them with it")
+    ptr = plan._ptr_for(dev)
+    if B != 1:
+        raise KdaValueError("a chunk_plan describes one packed batch: g must have batch 1 "
+                            "(got %d)" % B)
+    st = fn(ctx, _ARGS.pack(
+        _ARGS_SIZE, g.data_ptr(), g_dt, out.data_ptr(), o_dt, B, T, H, K, chunk_size, gate,
+        alog_ptr, bias_ptr, 0.0 if lower_bound is None else lower_bound,
+        1.0 if scale is None else scale, scale is not None, reverse, 0, C.KDA_DTYPE_I32,
+        plan.num_seqs, 0, 0, 0, 0, ptr), stream)
+    if st:
+        _raise(_lib, st, _OP_NAMES[op])
+    return out
+
+
+class ChunkPlan:
+    """libkda's chunk plan (``kda_chunk_plan``): a varlen batch description
+    built on the device, which the gate kernels read faster than a chunk
+    table (on the H100 at T=8192 H=16, 8 sequences: 95.5% of copy bandwidth
+    against 94.6-94.8% through the table). Pass it as ``chunk_plan=`` to
+    :func:`gate_chunk_cumsum` or :func:`chunk_local_cumsum` in place of
+    ``chunk_indices``.
+
+    ``ChunkPlan(max_tokens, max_seqs, chunk_size=64, device=None)`` allocates
+    room for batches of up to ``max_tokens`` tokens (< 2**31) and
+    ``max_seqs`` sequences. :meth:`build` describes one batch, on the
+    device's current stream with no host synchronisation (legal in CUDA
+    graph capture once the builder is compiled: build once outside capture
+    first). Every call reading the plan must have ``g.shape[1]`` equal to
+    the built ``total_tokens`` and the plan's ``chunk_size``.
+
+    Rules (libkda's): do not rebuild or close a plan while a kernel that
+    reads it may still run; use it on another stream only after an event
+    or synchronisation that follows the build. :meth:`close` (also on
+    ``with`` exit and garbage collection) synchronises the device first.
+    """
+
+    def __init__(self, max_tokens, max_seqs, chunk_size=64, device=None):
+        self._plan = None
+        _require_torch()
+        for name, v in (("max_tokens", max_tokens), ("max_seqs", max_seqs)):
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise KdaTypeError("%s must be an int, got %r" % (name, v))
+        if chunk_size not in _VALID_CHUNKS:
+            _check_chunk_size(chunk_size)
+        ctx = context(device)
+        self.device = _device_index(device)
+        lib = _library()
+        p = c_void_p()
+        st = lib.kda_chunk_plan_create(ctx, max_tokens, max_seqs, chunk_size, byref(p))
+        if st:
+            _raise(lib, st, "kda_chunk_plan_create")
+        self._plan = p.value
+        self.max_tokens, self.max_seqs, self.chunk_size = max_tokens, max_seqs, chunk_size
+        self.num_seqs = None
+        self.total_tokens = None
+        self._cu = None
+
+    def build(self, cu_seqlens, total_tokens):
+        """Describes the batch of ``cu_seqlens`` (int32/int64 [N+1] on the
+        plan's device, from 0 to ``total_tokens`` without decreasing) for the
+        calls that follow. ``total_tokens``: the batch's T (``g.shape[1]``),
+        needed on the host. Returns the plan."""
+        if self._plan is None:
+            raise KdaValueError("this ChunkPlan is closed")
+        idx_dt, N = _seqlens(cu_seqlens, self.device)
+        if not isinstance(total_tokens, int) or isinstance(total_tokens, bool):
+            raise KdaTypeError("total_tokens must be an int, got %r" % (total_tokens,))
+        lib = _library()
+        st = lib.kda_chunk_plan_build(self._plan, cu_seqlens.data_ptr(), idx_dt, N, total_tokens,
+                                      _raw_stream(self.device))
+        if st:
+            _raise(lib, st, "kda_chunk_plan_build")
+        self.num_seqs, self.total_tokens = N, total_tokens
+        self._cu = cu_seqlens  # read by the build on the stream
+        return self
+
+    def _ptr_for(self, dev):
+        if self._plan is None:
+            raise KdaValueError("this ChunkPlan is closed")
+        if self.num_seqs is None:
+            raise KdaValueError("this ChunkPlan was never built: call build(cu_seqlens, "
+                                "total_tokens) first")
+        if dev != self.device:
+            raise KdaDeviceError("the ChunkPlan is on cuda:%d but g is on cuda:%d"
+                                 % (self.device, dev))
+        return self._plan
+
+    def close(self):
+        """Frees the plan's device memory (after synchronising its device)."""
+        if self._plan is not None:
+            plan, self._plan = self._plan, None
+            torch.cuda.synchronize(self.device)
+            _library().kda_chunk_plan_destroy(plan)
+            self._cu = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown, a lost device: nothing to do
+            pass
+
+    def __repr__(self):
+        state = "closed" if self._plan is None else (
+            "not built" if self.num_seqs is None else
+            "built for %d sequences, %d tokens" % (self.num_seqs, self.total_tokens))
+        return "ChunkPlan(max_tokens=%d, max_seqs=%d, chunk_size=%d, device=%d; %s)" % (
+            self.max_tokens, self.max_seqs, self.chunk_size, self.device, state)
+
+
+def _device_index(device):
+    if device is None:
+        return torch.cuda.current_device()
+    if isinstance(device, int):
+        return device
+    dev = torch.device(device).index
+    return torch.cuda.current_device() if dev is None else dev
+
+
 _OP_GCC, _OP_CLC, _OP_GATE = 0, 1, 2
 _OP_NAMES = ("kda_gate_chunk_cumsum", "kda_chunk_local_cumsum", "kda_gate")
 
@@ -375,7 +514,8 @@ def _prologue(g, output_dtype):
 
 def gate_chunk_cumsum(g, A_log, chunk_size, scale=None, dt_bias=None, cu_seqlens=None,
                       output_dtype=_FLOAT32, chunk_indices=None, lower_bound=None,
-                      use_graph=False, num_chunks_device=None, cu_seqlens_cpu=None, **kwargs):
+                      use_graph=False, num_chunks_device=None, cu_seqlens_cpu=None,
+                      chunk_plan=None, **kwargs):
     """Fused KDA gate activation + chunk-local cumsum; drop-in for
     ``fla.ops.kda.gate.kda_gate_chunk_cumsum``.
 
@@ -399,12 +539,14 @@ def gate_chunk_cumsum(g, A_log, chunk_size, scale=None, dt_bias=None, cu_seqlens
     ``cu_seqlens_cpu``: optional host (CPU) copy of ``cu_seqlens``; a batch of
     at most 256 chunks then passes its rows in the launch and reads no table
     (the fastest varlen path; libkda's ``kda_gate_args.cu_seqlens_host``).
+    ``chunk_plan``: a built :class:`ChunkPlan` in place of ``chunk_indices``
+    (``cu_seqlens`` may then be None; it is not read).
     """
     if not isinstance(g, _Tensor):
         _require_torch()
         raise KdaTypeError("g must be a torch.Tensor, got %s" % type(g).__name__)
     shape = g.shape
-    if cu_seqlens is not None and shape[0] != 1:
+    if (cu_seqlens is not None or chunk_plan is not None) and shape[0] != 1:
         raise KdaValueError("Only batch size 1 is supported when cu_seqlens are provided "
                             "(g has batch %d)" % shape[0])
     if len(shape) != 4:
@@ -423,12 +565,13 @@ def gate_chunk_cumsum(g, A_log, chunk_size, scale=None, dt_bias=None, cu_seqlens
     return _call(_OP_GCC, g, dev, g_dt, od, o_dt, B, T, H, K, chunk_size,
                  C.KDA_GATE_SOFTPLUS if lower_bound is None else C.KDA_GATE_LOWER_BOUND,
                  alog_ptr, bias_ptr, lower_bound, scale, 0, cu_seqlens,
-                 chunk_indices, num_chunks_device, cu_seqlens_cpu)
+                 chunk_indices, num_chunks_device, cu_seqlens_cpu, chunk_plan)
 
 
 def chunk_local_cumsum(g, chunk_size, reverse=False, scale=None, cu_seqlens=None,
                        head_first=False, output_dtype=_FLOAT32, chunk_indices=None,
-                       num_chunks_device=None, cu_seqlens_cpu=None, **kwargs):
+                       num_chunks_device=None, cu_seqlens_cpu=None, chunk_plan=None,
+                       **kwargs):
     """Chunk-local cumsum of an already activated gate; drop-in for
     ``fla.ops.utils.cumsum.chunk_local_cumsum`` (vector [B, T, H, K] and
     scalar [B, T, H] inputs). ``reverse``: suffix sums within each chunk.
@@ -439,7 +582,7 @@ def chunk_local_cumsum(g, chunk_size, reverse=False, scale=None, cu_seqlens=None
         _require_torch()
         raise KdaTypeError("g must be a torch.Tensor, got %s" % type(g).__name__)
     shape = g.shape
-    if cu_seqlens is not None and shape[0] != 1:
+    if (cu_seqlens is not None or chunk_plan is not None) and shape[0] != 1:
         raise KdaValueError("Only batch size 1 is supported when cu_seqlens are provided "
                             "(g has batch %d)" % shape[0])
     if head_first:
@@ -459,7 +602,7 @@ def chunk_local_cumsum(g, chunk_size, reverse=False, scale=None, cu_seqlens=None
     dev, g_dt, od, o_dt = _prologue(g, output_dtype)
     return _call(_OP_CLC, g, dev, g_dt, od, o_dt, B, T, H, K, chunk_size, C.KDA_GATE_NONE, 0, 0,
                  None, scale, 1 if reverse else 0, cu_seqlens, chunk_indices, num_chunks_device,
-                 cu_seqlens_cpu)
+                 cu_seqlens_cpu, chunk_plan)
 
 
 def gate(g, A_log=None, dt_bias=None, lower_bound=None, output_dtype=_FLOAT32):
