@@ -94,13 +94,7 @@ def context(device=None):
     first use. ``device``: None (torch's current device), an int or a
     torch.device."""
     _require_torch()
-    if device is None:
-        dev = torch.cuda.current_device()
-    elif isinstance(device, int):
-        dev = device
-    else:
-        dev = torch.device(device).index
-        dev = torch.cuda.current_device() if dev is None else dev
+    dev = _device_index(device)
     ctx = _contexts.get(dev)
     return ctx if ctx is not None else _create_context(dev)
 
