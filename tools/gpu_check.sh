@@ -58,68 +58,54 @@ if [ $tests = 1 ]; then
   # The GPU stress test runs on its own below, with its own log.
   (cd build-gpu && ctest -L gpu -LE stress --output-on-failure -V) > "$OUT/ctest-gpu.log" 2>&1 || status=1
   grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) |device:|cases:|checked|threads,|graph:|model \(|destroy after|tests passed|FAILED|Failed|Skipped|SKIP" "$OUT/ctest-gpu.log" | head -80
-  # The overlap test must be able to fail: with the kernels' wait removed
-  # (griddepcontrol.wait) a consumer may read its producer's unfinished
-  # writes, and test_gpu_overlap has to see it.
-  mutant=$(mktemp -d)
-  cp kernel_templates/* "$mutant/"
-  sed -i 's/asm volatile("griddepcontrol.wait;" ::: "memory");//' "$mutant/kda_common.cuh"
-  if KDA_KERNEL_DIR=$mutant ./build-gpu/tests/test_gpu_overlap > "$OUT/overlap-mutant.log" 2>&1; then
-    echo "mutant without griddepcontrol.wait: test_gpu_overlap PASSED (it cannot see the race)"
-  else
-    echo "mutant without griddepcontrol.wait: test_gpu_overlap failed, as it must:"
-    grep -E "elements out of budget" "$OUT/overlap-mutant.log" | head -5
-  fi
+  # Each mutant below runs tests on a changed copy of the kernel templates
+  # (KDA_KERNEL_DIR): a test that cannot fail when its race exists proves
+  # nothing, and the unchanged control must still pass.
+  templates_copy() { local d; d=$(mktemp -d); cp kernel_templates/* "$d/"; echo "$d"; }
+  without_wait() { sed -i 's/asm volatile("griddepcontrol.wait;" ::: "memory");//' "$1/kda_common.cuh"; }
+  # The plan's builder (PLAN) or the table's (!PLAN) sleeps 200 us after
+  # its trigger, before its writes, so that a race with it is certain.
+  slow_builder() { sed -i "s/grid_dependents_launch();/&\n  if ($2) for (int i = 0; i < 200; ++i) __nanosleep(1000);/" "$1/chunk_indices.cu"; }
+  must_pass() {  # what log command...
+    local what=$1 log=$2; shift 2
+    if "$@" > "$log" 2>&1; then echo "$what: passed"; else
+      echo "$what: FAILED"; grep -E "out of budget" "$log" | head -5; status=1; fi
+  }
+  must_fail() {  # what log command...
+    local what=$1 log=$2; shift 2
+    if "$@" > "$log" 2>&1; then echo "mutant, $what: PASSED (it cannot see the race)"; else
+      echo "mutant, $what: failed, as it must:"; grep -E "out of budget" "$log" | head -10; fi
+  }
+  # The overlap test: with the kernels' wait removed (griddepcontrol.wait)
+  # a consumer may read its producer's unfinished writes.
+  mutant=$(templates_copy)
+  without_wait "$mutant"
+  must_fail "no griddepcontrol.wait, test_gpu_overlap" "$OUT/overlap-mutant.log" \
+    env KDA_KERNEL_DIR="$mutant" ./build-gpu/tests/test_gpu_overlap
   rm -rf "$mutant"
-  # The same for chunk plans: with the plan's builder and the first read
-  # after a build launched with overlap instead of plainly, a kernel may
-  # read the plan before the build has written it, and the rebuilt-batches
-  # test has to see the stale rows.
-  # The builder is made slow (200 us after its trigger, before its writes) so that the race is
-  # certain where it exists; with the plain launches the same slow builder
-  # must still pass.
-  mutant=$(mktemp -d)
-  cp kernel_templates/* "$mutant/"
-  sed -i 's/grid_dependents_launch();/&\n  if (PLAN) for (int i = 0; i < 200; ++i) __nanosleep(1000);/' "$mutant/chunk_indices.cu"
-  if KDA_KERNEL_DIR=$mutant KDA_TEST_FILTER=chunk_plan_rebuilt ./build-gpu/tests/test_gpu_kernels \
-      > "$OUT/plan-slow-builder.log" 2>&1; then
-    echo "slow plan builder, plain launches: the rebuilt-batches test passed"
-  else
-    echo "slow plan builder, plain launches: the rebuilt-batches test FAILED"
-    status=1
-  fi
-  if KDA_KERNEL_DIR=$mutant KDA_TEST_PLAN_ALWAYS_OVERLAP=1 KDA_TEST_FILTER=chunk_plan_rebuilt \
-      ./build-gpu/tests/test_gpu_kernels > "$OUT/plan-mutant.log" 2>&1; then
-    echo "mutant with the slow plan builder and the first read overlapped: the rebuilt-batches test PASSED (it cannot see the race)"
-  else
-    echo "mutant with the slow plan builder and the first read overlapped: the rebuilt-batches test failed, as it must:"
-    grep -E "out of budget" "$OUT/plan-mutant.log" | head -5
-  fi
+  # Chunk plans: with the plan's builder and the first read after a build
+  # launched with overlap instead of plainly, a kernel may read the plan
+  # before the build has written it; with the plain launches the same slow
+  # builder must pass.
+  mutant=$(templates_copy)
+  slow_builder "$mutant" PLAN
+  must_pass "slow plan builder, plain launches, the rebuilt-plan test" "$OUT/plan-slow-builder.log" \
+    env KDA_KERNEL_DIR="$mutant" KDA_TEST_FILTER=chunk_plan_rebuilt ./build-gpu/tests/test_gpu_kernels
+  must_fail "slow plan builder and the first read overlapped, the rebuilt-plan test" "$OUT/plan-mutant.log" \
+    env KDA_KERNEL_DIR="$mutant" KDA_TEST_PLAN_ALWAYS_OVERLAP=1 KDA_TEST_FILTER=chunk_plan_rebuilt \
+    ./build-gpu/tests/test_gpu_kernels
   rm -rf "$mutant"
-  # The same for a caller's chunk table, which the gate kernels read after
-  # their wait: with the table's builder slowed (200 us after its trigger,
-  # before its writes) the rebuilt-batches test must pass, and fail once
-  # the wait is gone (the kernel after the builder then reads the previous
-  # batch's rows).
-  mutant=$(mktemp -d)
-  cp kernel_templates/* "$mutant/"
-  sed -i 's/grid_dependents_launch();/&\n  if (!PLAN) for (int i = 0; i < 200; ++i) __nanosleep(1000);/' "$mutant/chunk_indices.cu"
-  if KDA_KERNEL_DIR=$mutant KDA_TEST_FILTER=chunk_table_rebuilt ./build-gpu/tests/test_gpu_kernels \
-      > "$OUT/table-slow-builder.log" 2>&1; then
-    echo "slow table builder: the rebuilt-batches tests passed"
-  else
-    echo "slow table builder: the rebuilt-batches tests FAILED"
-    grep -E "out of budget" "$OUT/table-slow-builder.log" | head -5
-    status=1
-  fi
-  sed -i 's/asm volatile("griddepcontrol.wait;" ::: "memory");//' "$mutant/kda_common.cuh"
-  if KDA_KERNEL_DIR=$mutant KDA_TEST_FILTER=chunk_table_rebuilt ./build-gpu/tests/test_gpu_kernels \
-      > "$OUT/table-mutant.log" 2>&1; then
-    echo "mutant with the slow table builder and no wait: the rebuilt-batches tests PASSED (they cannot see the race)"
-  else
-    echo "mutant with the slow table builder and no wait: the rebuilt-batches tests failed, as they must:"
-    grep -E "out of budget" "$OUT/table-mutant.log" | head -10
-  fi
+  # A caller's chunk table, which the gate kernels read after their wait:
+  # with the table's builder slowed the rebuilt-table tests must pass, and
+  # fail once the wait is gone (the kernel after the builder then reads the
+  # previous batch's rows).
+  mutant=$(templates_copy)
+  slow_builder "$mutant" '!PLAN'
+  must_pass "slow table builder, the rebuilt-table tests" "$OUT/table-slow-builder.log" \
+    env KDA_KERNEL_DIR="$mutant" KDA_TEST_FILTER=chunk_table_rebuilt ./build-gpu/tests/test_gpu_kernels
+  without_wait "$mutant"
+  must_fail "slow table builder and no wait, the rebuilt-table tests" "$OUT/table-mutant.log" \
+    env KDA_KERNEL_DIR="$mutant" KDA_TEST_FILTER=chunk_table_rebuilt ./build-gpu/tests/test_gpu_kernels
   rm -rf "$mutant"
   ./build-gpu/tools/kda-demo 2>&1 | tee "$OUT/demo.log" || status=1
   # 4 processes tuning overlapping shape sets into one database (tests/stress).
