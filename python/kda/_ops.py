@@ -352,10 +352,7 @@ def _call_with_plan(fn, op, ctx, g, dev, out, stream, g_dt, o_dt, B, T, H, K, ch
     if chunk_indices is not None or num_chunks_device is not None or cu_seqlens_cpu is not None:
         raise KdaValueError("chunk_plan replaces chunk_indices, num_chunks_device and "
                             "cu_seqlens_cpu: pass none of them with it")
-    ptr = plan._ptr_for(dev)
-    if B != 1:
-        raise KdaValueError("a chunk_plan describes one packed batch: g must have batch 1 "
-                            "(got %d)" % B)
+    ptr = plan._ptr_for(dev)  # (the public functions checked that B is 1)
     st = fn(ctx, _ARGS.pack(
         _ARGS_SIZE, g.data_ptr(), g_dt, out.data_ptr(), o_dt, B, T, H, K, chunk_size, gate,
         alog_ptr, bias_ptr, 0.0 if lower_bound is None else lower_bound,
