@@ -22,6 +22,7 @@
 #include <nvrtc.h>
 
 #include "bench.h"
+#include "bench_floor.h"
 #include "cuda_api.h"
 #include "kda/kda.h"
 #include "reference.h"
@@ -416,6 +417,19 @@ static void run_row(kda_context *ctx, kda_context *heur_ctx, kda_context *plain_
   res->plain_us = fused[2];
   res->fused_single_us = single_us(ctx, &s);
   res->unfused_us = steady_us(ctx, &s, RUN_UNFUSED);
+  void *ins[GRAPH_LAUNCHES], *outs[GRAPH_LAUNCHES];
+  for (int i = 0; i < s.nsets; ++i) {
+    ins[i] = s.sets[i].g;
+    outs[i] = s.sets[i].out;
+  }
+  char why[512];
+  res->floor_us = bench_floor_us(&cu, g_stream, ins, outs, s.nsets, n, g_host, GRAPH_LAUNCHES,
+                                 REPLAYS, res->floor_kernel, sizeof res->floor_kernel, why,
+                                 sizeof why);
+  if (res->floor_us < 0) {
+    fprintf(stderr, "%s\n", why);
+    exit(1);
+  }
 
   cu.CtxSynchronize();
   for (int i = 0; i < s.nsets; ++i) {
@@ -925,11 +939,17 @@ int main(int argc, char **argv) {
     return 0;
   }
   setup_flush();
+  if (bench_floor_init(&cu, g_info.cc_major, g_info.cc_minor, why, sizeof why) != 0) {
+    fprintf(stderr, "%s\n", why);
+    return 1;
+  }
   const double bw = copy_bandwidth_gbps();
   printf("GPU: %s, driver %d, NVRTC %d.%d, libkda %s\n", g_info.name, g_info.driver_version,
          g_info.nvrtc_major, g_info.nvrtc_minor, kda_version());
-  printf("device copy bandwidth: %.0f GB/s (read + write, 1 GiB cudaMemcpy, median of %d)\n\n", bw,
+  printf("device copy bandwidth: %.0f GB/s (read + write, 1 GiB cudaMemcpy, median of %d)\n", bw,
          REPLAYS);
+  printf("floor_us: the fastest of 6 kernels that only move the row's bytes (bf16 in, f32 out,\n"
+         "no arithmetic), timed like fused_us; %%floor = floor_us / fused_us\n\n");
 
   /* The rows to run: all, the first 4 (--quick) or those of --groups. */
   int *sel = calloc((size_t)bench_row_count, sizeof *sel), nrows = 0;
@@ -943,8 +963,9 @@ int main(int argc, char **argv) {
   }
   bench_result *res = calloc((size_t)nrows, sizeof *res);
   printf("tuning database: %s (budget %.0f ms per specialization)\n\n", db, budget_ms);
-  printf("%-11s %6s %3s %4s %5s %4s %10s %8s %9s %6s %6s %8s %7s %8s %7s %8s %s\n", "group", "T",
-         "H", "K", "chunk", "seqs", "elements", "fused_us", "single_us", "GB/s", "%copy", "unfused",
+  printf("%-11s %6s %3s %4s %5s %4s %10s %8s %9s %6s %6s %8s %6s %8s %7s %8s %7s %8s %s\n", "group",
+         "T", "H", "K", "chunk", "seqs", "elements", "fused_us", "single_us", "GB/s", "%copy",
+         "floor_us", "%floor", "unfused",
          "speedup", "heur_us", "tuned/h", "plain_us",
          "config (tune ms: compile ms, candidates; the tuner's own us: winner/heuristic)");
   for (int i = 0; i < nrows; ++i) {
@@ -952,11 +973,12 @@ int main(int argc, char **argv) {
     run_row(ctx, heur, plain, r, &res[i]);
     const double bytes = (double)res[i].elements * 6.0;
     const double gbps = bytes / (res[i].fused_us * 1e-6) / 1e9;
-    printf("%-11s %6lld %3d %4d %5d %4d %10lld %8.2f %9.2f %6.0f %5.1f%% %8.2f %6.2fx %8.2f %6.2fx "
-           "%8.2f %s (%.0f ms: %.0f, %d; %.2f/%.2f)\n",
+    printf("%-11s %6lld %3d %4d %5d %4d %10lld %8.2f %9.2f %6.0f %5.1f%% %8.2f %5.1f%% %8.2f %6.2fx "
+           "%8.2f %6.2fx %8.2f %s (%.0f ms: %.0f, %d; %.2f/%.2f)\n",
            r->group, (long long)r->tokens, r->heads, r->head_dim, r->chunk, r->num_seqs,
            (long long)res[i].elements, res[i].fused_us, res[i].fused_single_us, gbps,
-           100.0 * gbps / bw, res[i].unfused_us, res[i].unfused_us / res[i].fused_us,
+           100.0 * gbps / bw, res[i].floor_us, 100.0 * res[i].floor_us / res[i].fused_us,
+           res[i].unfused_us, res[i].unfused_us / res[i].fused_us,
            res[i].heuristic_us, res[i].heuristic_us / res[i].fused_us, res[i].plain_us,
            res[i].config, res[i].tune_ms, res[i].compile_ms, res[i].candidates, res[i].tuner_us,
            res[i].tuner_heuristic_us);
@@ -1048,7 +1070,8 @@ int main(int argc, char **argv) {
             "\"speedup_vs_unfused\": %.3f, \"heuristic_us_median\": %.3f, \"max_rel_err\": %.3g, "
             "\"us_median_plain_launch\": %.3f, \"config\": \"%s\", \"tune_ms\": %.1f, "
             "\"compile_ms\": %.1f, \"candidates\": %d, \"tuner_us\": %.3f, "
-            "\"tuner_heuristic_us\": %.3f}%s\n",
+            "\"tuner_heuristic_us\": %.3f, \"floor_us\": %.3f, \"pct_of_floor\": %.2f, "
+            "\"floor_kernel\": \"%s\"}%s\n",
             r->group, (long long)r->batch, (long long)r->tokens, r->heads, r->head_dim, r->chunk,
             r->bias ? "true" : "false", r->num_seqs, r->host_rows ? "true" : "false",
             r->chunk_plan ? "true" : "false",
@@ -1056,7 +1079,8 @@ int main(int argc, char **argv) {
             res[i].fused_single_us, gbps, 100.0 * gbps / bw, res[i].unfused_us,
             res[i].unfused_us / res[i].fused_us, res[i].heuristic_us, res[i].max_err,
             res[i].plain_us, res[i].config, res[i].tune_ms, res[i].compile_ms, res[i].candidates,
-            res[i].tuner_us, res[i].tuner_heuristic_us, i + 1 < nrows ? "," : "");
+            res[i].tuner_us, res[i].tuner_heuristic_us, res[i].floor_us,
+            100.0 * res[i].floor_us / res[i].fused_us, res[i].floor_kernel, i + 1 < nrows ? "," : "");
   }
   fprintf(f, "  ]\n}\n");
   fclose(f);
