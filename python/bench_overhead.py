@@ -5,10 +5,10 @@
 Times N calls of a warm small specialization one by one with
 time.perf_counter_ns() around each call (the GPU work is tiny and runs
 asynchronously; the stream is synchronised every 256 calls, outside the
-timed region, so the launch queue never fills) and prints median, p10 and
-p90 in microseconds, next to the same figure for a bare ctypes call of the
-library with prebuilt arguments and for torch.empty_like (the output
-allocation every call makes).
+timed region, so the launch queue never fills), the cases taken in turn in
+rounds, and prints median, p10 and p90 in microseconds, next to the same
+figure for a bare ctypes call of the library with prebuilt arguments and
+for torch.empty_like (the output allocation every call makes).
 """
 
 import ctypes
@@ -23,18 +23,32 @@ import kda  # noqa: E402
 from kda import _capi as C  # noqa: E402
 
 
-def _time_calls(fn, n, sync):
-    ts = []
-    for i in range(n):
-        if i % 256 == 0:
+ROUNDS = 20
+
+
+def _time_cases(cases, n, sync):
+    """n calls of each case, timed one by one, in ROUNDS rounds that take
+    the cases in turn: a drift of the machine over the run (seen on lent
+    VMs: the same case 30% slower a few seconds later) then falls on every
+    case alike, and their ratios stay comparable."""
+    ts = {name: [] for name in cases}
+    per_round = max(1, n // ROUNDS)
+    for _ in range(ROUNDS):
+        for name, fn in cases.items():
+            t = ts[name]
+            for i in range(per_round):
+                if i % 256 == 0:
+                    sync()
+                t0 = time.perf_counter_ns()
+                fn()
+                t.append(time.perf_counter_ns() - t0)
             sync()
-        t0 = time.perf_counter_ns()
-        fn()
-        ts.append(time.perf_counter_ns() - t0)
-    sync()
-    ts.sort()
-    return {"median_us": statistics.median(ts) / 1e3, "p10_us": ts[len(ts) // 10] / 1e3,
-            "p90_us": ts[len(ts) * 9 // 10] / 1e3}
+    results = {}
+    for name, t in ts.items():
+        t.sort()
+        results[name] = {"median_us": statistics.median(t) / 1e3, "p10_us": t[len(t) // 10] / 1e3,
+                         "p90_us": t[len(t) * 9 // 10] / 1e3}
+    return results
 
 
 def _triton_baseline(g, A_log, b):
@@ -75,7 +89,9 @@ def _triton_baseline(g, A_log, b):
     return call
 
 
-def measure(n=10000):
+def make_cases():
+    """The timed calls, by name, each warm (its specialization compiled),
+    and the synchronisation they are timed between."""
     import torch
     dev = torch.device("cuda", torch.cuda.current_device())
     B, T, H, K = 1, 64, 4, 64
@@ -85,6 +101,8 @@ def measure(n=10000):
     g3 = torch.randn(B, T, H, device=dev)
     cu = torch.tensor([0, 20, 64], dtype=torch.int32, device=dev)
     table = kda.prepare_chunk_indices(cu, 64, total_tokens=T)
+    plan = kda.ChunkPlan(T, 2, 64, device=dev)
+    plan.build(cu, T)
     sync = torch.cuda.synchronize
 
     cases = {
@@ -93,6 +111,8 @@ def measure(n=10000):
         "gate_chunk_cumsum varlen, prebuilt table":
             lambda: kda.gate_chunk_cumsum(g, A_log, 64, dt_bias=b, cu_seqlens=cu,
                                           chunk_indices=table),
+        "gate_chunk_cumsum varlen, chunk plan":
+            lambda: kda.gate_chunk_cumsum(g, A_log, 64, dt_bias=b, chunk_plan=plan),
         "gate_chunk_cumsum varlen, table built in the call":
             lambda: kda.gate_chunk_cumsum(g, A_log, 64, dt_bias=b, cu_seqlens=cu),
         "chunk_local_cumsum scalar [B,T,H]": lambda: kda.chunk_local_cumsum(g3, 64),
@@ -122,8 +142,12 @@ def measure(n=10000):
         for _ in range(20):
             fn()
     sync()
-    results = {name: _time_calls(fn, n, sync) for name, fn in cases.items()}
-    return results
+    return cases, sync
+
+
+def measure(n=10000):
+    cases, sync = make_cases()
+    return _time_cases(cases, n, sync)
 
 
 def report(results, file=None):
