@@ -29,8 +29,8 @@ typedef struct bench_result {
   double compile_ms;                    /* its NVRTC wall time */
   int candidates;
   double tuner_us, tuner_heuristic_us; /* what the tuner itself measured */
-  double floor_us;                      /* the stream floor (bench_floor.h), steady state */
-  char floor_kernel[16];                /* which floor kernel was fastest */
+  double convert_us;   /* a plain bf16 -> f32 convert kernel, steady state (bench_convert.h) */
+  char convert_kernel[16]; /* which of the convert kernels was fastest */
 } bench_result;
 
 /* The benchmark's rows: the issue's H x T matrix at K=128, chunk 64, with

@@ -1,4 +1,4 @@
-/* kda-bench's stream floor kernels (tools/bench_floor.c) compile with real
+/* kda-bench's convert kernels (tools/bench_convert.c) compile with real
  * NVRTC and no GPU, for the archs the library targets, and name every
  * kernel the benchmark looks up; a row whose size the kernels cannot cover
  * is refused before any driver call. */
@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "bench_floor.h"
+#include "bench_convert.h"
 
 static int contains(const char *hay, size_t n, const char *needle) {
   const size_t m = strlen(needle);
@@ -24,24 +24,24 @@ static int contains(const char *hay, size_t n, const char *needle) {
 static void compiles_for(int major, int minor) {
   char why[4096] = "";
   size_t size = 0;
-  char *cubin = bench_floor_compile(major, minor, &size, why, sizeof why);
+  char *cubin = bench_convert_compile(major, minor, &size, why, sizeof why);
   if (!cubin) fail_msg("sm_%d%d: %s", major, minor, why);
   assert_true(size > 1000);
   assert_memory_equal(cubin, "\177ELF", 4);
   int kernels = 0;
-  for (const char *name; (name = bench_floor_kernel_name(kernels)) != NULL; ++kernels)
+  for (const char *name; (name = bench_convert_kernel_name(kernels)) != NULL; ++kernels)
     if (!contains(cubin, size, name)) fail_msg("sm_%d%d: no kernel %s in the cubin", major, minor, name);
   assert_int_equal(kernels, 6);
   free(cubin);
 }
 
-static void floor_kernels_compile_for_sm90(void **state) {
+static void convert_kernels_compile_for_sm90(void **state) {
   (void)state;
   compiles_for(9, 0);
 }
 
 /* Without programmatic dependent launch (its asm is sm_90 only). */
-static void floor_kernels_compile_for_sm80(void **state) {
+static void convert_kernels_compile_for_sm80(void **state) {
   (void)state;
   compiles_for(8, 0);
 }
@@ -50,7 +50,7 @@ static void a_bad_arch_fails_with_the_nvrtc_log(void **state) {
   (void)state;
   char why[4096] = "";
   size_t size = 0;
-  assert_null(bench_floor_compile(1, 0, &size, why, sizeof why));
+  assert_null(bench_convert_compile(1, 0, &size, why, sizeof why));
   assert_non_null(strstr(why, "sm_10"));
 }
 
@@ -61,15 +61,15 @@ static void sizes_that_are_not_whole_groups_are_refused(void **state) {
   void *p[1] = {NULL};
   char which[16], why[256] = "";
   unsigned short in = 0;
-  assert_true(bench_floor_us(&none, NULL, p, p, 1, 12, &in, 64, 15, which, sizeof which, why,
+  assert_true(bench_convert_us(&none, NULL, p, p, 1, 12, &in, 64, 15, which, sizeof which, why,
                              sizeof why) < 0);
   assert_non_null(strstr(why, "multiple of 8"));
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(floor_kernels_compile_for_sm90),
-      cmocka_unit_test(floor_kernels_compile_for_sm80),
+      cmocka_unit_test(convert_kernels_compile_for_sm90),
+      cmocka_unit_test(convert_kernels_compile_for_sm80),
       cmocka_unit_test(a_bad_arch_fails_with_the_nvrtc_log),
       cmocka_unit_test(sizes_that_are_not_whole_groups_are_refused),
   };

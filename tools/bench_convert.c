@@ -1,7 +1,7 @@
-/* kda-bench's stream floor (bench_floor.h): a few kernels that only move a
- * row's bytes, and the graph timing that measures them like the fused
- * kernel. */
-#include "bench_floor.h"
+/* kda-bench's convert reference (bench_convert.h): six plain kernels that
+ * only move a row's bytes, and the graph timing that measures them like the
+ * fused kernel. */
+#include "bench_convert.h"
 
 #include <math.h>
 #include <nvrtc.h>
@@ -15,7 +15,7 @@
  * store; with or without the streaming cache hint (.cs) that the fused
  * kernel uses. Like the fused kernel, each waits for the kernel before it
  * (griddepcontrol.wait) and lets the next one launch early. */
-static const char floor_src[] =
+static const char convert_src[] =
     "__device__ __forceinline__ float bf(unsigned h) { return __uint_as_float(h << 16); }\n"
     "template <bool CS> __device__ __forceinline__ uint2 ld2(const uint2 *p) { uint2 v;\n"
     "  if (CS) asm volatile(\"ld.global.cs.v2.u32 {%0, %1}, [%2];\" : \"=r\"(v.x), \"=r\"(v.y) : \"l\"(p));\n"
@@ -73,27 +73,27 @@ static const char floor_src[] =
     "NARROW(narrow4, 4, false) NARROW(narrow8, 8, false) NARROW(narrow8_cs, 8, true)\n"
     "WIDE(wide2, 2, false) WIDE(wide4, 4, false) WIDE(wide4_cs, 4, true)\n";
 
-typedef struct floor_kernel {
+typedef struct convert_kernel {
   const char *name;
   int group;    /* elements per group: 4 (narrow) or 8 (wide) */
   int per_thread; /* groups per thread */
   CUfunction fn;
-} floor_kernel;
+} convert_kernel;
 
 #define NKERNELS 6
-static floor_kernel kernels[NKERNELS] = {
+static convert_kernel kernels[NKERNELS] = {
     {"narrow4", 4, 4, NULL}, {"narrow8", 4, 8, NULL}, {"narrow8_cs", 4, 8, NULL},
     {"wide2", 8, 2, NULL},   {"wide4", 8, 4, NULL},   {"wide4_cs", 8, 4, NULL},
 };
 
 #define THREADS 256
 
-void *bench_floor_compile(int cc_major, int cc_minor, size_t *size, char *why, size_t why_size) {
+void *bench_convert_compile(int cc_major, int cc_minor, size_t *size, char *why, size_t why_size) {
   nvrtcProgram prog;
   char arch[40];
   snprintf(arch, sizeof arch, "--gpu-architecture=sm_%d%d", cc_major, cc_minor);
   const char *opts[] = {arch, "-default-device"};
-  if (nvrtcCreateProgram(&prog, floor_src, "floor.cu", 0, NULL, NULL) != NVRTC_SUCCESS) {
+  if (nvrtcCreateProgram(&prog, convert_src, "convert.cu", 0, NULL, NULL) != NVRTC_SUCCESS) {
     snprintf(why, why_size, "nvrtcCreateProgram failed");
     return NULL;
   }
@@ -102,7 +102,7 @@ void *bench_floor_compile(int cc_major, int cc_minor, size_t *size, char *why, s
     nvrtcGetProgramLogSize(prog, &n);
     char *log = calloc(n + 1, 1);
     if (log) nvrtcGetProgramLog(prog, log);
-    snprintf(why, why_size, "compiling the floor kernels for %s failed: %s", arch, log ? log : "");
+    snprintf(why, why_size, "compiling the convert kernels for %s failed: %s", arch, log ? log : "");
     free(log);
     nvrtcDestroyProgram(&prog);
     return NULL;
@@ -119,22 +119,22 @@ void *bench_floor_compile(int cc_major, int cc_minor, size_t *size, char *why, s
   return cubin;
 }
 
-const char *bench_floor_kernel_name(int k) { return k >= 0 && k < NKERNELS ? kernels[k].name : NULL; }
+const char *bench_convert_kernel_name(int k) { return k >= 0 && k < NKERNELS ? kernels[k].name : NULL; }
 
-int bench_floor_init(const cuda_api *cu, int cc_major, int cc_minor, char *why, size_t why_size) {
+int bench_convert_init(const cuda_api *cu, int cc_major, int cc_minor, char *why, size_t why_size) {
   size_t size;
-  void *cubin = bench_floor_compile(cc_major, cc_minor, &size, why, why_size);
+  void *cubin = bench_convert_compile(cc_major, cc_minor, &size, why, why_size);
   if (!cubin) return -1;
   CUmodule m;
   int rc = cu->ModuleLoadData(&m, cubin) == CUDA_SUCCESS ? 0 : -1;
   for (int k = 0; rc == 0 && k < NKERNELS; ++k)
     if (cu->ModuleGetFunction(&kernels[k].fn, m, kernels[k].name) != CUDA_SUCCESS) rc = -1;
   free(cubin);
-  if (rc) snprintf(why, why_size, "loading the floor kernels failed");
+  if (rc) snprintf(why, why_size, "loading the convert kernels failed");
   return rc;
 }
 
-static CUresult launch(const cuda_api *cu, CUstream s, const floor_kernel *k, void *in, void *out,
+static CUresult launch(const cuda_api *cu, CUstream s, const convert_kernel *k, void *in, void *out,
                        size_t n) {
   long long groups = (long long)(n / (size_t)k->group);
   const long long per_block = (long long)THREADS * k->per_thread;
@@ -158,7 +158,7 @@ static CUresult launch(const cuda_api *cu, CUstream s, const floor_kernel *k, vo
 
 /* out[0] after one launch of k, poisoned first: every element must be its
  * bf16 input widened. */
-static int check(const cuda_api *cu, CUstream s, const floor_kernel *k, void *in, void *out,
+static int check(const cuda_api *cu, CUstream s, const convert_kernel *k, void *in, void *out,
                  size_t n, const unsigned short *in_host, char *why, size_t why_size) {
   float *got = malloc(n * sizeof *got);
   if (!got) {
@@ -172,13 +172,13 @@ static int check(const cuda_api *cu, CUstream s, const floor_kernel *k, void *in
                    cu->MemcpyDtoH(got, (CUdeviceptr)(uintptr_t)out, n * sizeof *got) == CUDA_SUCCESS
                ? 0
                : -1;
-  if (rc) snprintf(why, why_size, "floor kernel %s: a launch or copy failed", k->name);
+  if (rc) snprintf(why, why_size, "convert kernel %s: a launch or copy failed", k->name);
   for (size_t i = 0; rc == 0 && i < n; ++i) {
     unsigned bits = (unsigned)in_host[i] << 16;
     float want;
     memcpy(&want, &bits, sizeof want);
     if (!(got[i] == want)) {
-      snprintf(why, why_size, "floor kernel %s: element %zu is %g, not %g", k->name, i,
+      snprintf(why, why_size, "convert kernel %s: element %zu is %g, not %g", k->name, i,
                (double)got[i], (double)want);
       rc = -1;
     }
@@ -192,11 +192,11 @@ static int cmp_double(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-double bench_floor_us(const cuda_api *cu, CUstream s, void *const *in, void *const *out,
+double bench_convert_us(const cuda_api *cu, CUstream s, void *const *in, void *const *out,
                       int nsets, size_t n, const unsigned short *in_host, int launches,
                       int replays, char *which, size_t which_size, char *why, size_t why_size) {
   if (n % 8 || nsets < 1 || launches < 1 || replays < 1) {
-    snprintf(why, why_size, "floor: n must be a multiple of 8");
+    snprintf(why, why_size, "convert: n must be a multiple of 8");
     return -1;
   }
   for (int k = 0; k < NKERNELS; ++k)
@@ -205,7 +205,7 @@ double bench_floor_us(const cuda_api *cu, CUstream s, void *const *in, void *con
   for (int k = 0; k < NKERNELS; ++k) {
     CUgraph g;
     if (cu->StreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL) != CUDA_SUCCESS) {
-      snprintf(why, why_size, "floor: capture failed");
+      snprintf(why, why_size, "convert: capture failed");
       return -1;
     }
     CUresult lr = CUDA_SUCCESS;
@@ -213,7 +213,7 @@ double bench_floor_us(const cuda_api *cu, CUstream s, void *const *in, void *con
       lr = launch(cu, s, &kernels[k], in[i % nsets], out[i % nsets], n);
     if (cu->StreamEndCapture(s, &g) != CUDA_SUCCESS || lr != CUDA_SUCCESS ||
         cu->GraphInstantiate(&exec[k], g, 0) != CUDA_SUCCESS) {
-      snprintf(why, why_size, "floor: capture or instantiation failed");
+      snprintf(why, why_size, "convert: capture or instantiation failed");
       return -1;
     }
     cu->GraphDestroy(g);
