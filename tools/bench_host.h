@@ -1,0 +1,26 @@
+/* kda-bench's host cost: what a warm call costs the calling thread, beside
+ * the driver's own cost of a launch (an empty kernel with the same
+ * parameters, in alternating rounds), the driver's cost by launch form,
+ * and several threads calling into one context at once. */
+#ifndef KDA_TOOLS_BENCH_HOST_H
+#define KDA_TOOLS_BENCH_HOST_H
+
+#include "kda/kda.h"
+
+/* Compiles the empty reference kernels; needed for bare_us and
+ * launch_forms, not on the tests' stand-in driver (--host-only). */
+void bench_host_init(void);
+
+/* Host cost of a warm call of a small dense shape through ctx (see
+ * bench_host.c); bare_us, when not NULL, gets the bare driver launch's
+ * median from the same rounds (needs bench_host_init). */
+void host_cost(kda_context *ctx, double *inside_us, double *enqueue_us, double *gpu_us,
+               double *bare_us);
+
+/* Prints the driver's cost of each launch form (needs bench_host_init). */
+void launch_forms(void);
+
+/* Prints host_cost of n threads calling into ctx at once, a stream each. */
+void host_cost_threads(kda_context *ctx, int n);
+
+#endif
