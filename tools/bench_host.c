@@ -232,6 +232,8 @@ void host_cost(kda_context *ctx, double *inside_us, double *enqueue_us, double *
   cu.StreamSynchronize(g_stream);
   *enqueue_us = (now_ms() - t0) * 1e3 / HOST_CALLS;
   *gpu_us = event_ms(e0, e1) * 1e3 / HOST_CALLS;
+  cu.EventDestroy(e0);
+  cu.EventDestroy(e1);
   cu.MemFree((CUdeviceptr)(uintptr_t)g);
   cu.MemFree((CUdeviceptr)(uintptr_t)out);
   cu.MemFree((CUdeviceptr)(uintptr_t)al);

@@ -39,6 +39,8 @@ static double copy_bandwidth_gbps(void) {
     double ms = event_ms(e0, e1);
     if (i >= 0) t[i] = ms;
   }
+  cu.EventDestroy(e0);
+  cu.EventDestroy(e1);
   cu.MemFree((CUdeviceptr)(uintptr_t)a);
   cu.MemFree((CUdeviceptr)(uintptr_t)b);
   return 2.0 * (double)bytes / (median(t, REPLAYS) * 1e-3) / 1e9;
@@ -94,6 +96,8 @@ static void chunk_table_cost(kda_context *ctx, double *steady, double *single) {
   }
   *steady = median(t, REPLAYS);
   *single = median(u, SINGLES);
+  cu.EventDestroy(e0);
+  cu.EventDestroy(e1);
   cu.GraphExecDestroy(exec);
   cu.GraphDestroy(graph);
   free(dev);
@@ -113,6 +117,19 @@ static int in_list(const char *list, const char *name) {
     p = e + 1;
   }
   return 0;
+}
+
+/* The rows to run: all but the extra groups, the first 4 (--quick) or
+ * those of --groups; their indices go to sel unless it is NULL. Returns
+ * how many. */
+static int select_rows(const char *groups, int quick, int *sel) {
+  int n = 0;
+  for (int i = 0; i < bench_row_count && !(quick && n == 4); ++i)
+    if (groups == NULL ? !bench_rows[i].extra : in_list(groups, bench_rows[i].group)) {
+      if (sel) sel[n] = i;
+      ++n;
+    }
+  return n;
 }
 
 int main(int argc, char **argv) {
@@ -162,6 +179,11 @@ int main(int argc, char **argv) {
                       "                  context, a stream each\n");
       return strcmp(argv[i], "--help") ? 2 : 0;
     }
+  }
+  /* Checked before anything is loaded or created. */
+  if (select_rows(groups, quick, NULL) == 0) {
+    fprintf(stderr, "kda-bench: no row is in the groups '%s'\n", groups);
+    return 2;
   }
   char why[512];
   if (cuda_api_load(&cu, 0, why, sizeof why) != 0) {
@@ -238,16 +260,8 @@ int main(int argc, char **argv) {
          "f32 out, no arithmetic), timed like fused_us; %%conv = convert_us / fused_us, over\n"
          "100%% where the fused kernel is the faster of the two\n\n");
 
-  /* The rows to run: all, the first 4 (--quick) or those of --groups. */
-  int *sel = calloc((size_t)bench_row_count, sizeof *sel), nrows = 0;
-  for (int i = 0; i < bench_row_count && !(quick && nrows == 4); ++i)
-    if (groups == NULL ? !bench_rows[i].extra : in_list(groups, bench_rows[i].group))
-      sel[nrows++] = i;
-  if (nrows == 0) {
-    fprintf(stderr, "kda-bench: no row is in the groups '%s'\n", groups);
-    free(sel);
-    return 2;
-  }
+  int *sel = calloc((size_t)bench_row_count, sizeof *sel);
+  const int nrows = select_rows(groups, quick, sel);
   bench_result *res = calloc((size_t)nrows, sizeof *res);
   printf("tuning database: %s (budget %.0f ms per specialization)\n\n", db, budget_ms);
   printf("%-11s %6s %3s %4s %5s %4s %10s %8s %9s %6s %6s %10s %6s %8s %7s %8s %7s %8s %s\n",

@@ -1,0 +1,60 @@
+#!/bin/sh
+# kda-bench without a GPU: the tests' stand-in driver runs its host-cost
+# modes and its GPU-mode set-up (NVRTC modules for the L2 flush, the empty
+# reference kernels and the convert kernels loaded; the copy bandwidth
+# timed), which then stops at the first row, whose prewarm cannot validate
+# anything on a driver that runs no kernel; with no driver it says so.
+# Every exit status is checked, so a sanitizer report (exit 66 under TSan,
+# 1 under ASan with a report on stderr) or a crash fails the test.
+# Usage: run_kda_bench_stand_in.sh KDA_BENCH FAKE_LIBCUDA
+set -u
+bench=$1
+fake=$2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+check() {  # what want_rc got_rc pattern...
+  what=$1 want=$2 got=$3
+  shift 3
+  if [ "$got" != "$want" ]; then
+    echo "FAIL $what: exit $got, not $want"; sed 's/^/  | /' "$tmp/out"; fails=$((fails + 1)); return
+  fi
+  for p in "$@"; do
+    if ! grep -q -- "$p" "$tmp/out"; then
+      echo "FAIL $what: no line matching '$p'"; sed 's/^/  | /' "$tmp/out"; fails=$((fails + 1)); return
+    fi
+  done
+  if grep -q "ERROR: AddressSanitizer\|WARNING: ThreadSanitizer\|runtime error:" "$tmp/out"; then
+    echo "FAIL $what: a sanitizer report"; sed 's/^/  | /' "$tmp/out"; fails=$((fails + 1)); return
+  fi
+  echo "ok   $what"
+}
+
+KDA_LIBCUDA=$tmp/no-such-libcuda.so "$bench" > "$tmp/out" 2>&1
+check "no driver" 1 $? "kda-bench needs a GPU: .*no-such-libcuda.so"
+
+"$bench" --no-such-option > "$tmp/out" 2>&1
+check "unknown option" 2 $? "usage: kda-bench"
+
+"$bench" --help > "$tmp/out" 2>&1
+check "--help" 0 $? "usage: kda-bench" "--groups LIST"
+
+KDA_LIBCUDA=$fake "$bench" --host-threads 2 --db "$tmp/h.db" > "$tmp/out" 2>&1
+check "--host-only and --host-threads 2 on the stand-in" 0 $? \
+  "host cost per warm call (tuning off): [0-9.]* us median" \
+  "host cost per warm call (tuned-slot path, launch overlap off): [0-9.]* us median" \
+  "2 threads on one context, a stream each: [0-9.]* us median"
+
+KDA_LIBCUDA=$fake "$bench" --groups no-such-group --db "$tmp/g.db" > "$tmp/out" 2>&1
+check "a group with no row" 2 $? "no row is in the groups 'no-such-group'"
+
+KDA_LIBCUDA=$fake "$bench" --quick --db "$tmp/q.db" --json-dir "$tmp/json" > "$tmp/out" 2>&1
+check "GPU-mode set-up on the stand-in, then the first row's prewarm refuses" 1 $? \
+  "device copy bandwidth: [0-9]* GB/s" "convert_us: the fastest of 6 plain kernels" \
+  "^group .*convert_us  %conv" "prewarm fused: "
+if ls "$tmp/json"/*.json > /dev/null 2>&1; then
+  echo "FAIL a run that stopped wrote a JSON file"; fails=$((fails + 1))
+fi
+
+[ $fails = 0 ] && echo "all kda-bench stand-in checks passed"
+exit $fails
