@@ -4,10 +4,11 @@
 #include "bench_convert.h"
 
 #include <math.h>
-#include <nvrtc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "bench_nvrtc.h"
 
 /* Each thread converts V groups of 4 (narrow: an 8-byte load, a 16-byte
  * store, both coalesced) or of 8 (wide: a 16-byte load and two 16-byte
@@ -89,49 +90,21 @@ static convert_kernel kernels[NKERNELS] = {
 #define THREADS 256
 
 void *bench_convert_compile(int cc_major, int cc_minor, size_t *size, char *why, size_t why_size) {
-  nvrtcProgram prog;
-  char arch[40];
-  snprintf(arch, sizeof arch, "--gpu-architecture=sm_%d%d", cc_major, cc_minor);
-  const char *opts[] = {arch, "-default-device"};
-  if (nvrtcCreateProgram(&prog, convert_src, "convert.cu", 0, NULL, NULL) != NVRTC_SUCCESS) {
-    snprintf(why, why_size, "nvrtcCreateProgram failed");
-    return NULL;
-  }
-  if (nvrtcCompileProgram(prog, 2, opts) != NVRTC_SUCCESS) {
-    size_t n = 0;
-    nvrtcGetProgramLogSize(prog, &n);
-    char *log = calloc(n + 1, 1);
-    if (log) nvrtcGetProgramLog(prog, log);
-    snprintf(why, why_size, "compiling the convert kernels for %s failed: %s", arch, log ? log : "");
-    free(log);
-    nvrtcDestroyProgram(&prog);
-    return NULL;
-  }
-  *size = 0;
-  nvrtcGetCUBINSize(prog, size);
-  char *cubin = malloc(*size);
-  if (!cubin || nvrtcGetCUBIN(prog, cubin) != NVRTC_SUCCESS) {
-    snprintf(why, why_size, "nvrtcGetCUBIN failed");
-    free(cubin);
-    cubin = NULL;
-  }
-  nvrtcDestroyProgram(&prog);
-  return cubin;
+  return bench_nvrtc_cubin(convert_src, "convert.cu", cc_major, cc_minor, size, why, why_size);
 }
 
 const char *bench_convert_kernel_name(int k) { return k >= 0 && k < NKERNELS ? kernels[k].name : NULL; }
 
 int bench_convert_init(const cuda_api *cu, int cc_major, int cc_minor, char *why, size_t why_size) {
-  size_t size;
-  void *cubin = bench_convert_compile(cc_major, cc_minor, &size, why, why_size);
-  if (!cubin) return -1;
   CUmodule m;
-  int rc = cu->ModuleLoadData(&m, cubin) == CUDA_SUCCESS ? 0 : -1;
-  for (int k = 0; rc == 0 && k < NKERNELS; ++k)
-    if (cu->ModuleGetFunction(&kernels[k].fn, m, kernels[k].name) != CUDA_SUCCESS) rc = -1;
-  free(cubin);
-  if (rc) snprintf(why, why_size, "loading the convert kernels failed");
-  return rc;
+  if (bench_nvrtc_module(cu, convert_src, "convert.cu", cc_major, cc_minor, &m, why, why_size))
+    return -1;
+  for (int k = 0; k < NKERNELS; ++k)
+    if (cu->ModuleGetFunction(&kernels[k].fn, m, kernels[k].name) != CUDA_SUCCESS) {
+      snprintf(why, why_size, "convert kernel %s not found in its module", kernels[k].name);
+      return -1;
+    }
+  return 0;
 }
 
 static CUresult launch(const cuda_api *cu, CUstream s, const convert_kernel *k, void *in, void *out,

@@ -7,9 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <nvrtc.h>
-
 #include "bench_common.h"
+#include "bench_nvrtc.h"
 #include "cuda_api.h"
 
 /* An empty kernel with gate_cumsum's 12 parameters: a reference for the
@@ -26,25 +25,15 @@ void bench_host_init(void) {
       "    long long cps, rows1 rows) {}\n"
       "struct alignas(8) args88 { char b[88]; };\n"
       "extern \"C\" __global__ void bare1(args88 a) {}\n";
-  nvrtcProgram prog;
-  char arch[32];
-  snprintf(arch, sizeof arch, "--gpu-architecture=sm_%d%d", g_info.cc_major, g_info.cc_minor);
-  const char *opts[] = {arch};
-  if (nvrtcCreateProgram(&prog, src, "bare.cu", 0, NULL, NULL) != NVRTC_SUCCESS ||
-      nvrtcCompileProgram(prog, 1, opts) != NVRTC_SUCCESS) {
-    fprintf(stderr, "compiling the empty reference kernels failed\n");
+  CUmodule m;
+  char why[4096];
+  if (bench_nvrtc_module(&cu, src, "bare.cu", g_info.cc_major, g_info.cc_minor, &m, why,
+                         sizeof why) != 0) {
+    fprintf(stderr, "%s\n", why);
     exit(1);
   }
-  size_t n = 0;
-  nvrtcGetCUBINSize(prog, &n);
-  char *cubin = malloc(n);
-  nvrtcGetCUBIN(prog, cubin);
-  nvrtcDestroyProgram(&prog);
-  CUmodule m;
-  cuda_check(&cu, cu.ModuleLoadData(&m, cubin), "cuModuleLoadData(bare)");
   cuda_check(&cu, cu.ModuleGetFunction(&g_bare, m, "bare"), "cuModuleGetFunction(bare)");
   cuda_check(&cu, cu.ModuleGetFunction(&g_bare1, m, "bare1"), "cuModuleGetFunction(bare1)");
-  free(cubin);
 }
 
 enum { HOST_CALLS = 100000, HOST_ROUND = 250 };

@@ -7,10 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <nvrtc.h>
-
 #include "bench_common.h"
 #include "bench_convert.h"
+#include "bench_nvrtc.h"
 #include "cuda_api.h"
 #include "reference.h"
 #include "test_util.h"
@@ -29,24 +28,14 @@ void bench_run_init(void) {
       "       i += (long long)gridDim.x * blockDim.x) { int4 v = __ldcg(p + i); acc ^= v.x ^ v.w; }\n"
       "  if (acc == 0x7355608) *sink = acc;\n"
       "}\n";
-  nvrtcProgram prog;
-  char arch[32];
-  snprintf(arch, sizeof arch, "--gpu-architecture=sm_%d%d", g_info.cc_major, g_info.cc_minor);
-  const char *opts[] = {arch};
-  if (nvrtcCreateProgram(&prog, src, "flush.cu", 0, NULL, NULL) != NVRTC_SUCCESS ||
-      nvrtcCompileProgram(prog, 1, opts) != NVRTC_SUCCESS) {
-    fprintf(stderr, "compiling the L2 flush kernel failed\n");
+  CUmodule m;
+  char why[4096];
+  if (bench_nvrtc_module(&cu, src, "flush.cu", g_info.cc_major, g_info.cc_minor, &m, why,
+                         sizeof why) != 0) {
+    fprintf(stderr, "%s\n", why);
     exit(1);
   }
-  size_t n = 0;
-  nvrtcGetCUBINSize(prog, &n);
-  char *cubin = malloc(n);
-  nvrtcGetCUBIN(prog, cubin);
-  nvrtcDestroyProgram(&prog);
-  CUmodule m;
-  cuda_check(&cu, cu.ModuleLoadData(&m, cubin), "cuModuleLoadData(flush)");
   cuda_check(&cu, cu.ModuleGetFunction(&g_flush, m, "flush"), "cuModuleGetFunction(flush)");
-  free(cubin);
   g_flush_bytes = (size_t)g_info.l2_bytes * 3;
   g_flush_buf = cuda_alloc(&cu, g_flush_bytes);
   g_flush_sink = cuda_alloc(&cu, 16);
