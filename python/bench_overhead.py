@@ -29,8 +29,8 @@ ROUNDS = 20
 def _time_cases(cases, n, sync):
     """n calls of each case, timed one by one, in ROUNDS rounds that take
     the cases in turn: a drift of the machine over the run (seen on lent
-    VMs: the same case 30% slower a few seconds later) then falls on every
-    case alike, and their ratios stay comparable."""
+    VMs: the same case 30% slower in one process than in the next one)
+    then falls on every case alike, and their ratios stay comparable."""
     ts = {name: [] for name in cases}
     per_round = max(1, n // ROUNDS)
     for _ in range(ROUNDS):
