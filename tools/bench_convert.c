@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_common.h"
 #include "bench_nvrtc.h"
 
 /* Each thread converts V groups of 4 (narrow: an 8-byte load, a 16-byte
@@ -160,11 +161,6 @@ static int check(const cuda_api *cu, CUstream s, const convert_kernel *k, void *
   return rc;
 }
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
 double bench_convert_us(const cuda_api *cu, CUstream s, void *const *in, void *const *out,
                       int nsets, size_t n, const unsigned short *in_host, int launches,
                       int replays, char *which, size_t which_size, char *why, size_t why_size) {
@@ -207,9 +203,7 @@ double bench_convert_us(const cuda_api *cu, CUstream s, void *const *in, void *c
     }
   double best = INFINITY;
   for (int k = 0; k < NKERNELS; ++k) {
-    double *v = t + k * replays;
-    qsort(v, (size_t)replays, sizeof *v, cmp_double);
-    const double med = replays % 2 ? v[replays / 2] : 0.5 * (v[replays / 2 - 1] + v[replays / 2]);
+    const double med = median(t + k * replays, replays);
     if (med < best) {
       best = med;
       snprintf(which, which_size, "%s", kernels[k].name);

@@ -63,8 +63,8 @@ if [ $tests = 1 ]; then
   # The GPU stress test runs on its own below, with its own log.
   if [ $ctest = 1 ]; then
     (cd build-gpu && ctest -L gpu -LE stress --output-on-failure -V) > "$OUT/ctest-gpu.log" 2>&1 || status=1
+    grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) |device:|cases:|checked|threads,|graph:|model \(|destroy after|tests passed|FAILED|Failed|Skipped|SKIP" "$OUT/ctest-gpu.log" | head -80
   fi
-  [ $ctest = 1 ] && grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) |device:|cases:|checked|threads,|graph:|model \(|destroy after|tests passed|FAILED|Failed|Skipped|SKIP" "$OUT/ctest-gpu.log" | head -80
   # Each mutant below runs tests on a changed copy of the kernel templates
   # (KDA_KERNEL_DIR): a test that cannot fail when its race exists proves
   # nothing, and the unchanged control must still pass.
