@@ -68,59 +68,73 @@ template <typename T, int N> struct alignas(sizeof(T) * N) vec {
   T v[N];
 };
 
-// log(1 + e) for e in [0, 1]: e * p(e), p the degree-8 Chebyshev
-// interpolant of log1p(e)/e on [0, 1] (coefficients rounded to float).
-// Relative error at most 1.7e-7 over [0, 1] in float Horner form, checked
-// for 2e7 points against float64 (docs/perf-notes.md, v3); nine FMAs
-// instead of log1pf's branches and ~25 instructions.
-__device__ __forceinline__ float log1p_unit(float e) {
-  float p = 5.126102362e-03f;
-  p = fmaf(p, e, -2.907406539e-02f);
-  p = fmaf(p, e, 7.751608640e-02f);
-  p = fmaf(p, e, -1.360224783e-01f);
-  p = fmaf(p, e, 1.907688081e-01f);
-  p = fmaf(p, e, -2.483539879e-01f);
-  p = fmaf(p, e, 3.331812024e-01f);
-  p = fmaf(p, e, -4.999944568e-01f);
-  p = fmaf(p, e, 1.0f);
-  return e * p;
-}
+// The gates are computed in base 2: the kernel scales its input by
+// log2(e) in the same FMA that adds the bias (y = x * m + b * m), so the
+// exponential is one MUFU.EX2 with no multiply ahead of it, and ln 2 joins
+// the outer factor. Per element this saves the bias add and the scaling
+// multiply (and, below, the softplus's final multiply and add become one
+// FMA): fewer issue slots where a small grid's blocks all compute at once
+// (docs/perf-notes.md, "Thirteenth session").
+#define KDA_LOG2E 1.4426950408889634f
+#define KDA_LN2 0.6931471805599453f
 
-// e^x by the fast unit with results below 2^-126 flushed to zero. __expf
-// compiles to ex2.approx.f32, which on sm_90 keeps denormal results by a
-// compare, a scaling multiply and a squaring around MUFU.EX2: three more
-// instructions per element (SASS of the 8x16 block) in a kernel that
-// spends most of its issue slots on arithmetic. A flushed e^x is below
-// 2^-126, where log1p(e) = e and 1 / (1 + e) = 1 are off by less than
-// 1e-38.
-__device__ __forceinline__ float exp_ftz(float x) {
-  float r;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x * 1.4426950408889634f));
-  return r;
-}
-
-// softplus(z) = max(z, 0) + log1p(exp(-|z|)): no branch, one MUFU.EX2.
-// The exponent's argument is never positive, so e is in [0, 1]; the fast
-// exponential's relative error (about |z| * 2^-24 + 2^-22) stays far inside the 2e-5
-// budget, and for large |z| the term is negligible next to max(z, 0) or
-// tiny in absolute terms. Matches upstream's threshold form (z for z > 20)
-// to within 2e-9. The memory-bound kernel is issue-bound with the accurate
-// log1pf(expf(z)) (about 45 instructions per element against a budget of
-// about 65 at full bandwidth); this form takes about 14.
-__device__ __forceinline__ float softplus(float z) {
-#ifdef KDA_ACCURATE_SOFTPLUS  // the previous form, kept for bench/probe comparisons
-  return z > 20.0f ? z : log1pf(expf(z));
+// log2(1 + e) / e for e in [0, 1], the interpolant at Chebyshev nodes
+// (coefficients rounded to float), in Horner form. Relative error of
+// e * p(e) against float64, 2e7 points in float arithmetic: degree 7
+// at most 3.5e-7, degree 6 1.5e-6 (the error budget is 2e-5). Degree 8 (the
+// previous form) reached 1.6e-7, float rounding's floor.
+__device__ __forceinline__ float log2_1p_ratio(float e) {
+#if KDA_LOG2_1P_DEGREE == 6
+  float p = 2.001664974e-02f;
+  p = fmaf(p, e, -9.462680668e-02f);
+  p = fmaf(p, e, 2.139432132e-01f);
+  p = fmaf(p, e, -3.383772075e-01f);
+  p = fmaf(p, e, 4.774963558e-01f);
+  p = fmaf(p, e, -7.211440802e-01f);
+  return fmaf(p, e, 1.442692995e+00f);
 #else
-  return fmaxf(z, 0.0f) + log1p_unit(exp_ftz(-fabsf(z)));
+  float p = -1.207702048e-02f;
+  p = fmaf(p, e, 6.274843216e-02f);
+  p = fmaf(p, e, -1.541520059e-01f);
+  p = fmaf(p, e, 2.551763356e-01f);
+  p = fmaf(p, e, -3.530963659e-01f);
+  p = fmaf(p, e, 4.800124466e-01f);
+  p = fmaf(p, e, -7.213067412e-01f);
+  return fmaf(p, e, 1.442694783e+00f);
 #endif
 }
 
-// 1 / (1 + e^-z) with the fast units: relative error a few ulp; for
-// e^-z = inf (or past 2^126, where the flushed reciprocal is 0) the result
-// is 0, the right limit.
-__device__ __forceinline__ float sigmoid(float z) {
+// 2^x by the fast unit with results below 2^-126 flushed to zero.
+// ex2.approx.f32 without .ftz keeps denormal results on sm_90 by a compare,
+// a scaling multiply and a squaring around MUFU.EX2: three more
+// instructions per element (SASS of the 8x16 block). A flushed 2^x is
+// below 2^-126, where log2(1 + e) = e / ln 2 and 1 / (1 + e) = 1 are off
+// by less than 1e-38.
+__device__ __forceinline__ float exp2_ftz(float x) {
   float r;
-  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(1.0f + exp_ftz(-z)));
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+  return r;
+}
+
+// softplus(z) / ln 2 for y = z * log2(e): max(y, 0) + log2(1 + 2^-|y|), no
+// branch, one MUFU.EX2. The exponent's argument is never positive, so e is
+// in [0, 1]; the fast unit's relative error (about |y| * 2^-24 + 2^-22)
+// stays far inside the 2e-5 budget, and for large |y| the term is
+// negligible next to max(y, 0) or tiny in absolute terms. Matches
+// upstream's threshold form (z for z > 20) to within 2e-9. The accurate
+// log1pf(expf(z)) took about 45 instructions per element against a budget
+// of about 65 at full bandwidth; this form takes 11 (degree 7).
+__device__ __forceinline__ float softplus2(float y) {
+  const float e = exp2_ftz(-fabsf(y));
+  return fmaf(e, log2_1p_ratio(e), fmaxf(y, 0.0f));
+}
+
+// 1 / (1 + e^-z) for y = z * log2(e), with the fast units: relative error a
+// few ulp; for 2^-y = inf (or past 2^126, where the flushed reciprocal is
+// 0) the result is 0, the right limit.
+__device__ __forceinline__ float sigmoid2(float y) {
+  float r;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(1.0f + exp2_ftz(-y)));
   return r;
 }
 
@@ -194,13 +208,14 @@ template <typename V> __device__ __forceinline__ void store_stream(V *p, const V
 #endif
 }
 
-// The gate without its outer factor, -exp(A_log) (softplus) or lower_bound
-// (sigmoid), which the kernel folds with the scale into one multiplier per
-// channel.
-template <int GATE> __device__ __forceinline__ float activate_inner(float x, float a_exp) {
-  if (GATE == GATE_SOFTPLUS) return softplus(x);
-  if (GATE == GATE_LOWER_BOUND) return sigmoid(a_exp * x);
-  return x;
+// The gate without its outer factor, of y = (x + dt_bias) * m, where m is
+// log2(e) (softplus) or exp(A_log) * log2(e) (sigmoid) and the outer factor
+// -exp(A_log) * ln 2 (softplus) or lower_bound (sigmoid); the kernel folds
+// the factor with the scale into one multiplier per channel.
+template <int GATE> __device__ __forceinline__ float activate_inner(float y) {
+  if (GATE == GATE_SOFTPLUS) return softplus2(y);
+  if (GATE == GATE_LOWER_BOUND) return sigmoid2(y);
+  return y;
 }
 
 }  // namespace kda
