@@ -171,9 +171,12 @@ static double verify_row(kda_context *ctx, row_state *s, const double *ref) {
   return worst;
 }
 
-/* Tunes the row's three kernels in the tuned context (the same call a
- * deployment's `kda-tune prewarm` makes) and keeps the fused winner's config. */
-static void prewarm_row(kda_context *ctx, const kda_gate_args *shape, bench_result *res) {
+/* Tunes the row's fused kernel in the tuned context (the same call a
+ * deployment's `kda-tune prewarm` makes) and keeps its winner's config; the
+ * unfused path's two kernels in unf_ctx, whose database the tuned context
+ * shares. */
+static void prewarm_row(kda_context *ctx, kda_context *unf_ctx, const kda_gate_args *shape,
+                        bench_result *res) {
   kda_gate_args s = *shape;
   s.g = NULL;
   s.out = NULL;
@@ -190,17 +193,17 @@ static void prewarm_row(kda_context *ctx, const kda_gate_args *shape, bench_resu
   res->tuner_heuristic_us = pr.heuristic_us;
   kda_gate_args g = s;
   g.num_seqs = 0;
-  kda_ok(kda_prewarm(ctx, KDA_KERNEL_GATE, &g, 0, &pr), "prewarm gate");
+  kda_ok(kda_prewarm(unf_ctx, KDA_KERNEL_GATE, &g, 0, &pr), "prewarm gate");
   kda_gate_args c = s;
   c.g_dtype = KDA_DTYPE_F32;
   c.gate = KDA_GATE_NONE;
   c.A_log = NULL;
   c.dt_bias = NULL;
-  kda_ok(kda_prewarm(ctx, KDA_KERNEL_CHUNK_LOCAL_CUMSUM, &c, 0, &pr), "prewarm cumsum");
+  kda_ok(kda_prewarm(unf_ctx, KDA_KERNEL_CHUNK_LOCAL_CUMSUM, &c, 0, &pr), "prewarm cumsum");
 }
 
-void run_row(kda_context *ctx, kda_context *heur_ctx, kda_context *plain_ctx,
-                    const bench_row *r, bench_result *res) {
+void run_row(kda_context *ctx, kda_context *unf_ctx, kda_context *heur_ctx,
+             kda_context *plain_ctx, const bench_row *r, bench_result *res) {
   row_state s;
   memset(&s, 0, sizeof s);
   s.row = r;
@@ -295,7 +298,7 @@ void run_row(kda_context *ctx, kda_context *heur_ctx, kda_context *plain_ctx,
   s.cumsum.g_dtype = KDA_DTYPE_F32;
   s.cumsum.gate = KDA_GATE_NONE;
 
-  prewarm_row(ctx, &a, res);
+  prewarm_row(ctx, unf_ctx, &a, res);
   double *ref = malloc(n * sizeof *ref);
   kda_gate_args h = a;
   h.A_log = A_log;

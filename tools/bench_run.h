@@ -12,8 +12,10 @@
 void bench_run_init(void);
 
 /* Checks, then times row r in the three contexts (tuned, tuning off, tuned
- * with launch overlap off) into res; exits with a message on any failure. */
-void run_row(kda_context *ctx, kda_context *heur_ctx, kda_context *plain_ctx,
-             const bench_row *r, bench_result *res);
+ * with launch overlap off) into res; the unfused path's kernels are tuned in
+ * unf_ctx (same database, the library's own budget). Exits with a message
+ * on any failure. */
+void run_row(kda_context *ctx, kda_context *unf_ctx, kda_context *heur_ctx,
+             kda_context *plain_ctx, const bench_row *r, bench_result *res);
 
 #endif

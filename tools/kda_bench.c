@@ -22,6 +22,7 @@
 #include "bench_start.h"
 #include "cuda_api.h"
 #include "kda/kda.h"
+#include "prewarm_budget.h"
 #include "test_util.h"
 
 /* Device copy bandwidth, counting bytes read plus bytes written. */
@@ -120,24 +121,28 @@ static int in_list(const char *list, const char *name) {
 }
 
 /* The rows to run: all but the extra groups, the first 4 (--quick) or
- * those of --groups; their indices go to sel unless it is NULL. Returns
- * how many. */
-static int select_rows(const char *groups, int quick, int *sel) {
+ * those of --groups, and of those only the token counts of --tokens when
+ * given; their indices go to sel unless it is NULL. Returns how many. */
+static int select_rows(const char *groups, const char *tokens, int quick, int *sel) {
   int n = 0;
-  for (int i = 0; i < bench_row_count && !(quick && n == 4); ++i)
+  for (int i = 0; i < bench_row_count && !(quick && n == 4); ++i) {
+    char t[32];
+    snprintf(t, sizeof t, "%lld", (long long)bench_rows[i].tokens);
+    if (tokens != NULL && !in_list(tokens, t)) continue;
     if (groups == NULL ? !bench_rows[i].extra : in_list(groups, bench_rows[i].group)) {
       if (sel) sel[n] = i;
       ++n;
     }
+  }
   return n;
 }
 
 int main(int argc, char **argv) {
   const char *json_dir = "bench/results";
   const char *db = NULL;
-  double budget_ms = 1000;
+  double budget_ms = KDA_PREWARM_BUDGET_MS;
   int quick = 0, host_only = 0, host_threads = 0;
-  const char *groups = NULL;
+  const char *groups = NULL, *tokens = NULL;
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "--json-dir") && i + 1 < argc) {
       json_dir = argv[++i];
@@ -145,6 +150,8 @@ int main(int argc, char **argv) {
       quick = 1;
     } else if (!strcmp(argv[i], "--groups") && i + 1 < argc) {
       groups = argv[++i];
+    } else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) {
+      tokens = argv[++i];
     } else if (!strcmp(argv[i], "--host-only")) {
       host_only = 1;
     } else if (!strcmp(argv[i], "--host-threads") && i + 1 < argc) {
@@ -164,15 +171,19 @@ int main(int argc, char **argv) {
       return child_start();
     } else {
       fprintf(stderr, "usage: kda-bench [--json-dir DIR] [--db PATH] [--budget-ms MS] [--quick]\n"
-                      "                 [--groups G,G...]\n"
+                      "                 [--groups G,G...] [--tokens T,T...]\n"
                       "  --json-dir DIR  where <gpu>-<date>.json goes (default bench/results)\n"
                       "  --db PATH       tuning database (default: a fresh one under /tmp)\n"
-                      "  --budget-ms MS  tuning budget per specialization (default 1000, the library default)\n"
+                      "  --budget-ms MS  tuning budget of the fused kernel (default 10000, kda-tune prewarm's:\n"
+                      "                  the whole candidate space); the unfused path's kernels get\n"
+                      "                  the library's own (1000, a cold call in a server)\n"
                       "  --quick         the first 4 matrix rows only\n"
                       "  --groups LIST   only the rows of these groups (matrix, varlen, varlen-host,\n"
                       "                  varlen-plan, no-bias, K=64, chunk), e.g. --groups chunk,varlen-host;\n"
                       "                  the extra groups more, more-varlen, more-host and more-plan\n"
                       "                  (batches, a partial chunk, 32-128 sequences) run only when named\n"
+                      "  --tokens LIST   of those rows only the token counts T in LIST, e.g.\n"
+                      "                  --groups matrix --tokens 512,2048\n"
                       "  --host-only     only the host cost of a warm call (also runs on the\n"
                       "                  tests' stand-in driver: KDA_LIBCUDA=.../libkda_fake_cuda.so)\n"
                       "  --host-threads N  --host-only, then N threads calling at once into one\n"
@@ -181,8 +192,9 @@ int main(int argc, char **argv) {
     }
   }
   /* Checked before anything is loaded or created. */
-  if (select_rows(groups, quick, NULL) == 0) {
-    fprintf(stderr, "kda-bench: no row is in the groups '%s'\n", groups);
+  if (select_rows(groups, tokens, quick, NULL) == 0) {
+    fprintf(stderr, "kda-bench: no row is in the groups '%s' with the token counts '%s'\n",
+            groups ? groups : "(default)", tokens ? tokens : "(any)");
     return 2;
   }
   char why[512];
@@ -211,6 +223,14 @@ int main(int argc, char **argv) {
   o.tune_mode = host_only ? KDA_TUNE_CACHED : KDA_TUNE_ON;
   o.tune_budget_ms = budget_ms;
   kda_ok(kda_context_create(&o, &ctx), "kda_context_create (tuned)");
+  /* The unfused path's kernels are tuned here, with the library's own
+   * budget, into the same database, where the tuned context then finds
+   * them: the full search of each would add about 10 s per row and move
+   * no large row (both converge to the heuristic's shape there). */
+  kda_options ou = o;
+  ou.tune_budget_ms = kda_options_default().tune_budget_ms;
+  kda_context *unf = NULL;
+  kda_ok(kda_context_create(&ou, &unf), "kda_context_create (unfused tuning)");
   kda_options oh = kda_options_default();
   oh.device = -1;
   oh.tune_mode = KDA_TUNE_OFF;
@@ -241,6 +261,7 @@ int main(int argc, char **argv) {
            g_info.name, inside, enq);
     if (host_threads > 0) host_cost_threads(ctx, host_threads);
     kda_context_destroy(plain);
+    kda_context_destroy(unf);
     kda_context_destroy(ctx);
     kda_context_destroy(heur);
     return 0;
@@ -261,9 +282,11 @@ int main(int argc, char **argv) {
          "100%% where the fused kernel is the faster of the two\n\n");
 
   int *sel = calloc((size_t)bench_row_count, sizeof *sel);
-  const int nrows = select_rows(groups, quick, sel);
+  const int nrows = select_rows(groups, tokens, quick, sel);
   bench_result *res = calloc((size_t)nrows, sizeof *res);
-  printf("tuning database: %s (budget %.0f ms per specialization)\n\n", db, budget_ms);
+  printf("tuning database: %s (budget per specialization: fused kernel %.0f ms, as kda-tune "
+         "prewarm; the unfused path's kernels %.0f ms, the library's own)\n\n",
+         db, budget_ms, ou.tune_budget_ms);
   printf("%-11s %6s %3s %4s %5s %4s %10s %8s %9s %6s %6s %10s %6s %8s %7s %8s %7s %8s %s\n",
          "group", "T", "H", "K", "chunk", "seqs", "elements", "fused_us", "single_us", "GB/s",
          "%copy", "convert_us", "%conv", "unfused",
@@ -271,7 +294,7 @@ int main(int argc, char **argv) {
          "config (tune ms: compile ms, candidates; the tuner's own us: winner/heuristic)");
   for (int i = 0; i < nrows; ++i) {
     const bench_row *r = &bench_rows[sel[i]];
-    run_row(ctx, heur, plain, r, &res[i]);
+    run_row(ctx, unf, heur, plain, r, &res[i]);
     const double bytes = (double)res[i].elements * 6.0;
     const double gbps = bytes / (res[i].fused_us * 1e-6) / 1e9;
     printf("%-11s %6lld %3d %4d %5d %4d %10lld %8.2f %9.2f %6.0f %5.1f%% %10.2f %5.1f%% %8.2f %6.2fx "
@@ -345,6 +368,8 @@ int main(int argc, char **argv) {
   fprintf(f, "{\n  \"gpu\": \"%s\",\n  \"driver\": %d,\n  \"nvrtc\": \"%d.%d\",\n  \"libkda\": \"%s\",\n"
              "  \"copy_bw_gbps\": %.1f,\n",
           g_info.name, g_info.driver_version, g_info.nvrtc_major, g_info.nvrtc_minor, kda_version(), bw);
+  fprintf(f, "  \"tune_budget_ms_fused\": %.0f,\n  \"tune_budget_ms_unfused\": %.0f,\n", budget_ms,
+          ou.tune_budget_ms);
   fprintf(f, "  \"host_us_per_call_inside\": %.3f,\n  \"host_us_per_call_enqueue\": %.3f,\n"
              "  \"gpu_us_per_call_host_row\": %.3f,\n  \"chunk_table_256_us_steady\": %.3f,\n"
              "  \"chunk_table_256_us_single\": %.3f,\n  \"host_us_bare_driver_launch\": %.3f,\n"
@@ -388,6 +413,7 @@ int main(int argc, char **argv) {
   fclose(f);
   printf("\nwrote %s\n", path);
   kda_context_destroy(ctx);
+  kda_context_destroy(unf);
   kda_context_destroy(heur);
   kda_context_destroy(plain);
   free(res);

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "kda_tune.h"
+#include "prewarm_budget.h"
 #include "shapes_file.h"
 
 static const tune_opt prewarm_opts[] = {
@@ -32,7 +33,7 @@ static const tune_opt prewarm_opts[] = {
     {"force", NULL, "tune (or compile) again what the database already holds"},
     {"compile-only", NULL, "compile and store heuristic cubins, no GPU needed (needs --arch)"},
     {"arch", "sm_XY", "architecture for --compile-only, e.g. sm_90"},
-    {"budget-ms", "MS", "tuning budget per specialization (default: the library's, 1000)"},
+    {"budget-ms", "MS", "tuning budget per specialization (default 10000: the whole candidate space; the library's own, for a cold call in a server, is 1000)"},
     {"compile-threads", "N", "threads compiling one specialization's candidates (default: the CPUs, at most 8)"},
     {"dry-run", NULL, "list the specializations, do nothing"},
     {NULL, NULL, NULL}};
@@ -218,7 +219,7 @@ int cmd_prewarm(int argc, char **argv) {
     o.device = (int32_t)device;
     o.db_path = kda_db_path(db);
     o.tune_mode = KDA_TUNE_ON;
-    if (budget > 0) o.tune_budget_ms = (double)budget;
+    o.tune_budget_ms = budget > 0 ? (double)budget : KDA_PREWARM_BUDGET_MS;
     o.compile_threads = (int32_t)compile_threads;
     if (kda_context_create(&o, &ctx) != KDA_OK) {
       tune_error(&a, "no usable GPU for tuning (device %ld): %s", device, kda_last_error());

@@ -48,6 +48,10 @@ check "--host-only and --host-threads 2 on the stand-in" 0 $? \
 KDA_LIBCUDA=$fake "$bench" --groups no-such-group --db "$tmp/g.db" > "$tmp/out" 2>&1
 check "a group with no row" 2 $? "no row is in the groups 'no-such-group'"
 
+KDA_LIBCUDA=$fake "$bench" --groups varlen --tokens 512,2048 --db "$tmp/g.db" > "$tmp/out" 2>&1
+check "token counts no row of the groups has" 2 $? \
+  "no row is in the groups 'varlen' with the token counts '512,2048'"
+
 KDA_LIBCUDA=$fake "$bench" --quick --db "$tmp/q.db" --json-dir "$tmp/json" > "$tmp/out" 2>&1
 check "GPU-mode set-up on the stand-in, then the first row's prewarm refuses" 1 $? \
   "device copy bandwidth: [0-9]* GB/s" "convert_us: the fastest of 6 plain kernels" \
