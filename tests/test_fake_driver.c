@@ -332,6 +332,7 @@ static void tune_on_call_keeps_the_heuristic_when_validation_cannot_run(void **s
 
 typedef struct log_grab {
   char programs[256];
+  char sets[256];
   int stopped;
 } log_grab;
 
@@ -340,6 +341,7 @@ static void grab_log(void *user, kda_log_level level, const char *message) {
   (void)level;
   if (strstr(message, "NVRTC programs")) snprintf(g->programs, sizeof g->programs, "%s", message);
   if (strstr(message, "tuning stopped")) g->stopped++;
+  if (strstr(message, "buffer sets")) snprintf(g->sets, sizeof g->sets, "%s", message);
 }
 
 /* From "...: N candidates compiled in P NVRTC programs: ...": P, checked
@@ -363,7 +365,7 @@ static void tuning_run_compiles_its_candidates_in_parallel_programs(void **state
   (void)state;
   call c;
   call_init(&c, 2, 64, 64, 300);
-  log_grab g = {{0}, 0};
+  log_grab g = {{0}, {0}, 0};
   kda_options o = kda_options_default();
   o.db_path = ":memory:";
   o.tune_mode = KDA_TUNE_ON;
@@ -383,6 +385,11 @@ static void tuning_run_compiles_its_candidates_in_parallel_programs(void **state
   assert_int_equal(programs_logged(g.programs), cpus < 3 ? cpus : 3);
   assert_int_equal(kda__compile_pool_in_use(NULL), 0);
   assert_int_equal(g.stopped, 1);
+  /* The candidates are timed over rotated buffer sets: 3x the stand-in's
+   * 50 MiB L2 is 683 of this shape's 225 KiB sets (300 x 128 bf16 in, f32
+   * out), so the cap of 256 (once 8: a small shape was timed from L2). */
+  printf("%s\n", g.sets);
+  assert_non_null(strstr(g.sets, "timing over 256 buffer sets of 225 KB"));
   assert_int_equal(fake_loaded_modules() - modules0, 1);
   kda_context_destroy(ctx);
   assert_int_equal(fake_loaded_modules(), modules0);

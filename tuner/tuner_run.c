@@ -419,6 +419,12 @@ kda_status kda__job_tune(kda__slot_job *j, CUmodule *module, CUfunction *functio
       return KDA_OK;
     }
   }
+  if (st == KDA_OK) {
+    const double set = (double)(r.launch.in_bytes + r.launch.out_bytes);
+    const int sets = kda__bench_rotation(r.bench);
+    kda__log(ctx, KDA_LOG_DEBUG, "[%s]: timing over %d buffer sets of %.0f KB (%.1fx L2)", j->what,
+             sets, set / 1024.0, ctx->info.l2_bytes > 0 ? sets * set / ctx->info.l2_bytes : 0.0);
+  }
   size_t rejected = 0;
   if (st == KDA_OK) st = bench_all(&r, &rejected);
   if (r.bench != NULL && kda__bench_overlap_refused(r.bench)) {

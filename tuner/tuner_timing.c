@@ -11,7 +11,15 @@
 #include "kernel_launch.h"
 #include "tuner.h"
 
-#define KDA__ROT_MAX 8
+/* At most this many buffer sets. With 8 (until the thirteenth session) a
+ * small shape's rotation stayed far below the 3x L2 it asks for: T=512
+ * H=32 rotated 100 MB through the H100's 50 MB L2, H=4 13 MB, so small
+ * shapes were timed partly or wholly from L2 and the full search of
+ * `kda-tune prewarm` picked, for T=512 H=32, a block shape 20% faster on
+ * the tuner's clock (4.92 against 6.21 us) and slower than the heuristic in
+ * kda-bench's rotation over 2.5x L2 (6.27 against 6.16 us). 256 sets reach
+ * 3x L2 down to sets of 0.6 MB (H100) or 0.7 MB (H200): T=512 H=2. */
+#define KDA__ROT_MAX 256
 
 struct kda__tune_bench {
   const kda__driver *drv;
