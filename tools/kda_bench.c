@@ -175,7 +175,7 @@ int main(int argc, char **argv) {
                       "  --json-dir DIR  where <gpu>-<date>.json goes (default bench/results)\n"
                       "  --db PATH       tuning database (default: a fresh one under /tmp)\n"
                       "  --budget-ms MS  tuning budget of the fused kernel (default 10000, kda-tune prewarm's:\n"
-                      "                  the whole candidate space); the unfused path's kernels get\n"
+                      "                  about the whole candidate space); the unfused path's kernels get\n"
                       "                  the library's own (1000, a cold call in a server)\n"
                       "  --quick         the first 4 matrix rows only\n"
                       "  --groups LIST   only the rows of these groups (matrix, varlen, varlen-host,\n"

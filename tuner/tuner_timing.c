@@ -12,13 +12,15 @@
 #include "tuner.h"
 
 /* At most this many buffer sets. With 8 (until the thirteenth session) a
- * small shape's rotation stayed far below the 3x L2 it asks for: T=512
- * H=32 rotated 100 MB through the H100's 50 MB L2, H=4 13 MB, so small
- * shapes were timed partly or wholly from L2 and the full search of
- * `kda-tune prewarm` picked, for T=512 H=32, a block shape 20% faster on
- * the tuner's clock (4.92 against 6.21 us) and slower than the heuristic in
- * kda-bench's rotation over 2.5x L2 (6.27 against 6.16 us). 256 sets reach
- * 3x L2 down to sets of 0.6 MB (H100) or 0.7 MB (H200): T=512 H=2. */
+ * small shape's rotation stayed below the 3x L2 that rotation_for asks
+ * for: T=512 H=32 rotated 100 MB through the H100's 50 MB L2, H=4 13 MB,
+ * so small shapes were timed partly or wholly from L2. There, in one full
+ * search, the tuner timed a block shape (vec=4,tx=4,seg=8) at 4.92 us that
+ * an earlier search had timed at 5.87 and kda-bench (rotation over 2.5x
+ * L2) at 6.27, slower than the heuristic's 6.16; with 256 sets two searches
+ * picked a shape the bench read at 5.49-5.50 (docs/perf-notes.md,
+ * "Thirteenth session"). 256 sets reach 3x L2 down to sets of 0.6 MB
+ * (H100) or 0.7 MB (H200): T=512 H=2. */
 #define KDA__ROT_MAX 256
 
 struct kda__tune_bench {
