@@ -223,14 +223,6 @@ int main(int argc, char **argv) {
   o.tune_mode = host_only ? KDA_TUNE_CACHED : KDA_TUNE_ON;
   o.tune_budget_ms = budget_ms;
   kda_ok(kda_context_create(&o, &ctx), "kda_context_create (tuned)");
-  /* The unfused path's kernels are tuned here, with the library's own
-   * budget, into the same database, where the tuned context then finds
-   * them: the full search of each would add about 10 s per row and move
-   * no large row (both converge to the heuristic's shape there). */
-  kda_options ou = o;
-  ou.tune_budget_ms = kda_options_default().tune_budget_ms;
-  kda_context *unf = NULL;
-  kda_ok(kda_context_create(&ou, &unf), "kda_context_create (unfused tuning)");
   kda_options oh = kda_options_default();
   oh.device = -1;
   oh.tune_mode = KDA_TUNE_OFF;
@@ -261,11 +253,18 @@ int main(int argc, char **argv) {
            g_info.name, inside, enq);
     if (host_threads > 0) host_cost_threads(ctx, host_threads);
     kda_context_destroy(plain);
-    kda_context_destroy(unf);
     kda_context_destroy(ctx);
     kda_context_destroy(heur);
     return 0;
   }
+  /* The unfused path's kernels are tuned here, with the library's own
+   * budget, into the same database, where the tuned context then finds
+   * them: the full search of each would add about 10 s per row and move
+   * no large row (both converge to the heuristic's shape there). */
+  kda_options ou = o;
+  ou.tune_budget_ms = kda_options_default().tune_budget_ms;
+  kda_context *unf = NULL;
+  kda_ok(kda_context_create(&ou, &unf), "kda_context_create (unfused tuning)");
   bench_run_init();
   bench_host_init();
   if (bench_convert_init(&cu, g_info.cc_major, g_info.cc_minor, why, sizeof why) != 0) {
