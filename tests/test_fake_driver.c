@@ -25,6 +25,7 @@ static long (*fake_live_allocations)(void);
 static long (*fake_loaded_modules)(void);
 static void (*fake_capture)(kda_stream);
 static long (*fake_unsafe_calls)(void);
+static void (*fake_fail_allocs_after)(long);
 
 static long open_fds(void) {
   DIR *d = opendir("/proc/self/fd");
@@ -334,6 +335,7 @@ typedef struct log_grab {
   char programs[256];
   char sets[256];
   int stopped;
+  int no_scratch;
 } log_grab;
 
 static void grab_log(void *user, kda_log_level level, const char *message) {
@@ -342,6 +344,7 @@ static void grab_log(void *user, kda_log_level level, const char *message) {
   if (strstr(message, "NVRTC programs")) snprintf(g->programs, sizeof g->programs, "%s", message);
   if (strstr(message, "tuning stopped")) g->stopped++;
   if (strstr(message, "buffer sets")) snprintf(g->sets, sizeof g->sets, "%s", message);
+  if (strstr(message, "no device memory for tuning scratch buffers")) g->no_scratch++;
 }
 
 /* From "...: N candidates compiled in P NVRTC programs: ...": P, checked
@@ -365,7 +368,7 @@ static void tuning_run_compiles_its_candidates_in_parallel_programs(void **state
   (void)state;
   call c;
   call_init(&c, 2, 64, 64, 300);
-  log_grab g = {{0}, {0}, 0};
+  log_grab g = {{0}, {0}, 0, 0};
   kda_options o = kda_options_default();
   o.db_path = ":memory:";
   o.tune_mode = KDA_TUNE_ON;
@@ -406,6 +409,52 @@ static void tuning_run_compiles_its_candidates_in_parallel_programs(void **state
   printf("%s\n", g.programs);
   assert_int_equal(programs_logged(g.programs), cpus < 2 ? cpus : 2);
   assert_int_equal(kda__compile_pool_in_use(NULL), 0);
+  kda_context_destroy(ctx);
+  call_free(&c);
+}
+
+/* Device memory for the tuner's scratch runs out (the stand-in's cuMemAlloc
+ * fails after n more calls): a copy that cannot be allocated shortens the
+ * rotation; the outputs that cannot be allocated make the run keep the
+ * heuristic config with a warning. Either way the call runs. The run's
+ * allocations: the reference output, the compare result, the first output,
+ * then an output and an input per further set. */
+static void tuning_scratch_that_cannot_be_allocated_shortens_or_skips_the_run(void **state) {
+  (void)state;
+  call c;
+  call_init(&c, 2, 64, 64, 300);
+  log_grab g = {{0}, {0}, 0, 0};
+  kda_options o = kda_options_default();
+  o.db_path = ":memory:";
+  o.tune_mode = KDA_TUNE_ON;
+  o.log_level = KDA_LOG_DEBUG;
+  o.log_fn = grab_log;
+  o.log_user = &g;
+  o.tune_budget_ms = 3000;
+  kda_context *ctx = NULL;
+  assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
+  const long live0 = fake_live_allocations();
+  fake_fail_allocs_after(3 + 2 * 3 + 1); /* 3 more sets, then an output without its input */
+  assert_int_equal(kda_gate_chunk_cumsum(ctx, &c.a, NULL), KDA_OK);
+  fake_fail_allocs_after(-1);
+  printf("%s\n", g.sets);
+  assert_non_null(strstr(g.sets, "timing over 4 buffer sets of 225 KB"));
+  assert_int_equal(g.no_scratch, 0);
+  assert_int_equal(fake_live_allocations(), live0); /* every scratch buffer freed */
+  kda_context_destroy(ctx);
+  /* A new context (the run above kept its heuristic for the bucket),
+   * nothing left to allocate. */
+  assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
+  g.sets[0] = '\0';
+  fake_fail_allocs_after(0);
+  kda_stats st = {.struct_size = sizeof st};
+  assert_int_equal(kda_gate_chunk_cumsum(ctx, &c.a, NULL), KDA_OK);
+  fake_fail_allocs_after(-1);
+  assert_int_equal(g.no_scratch, 1);
+  assert_int_equal(g.sets[0], '\0');
+  assert_int_equal(kda_context_get_stats(ctx, &st), KDA_OK);
+  assert_int_equal(st.launches, 1);
+  assert_int_equal(fake_live_allocations(), live0);
   kda_context_destroy(ctx);
   call_free(&c);
 }
@@ -544,9 +593,10 @@ int main(void) {
     *(void **)&fake_loaded_modules = dlsym(h, "fake_cuda_loaded_modules");
     *(void **)&fake_capture = dlsym(h, "fake_cuda_capture");
     *(void **)&fake_unsafe_calls = dlsym(h, "fake_cuda_unsafe_calls");
+    *(void **)&fake_fail_allocs_after = dlsym(h, "fake_cuda_fail_allocs_after");
   }
   if (!fake_launches || !fake_live_allocations || !fake_loaded_modules || !fake_capture ||
-      !fake_unsafe_calls) {
+      !fake_unsafe_calls || !fake_fail_allocs_after) {
     fprintf(stderr, "KDA_LIBCUDA must name the stand-in driver (tests/fake_cuda); got %s\n",
             path ? path : "(unset)");
     return 1;
@@ -560,6 +610,7 @@ int main(void) {
       cmocka_unit_test(layer_gate_fwd_rejects_before_building_the_table),
       cmocka_unit_test(tune_on_call_keeps_the_heuristic_when_validation_cannot_run),
       cmocka_unit_test(tuning_run_compiles_its_candidates_in_parallel_programs),
+      cmocka_unit_test(tuning_scratch_that_cannot_be_allocated_shortens_or_skips_the_run),
       cmocka_unit_test(gpu_identity_hook_changes_the_context_identity),
       cmocka_unit_test(db_load_cubins_loads_each_cubin_once_and_stops_when_asked),
   };

@@ -244,7 +244,15 @@ typedef struct kda_options {
    *  ":memory:" keeps results in memory only (nothing shared or persisted). */
   const char *db_path;
   /** Wall-time budget of one tuning run in milliseconds, NVRTC compile
-   *  included (default 1000). Candidates are pruned to fit it. */
+   *  included (default 1000). Candidates are pruned to fit it; `kda-tune
+   *  prewarm` passes 10000, about the whole candidate space. A tuning run
+   *  also allocates device scratch for its duration: two outputs of the
+   *  call's size (one for the reference config) and, for a shape whose
+   *  input and output together are under twice the L2, copies of both
+   *  rotated so that the timed launches stream about 3x the L2: at most
+   *  about 5x the L2's bytes (some 250 MB on an H100, 300 MB on an H200).
+   *  A failed allocation of a copy only shortens the rotation; of the
+   *  outputs it makes the run keep the heuristic config, with a warning. */
   double tune_budget_ms;
   /** Log callback (NULL: messages go to stderr prefixed "libkda: "). Called
    *  from whichever thread logs; must be thread-safe. */

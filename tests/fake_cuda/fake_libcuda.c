@@ -33,6 +33,10 @@ static atomic_long overlap_launches, refused_launches;
  * unsafe call (counted and refused, as the real driver refuses it). */
 static _Atomic(CUstream) capturing;
 static atomic_long unsafe_calls;
+/* fake_cuda_fail_allocs_after(n): only n more cuMemAlloc calls succeed,
+ * the rest fail with CUDA_ERROR_OUT_OF_MEMORY; -1 (the default) lifts it. */
+static atomic_long allocs_left = -1;
+FAKE_API void fake_cuda_fail_allocs_after(long n) { atomic_store(&allocs_left, n); }
 
 FAKE_API void fake_cuda_capture(CUstream s) { atomic_store(&capturing, s); }
 FAKE_API long fake_cuda_unsafe_calls(void) { return atomic_load(&unsafe_calls); }
@@ -161,6 +165,10 @@ FAKE_API CUresult cuMemAlloc(CUdeviceptr *p, size_t n) {
   if (atomic_load(&capturing) != NULL) {
     atomic_fetch_add(&unsafe_calls, 1);
     return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+  }
+  for (long left = atomic_load(&allocs_left); left >= 0;) {
+    if (left == 0) return CUDA_ERROR_OUT_OF_MEMORY;
+    if (atomic_compare_exchange_weak(&allocs_left, &left, left - 1)) break;
   }
   void *m = aligned_alloc(256, (n + 255) & ~(size_t)255);
   if (!m) return CUDA_ERROR_OUT_OF_MEMORY;
