@@ -14,6 +14,7 @@
 
 #include <cmocka.h>
 
+#include "../tools/prewarm_budget.h"
 #include "spec.h"
 #include "tuner.h"
 
@@ -529,6 +530,35 @@ static void each_kernel_class_learns_its_own_compile_cost(void **state) {
   assert_true(kda__tune_budget_default(1000, 20, -1).compile.inst_ms[3] == 300);
 }
 
+/* kda-tune prewarm's default budget is meant to search the whole space:
+ * even a process's first search, on the default NVRTC cost model (nothing
+ * calibrated yet) with 8 compile threads, fits every candidate of the
+ * fused kernel's space at T=512 and at T=65536 (launch estimates 5 and 545
+ * us). At 10 s the first search fitted 95 of 124 (H100, thirteenth
+ * session). */
+static void prewarm_budget_fits_the_whole_space_on_the_default_model(void **state) {
+  (void)state;
+  static kda__config space[KDA__TUNE_SPACE_MAX];
+  const int heads[] = {4, 8, 16, 32, 64};
+  for (size_t h = 0; h < sizeof heads / sizeof heads[0]; ++h) {
+    kda__spec slot = gate_slot(heads[h], 128, 64);
+    kda__spec c = slot;
+    c.tuned = 0;
+    c.vec_cap = 0;
+    size_t hid = 0;
+    const size_t n = kda__tune_space(&slot, kda__config_heuristic(&c), space, KDA__TUNE_SPACE_MAX, &hid);
+    for (int e = 0; e < 2; ++e) {
+      kda__tune_budget b = kda__tune_budget_default(KDA_PREWARM_BUDGET_MS, e ? 545 : 5,
+                                                    kda__tune_compile_class(&slot));
+      b.compile = kda__compile_model_default();
+      b.threads = 8;
+      printf("H=%d, launch %s us: %zu candidates, the prewarm budget fits %zu\n", heads[h],
+             e ? "545" : "5", n, kda__tune_fit(&b));
+      assert_true(kda__tune_fit(&b) >= n);
+    }
+  }
+}
+
 /* A short run still tries every vector width: the small grids' winners on
  * the H100 were vec 2 and 4 where the heuristic is vec 8. */
 static void pruning_tries_every_vector_width_early(void **state) {
@@ -580,6 +610,7 @@ int main(void) {
       cmocka_unit_test(budget_fit_is_the_most_candidates_within_the_estimate),
       cmocka_unit_test(defaults_are_no_faster_than_the_gpu_machine_measured),
       cmocka_unit_test(defaults_admit_a_few_candidates_in_the_default_budget),
+      cmocka_unit_test(prewarm_budget_fits_the_whole_space_on_the_default_model),
       cmocka_unit_test(calibration_learns_the_wall_time_of_parallel_compiles),
       cmocka_unit_test(unseen_levels_assume_no_more_speedup_than_observed),
       cmocka_unit_test(pruning_keeps_the_heuristic_first_and_is_deterministic),

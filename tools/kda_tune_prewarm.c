@@ -33,7 +33,7 @@ static const tune_opt prewarm_opts[] = {
     {"force", NULL, "tune (or compile) again what the database already holds"},
     {"compile-only", NULL, "compile and store heuristic cubins, no GPU needed (needs --arch)"},
     {"arch", "sm_XY", "architecture for --compile-only, e.g. sm_90"},
-    {"budget-ms", "MS", "tuning budget per specialization (default 10000: about the whole candidate space; the library's own, for a cold call in a server, is 1000)"},
+    {"budget-ms", "MS", "tuning budget per specialization (default 15000: the whole candidate space; the library's own, for a cold call in a server, is 1000)"},
     {"compile-threads", "N", "threads compiling one specialization's candidates (default: the CPUs, at most 8)"},
     {"dry-run", NULL, "list the specializations, do nothing"},
     {NULL, NULL, NULL}};

@@ -245,7 +245,7 @@ typedef struct kda_options {
   const char *db_path;
   /** Wall-time budget of one tuning run in milliseconds, NVRTC compile
    *  included (default 1000). Candidates are pruned to fit it; `kda-tune
-   *  prewarm` passes 10000, about the whole candidate space. A tuning run
+   *  prewarm` passes 15000, the whole candidate space. A tuning run
    *  also allocates device scratch for its duration: two outputs of the
    *  call's size (one for the reference config) and, for a shape whose
    *  input and output together are under twice the L2, copies of both
