@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -291,6 +292,49 @@ static void test_upgrade_v0_schema_keeps_rows(void **state) {
   assert_int_equal(file_scalar(f->db, "PRAGMA user_version"), KDA__STORE_SCHEMA_VERSION);
   assert_int_equal(file_scalar(f->db, "SELECT count(*) FROM sqlite_master WHERE name='results_v0'"), 0);
   assert_int_equal(file_scalar(f->db, "SELECT count(*) FROM gpu_models"), 2);
+}
+
+/* A writer killed while it created the file (rollback-journal mode, before
+ * the switch to WAL) leaves a hot journal that only a connection allowed
+ * to write may roll back. A read-only open, as `kda-tune stats` and
+ * `verify` make, rolls it back where the file is writable and reads what
+ * was committed: here nothing. The kill stress test met this once in 50
+ * kills (a prewarm killed 8 ms in: "attempt to write a readonly database"). */
+static void test_hot_journal_of_a_killed_creator_is_rolled_back_for_readers(void **state) {
+  fixture *f = *state;
+  const pid_t pid = fork();
+  if (pid == 0) {
+    sqlite3 *db = NULL;
+    if (sqlite3_open(f->db, &db) != SQLITE_OK) _exit(2);
+    /* A one-page cache spills the uncommitted pages into the file. */
+    sqlite3_exec(db, "PRAGMA cache_size = 1; BEGIN; CREATE TABLE big(b)", NULL, NULL, NULL);
+    for (int i = 0; i < 64; ++i) sqlite3_exec(db, "INSERT INTO big VALUES (zeroblob(4000))", NULL, NULL, NULL);
+    raise(SIGKILL);
+    _exit(3);
+  }
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFSIGNALED(status));
+  char journal[320];
+  snprintf(journal, sizeof journal, "%s-journal", f->db);
+  assert_int_equal(access(journal, F_OK), 0); /* the hot journal the kill left */
+
+  kda__store *s = open_ok(f->db, KDA__STORE_READ_ONLY);
+  assert_int_equal(kda__store_get_mode(s), KDA__STORE_MODE_READ_ONLY);
+  assert_null(kda__store_pop_warning(s));
+  kda__store_stats st;
+  assert_int_equal(kda__store_get_stats(s, &st), KDA_OK);
+  assert_int_equal(st.results, 0);
+  kda__store_close(s);
+  assert_int_equal(access(journal, F_OK), -1); /* rolled back */
+
+  /* A writer then creates the schema as on a new file. */
+  s = open_ok(f->db, 0);
+  assert_int_equal(kda__store_get_mode(s), KDA__STORE_MODE_READ_WRITE);
+  assert_null(kda__store_pop_warning(s));
+  put_ok(s, "spec", 1, "vec=4,tx=32,seg=2", 10.0);
+  kda__store_close(s);
+  assert_int_equal(file_scalar(f->db, "SELECT count(*) FROM results"), 1);
 }
 
 static void test_newer_schema_opened_read_only_with_warning(void **state) {
@@ -745,6 +789,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_round_trip_with_trials, setup, teardown),
       cmocka_unit_test_setup_teardown(test_same_key_put_twice_keeps_last_and_faster_mode_keeps_faster, setup, teardown),
       cmocka_unit_test_setup_teardown(test_upgrade_v0_schema_keeps_rows, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_hot_journal_of_a_killed_creator_is_rolled_back_for_readers, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_newer_schema_opened_read_only_with_warning, setup, teardown),
       cmocka_unit_test_setup_teardown(test_unwritable_file_uses_overlay_and_warns_once, setup, teardown),
       cmocka_unit_test_setup_teardown(test_shipped_immutable_db_under_overlay, setup, teardown),

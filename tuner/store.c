@@ -268,6 +268,22 @@ static int open_file_once(kda__store *s, kda__store_mode mode, int verify, sqlit
   return SQLITE_OK;
 }
 
+/* A process killed while it wrote the file in rollback-journal mode (while
+ * creating it, before the switch to WAL) leaves a hot journal that only a
+ * connection allowed to write may roll back: a read-only open then fails
+ * with SQLITE_READONLY (ROLLBACK). Where the file is writable, a read-write
+ * connection's first read performs SQLite's own rollback (the committed
+ * content is unchanged) and the read-only open can be tried again. The
+ * kill stress test met it: `kda-tune stats` after a prewarm killed 8 ms in. */
+static int roll_back_hot_journal(const char *path) {
+  sqlite3 *db = NULL;
+  int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+  if (rc == SQLITE_OK) rc = sqlite3_busy_timeout(db, KDA__STORE_BUSY_MS);
+  if (rc == SQLITE_OK) rc = read_probe(db, 0);
+  sqlite3_close(db);
+  return rc;
+}
+
 static int open_file_in_mode(kda__store *s, kda__store_mode mode, int verify, sqlite3 **out,
                              int *version) {
   /* While several processes create the file at once, the switch to WAL and
@@ -314,6 +330,11 @@ static void open_file(kda__store *s, unsigned flags) {
       db = NULL;
       mode = KDA__STORE_MODE_READ_ONLY;
       rc = open_file_in_mode(s, mode, 0, &db, &version);
+    }
+    if ((rc & 0xff) == SQLITE_READONLY && mode == KDA__STORE_MODE_READ_ONLY &&
+        probe.file_writable && probe.dir_writable && !(flags & KDA__STORE_ASSUME_UNWRITABLE) &&
+        roll_back_hot_journal(s->path) == SQLITE_OK) {
+      rc = open_file_in_mode(s, mode, verify, &db, &version);
     }
     if ((rc & 0xff) == SQLITE_CANTOPEN && mode == KDA__STORE_MODE_READ_ONLY) {
       /* A read-only WAL file needs a -shm it may not be able to create. */
