@@ -16,6 +16,8 @@
 static CUfunction g_bare;
 /* The same 88 bytes of parameters as one struct (launch_forms). */
 static CUfunction g_bare1;
+/* Holds the stream for a given number of ns (queued_gpu_us). */
+static CUfunction g_spin;
 
 void bench_host_init(void) {
   const char *src =
@@ -24,7 +26,12 @@ void bench_host_init(void) {
       "    float scale, float lb, const int *cu, const int *ci, const int *nd, long long T,\n"
       "    long long cps, rows1 rows) {}\n"
       "struct alignas(8) args88 { char b[88]; };\n"
-      "extern \"C\" __global__ void bare1(args88 a) {}\n";
+      "extern \"C\" __global__ void bare1(args88 a) {}\n"
+      "extern \"C\" __global__ void spin(unsigned long long ns) {\n"
+      "  unsigned long long t0, t;\n"
+      "  asm volatile(\"mov.u64 %0, %%globaltimer;\" : \"=l\"(t0));\n"
+      "  do { asm volatile(\"mov.u64 %0, %%globaltimer;\" : \"=l\"(t)); } while (t - t0 < ns);\n"
+      "}\n";
   CUmodule m;
   char why[4096];
   if (bench_nvrtc_module(&cu, src, "bare.cu", g_info.cc_major, g_info.cc_minor, &m, why,
@@ -34,6 +41,7 @@ void bench_host_init(void) {
   }
   cuda_check(&cu, cu.ModuleGetFunction(&g_bare, m, "bare"), "cuModuleGetFunction(bare)");
   cuda_check(&cu, cu.ModuleGetFunction(&g_bare1, m, "bare1"), "cuModuleGetFunction(bare1)");
+  cuda_check(&cu, cu.ModuleGetFunction(&g_spin, m, "spin"), "cuModuleGetFunction(spin)");
 }
 
 enum { HOST_CALLS = 100000, HOST_ROUND = 250 };
@@ -223,6 +231,87 @@ void host_cost(kda_context *ctx, double *inside_us, double *enqueue_us, double *
   *gpu_us = event_ms(e0, e1) * 1e3 / HOST_CALLS;
   cu.EventDestroy(e0);
   cu.EventDestroy(e1);
+  cu.MemFree((CUdeviceptr)(uintptr_t)g);
+  cu.MemFree((CUdeviceptr)(uintptr_t)out);
+  cu.MemFree((CUdeviceptr)(uintptr_t)al);
+}
+
+/* The bare driver launch (bare_setup) over HOST_CALLS enqueues without
+ * synchronising, then one sync: wall and GPU time per call. Beside
+ * host_cost's figures it says which side bounds them: where the library's
+ * wall per call equals its GPU time and the empty kernel's wall is lower,
+ * the GPU's processing of each launch is the limit, not the host. */
+void bare_enqueue_cost(double *wall_us, double *gpu_us) {
+  bare_call b;
+  bare_setup(&b);
+  call_bare(&b);
+  cu.StreamSynchronize(g_stream);
+  CUevent e0, e1;
+  cu.EventCreate(&e0, 0);
+  cu.EventCreate(&e1, 0);
+  double t0 = now_ms();
+  cu.EventRecord(e0, g_stream);
+  for (int i = 0; i < HOST_CALLS; ++i) call_bare(&b);
+  cu.EventRecord(e1, g_stream);
+  cu.StreamSynchronize(g_stream);
+  *wall_us = (now_ms() - t0) * 1e3 / HOST_CALLS;
+  *gpu_us = event_ms(e0, e1) * 1e3 / HOST_CALLS;
+  cu.EventDestroy(e0);
+  cu.EventDestroy(e1);
+}
+
+enum { QUEUED_CALLS = 1000 };
+
+/* The GPU's side of QUEUED_CALLS calls of call(arg) alone: the calls are
+ * queued behind a kernel that holds the stream for 10 ms, longer than the
+ * host takes to enqueue them, and timed from an event after it. Their
+ * GPU time per call, and (in *enqueue_ms) how long the host took to
+ * queue them all; the figure holds only where that is under 10 ms. A
+ * reference for host_cost's 100k enqueues: where their wall per call is
+ * above this, the host's side bounds them. */
+static double queued_gpu_us(void (*call)(void *), void *arg, double *enqueue_ms) {
+  unsigned long long ns = 10000000ull;
+  void *params[] = {&ns};
+  CUevent e0, e1;
+  cu.EventCreate(&e0, 0);
+  cu.EventCreate(&e1, 0);
+  cu.StreamSynchronize(g_stream);
+  cuda_check(&cu, cu.LaunchKernel(g_spin, 1, 1, 1, 32, 1, 1, 0, g_stream, params, NULL), "spin");
+  cu.EventRecord(e0, g_stream);
+  const double t0 = now_ms();
+  for (int i = 0; i < QUEUED_CALLS; ++i) call(arg);
+  *enqueue_ms = now_ms() - t0;
+  cu.EventRecord(e1, g_stream);
+  cu.StreamSynchronize(g_stream);
+  const double us = event_ms(e0, e1) * 1e3 / QUEUED_CALLS;
+  cu.EventDestroy(e0);
+  cu.EventDestroy(e1);
+  return us;
+}
+
+void queued_gpu_cost(kda_context *ctx) {
+  const int H = 4, K = 128;
+  const int64_t T = 512;
+  const size_t n = (size_t)T * H * K;
+  void *g = cuda_alloc(&cu, n * 2), *out = cuda_alloc(&cu, n * 4), *al = cuda_alloc(&cu, 64);
+  cu.MemsetD32((CUdeviceptr)(uintptr_t)g, 0x3f803f80u, n / 2);
+  cu.MemsetD32((CUdeviceptr)(uintptr_t)al, 0, 16);
+  kda_gate_args a = softplus_args(g, out, al, T, H, K);
+  kda_ok(kda_gate_chunk_cumsum(ctx, &a, (kda_stream)g_stream), "warm");
+  gate_call c = {ctx, &a};
+  bare_call b;
+  bare_setup(&b);
+  double enq_lib = 0, enq_bare = 0;
+  const double lib = queued_gpu_us(call_gate, &c, &enq_lib);
+  const double bare = queued_gpu_us(call_bare, &b, &enq_bare);
+  printf("  the GPU's side alone (%d calls queued behind a 10 ms kernel, then timed): %.2f us "
+         "per call (queued in %.1f ms); the empty kernel %.2f us (queued in %.1f ms)\n",
+         QUEUED_CALLS, lib, enq_lib, bare, enq_bare);
+  CUcontext cur;
+  double t0 = now_ms();
+  for (int i = 0; i < 1000000; ++i) cu.CtxGetCurrent(&cur);
+  printf("  cuCtxGetCurrent (every call makes one): %.1f ns per call\n", (now_ms() - t0));
+  cu.StreamSynchronize(g_stream);
   cu.MemFree((CUdeviceptr)(uintptr_t)g);
   cu.MemFree((CUdeviceptr)(uintptr_t)out);
   cu.MemFree((CUdeviceptr)(uintptr_t)al);

@@ -20,6 +20,15 @@ void host_cost(kda_context *ctx, double *inside_us, double *enqueue_us, double *
 /* Prints the driver's cost of each launch form (needs bench_host_init). */
 void launch_forms(void);
 
+/* The bare driver launch over 100k enqueues, then one sync: wall and GPU
+ * time per call (needs bench_host_init). */
+void bare_enqueue_cost(double *wall_us, double *gpu_us);
+
+/* Prints the GPU's side of a warm call alone (calls queued behind a
+ * kernel that holds the stream) beside the empty kernel's, and the cost of
+ * cuCtxGetCurrent (needs bench_host_init). */
+void queued_gpu_cost(kda_context *ctx);
+
 /* Prints host_cost of n threads calling into ctx at once, a stream each. */
 void host_cost_threads(kda_context *ctx, int n);
 

@@ -27,6 +27,7 @@ int cuda_api_load(cuda_api *api, int device, char *why, size_t why_size) {
   LOAD(DeviceGet, "cuDeviceGet");
   LOAD(PrimaryCtxRetain, "cuDevicePrimaryCtxRetain");
   LOAD(CtxSetCurrent, "cuCtxSetCurrent");
+  LOAD(CtxGetCurrent, "cuCtxGetCurrent");
   LOAD(CtxSynchronize, "cuCtxSynchronize");
   LOAD(MemAlloc, "cuMemAlloc_v2");
   LOAD(MemFree, "cuMemFree_v2");

@@ -321,6 +321,8 @@ int main(int argc, char **argv) {
   double bare = 0;
   host_cost(plain, &plain_inside, &plain_enq, &plain_gpu, NULL);
   host_cost(ctx, &inside, &enq, &gpu, &bare);
+  double bare_wall = 0, bare_gpu = 0;
+  bare_enqueue_cost(&bare_wall, &bare_gpu);
   chunk_table_cost(ctx, &tab_steady, &tab_single);
   printf("\nhost cost per warm call (T=512 H=4): %.2f us median inside kda_gate_chunk_cumsum "
          "(queue never full); 100k enqueues then one sync: %.2f us per call wall, %.2f us per "
@@ -334,6 +336,10 @@ int main(int argc, char **argv) {
          "library's share is %.2f us\n",
          cu.LaunchKernelEx ? "cuLaunchKernelEx + programmatic serialization" : "cuLaunchKernel",
          bare, inside - bare);
+  printf("  the same empty kernel, 100k enqueues then one sync: %.2f us per call wall, %.2f us "
+         "per call GPU\n",
+         bare_wall, bare_gpu);
+  queued_gpu_cost(ctx);
   launch_forms();
   printf("device chunk-table build, 256 sequences (%s): %.2f us steady state, %.2f us single\n",
          "no host sync", tab_steady, tab_single);
@@ -372,8 +378,9 @@ int main(int argc, char **argv) {
   fprintf(f, "  \"host_us_per_call_inside\": %.3f,\n  \"host_us_per_call_enqueue\": %.3f,\n"
              "  \"gpu_us_per_call_host_row\": %.3f,\n  \"chunk_table_256_us_steady\": %.3f,\n"
              "  \"chunk_table_256_us_single\": %.3f,\n  \"host_us_bare_driver_launch\": %.3f,\n"
-             "  \"host_us_library_share\": %.3f,\n",
-          inside, enq, gpu, tab_steady, tab_single, bare, inside - bare);
+             "  \"host_us_library_share\": %.3f,\n  \"host_us_bare_enqueue\": %.3f,\n"
+             "  \"gpu_us_bare_enqueue\": %.3f,\n",
+          inside, enq, gpu, tab_steady, tab_single, bare, inside - bare, bare_wall, bare_gpu);
   fprintf(f, "  \"launch_overlap\": \"auto (programmatic dependent launch) in every row but the "
              "plain_launch fields\",\n  \"launch_overlap_active_after_rows\": {\"tuned\": %s, "
              "\"heuristic\": %s},\n  \"host_us_per_call_inside_plain_launch\": %.3f,\n"
