@@ -5,7 +5,9 @@
 #   git apply bench/probe/patches/bench-process-probes.patch && cmake --build BUILD
 #   OUT=... bash bench/probe/tuning_state.sh BUILD
 # 1. a fresh database: the process tunes, then times each row again 3 times,
-#    a second apart (does the slowness fade?);
+#    a second apart (does the slowness fade?); every graph is also timed
+#    back to back (PROBE_B2B: is it the wait for the host to submit each
+#    replay, which the tuner's timing does not pay?);
 # 2. the same database: a process that loads the winners (the fast reading);
 # 3. the same database, the fused kernel tuned again in the process;
 # 4. the same database, only the unfused path's kernels tuned again.
@@ -23,7 +25,7 @@ step() {
   echo "== $name ($*): exit $?, $(( $(date +%s) - t0 )) s"
   grep -E "^matrix|^probe" "$OUT/$name.log" | cut -c1-150
 }
-step 1-tune PROBE_RETIME=3
-step 2-cached PROBE_RETIME=1
+step 1-tune PROBE_RETIME=3 PROBE_B2B=1
+step 2-cached PROBE_RETIME=1 PROBE_B2B=1
 step 3-retune-fused PROBE_FORCE_TUNE=fused
 step 4-retune-unfused PROBE_FORCE_TUNE=unfused
