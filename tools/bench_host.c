@@ -198,66 +198,82 @@ static void call_gate(void *p) {
   kda_gate_chunk_cumsum(c->ctx, c->args, (kda_stream)g_stream);
 }
 
-/* Host cost of a warm call. (a) Time inside the API call, median over 100k
- * calls made in rounds of 250 after a synchronisation, so the launch queue
- * never fills and no call waits for the GPU; with bare_us set, in rounds
- * alternating with the bare driver launch, whose median goes there. (b)
- * 100k enqueues without synchronising, then one sync: wall time per call,
- * which is the larger of the host cost and the GPU time (also reported). */
-void host_cost(kda_context *ctx, double *inside_us, double *enqueue_us, double *gpu_us,
-                      double *bare_us) {
+/* The T=512 H=4 row every host measurement calls, warm: a call's GPU side
+ * (1.7-1.9 us on the H100 and H200, fourteenth session) is under the
+ * driver's launch. */
+typedef struct host_row {
+  void *g, *out, *al;
+  kda_gate_args a;
+  gate_call c; /* calls ctx on a */
+} host_row;
+
+static void host_row_setup(host_row *r, kda_context *ctx) {
   const int H = 4, K = 128;
   const int64_t T = 512;
   const size_t n = (size_t)T * H * K;
-  void *g = cuda_alloc(&cu, n * 2), *out = cuda_alloc(&cu, n * 4), *al = cuda_alloc(&cu, 64);
-  cu.MemsetD32((CUdeviceptr)(uintptr_t)g, 0x3f803f80u, n / 2);
-  cu.MemsetD32((CUdeviceptr)(uintptr_t)al, 0, 16);
-  kda_gate_args a = softplus_args(g, out, al, T, H, K);
-  kda_ok(kda_gate_chunk_cumsum(ctx, &a, (kda_stream)g_stream), "warm");
+  r->g = cuda_alloc(&cu, n * 2);
+  r->out = cuda_alloc(&cu, n * 4);
+  r->al = cuda_alloc(&cu, 64);
+  cu.MemsetD32((CUdeviceptr)(uintptr_t)r->g, 0x3f803f80u, n / 2);
+  cu.MemsetD32((CUdeviceptr)(uintptr_t)r->al, 0, 16);
+  r->a = softplus_args(r->g, r->out, r->al, T, H, K);
+  r->c.ctx = ctx;
+  r->c.args = &r->a;
+  kda_ok(kda_gate_chunk_cumsum(ctx, &r->a, (kda_stream)g_stream), "warm");
   cu.StreamSynchronize(g_stream);
-  gate_call c = {ctx, &a};
-  bare_call b;
-  bare_setup(&b);
-  median_calls_us(call_gate, &c, bare_us ? call_bare : NULL, &b, inside_us, bare_us);
-  CUevent e0, e1;
-  cu.EventCreate(&e0, 0);
-  cu.EventCreate(&e1, 0);
-  double t0 = now_ms();
-  cu.EventRecord(e0, g_stream);
-  for (int i = 0; i < HOST_CALLS; ++i) kda_gate_chunk_cumsum(ctx, &a, (kda_stream)g_stream);
-  cu.EventRecord(e1, g_stream);
-  cu.StreamSynchronize(g_stream);
-  *enqueue_us = (now_ms() - t0) * 1e3 / HOST_CALLS;
-  *gpu_us = event_ms(e0, e1) * 1e3 / HOST_CALLS;
-  cu.EventDestroy(e0);
-  cu.EventDestroy(e1);
-  cu.MemFree((CUdeviceptr)(uintptr_t)g);
-  cu.MemFree((CUdeviceptr)(uintptr_t)out);
-  cu.MemFree((CUdeviceptr)(uintptr_t)al);
 }
 
-/* The bare driver launch (bare_setup) over HOST_CALLS enqueues without
- * synchronising, then one sync: wall and GPU time per call. Beside
- * host_cost's figures it says which side bounds them: where the library's
- * wall per call equals its GPU time and the empty kernel's wall is lower,
- * the GPU's processing of each launch is the limit, not the host. */
-void bare_enqueue_cost(double *wall_us, double *gpu_us) {
-  bare_call b;
-  bare_setup(&b);
-  call_bare(&b);
+static void host_row_free(host_row *r) {
   cu.StreamSynchronize(g_stream);
+  cu.MemFree((CUdeviceptr)(uintptr_t)r->g);
+  cu.MemFree((CUdeviceptr)(uintptr_t)r->out);
+  cu.MemFree((CUdeviceptr)(uintptr_t)r->al);
+}
+
+/* call(arg) HOST_CALLS times without synchronising, then one sync: wall
+ * and GPU time per call. */
+static void enqueue_calls_us(void (*call)(void *), void *arg, double *wall_us, double *gpu_us) {
   CUevent e0, e1;
   cu.EventCreate(&e0, 0);
   cu.EventCreate(&e1, 0);
-  double t0 = now_ms();
+  const double t0 = now_ms();
   cu.EventRecord(e0, g_stream);
-  for (int i = 0; i < HOST_CALLS; ++i) call_bare(&b);
+  for (int i = 0; i < HOST_CALLS; ++i) call(arg);
   cu.EventRecord(e1, g_stream);
   cu.StreamSynchronize(g_stream);
   *wall_us = (now_ms() - t0) * 1e3 / HOST_CALLS;
   *gpu_us = event_ms(e0, e1) * 1e3 / HOST_CALLS;
   cu.EventDestroy(e0);
   cu.EventDestroy(e1);
+}
+
+/* Host cost of a warm call. (a) Time inside the API call, median over 100k
+ * calls made in rounds of 250 after a synchronisation, so the launch queue
+ * never fills and no call waits for the GPU; with bare_us set, in rounds
+ * alternating with the bare driver launch, whose median goes there. (b)
+ * 100k enqueues without synchronising, then one sync: wall time per call,
+ * which is the larger of the host cost and the GPU time (also reported;
+ * queued_gpu_cost says which). */
+void host_cost(kda_context *ctx, double *inside_us, double *enqueue_us, double *gpu_us,
+               double *bare_us) {
+  host_row r;
+  host_row_setup(&r, ctx);
+  bare_call b;
+  bare_setup(&b);
+  median_calls_us(call_gate, &r.c, bare_us ? call_bare : NULL, &b, inside_us, bare_us);
+  enqueue_calls_us(call_gate, &r.c, enqueue_us, gpu_us);
+  host_row_free(&r);
+}
+
+/* The bare driver launch (bare_setup) over HOST_CALLS enqueues without
+ * synchronising, then one sync: the driver's own rate with the queue
+ * busy, beside host_cost's (b). */
+void bare_enqueue_cost(double *wall_us, double *gpu_us) {
+  bare_call b;
+  bare_setup(&b);
+  call_bare(&b);
+  cu.StreamSynchronize(g_stream);
+  enqueue_calls_us(call_bare, &b, wall_us, gpu_us);
 }
 
 enum { QUEUED_CALLS = 1000 };
@@ -290,31 +306,22 @@ static double queued_gpu_us(void (*call)(void *), void *arg, double *enqueue_ms)
 }
 
 void queued_gpu_cost(kda_context *ctx) {
-  const int H = 4, K = 128;
-  const int64_t T = 512;
-  const size_t n = (size_t)T * H * K;
-  void *g = cuda_alloc(&cu, n * 2), *out = cuda_alloc(&cu, n * 4), *al = cuda_alloc(&cu, 64);
-  cu.MemsetD32((CUdeviceptr)(uintptr_t)g, 0x3f803f80u, n / 2);
-  cu.MemsetD32((CUdeviceptr)(uintptr_t)al, 0, 16);
-  kda_gate_args a = softplus_args(g, out, al, T, H, K);
-  kda_ok(kda_gate_chunk_cumsum(ctx, &a, (kda_stream)g_stream), "warm");
-  gate_call c = {ctx, &a};
+  host_row r;
+  host_row_setup(&r, ctx);
   bare_call b;
   bare_setup(&b);
   double enq_lib = 0, enq_bare = 0;
-  const double lib = queued_gpu_us(call_gate, &c, &enq_lib);
+  const double lib = queued_gpu_us(call_gate, &r.c, &enq_lib);
   const double bare = queued_gpu_us(call_bare, &b, &enq_bare);
   printf("  the GPU's side alone (%d calls queued behind a 10 ms kernel, then timed): %.2f us "
          "per call (queued in %.1f ms); the empty kernel %.2f us (queued in %.1f ms)\n",
          QUEUED_CALLS, lib, enq_lib, bare, enq_bare);
   CUcontext cur;
-  double t0 = now_ms();
+  const double t0 = now_ms();
   for (int i = 0; i < 1000000; ++i) cu.CtxGetCurrent(&cur);
-  printf("  cuCtxGetCurrent (every call makes one): %.1f ns per call\n", (now_ms() - t0));
-  cu.StreamSynchronize(g_stream);
-  cu.MemFree((CUdeviceptr)(uintptr_t)g);
-  cu.MemFree((CUdeviceptr)(uintptr_t)out);
-  cu.MemFree((CUdeviceptr)(uintptr_t)al);
+  /* 10^6 calls: milliseconds in all are nanoseconds each. */
+  printf("  cuCtxGetCurrent (every call makes one): %.1f ns per call\n", now_ms() - t0);
+  host_row_free(&r);
 }
 
 /* --host-threads N: N threads of one process call into one context at
