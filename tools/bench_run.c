@@ -202,6 +202,65 @@ static void prewarm_row(kda_context *ctx, kda_context *unf_ctx, const kda_gate_a
   kda_ok(kda_prewarm(unf_ctx, KDA_KERNEL_CHUNK_LOCAL_CUMSUM, &c, 0, &pr), "prewarm cumsum");
 }
 
+/* The row's sets (input uploaded, outputs allocated) in s->sets. */
+static void alloc_sets(row_state *s, const uint16_t *g_host) {
+  s->sets = calloc((size_t)s->nsets, sizeof *s->sets);
+  for (int i = 0; i < s->nsets; ++i) {
+    s->sets[i].g = cuda_upload(&cu, g_host, s->in_bytes);
+    s->sets[i].out = cuda_alloc(&cu, s->out_bytes);
+    s->sets[i].mid = cuda_alloc(&cu, s->out_bytes);
+  }
+}
+
+static void free_sets(row_state *s) {
+  cu.CtxSynchronize();
+  for (int i = 0; i < s->nsets; ++i) {
+    cu.MemFree((CUdeviceptr)(uintptr_t)s->sets[i].g);
+    cu.MemFree((CUdeviceptr)(uintptr_t)s->sets[i].out);
+    cu.MemFree((CUdeviceptr)(uintptr_t)s->sets[i].mid);
+  }
+  free(s->sets);
+  s->sets = NULL;
+}
+
+static double convert_on_sets(const row_state *s, size_t n, const uint16_t *g_host, char *kname,
+                              size_t kname_size) {
+  void *ins[GRAPH_LAUNCHES], *outs[GRAPH_LAUNCHES];
+  for (int i = 0; i < s->nsets; ++i) {
+    ins[i] = s->sets[i].g;
+    outs[i] = s->sets[i].out;
+  }
+  char why[512];
+  const double us = bench_convert_us(&cu, g_stream, ins, outs, s->nsets, n, g_host,
+                                     GRAPH_LAUNCHES, REPLAYS, kname, kname_size, why, sizeof why);
+  if (us < 0) {
+    fprintf(stderr, "%s\n", why);
+    exit(1);
+  }
+  return us;
+}
+
+/* The tuned, heuristic and convert timings again on a second allocation of
+ * the row's buffers, made while the first is still held. Where the buffers
+ * land moves some rows' times: on the H200, T=512 H=32 with its tuned
+ * narrow block (vec=4,tx=4,seg=8) read 4.19 to 5.29 us over the allocations
+ * of eight processes, the heuristic's wider block 5.62-5.70
+ * (docs/perf-notes.md, fifteenth session). Both figures are reported, so
+ * that a reader sees which rows depend on placement. */
+static void second_layout(kda_context **fused_ctxs, row_state *s, size_t n,
+                          const uint16_t *g_host, bench_result *res) {
+  row_bufs *first = s->sets;
+  alloc_sets(s, g_host);
+  double us[2];
+  steady_interleaved_us(fused_ctxs, 2, s, RUN_FUSED, us);
+  res->fused_us_layout2 = us[0];
+  res->heuristic_us_layout2 = us[1];
+  char kname[16];
+  res->convert_us_layout2 = convert_on_sets(s, n, g_host, kname, sizeof kname);
+  free_sets(s);
+  s->sets = first;
+}
+
 void run_row(kda_context *ctx, kda_context *unf_ctx, kda_context *heur_ctx,
              kda_context *plain_ctx, const bench_row *r, bench_result *res) {
   row_state s;
@@ -246,12 +305,7 @@ void run_row(kda_context *ctx, kda_context *unf_ctx, kda_context *heur_ctx,
   const size_t set_bytes = s.in_bytes + s.out_bytes;
   s.nsets = (int)((2.5 * g_info.l2_bytes) / (double)set_bytes) + 1;
   if (s.nsets > GRAPH_LAUNCHES) s.nsets = GRAPH_LAUNCHES;
-  s.sets = calloc((size_t)s.nsets, sizeof *s.sets);
-  for (int i = 0; i < s.nsets; ++i) {
-    s.sets[i].g = cuda_upload(&cu, g_host, s.in_bytes);
-    s.sets[i].out = cuda_alloc(&cu, s.out_bytes);
-    s.sets[i].mid = cuda_alloc(&cu, s.out_bytes);
-  }
+  alloc_sets(&s, g_host);
 
   kda_gate_args a = kda_gate_args_default();
   a.g_dtype = KDA_DTYPE_BF16;
@@ -324,32 +378,16 @@ void run_row(kda_context *ctx, kda_context *unf_ctx, kda_context *heur_ctx,
   res->plain_us = fused[2];
   res->fused_single_us = single_us(ctx, &s);
   res->unfused_us = steady_us(ctx, &s, RUN_UNFUSED);
-  void *ins[GRAPH_LAUNCHES], *outs[GRAPH_LAUNCHES];
-  for (int i = 0; i < s.nsets; ++i) {
-    ins[i] = s.sets[i].g;
-    outs[i] = s.sets[i].out;
-  }
-  char why[512];
-  res->convert_us = bench_convert_us(&cu, g_stream, ins, outs, s.nsets, n, g_host,
-                                     GRAPH_LAUNCHES, REPLAYS, res->convert_kernel,
-                                     sizeof res->convert_kernel, why, sizeof why);
-  if (res->convert_us < 0) {
-    fprintf(stderr, "%s\n", why);
-    exit(1);
-  }
+  res->convert_us =
+      convert_on_sets(&s, n, g_host, res->convert_kernel, sizeof res->convert_kernel);
+  second_layout(fused_ctxs, &s, n, g_host, res);
 
-  cu.CtxSynchronize();
-  for (int i = 0; i < s.nsets; ++i) {
-    cu.MemFree((CUdeviceptr)(uintptr_t)s.sets[i].g);
-    cu.MemFree((CUdeviceptr)(uintptr_t)s.sets[i].out);
-    cu.MemFree((CUdeviceptr)(uintptr_t)s.sets[i].mid);
-  }
+  free_sets(&s);
   if (d_cu) cu.MemFree((CUdeviceptr)(uintptr_t)d_cu);
   if (d_table) cu.MemFree((CUdeviceptr)(uintptr_t)d_table);
   kda_chunk_plan_destroy(plan);
   cu.MemFree((CUdeviceptr)(uintptr_t)d_alog);
   cu.MemFree((CUdeviceptr)(uintptr_t)d_bias);
-  free(s.sets);
   free(g_host);
   free(g_d);
   free(A_log);
