@@ -31,10 +31,10 @@ typedef struct bench_result {
   double tuner_us, tuner_heuristic_us; /* what the tuner itself measured */
   double convert_us;   /* a plain bf16 -> f32 convert kernel, steady state (bench_convert.h) */
   char convert_kernel[16]; /* which of the convert kernels was fastest */
-  /* fused (tuned), heuristic and convert again on a second allocation of the
-   * row's buffers, made while the first is held (where buffers land moves
-   * some rows' times) */
-  double fused_us_layout2, heuristic_us_layout2, convert_us_layout2;
+  /* fused (tuned), heuristic and convert again at the end of the row, on a
+   * second allocation of its buffers (some rows' times depend on what the
+   * GPU ran before them) */
+  double fused_us_repeat, heuristic_us_repeat, convert_us_repeat;
 } bench_result;
 
 /* The benchmark's rows: the issue's H x T matrix at K=128, chunk 64, with

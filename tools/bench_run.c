@@ -240,23 +240,26 @@ static double convert_on_sets(const row_state *s, size_t n, const uint16_t *g_ho
   return us;
 }
 
-/* The tuned, heuristic and convert timings again on a second allocation of
- * the row's buffers, made while the first is still held. Where the buffers
- * land moves some rows' times: on the H200, T=512 H=32 with its tuned
- * narrow block (vec=4,tx=4,seg=8) read 4.19 to 5.29 us over the allocations
- * of eight processes, the heuristic's wider block 5.62-5.70
- * (docs/perf-notes.md, fifteenth session). Both figures are reported, so
- * that a reader sees which rows depend on placement. */
-static void second_layout(kda_context **fused_ctxs, row_state *s, size_t n,
+/* The tuned, heuristic and convert timings again at the end of the row, on
+ * a second allocation of its buffers (the first still held). Some rows'
+ * times depend on what the GPU ran before them: on the H200, T=512 H=32
+ * with its tuned narrow block (vec=4,tx=4,seg=8) read 4.19-4.22 us as the
+ * first timing of a process that loaded the winner, 4.53-4.62 in every
+ * later timing of that process on either allocation, and 5.12-5.39 in a
+ * process that tuned; the heuristic's wider block 5.62-5.73 throughout
+ * (docs/perf-notes.md, fifteenth session). The repeat shows which rows
+ * move; being on other buffers, it would also show a row that depends on
+ * where its buffers land (none did in that session's probes). */
+static void repeat_row(kda_context **fused_ctxs, row_state *s, size_t n,
                           const uint16_t *g_host, bench_result *res) {
   row_bufs *first = s->sets;
   alloc_sets(s, g_host);
   double us[2];
   steady_interleaved_us(fused_ctxs, 2, s, RUN_FUSED, us);
-  res->fused_us_layout2 = us[0];
-  res->heuristic_us_layout2 = us[1];
+  res->fused_us_repeat = us[0];
+  res->heuristic_us_repeat = us[1];
   char kname[16];
-  res->convert_us_layout2 = convert_on_sets(s, n, g_host, kname, sizeof kname);
+  res->convert_us_repeat = convert_on_sets(s, n, g_host, kname, sizeof kname);
   free_sets(s);
   s->sets = first;
 }
@@ -380,7 +383,7 @@ void run_row(kda_context *ctx, kda_context *unf_ctx, kda_context *heur_ctx,
   res->unfused_us = steady_us(ctx, &s, RUN_UNFUSED);
   res->convert_us =
       convert_on_sets(&s, n, g_host, res->convert_kernel, sizeof res->convert_kernel);
-  second_layout(fused_ctxs, &s, n, g_host, res);
+  repeat_row(fused_ctxs, &s, n, g_host, res);
 
   free_sets(&s);
   if (d_cu) cu.MemFree((CUdeviceptr)(uintptr_t)d_cu);

@@ -1,8 +1,8 @@
 /* kda-bench: how one row is run: its buffers, the float64 check of every path,
  * and its timings (steady state of the tuned, heuristic and plain-launch
  * contexts, single launch after an L2 flush, the unfused path and the
- * convert reference; then the tuned, heuristic and convert timings again on
- * a second allocation of the row's buffers). */
+ * convert reference; then the tuned, heuristic and convert timings again at
+ * the end, on a second allocation of the row's buffers). */
 #ifndef KDA_TOOLS_BENCH_RUN_H
 #define KDA_TOOLS_BENCH_RUN_H
 

@@ -55,7 +55,7 @@ check "token counts no row of the groups has" 2 $? \
 KDA_LIBCUDA=$fake "$bench" --quick --db "$tmp/q.db" --json-dir "$tmp/json" > "$tmp/out" 2>&1
 check "GPU-mode set-up on the stand-in, then the first row's prewarm refuses" 1 $? \
   "device copy bandwidth: [0-9]* GB/s" "convert_us: the fastest of 6 plain kernels" \
-  "^group .*convert_us  %conv" "prewarm fused: " "each row is timed again on a second allocation of its buffers"
+  "^group .*convert_us  %conv" "prewarm fused: " "each row is timed again at the end of its measurements"
 if ls "$tmp/json"/*.json > /dev/null 2>&1; then
   echo "FAIL a run that stopped wrote a JSON file"; fails=$((fails + 1))
 fi
