@@ -39,6 +39,7 @@ typedef struct kda__cache_entry {
   /* Incremented when a build finishes, so a waiter can tell "the build I
    * waited for ended" from "someone started a retry". */
   uint64_t builds_done;
+  int waiters; /* callers waiting for the build in flight (for tests) */
   CUmodule module;
   CUfunction function;
   kda__config config; /* chosen by the build (a tuned slot's winner) */
@@ -220,7 +221,9 @@ static kda_status cache_get(kda__module_cache *cache, const kda__spec *spec,
   } else {
     /* BUILDING by another thread: wait for that build, and only that one. */
     const uint64_t seen = e->builds_done;
+    ++e->waiters;
     while (e->builds_done == seen) pthread_cond_wait(&e->done, &cache->lock);
+    --e->waiters;
     if (atomic_load_explicit(&e->state, memory_order_relaxed) == KDA__ENTRY_READY) {
       take(e, function, config);
       s = KDA_OK;
@@ -257,6 +260,15 @@ int kda__cache_peek_cfg(kda__module_cache *cache, const kda__spec *spec, CUfunct
   if (e == NULL) return 0;
   take(e, function, config);
   return 1;
+}
+
+int kda__cache_waiters(kda__module_cache *cache, const kda__spec *spec) {
+  if (cache == NULL || spec == NULL) return 0;
+  pthread_mutex_lock(&cache->lock);
+  const kda__cache_entry *e = find(cache, spec, kda__spec_hash(spec));
+  const int n = e != NULL ? e->waiters : 0;
+  pthread_mutex_unlock(&cache->lock);
+  return n;
 }
 
 size_t kda__cache_size(kda__module_cache *cache) {

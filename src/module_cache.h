@@ -46,6 +46,11 @@ int kda__cache_peek(kda__module_cache *cache, const kda__spec *spec, CUfunction 
 int kda__cache_peek_cfg(kda__module_cache *cache, const kda__spec *spec, CUfunction *function,
                         kda__config *config);
 
+/* Number of callers waiting for spec's build in flight. Lets a test hold a
+ * build until every concurrent caller is waiting for it, instead of
+ * guessing with a sleep. */
+int kda__cache_waiters(kda__module_cache *cache, const kda__spec *spec);
+
 /* Number of loaded entries. */
 size_t kda__cache_size(kda__module_cache *cache);
 

@@ -18,12 +18,20 @@
 
 #define SLOW_HEADS 1000 /* a spec with this many heads builds slowly */
 
+/* The fake build holds itself until the state a test needs exists (every
+ * build started, every caller waiting, a gate opened), with a deadline only
+ * for the failure case: the tests assert what happened, never how long it
+ * took, so a loaded machine cannot fail them. */
 typedef struct fake_builder {
   atomic_int builds_started;
   atomic_int builds_finished;
   atomic_int fail; /* nonzero: builds fail */
+  atomic_int in_flight, peak_in_flight;
+  atomic_int slow_gate_closed; /* nonzero: a SLOW_HEADS build waits for it to open */
   int build_ms;
-  int slow_build_ms;
+  int rendezvous;   /* > 0: each build waits until this many builds have started */
+  int wait_waiters; /* > 0: each build waits until this many callers wait for it */
+  kda__module_cache *cache; /* for wait_waiters */
 } fake_builder;
 
 static void sleep_ms(int ms) {
@@ -36,6 +44,31 @@ static double now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+/* Polls cond(f, spec) every millisecond for up to 10 s; returns whether it held. */
+static int wait_until(int (*cond)(fake_builder *, const kda__spec *), fake_builder *f,
+                      const kda__spec *spec) {
+  const double deadline = now_ms() + 10000.0;
+  while (!cond(f, spec)) {
+    if (now_ms() > deadline) return 0;
+    sleep_ms(1);
+  }
+  return 1;
+}
+
+static int all_started(fake_builder *f, const kda__spec *spec) {
+  (void)spec;
+  return atomic_load(&f->builds_started) >= f->rendezvous;
+}
+
+static int gate_open(fake_builder *f, const kda__spec *spec) {
+  (void)spec;
+  return !atomic_load(&f->slow_gate_closed);
+}
+
+static int all_waiting(fake_builder *f, const kda__spec *spec) {
+  return kda__cache_waiters(f->cache, spec) >= f->wait_waiters;
 }
 
 static kda__spec make_spec(int heads) {
@@ -61,7 +94,15 @@ static kda_status fake_build(void *user, const kda__spec *spec, CUmodule *module
                              CUfunction *function) {
   fake_builder *f = user;
   atomic_fetch_add(&f->builds_started, 1);
-  sleep_ms(spec->heads == SLOW_HEADS ? f->slow_build_ms : f->build_ms);
+  const int now = atomic_fetch_add(&f->in_flight, 1) + 1;
+  int peak = atomic_load(&f->peak_in_flight);
+  while (now > peak && !atomic_compare_exchange_weak(&f->peak_in_flight, &peak, now)) {
+  }
+  if (f->rendezvous > 0) wait_until(all_started, f, spec);
+  if (spec->heads == SLOW_HEADS) wait_until(gate_open, f, spec);
+  if (f->wait_waiters > 0) wait_until(all_waiting, f, spec);
+  sleep_ms(f->build_ms);
+  atomic_fetch_sub(&f->in_flight, 1);
   atomic_fetch_add(&f->builds_finished, 1);
   if (atomic_load(&f->fail))
     return kda__fail(KDA_ERROR_COMPILE, "fake compile error for heads=%d", spec->heads);
@@ -90,7 +131,6 @@ typedef struct call {
   kda_status status;
   CUfunction function;
   int hit;
-  double latency_ms;
   char message[512];
   pthread_t thread;
 } call;
@@ -98,9 +138,7 @@ typedef struct call {
 static void *call_main(void *arg) {
   call *c = arg;
   if (c->start) pthread_barrier_wait(c->start);
-  double t0 = now_ms();
   c->status = kda__cache_get(c->cache, &c->spec, fake_build, c->builder, &c->function, &c->hit);
-  c->latency_ms = now_ms() - t0;
   snprintf(c->message, sizeof c->message, "%s", c->status == KDA_OK ? "" : kda_last_error());
   return NULL;
 }
@@ -117,15 +155,18 @@ static void run_calls(call *calls, int n) {
 }
 
 static void wait_for_builds_started(fake_builder *f, int n) {
-  for (int i = 0; i < 2000 && atomic_load(&f->builds_started) < n; ++i) sleep_ms(1);
+  const double deadline = now_ms() + 10000.0;
+  while (atomic_load(&f->builds_started) < n && now_ms() < deadline) sleep_ms(1);
   assert_true(atomic_load(&f->builds_started) >= n);
 }
 
 static void concurrent_first_calls_build_once(void **state) {
   (void)state;
-  fake_builder f = {.build_ms = 50};
+  /* The build holds until the other 15 callers wait for it. */
+  fake_builder f = {.build_ms = 1, .wait_waiters = 15};
   kda__module_cache *cache = NULL;
   assert_int_equal(kda__cache_create(&cache), KDA_OK);
+  f.cache = cache;
   call calls[16];
   memset(calls, 0, sizeof calls);
   for (int i = 0; i < 16; ++i) {
@@ -154,7 +195,9 @@ static void concurrent_first_calls_build_once(void **state) {
 
 static void distinct_specs_build_once_each_and_in_parallel(void **state) {
   (void)state;
-  fake_builder f = {.build_ms = 50};
+  /* Each build holds until all 8 have started: a cache that serialised
+   * builds of different specs would leave the peak at 1. */
+  fake_builder f = {.build_ms = 1, .rendezvous = 8};
   kda__module_cache *cache = NULL;
   assert_int_equal(kda__cache_create(&cache), KDA_OK);
   call calls[16];
@@ -164,24 +207,24 @@ static void distinct_specs_build_once_each_and_in_parallel(void **state) {
     calls[i].builder = &f;
     calls[i].spec = make_spec(i % 8 + 1);
   }
-  double t0 = now_ms();
   run_calls(calls, 16);
-  double wall = now_ms() - t0;
   assert_int_equal(atomic_load(&f.builds_started), 8);
+  assert_int_equal(atomic_load(&f.peak_in_flight), 8);
   for (int i = 0; i < 16; ++i) {
     assert_int_equal(calls[i].status, KDA_OK);
     assert_true((uintptr_t)calls[i].function == fake_handle(&calls[i].spec));
   }
   assert_int_equal(kda__cache_size(cache), 8);
-  /* Serialised builds would take 8 x 50 ms. */
-  print_message("8 concurrent 50 ms builds took %.1f ms\n", wall);
-  assert_true(wall < 350.0);
   kda__cache_destroy(cache, NULL, NULL);
 }
 
 static void slow_build_does_not_delay_other_spec(void **state) {
   (void)state;
-  fake_builder f = {.build_ms = 50, .slow_build_ms = 500};
+  /* Spec A's build holds until the gate opens, which happens only after
+   * spec B's call has returned: a cache that made B wait for A would return
+   * B only after A's 10 s deadline, with A finished. */
+  fake_builder f = {.build_ms = 1};
+  atomic_store(&f.slow_gate_closed, 1);
   kda__module_cache *cache = NULL;
   assert_int_equal(kda__cache_create(&cache), KDA_OK);
   call slow;
@@ -195,29 +238,27 @@ static void slow_build_does_not_delay_other_spec(void **state) {
   kda__spec b = make_spec(2);
   CUfunction fn = NULL;
   int hit = -1;
-  double t0 = now_ms();
   assert_int_equal(kda__cache_get(cache, &b, fake_build, &f, &fn, &hit), KDA_OK);
-  double latency = now_ms() - t0;
-  print_message("spec B built in %.1f ms while spec A's 500 ms build ran\n", latency);
-  assert_true(latency < 300.0);
   assert_int_equal(hit, 0);
-  assert_int_equal(atomic_load(&f.builds_finished), 1); /* A still building */
+  assert_int_equal(atomic_load(&f.builds_finished), 1); /* B's; A still building */
+  assert_int_equal(kda__cache_peek(cache, &slow.spec, NULL), 0);
 
+  atomic_store(&f.slow_gate_closed, 0);
   pthread_join(slow.thread, NULL);
   assert_int_equal(slow.status, KDA_OK);
-  assert_true(slow.latency_ms >= 450.0);
+  assert_int_equal(atomic_load(&f.builds_finished), 2);
   assert_int_equal(kda__cache_size(cache), 2);
   kda__cache_destroy(cache, NULL, NULL);
 }
 
 static void failed_build_reported_to_all_waiters_then_retried(void **state) {
   (void)state;
-  /* 200 ms: long enough that every thread released by the barrier arrives
-   * while the one build is still running. */
-  fake_builder f = {.build_ms = 200};
+  /* The one build fails only once the other 7 callers wait for it. */
+  fake_builder f = {.build_ms = 1, .wait_waiters = 7};
   atomic_store(&f.fail, 1);
   kda__module_cache *cache = NULL;
   assert_int_equal(kda__cache_create(&cache), KDA_OK);
+  f.cache = cache;
   call calls[8];
   memset(calls, 0, sizeof calls);
   for (int i = 0; i < 8; ++i) {
@@ -245,6 +286,7 @@ static void failed_build_reported_to_all_waiters_then_retried(void **state) {
 
   /* The next call retries the build instead of replaying the failure. */
   atomic_store(&f.fail, 0);
+  f.wait_waiters = 0;
   CUfunction fn = NULL;
   int hit = -1;
   assert_int_equal(kda__cache_get(cache, &s, fake_build, &f, &fn, &hit), KDA_OK);
@@ -277,7 +319,8 @@ static void failed_build_retried_by_next_caller_and_fails_again(void **state) {
 
 static void peek_never_waits_and_sees_only_ready_entries(void **state) {
   (void)state;
-  fake_builder f = {.build_ms = 50, .slow_build_ms = 400};
+  fake_builder f = {.build_ms = 1};
+  atomic_store(&f.slow_gate_closed, 1); /* the build holds until the peek returned */
   kda__module_cache *cache = NULL;
   assert_int_equal(kda__cache_create(&cache), KDA_OK);
   kda__spec s = make_spec(SLOW_HEADS);
@@ -292,10 +335,9 @@ static void peek_never_waits_and_sees_only_ready_entries(void **state) {
   c.spec = s;
   assert_int_equal(pthread_create(&c.thread, NULL, call_main, &c), 0);
   wait_for_builds_started(&f, 1);
-  double t0 = now_ms();
   assert_int_equal(kda__cache_peek(cache, &s, &fn), 0);
-  double peek_ms = now_ms() - t0;
-  assert_true(peek_ms < 100.0);
+  assert_int_equal(atomic_load(&f.builds_finished), 0); /* it did not wait for the build */
+  atomic_store(&f.slow_gate_closed, 0);
   pthread_join(c.thread, NULL);
   assert_int_equal(c.status, KDA_OK);
 
