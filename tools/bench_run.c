@@ -202,13 +202,14 @@ static void prewarm_row(kda_context *ctx, kda_context *unf_ctx, const kda_gate_a
   kda_ok(kda_prewarm(unf_ctx, KDA_KERNEL_CHUNK_LOCAL_CUMSUM, &c, 0, &pr), "prewarm cumsum");
 }
 
-/* The row's sets (input uploaded, outputs allocated) in s->sets. */
-static void alloc_sets(row_state *s, const uint16_t *g_host) {
+/* The row's sets (input uploaded, outputs allocated) in s->sets; the
+ * unfused path's intermediate (mid) only where with_mid is set. */
+static void alloc_sets(row_state *s, const uint16_t *g_host, int with_mid) {
   s->sets = calloc((size_t)s->nsets, sizeof *s->sets);
   for (int i = 0; i < s->nsets; ++i) {
     s->sets[i].g = cuda_upload(&cu, g_host, s->in_bytes);
     s->sets[i].out = cuda_alloc(&cu, s->out_bytes);
-    s->sets[i].mid = cuda_alloc(&cu, s->out_bytes);
+    if (with_mid) s->sets[i].mid = cuda_alloc(&cu, s->out_bytes);
   }
 }
 
@@ -217,7 +218,7 @@ static void free_sets(row_state *s) {
   for (int i = 0; i < s->nsets; ++i) {
     cu.MemFree((CUdeviceptr)(uintptr_t)s->sets[i].g);
     cu.MemFree((CUdeviceptr)(uintptr_t)s->sets[i].out);
-    cu.MemFree((CUdeviceptr)(uintptr_t)s->sets[i].mid);
+    if (s->sets[i].mid) cu.MemFree((CUdeviceptr)(uintptr_t)s->sets[i].mid);
   }
   free(s->sets);
   s->sets = NULL;
@@ -250,10 +251,10 @@ static double convert_on_sets(const row_state *s, size_t n, const uint16_t *g_ho
  * (docs/perf-notes.md, fifteenth session). The repeat shows which rows
  * move; being on other buffers, it would also show a row that depends on
  * where its buffers land (none did in that session's probes). */
-static void repeat_row(kda_context **fused_ctxs, row_state *s, size_t n,
-                          const uint16_t *g_host, bench_result *res) {
+static void repeat_row(kda_context **fused_ctxs, row_state *s, size_t n, const uint16_t *g_host,
+                       bench_result *res) {
   row_bufs *first = s->sets;
-  alloc_sets(s, g_host);
+  alloc_sets(s, g_host, 0); /* fused and convert only: no intermediate */
   double us[2];
   steady_interleaved_us(fused_ctxs, 2, s, RUN_FUSED, us);
   res->fused_us_repeat = us[0];
@@ -308,7 +309,7 @@ void run_row(kda_context *ctx, kda_context *unf_ctx, kda_context *heur_ctx,
   const size_t set_bytes = s.in_bytes + s.out_bytes;
   s.nsets = (int)((2.5 * g_info.l2_bytes) / (double)set_bytes) + 1;
   if (s.nsets > GRAPH_LAUNCHES) s.nsets = GRAPH_LAUNCHES;
-  alloc_sets(&s, g_host);
+  alloc_sets(&s, g_host, 1);
 
   kda_gate_args a = kda_gate_args_default();
   a.g_dtype = KDA_DTYPE_BF16;
