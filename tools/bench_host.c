@@ -370,3 +370,27 @@ void host_cost_threads(kda_context *ctx, int n) {
          g_info.name, n, sum / n, lo, hi);
   free(w);
 }
+
+/* A server's process has streams of its own (a framework's pool, a
+ * communication library's); the driver runs small grids differently once a
+ * process has made a few: on the lent H200 T=512 H=8 read 2.26 us with at
+ * most one extra stream and 2.68-3.12 with 4 to 32, on the H100 2.46 and
+ * 2.68-2.79; rows of 4M elements and more did not move (docs/perf-notes.md,
+ * sixteenth session). Streams made and destroyed one after another count
+ * as much as streams kept. */
+void bench_extra_streams(int n) {
+  bare_call b;
+  bare_setup(&b);
+  for (int i = 0; i < n; ++i) {
+    CUstream st;
+    cuda_check(&cu, cu.StreamCreate(&st, CU_STREAM_NON_BLOCKING), "cuStreamCreate (extra)");
+    b.lc.hStream = st;
+    cuda_check(&cu,
+               cu.LaunchKernelEx ? cu.LaunchKernelEx(&b.lc, g_bare, b.params, NULL)
+                                 : cu.LaunchKernel(g_bare, 1, 1, 1, 32, 1, 1, 0, st, b.params, NULL),
+               "launch (extra stream)");
+    cuda_check(&cu, cu.StreamSynchronize(st), "cuStreamSynchronize (extra)");
+    /* Kept: the process's streams live as long as a server's would. */
+  }
+  printf("extra streams: %d created before the rows, one launch each, kept\n", n);
+}

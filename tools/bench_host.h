@@ -29,6 +29,11 @@ void bare_enqueue_cost(double *wall_us, double *gpu_us);
  * cuCtxGetCurrent (needs bench_host_init). */
 void queued_gpu_cost(kda_context *ctx);
 
+/* Creates n streams in the current context, one launch of the empty kernel
+ * on each, kept until the process ends, and says so (needs
+ * bench_host_init). */
+void bench_extra_streams(int n);
+
 /* Prints host_cost of n threads calling into ctx at once, a stream each. */
 void host_cost_threads(kda_context *ctx, int n);
 

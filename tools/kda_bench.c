@@ -146,7 +146,7 @@ int main(int argc, char **argv) {
   const char *json_dir = "bench/results";
   const char *db = NULL;
   double budget_ms = KDA_PREWARM_BUDGET_MS;
-  int quick = 0, host_only = 0, host_threads = 0;
+  int quick = 0, host_only = 0, host_threads = 0, extra_streams = 0;
   const char *groups = NULL, *tokens = NULL;
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "--json-dir") && i + 1 < argc) {
@@ -164,6 +164,12 @@ int main(int argc, char **argv) {
       host_threads = atoi(argv[++i]);
       if (host_threads < 1 || host_threads > 256) {
         fprintf(stderr, "--host-threads: 1 to 256\n");
+        return 2;
+      }
+    } else if (!strcmp(argv[i], "--extra-streams") && i + 1 < argc) {
+      extra_streams = atoi(argv[++i]);
+      if (extra_streams < 0 || extra_streams > 256) {
+        fprintf(stderr, "--extra-streams: 0 to 256\n");
         return 2;
       }
     } else if (!strcmp(argv[i], "--db") && i + 1 < argc) {
@@ -189,6 +195,9 @@ int main(int argc, char **argv) {
                       "                  (batches, a partial chunk, 32-128 sequences) run only when named\n"
                       "  --tokens LIST   of those rows only the token counts T in LIST, e.g.\n"
                       "                  --groups matrix --tokens 512,2048\n"
+                      "  --extra-streams N  create N more streams (one launch each) before the rows,\n"
+                      "                  as a server's process has: small grids run slower in such\n"
+                      "                  a process (docs/PERFORMANCE.md, sixteenth session)\n"
                       "  --host-only     only the host cost of a warm call (also runs on the\n"
                       "                  tests' stand-in driver: KDA_LIBCUDA=.../libkda_fake_cuda.so)\n"
                       "  --host-threads N  --host-only, then N threads calling at once into one\n"
@@ -272,6 +281,7 @@ int main(int argc, char **argv) {
   kda_ok(kda_context_create(&ou, &unf), "kda_context_create (unfused tuning)");
   bench_run_init();
   bench_host_init();
+  if (extra_streams > 0) bench_extra_streams(extra_streams);
   if (bench_convert_init(&cu, g_info.cc_major, g_info.cc_minor, why, sizeof why) != 0) {
     fprintf(stderr, "%s\n", why);
     return 1;
@@ -395,6 +405,7 @@ int main(int argc, char **argv) {
   fprintf(f, "{\n  \"gpu\": \"%s\",\n  \"driver\": %d,\n  \"nvrtc\": \"%d.%d\",\n  \"libkda\": \"%s\",\n"
              "  \"copy_bw_gbps\": %.1f,\n",
           g_info.name, g_info.driver_version, g_info.nvrtc_major, g_info.nvrtc_minor, kda_version(), bw);
+  fprintf(f, "  \"extra_streams\": %d,\n", extra_streams);
   fprintf(f, "  \"tune_budget_ms_fused\": %.0f,\n  \"tune_budget_ms_unfused\": %.0f,\n", budget_ms,
           ou.tune_budget_ms);
   fprintf(f, "  \"host_us_per_call_inside\": %.3f,\n  \"host_us_per_call_enqueue\": %.3f,\n"

@@ -37,13 +37,20 @@ check "no driver" 1 $? "kda-bench needs a GPU: .*no-such-libcuda.so"
 check "unknown option" 2 $? "usage: kda-bench"
 
 "$bench" --help > "$tmp/out" 2>&1
-check "--help" 0 $? "usage: kda-bench" "--groups LIST"
+check "--help" 0 $? "usage: kda-bench" "--groups LIST" "--extra-streams N"
 
 KDA_LIBCUDA=$fake "$bench" --host-threads 2 --db "$tmp/h.db" > "$tmp/out" 2>&1
 check "--host-only and --host-threads 2 on the stand-in" 0 $? \
   "host cost per warm call (tuning off): [0-9.]* us median" \
   "host cost per warm call (tuned-slot path, launch overlap off): [0-9.]* us median" \
   "2 threads on one context, a stream each: [0-9.]* us median"
+
+"$bench" --extra-streams 257 > "$tmp/out" 2>&1
+check "--extra-streams out of range" 2 $? "--extra-streams: 0 to 256"
+
+KDA_LIBCUDA=$fake "$bench" --quick --extra-streams 4 --db "$tmp/s.db" --json-dir "$tmp/json" > "$tmp/out" 2>&1
+check "--extra-streams 4 on the stand-in, before the first row" 1 $? \
+  "extra streams: 4 created before the rows, one launch each, kept" "prewarm fused: "
 
 KDA_LIBCUDA=$fake "$bench" --groups no-such-group --db "$tmp/g.db" > "$tmp/out" 2>&1
 check "a group with no row" 2 $? "no row is in the groups 'no-such-group'"
