@@ -372,8 +372,8 @@ void host_cost_threads(kda_context *ctx, int n) {
 }
 
 /* A server's process has streams of its own (a framework's pool, a
- * communication library's); the driver runs small grids differently once a
- * process has made a few: on the lent H200 T=512 H=8 read 2.26 us with at
+ * communication library's), and some small grids run slower once a process
+ * has made a few (why is not known): on the lent H200 T=512 H=8 read 2.26 us with at
  * most one extra stream and 2.68-3.12 with 4 to 32, on the H100 2.46 and
  * 2.68-2.79; rows of 4M elements and more moved by 0.3% or less (perf-notes,
  * sixteenth session). Streams made and destroyed one after another count
