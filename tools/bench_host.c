@@ -91,7 +91,7 @@ static void call_bare(void *p) {
   bare_call *b = p;
   CUresult r = cu.LaunchKernelEx ? cu.LaunchKernelEx(&b->lc, g_bare, b->params, NULL)
                                  : cu.LaunchKernel(g_bare, b->lc.gridDimX, 1, 1, b->lc.blockDimX,
-                                                   1, 1, 0, g_stream, b->params, NULL);
+                                                   1, 1, 0, b->lc.hStream, b->params, NULL);
   if (r != CUDA_SUCCESS) cuda_check(&cu, r, "bare launch");
 }
 
@@ -385,10 +385,7 @@ void bench_extra_streams(int n) {
     CUstream st;
     cuda_check(&cu, cu.StreamCreate(&st, CU_STREAM_NON_BLOCKING), "cuStreamCreate (extra)");
     b.lc.hStream = st;
-    cuda_check(&cu,
-               cu.LaunchKernelEx ? cu.LaunchKernelEx(&b.lc, g_bare, b.params, NULL)
-                                 : cu.LaunchKernel(g_bare, 1, 1, 1, 32, 1, 1, 0, st, b.params, NULL),
-               "launch (extra stream)");
+    call_bare(&b);
     cuda_check(&cu, cu.StreamSynchronize(st), "cuStreamSynchronize (extra)");
     /* Kept: the process's streams live as long as a server's would. */
   }
