@@ -11,7 +11,15 @@ static void launch(const void *g, float *out, const float *alog, const float *bi
                    long long nchunks, const int *cu, const int *ci, long long aux, cudaStream_t st) {
   constexpr int VEC = 8, K = 128, HK = H * K, NCB = (HK + TX * VEC - 1) / (TX * VEC);
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3((unsigned)(nchunks * NCB));
+  // Varlen mode 1 blocks of several table rows (bench/probe/items_kt, the
+  // kernel's KDA_TABLE_ITEMS): fewer blocks, and the row count in
+  // host_rows.r[0] (unused otherwise).
+#ifdef KDA_TABLE_ITEMS
+  constexpr int ITEMS = VARLEN == 1 ? KDA_TABLE_ITEMS : 1;
+#else
+  constexpr int ITEMS = 1;
+#endif
+  cfg.gridDim = dim3((unsigned)((nchunks + ITEMS - 1) / ITEMS * NCB));
   cfg.blockDim = dim3(TX * SEG);
   cfg.stream = st;
   cudaLaunchAttribute attr;
@@ -39,7 +47,7 @@ static void launch(const void *g, float *out, const float *alog, const float *bi
   cfg.dynamicSmemBytes = (size_t)dyn;
 #endif
   cudaLaunchKernelEx(&cfg, kernel, gp, out, alog, bias, 1.0f, 0.0f, cu, ci, none, T, aux,
-                     kda::host_plan<1>{{0u}});
+                     kda::host_plan<1>{{(unsigned)nchunks}});
 }
 
 #define PROBE_TS(H)                                                                            \
