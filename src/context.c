@@ -292,10 +292,11 @@ static void unload_module(void *user, CUmodule module) {
 void kda_context_destroy(kda_context *ctx) {
   if (ctx == NULL) return;
   kda__background_stop(ctx);
-  if (ctx->cache) {
+  if (ctx->cache || ctx->tune_kit) {
     int pushed = 0;
     if (kda__context_enter(ctx, &pushed) == KDA_OK) {
-      kda__cache_destroy(ctx->cache, unload_module, ctx);
+      if (ctx->cache) kda__cache_destroy(ctx->cache, unload_module, ctx);
+      kda__tune_kit_destroy(ctx);
       kda__context_leave(ctx, pushed);
     }
   }
@@ -338,11 +339,12 @@ kda_status kda_context_get_stats(kda_context *ctx, kda_stats *stats) {
    * the fields they know and nothing is written past them. */
   const size_t v1 = offsetof(kda_stats, tuning_runs), v2 = offsetof(kda_stats, background_jobs);
   const size_t v3 = offsetof(kda_stats, launch_overlap_active);
+  const size_t v4 = offsetof(kda_stats, tuning_timing_waits);
   const size_t size = stats->struct_size;
-  KDA__REQUIRE(size == sizeof *stats || size == v1 || size == v2 || size == v3,
+  KDA__REQUIRE(size == sizeof *stats || size == v1 || size == v2 || size == v3 || size == v4,
                KDA_ERROR_BAD_OPTIONS,
-               "kda_stats.struct_size is %zu; this library knows %zu, %zu, %zu and %zu", size, v1,
-               v2, v3, sizeof *stats);
+               "kda_stats.struct_size is %zu; this library knows %zu, %zu, %zu, %zu and %zu", size,
+               v1, v2, v3, v4, sizeof *stats);
   kda_stats full;
   kda_stats *out = stats;
   stats = &full;
@@ -362,6 +364,8 @@ kda_status kda_context_get_stats(kda_context *ctx, kda_stats *stats) {
   stats->tune_ms_total = (double)atomic_load(&ctx->tune_ns) / 1e6;
   stats->background_jobs = atomic_load(&ctx->background_jobs);
   stats->launch_overlap_active = atomic_load(&ctx->launch_overlap) ? 1 : 0;
+  stats->tuning_timing_waits = atomic_load(&ctx->tune_timing_waits);
+  stats->tuning_timing_wait_ms_total = (double)atomic_load(&ctx->tune_timing_wait_ns) / 1e6;
   memcpy(out, &full, size);
   return KDA_OK;
 }

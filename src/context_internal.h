@@ -41,6 +41,11 @@ struct kda_context {
   struct kda__store *store;
   atomic_uint_fast64_t tuning_runs, db_result_hits, db_cubin_hits, persist_failures,
       rejected_candidates, tune_ns;
+  /* The stream and events of this context's tuning runs, made by the first
+   * and used under the device's timing lock (tuner/tuner_kit.c); runs that
+   * waited for another run's timing, and how long. */
+  struct kda__tune_kit *tune_kit;
+  atomic_uint_fast64_t tune_timing_waits, tune_timing_wait_ns;
   /* KDA_TUNE_BACKGROUND: the worker and its queue (src/background.c). */
   struct kda__background *background;
   atomic_uint_fast64_t background_jobs;

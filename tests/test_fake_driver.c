@@ -473,8 +473,9 @@ static void earlier_struct_sizes_are_accepted(void **state) {
   assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
   _Alignas(kda_stats) unsigned char buf[sizeof(kda_stats) + 16];
   const size_t sizes[] = {offsetof(kda_stats, tuning_runs), offsetof(kda_stats, background_jobs),
-                          offsetof(kda_stats, launch_overlap_active), sizeof(kda_stats)};
-  for (size_t i = 0; i < 4; ++i) {
+                          offsetof(kda_stats, launch_overlap_active),
+                          offsetof(kda_stats, tuning_timing_waits), sizeof(kda_stats)};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; ++i) {
     memset(buf, 0xab, sizeof buf);
     kda_stats *s = (kda_stats *)(void *)buf;
     s->struct_size = (uint32_t)sizes[i];

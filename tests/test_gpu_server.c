@@ -25,6 +25,7 @@
 #include "kda/kda_db.h"
 #include "reference.h"
 #include "test_util.h"
+#include "tuner.h" /* kda__tune_kit_inside_max */
 
 #define TOL 2e-5
 #define POISON 0x7fc00000u /* float NaN */
@@ -324,10 +325,12 @@ static void sixteen_threads_tune_eight_cold_specializations_once_each(void **sta
   const double ms = now_ms() - t0;
   const kda_stats s = stats_of(ctx);
   printf("%d threads, %ld checked launches in %.0f ms: %zu elements out of budget, %ld failed "
-         "calls; tuning_runs=%llu nvrtc=%llu db_result_hits=%llu launches=%llu tune=%.0f ms\n",
+         "calls; tuning_runs=%llu nvrtc=%llu db_result_hits=%llu launches=%llu tune=%.0f ms; "
+         "%llu runs waited %.0f ms in all for another's timing\n",
          THREADS, launches, ms, bad, failures, (unsigned long long)s.tuning_runs,
          (unsigned long long)s.nvrtc_compiles, (unsigned long long)s.db_result_hits,
-         (unsigned long long)s.launches, s.tune_ms_total);
+         (unsigned long long)s.launches, s.tune_ms_total,
+         (unsigned long long)s.tuning_timing_waits, s.tuning_timing_wait_ms_total);
   assert_int_equal(failures, 0);
   assert_int_equal(bad, 0);
   assert_int_equal(launches, (long)THREADS * LAUNCHES_PER_THREAD);
@@ -344,6 +347,9 @@ static void sixteen_threads_tune_eight_cold_specializations_once_each(void **sta
   assert_int_equal(s.db_result_hits, 0);
   assert_int_equal(s.launches, (uint64_t)THREADS * LAUNCHES_PER_THREAD);
   assert_int_equal(s.persist_failures, 0);
+  /* The runs took turns on the GPU (tuner/tuner_kit.c). */
+  assert_int_equal(kda__tune_kit_inside_max(), 1);
+  assert_true(s.tuning_timing_waits < NSPEC);
   kda_context_destroy(ctx);
   assert_int_equal(sql_int(db, "SELECT count(*) FROM results"), NSPEC);
   assert_int_equal(sql_int(db, SQL_INCOMPLETE_RESULTS), 0);

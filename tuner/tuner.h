@@ -294,15 +294,37 @@ typedef struct kda__tune_launch {
 
 typedef struct kda__tune_bench kda__tune_bench;
 
+/* A context's tuning stream and its events (tuner_kit.c). */
+#define KDA__KIT_EVENTS (KDA__TUNE_SAMPLES * 2 + 2)
+typedef struct kda__tune_kit {
+  CUstream stream;
+  CUevent ev[KDA__KIT_EVENTS];
+  int nev;
+} kda__tune_kit;
+
+/* Takes ctx's device timing lock, waiting while another tuning run of this
+ * process times on that device (counted in ctx's stats, *waited_ms), and
+ * returns ctx's kit, made on first use. Hold it from the first launch of a
+ * run's bench to its last; on error nothing is held. */
+kda_status kda__tune_kit_acquire(kda_context *ctx, kda__tune_kit **kit, double *waited_ms);
+/* Synchronizes the kit's stream and releases the lock. */
+void kda__tune_kit_release(kda_context *ctx);
+/* At context destroy, ctx current: frees the kit (no run may hold it). */
+void kda__tune_kit_destroy(kda_context *ctx);
+/* The most tuning runs of this process ever inside the timing section at
+ * once (1 with the lock; tests). */
+int kda__tune_kit_inside_max(void);
+
 /* Scratch outputs (and, when input + output fit in L2 a few times, rotated
  * copies of the input and several outputs, so samples do not hit a warm
- * L2), a private stream, events. compare is tune_compare<OUT_DT>. */
+ * L2), on the stream and events of kit (held by the caller until
+ * kda__bench_destroy). compare is tune_compare<OUT_DT>. */
 /* Candidates launch as the context launches (overlap: its launch_overlap
  * flag, or NULL for plain launches), so back-to-back samples time what a
  * stream of calls sees. */
 kda_status kda__bench_create(const kda__driver *drv, atomic_int *overlap,
                              const kda__tune_launch *launch, int l2_bytes, int sm_count,
-                             CUfunction compare, kda__tune_bench **out);
+                             CUfunction compare, kda__tune_kit *kit, kda__tune_bench **out);
 void kda__bench_destroy(kda__tune_bench *b);
 /* How many input/output buffer sets are rotated (1: no rotation). */
 int kda__bench_rotation(const kda__tune_bench *b);

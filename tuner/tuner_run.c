@@ -34,6 +34,9 @@ typedef struct run {
   int *nsamples;
   kda__tune_launch launch;
   kda__tune_bench *bench;
+  int kit_held;            /* the device's timing lock (tuner_kit.c) */
+  double timing_wait_ms;   /* waiting for it while another run timed */
+  int graph_timings;       /* the bench's, kept for the log */
   double t0, compile_ms;
   double counted_ms;       /* launch time per candidate the budget model counted */
   int hook_set;
@@ -48,9 +51,23 @@ static CUmodule take_module(run *r, size_t i) {
   return m;
 }
 
+/* Ends the run's use of the GPU: frees the bench and lets the next run of
+ * the device time. */
+static void end_timing(run *r) {
+  if (r->bench != NULL) {
+    r->graph_timings = kda__bench_graph_timings(r->bench);
+    kda__bench_destroy(r->bench);
+    r->bench = NULL;
+  }
+  if (r->kit_held) {
+    kda__tune_kit_release(r->j->ctx);
+    r->kit_held = 0;
+  }
+}
+
 static void run_free(run *r) {
   kda__compile_pool_release(&r->lease); /* an error before the compile ended */
-  kda__bench_destroy(r->bench);
+  end_timing(r);
   for (size_t q = 0; r->modules != NULL && q < r->progs.count; ++q)
     if (r->modules[q]) r->j->ctx->drv->cuModuleUnload(r->modules[q]);
   free(r->modules);
@@ -405,13 +422,22 @@ kda_status kda__job_tune(kda__slot_job *j, CUmodule *module, CUfunction *functio
     }
   }
   if (st == KDA_OK) {
-    st = kda__bench_create(ctx->drv, &ctx->launch_overlap, &r.launch, ctx->info.l2_bytes,
-                           ctx->info.sm_count, r.fns[r.count], &r.bench);
+    /* Compiled: from here to end_timing the run is the only one of this
+     * process timing on the device. */
+    kda__tune_kit *kit = NULL;
+    st = kda__tune_kit_acquire(ctx, &kit, &r.timing_wait_ms);
+    if (st == KDA_OK) {
+      r.kit_held = 1;
+      if (r.timing_wait_ms > 0)
+        kda__log(ctx, KDA_LOG_DEBUG, "[%s]: waited %.0f ms for another tuning run's timing",
+                 j->what, r.timing_wait_ms);
+      st = kda__bench_create(ctx->drv, &ctx->launch_overlap, &r.launch, ctx->info.l2_bytes,
+                             ctx->info.sm_count, r.fns[r.count], kit, &r.bench);
+    }
     if (st == KDA_ERROR_OUT_OF_MEMORY) {
       kda__log(ctx, KDA_LOG_WARN, "[%s]: no device memory for tuning scratch buffers; using "
                "the heuristic config", j->what);
-      kda__bench_destroy(r.bench);
-      r.bench = NULL;
+      end_timing(&r);
       *module = take_module(&r, 0);
       *function = r.fns[0];
       *cfg = j->heuristic;
@@ -432,6 +458,7 @@ kda_status kda__job_tune(kda__slot_job *j, CUmodule *module, CUfunction *functio
     snprintf(what, sizeof what, "the tuning run of %s", j->what);
     kda__context_overlap_refused(j->ctx, what);
   }
+  end_timing(&r); /* before the store is written: the next run may time meanwhile */
   if (st != KDA_OK && r.fns != NULL && r.j->rq->report == NULL) {
     /* Compiled, but the bench or the validation could not run (e.g. the
      * compare kernel visited nothing): a kernel call keeps the heuristic
@@ -447,7 +474,8 @@ kda_status kda__job_tune(kda__slot_job *j, CUmodule *module, CUfunction *functio
     return st;
   }
   const long win = kda__tune_pick_keep(r.trials, r.count, KDA__TUNE_BAND, 0);
-  const double tune_ms = kda__job_now_ms() - r.t0;
+  /* The run's own time: without its wait for another run's timing. */
+  const double tune_ms = kda__job_now_ms() - r.t0 - r.timing_wait_ms;
   /* What the budget model did not count, per candidate, for later runs:
    * the run's time besides the compile and the launches it estimated. */
   if (r.count > 0)
@@ -473,7 +501,7 @@ kda_status kda__job_tune(kda__slot_job *j, CUmodule *module, CUfunction *functio
            "tuned [%s]: vec=%d,tx=%d,seg=%d %.2f us (heuristic %.2f us), %zu candidates, %zu "
            "rejected, compile %.0f ms, tuning %.0f ms in all, %d timings as captured graphs",
            j->what, w->cfg.vec, w->cfg.tx, w->cfg.seg, w->median_us, r.trials[0].median_us,
-           r.count, rejected, r.compile_ms, tune_ms, kda__bench_graph_timings(r.bench));
+           r.count, rejected, r.compile_ms, tune_ms, r.graph_timings);
   *module = take_module(&r, (size_t)win);
   *function = r.fns[win];
   *cfg = w->cfg;

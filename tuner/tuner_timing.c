@@ -1,8 +1,8 @@
 /* Measuring candidates on the device: scratch outputs the tuner owns (the
  * caller's output is never written while tuning), NaN poisoning before each
  * validation run, a device-side comparison with the reference config, and
- * CUDA-event timing on a private stream with rotated buffers when the
- * working set would otherwise stay in L2. */
+ * CUDA-event timing on the context's tuning stream (tuner_kit.c) with
+ * rotated buffers when the working set would otherwise stay in L2. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +27,7 @@ struct kda__tune_bench {
   const kda__driver *drv;
   atomic_int *overlap; /* the context's launch overlap: time as it launches */
   kda__tune_launch l;
-  CUstream stream;
+  CUstream stream; /* the kit's: held by the caller for the bench's life */
   CUfunction compare;
   int sm_count;
   int nrot;
@@ -35,7 +35,7 @@ struct kda__tune_bench {
   CUdeviceptr in[KDA__ROT_MAX];  /* in[0] is the caller's input; others are owned copies */
   CUdeviceptr ref, result;
   size_t out_alloc;              /* out_bytes rounded up to whole words */
-  CUevent ev[KDA__TUNE_SAMPLES * 2 + 2];
+  CUevent *ev; /* the kit's */
   int nev;
   int overlap_refused; /* this bench's launch turned the context's overlap off */
   int graph_timings; /* kda__bench_time calls timed as a captured graph */
@@ -65,8 +65,6 @@ void kda__bench_destroy(kda__tune_bench *b) {
   }
   if (b->ref) d->cuMemFree(b->ref);
   if (b->result) d->cuMemFree(b->result);
-  for (int i = 0; i < b->nev; ++i) d->cuEventDestroy(b->ev[i]);
-  if (b->stream) d->cuStreamDestroy(b->stream);
   free(b);
 }
 
@@ -87,11 +85,6 @@ static int rotation_for(const kda__tune_launch *l, int l2_bytes) {
 
 static kda_status bench_init(kda__tune_bench *b, int l2_bytes) {
   const kda__driver *d = b->drv;
-  BENCH_CU(b, cuStreamCreate, &b->stream, CU_STREAM_NON_BLOCKING);
-  for (int i = 0; i < (int)(sizeof b->ev / sizeof b->ev[0]); ++i) {
-    BENCH_CU(b, cuEventCreate, &b->ev[i], CU_EVENT_DEFAULT);
-    b->nev = i + 1;
-  }
   b->out_alloc = (b->l.out_bytes + 3) & ~(size_t)3;
   BENCH_CU(b, cuMemAlloc, &b->ref, b->out_alloc);
   BENCH_CU(b, cuMemAlloc, &b->result, KDA__COMPARE_WORDS * sizeof(unsigned long long));
@@ -118,7 +111,7 @@ static kda_status bench_init(kda__tune_bench *b, int l2_bytes) {
 
 kda_status kda__bench_create(const kda__driver *drv, atomic_int *overlap,
                              const kda__tune_launch *launch, int l2_bytes, int sm_count,
-                             CUfunction compare, kda__tune_bench **out) {
+                             CUfunction compare, kda__tune_kit *kit, kda__tune_bench **out) {
   *out = NULL;
   kda__tune_bench *b = calloc(1, sizeof *b);
   KDA__REQUIRE(b != NULL, KDA_ERROR_OUT_OF_MEMORY, "out of memory creating the tuning bench");
@@ -126,6 +119,9 @@ kda_status kda__bench_create(const kda__driver *drv, atomic_int *overlap,
   b->overlap = overlap;
   b->l = *launch;
   b->compare = compare;
+  b->stream = kit->stream;
+  b->ev = kit->ev;
+  b->nev = kit->nev;
   b->sm_count = sm_count > 0 ? sm_count : 1;
   kda_status st = bench_init(b, l2_bytes);
   if (st != KDA_OK) {

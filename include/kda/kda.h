@@ -24,7 +24,10 @@
  *    specialization compile it once; calls of other specializations do not
  *    wait on the library's locks for that compilation (NVRTC itself runs
  *    one compilation at a time per process, so two cold specializations
- *    met at once still compile one after the other).
+ *    met at once still compile one after the other). Tuning runs of one
+ *    process time their candidates on a GPU one at a time, whatever their
+ *    context (each would otherwise time the other's kernels too): a run
+ *    that meets another's timing waits for it (kda_stats.tuning_timing_waits).
  *  - kda_context_create may be called concurrently (each call makes its own
  *    context). kda_context_destroy must not race with any other call on the
  *    same context.
@@ -333,7 +336,8 @@ typedef struct kda_stats {
   uint64_t memory_hits;      /**< same as cache_hits: served from memory */
   uint64_t persist_failures; /**< database writes that failed (the call still ran) */
   uint64_t rejected_candidates; /**< tuning candidates rejected (wrong, unwritten, failed) */
-  double tune_ms_total;      /**< wall time of tuning runs, compile included */
+  double tune_ms_total;      /**< wall time of tuning runs, compile included (a run's wait
+                                  for another's timing is not: tuning_timing_wait_ms_total) */
   /* Fields below were added with background tuning. */
   uint64_t background_jobs;  /**< KDA_TUNE_BACKGROUND jobs finished (tuned or found stored) */
   /* Fields below were added with launch overlap. */
@@ -341,6 +345,13 @@ typedef struct kda_stats {
    *  with KDA_LAUNCH_OVERLAP_OFF, or once the driver refused the attribute
    *  (in a call or in a tuning run: the context then launches plainly). */
   int32_t launch_overlap_active;
+  /* Fields below were added with the tuning timing lock. */
+  /** Tuning runs of this context that waited to time while another tuning
+   *  run of this process timed on the same GPU (two runs timing at once
+   *  would each time the other's kernels too). Only the timing waits: the
+   *  compiles of concurrent runs overlap. */
+  uint64_t tuning_timing_waits;
+  double tuning_timing_wait_ms_total; /**< their waiting, not in tune_ms_total */
 } kda_stats;
 
 KDA_API kda_status kda_context_get_stats(kda_context *ctx, kda_stats *stats);

@@ -167,6 +167,9 @@ class KdaStats(Structure):
         ("background_jobs", c_uint64),
         # Fields below were added with launch overlap.
         ("launch_overlap_active", c_int32),
+        # Fields below were added with the tuning timing lock.
+        ("tuning_timing_waits", c_uint64),
+        ("tuning_timing_wait_ms_total", c_double),
     ]
 
 
@@ -214,9 +217,13 @@ STATS_V1_SIZE = KdaStats.tuning_runs.offset
 STATS_V2_SIZE = KdaStats.background_jobs.offset
 # (kda_stats before launch overlap ended after background_jobs.)
 STATS_V3_SIZE = KdaStats.launch_overlap_active.offset
+# (kda_stats before the tuning timing lock ended after launch_overlap_active
+# and its padding.)
+STATS_V4_SIZE = KdaStats.tuning_timing_waits.offset
 # Sizes kda_context_get_stats is tried with, newest layout first: the
 # library accepts only its own sizeof(kda_stats).
-STATS_SIZES = (ctypes.sizeof(KdaStats), STATS_V3_SIZE, STATS_V2_SIZE, STATS_V1_SIZE)
+STATS_SIZES = (ctypes.sizeof(KdaStats), STATS_V4_SIZE, STATS_V3_SIZE, STATS_V2_SIZE,
+               STATS_V1_SIZE)
 
 # --------------------------------------------------------------------------
 # Exceptions

@@ -49,7 +49,16 @@ def test_current_layout_has_every_field(fake):
     fake(C.ctypes.sizeof(C.KdaStats))
     d = _ops.stats(0)
     assert d["launches"] == 7 and d["tuning_runs"] == 3 and "background_jobs" in d
-    assert "launch_overlap_active" in d
+    assert "launch_overlap_active" in d and "tuning_timing_waits" in d
+
+
+def test_library_before_timing_lock(fake):
+    # kda_stats ended after launch_overlap_active (and its padding) before
+    # tuning_timing_waits.
+    lib = fake(C.STATS_V4_SIZE)
+    d = _ops.stats(0)
+    assert "launch_overlap_active" in d and "tuning_timing_waits" not in d
+    assert lib.asked[-1] == C.STATS_V4_SIZE
 
 
 def test_library_before_launch_overlap(fake):

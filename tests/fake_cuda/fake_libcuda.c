@@ -38,6 +38,11 @@ static atomic_long unsafe_calls;
 static atomic_long allocs_left = -1;
 FAKE_API void fake_cuda_fail_allocs_after(long n) { atomic_store(&allocs_left, n); }
 
+/* Streams made (ever) and alive now: the tuner makes one per context. */
+static atomic_long streams_made, streams_live;
+FAKE_API long fake_cuda_streams_made(void) { return atomic_load(&streams_made); }
+FAKE_API long fake_cuda_streams_live(void) { return atomic_load(&streams_live); }
+
 FAKE_API void fake_cuda_capture(CUstream s) { atomic_store(&capturing, s); }
 FAKE_API long fake_cuda_unsafe_calls(void) { return atomic_load(&unsafe_calls); }
 FAKE_API long fake_cuda_launches(void) { return atomic_load(&launches); }
@@ -217,9 +222,15 @@ FAKE_API CUresult cuMemsetD32Async(CUdeviceptr d, unsigned int v, size_t n, CUst
 FAKE_API CUresult cuStreamCreate(CUstream *s, unsigned int flags) {
   (void)flags;
   *s = (CUstream)malloc(16);
+  atomic_fetch_add(&streams_made, 1);
+  atomic_fetch_add(&streams_live, 1);
   return CUDA_SUCCESS;
 }
-FAKE_API CUresult cuStreamDestroy(CUstream s) { free(s); return CUDA_SUCCESS; }
+FAKE_API CUresult cuStreamDestroy(CUstream s) {
+  free(s);
+  atomic_fetch_sub(&streams_live, 1);
+  return CUDA_SUCCESS;
+}
 FAKE_API CUresult cuStreamSynchronize(CUstream s) { (void)s; return CUDA_SUCCESS; }
 FAKE_API CUresult cuStreamIsCapturing(CUstream s, CUstreamCaptureStatus *st) {
   *st = s != NULL && s == atomic_load(&capturing) ? CU_STREAM_CAPTURE_STATUS_ACTIVE
