@@ -1,7 +1,8 @@
 /* Where tuning runs time (tuner/tuner_kit.c), on the stand-in driver
  * (KDA_LIBCUDA names tests/fake_cuda): one stream per context however many
- * runs it makes, and one run of the process timing on a device at a time,
- * whatever its context. The stand-in runs no kernel, so every run here
+ * runs it makes, and one run timing on a GPU at a time, whatever its
+ * context or process (the processes' lock files live in a directory of
+ * this test's own, KDA_TIMING_LOCK_DIR). The stand-in runs no kernel, so every run here
  * compiles its candidates, times, then stops at validation and keeps the
  * heuristic config: enough to see its stream and its wait. */
 #include <dlfcn.h>
@@ -14,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/select.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -59,10 +62,13 @@ static void call_free(call *c) {
 /* Tuning runs that reached their timing and validation: on the stand-in
  * each ends there ("tuning stopped"), so the context's tuning_runs stays 0. */
 static atomic_int g_stopped;
+/* Warnings that a run timed without another process's lock. */
+static atomic_int g_timed_anyway;
 
 static void count_stopped(void *user, kda_log_level level, const char *message) {
   (void)user;
   if (level == KDA_LOG_WARN && strstr(message, "tuning stopped")) atomic_fetch_add(&g_stopped, 1);
+  if (level == KDA_LOG_WARN && strstr(message, "timing lock")) atomic_fetch_add(&g_timed_anyway, 1);
 }
 
 static kda_context *tuning_context(void) {
@@ -173,9 +179,136 @@ static void a_tuning_run_waits_while_another_context_times_on_the_device(void **
   kda_context_destroy(b);
 }
 
+/* A child process holds the GPU's timing lock (its own context's kit) until
+ * it reads a byte from `go` (or gives up after 5 minutes); it writes a byte
+ * to `ready` once it holds it. Returns its pid. */
+static pid_t child_holding_the_lock(const int ready[2], const int go[2]) {
+  const pid_t pid = fork();
+  if (pid != 0) {
+    /* Only the child writes `ready` and reads `go`: a child that dies
+     * closes them, and the parent's read ends. */
+    close(ready[1]);
+    close(go[0]);
+    return pid;
+  }
+  close(ready[0]);
+  close(go[1]);
+  const int rd = ready[1], gd = go[0];
+  kda_options o = kda_options_default();
+  o.db_path = ":memory:";
+  o.tune_mode = KDA_TUNE_ON;
+  o.log_level = KDA_LOG_ERROR;
+  kda_context *ctx = NULL;
+  kda__tune_kit *kit = NULL;
+  double waited = 0;
+  if (kda_context_create(&o, &ctx) != KDA_OK || kda__tune_kit_acquire(ctx, &kit, &waited) != KDA_OK ||
+      !kit->flocked)
+    _exit(2);
+  char b = 1;
+  if (write(rd, &b, 1) != 1) _exit(3);
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  const time_t until = ts.tv_sec + 300;
+  for (;;) {
+    fd_set fds;
+    FD_ZERO(&fds);
+    FD_SET(gd, &fds);
+    struct timeval tv = {1, 0};
+    if (select(gd + 1, &fds, NULL, NULL, &tv) > 0) break;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    if (ts.tv_sec > until) break;
+  }
+  kda__tune_kit_release(ctx);
+  kda_context_destroy(ctx);
+  _exit(0);
+}
+
+/* Another process holds the GPU's timing lock: this process's run waits for
+ * it, counted, and times once the other lets go. */
+static void a_tuning_run_waits_while_another_process_times_on_the_gpu(void **state) {
+  (void)state;
+  int ready[2], go[2];
+  assert_int_equal(pipe(ready), 0);
+  assert_int_equal(pipe(go), 0);
+  const pid_t pid = child_holding_the_lock(ready, go);
+  assert_true(pid > 0);
+  char b = 0;
+  assert_int_equal(read(ready[0], &b, 1), 1);
+  kda_context *ctx = tuning_context();
+  cold_call w = {.ctx = ctx, .st = KDA_ERROR_INTERNAL};
+  call_init(&w.c, 8, 300);
+  atomic_store(&g_stopped, 0);
+  atomic_store(&g_timed_anyway, 0);
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, run_cold_call, &w), 0);
+  for (int i = 0; i < 30000 && stats_of(ctx).tuning_timing_waits == 0 && !atomic_load(&w.done); ++i)
+    usleep(10000);
+  assert_int_equal(stats_of(ctx).tuning_timing_waits, 1);
+  const double held_from = now_ms();
+  usleep(200000);
+  assert_int_equal(atomic_load(&w.done), 0);
+  assert_int_equal(write(go[1], &b, 1), 1);
+  const double released = now_ms();
+  assert_int_equal(pthread_join(t, NULL), 0);
+  int status = -1;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  assert_int_equal(w.st, KDA_OK);
+  const kda_stats s = stats_of(ctx);
+  printf("the run waited %.0f ms for the other process (which held the lock %.0f ms after the "
+         "run began waiting)\n", s.tuning_timing_wait_ms_total, released - held_from);
+  assert_int_equal(s.tuning_timing_waits, 1);
+  assert_true(s.tuning_timing_wait_ms_total >= released - held_from - 1.0);
+  assert_int_equal(atomic_load(&g_stopped), 1);
+  assert_int_equal(atomic_load(&g_timed_anyway), 0);
+  call_free(&w.c);
+  kda_context_destroy(ctx);
+  close(ready[0]);
+  close(go[1]);
+}
+
+/* Another process holds the lock for good (stopped, hung): the run times
+ * anyway once the bound has passed (2 x the budget + 3 s, at least 10 s),
+ * with one warning. */
+static void a_tuning_run_times_anyway_when_another_process_never_lets_go(void **state) {
+  (void)state;
+  int ready[2], go[2];
+  assert_int_equal(pipe(ready), 0);
+  assert_int_equal(pipe(go), 0);
+  const pid_t pid = child_holding_the_lock(ready, go);
+  assert_true(pid > 0);
+  char b = 0;
+  assert_int_equal(read(ready[0], &b, 1), 1);
+  kda_context *ctx = tuning_context();
+  call c;
+  call_init(&c, 16, 300);
+  atomic_store(&g_stopped, 0);
+  atomic_store(&g_timed_anyway, 0);
+  assert_int_equal(kda_gate_chunk_cumsum(ctx, &c.a, NULL), KDA_OK);
+  const kda_stats s = stats_of(ctx);
+  printf("the run waited %.0f ms, then timed anyway\n", s.tuning_timing_wait_ms_total);
+  assert_int_equal(s.tuning_timing_waits, 1);
+  assert_true(s.tuning_timing_wait_ms_total >= 9000.0); /* the 10 s bound, a sleep's slack */
+  assert_int_equal(atomic_load(&g_timed_anyway), 1);
+  assert_int_equal(atomic_load(&g_stopped), 1);
+  assert_int_equal(write(go[1], &b, 1), 1);
+  int status = -1;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  call_free(&c);
+  kda_context_destroy(ctx);
+  close(ready[0]);
+  close(go[1]);
+}
+
 int main(void) {
   /* Each test names its tuning mode; ctest's KDA_TUNE=off would override. */
   unsetenv("KDA_TUNE");
+  /* This test's own lock files: runs of other tests on the stand-in's
+   * device (same bus id) do not wait on it, nor it on them. */
+  char dir[] = "/tmp/kda-timing-test-XXXXXX";
+  if (mkdtemp(dir) == NULL) return 1;
+  setenv("KDA_TIMING_LOCK_DIR", dir, 1);
   const char *path = getenv("KDA_LIBCUDA");
   void *h = path ? dlopen(path, RTLD_NOW) : NULL;
   if (h) {
@@ -190,6 +323,12 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(tuning_runs_of_a_context_share_one_stream),
       cmocka_unit_test(a_tuning_run_waits_while_another_context_times_on_the_device),
+      cmocka_unit_test(a_tuning_run_waits_while_another_process_times_on_the_gpu),
+      cmocka_unit_test(a_tuning_run_times_anyway_when_another_process_never_lets_go),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  const int failed = cmocka_run_group_tests(tests, NULL, NULL);
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  if (system(cmd) != 0) return 1;
+  return failed;
 }

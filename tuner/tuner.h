@@ -300,12 +300,17 @@ typedef struct kda__tune_kit {
   CUstream stream;
   CUevent ev[KDA__KIT_EVENTS];
   int nev;
+  int lock_fd;         /* the GPU's timing lock file across processes, or -1 */
+  int flocked;         /* lock_fd is locked by the run holding the kit */
+  char lock_path[512];
 } kda__tune_kit;
 
 /* Takes ctx's device timing lock, waiting while another tuning run of this
- * process times on that device (counted in ctx's stats, *waited_ms), and
- * returns ctx's kit, made on first use. Hold it from the first launch of a
- * run's bench to its last; on error nothing is held. */
+ * process, then of another process, times on that GPU (counted in ctx's
+ * stats, *waited_ms; another process's wait is bounded, then the run times
+ * anyway with a warning), and returns ctx's kit, made on first use. Hold it
+ * from the first launch of a run's bench to its last; on error nothing is
+ * held. */
 kda_status kda__tune_kit_acquire(kda_context *ctx, kda__tune_kit **kit, double *waited_ms);
 /* Synchronizes the kit's stream and releases the lock. */
 void kda__tune_kit_release(kda_context *ctx);

@@ -1,7 +1,9 @@
 /* What a tuning run times with: its context's stream and events, made on
  * the context's first tuning run and kept until the context is destroyed,
- * and its device's timing lock, so that two tuning runs of one process
- * never time on one GPU at once.
+ * and its device's timing lock, so that two tuning runs never time on one
+ * GPU at once: a mutex per device within the process, then an flock on a
+ * file named by the GPU's PCI bus id across processes (several `kda-tune
+ * prewarm` at once on one GPU, test_stress_concurrent_prewarm_gpu).
  *
  * Why one lock per device: two runs timing at once on different streams
  * share the GPU, so each times the other's kernels too and may keep a
@@ -16,10 +18,15 @@
  * stream put a process that tuned into that state; with the kit a context
  * makes one. */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "context_internal.h"
 #include "error.h"
@@ -54,13 +61,71 @@ static void kit_free(const kda__driver *d, kda__tune_kit *k) {
   if (k == NULL) return;
   for (int i = 0; i < k->nev; ++i) d->cuEventDestroy(k->ev[i]);
   if (k->stream) d->cuStreamDestroy(k->stream);
+  if (k->lock_fd >= 0) close(k->lock_fd);
   free(k);
+}
+
+/* The file every process locks to time on this GPU:
+ * $KDA_TIMING_LOCK_DIR (default /tmp)/kda-timing-<PCI bus id>.lock, or -1
+ * where there is none ("off", no bus id, a directory that cannot hold it):
+ * then only this process's runs take turns. Opened read-only (flock needs
+ * no write access, so users sharing a GPU share the file) and created only
+ * where it is missing (an O_CREAT open of another user's file in a sticky
+ * directory fails under fs.protected_regular). */
+static int open_lock_file(kda_context *ctx, char *path, size_t size) {
+  const char *dir = getenv("KDA_TIMING_LOCK_DIR");
+  if (dir == NULL || dir[0] == '\0') dir = "/tmp";
+  path[0] = '\0';
+  if (strcmp(dir, "off") == 0) return -1;
+  char bus[64];
+  if (ctx->drv->cuDeviceGetPCIBusId(bus, (int)sizeof bus, ctx->device) != CUDA_SUCCESS) return -1;
+  snprintf(path, size, "%s/kda-timing-%s.lock", dir, bus);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT) fd = open(path, O_RDONLY | O_CREAT | O_CLOEXEC, 0444);
+  if (fd < 0 && errno == EEXIST) fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    kda__log(ctx, KDA_LOG_INFO, "cannot open the timing lock %s (%s): tuning runs of other "
+             "processes on this GPU may time at the same moment", path, strerror(errno));
+  return fd;
+}
+
+/* How long a run waits for another process's timing before timing anyway:
+ * as long as a tuning run of this budget may time, twice, and 3 s (a
+ * process stopped while holding the lock must not stall tuning for good). */
+static double flock_bound_ms(const kda_context *ctx) {
+  const double b = 2.0 * ctx->tune_budget_ms + 3000.0;
+  return b < 10000.0 ? 10000.0 : b;
+}
+
+/* Takes the kit's file lock, waiting at most flock_bound_ms. Returns 1 if
+ * held; adds the wait to *waited_ms (and counts it, if it did not already). */
+static int lock_file(kda_context *ctx, kda__tune_kit *k, int counted, double *waited_ms) {
+  if (k->lock_fd < 0) return 0;
+  if (flock(k->lock_fd, LOCK_EX | LOCK_NB) == 0) return 1;
+  if (errno != EWOULDBLOCK) return 0;
+  if (!counted) atomic_fetch_add(&ctx->tune_timing_waits, 1);
+  const double t0 = now_ms(), bound = flock_bound_ms(ctx);
+  int held = 0;
+  for (long sleep_us = 200; !held && now_ms() - t0 < bound;) {
+    usleep((useconds_t)sleep_us);
+    if (sleep_us < 5000) sleep_us *= 2;
+    held = flock(k->lock_fd, LOCK_EX | LOCK_NB) == 0;
+  }
+  const double w = now_ms() - t0;
+  *waited_ms += w;
+  atomic_fetch_add(&ctx->tune_timing_wait_ns, (uint_fast64_t)(w * 1e6));
+  if (!held)
+    kda__log(ctx, KDA_LOG_WARN, "another process held this GPU's timing lock (%s) for %.0f s; "
+             "timing anyway, and its kernels may share the GPU with these", k->lock_path,
+             w / 1e3);
+  return held;
 }
 
 static kda_status kit_make(kda_context *ctx, kda__tune_kit **out) {
   const kda__driver *d = ctx->drv;
   kda__tune_kit *k = calloc(1, sizeof *k);
   KDA__REQUIRE(k != NULL, KDA_ERROR_OUT_OF_MEMORY, "out of memory creating the tuning stream");
+  k->lock_fd = open_lock_file(ctx, k->lock_path, sizeof k->lock_path);
   CUresult r = d->cuStreamCreate(&k->stream, CU_STREAM_NON_BLOCKING);
   for (int i = 0; r == CUDA_SUCCESS && i < KDA__KIT_EVENTS; ++i) {
     r = d->cuEventCreate(&k->ev[i], CU_EVENT_DEFAULT);
@@ -79,7 +144,9 @@ kda_status kda__tune_kit_acquire(kda_context *ctx, kda__tune_kit **kit, double *
   *kit = NULL;
   *waited_ms = 0;
   pthread_mutex_t *m = lock_of(ctx);
+  int counted = 0;
   if (pthread_mutex_trylock(m) == EBUSY) {
+    counted = 1;
     /* Counted as it begins, so that the stats show a run waiting now. */
     atomic_fetch_add(&ctx->tune_timing_waits, 1);
     const double t0 = now_ms();
@@ -97,13 +164,19 @@ kda_status kda__tune_kit_acquire(kda_context *ctx, kda__tune_kit **kit, double *
     kda__tune_kit_release(ctx);
     return st;
   }
+  ctx->tune_kit->flocked = lock_file(ctx, ctx->tune_kit, counted, waited_ms);
   *kit = ctx->tune_kit;
   return KDA_OK;
 }
 
 void kda__tune_kit_release(kda_context *ctx) {
   /* The next holder's first event must not time this run's last work. */
-  if (ctx->tune_kit != NULL) ctx->drv->cuStreamSynchronize(ctx->tune_kit->stream);
+  kda__tune_kit *k = ctx->tune_kit;
+  if (k != NULL) {
+    ctx->drv->cuStreamSynchronize(k->stream);
+    if (k->flocked) flock(k->lock_fd, LOCK_UN);
+    k->flocked = 0;
+  }
   atomic_fetch_sub(&g_inside, 1);
   pthread_mutex_unlock(lock_of(ctx));
 }

@@ -24,10 +24,15 @@
  *    specialization compile it once; calls of other specializations do not
  *    wait on the library's locks for that compilation (NVRTC itself runs
  *    one compilation at a time per process, so two cold specializations
- *    met at once still compile one after the other). Tuning runs of one
- *    process time their candidates on a GPU one at a time, whatever their
- *    context (each would otherwise time the other's kernels too): a run
+ *    met at once still compile one after the other). Tuning runs time
+ *    their candidates on a GPU one at a time, whatever their context or
+ *    process (each would otherwise time the other's kernels too): a run
  *    that meets another's timing waits for it (kda_stats.tuning_timing_waits).
+ *    Across processes the lock is an flock on
+ *    $KDA_TIMING_LOCK_DIR/kda-timing-<PCI bus id>.lock (default directory
+ *    /tmp; "off": within the process only); a run waits for another
+ *    process at most 2 * tune_budget_ms + 3 s (at least 10 s), then times
+ *    anyway with a warning.
  *  - kda_context_create may be called concurrently (each call makes its own
  *    context). kda_context_destroy must not race with any other call on the
  *    same context.
