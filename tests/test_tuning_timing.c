@@ -162,8 +162,9 @@ static void a_tuning_run_waits_while_another_context_times_on_the_device(void **
   usleep(200000);
   assert_int_equal(atomic_load(&w.done), 0); /* still waiting */
   atomic_store(&g_stopped, 0);
-  kda__tune_kit_release(a);
+  /* Read before letting go: the run's wait ends after it. */
   const double released = now_ms();
+  kda__tune_kit_release(a);
   assert_int_equal(pthread_join(t, NULL), 0);
   assert_int_equal(w.st, KDA_OK);
   const kda_stats s = stats_of(b);
@@ -247,8 +248,8 @@ static void a_tuning_run_waits_while_another_process_times_on_the_gpu(void **sta
   const double held_from = now_ms();
   usleep(200000);
   assert_int_equal(atomic_load(&w.done), 0);
+  const double released = now_ms(); /* before the other lets go */
   assert_int_equal(write(go[1], &b, 1), 1);
-  const double released = now_ms();
   assert_int_equal(pthread_join(t, NULL), 0);
   int status = -1;
   assert_int_equal(waitpid(pid, &status, 0), pid);

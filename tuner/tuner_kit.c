@@ -103,8 +103,8 @@ static int lock_file(kda_context *ctx, kda__tune_kit *k, int counted, double *wa
   if (k->lock_fd < 0) return 0;
   if (flock(k->lock_fd, LOCK_EX | LOCK_NB) == 0) return 1;
   if (errno != EWOULDBLOCK) return 0;
-  if (!counted) atomic_fetch_add(&ctx->tune_timing_waits, 1);
   const double t0 = now_ms(), bound = flock_bound_ms(ctx);
+  if (!counted) atomic_fetch_add(&ctx->tune_timing_waits, 1);
   int held = 0;
   for (long sleep_us = 200; !held && now_ms() - t0 < bound;) {
     usleep((useconds_t)sleep_us);
@@ -147,9 +147,10 @@ kda_status kda__tune_kit_acquire(kda_context *ctx, kda__tune_kit **kit, double *
   int counted = 0;
   if (pthread_mutex_trylock(m) == EBUSY) {
     counted = 1;
-    /* Counted as it begins, so that the stats show a run waiting now. */
-    atomic_fetch_add(&ctx->tune_timing_waits, 1);
+    /* Counted as it begins (after its clock starts: whoever sees the count
+     * sees a wait already being timed), so the stats show a run waiting. */
     const double t0 = now_ms();
+    atomic_fetch_add(&ctx->tune_timing_waits, 1);
     pthread_mutex_lock(m);
     *waited_ms = now_ms() - t0;
     atomic_fetch_add(&ctx->tune_timing_wait_ns, (uint_fast64_t)(*waited_ms * 1e6));
