@@ -25,12 +25,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "context_internal.h"
 #include "error.h"
 #include "tuner.h"
+#include "tuner_job.h" /* kda__job_now_ms */
 
 /* Devices share a lock when their ordinals agree modulo this: still
  * correct (their runs just take turns), and no process has this many. */
@@ -49,12 +49,6 @@ static pthread_mutex_t *lock_of(const kda_context *ctx) {
   pthread_once(&g_locks_once, init_locks);
   const unsigned d = (unsigned)ctx->device;
   return &g_locks[d % KDA__KIT_LOCKS];
-}
-
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
 static void kit_free(const kda__driver *d, kda__tune_kit *k) {
@@ -103,15 +97,15 @@ static int lock_file(kda_context *ctx, kda__tune_kit *k, int counted, double *wa
   if (k->lock_fd < 0) return 0;
   if (flock(k->lock_fd, LOCK_EX | LOCK_NB) == 0) return 1;
   if (errno != EWOULDBLOCK) return 0;
-  const double t0 = now_ms(), bound = flock_bound_ms(ctx);
+  const double t0 = kda__job_now_ms(), bound = flock_bound_ms(ctx);
   if (!counted) atomic_fetch_add(&ctx->tune_timing_waits, 1);
   int held = 0;
-  for (long sleep_us = 200; !held && now_ms() - t0 < bound;) {
+  for (long sleep_us = 200; !held && kda__job_now_ms() - t0 < bound;) {
     usleep((useconds_t)sleep_us);
     if (sleep_us < 5000) sleep_us *= 2;
     held = flock(k->lock_fd, LOCK_EX | LOCK_NB) == 0;
   }
-  const double w = now_ms() - t0;
+  const double w = kda__job_now_ms() - t0;
   *waited_ms += w;
   atomic_fetch_add(&ctx->tune_timing_wait_ns, (uint_fast64_t)(w * 1e6));
   if (!held)
@@ -149,10 +143,10 @@ kda_status kda__tune_kit_acquire(kda_context *ctx, kda__tune_kit **kit, double *
     counted = 1;
     /* Counted as it begins (after its clock starts: whoever sees the count
      * sees a wait already being timed), so the stats show a run waiting. */
-    const double t0 = now_ms();
+    const double t0 = kda__job_now_ms();
     atomic_fetch_add(&ctx->tune_timing_waits, 1);
     pthread_mutex_lock(m);
-    *waited_ms = now_ms() - t0;
+    *waited_ms = kda__job_now_ms() - t0;
     atomic_fetch_add(&ctx->tune_timing_wait_ns, (uint_fast64_t)(*waited_ms * 1e6));
   }
   const int inside = atomic_fetch_add(&g_inside, 1) + 1;
