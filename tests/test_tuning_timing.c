@@ -22,7 +22,6 @@
 
 #include <cmocka.h>
 
-#include "context_internal.h"
 #include "kda/kda.h"
 #include "tuner.h"
 
@@ -224,17 +223,39 @@ static pid_t child_holding_the_lock(const int ready[2], const int go[2]) {
   _exit(0);
 }
 
+/* A child process holding the lock, and the pipes to it. */
+typedef struct holder {
+  int ready[2], go[2];
+  pid_t pid;
+} holder;
+
+/* Starts the child and returns once it holds the lock. */
+static void holder_start(holder *h) {
+  assert_int_equal(pipe(h->ready), 0);
+  assert_int_equal(pipe(h->go), 0);
+  h->pid = child_holding_the_lock(h->ready, h->go);
+  assert_true(h->pid > 0);
+  char b = 0;
+  assert_int_equal(read(h->ready[0], &b, 1), 1);
+}
+
+/* Tells the child to let go, then checks that it ended cleanly. */
+static void holder_release(holder *h) {
+  const char b = 1;
+  assert_int_equal(write(h->go[1], &b, 1), 1);
+  int status = -1;
+  assert_int_equal(waitpid(h->pid, &status, 0), h->pid);
+  assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  close(h->ready[0]);
+  close(h->go[1]);
+}
+
 /* Another process holds the GPU's timing lock: this process's run waits for
  * it, counted, and times once the other lets go. */
 static void a_tuning_run_waits_while_another_process_times_on_the_gpu(void **state) {
   (void)state;
-  int ready[2], go[2];
-  assert_int_equal(pipe(ready), 0);
-  assert_int_equal(pipe(go), 0);
-  const pid_t pid = child_holding_the_lock(ready, go);
-  assert_true(pid > 0);
-  char b = 0;
-  assert_int_equal(read(ready[0], &b, 1), 1);
+  holder h;
+  holder_start(&h);
   kda_context *ctx = tuning_context();
   cold_call w = {.ctx = ctx, .st = KDA_ERROR_INTERNAL};
   call_init(&w.c, 8, 300);
@@ -249,11 +270,8 @@ static void a_tuning_run_waits_while_another_process_times_on_the_gpu(void **sta
   usleep(200000);
   assert_int_equal(atomic_load(&w.done), 0);
   const double released = now_ms(); /* before the other lets go */
-  assert_int_equal(write(go[1], &b, 1), 1);
+  holder_release(&h);
   assert_int_equal(pthread_join(t, NULL), 0);
-  int status = -1;
-  assert_int_equal(waitpid(pid, &status, 0), pid);
-  assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   assert_int_equal(w.st, KDA_OK);
   const kda_stats s = stats_of(ctx);
   printf("the run waited %.0f ms for the other process (which held the lock %.0f ms after the "
@@ -264,8 +282,6 @@ static void a_tuning_run_waits_while_another_process_times_on_the_gpu(void **sta
   assert_int_equal(atomic_load(&g_timed_anyway), 0);
   call_free(&w.c);
   kda_context_destroy(ctx);
-  close(ready[0]);
-  close(go[1]);
 }
 
 /* Another process holds the lock for good (stopped, hung): the run times
@@ -273,13 +289,8 @@ static void a_tuning_run_waits_while_another_process_times_on_the_gpu(void **sta
  * with one warning. */
 static void a_tuning_run_times_anyway_when_another_process_never_lets_go(void **state) {
   (void)state;
-  int ready[2], go[2];
-  assert_int_equal(pipe(ready), 0);
-  assert_int_equal(pipe(go), 0);
-  const pid_t pid = child_holding_the_lock(ready, go);
-  assert_true(pid > 0);
-  char b = 0;
-  assert_int_equal(read(ready[0], &b, 1), 1);
+  holder h;
+  holder_start(&h);
   kda_context *ctx = tuning_context();
   call c;
   call_init(&c, 16, 300);
@@ -292,14 +303,9 @@ static void a_tuning_run_times_anyway_when_another_process_never_lets_go(void **
   assert_true(s.tuning_timing_wait_ms_total >= 9000.0); /* the 10 s bound, a sleep's slack */
   assert_int_equal(atomic_load(&g_timed_anyway), 1);
   assert_int_equal(atomic_load(&g_stopped), 1);
-  assert_int_equal(write(go[1], &b, 1), 1);
-  int status = -1;
-  assert_int_equal(waitpid(pid, &status, 0), pid);
-  assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  holder_release(&h);
   call_free(&c);
   kda_context_destroy(ctx);
-  close(ready[0]);
-  close(go[1]);
 }
 
 int main(void) {
