@@ -8,6 +8,7 @@
 
 #include "kda_tune.h"
 #include "prewarm_budget.h"
+#include "server_streams.h"
 #include "shapes_file.h"
 
 static const tune_opt prewarm_opts[] = {
@@ -35,6 +36,7 @@ static const tune_opt prewarm_opts[] = {
     {"arch", "sm_XY", "architecture for --compile-only, e.g. sm_90"},
     {"budget-ms", "MS", "tuning budget per specialization (default 15000: the whole candidate space; the library's own, for a cold call in a server, is 1000)"},
     {"compile-threads", "N", "threads compiling one specialization's candidates (default: the CPUs, at most 8)"},
+    {"streams", "N", "CUDA streams made in this process before tuning, so that candidates are timed in the state of a server's process (default 64, the pool a PyTorch process makes; 0: none)"},
     {"dry-run", NULL, "list the specializations, do nothing"},
     {NULL, NULL, NULL}};
 static const tune_cmd prewarm_cmd = {
@@ -181,8 +183,18 @@ int cmd_prewarm(int argc, char **argv) {
     tune_error(&a, "--arch applies to --compile-only only (tuning uses the GPU's own architecture)");
     return TUNE_USAGE;
   }
-  long device = 0, budget = 0, compile_threads = 0;
+  if (compile_only && tune_has(&a, "streams")) {
+    tune_error(&a, "--streams applies to tuning on a GPU, not to --compile-only");
+    return TUNE_USAGE;
+  }
+  /* Streams: small grids run at another speed in a process that has made
+   * several (docs/perf-notes.md, eighteenth session). A PyTorch process
+   * makes 32 per priority the first time it takes a side stream (a graph
+   * capture, a communication library); tuning in that state picks the
+   * winners that are fastest where the server runs them. */
+  long device = 0, budget = 0, compile_threads = 0, streams = 64;
   if ((rc = tune_get_int(&a, "device", 0, 1023, &device)) != 0) return rc;
+  if ((rc = tune_get_int(&a, "streams", 0, 1024, &streams)) != 0) return rc;
   if ((rc = tune_get_int(&a, "budget-ms", 1, 600000, &budget)) != 0) return rc;
   if ((rc = tune_get_int(&a, "compile-threads", 1, 64, &compile_threads)) != 0) return rc;
   shape_list list = {NULL, 0, 0};
@@ -225,6 +237,14 @@ int cmd_prewarm(int argc, char **argv) {
       tune_error(&a, "no usable GPU for tuning (device %ld): %s", device, kda_last_error());
       fprintf(stderr, "kda-tune prewarm: hint: on a build box without a GPU, use --compile-only "
                       "--arch sm_XY to store cubins\n");
+      kda_db_close(db);
+      shape_list_free(&list);
+      return TUNE_FAIL;
+    }
+    char why[256];
+    if (server_streams_make((int)device, (int)streams, why, sizeof why) != 0) {
+      tune_error(&a, "--streams %ld: %s", streams, why);
+      kda_context_destroy(ctx);
       kda_db_close(db);
       shape_list_free(&list);
       return TUNE_FAIL;

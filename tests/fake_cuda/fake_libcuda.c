@@ -43,6 +43,18 @@ static atomic_long streams_made, streams_live;
 FAKE_API long fake_cuda_streams_made(void) { return atomic_load(&streams_made); }
 FAKE_API long fake_cuda_streams_live(void) { return atomic_load(&streams_live); }
 
+/* FAKE_CUDA_STATS_FILE=PATH: at exit, the stream counts go to PATH, for a
+ * test that drives another process (kda-tune prewarm --streams). */
+__attribute__((destructor)) static void write_stats_file(void) {
+  const char *path = getenv("FAKE_CUDA_STATS_FILE");
+  if (path == NULL || *path == '\0') return;
+  FILE *f = fopen(path, "w");
+  if (f == NULL) return;
+  fprintf(f, "streams_made %ld\nstreams_live %ld\n", atomic_load(&streams_made),
+          atomic_load(&streams_live));
+  fclose(f);
+}
+
 FAKE_API void fake_cuda_capture(CUstream s) { atomic_store(&capturing, s); }
 FAKE_API long fake_cuda_unsafe_calls(void) { return atomic_load(&unsafe_calls); }
 FAKE_API long fake_cuda_launches(void) { return atomic_load(&launches); }
