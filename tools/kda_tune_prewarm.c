@@ -36,7 +36,7 @@ static const tune_opt prewarm_opts[] = {
     {"arch", "sm_XY", "architecture for --compile-only, e.g. sm_90"},
     {"budget-ms", "MS", "tuning budget per specialization (default 15000: the whole candidate space; the library's own, for a cold call in a server, is 1000)"},
     {"compile-threads", "N", "threads compiling one specialization's candidates (default: the CPUs, at most 8)"},
-    {"streams", "N", "CUDA streams made in this process before tuning, so that candidates are timed in the state of a server's process (default 64, the pool a PyTorch process makes; 0: none)"},
+    {"streams", "N", "CUDA streams made in this process before tuning, to time candidates in the state of a server's process (a PyTorch process makes 64 or more; default 0)"},
     {"dry-run", NULL, "list the specializations, do nothing"},
     {NULL, NULL, NULL}};
 static const tune_cmd prewarm_cmd = {
@@ -187,12 +187,12 @@ int cmd_prewarm(int argc, char **argv) {
     tune_error(&a, "--streams applies to tuning on a GPU, not to --compile-only");
     return TUNE_USAGE;
   }
-  /* Streams: small grids run at another speed in a process that has made
-   * several (docs/perf-notes.md, eighteenth session). A PyTorch process
-   * makes 32 per priority the first time it takes a side stream (a graph
-   * capture, a communication library); tuning in that state picks the
-   * winners that are fastest where the server runs them. */
-  long device = 0, budget = 0, compile_threads = 0, streams = 64;
+  /* --streams: small grids run at another speed in a process that has made
+   * several (docs/perf-notes.md, sixteenth session), and a PyTorch process
+   * makes 32 per priority the first time it takes a side stream. Off by
+   * default: with 64 the tuner's own timings moved by about 1% and its
+   * picks among near-ties changed either way (eighteenth session). */
+  long device = 0, budget = 0, compile_threads = 0, streams = 0;
   if ((rc = tune_get_int(&a, "device", 0, 1023, &device)) != 0) return rc;
   if ((rc = tune_get_int(&a, "streams", 0, 1024, &streams)) != 0) return rc;
   if ((rc = tune_get_int(&a, "budget-ms", 1, 600000, &budget)) != 0) return rc;

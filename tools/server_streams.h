@@ -3,8 +3,8 @@
  * first time any side stream is used (a CUDA graph capture, a communication
  * library), and some small grids run at another speed in a process that
  * has made several streams (docs/perf-notes.md, sixteenth and eighteenth
- * sessions). A tuner timing its candidates in a process without them may
- * pick winners that are slower in the server. */
+ * sessions). kda-tune prewarm --streams N times its candidates in that
+ * state. */
 #ifndef KDA_TOOLS_SERVER_STREAMS_H
 #define KDA_TOOLS_SERVER_STREAMS_H
 
