@@ -31,6 +31,7 @@ import math
 import os
 import statistics
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -264,9 +265,11 @@ class Row:
 
 
 def run_row(T, H, nseq, l2_bytes, bw):
+    wall_start = time.time()
     row = Row(T, H, nseq, l2_bytes)
     n = row.n
     gk, gt = capture(row.lk), capture(row.lt)
+    timed_from = time.time()
     us_k, us_t = time_graphs([gk, gt])
     floor_us = 6 * n / (bw * 1e3)
     r = {
@@ -279,6 +282,9 @@ def run_row(T, H, nseq, l2_bytes, bw):
         "libkda_max_rel_err": row.err_k, "triton_max_rel_err": row.err_t,
         "libkda_bad": row.bad_k, "triton_bad": row.bad_t,
         "issue_triton_us": ISSUE_TRITON_US.get((T, H)) if not nseq else None,
+        # Wall clock (Unix seconds): the row's start and its timed replays,
+        # to line up with a GPU clock log (nvidia-smi -lms).
+        "wall_start": round(wall_start, 3), "wall_timed": [round(timed_from, 3), round(time.time(), 3)],
     }
     # The graphs go before the buffers they use.
     del gk, gt, row
