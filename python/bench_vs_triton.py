@@ -27,7 +27,6 @@ process, as a deployment does; see docs/PERFORMANCE.md).
 import argparse
 import datetime
 import json
-import math
 import os
 import statistics
 import sys
