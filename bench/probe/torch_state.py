@@ -3,11 +3,10 @@
 
     KDA_LIBRARY=... KDA_CACHE_DIR=<db dir> PYTHONPATH=python:bench/probe python3 bench/probe/torch_state.py
 
-Each case replays libkda's 64-call graph 15 times (median per call):
-  alone        nothing else replayed in between;
-  after_triton each replay right after a replay of the Triton kernel's graph
-               (bench_vs_triton.py's order);
-  after_kda2   each replay right after a second libkda graph on other buffers.
+Each case replays a 64-call graph 15 times (median per call), two rounds:
+libkda's graph alone; libkda's right after a replay of the Triton
+kernel's graph (bench_vs_triton.py's order); the Triton graph alone; and
+the Triton graph right after libkda's.
 """
 import statistics
 import sys
