@@ -16,7 +16,6 @@ frees the same 2 GiB without copying.
     KDA_LIBRARY=... KDA_CACHE_DIR=<db dir> PYTHONPATH=python:bench/probe python3 bench/probe/torch_sequence.py
 """
 import os
-import statistics
 
 import torch
 
@@ -24,15 +23,8 @@ import bench_vs_triton as B
 
 
 def timed(graph):
-    e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    ts = []
-    for _ in range(B.REPLAYS):
-        e0.record()
-        graph.replay()
-        e1.record()
-        e1.synchronize()
-        ts.append(e0.elapsed_time(e1) * 1e3 / B.GRAPH_LAUNCHES)
-    return statistics.median(ts)
+    """Median per call of one graph (bench_vs_triton.py's timing)."""
+    return B.time_graphs([graph])[0]
 
 
 def main():
