@@ -28,6 +28,22 @@ static kda__tune_trial ok_trial(int32_t id, double median) {
   return t;
 }
 
+/* The one block shape kept out of large-enough grids, and only that one. */
+static void one_channel_128_thread_blocks_are_unsafe_from_1024_blocks(void **state) {
+  (void)state;
+  const kda__config one = {.vec = 1, .tx = 16, .seg = 8};
+  assert_false(kda__tune_unsafe_in_servers(one, 256));
+  assert_false(kda__tune_unsafe_in_servers(one, 512));
+  assert_false(kda__tune_unsafe_in_servers(one, KDA__TUNE_SERVER_SLOW_BLOCKS - 1));
+  assert_true(kda__tune_unsafe_in_servers(one, KDA__TUNE_SERVER_SLOW_BLOCKS));
+  assert_true(kda__tune_unsafe_in_servers(one, 1u << 20));
+  const kda__config others[] = {{.vec = 1, .tx = 16, .seg = 4}, {.vec = 1, .tx = 32, .seg = 8},
+                                {.vec = 2, .tx = 8, .seg = 8},  {.vec = 2, .tx = 8, .seg = 16},
+                                {.vec = 4, .tx = 4, .seg = 8},  {.vec = 8, .tx = 16, .seg = 8}};
+  for (size_t i = 0; i < sizeof others / sizeof others[0]; ++i)
+    assert_false(kda__tune_unsafe_in_servers(others[i], 1024));
+}
+
 static void median_of_odd_and_even_counts_and_percentiles(void **state) {
   (void)state;
   double odd[] = {9, 1, 5, 3, 7};
@@ -600,6 +616,7 @@ static void pruning_tries_every_vector_width_early(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(median_of_odd_and_even_counts_and_percentiles),
+      cmocka_unit_test(one_channel_128_thread_blocks_are_unsafe_from_1024_blocks),
       cmocka_unit_test(rejected_candidates_never_win_even_when_fastest),
       cmocka_unit_test(unmeasured_candidates_never_win),
       cmocka_unit_test(ties_within_the_band_go_to_the_lowest_config_id),

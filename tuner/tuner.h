@@ -127,6 +127,20 @@ long kda__tune_pick(const kda__tune_trial *trials, size_t n, double band);
  * 1.2% in kda-bench, docs/perf-notes.md). */
 long kda__tune_pick_keep(const kda__tune_trial *trials, size_t n, double band, size_t ref);
 
+/* Grids of at least this many blocks do not time vec=1,tx=16,seg=8
+ * (kda__tune_unsafe_in_servers). */
+#define KDA__TUNE_SERVER_SLOW_BLOCKS 1024
+
+/* 1 for a block shape the tuner must not pick for a grid of `blocks`
+ * blocks although its own timing may rank it first: one-channel blocks of
+ * 128 threads (vec=1,tx=16,seg=8) at 1024 blocks or more. On an H100 they
+ * ran 1.3 us (37%) slower in a PyTorch process after its fourth CUDA graph
+ * capture, which every graph-capturing server makes, and in some plain C
+ * processes (kda-bench); no other shape measured moved by more than 0.3 us,
+ * and the tuner's own timing never saw the slowdown, even inside such a
+ * process (docs/perf-notes.md, nineteenth session). */
+int kda__tune_unsafe_in_servers(kda__config c, uint64_t blocks);
+
 /* What the process has learned of NVRTC's wall time, per level of programs
  * compiled at once (kda__tune_level); inst_ms[l] == 0: level not seen. */
 typedef struct kda__compile_model {

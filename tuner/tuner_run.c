@@ -276,6 +276,14 @@ static kda_status bench_all(run *r, size_t *rejected) {
       continue;
     }
     const kda__spec s = kda__job_concrete(&j->slot, t->cfg);
+    if (i > 0 && kda__tune_unsafe_in_servers(t->cfg, kda__spec_grid(&s, r->launch.num_chunks))) {
+      t->status = KDA__TRIAL_REJECTED;
+      snprintf(t->reason, sizeof t->reason,
+               "not timed: at %d+ blocks this shape ran 37%% slower in PyTorch processes "
+               "than the tuner measures (docs/perf-notes.md)", KDA__TUNE_SERVER_SLOW_BLOCKS);
+      ++*rejected;
+      continue;
+    }
     const int corrupt = r->hook_set && same_config(&t->cfg, &r->hook);
     KDA__TRY(kda__bench_validate(r->bench, r->fns[i], &s, corrupt, t));
     if (t->status != KDA__TRIAL_OK) {

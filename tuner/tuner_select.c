@@ -90,6 +90,10 @@ long kda__tune_pick_keep(const kda__tune_trial *trials, size_t n, double band, s
   return kda__tune_pick(trials, n, band);
 }
 
+int kda__tune_unsafe_in_servers(kda__config c, uint64_t blocks) {
+  return c.vec == 1 && c.tx == 16 && c.seg == 8 && blocks >= KDA__TUNE_SERVER_SLOW_BLOCKS;
+}
+
 int kda__tune_level(size_t programs) {
   if (programs <= 1) return 0;
   if (programs == 2) return 1;
