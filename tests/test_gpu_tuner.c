@@ -348,8 +348,7 @@ static kda__config non_heuristic_config(void) {
   size_t hid;
   size_t n = kda__tune_space(&s, h, space, KDA__TUNE_SPACE_MAX, &hid);
   for (size_t i = 0; i < n; ++i)
-    if (i != hid && space[i].vec == h.vec && !kda__tune_unsafe_in_servers(space[i], 1u << 20))
-      return space[i]; /* timed, not left out as unsafe (tuner.h) */
+    if (i != hid && space[i].vec == h.vec) return space[i];
   return space[hid == 0 ? 1 : 0];
 }
 

@@ -28,20 +28,38 @@ static kda__tune_trial ok_trial(int32_t id, double median) {
   return t;
 }
 
-/* The one block shape kept out of large-enough grids, and only that one. */
-static void one_channel_128_thread_blocks_are_unsafe_from_1024_blocks(void **state) {
+/* vec=1 is left out wherever a wider shape exists; vec=2,tx=8,seg=16 only
+ * where the bucket meets the window; nothing else. */
+static void shapes_slow_in_servers_are_left_out_and_nothing_else(void **state) {
   (void)state;
-  const kda__config one = {.vec = 1, .tx = 16, .seg = 8};
-  assert_false(kda__tune_unsafe_in_servers(one, 256));
-  assert_false(kda__tune_unsafe_in_servers(one, 512));
-  assert_false(kda__tune_unsafe_in_servers(one, KDA__TUNE_SERVER_SLOW_BLOCKS - 1));
-  assert_true(kda__tune_unsafe_in_servers(one, KDA__TUNE_SERVER_SLOW_BLOCKS));
-  assert_true(kda__tune_unsafe_in_servers(one, 1u << 20));
-  const kda__config others[] = {{.vec = 1, .tx = 16, .seg = 4}, {.vec = 1, .tx = 32, .seg = 8},
-                                {.vec = 2, .tx = 8, .seg = 8},  {.vec = 2, .tx = 8, .seg = 16},
-                                {.vec = 4, .tx = 4, .seg = 8},  {.vec = 8, .tx = 16, .seg = 8}};
+  const int64_t min = KDA__TUNE_SERVER_SLOW_MIN_COLUMNS, end = KDA__TUNE_SERVER_SLOW_END_COLUMNS;
+  const kda__config v1[] = {{.vec = 1, .tx = 16, .seg = 8}, {.vec = 1, .tx = 16, .seg = 16},
+                            {.vec = 1, .tx = 64, .seg = 4}};
+  for (size_t i = 0; i < sizeof v1 / sizeof v1[0]; ++i) {
+    assert_true(kda__tune_unsafe_in_servers(v1[i], 1, 128, 256));
+    assert_true(kda__tune_unsafe_in_servers(v1[i], 1, end, 1ll << 40));
+    /* Nothing wider (alignment): vec=1 is all there is, so it is timed. */
+    assert_false(kda__tune_unsafe_in_servers(v1[i], 0, min, end));
+  }
+  const kda__config v2 = {.vec = 2, .tx = 8, .seg = 16};
+  assert_false(kda__tune_unsafe_in_servers(v2, 1, 128, min - 1));
+  assert_true(kda__tune_unsafe_in_servers(v2, 1, 128, min));
+  assert_true(kda__tune_unsafe_in_servers(v2, 1, 16384, 16384));
+  assert_true(kda__tune_unsafe_in_servers(v2, 1, end - 1, 1ll << 40));
+  assert_false(kda__tune_unsafe_in_servers(v2, 1, end, 1ll << 40));
+  const kda__config others[] = {{.vec = 2, .tx = 8, .seg = 8},  {.vec = 2, .tx = 8, .seg = 32},
+                                {.vec = 2, .tx = 16, .seg = 16}, {.vec = 4, .tx = 4, .seg = 8},
+                                {.vec = 4, .tx = 4, .seg = 32},  {.vec = 8, .tx = 16, .seg = 8}};
   for (size_t i = 0; i < sizeof others / sizeof others[0]; ++i)
-    assert_false(kda__tune_unsafe_in_servers(others[i], 1024));
+    assert_false(kda__tune_unsafe_in_servers(others[i], 1, 0, 1ll << 40));
+  /* The buckets' token ranges tile [1, inf) as kda__tune_bucket does. */
+  for (int32_t b = 0; b < 5; ++b) {
+    int64_t lo, hi;
+    kda__tune_bucket_tokens(b, &lo, &hi);
+    assert_int_equal(kda__tune_bucket(lo), b);
+    assert_int_equal(kda__tune_bucket(hi), b);
+    if (b < 4) assert_int_equal(kda__tune_bucket(hi + 1), b + 1);
+  }
 }
 
 static void median_of_odd_and_even_counts_and_percentiles(void **state) {
@@ -616,7 +634,7 @@ static void pruning_tries_every_vector_width_early(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(median_of_odd_and_even_counts_and_percentiles),
-      cmocka_unit_test(one_channel_128_thread_blocks_are_unsafe_from_1024_blocks),
+      cmocka_unit_test(shapes_slow_in_servers_are_left_out_and_nothing_else),
       cmocka_unit_test(rejected_candidates_never_win_even_when_fastest),
       cmocka_unit_test(unmeasured_candidates_never_win),
       cmocka_unit_test(ties_within_the_band_go_to_the_lowest_config_id),

@@ -36,7 +36,7 @@ static const tune_opt prewarm_opts[] = {
     {"arch", "sm_XY", "architecture for --compile-only, e.g. sm_90"},
     {"budget-ms", "MS", "tuning budget per specialization (default 15000: the whole candidate space; the library's own, for a cold call in a server, is 1000)"},
     {"compile-threads", "N", "threads compiling one specialization's candidates (default: the CPUs, at most 8)"},
-    {"streams", "N", "CUDA streams made in this process before tuning, to time candidates in the state of a server's process (a PyTorch process makes 64 or more; default 0)"},
+    {"streams", "N", "CUDA streams made in this process before tuning, as a PyTorch process makes 64 or more (default 0; they did not change what the tuner picks, docs/perf-notes.md)"},
     {"dry-run", NULL, "list the specializations, do nothing"},
     {NULL, NULL, NULL}};
 static const tune_cmd prewarm_cmd = {

@@ -92,6 +92,9 @@
 #define KDA__TUNE_BUCKETS 5
 int32_t kda__tune_bucket(int64_t tokens);
 
+/* The token counts (batch x seq_len) of a bucket: [*lo, *hi]. */
+void kda__tune_bucket_tokens(int32_t bucket, int64_t *lo, int64_t *hi);
+
 /* ------------------------------------------------------------------------ */
 /* Selection (tuner_select.c): pure functions over measured trials           */
 /* ------------------------------------------------------------------------ */
@@ -127,19 +130,27 @@ long kda__tune_pick(const kda__tune_trial *trials, size_t n, double band);
  * 1.2% in kda-bench, docs/perf-notes.md). */
 long kda__tune_pick_keep(const kda__tune_trial *trials, size_t n, double band, size_t ref);
 
-/* Grids of at least this many blocks do not time vec=1,tx=16,seg=8
- * (kda__tune_unsafe_in_servers). */
-#define KDA__TUNE_SERVER_SLOW_BLOCKS 1024
+/* The chunk columns (chunks x heads x head_dim) where
+ * kda__tune_unsafe_in_servers leaves vec=2,tx=8,seg=16 out: [MIN, END). */
+#define KDA__TUNE_SERVER_SLOW_MIN_COLUMNS 12288
+#define KDA__TUNE_SERVER_SLOW_END_COLUMNS 24576
 
-/* 1 for a block shape the tuner must not pick for a grid of `blocks`
- * blocks although its own timing may rank it first: one-channel blocks of
- * 128 threads (vec=1,tx=16,seg=8) at 1024 blocks or more. On an H100 they
- * ran 1.3 us (37%) slower in a PyTorch process after its fourth CUDA graph
- * capture, which every graph-capturing server makes, and in some plain C
- * processes (kda-bench); no other shape measured moved by more than 0.3 us,
- * and the tuner's own timing never saw the slowdown, even inside such a
- * process (docs/perf-notes.md, nineteenth session). */
-int kda__tune_unsafe_in_servers(kda__config c, uint64_t blocks);
+/* 1 for a block shape the tuner must not time although its own timing may
+ * rank it first, for a slot whose launches span [lo_columns, hi_columns]
+ * chunk columns (the winner serves the whole token bucket); wider: the
+ * space has shapes of vec >= 2. On an H100, in a PyTorch process after its
+ * fourth CUDA graph capture (which a graph-capturing server makes at start)
+ * and in some plain C processes, one-channel-per-thread shapes (vec=1) ran
+ * up to 37% slower than before at grids of 512 to 2048 blocks (T=512 H=8:
+ * vec=1,tx=16,seg=16 2.44 -> 3.33 us, H=16: vec=1,tx=16,seg=8 3.55 ->
+ * 4.85), and vec=2,tx=8,seg=16 11-20% slower at T=512 H=16 (128 chunk-heads
+ * of K=128); no vec >= 4 shape measured moved, and the best of them matched
+ * the best vec=1 shape in the fast state within 0.05 us at T=512 H=4 to 16.
+ * The tuner's own timing never saw the slowdown, even inside such a
+ * process, so these shapes are left out instead (docs/perf-notes.md,
+ * nineteenth session). The heuristic config is timed whatever it is. */
+int kda__tune_unsafe_in_servers(kda__config c, int wider, int64_t lo_columns,
+                                int64_t hi_columns);
 
 /* What the process has learned of NVRTC's wall time, per level of programs
  * compiled at once (kda__tune_level); inst_ms[l] == 0: level not seen. */

@@ -107,6 +107,19 @@ static void describe_launch(run *r) {
 
 /* Picks the candidates: the budget's share of the ranked space, plus the
  * test hook's config when set. */
+/* The chunk columns (chunks x heads x head_dim) of the slot's token bucket:
+ * its winner serves every size in the bucket. */
+static void slot_columns(const kda__spec *slot, int64_t *lo, int64_t *hi) {
+  int64_t tok_lo, tok_hi;
+  kda__tune_bucket_tokens(slot->bucket, &tok_lo, &tok_hi);
+  const int64_t per_chunk = (int64_t)slot->heads * slot->head_dim;
+  const int64_t chunk = slot->chunk > 0 ? slot->chunk : 1;
+  *lo = (tok_lo + chunk - 1) / chunk * per_chunk;
+  *hi = per_chunk > 0 && tok_hi / chunk < INT64_MAX / 4 / per_chunk
+            ? (tok_hi + chunk - 1) / chunk * per_chunk
+            : INT64_MAX / 4;
+}
+
 static kda_status choose(run *r) {
   kda__slot_job *j = r->j;
   const double est_us =
@@ -121,15 +134,30 @@ static kda_status choose(run *r) {
   size_t keep = kda__tune_fit(&b);
   r->ids = malloc((j->n + 1) * sizeof *r->ids);
   KDA__REQUIRE(r->ids != NULL, KDA_ERROR_OUT_OF_MEMORY, "out of memory choosing candidates");
+  /* The whole space ranked, then the first `keep` the launch can use: the
+   * grid's x dimension is 2^31 - 1 blocks at most, and shapes that PyTorch
+   * servers run slower than the tuner measures are left out (tuner.h). */
   size_t k = kda__tune_prune(&j->slot, j->space, j->n, j->hid, r->launch.num_chunks,
-                             j->ctx->info.sm_count, keep, r->ids);
-  /* The grid's x dimension is 2^31 - 1 blocks at most. */
-  size_t w = 0;
+                             j->ctx->info.sm_count, j->n, r->ids);
+  int64_t cols_lo, cols_hi;
+  slot_columns(&j->slot, &cols_lo, &cols_hi);
+  int wider = 0;
+  for (size_t i = 0; i < j->n; ++i) wider |= j->space[i].vec >= 2;
+  size_t w = 0, left_out = 0;
   for (size_t i = 0; i < k; ++i) {
     const kda__spec s = kda__job_concrete(&j->slot, j->space[r->ids[i]]);
-    if (i == 0 || kda__spec_grid(&s, r->launch.num_chunks) <= INT32_MAX) r->ids[w++] = r->ids[i];
+    if (i > 0 && kda__tune_unsafe_in_servers(j->space[r->ids[i]], wider, cols_lo, cols_hi)) {
+      ++left_out;
+      continue;
+    }
+    if (w < keep && (i == 0 || kda__spec_grid(&s, r->launch.num_chunks) <= INT32_MAX))
+      r->ids[w++] = r->ids[i];
   }
   k = w;
+  if (left_out > 0)
+    kda__log(j->ctx, KDA_LOG_DEBUG,
+             "[%s]: %zu configs left out: they run slower in PyTorch servers than timed here",
+             j->what, left_out);
   const char *hook = getenv("KDA_TEST_WRONG_CONFIG");
   if (hook && sscanf(hook, "%d,%d,%d", &r->hook.vec, &r->hook.tx, &r->hook.seg) == 3) {
     r->hook_set = 1;
@@ -276,14 +304,6 @@ static kda_status bench_all(run *r, size_t *rejected) {
       continue;
     }
     const kda__spec s = kda__job_concrete(&j->slot, t->cfg);
-    if (i > 0 && kda__tune_unsafe_in_servers(t->cfg, kda__spec_grid(&s, r->launch.num_chunks))) {
-      t->status = KDA__TRIAL_REJECTED;
-      snprintf(t->reason, sizeof t->reason,
-               "not timed: at %d+ blocks this shape ran 37%% slower in PyTorch processes "
-               "than the tuner measures (docs/perf-notes.md)", KDA__TUNE_SERVER_SLOW_BLOCKS);
-      ++*rejected;
-      continue;
-    }
     const int corrupt = r->hook_set && same_config(&t->cfg, &r->hook);
     KDA__TRY(kda__bench_validate(r->bench, r->fns[i], &s, corrupt, t));
     if (t->status != KDA__TRIAL_OK) {

@@ -17,6 +17,14 @@ int32_t kda__tune_bucket(int64_t tokens) {
   return 4;
 }
 
+void kda__tune_bucket_tokens(int32_t bucket, int64_t *lo, int64_t *hi) {
+  static const int64_t start[] = {1, 1024, 4096, 16384, 65536};
+  if (bucket < 0) bucket = 0;
+  if (bucket > 4) bucket = 4;
+  *lo = start[bucket];
+  *hi = bucket < 4 ? start[bucket + 1] - 1 : INT64_MAX / 4;
+}
+
 static int cmp_double(const void *a, const void *b) {
   const double x = *(const double *)a, y = *(const double *)b;
   return x < y ? -1 : x > y;
@@ -90,8 +98,13 @@ long kda__tune_pick_keep(const kda__tune_trial *trials, size_t n, double band, s
   return kda__tune_pick(trials, n, band);
 }
 
-int kda__tune_unsafe_in_servers(kda__config c, uint64_t blocks) {
-  return c.vec == 1 && c.tx == 16 && c.seg == 8 && blocks >= KDA__TUNE_SERVER_SLOW_BLOCKS;
+int kda__tune_unsafe_in_servers(kda__config c, int wider, int64_t lo_columns,
+                                int64_t hi_columns) {
+  if (c.vec == 1) return wider;
+  if (c.vec == 2 && c.tx == 8 && c.seg == 16)
+    return hi_columns >= KDA__TUNE_SERVER_SLOW_MIN_COLUMNS &&
+           lo_columns < KDA__TUNE_SERVER_SLOW_END_COLUMNS;
+  return 0;
 }
 
 int kda__tune_level(size_t programs) {
