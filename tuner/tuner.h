@@ -144,8 +144,9 @@ long kda__tune_pick_keep(const kda__tune_trial *trials, size_t n, double band, s
  * up to 37% slower than before at grids of 512 to 2048 blocks (T=512 H=8:
  * vec=1,tx=16,seg=16 2.44 -> 3.33 us, H=16: vec=1,tx=16,seg=8 3.55 ->
  * 4.85), and vec=2,tx=8,seg=16 11-20% slower at T=512 H=16 (128 chunk-heads
- * of K=128); no vec >= 4 shape measured moved, and the best of them matched
- * the best vec=1 shape in the fast state within 0.05 us at T=512 H=4 to 16.
+ * of K=128); no vec >= 4 shape measured moved, and before the state the
+ * best of them was at most 0.05 us slower than the best vec=1 shape at
+ * T=512 H=4 to 16.
  * The tuner's own timing never saw the slowdown, even inside such a
  * process, so these shapes are left out instead (docs/perf-notes.md,
  * nineteenth session). The heuristic config is timed whatever it is. */

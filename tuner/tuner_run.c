@@ -105,8 +105,6 @@ static void describe_launch(run *r) {
   l->out_dtype = a->out_dtype;
 }
 
-/* Picks the candidates: the budget's share of the ranked space, plus the
- * test hook's config when set. */
 /* The chunk columns (chunks x heads x head_dim) of the slot's token bucket:
  * its winner serves every size in the bucket. */
 static void slot_columns(const kda__spec *slot, int64_t *lo, int64_t *hi) {
@@ -120,6 +118,8 @@ static void slot_columns(const kda__spec *slot, int64_t *lo, int64_t *hi) {
             : INT64_MAX / 4;
 }
 
+/* Picks the candidates: the budget's share of the ranked space, plus the
+ * test hook's config when set. */
 static kda_status choose(run *r) {
   kda__slot_job *j = r->j;
   const double est_us =
