@@ -138,7 +138,7 @@ long kda__tune_pick_keep(const kda__tune_trial *trials, size_t n, double band, s
 /* 1 for a block shape the tuner must not time although its own timing may
  * rank it first, for a slot whose launches span [lo_columns, hi_columns]
  * chunk columns (the winner serves the whole token bucket); wider: the
- * space has shapes of vec >= 2. On an H100, in a PyTorch process after its
+ * space has shapes of vec >= 2 and the head dim is 64 or more. On an H100, in a PyTorch process after its
  * fourth CUDA graph capture (which a graph-capturing server makes at start)
  * and in some plain C processes, one-channel-per-thread shapes (vec=1) ran
  * up to 37% slower than before at grids of 512 to 2048 blocks (T=512 H=8:
