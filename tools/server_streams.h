@@ -3,8 +3,10 @@
  * first time any side stream is used (a CUDA graph capture, a communication
  * library), and some small grids run at another speed in a process that
  * has made several streams (docs/perf-notes.md, sixteenth and eighteenth
- * sessions). kda-tune prewarm --streams N times its candidates in that
- * state. */
+ * sessions). kda-tune prewarm --streams N times its candidates after
+ * making them; it did not change what the tuner picks, and the slower
+ * state of a PyTorch server's process comes from its CUDA graph captures
+ * instead (nineteenth session). */
 #ifndef KDA_TOOLS_SERVER_STREAMS_H
 #define KDA_TOOLS_SERVER_STREAMS_H
 

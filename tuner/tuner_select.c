@@ -9,20 +9,20 @@
 
 #include "tuner.h"
 
+/* The first token count of each bucket (tuner.h). */
+static const int64_t bucket_start[KDA__TUNE_BUCKETS] = {1, 1024, 4096, 16384, 65536};
+
 int32_t kda__tune_bucket(int64_t tokens) {
-  if (tokens < 1024) return 0;
-  if (tokens < 4096) return 1;
-  if (tokens < 16384) return 2;
-  if (tokens < 65536) return 3;
-  return 4;
+  int32_t b = 0;
+  while (b + 1 < KDA__TUNE_BUCKETS && tokens >= bucket_start[b + 1]) ++b;
+  return b;
 }
 
 void kda__tune_bucket_tokens(int32_t bucket, int64_t *lo, int64_t *hi) {
-  static const int64_t start[] = {1, 1024, 4096, 16384, 65536};
   if (bucket < 0) bucket = 0;
-  if (bucket > 4) bucket = 4;
-  *lo = start[bucket];
-  *hi = bucket < 4 ? start[bucket + 1] - 1 : INT64_MAX / 4;
+  if (bucket > KDA__TUNE_BUCKETS - 1) bucket = KDA__TUNE_BUCKETS - 1;
+  *lo = bucket_start[bucket];
+  *hi = bucket + 1 < KDA__TUNE_BUCKETS ? bucket_start[bucket + 1] - 1 : INT64_MAX / 4;
 }
 
 static int cmp_double(const void *a, const void *b) {
