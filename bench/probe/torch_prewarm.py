@@ -15,6 +15,8 @@ import torch
 
 from kda import _capi as C
 
+import torch_graphs as G
+
 
 class PrewarmResult(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_uint32), ("outcome", ctypes.c_int32),
@@ -24,23 +26,11 @@ class PrewarmResult(ctypes.Structure):
                 ("rejected", ctypes.c_int32), ("bucket", ctypes.c_int32)]
 
 
-def trip():
-    keep = []
-    for _ in range(4):
-        x = torch.zeros(1 << 20, device="cuda")
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            x.add_(1.0)
-        keep.append((x, g))
-    torch.cuda.synchronize()
-    return keep
-
-
 def main():
     db = sys.argv[1]
     shapes = [tuple(int(v) for v in s.split("x")) for s in sys.argv[2:]]
     torch.cuda.init()
-    keep = trip() if os.environ.get("TORCH_PW_TRIP") == "1" else []
+    keep = G.four_torch_captures(replay=False) if os.environ.get("TORCH_PW_TRIP") == "1" else []
     lib = C.load_library()
     o = C.options_default(0)
     o.db_path = db.encode()

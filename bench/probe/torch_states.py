@@ -15,26 +15,19 @@ import statistics
 import torch
 
 import bench_vs_triton as B
+import torch_graphs as G
 
-cu = ctypes.CDLL("libcuda.so.1")
+cu = G.cu
 L2 = getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 << 20)
 STREAM = torch.cuda.Stream()
 
 
 def driver_graph(launches):
     """The row's launches captured on STREAM through the driver API."""
-    graph, exe = ctypes.c_void_p(), ctypes.c_void_p()
-    h = ctypes.c_void_p(STREAM.cuda_stream)
-    torch.cuda.synchronize()
-    with torch.cuda.stream(STREAM):
-        assert cu.cuStreamBeginCapture_v2(h, 2) == 0  # CU_STREAM_CAPTURE_MODE_RELAXED
+    def record():
         for i in range(B.GRAPH_LAUNCHES):
             launches[i % len(launches)]()
-        assert cu.cuStreamEndCapture(h, ctypes.byref(graph)) == 0
-    assert cu.cuGraphInstantiateWithFlags(ctypes.byref(exe), graph, ctypes.c_ulonglong(0)) == 0
-    assert cu.cuGraphLaunch(exe, h) == 0
-    torch.cuda.synchronize()
-    return exe
+    return G.driver_capture(STREAM, record)[1]
 
 
 def timed(exe):
@@ -51,20 +44,6 @@ def timed(exe):
     return statistics.median(ts)
 
 
-def trip():
-    """Four one-node torch graphs: the fourth torch capture starts the state."""
-    keep = []
-    for _ in range(4):
-        x = torch.zeros(1 << 20, device="cuda")
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            x.add_(1.0)
-        g.replay()
-        keep.append((x, g))
-    torch.cuda.synchronize()
-    return keep
-
-
 def main():
     shapes = [tuple(int(v) for v in s.split("x"))
               for s in os.environ.get("TORCH_STATES_ROWS", "512x16").split(",")]
@@ -77,7 +56,7 @@ def main():
         exes.append(driver_graph(row.lk))
     before = [timed(e) for e in exes]
     before2 = [timed(e) for e in exes]
-    keep = trip()
+    keep = G.four_torch_captures(replay=True)
     after = [timed(e) for e in exes]
     after2 = [timed(e) for e in exes]
     print("%6s %3s %10s %10s" % ("T", "H", "before_us", "after_us"))

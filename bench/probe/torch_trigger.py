@@ -44,6 +44,7 @@ import time
 import torch
 
 import bench_vs_triton as B
+import torch_graphs as G
 import kda
 
 L2 = getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 << 20)
@@ -74,25 +75,16 @@ def row_buffers():
 
 
 def driver_graph():
-    """64 torch adds captured on a side stream with cuStreamBeginCapture,
-    instantiated with cuGraphInstantiateWithFlags and launched once."""
-    import ctypes
-    cu = ctypes.CDLL("libcuda.so.1")
+    """64 torch adds captured on a side stream through the driver API, with
+    TORCH_TRIG_MODE and TORCH_TRIG_FLAGS, and launched once."""
     x = torch.randn(1 << 20, device="cuda")
     s = torch.cuda.Stream()
-    torch.cuda.synchronize()
-    graph, exe = ctypes.c_void_p(), ctypes.c_void_p()
-    h = ctypes.c_void_p(s.cuda_stream)
-    with torch.cuda.stream(s):
-        mode = int(os.environ.get("TORCH_TRIG_MODE", "2"))
-        assert cu.cuStreamBeginCapture_v2(h, mode) == 0
+
+    def record():
         for _ in range(64):
             x.add_(1.0)
-        assert cu.cuStreamEndCapture(h, ctypes.byref(graph)) == 0
-    flags = int(os.environ.get("TORCH_TRIG_FLAGS", "0"))
-    assert cu.cuGraphInstantiateWithFlags(ctypes.byref(exe), graph, ctypes.c_ulonglong(flags)) == 0
-    assert cu.cuGraphLaunch(exe, h) == 0
-    torch.cuda.synchronize()
+    graph, exe = G.driver_capture(s, record, int(os.environ.get("TORCH_TRIG_MODE", "2")),
+                                  int(os.environ.get("TORCH_TRIG_FLAGS", "0")))
     return (x, s, graph, exe)
 
 
