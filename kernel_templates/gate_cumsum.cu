@@ -36,7 +36,7 @@ struct form3_fits {
   static constexpr bool value = TX < 32 && (TX * SEG) % 32 == 0 && 32 / TX <= SEG && VEC % 4 == 0;
 };
 
-// Varlen mode 2 packs several chunks into one block (SEGMENTED): a segment
+// Varlen modes 2 and 3 pack several chunks into one block (SEGMENTED): a segment
 // takes only the totals of its own chunk's segments, which forms 0 and 1
 // test per total; forms 2 and 3 are not used there.
 template <int L, int VEC, int TX, int SEG, bool SEGMENTED>
@@ -210,24 +210,32 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
   const long long n = (long long)blockIdx.x / NCB;  // chunk (chunk slot in mode 2)
   const int chb = (int)(blockIdx.x % NCB);          // channel block
 
-  // Varlen mode 3 reads its chunk's row from a kda_chunk_plan before the
-  // wait: only the library's builder writes a plan, and the first kernel to
-  // read it after a build starts when the build has completed (launched
-  // without overlap, src/launch.c), so no kernel that may still run writes
-  // it. A caller's table (mode 1) may be written by the kernel just before,
-  // so it is read after the wait, where every block of the launch's first
-  // round pays its round trip (docs/perf-notes.md, "Chunk plans").
-  int plan_row0 = 0, plan_len = 0;
-  if constexpr (VARLEN == 3) load_plan_row(chunk_indices + 2 * n, plan_row0, plan_len);
-  grid_dependency_wait();
-  grid_dependents_launch();
   const int tx = (int)(threadIdx.x % TX);
   const int s = (int)(threadIdx.x / TX);
+  // Varlen mode 3 reads its granule's entry of a kda_chunk_plan (layout:
+  // src/plan_pack.h) before the wait: only the library's builder writes a
+  // plan, and the first kernel to read it after a build starts when the
+  // build has completed (launched without overlap, src/launch.c), so no
+  // kernel that may still run writes it. A caller's table (mode 1) may be
+  // written by the kernel just before, so it is read after the wait, where
+  // every block of the launch's first round pays its round trip
+  // (docs/perf-notes.md, "Chunk plans"). A slot past the batch's is all
+  // zero: its block leaves at once (the test is uniform over the block, so
+  // a damaged plan cannot split a block at a barrier).
+  int plan_row0 = 0, plan_word = 0;
+  if constexpr (VARLEN == 3) {
+    constexpr int NG = BT / host_granule(BT), SPG = SEG / NG;
+    static_assert(SPG >= 1 && L <= host_granule(BT), "varlen mode 3 needs a segment within a granule");
+    load_plan_row(chunk_indices + 2 * (n * NG + s / SPG), plan_row0, plan_word);
+    if (!__syncthreads_or(plan_word & 0xffff)) return;
+  }
+  grid_dependency_wait();
+  grid_dependents_launch();
 
   // Row r of the block (thread s has rows s * L .. s * L + L - 1) is row
   // row0 + r of the input, and rows r >= len are past its chunk's end. The
   // chunk's segments are [seg_lo, seg_hi) of the block: all of them, but in
-  // a packed block of mode 2, where row0 and len are the thread's chunk's
+  // a packed block of modes 2 and 3, where row0 and len are the thread's chunk's
   // (moved by its first segment) and not the block's.
   long long row0;
   int len;
@@ -256,14 +264,24 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
     const int l = (int)(e & 255u) + 1 + seg_lo * L;
     len = l > BT ? BT : l;
   } else if constexpr (VARLEN == 3) {
-    // Clamped as the table's rows are: a damaged plan must not move the
-    // kernel outside [0, T). An unused slot has no rows.
-    const long long r0 = plan_row0 < 0 ? 0 : (plan_row0 > T ? T : (long long)plan_row0);
+    // As mode 2, from the thread's granule's entry: its chunk's first row,
+    // rows, and granules [g0, g1). Clamped: a damaged plan must not move
+    // the kernel outside [0, T) or a segment outside the block.
+    constexpr int NG = BT / host_granule(BT), SPG = SEG / NG;
+    const int q = s / SPG;
+    const unsigned w = (unsigned)plan_word;
+    int g0 = (int)((w >> 16) & 255u), g1 = (int)(w >> 24);
+    g0 = g0 > q ? q : g0;
+    g1 = g1 > NG ? NG : (g1 <= q ? q + 1 : g1);
+    seg_lo = g0 * SPG;
+    seg_hi = g1 * SPG;
+    const long long r0 = (long long)(unsigned)plan_row0 > T ? T : (long long)(unsigned)plan_row0;
     const long long left = T - r0;
-    const int l = plan_len > BT ? BT : plan_len;
-    len = left < (long long)l ? (int)left : l;
-    if (len <= 0) return;
-    row0 = r0;
+    const int l = (int)(w & 0xffffu) > BT ? BT : (int)(w & 0xffffu);
+    const int clen = left < (long long)l ? (int)left : l;
+    // A chunk without rows leaves its segments idle (len 0: no loads).
+    row0 = r0 - (long long)(seg_lo * L);
+    len = clen > 0 ? clen + seg_lo * L : 0;
   } else if constexpr (VARLEN != 0) {
     // Varlen: a block needs its table row, then its sequence's bounds, before
     // it can address any data. For batches of fewer sequences than a warp has
@@ -412,7 +430,7 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
     }
     if (SEG > 1) {
       float offset[VEC];
-      segment_offsets<offsets_form<L, VEC, TX, SEG, VARLEN == 2>::value, TX, SEG, VEC, REVERSE>(
+      segment_offsets<offsets_form<L, VEC, TX, SEG, VARLEN == 2 || VARLEN == 3>::value, TX, SEG, VEC, REVERSE>(
           acc, tx, s, seg_lo, seg_hi, offset);
 #pragma unroll
       for (int i = 0; i < L; ++i)

@@ -156,11 +156,12 @@ __device__ __forceinline__ void grid_dependents_launch() {
 #endif
 }
 
-// A chunk plan's row (first row, rows) from L2, not L1: it is read before
-// griddepcontrol.wait, and an SM's L1 could still hold the line from the
-// plan's previous build. Volatile, so it stays ahead of the wait.
-__device__ __forceinline__ void load_plan_row(const int *p, int &row0, int &len) {
-  asm volatile("ld.global.cg.v2.s32 {%0, %1}, [%2];" : "=r"(row0), "=r"(len) : "l"(p));
+// A chunk plan's entry (first row; rows and granules, src/plan_pack.h) from
+// L2, not L1: it is read before griddepcontrol.wait, and an SM's L1 could
+// still hold the line from the plan's previous build. Volatile, so it stays
+// ahead of the wait.
+__device__ __forceinline__ void load_plan_row(const int *p, int &row0, int &word) {
+  asm volatile("ld.global.cg.v2.s32 {%0, %1}, [%2];" : "=r"(row0), "=r"(word) : "l"(p));
 }
 
 // Streaming accesses: every input byte is read once and every output byte

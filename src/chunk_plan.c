@@ -1,6 +1,7 @@
-/* Chunk plans: each chunk's first row and length, in device memory only the
- * library's builder writes, so gate kernels may read it before they wait
- * for the kernel ahead of them (kda.h, "Chunk plans"). */
+/* Chunk plans: each chunk's first row and length, short chunks packed
+ * several to a slot (src/plan_pack.h), in device memory only the library's
+ * builder writes, so gate kernels may read it before they wait for the
+ * kernel ahead of them (kda.h, "Chunk plans"). */
 #include "chunk_plan.h"
 
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 #include "context_internal.h"
 #include "error.h"
 #include "gate_args.h"
+#include "plan_pack.h"
 
 void kda__chunk_plan_wrap(kda_chunk_plan *plan, kda_context *ctx, CUdeviceptr rows,
                           int64_t slots, int64_t total_tokens, int64_t num_seqs, int32_t chunk) {
@@ -67,7 +69,7 @@ kda_status kda_chunk_plan_create(kda_context *ctx, int64_t max_total_tokens, int
     return st;
   }
   CUdeviceptr rows = 0;
-  CUresult r = ctx->drv->cuMemAlloc(&rows, (size_t)cap * 2 * sizeof(int32_t));
+  CUresult r = ctx->drv->cuMemAlloc(&rows, kda__plan_bytes(cap, chunk_size));
   kda__context_leave(ctx, pushed);
   if (r != CUDA_SUCCESS) {
     free(p);

@@ -14,7 +14,7 @@
 
 struct kda_chunk_plan {
   kda_context *ctx;
-  CUdeviceptr rows;      /* [capacity][2] int32: first row, rows (0 rows: unused) */
+  CUdeviceptr rows;      /* capacity slots, laid out as src/plan_pack.h says */
   int64_t capacity;      /* chunk slots allocated */
   int64_t max_tokens, max_seqs;
   int32_t chunk;

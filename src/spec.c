@@ -129,9 +129,10 @@ kda_status kda__config_check(const kda__spec *spec) {
   KDA__REQUIRE(rows * c->vec <= KDA__MAX_VALUES_PER_THREAD, KDA_ERROR_INVALID_ARGUMENT,
                "chunk/seg*vec=%d values per thread exceed %d", rows * c->vec,
                KDA__MAX_VALUES_PER_THREAD);
-  KDA__REQUIRE(spec->varlen != 2 || rows <= kda__host_granule(spec->chunk),
+  /* Modes 2 (host rows) and 3 (a chunk plan) pack short chunks at granules. */
+  KDA__REQUIRE((spec->varlen != 2 && spec->varlen != 3) || rows <= kda__host_granule(spec->chunk),
                KDA_ERROR_INVALID_ARGUMENT,
-               "chunk/seg=%d rows per segment exceed the %d-row granule of a host-rows launch",
+               "chunk/seg=%d rows per segment exceed the %d-row granule of a packed varlen launch",
                rows, kda__host_granule(spec->chunk));
   return KDA_OK;
 }

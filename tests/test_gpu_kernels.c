@@ -17,6 +17,8 @@
 #include "gpu_util.h"
 #include "kda/kda.h"
 #include "nvrtc_compile.h"
+#include "chunk_plan.h"
+#include "plan_pack.h"
 #include "reference.h"
 #include "test_util.h"
 
@@ -798,7 +800,8 @@ static void every_config_in_the_space_matches_reference(void **state) {
     spec.heads = c.H;
     spec.head_dim = c.K;
     spec.chunk = c.chunk;
-    spec.varlen = c.host_rows ? 2 : 0; /* mode 2 keeps a segment within a granule */
+    /* Modes 2 and 3 keep a segment within a granule. */
+    spec.varlen = c.host_rows ? 2 : c.chunk_plan ? 3 : 0;
     kda__config cfgs[1024];
     size_t n = kda__config_space(&spec, cfgs, 1024);
     assert_true(n > 0 && n <= 1024);
@@ -856,6 +859,64 @@ static void device_chunk_table_equals_host_table(void **state) {
         }
         gu_free(d_cu);
         gu_free(d_out);
+        free(cu);
+        free(cu32);
+        free(host);
+        free(dev);
+      }
+}
+
+/* kda_chunk_plan_build's device builder writes, word for word, the packed
+ * layout the host computes (src/plan_pack.c, itself checked against a plain
+ * first-fit-decreasing packer in test_plan_pack): ragged batches with empty
+ * sequences, 3000 sequences (three tiles of the one-block builder), every
+ * chunk size, both index types, and cu_seqlens that decrease, start below
+ * 0, end past T or overflow the capacity. */
+static void device_chunk_plan_equals_host_packing(void **state) {
+  (void)state;
+  tu_rng rng;
+  tu_rng_seed(&rng, 4242);
+  const int Ns[] = {1, 7, 8, 128, 1000, 3000};
+  const int chunks[] = {16, 32, 64, 128, 256};
+  for (int ni = 0; ni < 7; ++ni)
+    for (int ci = 0; ci < 5; ++ci)
+      for (int idx = 0; idx < 2; ++idx) {
+        const int bad = ni == 6, N = bad ? 40 : Ns[ni], chunk = chunks[ci];
+        int64_t *cu = calloc((size_t)N + 1, sizeof *cu);
+        int32_t *cu32 = calloc((size_t)N + 1, sizeof *cu32);
+        int64_t T;
+        if (bad) { /* overlapping, decreasing, negative, past the end */
+          T = 50 + chunk;
+          for (int i = 0; i <= N; ++i) cu[i] = i % 2 ? T + 9 : 3 * (i % 7) - 5;
+        } else {
+          const int max_len = ni % 2 ? 70 : 700;
+          for (int i = 0; i < N; ++i) {
+            int64_t len = tu_uniform(&rng) < 0.15 ? 0 : tu_uniform_int(&rng, 1, max_len);
+            cu[i + 1] = cu[i] + len;
+          }
+          T = cu[N] > 0 ? cu[N] : 1;
+          cu[N] = T;
+        }
+        for (int i = 0; i <= N; ++i) cu32[i] = (int32_t)cu[i];
+        const kda_dtype dt = idx ? KDA_DTYPE_I64 : KDA_DTYPE_I32;
+        const void *cu_h = idx ? (const void *)cu : (const void *)cu32;
+        const int64_t cap = kda_chunk_indices_capacity(T, N, chunk);
+        const size_t bytes = kda__plan_bytes(cap, chunk);
+        uint32_t *host = malloc(bytes), *dev = malloc(bytes);
+        kda__plan_pack(cu_h, dt, N, T, chunk, KDA__PLAN_GREEDY_RUNS, host, cap);
+        kda_chunk_plan *plan = NULL;
+        GU_CHECK(kda_chunk_plan_create(g_ctx, T, N, chunk, &plan));
+        gu_poison((void *)(uintptr_t)plan->rows, bytes, 0x7fc00000u);
+        void *d_cu = gu_upload(cu_h, ((size_t)N + 1) * (idx ? 8 : 4));
+        GU_CHECK(kda_chunk_plan_build(plan, d_cu, dt, N, T, NULL));
+        gu_download(dev, (void *)(uintptr_t)plan->rows, bytes);
+        for (size_t w = 0; w < bytes / 4; ++w)
+          if (dev[w] != host[w])
+            fail_msg("N=%d T=%lld chunk=%d idx=%d%s: word %zu (slot %zu) is %08x, the host's %08x",
+                     N, (long long)T, chunk, idx, bad ? " (malformed)" : "", w,
+                     w / 2 / (size_t)kda__plan_granules(chunk), dev[w], host[w]);
+        kda_chunk_plan_destroy(plan);
+        gu_free(d_cu);
         free(cu);
         free(cu32);
         free(host);
@@ -1018,6 +1079,7 @@ int main(void) {
       cmocka_unit_test(standalone_gate_matches_reference),
       cmocka_unit_test(layer_entry_builds_table_once_and_dispatches),
       cmocka_unit_test(device_chunk_table_equals_host_table),
+      cmocka_unit_test(device_chunk_plan_equals_host_packing),
       cmocka_unit_test(capture_records_warm_and_refuses_cold),
       cmocka_unit_test(concurrent_first_calls_compile_once),
       cmocka_unit_test(every_config_in_the_space_matches_reference),

@@ -397,8 +397,8 @@ static int pick_spec(const matrix *m, const flag_row *r, const knob_table *cover
         s.heads = sc->h;
         for (int c = 0; c < sc->n; ++c) {
           s.cfg = sc->cfg[c];
-          /* The shape's configs are legal without flags; varlen mode 2
-           * also keeps a segment within a granule. */
+          /* The shape's configs are legal without flags; varlen modes 2
+           * and 3 also keep a segment within a granule. */
           if (!spec_legal(&s)) continue;
           knob_table with;
           memset(&with, 0, sizeof with);

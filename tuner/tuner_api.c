@@ -12,6 +12,7 @@
 #include "error.h"
 #include "gate_args.h"
 #include "nvrtc_compile.h"
+#include "plan_pack.h"
 #include "store.h"
 #include "tuner.h"
 
@@ -105,25 +106,25 @@ static kda_status make_inputs(const kda__driver *d, kda_gate_args *a, prewarm_bu
   return KDA_OK;
 }
 
-/* A chunk plan of equal-length sequences, built on the host. */
+/* A chunk plan of equal-length sequences, built on the host as the device
+ * builder would (src/plan_pack.h). */
 static kda_status make_plan(kda_context *ctx, kda_gate_args *a, prewarm_bufs *b) {
-  const int64_t N = a->num_seqs, T = a->seq_len, BT = a->chunk_size;
+  const int64_t N = a->num_seqs, T = a->seq_len;
   KDA__REQUIRE(N >= 1 && N <= T && T <= INT32_MAX && a->batch == 1, KDA_ERROR_BAD_SHAPE,
                "kda_prewarm: a chunk plan needs batch 1 and 1 <= num_seqs <= seq_len < 2^31");
   const int64_t cap = kda_chunk_indices_capacity(T, N, a->chunk_size);
   KDA__REQUIRE(cap > 0 && cap <= INT32_MAX, KDA_ERROR_BAD_SHAPE, "kda_prewarm: too many chunks");
-  int32_t *rows = calloc((size_t)cap, 8);
-  KDA__REQUIRE(rows != NULL, KDA_ERROR_OUT_OF_MEMORY, "kda_prewarm: out of memory");
-  int64_t n = 0;
-  for (int64_t i = 0; i < N; ++i) {
-    const int64_t x = i * T / N, y = (i + 1) * T / N;
-    for (int64_t r = x; r < y; r += BT, ++n) {
-      rows[2 * n] = (int32_t)r;
-      rows[2 * n + 1] = (int32_t)(y - r < BT ? y - r : BT);
-    }
+  const size_t bytes = kda__plan_bytes(cap, a->chunk_size);
+  uint32_t *rows = malloc(bytes);
+  int64_t *cu = malloc((size_t)(N + 1) * sizeof *cu);
+  kda_status st = rows && cu ? KDA_OK : kda__fail(KDA_ERROR_OUT_OF_MEMORY, "kda_prewarm: out of memory");
+  if (st == KDA_OK) {
+    kda__equal_seqlens(KDA_DTYPE_I64, N, T, cu);
+    kda__plan_pack(cu, KDA_DTYPE_I64, N, T, a->chunk_size, KDA__PLAN_GREEDY_RUNS, rows, cap);
+    st = upload(ctx->drv, &b->table, rows, bytes);
   }
-  kda_status st = upload(ctx->drv, &b->table, rows, (size_t)cap * 8);
   free(rows);
+  free(cu);
   KDA__TRY(st);
   kda__chunk_plan_wrap(&b->plan, ctx, b->table, cap, T, N, a->chunk_size);
   b->plan_set = 1;

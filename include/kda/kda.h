@@ -487,10 +487,15 @@ KDA_API kda_status kda_chunk_indices_build_device(kda_context *ctx, const void *
 
 /**
  * A plan holds, in device memory the library allocates and only its own
- * builder kernel writes, each chunk's first row and length for one batch.
+ * builder kernel writes, each chunk's first row and length for one batch,
+ * with the short chunks (each sequence's last, short sequences) packed
+ * several to a block as cu_seqlens_host packs them (first fit, largest
+ * first, at granules of chunk_size / 8 rows, at least 8), so that a batch of
+ * many short sequences does not launch a mostly idle block per chunk.
  * Built once per batch on the device (no host synchronisation, legal in
  * stream capture once warm) and passed to every gate kernel of the batch
- * through kda_gate_args.chunk_plan.
+ * through kda_gate_args.chunk_plan. Block shapes whose segments are longer
+ * than a granule (chunk_size / seg rows) are not used with a plan.
  *
  * Why it is faster than a chunk table: a kernel launched with programmatic
  * dependent launch may start before the kernel ahead of it in the stream
@@ -512,8 +517,9 @@ KDA_API kda_status kda_chunk_indices_build_device(kda_context *ctx, const void *
  */
 
 /** Creates a plan for batches of at most max_total_tokens tokens (< 2^31)
- *  and max_num_seqs sequences at chunk_size. Allocates 8 bytes per chunk
- *  slot (kda_chunk_indices_capacity of the maxima) in ctx's CUDA context. */
+ *  and max_num_seqs sequences at chunk_size. Allocates 8 bytes per granule
+ *  of each chunk slot (64 bytes a slot at chunk sizes of 64 and more;
+ *  kda_chunk_indices_capacity of the maxima slots) in ctx's CUDA context. */
 KDA_API kda_status kda_chunk_plan_create(kda_context *ctx, int64_t max_total_tokens,
                                          int64_t max_num_seqs, int32_t chunk_size,
                                          kda_chunk_plan **out);
@@ -521,8 +527,10 @@ KDA_API kda_status kda_chunk_plan_create(kda_context *ctx, int64_t max_total_tok
 /** Builds the plan for one batch on stream: cu_seqlens is a device array of
  *  num_seqs + 1 entries (I32 or I64). A cu_seqlens that is not
  *  non-decreasing from 0 to total_tokens gets the device table's defined
- *  result (kda_chunk_indices_build_device). Later gate calls must pass the
- *  same total_tokens (seq_len), num_seqs and chunk size. */
+ *  sequences (kda_chunk_indices_build_device); slots past the capacity
+ *  are dropped (the packed short chunks come first, so the last sequences'
+ *  whole chunks go). Later gate calls must pass the same total_tokens
+ *  (seq_len), num_seqs and chunk size. */
 KDA_API kda_status kda_chunk_plan_build(kda_chunk_plan *plan, const void *cu_seqlens,
                                         kda_dtype cu_seqlens_dtype, int64_t num_seqs,
                                         int64_t total_tokens, kda_stream stream);
