@@ -129,9 +129,10 @@ if [ $sanitizer = 1 ] && command -v compute-sanitizer > /dev/null; then
     ./build-gpu/tests/test_gpu_kernels > "$OUT/memcheck.log" 2>&1
   echo "compute-sanitizer memcheck exit: $?"; tail -4 "$OUT/memcheck.log"
   # Shared-memory races (the block scans, the chunk-table builder): the
-  # tests that reach every block shape and the device table; bounded time.
+  # tests that reach every block shape, the device table and the plan's
+  # builder; bounded time.
   KDA_TUNE=off KDA_TEST_SANITIZER=1 \
-    KDA_TEST_FILTER=every_config,device_chunk_table \
+    KDA_TEST_FILTER=every_config,every_plan_config,device_chunk_table,device_chunk_plan \
     timeout ${KDA_SANITIZER_TIMEOUT:-180} compute-sanitizer --tool racecheck --error-exitcode 9 \
     ./build-gpu/tests/test_gpu_kernels > "$OUT/racecheck.log" 2>&1
   echo "compute-sanitizer racecheck exit: $?"; tail -4 "$OUT/racecheck.log"
