@@ -3,7 +3,6 @@
  * kda_prewarm's timing batches and as the tests' reference. */
 #include "plan_pack.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 #include "spec.h"
