@@ -98,12 +98,14 @@ static long long sql_int(const char *db, const char *sql) {
   return t[0] ? atoll(t) : -1;
 }
 
-/* Results rows that are not whole: a winner without its trials, its 'ok'
+/* Results rows that are not whole: a winner without its trials (one per
+ * candidate, besides the shapes left out before timing, kda_db.h), its 'ok'
  * trial, its GPU model row or its cubin. Zero for a consistent database. */
 #define SQL_INCOMPLETE_RESULTS                                                               \
   "SELECT count(*) FROM results r WHERE r.config = '' OR r.median_us IS NULL"              \
   " OR r.median_us <= 0"                                                                   \
-  " OR r.candidates != (SELECT count(*) FROM trials t WHERE t.result_id = r.id)"          \
+  " OR r.candidates != (SELECT count(*) FROM trials t WHERE t.result_id = r.id"           \
+  "   AND coalesce(t.reason, '') NOT LIKE '" KDA_DB_TRIAL_LEFT_OUT "%')"                   \
   " OR NOT EXISTS (SELECT 1 FROM trials t WHERE t.result_id = r.id AND t.config = r.config" \
   "   AND t.status = 'ok')"                                                                \
   " OR NOT EXISTS (SELECT 1 FROM gpu_models g WHERE g.gpu_key = r.gpu_key)"                \

@@ -62,6 +62,28 @@ static void shapes_slow_in_servers_are_left_out_and_nothing_else(void **state) {
   }
 }
 
+/* A left-out shape is stored as a rejected, untimed trial whose reason
+ * starts with the public prefix (kda_db.h), which kda-tune show counts;
+ * it can never win. */
+static void left_out_shapes_are_stored_as_untimed_rejected_trials(void **state) {
+  (void)state;
+  kda__tune_trial t[2];
+  memset(t, 0, sizeof t);
+  t[0].cfg = (kda__config){.vec = 4, .tx = 4, .seg = 32};
+  t[0].status = KDA__TRIAL_OK;
+  t[0].median_us = 5.0;
+  t[0].measured = 1;
+  kda__tune_left_out_trial((kda__config){.vec = 1, .tx = 16, .seg = 8}, 17, &t[1]);
+  assert_int_equal(t[1].status, KDA__TRIAL_REJECTED);
+  assert_int_equal(t[1].config_id, 17);
+  assert_int_equal(t[1].cfg.vec, 1);
+  assert_true(t[1].median_us < 0 && t[1].p10_us < 0 && t[1].p90_us < 0 && t[1].max_err < 0);
+  assert_int_equal(t[1].measured, 0);
+  assert_int_equal(strncmp(t[1].reason, KDA_DB_TRIAL_LEFT_OUT, strlen(KDA_DB_TRIAL_LEFT_OUT)), 0);
+  assert_string_equal(kda__trial_status_name(t[1].status), "rejected");
+  assert_int_equal(kda__tune_pick(t, 2, 0.005), 0);
+}
+
 static void median_of_odd_and_even_counts_and_percentiles(void **state) {
   (void)state;
   double odd[] = {9, 1, 5, 3, 7};
@@ -635,6 +657,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(median_of_odd_and_even_counts_and_percentiles),
       cmocka_unit_test(shapes_slow_in_servers_are_left_out_and_nothing_else),
+      cmocka_unit_test(left_out_shapes_are_stored_as_untimed_rejected_trials),
       cmocka_unit_test(rejected_candidates_never_win_even_when_fastest),
       cmocka_unit_test(unmeasured_candidates_never_win),
       cmocka_unit_test(ties_within_the_band_go_to_the_lowest_config_id),

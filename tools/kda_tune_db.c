@@ -201,8 +201,13 @@ static void show_text(const kda_db_record *r, const trial_list *l) {
   else printf("-\n");
   fmt_us(a, sizeof a, r->tune_ms);
   fmt_us(b, sizeof b, r->compile_ms);
-  printf("  tuning      %lld candidates, %lld rejected; %s ms (compile %s ms)\n",
-         (long long)r->candidates, (long long)r->rejected, a, b);
+  size_t left_out = 0; /* shapes the tuner did not time (kda_db.h) */
+  for (size_t i = 0; i < l->n; i++)
+    left_out += strncmp(l->t[i].reason, KDA_DB_TRIAL_LEFT_OUT, strlen(KDA_DB_TRIAL_LEFT_OUT)) == 0;
+  printf("  tuning      %lld candidates, %lld rejected", (long long)r->candidates,
+         (long long)r->rejected);
+  if (left_out > 0) printf(", %zu more left out before timing", left_out);
+  printf("; %s ms (compile %s ms)\n", a, b);
   tune_time_text(r->created_at, a, sizeof a);
   printf("  created     %s UTC by libkda %s, NVRTC %s\n", a, r->lib_version[0] ? r->lib_version : "?",
          r->nvrtc_version[0] ? r->nvrtc_version : "?");

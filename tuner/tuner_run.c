@@ -24,6 +24,8 @@ typedef struct run {
   kda__slot_job *j;
   size_t count;            /* candidates */
   size_t *ids;             /* their config ids (ids[0]: heuristic) */
+  size_t *left_out;        /* config ids left out before compiling (tuner.h) */
+  size_t n_left_out;
   char **names;            /* count + 1 name expressions (last: compare) */
   kda__compile_lease lease; /* compile threads, held from choose() to the compile's end */
   kda__tune_programs progs;
@@ -76,6 +78,7 @@ static void run_free(run *r) {
   free(r->names);
   kda__tune_programs_free(&r->progs);
   free(r->ids);
+  free(r->left_out);
   free(r->fns);
   free(r->trials);
   free(r->samples);
@@ -133,7 +136,9 @@ static kda_status choose(run *r) {
   b.threads = r->lease.threads;
   size_t keep = kda__tune_fit(&b);
   r->ids = malloc((j->n + 1) * sizeof *r->ids);
-  KDA__REQUIRE(r->ids != NULL, KDA_ERROR_OUT_OF_MEMORY, "out of memory choosing candidates");
+  r->left_out = malloc((j->n + 1) * sizeof *r->left_out);
+  KDA__REQUIRE(r->ids != NULL && r->left_out != NULL, KDA_ERROR_OUT_OF_MEMORY,
+               "out of memory choosing candidates");
   /* The whole space ranked, then the first `keep` the launch can use: the
    * grid's x dimension is 2^31 - 1 blocks at most, and shapes that PyTorch
    * servers run slower than the tuner measures are left out (tuner.h). */
@@ -149,13 +154,14 @@ static kda_status choose(run *r) {
   for (size_t i = 0; i < k; ++i) {
     const kda__spec s = kda__job_concrete(&j->slot, j->space[r->ids[i]]);
     if (i > 0 && kda__tune_unsafe_in_servers(j->space[r->ids[i]], wider, cols_lo, cols_hi)) {
-      ++left_out;
+      r->left_out[left_out++] = r->ids[i]; /* i >= w: not yet overwritten */
       continue;
     }
     if (w < keep && (i == 0 || kda__spec_grid(&s, r->launch.num_chunks) <= INT32_MAX))
       r->ids[w++] = r->ids[i];
   }
   k = w;
+  r->n_left_out = left_out;
   if (left_out > 0)
     kda__log(j->ctx, KDA_LOG_DEBUG,
              "[%s]: %zu configs left out: they run slower in PyTorch servers than timed here",
@@ -353,31 +359,39 @@ static void persist(run *r, long win, size_t rejected, double tune_ms) {
   rec.compile_ms = r->compile_ms;
   snprintf(rec.lib_version, sizeof rec.lib_version, "%s", kda_version());
   snprintf(rec.nvrtc_version, sizeof rec.nvrtc_version, "%.63s", j->keys.nvrtc);
-  kda__store_trial *trials = calloc(r->count, sizeof *trials);
-  char(*texts)[64] = calloc(r->count, sizeof *texts);
+  /* The timed candidates, then the shapes left out before compiling, so
+   * that the database says why they have no time. */
+  const size_t n = r->count + r->n_left_out;
+  kda__store_trial *trials = calloc(n, sizeof *trials);
+  char(*texts)[64] = calloc(n, sizeof *texts);
+  kda__tune_trial *left = calloc(r->n_left_out + 1, sizeof *left);
   void *framed = NULL;
   size_t framed_size = 0;
   /* The winner's program only: its cubin holds a share of the candidates. */
   const kda__compiled *prog = &r->progs.out[kda__tune_programs_of(&r->progs, (size_t)win)];
-  if (trials == NULL || texts == NULL ||
+  if (trials == NULL || texts == NULL || left == NULL ||
       kda__cubin_frame(prog->cubin, prog->cubin_size,
                        kda__tune_programs_lowered(&r->progs, (size_t)win), &framed,
                        &framed_size) != KDA_OK) {
     free(trials);
     free(texts);
+    free(left);
     kda__fail(KDA_ERROR_OUT_OF_MEMORY, "out of memory");
     kda__job_persist_failed(ctx, "a tuning result");
     return;
   }
-  for (size_t i = 0; i < r->count; ++i) {
-    kda__config_text(&r->trials[i].cfg, texts[i], sizeof texts[i]);
+  for (size_t i = 0; i < r->n_left_out; ++i)
+    kda__tune_left_out_trial(j->space[r->left_out[i]], (int32_t)r->left_out[i], &left[i]);
+  for (size_t i = 0; i < n; ++i) {
+    const kda__tune_trial *t = i < r->count ? &r->trials[i] : &left[i - r->count];
+    kda__config_text(&t->cfg, texts[i], sizeof texts[i]);
     trials[i].config = texts[i];
-    trials[i].config_id = r->trials[i].config_id;
-    trials[i].median_us = r->trials[i].median_us;
-    trials[i].p10_us = r->trials[i].p10_us;
-    trials[i].p90_us = r->trials[i].p90_us;
-    trials[i].status = r->trials[i].status;
-    trials[i].reason = r->trials[i].reason[0] ? r->trials[i].reason : NULL;
+    trials[i].config_id = t->config_id;
+    trials[i].median_us = t->median_us;
+    trials[i].p10_us = t->p10_us;
+    trials[i].p90_us = t->p90_us;
+    trials[i].status = t->status;
+    trials[i].reason = t->reason[0] ? t->reason : NULL;
   }
   kda__store_key key;
   kda__tune_result_key(&j->keys, &key);
@@ -389,7 +403,7 @@ static void persist(run *r, long win, size_t rejected, double tune_ms) {
     /* The cubin first: a process that sees the result finds its cubin. */
     if (kda__store_put_cubin(store, &ck, framed, framed_size, r->compile_ms) != KDA_OK)
       kda__job_persist_failed(ctx, "a tuned cubin");
-    if (kda__store_put_result(store, &key, &rec, trials, r->count, KDA__PUT_REPLACE, NULL) !=
+    if (kda__store_put_result(store, &key, &rec, trials, n, KDA__PUT_REPLACE, NULL) !=
         KDA_OK)
       kda__job_persist_failed(ctx, "a tuning result");
   }
@@ -397,6 +411,7 @@ static void persist(run *r, long win, size_t rejected, double tune_ms) {
   free(framed);
   free(trials);
   free(texts);
+  free(left);
 }
 
 static void report(run *r, long win, size_t rejected, double tune_ms) {

@@ -4,6 +4,7 @@
  * Tested with injected timings (tests/test_tuner_select.c). */
 #include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -96,6 +97,15 @@ long kda__tune_pick_keep(const kda__tune_trial *trials, size_t n, double band, s
   if (ref < n && usable(&trials[ref]) && trials[ref].median_us <= best * (1.0 + band))
     return (long)ref;
   return kda__tune_pick(trials, n, band);
+}
+
+void kda__tune_left_out_trial(kda__config c, int32_t config_id, kda__tune_trial *t) {
+  memset(t, 0, sizeof *t);
+  t->cfg = c;
+  t->config_id = config_id;
+  t->status = KDA__TRIAL_REJECTED;
+  snprintf(t->reason, sizeof t->reason, "%s", KDA__TUNE_LEFT_OUT_REASON);
+  t->median_us = t->p10_us = t->p90_us = t->max_err = -1;
 }
 
 int kda__tune_unsafe_in_servers(kda__config c, int wider, int64_t lo_columns,

@@ -178,6 +178,13 @@ typedef struct kda_db_trial {
   char reason[256];     /**< why it was rejected ("" when ok) */
 } kda_db_trial;
 
+/** The reason of a "rejected" trial that was never compiled nor timed:
+ *  the tuner left its block shape out of the run because servers run that
+ *  shape slower than the tuner can measure (docs/perf-notes.md,
+ *  nineteenth session). Such trials are not counted in candidates or
+ *  rejected. */
+#define KDA_DB_TRIAL_LEFT_OUT "left out before timing"
+
 typedef int (*kda_db_trial_fn)(void *user, const kda_db_trial *trial);
 
 /**

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "kda/kda_db.h"
 #include "sha256.h"
 
 static int integrity(sqlite3 *db) {
@@ -142,7 +143,8 @@ static int results(sqlite3 *db) {
   const long long partial = scalar(db,
       "SELECT count(*) FROM results r WHERE r.config = '' OR r.median_us IS NULL"
       " OR r.median_us <= 0"
-      " OR r.candidates != (SELECT count(*) FROM trials t WHERE t.result_id = r.id)"
+      " OR r.candidates != (SELECT count(*) FROM trials t WHERE t.result_id = r.id"
+      "   AND coalesce(t.reason, '') NOT LIKE '" KDA_DB_TRIAL_LEFT_OUT "%')"
       " OR NOT EXISTS (SELECT 1 FROM trials t WHERE t.result_id = r.id AND t.config = r.config"
       "   AND t.status = 'ok')"
       " OR NOT EXISTS (SELECT 1 FROM gpu_models g WHERE g.gpu_key = r.gpu_key)"
