@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include "bench.h"
 #include "bench_convert.h"
 
 static int contains(const char *hay, size_t n, const char *needle) {
@@ -33,6 +34,33 @@ static void compiles_for(int major, int minor) {
     if (!contains(cubin, size, name)) fail_msg("sm_%d%d: no kernel %s in the cubin", major, minor, name);
   assert_int_equal(kernels, 6);
   free(cubin);
+}
+
+/* kda-bench's varlen rows (tools/bench_rows.c): each row's sequences, in a
+ * buffer of exactly their number (AddressSanitizer in CI), are at least one
+ * token, sum to the row's tokens, and are not all whole chunks. */
+static void every_varlen_row_splits_its_tokens_into_ragged_sequences(void **state) {
+  (void)state;
+  int rows = 0;
+  for (int i = 0; i < bench_row_count; ++i) {
+    const bench_row *r = &bench_rows[i];
+    if (r->num_seqs == 0) continue;
+    int64_t *lens = malloc((size_t)r->num_seqs * sizeof *lens);
+    assert_non_null(lens);
+    bench_row_lengths(r, lens);
+    int64_t sum = 0;
+    int partial = 0;
+    for (int s = 0; s < r->num_seqs; ++s) {
+      assert_true(lens[s] >= 1);
+      sum += lens[s];
+      partial += lens[s] % r->chunk != 0;
+    }
+    assert_int_equal(sum, r->tokens);
+    assert_true(partial > 0);
+    free(lens);
+    ++rows;
+  }
+  assert_true(rows >= 20);
 }
 
 static void convert_kernels_compile_for_sm90(void **state) {
@@ -68,6 +96,7 @@ static void sizes_that_are_not_whole_groups_are_refused(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(every_varlen_row_splits_its_tokens_into_ragged_sequences),
       cmocka_unit_test(convert_kernels_compile_for_sm90),
       cmocka_unit_test(convert_kernels_compile_for_sm80),
       cmocka_unit_test(a_bad_arch_fails_with_the_nvrtc_log),

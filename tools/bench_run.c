@@ -290,10 +290,17 @@ void run_row(kda_context *ctx, kda_context *unf_ctx, kda_context *heur_ctx,
   kda_chunk_plan *plan = NULL;
   int64_t nchunks = 0;
   if (r->num_seqs) {
-    int64_t lens[64];
-    bench_row_lengths(r, lens);
+    /* Sized by the row: the more-* rows have 128 sequences (a fixed array
+     * of 64 was overrun by them until 2026-11-28). */
+    int64_t *lens = malloc((size_t)r->num_seqs * sizeof *lens);
     cu_h = calloc((size_t)r->num_seqs + 1, sizeof *cu_h);
+    if (lens == NULL || cu_h == NULL) {
+      fprintf(stderr, "kda-bench: out of memory\n");
+      exit(1);
+    }
+    bench_row_lengths(r, lens);
     for (int i = 0; i < r->num_seqs; ++i) cu_h[i + 1] = cu_h[i] + (int32_t)lens[i];
+    free(lens);
     const int64_t cap = kda_chunk_indices_capacity(r->tokens, r->num_seqs, r->chunk);
     int32_t *table = malloc((size_t)cap * 8);
     kda_ok(kda_chunk_indices_build_host(cu_h, KDA_DTYPE_I32, r->num_seqs, r->chunk, table, cap, &nchunks),
