@@ -190,7 +190,8 @@ __device__ __forceinline__ void plan_put(unsigned *__restrict__ out, long long c
                                          long long slot, int g0, int g1, long long row0,
                                          long long len) {
   if (slot < 0 || slot >= capacity) return;
-  const uint2 e = make_uint2((unsigned)row0, (unsigned)len | (unsigned)g0 << 16 | (unsigned)g1 << 24);
+  const uint2 e =
+      make_uint2((unsigned)row0, (unsigned)len | (unsigned)g0 << 16 | (unsigned)g1 << 24);
   uint2 *p = reinterpret_cast<uint2 *>(out) + slot * NG;
   for (int q = g0; q < g1; ++q) p[q] = e;
 }
@@ -329,7 +330,8 @@ build_chunk_plan(const typename storage<IDX_DT>::type *__restrict__ cu_seqlens,
   // 3. Unused slots are all zero.
   const long long used = first_whole + (long long)whole_total;
   uint2 *o = reinterpret_cast<uint2 *>(out);
-  for (long long p = (used < capacity ? used : capacity) * NG + tid; p < capacity * NG; p += THREADS)
+  const long long first_unused = used < capacity ? used : capacity;
+  for (long long p = first_unused * NG + tid; p < capacity * NG; p += THREADS)
     o[p] = make_uint2(0u, 0u);
 }
 

@@ -225,7 +225,8 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
   int plan_row0 = 0, plan_word = 0;
   if constexpr (VARLEN == 3) {
     constexpr int NG = BT / host_granule(BT), SPG = SEG / NG;
-    static_assert(SPG >= 1 && L <= host_granule(BT), "varlen mode 3 needs a segment within a granule");
+    static_assert(SPG >= 1 && L <= host_granule(BT),
+                  "varlen mode 3 needs a segment within a granule");
     load_plan_row(chunk_indices + 2 * (n * NG + s / SPG), plan_row0, plan_word);
     if (!__syncthreads_or(plan_word & 0xffff)) return;
   }
@@ -430,7 +431,8 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
     }
     if (SEG > 1) {
       float offset[VEC];
-      segment_offsets<offsets_form<L, VEC, TX, SEG, VARLEN == 2 || VARLEN == 3>::value, TX, SEG, VEC, REVERSE>(
+      constexpr bool SEGMENTED = VARLEN == 2 || VARLEN == 3;
+      segment_offsets<offsets_form<L, VEC, TX, SEG, SEGMENTED>::value, TX, SEG, VEC, REVERSE>(
           acc, tx, s, seg_lo, seg_hi, offset);
 #pragma unroll
       for (int i = 0; i < L; ++i)

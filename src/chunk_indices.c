@@ -15,10 +15,6 @@ int64_t kda_chunk_indices_capacity(int64_t total_tokens, int64_t num_seqs, int32
   return (total_tokens + chunk_size - 1) / chunk_size + num_seqs;
 }
 
-static int64_t seqlen_at(const void *cu, kda_dtype dt, int64_t i) {
-  return dt == KDA_DTYPE_I64 ? ((const int64_t *)cu)[i] : (int64_t)((const int32_t *)cu)[i];
-}
-
 kda_status kda_chunk_indices_build_host(const void *cu_seqlens, kda_dtype dt, int64_t num_seqs,
                                         int32_t chunk_size, int32_t *out, int64_t capacity,
                                         int64_t *num_chunks) {
@@ -30,12 +26,12 @@ kda_status kda_chunk_indices_build_host(const void *cu_seqlens, kda_dtype dt, in
                "kda_chunk_indices_build_host: num_seqs=%lld is not in [1, 2^31-2]",
                (long long)num_seqs);
   KDA__TRY(kda__check_chunk_size(chunk_size));
-  KDA__REQUIRE(seqlen_at(cu_seqlens, dt, 0) == 0, KDA_ERROR_BAD_SEQLENS,
+  KDA__REQUIRE(kda__seqlen_at(cu_seqlens, dt, 0) == 0, KDA_ERROR_BAD_SEQLENS,
                "kda_chunk_indices_build_host: cu_seqlens[0] is %lld, must be 0",
-               (long long)seqlen_at(cu_seqlens, dt, 0));
+               (long long)kda__seqlen_at(cu_seqlens, dt, 0));
   int64_t n = 0;
   for (int64_t i = 0; i < num_seqs; ++i) {
-    const int64_t a = seqlen_at(cu_seqlens, dt, i), b = seqlen_at(cu_seqlens, dt, i + 1);
+    const int64_t a = kda__seqlen_at(cu_seqlens, dt, i), b = kda__seqlen_at(cu_seqlens, dt, i + 1);
     KDA__REQUIRE(b >= a, KDA_ERROR_BAD_SEQLENS,
                  "kda_chunk_indices_build_host: cu_seqlens decreases at %lld (%lld -> %lld)",
                  (long long)i, (long long)a, (long long)b);

@@ -36,7 +36,7 @@ static int ranges_overlap(const void *a, size_t an, const void *b, size_t bn) {
   return x < y + bn && y < x + an;
 }
 
-static int64_t seqlen_at(const void *cu, kda_dtype dt, int64_t i) {
+int64_t kda__seqlen_at(const void *cu, kda_dtype dt, int64_t i) {
   return dt == KDA_DTYPE_I64 ? ((const int64_t *)cu)[i] : (int64_t)((const int32_t *)cu)[i];
 }
 
@@ -147,8 +147,8 @@ static kda_status plan_host_rows(const char *fn, const kda_gate_args *a, kda__la
   const void *cu = a->cu_seqlens_host;
   const kda_dtype dt = a->cu_seqlens_dtype;
   const int64_t N = a->num_seqs, T = a->seq_len, BT = plan->spec.chunk;
-  KDA__REQUIRE(seqlen_at(cu, dt, 0) == 0, KDA_ERROR_BAD_SEQLENS,
-               "%s: cu_seqlens_host[0] is %lld, not 0", fn, (long long)seqlen_at(cu, dt, 0));
+  KDA__REQUIRE(kda__seqlen_at(cu, dt, 0) == 0, KDA_ERROR_BAD_SEQLENS,
+               "%s: cu_seqlens_host[0] is %lld, not 0", fn, (long long)kda__seqlen_at(cu, dt, 0));
   /* One pass (this runs on every call): check each bound, count the
    * chunks, and list them while they still fit; a batch that turns out
    * not to fit leaves them unused. */
@@ -156,7 +156,7 @@ static kda_status plan_host_rows(const char *fn, const kda_gate_args *a, kda__la
   uint16_t lens[KDA_MAX_HOST_ROWS];
   int64_t chunks = 0;
   for (int64_t i = 0; i < N; ++i) {
-    const int64_t x = seqlen_at(cu, dt, i), y = seqlen_at(cu, dt, i + 1);
+    const int64_t x = kda__seqlen_at(cu, dt, i), y = kda__seqlen_at(cu, dt, i + 1);
     KDA__REQUIRE(y >= x && y <= T, KDA_ERROR_BAD_SEQLENS,
                  "%s: cu_seqlens_host[%lld] = %lld after %lld (must not decrease nor pass "
                  "seq_len = %lld)", fn, (long long)(i + 1), (long long)y, (long long)x, (long long)T);
@@ -168,9 +168,9 @@ static kda_status plan_host_rows(const char *fn, const kda_gate_args *a, kda__la
     }
     chunks += n;
   }
-  KDA__REQUIRE(seqlen_at(cu, dt, N) == T, KDA_ERROR_BAD_SEQLENS,
+  KDA__REQUIRE(kda__seqlen_at(cu, dt, N) == T, KDA_ERROR_BAD_SEQLENS,
                "%s: cu_seqlens_host[num_seqs] is %lld, not seq_len = %lld", fn,
-               (long long)seqlen_at(cu, dt, N), (long long)T);
+               (long long)kda__seqlen_at(cu, dt, N), (long long)T);
   *fits = chunks <= KDA_MAX_HOST_ROWS && T < (INT64_C(1) << 24);
   if (*fits) plan->num_chunks = kda__pack_host_chunks(rows, lens, chunks, (int32_t)BT, &plan->host);
   return KDA_OK;

@@ -44,6 +44,9 @@ const void *kda__plan_rows_arg(const kda__launch_plan *plan);
 void kda__plan_table_args(const kda__launch_plan *plan, const kda_gate_args *a, const void **cu,
                           const void **ci, const void **nd);
 
+/* Entry i of a host cu_seqlens of dtype I32 or I64. */
+int64_t kda__seqlen_at(const void *cu, kda_dtype dt, int64_t i);
+
 /* Equal-length sequences, as kda_prewarm and kda_compile_offline describe a
  * varlen shape: entry i = i * total / num_seqs, in dtype (I32 or I64). buf
  * holds num_seqs + 1 entries. */

@@ -5,6 +5,7 @@
 
 #include <string.h>
 
+#include "gate_args.h"
 #include "spec.h"
 
 int kda__plan_granules(int32_t chunk) { return chunk / kda__host_granule(chunk); }
@@ -73,10 +74,6 @@ void kda__plan_place(const kda__plan_run *runs, int nruns, int ng, int k, int64_
   *slot = -1; /* not reached when q is below the count the runs were made from */
 }
 
-static int64_t bound_at(const void *cu, kda_dtype dt, int64_t i) {
-  return dt == KDA_DTYPE_I64 ? ((const int64_t *)cu)[i] : (int64_t)((const int32_t *)cu)[i];
-}
-
 static void put(uint32_t *out, int64_t cap, int ng, int64_t slot, int g0, int g1, int64_t row0,
                 int64_t len) {
   if (slot < 0 || slot >= cap) return; /* past capacity: dropped */
@@ -89,7 +86,7 @@ static void put(uint32_t *out, int64_t cap, int ng, int64_t slot, int g0, int g1
 
 /* Sequence i's tokens [a, b) as the device builder clamps them. */
 static void seq_span(const void *cu, kda_dtype dt, int64_t T, int64_t i, int64_t *a, int64_t *b) {
-  int64_t x = bound_at(cu, dt, i), y = bound_at(cu, dt, i + 1);
+  int64_t x = kda__seqlen_at(cu, dt, i), y = kda__seqlen_at(cu, dt, i + 1);
   x = x < 0 ? 0 : (x > T ? T : x);
   y = y > T ? T : y;
   *a = x;

@@ -70,7 +70,8 @@ static int64_t reference_pack(const batch *b, uint32_t *out, int64_t cap) {
       const int g1 = m == n - 1 ? NG : g[m] + it->k;
       for (int q = g[m]; q < g1 && slot < cap; ++q) {
         out[2 * (slot * NG + q)] = (uint32_t)it->row0;
-        out[2 * (slot * NG + q) + 1] = (uint32_t)it->len | (uint32_t)g[m] << 16 | (uint32_t)g1 << 24;
+        out[2 * (slot * NG + q) + 1] =
+            (uint32_t)it->len | (uint32_t)g[m] << 16 | (uint32_t)g1 << 24;
       }
     }
     ++slot;
