@@ -84,13 +84,27 @@ static void put(uint32_t *out, int64_t cap, int ng, int64_t slot, int g0, int g1
   }
 }
 
-/* Sequence i's tokens [a, b) as the device builder clamps them. */
-static void seq_span(const void *cu, kda_dtype dt, int64_t T, int64_t i, int64_t *a, int64_t *b) {
+/* Sequence i as the device builder sees it (plan_seq in chunk_indices.cu):
+ * its tokens [a, b), clamped; its chunks; the last one's rows and granules
+ * k (ng: a whole chunk; 0: an empty sequence); its whole chunks. */
+typedef struct seq_chunks {
+  int64_t a, b, nc, last, whole;
+  int k;
+} seq_chunks;
+
+static seq_chunks seq_at(const void *cu, kda_dtype dt, int64_t T, int64_t i, int32_t chunk,
+                         int G) {
+  seq_chunks s;
   int64_t x = kda__seqlen_at(cu, dt, i), y = kda__seqlen_at(cu, dt, i + 1);
   x = x < 0 ? 0 : (x > T ? T : x);
   y = y > T ? T : y;
-  *a = x;
-  *b = y > x ? y : x;
+  s.a = x;
+  s.b = y > x ? y : x;
+  s.nc = (s.b - s.a + chunk - 1) / chunk;
+  s.last = s.b - s.a - (s.nc > 0 ? s.nc - 1 : 0) * chunk;
+  s.k = s.nc > 0 ? (int)((s.last + G - 1) / G) : 0;
+  s.whole = s.k == chunk / G ? s.nc : (s.nc > 0 ? s.nc - 1 : 0);
+  return s;
 }
 
 int64_t kda__plan_pack(const void *cu, kda_dtype dt, int64_t num_seqs, int64_t total_tokens,
@@ -98,13 +112,9 @@ int64_t kda__plan_pack(const void *cu, kda_dtype dt, int64_t num_seqs, int64_t t
   const int G = kda__host_granule(chunk), ng = chunk / G;
   int64_t count[KDA__PLAN_MAX_NG] = {0}, whole = 0;
   for (int64_t i = 0; i < num_seqs; ++i) {
-    int64_t a, b;
-    seq_span(cu, dt, total_tokens, i, &a, &b);
-    if (b == a) continue;
-    const int64_t nc = (b - a + chunk - 1) / chunk, last = b - a - (nc - 1) * chunk;
-    const int k = (int)((last + G - 1) / G);
-    whole += k < ng ? nc - 1 : nc;
-    if (k < ng) ++count[k];
+    const seq_chunks s = seq_at(cu, dt, total_tokens, i, chunk, G);
+    whole += s.whole;
+    if (s.k >= 1 && s.k < ng) ++count[s.k];
   }
   kda__plan_run runs[KDA__PLAN_MAX_RUNS];
   int64_t packed = 0;
@@ -112,20 +122,16 @@ int64_t kda__plan_pack(const void *cu, kda_dtype dt, int64_t num_seqs, int64_t t
   memset(out, 0, kda__plan_bytes(cap, chunk));
   int64_t rank[KDA__PLAN_MAX_NG] = {0}, w = 0;
   for (int64_t i = 0; i < num_seqs; ++i) {
-    int64_t a, b;
-    seq_span(cu, dt, total_tokens, i, &a, &b);
-    if (b == a) continue;
-    const int64_t nc = (b - a + chunk - 1) / chunk, last = b - a - (nc - 1) * chunk;
-    const int k = (int)((last + G - 1) / G);
-    for (int64_t j = 0; j < (k < ng ? nc - 1 : nc); ++j) {
-      const int64_t r0 = a + j * chunk;
-      put(out, cap, ng, packed + w++, 0, ng, r0, b - r0 < chunk ? b - r0 : chunk);
+    const seq_chunks s = seq_at(cu, dt, total_tokens, i, chunk, G);
+    for (int64_t j = 0; j < s.whole; ++j) {
+      const int64_t r0 = s.a + j * chunk;
+      put(out, cap, ng, packed + w++, 0, ng, r0, s.b - r0 < chunk ? s.b - r0 : chunk);
     }
-    if (k < ng) {
+    if (s.k >= 1 && s.k < ng) {
       int64_t slot;
       int g0, g1;
-      kda__plan_place(runs, nruns, ng, k, rank[k]++, &slot, &g0, &g1);
-      put(out, cap, ng, slot, g0, g1, a + (nc - 1) * chunk, last);
+      kda__plan_place(runs, nruns, ng, s.k, rank[s.k]++, &slot, &g0, &g1);
+      put(out, cap, ng, slot, g0, g1, s.a + (s.nc - 1) * chunk, s.last);
     }
   }
   const int64_t used = packed + whole;

@@ -151,15 +151,15 @@ long kda__tune_pick_keep(const kda__tune_trial *trials, size_t n, double band, s
  * The tuner's own timing never saw the slowdown, even inside such a
  * process, so these shapes are left out instead (docs/perf-notes.md,
  * nineteenth session). The heuristic config is timed whatever it is. */
+int kda__tune_unsafe_in_servers(kda__config c, int wider, int64_t lo_columns,
+                                int64_t hi_columns);
+
 /* What a result stores for a shape kda__tune_unsafe_in_servers left out:
  * a "rejected" trial, never timed, whose reason says why (kda_db.h). */
 #define KDA__TUNE_LEFT_OUT_REASON                                                   \
   KDA_DB_TRIAL_LEFT_OUT ": PyTorch servers run this shape slower than the tuner " \
                         "measures it (docs/perf-notes.md, nineteenth session)"
 void kda__tune_left_out_trial(kda__config c, int32_t config_id, kda__tune_trial *t);
-
-int kda__tune_unsafe_in_servers(kda__config c, int wider, int64_t lo_columns,
-                                int64_t hi_columns);
 
 /* What the process has learned of NVRTC's wall time, per level of programs
  * compiled at once (kda__tune_level); inst_ms[l] == 0: level not seen. */
