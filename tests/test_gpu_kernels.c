@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -46,6 +47,7 @@ typedef struct gcase {
   int expect_varlen;       /* with host_rows: the plan's varlen mode (2, or 1 past the limit) */
   int chunk_plan;          /* pass a kda_chunk_plan built on the device (no cu_seqlens) */
   const kda__config *cfg;  /* NULL: heuristic */
+  kda__spec *spec_out;     /* with cfg: gets the specialization, less its config */
   double stddev;           /* of the random input; 0 means 1 */
   uint64_t seed;
 } gcase;
@@ -178,6 +180,7 @@ static size_t run_case(const gcase *c) {
     kda__launch_plan plan;
     st = kda__plan_gate_op(c->op, &a, &plan);
     assert_int_equal(st, KDA_OK);
+    if (c->spec_out) *c->spec_out = plan.spec;
     plan.spec.cfg = *c->cfg;
     plan.grid = kda__spec_grid(&plan.spec, plan.num_chunks);
     CUfunction fn;
@@ -749,6 +752,53 @@ static void chunk_table_rebuilt_few_sequences_is_read_fresh(void **state) {
   rebuilt_batches_are_read_fresh(0, 20, 30000, 0x7ab1f);
 }
 
+/* Compiles spec with each of cfgs on every CPU (the module cache builds
+ * different specializations at once), so that the sweep below finds them
+ * warm: one after another they took most of this binary's 6-7 minutes. */
+typedef struct precompile {
+  const kda__spec *spec;
+  const kda__config *cfgs;
+  size_t n, next;
+  pthread_mutex_t lock;
+  int failed;
+} precompile;
+
+static void *precompile_worker(void *p) {
+  precompile *w = p;
+  int pushed = 0;
+  if (kda__context_enter(g_ctx, &pushed) != KDA_OK) return NULL;
+  for (;;) {
+    pthread_mutex_lock(&w->lock);
+    const size_t i = w->next++;
+    pthread_mutex_unlock(&w->lock);
+    if (i >= w->n) break;
+    kda__spec s = *w->spec;
+    s.cfg = w->cfgs[i];
+    CUfunction fn;
+    /* A failure shows again, with its message, when the sweep runs it. */
+    if (kda__context_function(g_ctx, &s, NULL, &fn) != KDA_OK) {
+      pthread_mutex_lock(&w->lock);
+      w->failed++;
+      pthread_mutex_unlock(&w->lock);
+    }
+  }
+  kda__context_leave(g_ctx, pushed);
+  return NULL;
+}
+
+static void precompile_configs(const kda__spec *spec, const kda__config *cfgs, size_t n) {
+  precompile w = {spec, cfgs, n, 0, PTHREAD_MUTEX_INITIALIZER, 0};
+  pthread_t th[16];
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  const int nth = cpus < 1 ? 1 : cpus > 16 ? 16 : (int)cpus;
+  int started = 0;
+  for (int t = 0; t < nth; ++t)
+    if (pthread_create(&th[started], NULL, precompile_worker, &w) == 0) ++started;
+  precompile_worker(&w); /* this thread too, so it works with no thread at all */
+  for (int t = 0; t < started; ++t) pthread_join(th[t], NULL);
+  if (w.failed) fprintf(stderr, "  %d of %zu configurations failed to build ahead\n", w.failed, n);
+}
+
 /* Every configuration of the tuner's space computes the same function, on
  * shapes [first, end): 0-3 below, 4 the chunk plan's (its own test, so that
  * it can run alone: KDA_TEST_FILTER=every_plan_config). */
@@ -810,11 +860,19 @@ static void every_config_of_shapes(int first, int end) {
     /* Under compute-sanitizer (100x slower) every 7th config still covers
      * each knob value; the plain run checks them all. */
     const size_t stride = getenv("KDA_TEST_SANITIZER") && shape != 2 ? 7 : 1;
-    for (size_t i = 0; i < n; i += stride) {
-      if (shape == 2 && cfgs[i].tx != 16) continue;
-      c.cfg = &cfgs[i];
+    static kda__config run[1024];
+    size_t nrun = 0;
+    for (size_t i = 0; i < n; i += stride)
+      if (shape != 2 || cfgs[i].tx == 16) run[nrun++] = cfgs[i];
+    /* The first runs alone and hands back its specialization, which the
+     * rest share but for the config. */
+    kda__spec base;
+    for (size_t i = 0; i < nrun; ++i) {
+      c.cfg = &run[i];
+      c.spec_out = i == 0 ? &base : NULL;
       size_t b = run_case(&c);
-      if (b) fprintf(stderr, "  config vec=%d tx=%d seg=%d\n", cfgs[i].vec, cfgs[i].tx, cfgs[i].seg);
+      if (i == 0) precompile_configs(&base, run + 1, nrun - 1);
+      if (b) fprintf(stderr, "  config vec=%d tx=%d seg=%d\n", run[i].vec, run[i].tx, run[i].seg);
       bad += b;
       ++tried;
     }
