@@ -96,9 +96,7 @@ kda_status kda_chunk_plan_build(kda_chunk_plan *plan, const void *cu_seqlens, kd
                "and [1, %lld] (the plan's maxima)", (long long)num_seqs,
                (long long)total_tokens, (long long)plan->max_seqs, (long long)plan->max_tokens);
   kda_context *ctx = plan->ctx;
-  /* The slots a gate call launches over (kda__plan_slots): the builder
-   * writes no slot past them. */
-  const int64_t slots = kda__plan_slots(total_tokens, num_seqs, plan->chunk);
+  const int64_t slots = kda_chunk_indices_capacity(total_tokens, num_seqs, plan->chunk);
 
   const kda__spec spec = kda__chunk_builder_spec(dt, plan->chunk, 1);
 

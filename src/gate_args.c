@@ -8,7 +8,6 @@
 
 #include "chunk_plan.h"
 #include "error.h"
-#include "plan_pack.h"
 
 static const char *op_name(kda__op op) {
   switch (op) {
@@ -287,11 +286,7 @@ kda_status kda__plan_gate_op(kda__op op, const kda_gate_args *a, kda__launch_pla
                    "%s: num_seqs=%lld is not in [1, 2^31-2]", fn, (long long)a->num_seqs);
       s->varlen = 3;
       plan->chunks_per_seq = a->num_seqs;
-      /* The slots a batch of this shape can fill (kda__plan_slots), not
-       * the capacity's slot per sequence: a block past the used slots
-       * finds zeros and leaves, and 128 sequences of 8192 tokens at chunk
-       * 64 launch 192 slots, not 256 (136 used by the benchmark's). */
-      plan->num_chunks = kda__plan_slots(a->seq_len, a->num_seqs, a->chunk_size);
+      plan->num_chunks = kda_chunk_indices_capacity(a->seq_len, a->num_seqs, a->chunk_size);
     } else if (a->cu_seqlens != NULL) {
       KDA__REQUIRE(a->batch == 1, KDA_ERROR_BAD_SHAPE,
                    "%s: batch must be 1 when cu_seqlens is given (got %lld)", fn,

@@ -14,31 +14,6 @@ size_t kda__plan_bytes(int64_t slots, int32_t chunk) {
   return (size_t)slots * (size_t)kda__plan_granules(chunk) * 2 * sizeof(uint32_t);
 }
 
-/* Why a well-formed batch (lengths summing to T) uses at most
- * T / chunk + (N + 1) / 2 slots. Its used slots are
- *   F  slots of one chunk of `chunk` rows;
- *   X  slots of one sequence's last chunk of more than chunk / 2 rows: one
- *      too long to pack (more than chunk - granule rows, and granule <=
- *      chunk / 2), or a packed slot of one chunk of more than NG / 2
- *      granules (NG is a power of 2, so more than NG / 2 * granule =
- *      chunk / 2 rows);
- *   M  packed slots of two or more chunks;
- *   E  packed slots of one chunk of at most NG / 2 granules: at most one.
- *      Packing is first fit decreasing (kda__plan_runs never reaches its
- *      limit), so a chunk in a later slot did not fit in any earlier one:
- *      any two packed slots hold more than NG granules together.
- * The chunks of X, M and E are last chunks of distinct sequences, so
- * X + 2 M + E <= N, and chunk F + (chunk / 2 + 1) X + 2 M + E <= T.
- * The second divided by chunk plus the first divided by 2 gives
- * F + X + M + E / 2 <= T / chunk + N / 2, and E <= 1. */
-int64_t kda__plan_slots(int64_t total_tokens, int64_t num_seqs, int32_t chunk) {
-  const int64_t cap = kda_chunk_indices_capacity(total_tokens, num_seqs, chunk);
-  if (cap < 0) return cap;
-  /* No overflow: T <= 2^50 and N <= 2^40 where the capacity is defined. */
-  const int64_t bound = (2 * total_tokens + (int64_t)chunk * (num_seqs + 1)) / (2 * chunk);
-  return bound < cap ? bound : cap;
-}
-
 int kda__plan_runs(const int64_t *count, int ng, int max_greedy, kda__plan_run *runs,
                    int64_t *packed) {
   int64_t c[KDA__PLAN_MAX_NG], taken[KDA__PLAN_MAX_NG] = {0}, slot = 0;
@@ -56,9 +31,9 @@ int kda__plan_runs(const int64_t *count, int ng, int max_greedy, kda__plan_run *
        * size k has fewer left than the run takes (m[k] <= ng / k); the
        * first time, that leaves fewer than ng / k, and each later time one
        * fewer at least, so size k ends at most ng / k runs, and there are
-       * at most the sum of ng / k over k < ng runs: 19 for 8 granules.
-       * Kept so that the run table is bounded for any limit the tests
-       * pass: the rest go one per slot, largest first. */
+       * at most the sum of ng / k over k < ng runs: 19 for 8 granules (at
+       * most 11 seen). Kept so that the run table is bounded for any limit
+       * the tests pass: the rest go one per slot, largest first. */
       r->m[big] = 1;
     } else {
       int fill = 0;

@@ -44,14 +44,6 @@ int kda__plan_granules(int32_t chunk);
 /* Device bytes of a plan of `slots` slots. */
 size_t kda__plan_bytes(int64_t slots, int32_t chunk);
 
-/* The slots a plan of this batch shape can use, and so the grid a gate
- * call launches over it: at most (2 T + chunk (N + 1)) / (2 chunk) for any
- * well-formed batch of T tokens in N sequences (the proof is at the
- * definition), and never more than kda_chunk_indices_capacity. A plan of a
- * malformed cu_seqlens drops its slots past this count. -1 where the
- * capacity is -1. */
-int64_t kda__plan_slots(int64_t total_tokens, int64_t num_seqs, int32_t chunk);
-
 /* The runs that pack count[k] chunks of k granules (k in 1..ng-1) into
  * slots of ng granules; after max_greedy runs the rest go one per slot.
  * Returns the number of runs (at most KDA__PLAN_MAX_RUNS when max_greedy

@@ -941,7 +941,7 @@ static void device_chunk_table_equals_host_table(void **state) {
  * first-fit-decreasing packer in test_plan_pack): ragged batches with empty
  * sequences, 3000 sequences (three tiles of the one-block builder), every
  * chunk size, both index types, and cu_seqlens that decrease, start below
- * 0, end past T or overflow the slots a gate call launches over. */
+ * 0, end past T or overflow the capacity. */
 static void device_chunk_plan_equals_host_packing(void **state) {
   (void)state;
   tu_rng rng;
@@ -970,25 +970,21 @@ static void device_chunk_plan_equals_host_packing(void **state) {
         for (int i = 0; i <= N; ++i) cu32[i] = (int32_t)cu[i];
         const kda_dtype dt = idx ? KDA_DTYPE_I64 : KDA_DTYPE_I32;
         const void *cu_h = idx ? (const void *)cu : (const void *)cu32;
-        /* The slots the builder writes and a gate call launches over. */
-        const int64_t cap = kda__plan_slots(T, N, chunk);
+        const int64_t cap = kda_chunk_indices_capacity(T, N, chunk);
         const size_t bytes = kda__plan_bytes(cap, chunk);
-        /* The whole allocation: nothing past those slots is written. */
-        const size_t all = kda__plan_bytes(kda_chunk_indices_capacity(T, N, chunk), chunk);
-        uint32_t *host = malloc(all), *dev = malloc(all);
+        uint32_t *host = malloc(bytes), *dev = malloc(bytes);
         kda__plan_pack(cu_h, dt, N, T, chunk, KDA__PLAN_GREEDY_RUNS, host, cap);
-        for (size_t w = bytes / 4; w < all / 4; ++w) host[w] = 0x7fc00000u;
         kda_chunk_plan *plan = NULL;
         GU_CHECK(kda_chunk_plan_create(g_ctx, T, N, chunk, &plan));
-        gu_poison((void *)(uintptr_t)plan->rows, all, 0x7fc00000u);
+        gu_poison((void *)(uintptr_t)plan->rows, bytes, 0x7fc00000u);
         void *d_cu = gu_upload(cu_h, ((size_t)N + 1) * (idx ? 8 : 4));
         GU_CHECK(kda_chunk_plan_build(plan, d_cu, dt, N, T, NULL));
-        gu_download(dev, (void *)(uintptr_t)plan->rows, all);
-        for (size_t w = 0; w < all / 4; ++w)
+        gu_download(dev, (void *)(uintptr_t)plan->rows, bytes);
+        for (size_t w = 0; w < bytes / 4; ++w)
           if (dev[w] != host[w])
-            fail_msg("N=%d T=%lld chunk=%d idx=%d%s: word %zu (slot %zu of %lld) is %08x, the "
-                     "host's %08x", N, (long long)T, chunk, idx, bad ? " (malformed)" : "", w,
-                     w / 2 / (size_t)kda__plan_granules(chunk), (long long)cap, dev[w], host[w]);
+            fail_msg("N=%d T=%lld chunk=%d idx=%d%s: word %zu (slot %zu) is %08x, the host's %08x",
+                     N, (long long)T, chunk, idx, bad ? " (malformed)" : "", w,
+                     w / 2 / (size_t)kda__plan_granules(chunk), dev[w], host[w]);
         kda_chunk_plan_destroy(plan);
         gu_free(d_cu);
         free(cu);

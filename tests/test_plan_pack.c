@@ -128,21 +128,8 @@ static void check_plan(const batch *b, const uint32_t *p, int64_t cap, int64_t u
   free(cover);
 }
 
-/* The slots the batch uses with room for every chunk (the capacity). */
-static int64_t slots_used(const batch *b) {
-  const int64_t cap = kda_chunk_indices_capacity(b->T, b->N, b->chunk);
-  uint32_t *p = malloc(kda__plan_bytes(cap, b->chunk));
-  const int64_t used =
-      kda__plan_pack(b->cu, KDA_DTYPE_I64, b->N, b->T, b->chunk, KDA__PLAN_GREEDY_RUNS, p, cap);
-  free(p);
-  return used;
-}
-
-/* The plan over the slots a gate call launches (kda__plan_slots), which
- * hold every chunk of a well-formed batch. */
 static void run_batch(const batch *b, int well_formed) {
-  const int64_t cap = kda__plan_slots(b->T, b->N, b->chunk);
-  if (well_formed) assert_true(slots_used(b) <= cap);
+  const int64_t cap = kda_chunk_indices_capacity(b->T, b->N, b->chunk);
   const size_t bytes = kda__plan_bytes(cap, b->chunk);
   uint32_t *got = malloc(bytes), *want = malloc(bytes);
   memset(got, 0xab, bytes); /* poison: every word must be written */
@@ -292,82 +279,11 @@ static void runs_stay_few_and_the_limit_still_covers(void **state) {
   free(p);
 }
 
-/* Checks kda__plan_slots against the slots the batch uses; returns 1 where
- * it is exact and below the capacity. */
-static int bound_holds(const batch *b) {
-  const int64_t used = slots_used(b), slots = kda__plan_slots(b->T, b->N, b->chunk);
-  if (used > slots)
-    fail_msg("N=%lld T=%lld chunk=%d uses %lld slots, kda__plan_slots says %lld",
-             (long long)b->N, (long long)b->T, b->chunk, (long long)used, (long long)slots);
-  return used == slots && slots < kda_chunk_indices_capacity(b->T, b->N, b->chunk);
-}
-
-/* kda__plan_slots, the grid of a gate call over a plan, holds every
- * well-formed batch (the proof is at its definition): every batch of up to
- * three sequences of up to two chunks and a granule at chunks 16 and 32
- * (two sequences at 64); many sequences of the proof's worst lengths, just
- * over half a chunk, with and without whole chunks before them, where it
- * is exact; random batches weighted to those lengths. */
-static void plan_slots_hold_every_well_formed_batch(void **state) {
-  (void)state;
-  static batch b;
-  for (int c = 0; c < 3; ++c) {
-    b.chunk = 16 << c;
-    const int64_t max_len = 2 * b.chunk + kda__host_granule(b.chunk);
-    const int nseq = c == 2 ? 2 : 3;
-    int64_t len[3] = {0, 0, 0}, exact = 0;
-    for (int n = 1; n <= nseq; ++n) {
-      b.N = n;
-      int64_t combos = 1;
-      for (int i = 0; i < n; ++i) combos *= max_len + 1;
-      for (int64_t code = 0; code < combos; ++code) {
-        int64_t x = code;
-        b.cu[0] = 0;
-        for (int i = 0; i < n; ++i, x /= max_len + 1) {
-          len[i] = x % (max_len + 1);
-          b.cu[i + 1] = b.cu[i] + len[i];
-        }
-        b.T = b.cu[n];
-        if (b.T > 0) exact += bound_holds(&b);
-      }
-    }
-    assert_true(exact > 0);
-    /* N sequences of chunk / 2 + 1 rows, then of a chunk more: each takes
-     * a slot of its own, or two, and the bound is exact below chunk / 2. */
-    for (int whole = 0; whole <= 1; ++whole)
-      for (int64_t n = 1; n <= 200; ++n) {
-        b.N = n;
-        for (int64_t i = 0; i <= n; ++i) b.cu[i] = i * (whole * b.chunk + b.chunk / 2 + 1);
-        b.T = b.cu[n];
-        const int at_bound = bound_holds(&b);
-        if (n < b.chunk / 2) assert_true(at_bound);
-      }
-  }
-  tu_rng rng;
-  tu_rng_seed(&rng, 0xb0b0ull);
-  for (int t = 0; t < 3000; ++t) {
-    b.chunk = 16 << (t % 5);
-    const int G = kda__host_granule(b.chunk);
-    const int64_t picks[] = {1, G, b.chunk / 2 + 1, b.chunk - G + 1, b.chunk + b.chunk / 2 + 1};
-    b.N = 1 + (int64_t)(tu_uniform(&rng) * (t % 2 ? 40.0 : 4000.0));
-    b.cu[0] = 0;
-    for (int64_t i = 0; i < b.N; ++i) {
-      const double u = tu_uniform(&rng);
-      const int64_t len = u < 0.6 ? picks[(int)(tu_uniform(&rng) * 5)]
-                                  : (int64_t)(tu_uniform(&rng) * 3.0 * b.chunk);
-      b.cu[i + 1] = b.cu[i] + len;
-    }
-    b.T = b.cu[b.N] > 0 ? b.cu[b.N] : (b.cu[b.N] = 1);
-    bound_holds(&b);
-  }
-}
-
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(plans_match_first_fit_decreasing),
       cmocka_unit_test(malformed_batches_are_clamped_and_capped),
       cmocka_unit_test(runs_stay_few_and_the_limit_still_covers),
-      cmocka_unit_test(plan_slots_hold_every_well_formed_batch),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

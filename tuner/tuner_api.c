@@ -112,7 +112,7 @@ static kda_status make_plan(kda_context *ctx, kda_gate_args *a, prewarm_bufs *b)
   const int64_t N = a->num_seqs, T = a->seq_len;
   KDA__REQUIRE(N >= 1 && N <= T && T <= INT32_MAX && a->batch == 1, KDA_ERROR_BAD_SHAPE,
                "kda_prewarm: a chunk plan needs batch 1 and 1 <= num_seqs <= seq_len < 2^31");
-  const int64_t cap = kda__plan_slots(T, N, a->chunk_size);
+  const int64_t cap = kda_chunk_indices_capacity(T, N, a->chunk_size);
   KDA__REQUIRE(cap > 0 && cap <= INT32_MAX, KDA_ERROR_BAD_SHAPE, "kda_prewarm: too many chunks");
   const size_t bytes = kda__plan_bytes(cap, a->chunk_size);
   uint32_t *rows = malloc(bytes);

@@ -525,15 +525,12 @@ KDA_API kda_status kda_chunk_plan_create(kda_context *ctx, int64_t max_total_tok
                                          kda_chunk_plan **out);
 
 /** Builds the plan for one batch on stream: cu_seqlens is a device array of
- *  num_seqs + 1 entries (I32 or I64). The plan has
- *  min(capacity, (2 total_tokens + chunk_size (num_seqs + 1)) /
- *  (2 chunk_size)) slots, which hold every chunk of a well-formed batch,
- *  and a gate call launches blocks for those slots only. A cu_seqlens
- *  that is not non-decreasing from 0 to total_tokens gets the device
- *  table's defined sequences (kda_chunk_indices_build_device); chunks past
- *  those slots are dropped (the packed short chunks come first, so the
- *  last sequences' whole chunks go). Later gate calls must pass the same
- *  total_tokens (seq_len), num_seqs and chunk size. */
+ *  num_seqs + 1 entries (I32 or I64). A cu_seqlens that is not
+ *  non-decreasing from 0 to total_tokens gets the device table's defined
+ *  sequences (kda_chunk_indices_build_device); slots past the capacity
+ *  are dropped (the packed short chunks come first, so the last sequences'
+ *  whole chunks go). Later gate calls must pass the same total_tokens
+ *  (seq_len), num_seqs and chunk size. */
 KDA_API kda_status kda_chunk_plan_build(kda_chunk_plan *plan, const void *cu_seqlens,
                                         kda_dtype cu_seqlens_dtype, int64_t num_seqs,
                                         int64_t total_tokens, kda_stream stream);
