@@ -70,9 +70,14 @@ if [ $tests = 1 ]; then
   # nothing, and the unchanged control must still pass.
   templates_copy() { local d; d=$(mktemp -d); cp kernel_templates/* "$d/"; echo "$d"; }
   without_wait() { sed -i 's/asm volatile("griddepcontrol.wait;" ::: "memory");//' "$1/kda_common.cuh"; }
-  # The plan's builder (PLAN) or the table's (!PLAN) sleeps 200 us after
-  # its trigger, before its writes, so that a race with it is certain.
-  slow_builder() { sed -i "s/grid_dependents_launch();/&\n  if ($2) for (int i = 0; i < 200; ++i) __nanosleep(1000);/" "$1/chunk_indices.cu"; }
+  # The plan's builder (build_chunk_plan) or the table's (build_rows) sleeps
+  # 200 us after its trigger, before its writes, so that a race with it is
+  # certain. A sed that no longer finds its place stops the check: a mutant
+  # that is not applied would pass or fail for nothing.
+  slow_builder() {
+    sed -i "/$2(/,/grid_dependents_launch();/ s/grid_dependents_launch();/&\n  for (int i = 0; i < 200; ++i) __nanosleep(1000);/" "$1/chunk_indices.cu"
+    [ "$(grep -c __nanosleep "$1/chunk_indices.cu")" = 1 ] || { echo "slow_builder $2: not applied"; exit 1; }
+  }
   must_pass() {  # what log command...
     local what=$1 log=$2; shift 2
     if "$@" > "$log" 2>&1; then echo "$what: passed"; else
@@ -95,7 +100,7 @@ if [ $tests = 1 ]; then
   # before the build has written it; with the plain launches the same slow
   # builder must pass.
   mutant=$(templates_copy)
-  slow_builder "$mutant" PLAN
+  slow_builder "$mutant" build_chunk_plan
   must_pass "slow plan builder, plain launches, the rebuilt-plan test" "$OUT/plan-slow-builder.log" \
     env KDA_KERNEL_DIR="$mutant" KDA_TEST_FILTER=chunk_plan_rebuilt ./build-gpu/tests/test_gpu_kernels
   must_fail "slow plan builder and the first read overlapped, the rebuilt-plan test" "$OUT/plan-mutant.log" \
@@ -107,7 +112,7 @@ if [ $tests = 1 ]; then
   # fail once the wait is gone (the kernel after the builder then reads the
   # previous batch's rows).
   mutant=$(templates_copy)
-  slow_builder "$mutant" '!PLAN'
+  slow_builder "$mutant" build_rows
   must_pass "slow table builder, the rebuilt-table tests" "$OUT/table-slow-builder.log" \
     env KDA_KERNEL_DIR="$mutant" KDA_TEST_FILTER=chunk_table_rebuilt ./build-gpu/tests/test_gpu_kernels
   without_wait "$mutant"
