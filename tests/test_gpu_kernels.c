@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -786,7 +787,16 @@ static void *precompile_worker(void *p) {
   return NULL;
 }
 
+static double seconds_now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static double g_ahead_s; /* wall time of precompile_configs, summed */
+
 static void precompile_configs(const kda__spec *spec, const kda__config *cfgs, size_t n) {
+  const double t0 = seconds_now();
   precompile w = {spec, cfgs, n, 0, PTHREAD_MUTEX_INITIALIZER, 0};
   pthread_t th[16];
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -797,6 +807,7 @@ static void precompile_configs(const kda__spec *spec, const kda__config *cfgs, s
   precompile_worker(&w); /* this thread too, so it works with no thread at all */
   for (int t = 0; t < started; ++t) pthread_join(th[t], NULL);
   if (w.failed) fprintf(stderr, "  %d of %zu configurations failed to build ahead\n", w.failed, n);
+  g_ahead_s += seconds_now() - t0;
 }
 
 /* Every configuration of the tuner's space computes the same function, on
@@ -804,6 +815,8 @@ static void precompile_configs(const kda__spec *spec, const kda__config *cfgs, s
  * it can run alone: KDA_TEST_FILTER=every_plan_config). */
 static void every_config_of_shapes(int first, int end) {
   size_t bad = 0, tried = 0;
+  const double t0 = seconds_now();
+  g_ahead_s = 0;
   for (int shape = first; shape < end; ++shape) {
     gcase c = base_case();
     if (shape == 4) {
@@ -877,7 +890,8 @@ static void every_config_of_shapes(int first, int end) {
       ++tried;
     }
   }
-  printf("checked %zu configurations\n", tried);
+  printf("checked %zu configurations in %.1f s (%.1f s of it compiling ahead)\n", tried,
+         seconds_now() - t0, g_ahead_s);
   assert_int_equal(bad, 0);
 }
 
@@ -1131,6 +1145,19 @@ static int teardown(void **state) {
   return 0;
 }
 
+/* Each test's wall time, so a slow binary says which test is slow. */
+static double g_test_t0;
+static int test_clock_start(void **state) {
+  (void)state;
+  g_test_t0 = seconds_now();
+  return 0;
+}
+static int test_clock_stop(void **state) {
+  (void)state;
+  printf("  (%.1f s)\n", seconds_now() - g_test_t0);
+  return 0;
+}
+
 int main(void) {
   g_drv = gu_require_gpu("test_gpu_kernels");
   const struct CMUnitTest tests[] = {
@@ -1170,7 +1197,11 @@ int main(void) {
       if (len && strstr(tests[i].name, tok)) keep = 1;
       p = comma ? comma + 1 : NULL;
     }
-    if (keep) chosen[n++] = tests[i];
+    if (keep) {
+      chosen[n] = tests[i];
+      chosen[n].setup_func = test_clock_start;
+      chosen[n++].teardown_func = test_clock_stop;
+    }
   }
   printf("running %zu of %zu tests%s%s\n", n, sizeof tests / sizeof tests[0],
          filter && *filter ? " matching " : "", filter && *filter ? filter : "");
