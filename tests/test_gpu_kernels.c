@@ -755,7 +755,9 @@ static void chunk_table_rebuilt_few_sequences_is_read_fresh(void **state) {
 
 /* Compiles spec with each of cfgs on every CPU (the module cache builds
  * different specializations at once), so that the sweep below finds them
- * warm: one after another they took most of this binary's 6-7 minutes. */
+ * warm. One after another, at about 0.4 s each on the lent H100, the plan
+ * sweep's 91 would take some 36 s; ahead on 16 threads they took 2.4 s of
+ * its 27.9 s. */
 typedef struct precompile {
   const kda__spec *spec;
   const kda__config *cfgs;
