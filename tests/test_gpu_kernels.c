@@ -785,9 +785,9 @@ static void chunk_table_rebuilt_few_sequences_is_read_fresh(void **state) {
 
 /* Compiles spec with each of cfgs on every CPU (the module cache builds
  * different specializations at once), so that the sweep below finds them
- * warm. One after another, at about 0.4 s each on the lent H100, the plan
- * sweep's 91 would take some 36 s; ahead on 16 threads they took 2.4 s of
- * its 27.9 s. */
+ * warm. One after another, at about 0.35 s each on the lent H100, the
+ * sweeps' 417 would take some 2.5 minutes; ahead on 16 threads they took
+ * 10.6 s (2026-11-28). */
 typedef struct precompile {
   const kda__spec *spec;
   const kda__config *cfgs;
