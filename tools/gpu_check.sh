@@ -6,7 +6,8 @@
 #   [--bench-only] [--build-only] [--prebuilt] [--no-ctest] [--bench-args "..."]
 # --no-ctest skips `ctest -L gpu` and keeps the mutants, the demo and the
 # stress test after it (on the H200 test_gpu_kernels alone took 391 s, so
-# everything did not fit one 600 s call of a lent machine).
+# everything did not fit one 600 s call of a lent machine; since the
+# sweeps share their references it takes 207 s on the H100, 2026-11-28).
 # --prebuilt uses build-gpu as it is (built elsewhere at this same path, to
 # spare a lent GPU machine the build).
 set -u -o pipefail
