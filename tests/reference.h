@@ -20,7 +20,11 @@
  * chunk_size tokens from the sequence start; o[t] sums the chunk from its
  * start to t (reverse: from t to the chunk end, clipped to the sequence
  * end), then o *= scale if has_scale. Tokens past cu_seqlens[num_seqs]
- * belong to no sequence and get 0. */
+ * belong to no sequence and get 0.
+ *
+ * Each function runs on tu_threads() threads (test_util.h), each taking a
+ * range of channels or rows; every element is computed the same way
+ * whatever the split, so the result does not depend on the count. */
 #ifndef KDA_TESTS_REFERENCE_H
 #define KDA_TESTS_REFERENCE_H
 

@@ -554,6 +554,89 @@ static void random_input_is_deterministic_and_exactly_representable(void **state
   }
 }
 
+/* tu_parallel_for covers every item exactly once, in more than one part
+ * when asked for threads. */
+static int g_parts;
+static void mark_items(void *ctx, size_t lo, size_t hi) {
+  unsigned char *marks = ctx;
+  for (size_t i = lo; i < hi; ++i) marks[i]++;
+  __atomic_fetch_add(&g_parts, 1, __ATOMIC_RELAXED);
+}
+
+static void parallel_for_covers_each_item_once(void **state) {
+  (void)state;
+  static unsigned char marks[1000];
+  const char *counts[] = {"1", "5", "16"};
+  const int parts[] = {1, 5, 16};
+  for (int c = 0; c < 3; ++c) {
+    setenv("KDA_TEST_THREADS", counts[c], 1);
+    memset(marks, 0, sizeof marks);
+    g_parts = 0;
+    tu_parallel_for(1000, 10, mark_items, marks);
+    for (int i = 0; i < 1000; ++i) assert_int_equal(marks[i], 1);
+    assert_int_equal(g_parts, parts[c]);
+  }
+  g_parts = 0;
+  tu_parallel_for(30, 10, mark_items, marks); /* at least 10 items a part */
+  assert_int_equal(g_parts, 3);
+  unsetenv("KDA_TEST_THREADS");
+}
+
+/* The reference and the random fill give the same bits on one thread and
+ * on seven: a ragged varlen batch (every reference function) and a dense
+ * one, both large enough to be split. */
+static void reference_and_fill_do_not_depend_on_the_thread_count(void **state) {
+  (void)state;
+  const int64_t cu[] = {0, 1, 700, 763, 2300, 2301, 4000};
+  const int H = 4, K = 64;
+  const size_t n = 4000 * (size_t)(H * K);
+  float A_log[4] = {0.1f, 0.7f, -0.3f, 1.2f}, bias[256];
+  for (int i = 0; i < H * K; ++i) bias[i] = (float)(i % 17) * 0.1f - 0.8f;
+  uint16_t *h[2];
+  double *g[2], *o[2][3];
+  for (int run = 0; run < 2; ++run) {
+    setenv("KDA_TEST_THREADS", run ? "7" : "1", 1);
+    h[run] = malloc(n * sizeof **h);
+    g[run] = malloc(n * sizeof **g);
+    tu_rng rng;
+    tu_rng_seed(&rng, 9);
+    tu_fill_random_input(&rng, KDA_DTYPE_BF16, h[run], g[run], n, 3.0);
+    kda_gate_args a = kda_gate_args_default();
+    a.batch = 1;
+    a.seq_len = 4000;
+    a.num_heads = H;
+    a.head_dim = K;
+    a.chunk_size = 64;
+    a.gate = KDA_GATE_SOFTPLUS;
+    a.A_log = A_log;
+    a.dt_bias = bias;
+    a.reverse = 1;
+    a.cu_seqlens = cu;
+    a.cu_seqlens_dtype = KDA_DTYPE_I64;
+    a.num_seqs = 6;
+    for (int f = 0; f < 3; ++f) o[run][f] = malloc(n * sizeof(double));
+    assert_int_equal(kda_ref_gate_chunk_cumsum(&a, g[run], o[run][0]), 0);
+    assert_int_equal(kda_ref_chunk_local_cumsum(&a, g[run], o[run][1]), 0);
+    a.cu_seqlens = NULL;
+    a.batch = 2;
+    a.seq_len = 2000;
+    a.reverse = 0;
+    a.gate = KDA_GATE_LOWER_BOUND;
+    assert_int_equal(kda_ref_gate_chunk_cumsum(&a, g[run], o[run][2]), 0);
+  }
+  unsetenv("KDA_TEST_THREADS");
+  assert_memory_equal(h[0], h[1], n * sizeof **h);
+  assert_memory_equal(g[0], g[1], n * sizeof **g);
+  for (int f = 0; f < 3; ++f) assert_memory_equal(o[0][f], o[1][f], n * sizeof(double));
+  /* Not a constant: the fill's blocks draw from different streams. */
+  assert_true(memcmp(h[0], h[0] + 65536, 1024) != 0);
+  for (int run = 0; run < 2; ++run) {
+    free(h[run]);
+    free(g[run]);
+    for (int f = 0; f < 3; ++f) free(o[run][f]);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(constant_input_gives_linear_ramp_per_chunk),
@@ -580,6 +663,8 @@ int main(void) {
       cmocka_unit_test(f16_conversion_rounds_to_nearest_even_with_subnormals),
       cmocka_unit_test(check_close_counts_nan_and_out_of_tolerance),
       cmocka_unit_test(random_input_is_deterministic_and_exactly_representable),
+      cmocka_unit_test(parallel_for_covers_each_item_once),
+      cmocka_unit_test(reference_and_fill_do_not_depend_on_the_thread_count),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,8 +1,11 @@
 #include "test_util.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------------------ */
 /* PRNG                                                                      */
@@ -181,43 +184,109 @@ size_t tu_dtype_size(kda_dtype dt) {
   return 0;
 }
 
+/* Stores x rounded to dt at dst[i] and returns the stored value exactly. */
+static double put_rounded(kda_dtype dt, void *dst, size_t i, double x) {
+  switch (dt) {
+    case KDA_DTYPE_F32: {
+      const float v = (float)x;
+      ((float *)dst)[i] = v;
+      return (double)v;
+    }
+    case KDA_DTYPE_F16: {
+      const uint16_t h = tu_f32_to_f16((float)x);
+      ((uint16_t *)dst)[i] = h;
+      return (double)tu_f16_to_f32(h);
+    }
+    case KDA_DTYPE_BF16: {
+      const uint16_t h = tu_f32_to_bf16((float)x);
+      ((uint16_t *)dst)[i] = h;
+      return (double)tu_bf16_to_f32(h);
+    }
+    case KDA_DTYPE_I32: {
+      const int32_t v = (int32_t)lround(x);
+      ((int32_t *)dst)[i] = v;
+      return (double)v;
+    }
+    case KDA_DTYPE_I64: {
+      const int64_t v = (int64_t)llround(x);
+      ((int64_t *)dst)[i] = v;
+      return (double)v;
+    }
+  }
+  return 0.0;
+}
+
+typedef struct fill_job {
+  uint64_t base;
+  kda_dtype dt;
+  void *dst;
+  double *as_double;
+  size_t n;
+  double stddev;
+} fill_job;
+
+enum { FILL_BLOCK = 65536 };
+
+static void fill_blocks(void *ctx, size_t b0, size_t b1) {
+  const fill_job *j = ctx;
+  for (size_t b = b0; b < b1; ++b) {
+    tu_rng rng;
+    tu_rng_seed(&rng, j->base + (uint64_t)b * 0x9e3779b97f4a7c15ull);
+    const size_t end = (b + 1) * FILL_BLOCK < j->n ? (b + 1) * FILL_BLOCK : j->n;
+    for (size_t i = b * FILL_BLOCK; i < end; ++i) {
+      const double exact = put_rounded(j->dt, j->dst, i, tu_normal(&rng) * j->stddev);
+      if (j->as_double) j->as_double[i] = exact;
+    }
+  }
+}
+
 void tu_fill_random_input(tu_rng *rng, kda_dtype dt, void *dst, double *as_double, size_t n,
                           double stddev) {
-  for (size_t i = 0; i < n; ++i) {
-    const double x = tu_normal(rng) * stddev;
-    double exact = 0.0;
-    switch (dt) {
-      case KDA_DTYPE_F32: {
-        const float v = (float)x;
-        ((float *)dst)[i] = v;
-        exact = (double)v;
-        break;
-      }
-      case KDA_DTYPE_F16: {
-        const uint16_t h = tu_f32_to_f16((float)x);
-        ((uint16_t *)dst)[i] = h;
-        exact = (double)tu_f16_to_f32(h);
-        break;
-      }
-      case KDA_DTYPE_BF16: {
-        const uint16_t h = tu_f32_to_bf16((float)x);
-        ((uint16_t *)dst)[i] = h;
-        exact = (double)tu_bf16_to_f32(h);
-        break;
-      }
-      case KDA_DTYPE_I32: {
-        const int32_t v = (int32_t)lround(x);
-        ((int32_t *)dst)[i] = v;
-        exact = (double)v;
-        break;
-      }
-      case KDA_DTYPE_I64: {
-        const int64_t v = (int64_t)llround(x);
-        ((int64_t *)dst)[i] = v;
-        exact = (double)v;
-        break;
-      }
-    }
-    if (as_double) as_double[i] = exact;
+  fill_job j = {tu_next_u64(rng), dt, dst, as_double, n, stddev};
+  tu_parallel_for((n + FILL_BLOCK - 1) / FILL_BLOCK, 4, fill_blocks, &j);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Threads                                                                   */
+/* ------------------------------------------------------------------------ */
+
+int tu_threads(void) {
+  const char *env = getenv("KDA_TEST_THREADS");
+  long n = env && *env ? strtol(env, NULL, 10) : sysconf(_SC_NPROCESSORS_ONLN);
+  return n < 1 ? 1 : n > 16 ? 16 : (int)n;
+}
+
+typedef struct part {
+  void (*fn)(void *ctx, size_t lo, size_t hi);
+  void *ctx;
+  size_t lo, hi;
+} part;
+
+static void *run_part(void *p) {
+  const part *w = p;
+  w->fn(w->ctx, w->lo, w->hi);
+  return NULL;
+}
+
+void tu_parallel_for(size_t n, size_t grain, void (*fn)(void *ctx, size_t lo, size_t hi),
+                     void *ctx) {
+  if (n == 0) return;
+  size_t parts = grain ? n / grain : n;
+  const size_t most = (size_t)tu_threads();
+  parts = parts < 1 ? 1 : parts > most ? most : parts;
+  part w[16];
+  pthread_t th[16];
+  int started[16] = {0};
+  for (size_t i = 0; i < parts; ++i) {
+    w[i] = (part){fn, ctx, n * i / parts, n * (i + 1) / parts};
+    /* Part 0 runs here; a thread that cannot start runs here too. */
+    if (i > 0) started[i] = pthread_create(&th[i], NULL, run_part, &w[i]) == 0;
+  }
+  run_part(&w[0]);
+  for (size_t i = 1; i < parts; ++i) {
+    if (started[i])
+      pthread_join(th[i], NULL);
+    else
+      run_part(&w[i]);
   }
 }

@@ -50,8 +50,23 @@ size_t tu_dtype_size(kda_dtype dt);
 
 /* Fills dst (n elements of dt: F32, F16 or BF16) with normal(0, stddev)
  * values rounded to dt; as_double (optional) receives the exact rounded
- * values. For I32/I64 the values are rounded to integers. */
+ * values. For I32/I64 the values are rounded to integers. The values come
+ * in blocks of 65536, each from its own stream seeded from one draw of rng,
+ * so the fill runs on tu_threads() threads and gives the same values for
+ * any number of them. */
 void tu_fill_random_input(tu_rng *rng, kda_dtype dt, void *dst, double *as_double, size_t n,
                           double stddev);
+
+/* Threads the helpers run on: KDA_TEST_THREADS if set (>= 1), else the
+ * online CPUs, at most 16. A float64 reference of 100M elements takes
+ * seconds on one core; the GPU machines have 16. */
+int tu_threads(void);
+
+/* Calls fn(ctx, lo, hi) over contiguous parts of [0, n), on up to
+ * tu_threads() threads (the caller's included) of at least grain items
+ * each, and returns when every part is done. The items must not depend on
+ * one another, so that the result does not depend on the split. */
+void tu_parallel_for(size_t n, size_t grain, void (*fn)(void *ctx, size_t lo, size_t hi),
+                     void *ctx);
 
 #endif
