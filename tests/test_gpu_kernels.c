@@ -30,6 +30,7 @@
 static kda_context *g_ctx;
 static const kda__driver *g_drv;
 static int g_cases;
+static int g_sm_count; /* for the heuristic's fit to the grid */
 
 typedef struct gcase {
   kda__op op;
@@ -273,6 +274,167 @@ static size_t run_case(const gcase *c) {
   return bad;
 }
 
+/* Compiles specs on every CPU (the module cache builds different
+ * specializations at once), so that the cases after find them warm. One
+ * after another, at about 0.35 s each on the lent H100, the sweeps' 417
+ * would take some 2.5 minutes; ahead on 16 threads they took 10.6 s
+ * (2026-11-28). */
+typedef struct precompile {
+  const kda__spec *specs;
+  size_t n, next;
+  pthread_mutex_t lock;
+  int failed;
+} precompile;
+
+static void *precompile_worker(void *p) {
+  precompile *w = p;
+  int pushed = 0;
+  if (kda__context_enter(g_ctx, &pushed) != KDA_OK) return NULL;
+  for (;;) {
+    pthread_mutex_lock(&w->lock);
+    const size_t i = w->next++;
+    pthread_mutex_unlock(&w->lock);
+    if (i >= w->n) break;
+    CUfunction fn;
+    /* A failure shows again, with its message, when its case runs. */
+    if (kda__context_function(g_ctx, &w->specs[i], NULL, &fn) != KDA_OK) {
+      pthread_mutex_lock(&w->lock);
+      w->failed++;
+      pthread_mutex_unlock(&w->lock);
+    }
+  }
+  kda__context_leave(g_ctx, pushed);
+  return NULL;
+}
+
+static double seconds_now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static double g_ahead_s; /* wall time of precompile_specs, summed */
+
+static void precompile_specs(const kda__spec *specs, size_t n) {
+  const double t0 = seconds_now();
+  precompile w = {specs, n, 0, PTHREAD_MUTEX_INITIALIZER, 0};
+  pthread_t th[16];
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  const int nth = cpus < 1 ? 1 : cpus > 16 ? 16 : (int)cpus;
+  int started = 0;
+  for (int t = 0; t < nth; ++t)
+    if (pthread_create(&th[started], NULL, precompile_worker, &w) == 0) ++started;
+  precompile_worker(&w); /* this thread too, so it works with no thread at all */
+  for (int t = 0; t < started; ++t) pthread_join(th[t], NULL);
+  if (w.failed) fprintf(stderr, "  %d of %zu specializations failed to build ahead\n", w.failed, n);
+  g_ahead_s += seconds_now() - t0;
+}
+
+/* spec with each of cfgs. */
+static void precompile_configs(const kda__spec *spec, const kda__config *cfgs, size_t n) {
+  kda__spec *specs = malloc((n ? n : 1) * sizeof *specs);
+  for (size_t i = 0; i < n; ++i) {
+    specs[i] = *spec;
+    specs[i].cfg = cfgs[i];
+  }
+  precompile_specs(specs, n);
+  free(specs);
+}
+
+/* The specializations run_case(c) will launch, planned from the case's
+ * shape alone: stand-in device pointers (aligned as the real ones, far
+ * apart), the real host bounds for cu_seqlens_host; and the builder of
+ * its table or plan, if it builds one on the device. A wrong guess only
+ * costs a compile when the case runs. Returns how many it wrote to out[0,
+ * 2): 0 when the case does not plan (it fails again, with its message,
+ * when it runs). */
+static int case_spec(const gcase *c, kda__spec *out) {
+  kda_gate_args a = kda_gate_args_default();
+  a.g_dtype = c->in;
+  a.out_dtype = c->out;
+  a.batch = c->B;
+  a.seq_len = c->T;
+  a.num_heads = c->H;
+  a.head_dim = c->K;
+  a.chunk_size = c->chunk;
+  a.gate = c->gate;
+  a.has_scale = c->scale;
+  a.reverse = c->reverse;
+  a.g = (void *)(uintptr_t)(UINT64_C(1) << 44);
+  a.out = (void *)(uintptr_t)(UINT64_C(1) << 45);
+  a.A_log = c->alog ? a.g : NULL;
+  a.dt_bias = c->bias ? a.g : NULL;
+  int64_t cu[4097];
+  if (c->lens) {
+    if (c->nseq > 4096) return 0;
+    cu[0] = 0;
+    for (int i = 0; i < c->nseq; ++i) cu[i + 1] = cu[i] + c->lens[i];
+    a.batch = 1;
+    a.seq_len = cu[c->nseq];
+    a.num_seqs = c->nseq;
+    a.cu_seqlens_dtype = KDA_DTYPE_I64; /* the host copy's; the spec takes c->idx below */
+    a.cu_seqlens = a.g;
+    if (c->host_rows) a.cu_seqlens_host = cu;
+    if (c->chunk_plan) {
+      a.chunk_plan = (const kda_chunk_plan *)a.g;
+      a.cu_seqlens = NULL;
+    } else if (c->host_rows != 1) {
+      /* The table's row count as run_case passes it: its capacity for a
+       * table built on the device, else the count of chunks. */
+      int64_t rows = 0;
+      for (int i = 0; i < c->nseq; ++i) rows += (c->lens[i] + c->chunk - 1) / c->chunk;
+      a.chunk_indices = a.g;
+      a.num_chunks = c->device_table || c->layer
+                         ? kda_chunk_indices_capacity(a.seq_len, c->nseq, c->chunk)
+                         : rows;
+    }
+  }
+  kda__launch_plan plan;
+  const kda__op op = c->layer && c->gate == KDA_GATE_NONE ? KDA__OP_CHUNK_LOCAL_CUMSUM : c->op;
+  if (kda__plan_gate_op(op, &a, &plan) != KDA_OK) return 0;
+  *out = plan.spec;
+  if (c->lens && !c->chunk_plan) out->idx_dtype = c->idx;
+  /* As the call does (launch.c, run_plan), and not for a case's own config. */
+  out->cfg = c->cfg ? *c->cfg
+                    : kda__config_fit_grid(out, out->cfg, plan.num_chunks, g_sm_count);
+  if (c->chunk_plan) {
+    out[1] = kda__chunk_builder_spec(c->idx, c->chunk, 1);
+    return 2;
+  }
+  if (c->lens && (c->device_table || c->layer) && plan.spec.varlen == 1) {
+    out[1] = kda__chunk_builder_spec(c->idx, c->chunk, 0);
+    return 2;
+  }
+  return 1;
+}
+
+/* Runs cases[0, n) after compiling their specializations ahead; returns
+ * the elements out of budget, summed. */
+static size_t run_cases(const gcase *cases, size_t n) {
+  kda__spec *specs = malloc((2 * n + 1) * sizeof *specs);
+  size_t m = 0;
+  for (size_t i = 0; i < n; ++i) m += (size_t)case_spec(&cases[i], &specs[m]);
+  const double t0 = seconds_now();
+  precompile_specs(specs, m);
+  const double t1 = seconds_now();
+  free(specs);
+  kda_stats before = {.struct_size = sizeof before}, after = {.struct_size = sizeof after};
+  kda_context_get_stats(g_ctx, &before);
+  size_t bad = 0;
+  for (size_t i = 0; i < n; ++i) bad += run_case(&cases[i]);
+  kda_context_get_stats(g_ctx, &after);
+  /* The tests tune (KDA_TUNE_ON, the default): a case whose tuning slot is
+   * new compiles the tuner's candidates while it runs. Any other compile
+   * while running is a case_spec guess gone wrong. */
+  printf("%zu cases: compiled ahead in %.1f s, ran in %.1f s (%llu tuning runs, %.1f s); "
+         "%llu compiled while running\n",
+         n, t1 - t0, seconds_now() - t1,
+         (unsigned long long)(after.tuning_runs - before.tuning_runs),
+         (after.tune_ms_total - before.tune_ms_total) / 1000.0,
+         (unsigned long long)(after.nvrtc_compiles - before.nvrtc_compiles));
+  return bad;
+}
+
 static gcase base_case(void) {
   gcase c;
   memset(&c, 0, sizeof c);
@@ -365,7 +527,10 @@ static void fused_is_accurate_for_extreme_inputs(void **state) {
 static void varlen_ragged_batches_match_reference(void **state) {
   (void)state;
   const int chunks[] = {16, 32, 64, 128, 256};
-  size_t bad = 0;
+  gcase cases[20];
+  case_data data[10]; /* per chunk and direction: the table's kind does not change it */
+  memset(data, 0, sizeof data);
+  size_t n = 0;
   for (int i = 0; i < 5; ++i)
     for (int rev = 0; rev < 2; ++rev)
       for (int dev = 0; dev < 2; ++dev) {
@@ -378,8 +543,11 @@ static void varlen_ragged_batches_match_reference(void **state) {
         c.nseq = 7;
         c.idx = dev ? KDA_DTYPE_I64 : KDA_DTYPE_I32;
         c.device_table = dev;
-        bad += run_case(&c);
+        c.reuse = &data[i * 2 + rev];
+        cases[n++] = c;
       }
+  const size_t bad = run_cases(cases, n);
+  for (int i = 0; i < 10; ++i) case_data_release(&data[i]);
   assert_int_equal(bad, 0);
 }
 
@@ -419,7 +587,10 @@ static void varlen_host_rows_match_reference(void **state) {
   (void)state;
   static const int64_t with_empty[] = {0, 17, 0, 64, 65, 1, 200, 0, 129};
   const int chunks[] = {16, 32, 64, 128, 256};
-  size_t bad = 0;
+  gcase cases[26];
+  case_data data[10]; /* per chunk and direction: the index type does not change it */
+  memset(data, 0, sizeof data);
+  size_t n = 0;
   for (int i = 0; i < 5; ++i)
     for (int rev = 0; rev < 2; ++rev)
       for (int wide = 0; wide < 2; ++wide) {
@@ -433,7 +604,8 @@ static void varlen_host_rows_match_reference(void **state) {
         c.idx = wide ? KDA_DTYPE_I64 : KDA_DTYPE_I32;
         c.host_rows = 1;
         c.expect_varlen = 2;
-        bad += run_case(&c);
+        c.reuse = &data[i * 2 + rev];
+        cases[n++] = c;
       }
   for (int v = 0; v < 6; ++v) {
     gcase c = base_case();
@@ -461,8 +633,10 @@ static void varlen_host_rows_match_reference(void **state) {
       c.chunk = 16; /* 336 chunks: past KDA_MAX_HOST_ROWS, the table is used */
       c.expect_varlen = 1;
     }
-    bad += run_case(&c);
+    cases[n++] = c;
   }
+  const size_t bad = run_cases(cases, n);
+  for (int i = 0; i < 10; ++i) case_data_release(&data[i]);
   assert_int_equal(bad, 0);
 }
 
@@ -473,13 +647,19 @@ static void varlen_host_rows_match_reference(void **state) {
  * segment, empty sequences among them. */
 static void varlen_host_rows_packed_match_reference(void **state) {
   (void)state;
-  static int64_t lens[60];
+  static int64_t lens_of[5][60];
   const int chunks[] = {16, 32, 64, 128, 256};
-  size_t bad = 0;
+  static gcase cases[60];
+  static kda__config cfgs_of[5][6];
+  case_data data[10]; /* per chunk and direction, shared by the block shapes */
+  memset(data, 0, sizeof data);
+  size_t n = 0;
   for (int i = 0; i < 5; ++i) {
+    int64_t *lens = lens_of[i];
+    kda__config *cfgs = cfgs_of[i];
     const int chunk = chunks[i];
-    const int n = chunk == 16 ? 60 : 48;
-    for (int s = 0; s < n; ++s) /* 1 .. 20 tokens at chunk 16, else 0 .. 2.2 chunks */
+    const int nseq = chunk == 16 ? 60 : 48;
+    for (int s = 0; s < nseq; ++s) /* 1 .. 20 tokens at chunk 16, else 0 .. 2.2 chunks */
       lens[s] = chunk == 16 ? 1 + (s * 29 + 7) % 20
                             : (s % 11 == 5 ? 0 : 1 + (s * 37 + 11) % (chunk * 2 + chunk / 4));
     const int granule = kda__host_granule(chunk);
@@ -491,7 +671,6 @@ static void varlen_host_rows_packed_match_reference(void **state) {
         {2, 32, chunk / 2},
         {4, 16, chunk / 8},
     };
-    kda__config cfgs[6];
     int ncfg = 0;
     for (int k = 0; k < 6; ++k) {
       kda__spec sp;
@@ -513,15 +692,18 @@ static void varlen_host_rows_packed_match_reference(void **state) {
         c.chunk = chunk;
         c.reverse = rev;
         c.lens = lens;
-        c.nseq = n;
+        c.nseq = nseq;
         c.idx = rev ? KDA_DTYPE_I64 : KDA_DTYPE_I32;
         c.host_rows = 1;
         c.expect_varlen = 2;
         c.cfg = &cfgs[k];
-        c.seed = 77 + (uint64_t)(i * 8 + rev * 4 + k);
-        bad += run_case(&c);
+        c.seed = 77 + (uint64_t)(i * 8 + rev);
+        c.reuse = &data[i * 2 + rev];
+        cases[n++] = c;
       }
   }
+  const size_t bad = run_cases(cases, n);
+  for (int i = 0; i < 10; ++i) case_data_release(&data[i]);
   assert_int_equal(bad, 0);
 }
 
@@ -600,7 +782,8 @@ static void layer_entry_builds_table_once_and_dispatches(void **state) {
 static void varlen_chunk_plan_matches_reference(void **state) {
   (void)state;
   const int chunks[] = {16, 32, 64, 128, 256};
-  size_t bad = 0;
+  gcase cases[12];
+  size_t n = 0;
   for (int i = 0; i < 5; ++i)
     for (int rev = 0; rev < 2; ++rev) {
       gcase c = base_case();
@@ -618,11 +801,12 @@ static void varlen_chunk_plan_matches_reference(void **state) {
         c.gate = KDA_GATE_NONE;
         c.in = KDA_DTYPE_F32;
       }
-      bad += run_case(&c);
+      cases[n++] = c;
     }
-  static int64_t lens[45];
+  static int64_t lens_of[2][45];
   for (int k = 0; k < 2; ++k) {
     const int count = k ? 45 : 31;
+    int64_t *lens = lens_of[k];
     for (int s = 0; s < count; ++s) lens[s] = (s * 37 + 11) % 150 - (k && s % 9 == 4 ? 200 : 0);
     for (int s = 0; s < count; ++s) lens[s] = lens[s] < 0 ? 0 : lens[s];
     gcase c = base_case();
@@ -632,9 +816,9 @@ static void varlen_chunk_plan_matches_reference(void **state) {
     c.nseq = count;
     c.chunk_plan = 1;
     c.reverse = k;
-    bad += run_case(&c);
+    cases[n++] = c;
   }
-  assert_int_equal(bad, 0);
+  assert_int_equal(run_cases(cases, n), 0);
 }
 
 /* The hazard a plan's launch rules exist for: a plan rebuilt for a new batch
@@ -781,65 +965,6 @@ static void chunk_table_rebuilt_between_batches_is_read_fresh(void **state) {
 static void chunk_table_rebuilt_few_sequences_is_read_fresh(void **state) {
   (void)state;
   rebuilt_batches_are_read_fresh(0, 20, 30000, 0x7ab1f);
-}
-
-/* Compiles spec with each of cfgs on every CPU (the module cache builds
- * different specializations at once), so that the sweep below finds them
- * warm. One after another, at about 0.35 s each on the lent H100, the
- * sweeps' 417 would take some 2.5 minutes; ahead on 16 threads they took
- * 10.6 s (2026-11-28). */
-typedef struct precompile {
-  const kda__spec *spec;
-  const kda__config *cfgs;
-  size_t n, next;
-  pthread_mutex_t lock;
-  int failed;
-} precompile;
-
-static void *precompile_worker(void *p) {
-  precompile *w = p;
-  int pushed = 0;
-  if (kda__context_enter(g_ctx, &pushed) != KDA_OK) return NULL;
-  for (;;) {
-    pthread_mutex_lock(&w->lock);
-    const size_t i = w->next++;
-    pthread_mutex_unlock(&w->lock);
-    if (i >= w->n) break;
-    kda__spec s = *w->spec;
-    s.cfg = w->cfgs[i];
-    CUfunction fn;
-    /* A failure shows again, with its message, when the sweep runs it. */
-    if (kda__context_function(g_ctx, &s, NULL, &fn) != KDA_OK) {
-      pthread_mutex_lock(&w->lock);
-      w->failed++;
-      pthread_mutex_unlock(&w->lock);
-    }
-  }
-  kda__context_leave(g_ctx, pushed);
-  return NULL;
-}
-
-static double seconds_now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static double g_ahead_s; /* wall time of precompile_configs, summed */
-
-static void precompile_configs(const kda__spec *spec, const kda__config *cfgs, size_t n) {
-  const double t0 = seconds_now();
-  precompile w = {spec, cfgs, n, 0, PTHREAD_MUTEX_INITIALIZER, 0};
-  pthread_t th[16];
-  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-  const int nth = cpus < 1 ? 1 : cpus > 16 ? 16 : (int)cpus;
-  int started = 0;
-  for (int t = 0; t < nth; ++t)
-    if (pthread_create(&th[started], NULL, precompile_worker, &w) == 0) ++started;
-  precompile_worker(&w); /* this thread too, so it works with no thread at all */
-  for (int t = 0; t < started; ++t) pthread_join(th[t], NULL);
-  if (w.failed) fprintf(stderr, "  %d of %zu configurations failed to build ahead\n", w.failed, n);
-  g_ahead_s += seconds_now() - t0;
 }
 
 /* Every configuration of the tuner's space computes the same function, on
@@ -1163,6 +1288,7 @@ static int setup(void **state) {
   g_ctx = gu_context();
   kda_device_info info = {.struct_size = sizeof info};
   kda_context_get_device_info(g_ctx, &info);
+  g_sm_count = info.sm_count;
   printf("device: %s (sm_%d%d, %d SMs, L2 %d bytes, PCI id 0x%04x, driver %d, NVRTC %d.%d)\n",
          info.name, info.cc_major, info.cc_minor, info.sm_count, info.l2_bytes,
          info.pci_device_id, info.driver_version, info.nvrtc_major, info.nvrtc_minor);
