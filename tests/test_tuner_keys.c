@@ -200,9 +200,10 @@ static void a_new_nvrtc_build_misses_every_cubin_but_keeps_results(void **state)
   assert_int_equal(cubin_hit(f, &b), 0);
   /* The winner is a property of the card and the template: still valid. */
   assert_int_equal(result_hit(f, &b), 1);
-  /* The real library's version names its build. */
+  /* The real library's version names its build (test_build_id checks
+   * which). */
   const char *v = kda__nvrtc_build_version();
-  assert_non_null(strstr(v, "libnvrtc"));
+  assert_non_null(strstr(v, " build-id="));
   make_keys(f, &s, NULL, &b);
   assert_string_equal(b.nvrtc, v);
 }

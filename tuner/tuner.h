@@ -264,8 +264,10 @@ void kda__tune_space_hash(const kda__config *space, size_t n, char hex[65]);
 kda_status kda__template_hash(const kda__source_set *set, const char *source_name,
                               char hex[65]);
 
-/* NVRTC version with its build: "13.0 libnvrtc.so.13.0.88" (the real path
- * of the loaded library names the build). Computed once. */
+/* NVRTC version with its build: "13.0 build-id=65be0db3..." (the loaded
+ * library's GNU build ID, the same for every copy of one build), or
+ * "13.0 libnvrtc.so.13.0.88" (its real file name) where it has none.
+ * Computed once. */
 const char *kda__nvrtc_build_version(void);
 
 /* Test hook KDA_TEST_GPU_IDENTITY (docs/GUARANTEES.md): lets one card pose

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "build_id.h"
 #include "error.h"
 #include "nvrtc_compile.h"
 #include "sha256.h"
@@ -143,10 +144,21 @@ kda_status kda__template_hash(const kda__source_set *set, const char *source_nam
 static char g_nvrtc_version[160];
 static pthread_once_t g_nvrtc_once = PTHREAD_ONCE_INIT;
 
+/* "13.0 build-id=<hex>": the GNU build ID of the loaded NVRTC, so that two
+ * copies of one build are one compiler. A PyTorch process has loaded the
+ * wheel's copy (.../nvidia/cu13/lib/libnvrtc.so.13) before libkda, and the
+ * toolkit's is libnvrtc.so.13.0.88: the same bytes, and cubins kda-tune
+ * prewarm stored with the toolkit's must be hits there. Without a build
+ * ID, the real file name (the soname says 13 only; the file 13.0.88). */
 static void find_nvrtc_version(void) {
   int ma = 0, mi = 0;
   kda__nvrtc_version(&ma, &mi);
-  /* The soname says 13 only; the real file name says 13.0.88. */
+  char id[129];
+  if (kda__build_id_of((const void *)nvrtcVersion, id, sizeof id) > 0) {
+    /* 40 hex digits (a SHA-1 ID whole) keep the text within a result row's 63. */
+    snprintf(g_nvrtc_version, sizeof g_nvrtc_version, "%d.%d build-id=%.40s", ma, mi, id);
+    return;
+  }
   const char *build = "unknown-build";
   char real[PATH_MAX];
   Dl_info info;

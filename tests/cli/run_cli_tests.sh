@@ -29,7 +29,7 @@ norm() {
     -e 's/[0-9a-f]{16}/<KEY>/g' \
     -e 's/NVRTC [0-9]+\.[0-9]+ [^ ,"]*/NVRTC <NVRTC>/g' \
     -e 's/"nvrtc_version": "[^"]*"/"nvrtc_version": "<NVRTC>"/g' \
-    -e 's/,[0-9]+\.[0-9]+ libnvrtc[^,]*,/,<NVRTC>,/g' \
+    -e 's/,[0-9]+\.[0-9]+ (libnvrtc|build-id=)[^,]*,/,<NVRTC>,/g' \
     -e 's/\.corrupt-[0-9]+/.corrupt-<TIME>/g' \
     -e 's/[0-9]+ bytes\)/N bytes)/g' \
     -e 's/"(ms|seconds)": [0-9.]+/"\1": N/g'
