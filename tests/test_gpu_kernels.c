@@ -423,9 +423,10 @@ static size_t run_cases(const gcase *cases, size_t n) {
   size_t bad = 0;
   for (size_t i = 0; i < n; ++i) bad += run_case(&cases[i]);
   kda_context_get_stats(g_ctx, &after);
-  /* The tests tune (KDA_TUNE_ON, the default): a case whose tuning slot is
-   * new compiles the tuner's candidates while it runs. Any other compile
-   * while running is a case_spec guess gone wrong. */
+  /* ctest runs these tests with KDA_TUNE=off; run directly they tune, and
+   * a case whose tuning slot is new compiles the tuner's candidates while
+   * it runs. Any other compile while running is a case_spec guess gone
+   * wrong. */
   printf("%zu cases: compiled ahead in %.1f s, ran in %.1f s (%llu tuning runs, %.1f s); "
          "%llu compiled while running\n",
          n, t1 - t0, seconds_now() - t1,
