@@ -424,7 +424,13 @@ kda_status kda__context_function(kda_context *ctx, const kda__spec *spec, CUstre
   KDA__TRY(capture_cold(ctx, spec, stream));
   atomic_fetch_add_explicit(&ctx->cache_misses, 1, memory_order_relaxed);
   int hit = 0;
-  return kda__cache_get(ctx->cache, spec, build_spec, ctx, fn, &hit);
+  /* The builders are not tuned, but a prewarmed database holds their
+   * cubins (KDA_TUNE_OFF never reads the database). */
+  const kda__build_fn build = spec->kernel == KDA__KERNEL_CHUNK_INDICES &&
+                                      ctx->tune_mode != KDA_TUNE_OFF
+                                  ? kda__stored_build
+                                  : build_spec;
+  return kda__cache_get(ctx->cache, spec, build, ctx, fn, &hit);
 }
 
 /* Widest vector width (8, 4, 2, 1) both pointers are aligned for. */

@@ -106,7 +106,9 @@ static void a_copy_of_nvrtc_elsewhere_is_the_same_compiler(void **state) {
   snprintf(want, sizeof want, "%d.%d build-id=%.40s", ma, mi, a);
   assert_string_equal(v, want);
   assert_null(strstr(v, "libnvrtc"));
-  dlclose(h);
+  /* The copy stays loaded: its static constructors' allocations (the C++
+   * runtime's exception pool) would read as leaks to LeakSanitizer once
+   * the module is gone. The mapping survives the file's removal. */
   unlink(copy);
   rmdir(dir);
 }

@@ -584,6 +584,66 @@ static void db_load_cubins_loads_each_cubin_once_and_stops_when_asked(void **sta
   assert_int_equal(system(cmd), 0);
 }
 
+/* The chunk-table and chunk-plan builders are not tuned, but a server that
+ * prewarmed must not compile them either: a context that reads the
+ * database (any mode but KDA_TUNE_OFF) loads a builder's cubin stored by
+ * kda_compile_offline_store (kda-tune prewarm --compile-only) or by an
+ * earlier context's first build, and stores the ones it compiles. */
+static uint64_t compiles_of(kda_context *ctx, uint64_t *cubin_hits) {
+  kda_stats s = {.struct_size = sizeof s};
+  assert_int_equal(kda_context_get_stats(ctx, &s), KDA_OK);
+  *cubin_hits = s.db_cubin_hits;
+  return s.nvrtc_compiles;
+}
+
+static void build_both(kda_context *ctx) {
+  /* The stand-in runs no kernel: host arrays stand for device ones. */
+  static const int32_t cu[3] = {0, 5, 70};
+  static int32_t table[64], count;
+  assert_int_equal(kda_chunk_indices_build_device(ctx, cu, KDA_DTYPE_I32, 2, 70, 64, table, 64,
+                                                  &count, NULL),
+                   KDA_OK);
+  kda_chunk_plan *plan = NULL;
+  assert_int_equal(kda_chunk_plan_create(ctx, 70, 2, 64, &plan), KDA_OK);
+  assert_int_equal(kda_chunk_plan_build(plan, cu, KDA_DTYPE_I32, 2, 70, NULL), KDA_OK);
+  kda_chunk_plan_destroy(plan);
+}
+
+static void builders_come_from_the_database_like_the_gate_kernels(void **state) {
+  (void)state;
+  char dir[] = "/tmp/kda_fake_builders_XXXXXX", path[64];
+  assert_non_null(mkdtemp(dir));
+  snprintf(path, sizeof path, "%s/tune.db", dir);
+  kda_gate_args shape = kda_gate_args_default();
+  shape.cu_seqlens_dtype = KDA_DTYPE_I32;
+  shape.chunk_size = 64;
+  assert_int_equal(kda_compile_offline_store(KDA_KERNEL_CHUNK_INDICES, &shape, 90, path, NULL),
+                   KDA_OK);
+  const int modes[] = {KDA_TUNE_CACHED, KDA_TUNE_ON, KDA_TUNE_OFF};
+  /* Compiles and stored-cubin loads of build_both in each context: the
+   * table's builder stored offline, the plan's compiled by the first and
+   * stored; the database unread with tuning off. */
+  const uint64_t want_compiles[] = {1, 0, 2}, want_hits[] = {1, 2, 0};
+  for (int i = 0; i < 3; ++i) {
+    kda_options o = kda_options_default();
+    o.tune_mode = modes[i];
+    o.db_path = path;
+    kda_context *ctx = NULL;
+    assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
+    build_both(ctx);
+    uint64_t hits = 0;
+    const uint64_t compiles = compiles_of(ctx, &hits);
+    printf("mode %d: %llu compiles, %llu stored cubins loaded\n", modes[i],
+           (unsigned long long)compiles, (unsigned long long)hits);
+    assert_int_equal(compiles, want_compiles[i]);
+    assert_int_equal(hits, want_hits[i]);
+    kda_context_destroy(ctx);
+  }
+  char cmd[96];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
   /* Each test names its tuning mode; ctest's KDA_TUNE=off would override. */
   unsetenv("KDA_TUNE");
@@ -615,6 +675,7 @@ int main(void) {
       cmocka_unit_test(tuning_scratch_that_cannot_be_allocated_shortens_or_skips_the_run),
       cmocka_unit_test(gpu_identity_hook_changes_the_context_identity),
       cmocka_unit_test(db_load_cubins_loads_each_cubin_once_and_stops_when_asked),
+      cmocka_unit_test(builders_come_from_the_database_like_the_gate_kernels),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

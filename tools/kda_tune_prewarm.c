@@ -267,17 +267,28 @@ int cmd_prewarm(int argc, char **argv) {
     memset(&o, 0, sizeof o);
     double t = now_ms();
     if (compile_only) {
-      int32_t present = 0;
-      kda_status st = tune_has(&a, "force") ? KDA_OK
-                                            : kda_db_has_offline_cubin(db, s->kernel, &s->args, arch, &present);
-      if (st == KDA_OK && present) {
+      /* A varlen shape read through a table or a plan: a server builds it
+       * on the device, so the builder's cubin is stored beside the gate
+       * kernel's (a context reads both from the database). */
+      const int builder = s->kernel != KDA_KERNEL_GATE && s->args.num_seqs > 0 &&
+                          (s->args.cu_seqlens_host == NULL || s->args.chunk_plan != NULL);
+      const int force = tune_has(&a, "force");
+      int32_t present = 0, builder_present = !builder;
+      kda_status st = force ? KDA_OK : kda_db_has_offline_cubin(db, s->kernel, &s->args, arch, &present);
+      if (st == KDA_OK && builder && !force)
+        st = kda_db_has_offline_cubin(db, KDA_KERNEL_CHUNK_INDICES, &s->args, arch, &builder_present);
+      if (st == KDA_OK && present && builder_present) {
         o.what = "skipped";
         snprintf(o.detail, sizeof o.detail, "cubin already stored");
       } else {
-        double cms = 0;
-        if (st == KDA_OK) st = kda_compile_offline_store(s->kernel, &s->args, arch, kda_db_path(db), &cms);
+        double cms = 0, bms = 0;
+        if (st == KDA_OK && !present)
+          st = kda_compile_offline_store(s->kernel, &s->args, arch, kda_db_path(db), &cms);
+        if (st == KDA_OK && !builder_present)
+          st = kda_compile_offline_store(KDA_KERNEL_CHUNK_INDICES, &s->args, arch, kda_db_path(db),
+                                         &bms);
         o.what = st == KDA_OK ? "compiled" : "failed";
-        if (st == KDA_OK) snprintf(o.detail, sizeof o.detail, "(%.0f ms)", cms);
+        if (st == KDA_OK) snprintf(o.detail, sizeof o.detail, "(%.0f ms)", cms + bms);
         else snprintf(o.detail, sizeof o.detail, "%s", kda_last_error());
       }
     } else {

@@ -261,6 +261,26 @@ kda_status kda__tuner_build(void *user, const kda__spec *slot, CUmodule *module,
   return st;
 }
 
+kda_status kda__stored_build(void *user, const kda__spec *spec, CUmodule *module,
+                             CUfunction *function) {
+  kda_context *ctx = user;
+  kda__slot_job *j = calloc(1, sizeof *j);
+  KDA__REQUIRE(j != NULL, KDA_ERROR_OUT_OF_MEMORY, "out of memory building a kernel");
+  j->ctx = ctx;
+  j->slot = *spec;
+  j->heuristic = spec->cfg;
+  kda__spec_describe(spec, j->what, sizeof j->what);
+  /* The keys kda__offline_cubin_make makes: the spec, its one config. */
+  if (kda__tune_keys_make(&ctx->info, ctx->arch, &ctx->sources, spec, &spec->cfg, 1, NULL,
+                          &j->keys) == KDA_OK)
+    j->have_keys = 1;
+  else
+    kda__log(ctx, KDA_LOG_WARN, "no database key for [%s]: %s", j->what, kda_last_error());
+  const kda_status st = kda__job_use_config(j, spec->cfg, module, function);
+  free(j);
+  return st;
+}
+
 int kda__tuner_lookup(struct kda_context *ctx, const struct kda__launch_plan *plan, const kda__spec *slot,
                       kda_prewarm_result *report) {
   kda__slot_job *j = calloc(1, sizeof *j);

@@ -434,6 +434,14 @@ void kda__offline_cubin_free(kda__offline_cubin *oc);
 int kda__tuner_lookup(struct kda_context *ctx, const struct kda__launch_plan *plan, const kda__spec *slot,
                       kda_prewarm_result *report);
 
+/* kda__build_fn for a specialization that is not tuned (the chunk-table
+ * and chunk-plan builders); user is the kda_context. Loads the cubin the
+ * database holds under the key kda_compile_offline_store and kda_prewarm
+ * write, else compiles it and stores it there, so that a prewarmed server
+ * does not compile its builders either. Never fails for a database reason. */
+kda_status kda__stored_build(void *user, const kda__spec *spec, CUmodule *module,
+                             CUfunction *function);
+
 /* kda__build_cfg_fn for a tuned slot; user is a kda__tune_request. */
 kda_status kda__tuner_build(void *user, const kda__spec *slot, CUmodule *module,
                             CUfunction *function, kda__config *config);

@@ -268,12 +268,21 @@ kda_status kda_prewarm(kda_context *ctx, kda_kernel kernel, const kda_gate_args 
   /* A non-NULL cu_seqlens_host asks for the host-rows specialization: the
    * same equal-length sequences as the device batch, on the host. */
   if (op == KDA__OP_GATE) a.cu_seqlens_host = NULL;
+  /* A varlen shape read through a table or a plan: the server builds it on
+   * the device, so its builder's cubin belongs in the database too. */
+  const int builder = op != KDA__OP_GATE && a.num_seqs > 0 && a.cu_seqlens_host == NULL;
   void *host_seqlens = NULL;
   KDA__TRY(kda__shape_host_seqlens(&a, &host_seqlens));
   int pushed = 0;
   kda_status st = kda__context_enter(ctx, &pushed);
   if (st == KDA_OK) {
     st = prewarm(ctx, op, &a, force != 0, r);
+    if (st == KDA_OK && builder) {
+      const kda__spec spec =
+          kda__chunk_builder_spec(a.cu_seqlens_dtype, a.chunk_size, a.chunk_plan != NULL);
+      CUfunction fn = NULL;
+      st = kda__context_function(ctx, &spec, NULL, &fn);
+    }
     kda__context_leave(ctx, pushed);
   }
   free(host_seqlens);
@@ -308,8 +317,10 @@ kda_status kda_compile_offline_store(kda_kernel kernel, const kda_gate_args *sha
   KDA__REQUIRE(shape != NULL, KDA_ERROR_NULL_POINTER, "kda_compile_offline_store: shape is NULL");
   KDA__REQUIRE(arch >= 50 && arch <= 200, KDA_ERROR_INVALID_ARGUMENT,
                "kda_compile_offline_store: arch %d is not a compute capability x 10", arch);
+  /* The gate kernels, and the chunk-table and chunk-plan builders that a
+   * context also reads from the database (kda__stored_build). */
   kda__op op = KDA__OP_GATE;
-  KDA__TRY(op_of(kernel, &op));
+  if (kernel != KDA_KERNEL_CHUNK_INDICES) KDA__TRY(op_of(kernel, &op));
   kda__offline_cubin oc;
   KDA__TRY(kda__offline_cubin_make(kernel, shape, arch, &oc));
   kda_status st = KDA_OK;

@@ -646,6 +646,9 @@ typedef struct kda_prewarm_result {
  * batch of at most KDA_MAX_HOST_ROWS chunks uses. With force = 0 a specialization
  * already in the database is skipped; force = 1 tunes again and replaces
  * the row. KDA_KERNEL_CHUNK_INDICES is not tuned (KDA_ERROR_INVALID_ARGUMENT).
+ * A varlen shape without cu_seqlens_host (a table, or a chunk plan) also
+ * stores the cubin of its device builder (chunk table or plan), loaded or
+ * compiled here, so that a server's first batch compiles nothing either.
  * out may be NULL. Works in KDA_TUNE_ON and KDA_TUNE_CACHED contexts
  * (KDA_ERROR_INVALID_ARGUMENT with KDA_TUNE_OFF, which forbids database
  * access). Same thread-safety as the kernel calls. The search has the
@@ -663,8 +666,12 @@ KDA_API kda_status kda_prewarm(kda_context *ctx, kda_kernel kernel, const kda_ga
  * cubin in the database at db_path (NULL: the default path) under the cubin
  * key a context would look up. A context on an sm_<arch> device then loads
  * it without NVRTC when it uses the heuristic (KDA_TUNE_OFF is not enough:
- * OFF never reads the database; CACHED and ON do). compile_ms (optional)
- * receives NVRTC's time. Thread-safe.
+ * OFF never reads the database; CACHED and ON do). kernel may also be
+ * KDA_KERNEL_CHUNK_INDICES: the device chunk-table builder of
+ * shape->cu_seqlens_dtype and chunk_size (the chunk-plan builder when
+ * shape->chunk_plan is non-NULL), which a context reads from the database
+ * the same way (kda_prewarm stores it for the varlen shapes that need it).
+ * compile_ms (optional) receives NVRTC's time. Thread-safe.
  */
 KDA_API kda_status kda_compile_offline_store(kda_kernel kernel, const kda_gate_args *shape,
                                              int32_t arch, const char *db_path,

@@ -81,6 +81,9 @@ heads=64 tokens=512
 heads=16 head-dim=64 tokens=512
 EOF
   POOL=12
+  # Cubins beyond one per specialization: the chunk-table builder of the
+  # varlen line, which a server builds on the device.
+  BUILDERS=1
   PER=6
   STEP=1
 else
@@ -118,8 +121,9 @@ if [ "$MODE" = compile ]; then
     >"$T/ref.out" 2>"$T/ref.err" || fail "reference prewarm: $(cat "$T/ref.err")"
   EXPECT=$(json_field "$T/ref.out" total)
   "$CHECK" keys "$T/ref.db" | cut -d'|' -f1-3 >"$T/ref.keys"
+  CUBINS=$((EXPECT + BUILDERS))
   echo "reference: $EXPECT specializations, $(wc -l <"$T/ref.keys") cubins, $(secs "$t0" "$(now)") s"
-  [ "$(wc -l <"$T/ref.keys")" = "$EXPECT" ] || fail "reference database has $(wc -l <"$T/ref.keys") cubins, expected $EXPECT"
+  [ "$(wc -l <"$T/ref.keys")" = "$CUBINS" ] || fail "reference database has $(wc -l <"$T/ref.keys") cubins, expected $CUBINS"
 else
   EXPECT=$("$TUNE" prewarm --dry-run --shapes "$T/pool.shapes" | sed -n 's/^\([0-9]*\) specializations$/\1/p')
   [ "${EXPECT:-0}" = "$POOL" ] || fail "the pool has ${EXPECT:-?} specializations, expected $POOL"
@@ -220,8 +224,8 @@ s=$(json_field "$T/union.out" skipped)
 echo "verify: $(cat "$T/verify.out")"
 if [ "$MODE" = compile ]; then
   c=$("$TUNE" stats --db "$DB" --json | sed -n 's/.*"cubins": \([0-9]*\).*/\1/p')
-  [ "${c:-x}" = "$EXPECT" ] || fail "stats says ${c:-?} cubins, expected $EXPECT"
+  [ "${c:-x}" = "$CUBINS" ] || fail "stats says ${c:-?} cubins, expected $CUBINS"
 fi
 
-echo "concurrent prewarm ($MODE): $N processes, $rows $what (expected $EXPECT), union re-prewarm skipped ${s:-?}/$EXPECT, $fails failures"
+echo "concurrent prewarm ($MODE): $N processes, $rows $what (expected ${CUBINS:-$EXPECT}), union re-prewarm skipped ${s:-?}/$EXPECT, $fails failures"
 [ "$fails" = 0 ]
