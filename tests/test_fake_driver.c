@@ -644,6 +644,42 @@ static void builders_come_from_the_database_like_the_gate_kernels(void **state) 
   assert_int_equal(system(cmd), 0);
 }
 
+/* A database compiled without the GPU (kda-tune prewarm --compile-only)
+ * holds the heuristic before its fit to the SM count. At T=2048 H=32 the
+ * stand-in's 132 SMs get 1024 blocks, and the fit takes seg 8 for the
+ * offline seg 16: a CACHED context serves the stored cubin rather than
+ * compile the fitted config; with nothing stored it compiles. */
+static void cached_mode_serves_the_offline_heuristic_of_a_large_shape(void **state) {
+  (void)state;
+  char dir[] = "/tmp/kda_fake_offline_XXXXXX", path[64];
+  assert_non_null(mkdtemp(dir));
+  snprintf(path, sizeof path, "%s/tune.db", dir);
+  call c;
+  call_init(&c, 32, 128, 64, 2048);
+  for (int stored = 1; stored >= 0; --stored) {
+    if (stored)
+      assert_int_equal(kda_compile_offline_store(KDA_KERNEL_GATE_CHUNK_CUMSUM, &c.a, 90, path, NULL),
+                       KDA_OK);
+    kda_options o = kda_options_default();
+    o.tune_mode = KDA_TUNE_CACHED;
+    o.db_path = stored ? path : ":memory:";
+    kda_context *ctx = NULL;
+    assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
+    assert_int_equal(kda_gate_chunk_cumsum(ctx, &c.a, NULL), KDA_OK);
+    uint64_t hits = 0;
+    const uint64_t compiles = compiles_of(ctx, &hits);
+    printf("%s: %llu compiles, %llu stored cubins loaded\n", stored ? "offline database" : "none",
+           (unsigned long long)compiles, (unsigned long long)hits);
+    assert_int_equal(compiles, stored ? 0 : 1);
+    assert_int_equal(hits, stored ? 1 : 0);
+    kda_context_destroy(ctx);
+  }
+  call_free(&c);
+  char cmd[96];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
   /* Each test names its tuning mode; ctest's KDA_TUNE=off would override. */
   unsetenv("KDA_TUNE");
@@ -676,6 +712,7 @@ int main(void) {
       cmocka_unit_test(gpu_identity_hook_changes_the_context_identity),
       cmocka_unit_test(db_load_cubins_loads_each_cubin_once_and_stops_when_asked),
       cmocka_unit_test(builders_come_from_the_database_like_the_gate_kernels),
+      cmocka_unit_test(cached_mode_serves_the_offline_heuristic_of_a_large_shape),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -143,6 +143,38 @@ static int stored_winner(kda__slot_job *j, kda__store_record *rec, kda__config *
   return 0;
 }
 
+/* 1 if the database holds cfg's cubin for the slot (a lookup only). */
+static int cubin_stored(kda__slot_job *j, kda__config cfg) {
+  if (!j->have_keys) return 0;
+  char ctext[64];
+  kda__config_text(&cfg, ctext, sizeof ctext);
+  kda__cubin_key ck;
+  kda__tune_cubin_key(&j->keys, ctext, &ck);
+  int found = 0, tampered = 0;
+  void *blob = NULL;
+  size_t size = 0;
+  kda__store *store = kda__context_store_lock(j->ctx);
+  if (store != NULL && kda__store_lookup_cubin(store, &ck, &found, &blob, &size, &tampered) != KDA_OK)
+    found = 0;
+  kda__context_store_unlock(j->ctx);
+  free(blob);
+  return found;
+}
+
+/* The heuristic as kda_compile_offline_store (kda-tune prewarm
+ * --compile-only) stores it: before kda__config_fit_grid fits it to the
+ * device's SM count, which a machine without the GPU cannot know. 0 when
+ * the call's pointers do not allow its vector width. */
+static int offline_heuristic(const kda__slot_job *j, kda__config *out) {
+  kda__spec s = kda__job_concrete(&j->slot, j->heuristic);
+  const kda__config c = kda__config_heuristic(&s);
+  if (c.vec > j->slot.vec_cap || same_config(&c, &j->heuristic)) return 0;
+  s.cfg = c;
+  if (kda__config_check(&s) != KDA_OK) return 0;
+  *out = c;
+  return 1;
+}
+
 static void report_record(kda_prewarm_result *r, const kda__store_record *rec, int outcome) {
   if (r == NULL) return;
   r->outcome = outcome;
@@ -209,8 +241,16 @@ kda_status kda__tuner_build(void *user, const kda__spec *slot, CUmodule *module,
     report_record(rq->report, &rec, KDA_PREWARM_SKIPPED);
     st = kda__job_use_config(j, cfg, module, function);
   } else if (rq->mode == KDA_TUNE_CACHED) {
-    kda__log(ctx, KDA_LOG_INFO, "[%s]: no stored winner; heuristic %d/%d/%d (cached mode)",
-             j->what, cfg.vec, cfg.tx, cfg.seg);
+    kda__config plain;
+    if (!cubin_stored(j, cfg) && offline_heuristic(j, &plain) && cubin_stored(j, plain)) {
+      kda__log(ctx, KDA_LOG_INFO, "[%s]: no stored winner; the stored heuristic %d/%d/%d, "
+               "compiled without the device (cached mode)", j->what, plain.vec, plain.tx,
+               plain.seg);
+      cfg = plain;
+    } else {
+      kda__log(ctx, KDA_LOG_INFO, "[%s]: no stored winner; heuristic %d/%d/%d (cached mode)",
+               j->what, cfg.vec, cfg.tx, cfg.seg);
+    }
     st = kda__job_use_config(j, cfg, module, function);
   } else {
     char holder[256] = "";

@@ -666,7 +666,11 @@ KDA_API kda_status kda_prewarm(kda_context *ctx, kda_kernel kernel, const kda_ga
  * cubin in the database at db_path (NULL: the default path) under the cubin
  * key a context would look up. A context on an sm_<arch> device then loads
  * it without NVRTC when it uses the heuristic (KDA_TUNE_OFF is not enough:
- * OFF never reads the database; CACHED and ON do). kernel may also be
+ * OFF never reads the database; CACHED and ON do). The heuristic stored is
+ * the one before its fit to a device's SM count; a KDA_TUNE_CACHED context
+ * whose device would fit it otherwise (narrower blocks for a small grid,
+ * 8 rows per thread for a large one) runs the stored one rather than
+ * compile. kernel may also be
  * KDA_KERNEL_CHUNK_INDICES: the device chunk-table builder of
  * shape->cu_seqlens_dtype and chunk_size (the chunk-plan builder when
  * shape->chunk_plan is non-NULL), which a context reads from the database
