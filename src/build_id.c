@@ -12,7 +12,6 @@ typedef struct find {
   uintptr_t addr;
   char *hex;
   size_t n, bytes;
-  int found; /* the object holding addr was seen */
 } find;
 
 static int holds(const struct dl_phdr_info *info, uintptr_t addr) {
@@ -48,7 +47,6 @@ static int visit(struct dl_phdr_info *info, size_t size, void *data) {
   (void)size;
   find *f = data;
   if (!holds(info, f->addr)) return 0;
-  f->found = 1;
   for (int i = 0; i < info->dlpi_phnum; ++i) {
     const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
     if (ph->p_type != PT_NOTE) continue;
@@ -72,7 +70,7 @@ static int visit(struct dl_phdr_info *info, size_t size, void *data) {
 size_t kda__build_id_of(const void *addr, char *hex, size_t n) {
   if (addr == NULL || hex == NULL || n == 0) return 0;
   hex[0] = '\0';
-  find f = {(uintptr_t)addr, hex, n, 0, 0};
+  find f = {(uintptr_t)addr, hex, n, 0};
   dl_iterate_phdr(visit, &f);
   return f.bytes;
 }
