@@ -45,6 +45,20 @@ void kda__job_persist_failed(kda_context *ctx, const char *what) {
              "failures are only counted)", what, kda_last_error());
 }
 
+/* cfg's cubin for the slot, from the database: 1 and the framed blob
+ * (freed by the caller), or 0. ck gets the key (set when j has keys). */
+static int lookup_cubin(kda__slot_job *j, const char *ctext, kda__cubin_key *ck, void **blob,
+                        size_t *size, int *tampered) {
+  if (!j->have_keys) return 0;
+  kda__tune_cubin_key(&j->keys, ctext, ck);
+  int found = 0;
+  kda__store *store = kda__context_store_lock(j->ctx);
+  if (store != NULL && kda__store_lookup_cubin(store, ck, &found, blob, size, tampered) != KDA_OK)
+    found = 0;
+  kda__context_store_unlock(j->ctx);
+  return found;
+}
+
 kda_status kda__job_use_config(kda__slot_job *j, kda__config cfg, CUmodule *module,
                                CUfunction *function) {
   kda_context *ctx = j->ctx;
@@ -52,15 +66,11 @@ kda_status kda__job_use_config(kda__slot_job *j, kda__config cfg, CUmodule *modu
   char ctext[64];
   kda__config_text(&cfg, ctext, sizeof ctext);
   kda__cubin_key ck;
-  if (j->have_keys) kda__tune_cubin_key(&j->keys, ctext, &ck);
-
-  kda__store *store = j->have_keys ? kda__context_store_lock(ctx) : NULL;
-  int found = 0, tampered = 0;
+  memset(&ck, 0, sizeof ck);
+  int tampered = 0;
   void *blob = NULL;
   size_t size = 0;
-  if (store != NULL && kda__store_lookup_cubin(store, &ck, &found, &blob, &size, &tampered) != KDA_OK)
-    found = 0;
-  if (j->have_keys) kda__context_store_unlock(ctx);
+  const int found = lookup_cubin(j, ctext, &ck, &blob, &size, &tampered);
 
   if (found) {
     const char *name = NULL;
@@ -109,7 +119,7 @@ kda_status kda__job_use_config(kda__slot_job *j, kda__config cfg, CUmodule *modu
     size_t framed_size = 0;
     if (kda__cubin_frame(out.cubin, out.cubin_size, out.lowered_names[0], &framed,
                          &framed_size) == KDA_OK) {
-      store = kda__context_store_lock(ctx);
+      kda__store *store = kda__context_store_lock(ctx);
       if (store != NULL &&
           kda__store_put_cubin(store, &ck, framed, framed_size, out.compile_ms) != KDA_OK)
         kda__job_persist_failed(ctx, "a cubin");
@@ -145,18 +155,14 @@ static int stored_winner(kda__slot_job *j, kda__store_record *rec, kda__config *
 
 /* 1 if the database holds cfg's cubin for the slot (a lookup only). */
 static int cubin_stored(kda__slot_job *j, kda__config cfg) {
-  if (!j->have_keys) return 0;
   char ctext[64];
   kda__config_text(&cfg, ctext, sizeof ctext);
   kda__cubin_key ck;
-  kda__tune_cubin_key(&j->keys, ctext, &ck);
-  int found = 0, tampered = 0;
+  memset(&ck, 0, sizeof ck);
+  int tampered = 0;
   void *blob = NULL;
   size_t size = 0;
-  kda__store *store = kda__context_store_lock(j->ctx);
-  if (store != NULL && kda__store_lookup_cubin(store, &ck, &found, &blob, &size, &tampered) != KDA_OK)
-    found = 0;
-  kda__context_store_unlock(j->ctx);
+  const int found = lookup_cubin(j, ctext, &ck, &blob, &size, &tampered);
   free(blob);
   return found;
 }
