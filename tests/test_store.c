@@ -535,6 +535,92 @@ static void test_tampered_cubin_row_is_miss_and_gets_dropped(void **state) {
   kda__store_close(s);
 }
 
+/* The cubin of one spec and config, stored by the NVRTC build `nvrtc`,
+ * its bytes filled with `fill`. */
+static void put_build(kda__store *s, const char *nvrtc, unsigned char fill) {
+  unsigned char cubin[500];
+  memset(cubin, fill, sizeof cubin);
+  kda__cubin_key k = make_cubin_key("vec=4");
+  k.nvrtc_version = nvrtc;
+  assert_int_equal(kda__store_put_cubin(s, &k, cubin, sizeof cubin, 1.0), KDA_OK);
+}
+
+/* What a process of NVRTC build `mine` loads when its own cubin is
+ * missing: the fill byte of the cubin found (0: none) and its builder. */
+static int other_build_of(kda__store *s, const char *mine, char *by, size_t by_size) {
+  kda__cubin_key k = make_cubin_key("vec=4");
+  k.nvrtc_version = mine;
+  void *blob = NULL;
+  size_t size = 0;
+  int found = -1, tampered = -1;
+  assert_int_equal(kda__store_lookup_cubin_other_build(s, &k, &found, &blob, &size, &tampered,
+                                                       by, by_size),
+                   KDA_OK);
+  assert_int_equal(tampered, 0);
+  if (!found) {
+    assert_null(blob);
+    assert_string_equal(by, "");
+    return 0;
+  }
+  assert_int_equal(size, 500);
+  const int fill = ((unsigned char *)blob)[0];
+  free(blob);
+  return fill;
+}
+
+/* Another NVRTC build's cubin of the same major version is found, the same
+ * release first, then the most recently used; never another major version,
+ * never the process's own build (an exact lookup's business). */
+static void test_other_build_lookup_prefers_the_same_release(void **state) {
+  fixture *f = *state;
+  kda__store *s = open_ok(f->db, 0);
+  char by[160];
+  put_build(s, "13.0 build-id=aaaa", 0xa0);
+  put_build(s, "12.8 build-id=cccc", 0xc8);
+  put_build(s, "130.0 build-id=dddd", 0xd0); /* "13." is not its prefix */
+  assert_int_equal(other_build_of(s, "13.0 build-id=bbbb", by, sizeof by), 0xa0);
+  assert_string_equal(by, "13.0 build-id=aaaa");
+  assert_int_equal(other_build_of(s, "13.0 build-id=aaaa", by, sizeof by), 0); /* its own */
+  assert_int_equal(other_build_of(s, "12.4 libnvrtc.so.12.4.99", by, sizeof by), 0xc8);
+  assert_int_equal(other_build_of(s, "11.8 build-id=eeee", by, sizeof by), 0);
+  assert_int_equal(other_build_of(s, "nodots", by, sizeof by), 0);
+
+  /* A 13.2 cubin used more recently: a 13.1 process takes it, the most
+   * recently used; a 13.0 process still takes the 13.0 one (whose hit then
+   * refreshes its last_used, so it goes second). */
+  put_build(s, "13.2 build-id=ffff", 0xf2);
+  sqlite3 *db = kda__store_handle(s);
+  assert_int_equal(sqlite3_exec(db,
+                                "UPDATE cubins SET last_used = 100 WHERE nvrtc_version LIKE '13.0 %';"
+                                "UPDATE cubins SET last_used = 200 WHERE nvrtc_version LIKE '13.2 %';",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  assert_int_equal(other_build_of(s, "13.1 build-id=9999", by, sizeof by), 0xf2);
+  assert_string_equal(by, "13.2 build-id=ffff");
+  assert_int_equal(other_build_of(s, "13.0 build-id=bbbb", by, sizeof by), 0xa0);
+
+  /* A tampered row is a miss, reported and deleted, as in the exact lookup. */
+  assert_int_equal(sqlite3_exec(db,
+                                "UPDATE cubins SET blob = zeroblob(500) WHERE nvrtc_version LIKE '13.0 %'",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  kda__cubin_key k = make_cubin_key("vec=4");
+  k.nvrtc_version = "13.0 build-id=bbbb";
+  void *blob = NULL;
+  size_t size = 0;
+  int found = -1, tampered = -1;
+  assert_int_equal(kda__store_lookup_cubin_other_build(s, &k, &found, &blob, &size, &tampered,
+                                                       by, sizeof by),
+                   KDA_OK);
+  assert_int_equal(found, 0);
+  assert_int_equal(tampered, 1);
+  assert_int_equal(scalar(db, "SELECT count(*) FROM cubins WHERE nvrtc_version LIKE '13.0 %'"), 0);
+  assert_non_null(kda__store_pop_warning(s));
+  /* The next lookup finds the 13.2 build's. */
+  assert_int_equal(other_build_of(s, "13.0 build-id=bbbb", by, sizeof by), 0xf2);
+  kda__store_close(s);
+}
+
 static void test_cubin_cap_evicts_least_recently_used(void **state) {
   fixture *f = *state;
   kda__store *s = open_ok(f->db, 0);
@@ -799,6 +885,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_truncated_file_moved_aside_and_new_one_works, setup, teardown),
       cmocka_unit_test_setup_teardown(test_tampered_cubin_row_is_miss_and_gets_dropped, setup, teardown),
       cmocka_unit_test_setup_teardown(test_cubin_cap_evicts_least_recently_used, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_other_build_lookup_prefers_the_same_release, setup, teardown),
       cmocka_unit_test_setup_teardown(test_lease_acquire_expire_takeover_release, setup, teardown),
       cmocka_unit_test_setup_teardown(test_forked_processes_write_without_lock_errors_or_lost_rows, setup, teardown),
       cmocka_unit_test_setup_teardown(test_disk_full_gives_store_error_and_lookups_keep_working, setup, teardown),

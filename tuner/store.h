@@ -251,6 +251,15 @@ typedef struct kda__cubin_key {
 kda_status kda__store_lookup_cubin(kda__store *store, const kda__cubin_key *key, int *found,
                                    void **blob, size_t *size, int *tampered);
 
+/* As kda__store_lookup_cubin, for the same cubin compiled by another NVRTC
+ * build of key's major version (key->nvrtc_version "13.0 build-id=..."
+ * finds "13.0 ..." rows first, then "13.x ..."). built_by (may be NULL)
+ * receives the row's nvrtc_version on a hit. */
+kda_status kda__store_lookup_cubin_other_build(kda__store *store, const kda__cubin_key *key,
+                                               int *found, void **blob, size_t *size,
+                                               int *tampered, char *built_by,
+                                               size_t built_by_size);
+
 /* Inserts or replaces a cubin (sha256 computed here), then evicts the least
  * recently used cubins past the size cap, in the same transaction. Write
  * failures behave as in put_result. */

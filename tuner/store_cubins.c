@@ -17,6 +17,18 @@
   " WHERE arch = ?1 AND nvrtc_version = ?2 AND options = ?3 AND source_hash = ?4" \
   " AND spec = ?5 AND config = ?6"
 
+/* The same cubin compiled by another NVRTC build of the same major version
+ * ("13." of "13.0 build-id=..."): the same release (major.minor) first,
+ * then the most recently used. The key's text is "<major>.<minor> <build>"
+ * (tuner_keys.c). No index serves this; it runs only where the exact
+ * lookup missed, in place of a compile. */
+#define KDA__CUBIN_OTHER_BUILD_WHERE                                                   \
+  " WHERE arch = ?1 AND nvrtc_version != ?2 AND instr(?2, '.') > 0"                    \
+  " AND substr(nvrtc_version, 1, instr(?2, '.')) = substr(?2, 1, instr(?2, '.'))"    \
+  " AND options = ?3 AND source_hash = ?4 AND spec = ?5 AND config = ?6"              \
+  " ORDER BY substr(nvrtc_version, 1, instr(?2, ' ')) = substr(?2, 1, instr(?2, ' '))" \
+  " DESC, last_used DESC, id DESC LIMIT 1"
+
 static int cubin_key_ok(const kda__cubin_key *k) {
   return k != NULL && k->nvrtc_version != NULL && k->options != NULL && k->source_hash != NULL &&
          k->spec != NULL && k->config != NULL;
@@ -68,11 +80,23 @@ static int maintainable(const kda__store *s, sqlite3 *db) {
 
 /* ----------------------------------------------------------------- lookup */
 
+/* Where a lookup looks, and what it tells of the row it found. */
+typedef struct cubin_query {
+  int other_build;  /* KDA__CUBIN_OTHER_BUILD_WHERE instead of the exact key */
+  char *built_by;   /* receives the row's nvrtc_version (other_build only) */
+  size_t built_by_size;
+} cubin_query;
+
 /* 1 hit, 0 miss (or tampered), or -(SQLite code) on an error. */
-static int lookup_cubin_in(kda__store *s, sqlite3 *db, const kda__cubin_key *key, void **blob,
-                           size_t *size, int *tampered) {
+static int lookup_cubin_in(kda__store *s, sqlite3 *db, const kda__cubin_key *key,
+                           const cubin_query *q, void **blob, size_t *size, int *tampered) {
   sqlite3_stmt *st = NULL;
-  int rc = kda__store_prepare(db, "SELECT id, blob, sha256, size, last_used FROM cubins" KDA__CUBIN_WHERE, &st);
+  int rc = kda__store_prepare(
+      db,
+      q->other_build
+          ? "SELECT id, blob, sha256, size, last_used, nvrtc_version FROM cubins" KDA__CUBIN_OTHER_BUILD_WHERE
+          : "SELECT id, blob, sha256, size, last_used, nvrtc_version FROM cubins" KDA__CUBIN_WHERE,
+      &st);
   if (rc == SQLITE_OK) rc = bind_cubin_key(st, key);
   if (rc == SQLITE_OK) rc = sqlite3_step(st);
   if (rc != SQLITE_ROW) {
@@ -87,6 +111,10 @@ static int lookup_cubin_in(kda__store *s, sqlite3 *db, const kda__cubin_key *key
   snprintf(stored_sha, sizeof stored_sha, "%s", want != NULL ? want : "");
   int64_t stored_size = sqlite3_column_int64(st, 3);
   int64_t last_used = sqlite3_column_int64(st, 4);
+  if (q->built_by != NULL && q->built_by_size > 0) {
+    const char *by = (const char *)sqlite3_column_text(st, 5);
+    snprintf(q->built_by, q->built_by_size, "%s", by != NULL ? by : "");
+  }
   char got[65];
   sha256_hex_of(bytes != NULL ? bytes : "", n, got);
   int good = strcmp(got, stored_sha) == 0 && stored_size == (int64_t)n && n > 0;
@@ -118,8 +146,8 @@ static int lookup_cubin_in(kda__store *s, sqlite3 *db, const kda__cubin_key *key
   return 1;
 }
 
-kda_status kda__store_lookup_cubin(kda__store *s, const kda__cubin_key *key, int *found,
-                                   void **blob, size_t *size, int *tampered) {
+static kda_status lookup_cubin(kda__store *s, const kda__cubin_key *key, const cubin_query *q,
+                               int *found, void **blob, size_t *size, int *tampered) {
   KDA__REQUIRE(s != NULL && found != NULL && blob != NULL && size != NULL && cubin_key_ok(key),
                KDA_ERROR_NULL_POINTER, "kda__store_lookup_cubin: NULL argument or key field");
   int ignored = 0;
@@ -129,7 +157,7 @@ kda_status kda__store_lookup_cubin(kda__store *s, const kda__cubin_key *key, int
   *blob = NULL;
   *size = 0;
   if (s->mem != NULL) {
-    int r = lookup_cubin_in(s, s->mem, key, blob, size, tampered);
+    int r = lookup_cubin_in(s, s->mem, key, q, blob, size, tampered);
     if (r < 0) {
       if (-r == SQLITE_NOMEM) return kda__fail(KDA_ERROR_OUT_OF_MEMORY, "cubin copy: out of memory");
       return kda__store_fail(s, s->mem, -r, "reading a cubin");
@@ -140,7 +168,7 @@ kda_status kda__store_lookup_cubin(kda__store *s, const kda__cubin_key *key, int
     }
   }
   if (!kda__store_file_readable(s)) return KDA_OK;
-  int r = lookup_cubin_in(s, s->db, key, blob, size, tampered);
+  int r = lookup_cubin_in(s, s->db, key, q, blob, size, tampered);
   if (r >= 0) {
     *found = r == 1;
     return KDA_OK;
@@ -149,6 +177,21 @@ kda_status kda__store_lookup_cubin(kda__store *s, const kda__cubin_key *key, int
   if (s->schema_version > KDA__STORE_SCHEMA_VERSION && -r == SQLITE_ERROR) return KDA_OK;
   kda__store_read_failed(s, -r);
   return kda__store_fail(s, s->db, -r, "reading a cubin");
+}
+
+kda_status kda__store_lookup_cubin(kda__store *s, const kda__cubin_key *key, int *found,
+                                   void **blob, size_t *size, int *tampered) {
+  const cubin_query q = {0, NULL, 0};
+  return lookup_cubin(s, key, &q, found, blob, size, tampered);
+}
+
+kda_status kda__store_lookup_cubin_other_build(kda__store *s, const kda__cubin_key *key,
+                                               int *found, void **blob, size_t *size,
+                                               int *tampered, char *built_by,
+                                               size_t built_by_size) {
+  if (built_by != NULL && built_by_size > 0) built_by[0] = '\0';
+  const cubin_query q = {1, built_by, built_by_size};
+  return lookup_cubin(s, key, &q, found, blob, size, tampered);
 }
 
 /* -------------------------------------------------------------- put/evict */
