@@ -95,6 +95,14 @@ static kda_status apply_tuning_options(kda_context *ctx, const kda_options *o) {
     if (w >= 0) overlap = w == 0;
     else kda__log(ctx, KDA_LOG_WARN, "KDA_LAUNCH_OVERLAP=%s is not auto or off; ignored", ov);
   }
+  ctx->cubin_other_builds = 1;
+  const char *nv = getenv("KDA_CUBIN_NVRTC");
+  if (nv && *nv) {
+    static const char *const words[] = {"same-major", "exact"};
+    int w = parse_word(nv, words, 2);
+    if (w >= 0) ctx->cubin_other_builds = w == 0;
+    else kda__log(ctx, KDA_LOG_WARN, "KDA_CUBIN_NVRTC=%s is not same-major or exact; ignored", nv);
+  }
   /* griddepcontrol exists from sm_90; older drivers lack cuLaunchKernelEx. */
   overlap = overlap && ctx->arch >= 90 && ctx->drv->cuLaunchKernelEx != NULL;
   atomic_store(&ctx->launch_overlap, overlap);
@@ -340,11 +348,13 @@ kda_status kda_context_get_stats(kda_context *ctx, kda_stats *stats) {
   const size_t v1 = offsetof(kda_stats, tuning_runs), v2 = offsetof(kda_stats, background_jobs);
   const size_t v3 = offsetof(kda_stats, launch_overlap_active);
   const size_t v4 = offsetof(kda_stats, tuning_timing_waits);
+  const size_t v5 = offsetof(kda_stats, db_cubin_other_nvrtc_hits);
   const size_t size = stats->struct_size;
-  KDA__REQUIRE(size == sizeof *stats || size == v1 || size == v2 || size == v3 || size == v4,
+  KDA__REQUIRE(size == sizeof *stats || size == v1 || size == v2 || size == v3 || size == v4 ||
+                   size == v5,
                KDA_ERROR_BAD_OPTIONS,
-               "kda_stats.struct_size is %zu; this library knows %zu, %zu, %zu, %zu and %zu", size,
-               v1, v2, v3, v4, sizeof *stats);
+               "kda_stats.struct_size is %zu; this library knows %zu, %zu, %zu, %zu, %zu and %zu",
+               size, v1, v2, v3, v4, v5, sizeof *stats);
   kda_stats full;
   kda_stats *out = stats;
   stats = &full;
@@ -366,6 +376,7 @@ kda_status kda_context_get_stats(kda_context *ctx, kda_stats *stats) {
   stats->launch_overlap_active = atomic_load(&ctx->launch_overlap) ? 1 : 0;
   stats->tuning_timing_waits = atomic_load(&ctx->tune_timing_waits);
   stats->tuning_timing_wait_ms_total = (double)atomic_load(&ctx->tune_timing_wait_ns) / 1e6;
+  stats->db_cubin_other_nvrtc_hits = atomic_load(&ctx->db_cubin_other_nvrtc_hits);
   memcpy(out, &full, size);
   return KDA_OK;
 }

@@ -41,6 +41,11 @@ struct kda_context {
   struct kda__store *store;
   atomic_uint_fast64_t tuning_runs, db_result_hits, db_cubin_hits, persist_failures,
       rejected_candidates, tune_ns;
+  /* Stored cubins of another NVRTC build of the same major version are
+   * loaded on a miss of this build's (KDA_CUBIN_NVRTC=exact clears it), and
+   * counted apart as well as in db_cubin_hits. */
+  int cubin_other_builds;
+  atomic_uint_fast64_t db_cubin_other_nvrtc_hits;
   /* The stream and events of this context's tuning runs, made by the first
    * and used under the device's timing lock (tuner/tuner_kit.c); runs that
    * waited for another run's timing, and how long. */

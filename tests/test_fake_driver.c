@@ -474,7 +474,8 @@ static void earlier_struct_sizes_are_accepted(void **state) {
   _Alignas(kda_stats) unsigned char buf[sizeof(kda_stats) + 16];
   const size_t sizes[] = {offsetof(kda_stats, tuning_runs), offsetof(kda_stats, background_jobs),
                           offsetof(kda_stats, launch_overlap_active),
-                          offsetof(kda_stats, tuning_timing_waits), sizeof(kda_stats)};
+                          offsetof(kda_stats, tuning_timing_waits),
+                          offsetof(kda_stats, db_cubin_other_nvrtc_hits), sizeof(kda_stats)};
   for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; ++i) {
     memset(buf, 0xab, sizeof buf);
     kda_stats *s = (kda_stats *)(void *)buf;

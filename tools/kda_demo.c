@@ -140,9 +140,11 @@ static int run_on_gpu(kda_context *ctx) {
   printf("varlen layer: %d sequences, %lld tokens, H=%d K=%d, bf16 -> f32\n", N, (long long)T, H, K);
   printf("  first call (compile + run): %.1f ms, then %.1f us per call (host-timed)\n", cold,
          warm * 1e3);
-  printf("  NVRTC compiles: %llu (%.0f ms), launches: %llu\n",
+  printf("  NVRTC compiles: %llu (%.0f ms), stored cubins loaded: %llu (%llu compiled by another "
+         "NVRTC build), launches: %llu\n",
          (unsigned long long)stats.nvrtc_compiles, stats.compile_ms_total,
-         (unsigned long long)stats.launches);
+         (unsigned long long)stats.db_cubin_hits,
+         (unsigned long long)stats.db_cubin_other_nvrtc_hits, (unsigned long long)stats.launches);
   printf("  max relative error vs float64: %.2e (budget 2e-5): %s\n", worst,
          worst <= 2e-5 ? "OK" : "FAILED");
   return worst <= 2e-5 ? 0 : 1;

@@ -46,15 +46,25 @@ void kda__job_persist_failed(kda_context *ctx, const char *what) {
 }
 
 /* cfg's cubin for the slot, from the database: 1 and the framed blob
- * (freed by the caller), or 0. ck gets the key (set when j has keys). */
+ * (freed by the caller), or 0. ck gets the key (set when j has keys).
+ * Unless the context asks for its own NVRTC build only, a miss looks for
+ * the cubin another build of the same major version compiled (a server
+ * whose PyTorch wheel ships an NVRTC other than the toolkit's kda-tune
+ * prewarm ran with); built_by then names that build, else it is "". */
 static int lookup_cubin(kda__slot_job *j, const char *ctext, kda__cubin_key *ck, void **blob,
-                        size_t *size, int *tampered) {
+                        size_t *size, int *tampered, char *built_by, size_t built_by_size) {
+  built_by[0] = '\0';
   if (!j->have_keys) return 0;
   kda__tune_cubin_key(&j->keys, ctext, ck);
   int found = 0;
   kda__store *store = kda__context_store_lock(j->ctx);
   if (store != NULL && kda__store_lookup_cubin(store, ck, &found, blob, size, tampered) != KDA_OK)
     found = 0;
+  if (store != NULL && !found && !*tampered && j->ctx->cubin_other_builds &&
+      kda__store_lookup_cubin_other_build(store, ck, &found, blob, size, tampered, built_by,
+                                          built_by_size) != KDA_OK)
+    found = 0;
+  if (!found) built_by[0] = '\0';
   kda__context_store_unlock(j->ctx);
   return found;
 }
@@ -70,7 +80,8 @@ kda_status kda__job_use_config(kda__slot_job *j, kda__config cfg, CUmodule *modu
   int tampered = 0;
   void *blob = NULL;
   size_t size = 0;
-  const int found = lookup_cubin(j, ctext, &ck, &blob, &size, &tampered);
+  char built_by[KDA__NVRTC_TEXT_MAX];
+  const int found = lookup_cubin(j, ctext, &ck, &blob, &size, &tampered, built_by, sizeof built_by);
 
   if (found) {
     const char *name = NULL;
@@ -90,13 +101,23 @@ kda_status kda__job_use_config(kda__slot_job *j, kda__config cfg, CUmodule *modu
       }
     }
     free(blob);
+    if (st == KDA_OK && built_by[0] != '\0') {
+      atomic_fetch_add(&ctx->db_cubin_hits, 1);
+      atomic_fetch_add(&ctx->db_cubin_other_nvrtc_hits, 1);
+      kda__log(ctx, KDA_LOG_INFO,
+               "loaded the stored cubin of [%s] %s, compiled by NVRTC %s (this process has %s)",
+               j->what, ctext, built_by, ck.nvrtc_version);
+      return KDA_OK;
+    }
     if (st == KDA_OK) {
       atomic_fetch_add(&ctx->db_cubin_hits, 1);
       kda__log(ctx, KDA_LOG_DEBUG, "loaded the stored cubin of [%s] %s", j->what, ctext);
       return KDA_OK;
     }
-    kda__log(ctx, KDA_LOG_WARN, "the stored cubin of [%s] %s was refused (%s); recompiling",
-             j->what, ctext, kda_last_error());
+    /* Another build's cubin may be newer than the driver: expected, not a fault. */
+    kda__log(ctx, built_by[0] != '\0' ? KDA_LOG_INFO : KDA_LOG_WARN,
+             "the stored cubin of [%s] %s%s%s was refused (%s); recompiling", j->what, ctext,
+             built_by[0] != '\0' ? ", compiled by NVRTC " : "", built_by, kda_last_error());
   } else if (tampered) {
     /* The store has warned once already. */
     kda__log(ctx, KDA_LOG_INFO, "the stored cubin of [%s] %s failed its hash check; recompiling",
@@ -162,7 +183,8 @@ static int cubin_stored(kda__slot_job *j, kda__config cfg) {
   int tampered = 0;
   void *blob = NULL;
   size_t size = 0;
-  const int found = lookup_cubin(j, ctext, &ck, &blob, &size, &tampered);
+  char built_by[KDA__NVRTC_TEXT_MAX];
+  const int found = lookup_cubin(j, ctext, &ck, &blob, &size, &tampered, built_by, sizeof built_by);
   free(blob);
   return found;
 }

@@ -280,6 +280,9 @@ const char *kda__nvrtc_build_version(void);
  * fields of *info and returns 0, or returns -1 and leaves *info alone. */
 int kda__gpu_identity_override(const char *text, kda_device_info *info);
 
+/* Room for an NVRTC build's text ("13.0 build-id=<40 hex>" or a file name). */
+#define KDA__NVRTC_TEXT_MAX 160
+
 typedef struct kda__tune_keys {
   char gpu[128];
   char kernel[32];
@@ -289,7 +292,7 @@ typedef struct kda__tune_keys {
   char template_hash[65];
   char space_hash[65];
   int32_t arch;
-  char nvrtc[160];
+  char nvrtc[KDA__NVRTC_TEXT_MAX];
   char options[128];
   char lease[1024]; /* every result-key field joined, for the lease table */
 } kda__tune_keys;

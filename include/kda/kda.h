@@ -357,6 +357,10 @@ typedef struct kda_stats {
    *  compiles of concurrent runs overlap. */
   uint64_t tuning_timing_waits;
   double tuning_timing_wait_ms_total; /**< their waiting, not in tune_ms_total */
+  /* Fields below were added with cubins of other NVRTC builds. */
+  /** Of db_cubin_hits, the cubins another NVRTC build of this process's
+   *  major version compiled (see "Stored cubins and the NVRTC build"). */
+  uint64_t db_cubin_other_nvrtc_hits;
 } kda_stats;
 
 KDA_API kda_status kda_context_get_stats(kda_context *ctx, kda_stats *stats);
@@ -610,6 +614,19 @@ KDA_API kda_status kda_compile_offline(kda_kernel kernel, const kda_gate_args *a
  * Database faults (read-only, corrupt, full disk) never fail a kernel call:
  * they are logged once at KDA_LOG_WARN and counted in persist_failures.
  * Tuning never happens inside stream capture (see "Stream capture").
+ *
+ * Stored cubins and the NVRTC build: a cubin is stored under the NVRTC
+ * build that compiled it ("13.0 build-id=<GNU build ID>"). A process whose
+ * NVRTC is another build of the same major version (a PyTorch wheel's
+ * libnvrtc where `kda-tune prewarm` ran with the toolkit's) finds no cubin
+ * of its own build; it then loads the one the other build compiled (the
+ * same release first, e.g. another 13.0, then the most recently used 13.x)
+ * rather than compile, logs which at KDA_LOG_INFO and counts it in
+ * db_cubin_other_nvrtc_hits. That cubin is the very code the database's
+ * winner was timed with. A driver that refuses it (a cubin of a newer
+ * release than the driver) makes the call compile, as on a miss. The
+ * environment variable KDA_CUBIN_NVRTC=exact restricts loads to this
+ * process's own build (same-major, the default, allows the above).
  */
 
 /** Token bucket of a call with this many tokens (see the table above). */

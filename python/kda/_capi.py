@@ -170,6 +170,8 @@ class KdaStats(Structure):
         # Fields below were added with the tuning timing lock.
         ("tuning_timing_waits", c_uint64),
         ("tuning_timing_wait_ms_total", c_double),
+        # Fields below were added with cubins of other NVRTC builds.
+        ("db_cubin_other_nvrtc_hits", c_uint64),
     ]
 
 
@@ -220,10 +222,13 @@ STATS_V3_SIZE = KdaStats.launch_overlap_active.offset
 # (kda_stats before the tuning timing lock ended after launch_overlap_active
 # and its padding.)
 STATS_V4_SIZE = KdaStats.tuning_timing_waits.offset
+# (kda_stats before cubins of other NVRTC builds ended after
+# tuning_timing_wait_ms_total.)
+STATS_V5_SIZE = KdaStats.db_cubin_other_nvrtc_hits.offset
 # Sizes kda_context_get_stats is tried with, newest layout first: the
 # library accepts only its own sizeof(kda_stats).
-STATS_SIZES = (ctypes.sizeof(KdaStats), STATS_V4_SIZE, STATS_V3_SIZE, STATS_V2_SIZE,
-               STATS_V1_SIZE)
+STATS_SIZES = (ctypes.sizeof(KdaStats), STATS_V5_SIZE, STATS_V4_SIZE, STATS_V3_SIZE,
+               STATS_V2_SIZE, STATS_V1_SIZE)
 
 # --------------------------------------------------------------------------
 # Exceptions

@@ -50,6 +50,16 @@ def test_current_layout_has_every_field(fake):
     d = _ops.stats(0)
     assert d["launches"] == 7 and d["tuning_runs"] == 3 and "background_jobs" in d
     assert "launch_overlap_active" in d and "tuning_timing_waits" in d
+    assert "db_cubin_other_nvrtc_hits" in d
+
+
+def test_library_before_other_nvrtc_builds(fake):
+    # kda_stats ended after tuning_timing_wait_ms_total before
+    # db_cubin_other_nvrtc_hits.
+    lib = fake(C.STATS_V5_SIZE)
+    d = _ops.stats(0)
+    assert "tuning_timing_wait_ms_total" in d and "db_cubin_other_nvrtc_hits" not in d
+    assert lib.asked[-1] == C.STATS_V5_SIZE
 
 
 def test_library_before_timing_lock(fake):

@@ -38,6 +38,12 @@ static atomic_long unsafe_calls;
 static atomic_long allocs_left = -1;
 FAKE_API void fake_cuda_fail_allocs_after(long n) { atomic_store(&allocs_left, n); }
 
+/* fake_cuda_refuse_module_loads(n): the next n cuModuleLoadData calls fail
+ * with CUDA_ERROR_UNSUPPORTED_PTX_VERSION, as a driver older than the
+ * compiler of the image does. */
+static atomic_long refuse_loads;
+FAKE_API void fake_cuda_refuse_module_loads(long n) { atomic_store(&refuse_loads, n); }
+
 /* Streams made (ever) and alive now: the tuner makes one per context. */
 static atomic_long streams_made, streams_live;
 FAKE_API long fake_cuda_streams_made(void) { return atomic_load(&streams_made); }
@@ -130,6 +136,9 @@ FAKE_API CUresult cuCtxGetDevice(CUdevice *d) { *d = 0; return CUDA_SUCCESS; }
 FAKE_API CUresult cuCtxSynchronize(void) { return CUDA_SUCCESS; }
 FAKE_API CUresult cuModuleLoadData(CUmodule *m, const void *image) {
   if (image == NULL) return CUDA_ERROR_INVALID_IMAGE;
+  for (long left = atomic_load(&refuse_loads); left > 0;)
+    if (atomic_compare_exchange_weak(&refuse_loads, &left, left - 1))
+      return CUDA_ERROR_UNSUPPORTED_PTX_VERSION;
   *m = (CUmodule)malloc(16);
   atomic_fetch_add(&modules, 1);
   return CUDA_SUCCESS;
