@@ -113,7 +113,11 @@ KDA_API int kda_db_gpu_key(const kda_device_info *info, char *buf, size_t size);
 enum {
   KDA_DB_STALE_LIB = 1u << 0,      /**< written by another library version */
   KDA_DB_STALE_TEMPLATE = 1u << 1, /**< the kernel template changed since */
-  KDA_DB_STALE_NVRTC = 1u << 2     /**< written with another NVRTC build */
+  /** written with another NVRTC build than the one this process loaded. A
+   *  cubin so marked is still loaded by a process of another build of the
+   *  same major version that misses its own (kda.h, "Stored cubins and the
+   *  NVRTC build"): purge it only where no such process reads the file. */
+  KDA_DB_STALE_NVRTC = 1u << 2
 };
 
 typedef struct kda_db_filter {
