@@ -39,13 +39,14 @@ from ._ops import (
     prepare_chunk_indices,
     stats,
 )
+from ._prewarm import prewarm
 
 __version__ = "0.1.0"
 
 __all__ = [
     "gate_chunk_cumsum", "kda_gate_chunk_cumsum", "chunk_local_cumsum", "gate", "fused_kda_gate",
     "kda_gate_fwd", "prepare_chunk_indices", "num_chunks_of", "ChunkPlan", "context", "stats",
-    "device_info",
+    "device_info", "prewarm",
     "load_library", "library_path", "library_search_order", "library_version",
     "EXPECTED_VERSION_NUMBER", "KdaError", "KdaLibraryNotFoundError", "KdaVersionError",
     "KdaValueError", "KdaTypeError", "KdaDeviceError", "KdaCaptureColdError",

@@ -175,6 +175,27 @@ class KdaStats(Structure):
     ]
 
 
+class KdaPrewarmResult(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("outcome", c_int32),
+        ("config", c_char * 64),
+        ("median_us", c_double),
+        ("heuristic_us", c_double),
+        ("compile_ms", c_double),
+        ("tune_ms", c_double),
+        ("candidates", c_int32),
+        ("rejected", c_int32),
+        ("bucket", c_int32),
+    ]
+
+
+KDA_PREWARM_TUNED = 0
+KDA_PREWARM_SKIPPED = 1
+KDA_PREWARM_FAILED = 2
+KDA_MAX_HOST_ROWS = 256
+
+
 class KdaGateArgs(Structure):
     _fields_ = [
         ("struct_size", c_uint32),
@@ -402,6 +423,9 @@ def _declare(lib):
     # called: kda_options was 16 bytes before autotuning, returned in
     # registers, so its return convention changed with the library version.
     fn("kda_gate_args_default", _Big)
+    fn("kda_prewarm", c_int, c_void_p, c_int, P(KdaGateArgs), c_int32, P(KdaPrewarmResult))
+    fn("kda_token_bucket", c_int32, c_int64)
+    fn("kda_context_db_path", c_char_p, c_void_p)
 
 
 class _Big(Structure):

@@ -19,6 +19,7 @@ MIRRORED = {
     "kda_options": C.KdaOptions,
     "kda_stats": C.KdaStats,
     "kda_device_info": C.KdaDeviceInfo,
+    "kda_prewarm_result": C.KdaPrewarmResult,
 }
 
 SCALARS = {

@@ -1,0 +1,114 @@
+"""kda.prewarm and `python -m kda prewarm` without a GPU: argument checks,
+the shapes it asks for, a missing driver, and (on the tests' stand-in
+driver, where no kernel runs and so every tuning run fails) that a failed
+shape reports the library's message and the others still run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import kda
+from kda import _prewarm
+
+PKG_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(args, **env):
+    e = dict(os.environ, PYTHONPATH=PKG_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    e.pop("KDA_TUNE", None)  # conftest's KDA_TUNE=off would forbid tuning
+    e.update(env)
+    return subprocess.run([sys.executable, "-m", "kda", "prewarm"] + args, env=e,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _stand_in_driver():
+    lib = os.environ.get("KDA_LIBRARY")
+    path = os.path.join(os.path.dirname(lib), "tests", "libkda_fake_cuda.so") if lib else ""
+    if not os.path.exists(path):
+        pytest.skip("the stand-in driver is built with the tests (build/tests/"
+                    "libkda_fake_cuda.so next to KDA_LIBRARY); not found: %r" % path)
+    return path
+
+
+@pytest.mark.parametrize("kw", [dict(heads=0), dict(heads="32"), dict(heads=[32, -1]),
+                                dict(tokens=[]), dict(gate="relu"), dict(dtype="int8"),
+                                dict(kernel="attention"), dict(budget_ms=0),
+                                dict(head_dim=True)])
+def test_bad_arguments_raise_before_any_device_is_touched(kw):
+    args = dict(heads=32, tokens=512)
+    args.update(kw)
+    heads, tokens = args.pop("heads"), args.pop("tokens")
+    with pytest.raises(kda.KdaValueError):
+        kda.prewarm(heads, tokens, **args)
+
+
+def test_host_rows_fit_is_the_library_rule():
+    # 8 sequences of 1024 tokens: 128 chunks of 64, in the launch.
+    assert _prewarm.host_rows_fit(8192, 8, 64)
+    # 512 chunks: more than KDA_MAX_HOST_ROWS (256), so the table.
+    assert not _prewarm.host_rows_fit(32768, 8, 64)
+    # Exactly 256 chunks fit; one token more makes a 257th.
+    assert _prewarm.host_rows_fit(16384, 1, 64)
+    assert not _prewarm.host_rows_fit(16385, 1, 64)
+    # Sequences of one token each: one chunk per sequence.
+    assert _prewarm.host_rows_fit(256, 256, 64) and not _prewarm.host_rows_fit(257, 257, 64)
+    # 2^24 tokens never pass their rows in the launch, whatever the chunks.
+    assert not _prewarm.host_rows_fit(1 << 24, 1, 1 << 20)
+
+
+def test_shapes_name_the_path_a_call_would_take(lib):
+    def path(**kw):
+        a = dict(kernel=0, gate=1, H=16, T=8192, head_dim=128, chunk_size=64, dtype=2,
+                 out_dtype=0, bias=True, varlen=True, num_seqs=8, host_rows=False,
+                 chunk_plan=False)
+        a.update(kw)
+        return _prewarm._shape(**a)
+    a, p = path(varlen=False)
+    assert p == "dense" and a.num_seqs == 0 and a.dt_bias and a.A_log and not a.cu_seqlens_host
+    a, p = path()
+    assert p == "table" and a.num_seqs == 8 and not a.cu_seqlens_host and not a.chunk_plan
+    assert path(host_rows=True)[1] == "host-rows"
+    assert path(host_rows=True, T=32768)[1] == "table"  # too many chunks for the launch
+    assert path(chunk_plan=True, host_rows=True)[1] == "plan"
+    a, _ = path(gate=0, bias=True)  # no activation: no bias, no A_log
+    assert not a.dt_bias and not a.A_log
+    a, _ = path(gate=2)
+    assert a.lower_bound == -5.0
+    assert path(T=4, num_seqs=8)[0].num_seqs == 4  # no more sequences than tokens
+
+
+def test_no_driver_is_a_clear_error_and_exit_status_2():
+    r = _run(["--heads", "4", "--tokens", "512"], KDA_LIBCUDA="/nonexistent/libcuda.so.1")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "KDA_ERROR_NO_DRIVER" in r.stderr
+
+
+def test_usage_error_is_exit_status_2():
+    r = _run(["--heads", "x"])
+    assert r.returncode == 2 and "comma-separated" in r.stderr
+
+
+def test_each_shape_runs_and_a_failure_carries_the_library_message(tmp_path):
+    db = str(tmp_path / "tune.db")
+    r = _run(["--heads", "4,8", "--tokens", "512,32768", "--varlen", "--host-rows",
+              "--budget-ms", "200", "--db", db, "--json"], KDA_LIBCUDA=_stand_in_driver())
+    assert r.returncode == 1, r.stdout + r.stderr
+    rows = json.loads(r.stdout)
+    assert [(x["heads"], x["tokens"]) for x in rows] == [(4, 512), (4, 32768), (8, 512),
+                                                         (8, 32768)]
+    assert [x["path"] for x in rows] == ["host-rows", "table"] * 2
+    assert [x["bucket"] for x in rows] == [0, 3] * 2
+    for x in rows:
+        assert x["outcome"] == "failed" and x["db_path"] == db
+        # The stand-in runs no kernel, so the tuner cannot validate anything.
+        assert "KDA_ERROR_INTERNAL" in x["error"] and "compare kernel did not run" in x["error"]
+
+
+def test_tuning_off_in_the_environment_is_reported(tmp_path):
+    r = _run(["--heads", "4", "--tokens", "512", "--db", str(tmp_path / "t.db")],
+             KDA_LIBCUDA=_stand_in_driver(), KDA_TUNE="off")
+    assert r.returncode == 1
+    assert "KDA_ERROR_INVALID_ARGUMENT" in r.stdout and "KDA_TUNE=off" in r.stdout
