@@ -74,6 +74,10 @@ void *gu_upload(const void *src, size_t bytes) {
   return d;
 }
 
+void gu_copy_to(void *dev, const void *src, size_t bytes) {
+  if (bytes) cu_ok(g_drv->cuMemcpyHtoD((CUdeviceptr)(uintptr_t)dev, src, bytes), "cuMemcpyHtoD");
+}
+
 void gu_download(void *dst, const void *dev, size_t bytes) {
   cu_ok(g_drv->cuCtxSynchronize(), "cuCtxSynchronize (kernel error?)");
   cu_ok(g_drv->cuMemcpyDtoH(dst, (CUdeviceptr)(uintptr_t)dev, bytes), "cuMemcpyDtoH");

@@ -26,6 +26,8 @@ kda_context *gu_context(void);
 void *gu_alloc(size_t bytes);
 void *gu_upload(const void *src, size_t bytes);
 void gu_download(void *dst, const void *dev, size_t bytes);
+/* Host to device into an existing buffer (dev may be any byte address). */
+void gu_copy_to(void *dev, const void *src, size_t bytes);
 void gu_free(void *dev);
 /* Fills bytes (a multiple of 4) with the 32-bit pattern: 0x7fc00000 is a
  * float NaN; 0x7fc07fc0 is two bf16 NaNs. */
