@@ -60,30 +60,30 @@ struct offsets_form {
 // 16-byte words (lanes of a warp hit consecutive words): `put` stores this
 // thread's `total` as number `me`, `add_before` adds every total in [lo, hi)
 // before number `me` (after it when REVERSE) to `offset`.
-template <int N, int TX, int VEC>
-__device__ __forceinline__ void put_total(vec<float, 4> (&totals)[N * (VEC / 4) * TX],
-                                          const float (&total)[VEC], int me, int tx) {
+template <int N, int TX, int VEC, typename T>
+__device__ __forceinline__ void put_total(vec<T, 4> (&totals)[N * (VEC / 4) * TX],
+                                          const T (&total)[VEC], int me, int tx) {
   constexpr int Q = VEC / 4;
 #pragma unroll
   for (int k = 0; k < Q; ++k) {
-    vec<float, 4> m;
+    vec<T, 4> m;
 #pragma unroll
     for (int i = 0; i < 4; ++i) m.v[i] = total[4 * k + i];
     totals[(me * Q + k) * TX + tx] = m;
   }
 }
 
-template <int N, int TX, int VEC, int REVERSE>
-__device__ __forceinline__ void add_totals_before(const vec<float, 4> (&totals)[N * (VEC / 4) * TX],
+template <int N, int TX, int VEC, int REVERSE, typename T>
+__device__ __forceinline__ void add_totals_before(const vec<T, 4> (&totals)[N * (VEC / 4) * TX],
                                                   int me, int lo, int hi, int tx,
-                                                  float (&offset)[VEC]) {
+                                                  T (&offset)[VEC]) {
   constexpr int Q = VEC / 4;
 #pragma unroll
   for (int q = 0; q < N; ++q) {
     if ((REVERSE ? q > me : q < me) && q >= lo && q < hi) {
 #pragma unroll
       for (int k = 0; k < Q; ++k) {
-        const vec<float, 4> t = totals[(q * Q + k) * TX + tx];
+        const vec<T, 4> t = totals[(q * Q + k) * TX + tx];
 #pragma unroll
         for (int i = 0; i < 4; ++i) offset[4 * k + i] += t.v[i];
       }
@@ -92,18 +92,19 @@ __device__ __forceinline__ void add_totals_before(const vec<float, 4> (&totals)[
 }
 
 // The segments of s's chunk are [cb, ce): all of the block's but in a packed
-// block of varlen mode 2 (forms 0 and 1 only).
-template <int FORM, int TX, int SEG, int VEC, int REVERSE>
-__device__ __forceinline__ void segment_offsets(const float (&acc)[VEC], int tx, int s, int cb,
-                                                int ce, float (&offset)[VEC]) {
+// block of varlen mode 2 (forms 0 and 1 only). T is float, or double for the
+// plain cumsum (see WIDE below).
+template <int FORM, int TX, int SEG, int VEC, int REVERSE, typename T>
+__device__ __forceinline__ void segment_offsets(const T (&acc)[VEC], int tx, int s, int cb,
+                                                int ce, T (&offset)[VEC]) {
   if constexpr (FORM == 0) {
     // [SEG][VEC][TX]: lanes of a warp hit consecutive words.
-    __shared__ float totals[SEG * VEC * TX];
+    __shared__ T totals[SEG * VEC * TX];
 #pragma unroll
     for (int j = 0; j < VEC; ++j) totals[(s * VEC + j) * TX + tx] = acc[j];
     __syncthreads();
 #pragma unroll
-    for (int j = 0; j < VEC; ++j) offset[j] = 0.0f;
+    for (int j = 0; j < VEC; ++j) offset[j] = T(0);
 #pragma unroll
     for (int q = 0; q < SEG; ++q) {
       if ((REVERSE ? q > s : q < s) && q >= cb && q < ce) {
@@ -112,11 +113,11 @@ __device__ __forceinline__ void segment_offsets(const float (&acc)[VEC], int tx,
       }
     }
   } else if constexpr (FORM == 1) {
-    __shared__ vec<float, 4> totals[SEG * (VEC / 4) * TX];
+    __shared__ vec<T, 4> totals[SEG * (VEC / 4) * TX];
     put_total<SEG, TX, VEC>(totals, acc, s, tx);
     __syncthreads();
 #pragma unroll
-    for (int j = 0; j < VEC; ++j) offset[j] = 0.0f;
+    for (int j = 0; j < VEC; ++j) offset[j] = T(0);
     add_totals_before<SEG, TX, VEC, REVERSE>(totals, s, cb, ce, tx, offset);
   } else if constexpr (FORM == 3) {
     // Segments in one warp scan by shuffles; one shared total per warp.
@@ -129,35 +130,35 @@ __device__ __forceinline__ void segment_offsets(const float (&acc)[VEC], int tx,
     constexpr int NW = SEG / W;
     static_assert(TX < 32 && (TX * SEG) % 32 == 0 && VEC % 4 == 0, "form 3 needs whole warps");
     const int sl = s % W, w = s / W;
-    float incl[VEC];
+    T incl[VEC];
 #pragma unroll
     for (int j = 0; j < VEC; ++j) incl[j] = acc[j];
 #pragma unroll
     for (int d = 1; d < W; d *= 2) {
 #pragma unroll
       for (int j = 0; j < VEC; ++j) {
-        const float t = REVERSE ? __shfl_down_sync(0xffffffffu, incl[j], d * TX)
-                                : __shfl_up_sync(0xffffffffu, incl[j], d * TX);
+        const T t = REVERSE ? __shfl_down_sync(0xffffffffu, incl[j], d * TX)
+                            : __shfl_up_sync(0xffffffffu, incl[j], d * TX);
         if (REVERSE ? sl + d < W : sl >= d) incl[j] += t;
       }
     }
 #pragma unroll
     for (int j = 0; j < VEC; ++j) {
-      const float t = REVERSE ? __shfl_down_sync(0xffffffffu, incl[j], TX)
-                              : __shfl_up_sync(0xffffffffu, incl[j], TX);
-      offset[j] = (REVERSE ? sl + 1 < W : sl >= 1) ? t : 0.0f;
+      const T t = REVERSE ? __shfl_down_sync(0xffffffffu, incl[j], TX)
+                          : __shfl_up_sync(0xffffffffu, incl[j], TX);
+      offset[j] = (REVERSE ? sl + 1 < W : sl >= 1) ? t : T(0);
     }
     if (NW > 1) {
-      __shared__ vec<float, 4> totals[NW * (VEC / 4) * TX];
+      __shared__ vec<T, 4> totals[NW * (VEC / 4) * TX];
       if (sl == (REVERSE ? 0 : W - 1)) put_total<NW, TX, VEC>(totals, incl, w, tx);
       __syncthreads();
       add_totals_before<NW, TX, VEC, REVERSE>(totals, w, 0, NW, tx, offset);
     }
   } else {
     constexpr int CW = TX * VEC;  // channels of the block: [SEG][CW]
-    __shared__ vec<float, VEC> totals_v[SEG * TX];
-    float *totals = reinterpret_cast<float *>(totals_v);
-    vec<float, VEC> mine;
+    __shared__ vec<T, VEC> totals_v[SEG * TX];
+    T *totals = reinterpret_cast<T *>(totals_v);
+    vec<T, VEC> mine;
 #pragma unroll
     for (int j = 0; j < VEC; ++j) mine.v[j] = acc[j];
     totals_v[s * TX + tx] = mine;
@@ -166,10 +167,10 @@ __device__ __forceinline__ void segment_offsets(const float (&acc)[VEC], int tx,
     // holding SEG more registers next to the thread's values.
     constexpr int B = SEG < 8 ? SEG : 8;
     for (int col = (int)threadIdx.x; col < CW; col += TX * SEG) {
-      float run = 0.0f;
+      T run = T(0);
 #pragma unroll
       for (int q0 = 0; q0 < SEG; q0 += B) {
-        float t[B];
+        T t[B];
 #pragma unroll
         for (int b = 0; b < B; ++b) t[b] = totals[(REVERSE ? SEG - 1 - q0 - b : q0 + b) * CW + col];
 #pragma unroll
@@ -180,7 +181,7 @@ __device__ __forceinline__ void segment_offsets(const float (&acc)[VEC], int tx,
       }
     }
     __syncthreads();
-    const vec<float, VEC> got = totals_v[s * TX + tx];
+    const vec<T, VEC> got = totals_v[s * TX + tx];
 #pragma unroll
     for (int j = 0; j < VEC; ++j) offset[j] = got.v[j];
   }
@@ -345,6 +346,18 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
   // spares the compiler the merge of a predicated load with zeros.
   const bool cvalid = HK % CHANNELS_PER_BLOCK == 0 || c < HK;
 
+  // The plain cumsum (no gate) adds values of either sign, whose partial
+  // sums can be hundreds of times its result: in fp32 their rounding
+  // (about 6e-8 of each partial sum, over up to 256 adds) reached 6e-5 of
+  // results near 0.1 for inputs of standard deviation 8 at chunk 256,
+  // three times the budget of 2e-5 * (1 + |ref|) (test_gpu_random). It
+  // sums in double, and scales once at the end: every result within one
+  // fp32 rounding. A gate's values all have one sign (softplus and the
+  // sigmoid are positive, their factors negative), so no digit cancels and
+  // the fused kernel keeps fp32 (its partial sums are at most its result).
+  constexpr bool WIDE = CUMSUM && GATE == GATE_NONE;
+  typedef typename pick<WIDE, double, float>::type acc_t;
+
   float a_exp[VEC], bias[VEC];
   // When VEC divides K a thread's channels share one head: one expf.
   constexpr bool ONE_HEAD = K % VEC == 0;
@@ -372,7 +385,7 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
     in_mul[j] = m;
     in_add[j] = bias[j] * m;
     const float p = GATE == GATE_SOFTPLUS ? -a_exp[j] * KDA_LN2 : GATE == GATE_LOWER_BOUND ? lower_bound : 1.0f;
-    post[j] = HAS_SCALE ? p * scale : p;
+    post[j] = HAS_SCALE && !WIDE ? p * scale : p;
   }
 
   // Issue every load of the segment before using any of them. Rows past the
@@ -417,27 +430,45 @@ gate_cumsum(const typename storage<IN_DT>::type *__restrict__ g,
   }
 
   if (CUMSUM) {
-    float acc[VEC];
+    // fp32: the segment's running sums in place, then its offset added.
+    // WIDE: only the segment's total here; the running sums start from the
+    // offset below, in double.
+    acc_t acc[VEC];
 #pragma unroll
-    for (int j = 0; j < VEC; ++j) acc[j] = 0.0f;
+    for (int j = 0; j < VEC; ++j) acc[j] = acc_t(0);
 #pragma unroll
     for (int ii = 0; ii < L; ++ii) {
       const int i = REVERSE ? L - 1 - ii : ii;
 #pragma unroll
       for (int j = 0; j < VEC; ++j) {
-        acc[j] += v[i][j];
-        v[i][j] = acc[j];
+        acc[j] += acc_t(v[i][j]);
+        if (!WIDE) v[i][j] = float(acc[j]);
       }
     }
+    acc_t offset[VEC];
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) offset[j] = acc_t(0);
     if (SEG > 1) {
-      float offset[VEC];
       constexpr bool SEGMENTED = VARLEN == 2 || VARLEN == 3;
       segment_offsets<offsets_form<L, VEC, TX, SEG, SEGMENTED>::value, TX, SEG, VEC, REVERSE>(
           acc, tx, s, seg_lo, seg_hi, offset);
+    }
+    if constexpr (WIDE) {
+      const double sc = HAS_SCALE ? (double)scale : 1.0;
+#pragma unroll
+      for (int ii = 0; ii < L; ++ii) {
+        const int i = REVERSE ? L - 1 - ii : ii;
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) {
+          offset[j] += (double)v[i][j];
+          v[i][j] = (float)(HAS_SCALE ? offset[j] * sc : offset[j]);
+        }
+      }
+    } else if (SEG > 1) {
 #pragma unroll
       for (int i = 0; i < L; ++i)
 #pragma unroll
-        for (int j = 0; j < VEC; ++j) v[i][j] += offset[j];
+        for (int j = 0; j < VEC; ++j) v[i][j] += float(offset[j]);
     }
   }
 

@@ -105,6 +105,10 @@ int kda__max_vec(const kda__spec *spec) {
   return 1;
 }
 
+int kda__spec_sums_in_double(const kda__spec *spec) {
+  return spec->kernel != KDA__KERNEL_CHUNK_INDICES && spec->cumsum && spec->gate == KDA_GATE_NONE;
+}
+
 kda_status kda__config_check(const kda__spec *spec) {
   const kda__config *c = &spec->cfg;
   if (spec->kernel == KDA__KERNEL_CHUNK_INDICES) {
@@ -129,6 +133,13 @@ kda_status kda__config_check(const kda__spec *spec) {
   KDA__REQUIRE(rows * c->vec <= KDA__MAX_VALUES_PER_THREAD, KDA_ERROR_INVALID_ARGUMENT,
                "chunk/seg*vec=%d values per thread exceed %d", rows * c->vec,
                KDA__MAX_VALUES_PER_THREAD);
+  /* The plain cumsum keeps its segment totals in double (gate_cumsum.cu,
+   * WIDE): 8 bytes a value in shared memory, kept within 32 KB. */
+  KDA__REQUIRE(!kda__spec_sums_in_double(spec) || c->seg == 1 ||
+                   c->tx * c->seg * c->vec <= KDA__MAX_WIDE_TOTALS,
+               KDA_ERROR_INVALID_ARGUMENT,
+               "tx*seg*vec=%d double totals of the plain cumsum exceed %d", c->tx * c->seg * c->vec,
+               KDA__MAX_WIDE_TOTALS);
   /* Modes 2 (host rows) and 3 (a chunk plan) pack short chunks at granules. */
   KDA__REQUIRE((spec->varlen != 2 && spec->varlen != 3) || rows <= kda__host_granule(spec->chunk),
                KDA_ERROR_INVALID_ARGUMENT,
@@ -163,6 +174,7 @@ kda__config kda__config_heuristic(const kda__spec *spec) {
    * slower there and 10-30% slower on small shapes. */
   if (tx > 16) tx = 16;
   while (tx * seg > 1024) tx >>= 1;
+  while (kda__spec_sums_in_double(spec) && tx * seg * vec > KDA__MAX_WIDE_TOTALS && tx > 1) tx >>= 1;
   c.vec = vec;
   c.tx = tx;
   c.seg = seg;

@@ -65,6 +65,10 @@ int kda__host_granule(int chunk);
 
 /* Threads per block of the spec's config. */
 int kda__config_threads(const kda__spec *spec);
+/* Nonzero for the plain cumsum (no gate), which sums in double: its
+ * blocks hold at most KDA__MAX_WIDE_TOTALS segment totals (tx*seg*vec). */
+int kda__spec_sums_in_double(const kda__spec *spec);
+#define KDA__MAX_WIDE_TOTALS 4096
 
 /* Largest vector width (8, 4, 2, 1) dividing H*K. */
 int kda__max_vec(const kda__spec *spec);

@@ -301,6 +301,40 @@ static void chunk_local_cumsum_vector_and_scalar_match_reference(void **state) {
   assert_int_equal(bad, 0);
 }
 
+/* The plain cumsum of inputs of either sign and standard deviation 8: its
+ * partial sums reach hundreds while results sit near 0.1, which fp32 sums
+ * missed by up to 3x the budget (test_gpu_random, seed 2726616978824557482:
+ * chunk 256, bf16 in, scale). It sums in double: every chunk size, both
+ * directions, with and without scale, dense and varlen, every block shape
+ * form (chunk 16's 2 rows per thread to chunk 256's 64 segments). */
+static void chunk_local_cumsum_is_accurate_for_inputs_of_either_sign(void **state) {
+  (void)state;
+  const int chunks[] = {16, 32, 64, 128, 256};
+  const kda_dtype ins[] = {KDA_DTYPE_BF16, KDA_DTYPE_F32};
+  size_t bad = 0;
+  for (int i = 0; i < 20; ++i) {
+    gcase c = base_case();
+    c.op = KDA__OP_CHUNK_LOCAL_CUMSUM;
+    c.gate = KDA_GATE_NONE;
+    c.bias = c.alog = 0;
+    c.in = ins[i % 2];
+    c.chunk = chunks[i % 5];
+    c.reverse = (i / 5) % 2;
+    c.scale = (i / 10) % 2 == 0;
+    c.stddev = 8.0;
+    c.H = 4;
+    c.K = 128;
+    c.T = 1000;
+    if (i % 4 == 3) {
+      c.lens = RAGGED;
+      c.nseq = 7;
+      c.device_table = i % 8 == 3;
+    }
+    bad += run_case(&c);
+  }
+  assert_int_equal(bad, 0);
+}
+
 static void standalone_gate_matches_reference(void **state) {
   (void)state;
   const kda_dtype ins[] = {KDA_DTYPE_BF16, KDA_DTYPE_F16, KDA_DTYPE_F32};
@@ -879,6 +913,7 @@ int main(void) {
       cmocka_unit_test(chunk_table_rebuilt_between_batches_is_read_fresh),
       cmocka_unit_test(chunk_table_rebuilt_few_sequences_is_read_fresh),
       cmocka_unit_test(chunk_local_cumsum_vector_and_scalar_match_reference),
+      cmocka_unit_test(chunk_local_cumsum_is_accurate_for_inputs_of_either_sign),
       cmocka_unit_test(standalone_gate_matches_reference),
       cmocka_unit_test(layer_entry_builds_table_once_and_dispatches),
       cmocka_unit_test(device_chunk_table_equals_host_table),

@@ -26,18 +26,49 @@ static kda__spec gate_spec(int in, int H, int K, int chunk) {
 static void heuristic_is_legal_for_every_shape(void **state) {
   (void)state;
   const int ins[] = {KDA_DTYPE_F32, KDA_DTYPE_F16, KDA_DTYPE_BF16};
-  for (int i = 0; i < 3; ++i)
-    for (int H = 1; H <= 64; H += (H < 8 ? 1 : 7))
-      for (int K = 1; K <= 256; K += (K < 20 ? 1 : 13))
-        for (int chunk = 16; chunk <= 256; chunk <<= 1) {
-          kda__spec s = gate_spec(ins[i], H, K, chunk);
-          s.cfg = kda__config_heuristic(&s);
-          if (kda__config_check(&s) != KDA_OK) {
-            fprintf(stderr, "H=%d K=%d chunk=%d in=%d: %s\n", H, K, chunk, ins[i],
-                    kda_last_error());
-            fail();
+  for (int gate = 0; gate < 2; ++gate) /* the plain cumsum, then the fused kernel */
+    for (int i = 0; i < 3; ++i)
+      for (int H = 1; H <= 64; H += (H < 8 ? 1 : 7))
+        for (int K = 1; K <= 256; K += (K < 20 ? 1 : 13))
+          for (int chunk = 16; chunk <= 256; chunk <<= 1) {
+            kda__spec s = gate_spec(ins[i], H, K, chunk);
+            s.gate = gate;
+            s.cfg = kda__config_heuristic(&s);
+            if (kda__config_check(&s) != KDA_OK) {
+              fprintf(stderr, "gate=%d H=%d K=%d chunk=%d in=%d: %s\n", gate, H, K, chunk,
+                      ins[i], kda_last_error());
+              fail();
+            }
           }
-        }
+}
+
+/* The plain cumsum sums in double (gate_cumsum.cu): its segment totals take
+ * 8 bytes each in shared memory, so its blocks hold at most 4096 of them
+ * (32 KB), where the fused kernel's fp32 totals allow 8192. */
+static void plain_cumsum_blocks_fit_their_double_totals(void **state) {
+  (void)state;
+  kda__spec fused = gate_spec(KDA_DTYPE_BF16, 32, 128, 256), plain = fused;
+  plain.gate = KDA_GATE_NONE;
+  assert_true(kda__spec_sums_in_double(&plain));
+  assert_false(kda__spec_sums_in_double(&fused));
+  fused.cfg = plain.cfg = (kda__config){8, 16, 64}; /* 8192 totals */
+  assert_int_equal(kda__config_check(&fused), KDA_OK);
+  assert_int_equal(kda__config_check(&plain), KDA_ERROR_INVALID_ARGUMENT);
+  assert_non_null(strstr(kda_last_error(), "double totals"));
+  plain.cfg = (kda__config){8, 8, 64}; /* 4096 */
+  assert_int_equal(kda__config_check(&plain), KDA_OK);
+  /* The heuristic narrows the block, and the space holds no larger one. */
+  const kda__config h = kda__config_heuristic(&plain);
+  assert_true(h.tx * h.seg * h.vec <= KDA__MAX_WIDE_TOTALS);
+  assert_int_equal(h.vec, 8);
+  kda__config cfgs[2048];
+  const size_t n = kda__config_space(&plain, cfgs, 2048);
+  assert_true(n > 0 && n <= 2048);
+  for (size_t k = 0; k < n; ++k)
+    assert_true(cfgs[k].seg == 1 || cfgs[k].tx * cfgs[k].seg * cfgs[k].vec <= KDA__MAX_WIDE_TOTALS);
+  /* The activation alone (cumsum 0) sums nothing. */
+  plain.cumsum = 0;
+  assert_false(kda__spec_sums_in_double(&plain));
 }
 
 static void heuristic_uses_16_byte_accesses_for_typical_shapes(void **state) {
@@ -178,6 +209,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(heuristic_is_legal_for_every_shape),
       cmocka_unit_test(heuristic_uses_16_byte_accesses_for_typical_shapes),
+      cmocka_unit_test(plain_cumsum_blocks_fit_their_double_totals),
       cmocka_unit_test(space_holds_only_legal_configs_and_the_heuristic),
       cmocka_unit_test(space_is_stable_and_counts_beyond_capacity),
       cmocka_unit_test(illegal_configs_are_rejected_with_a_reason),

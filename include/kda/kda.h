@@ -438,10 +438,22 @@ typedef struct kda_gate_args {
 /** Defaults: F32 -> F32, chunk 64, gate NONE, no scale, forward, dense. */
 KDA_API kda_gate_args kda_gate_args_default(void);
 
+/* Accuracy, against the same function computed in float64 from the same
+ * inputs: an fp32 output is within 2e-5 * (1 + |exact|) of it, a bf16
+ * output within 1e-2 * (1 + |exact|) (bf16 keeps 8 bits). The fused
+ * kernel sums in fp32: a gate's values all have one sign, so its partial
+ * sums never exceed its result. kda_chunk_local_cumsum takes values of any
+ * sign, whose partial sums can be far larger than the result (digits
+ * cancel): it sums in double and rounds once, so the bound holds there
+ * too. g and out need only their element type's alignment (views into
+ * larger tensors are fine): the kernel's vector width follows their
+ * addresses. */
+
 /** Fused activation + chunk-local cumsum (gate must be SOFTPLUS or LOWER_BOUND). */
 KDA_API kda_status kda_gate_chunk_cumsum(kda_context *ctx, const kda_gate_args *args,
                                          kda_stream stream);
-/** Chunk-local cumsum of an already activated gate (gate must be NONE). */
+/** Chunk-local cumsum of an already activated gate (gate must be NONE).
+ *  Sums in double (see Accuracy above). */
 KDA_API kda_status kda_chunk_local_cumsum(kda_context *ctx, const kda_gate_args *args,
                                           kda_stream stream);
 /** Elementwise activation only (the first kernel of the unfused path):
