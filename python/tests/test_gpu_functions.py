@@ -114,6 +114,38 @@ def test_varlen_rows_in_the_launch(cuda, idx_dt, lengths):
         kda.gate_chunk_cumsum(g, A_log, 64, cu_seqlens=cu, cu_seqlens_cpu=cu)
 
 
+def _view_at(t, offset):
+    """A contiguous copy of t that starts offset elements into a larger
+    tensor, as a slice of a bigger buffer does: its address is off the
+    allocation's alignment."""
+    big = torch.empty(t.numel() + offset, dtype=t.dtype, device=t.device)
+    big[offset:] = t.flatten()
+    v = big[offset:].view(t.shape)
+    assert v.is_contiguous() and v.storage_offset() == offset
+    return v
+
+
+@pytest.mark.parametrize("offset", [1, 2, 3, 5, 7])
+@pytest.mark.parametrize("in_dt", ["bf16", "f32"])
+@pytest.mark.parametrize("varlen", [False, True])
+def test_views_off_alignment(cuda, offset, in_dt, varlen):
+    # g, A_log and dt_bias as slices of larger tensors: the kernel takes
+    # narrower loads (the vector width follows the pointers' alignment),
+    # the values are the same.
+    lengths = [1, 63, 64, 65, 300]
+    shape = (1, sum(lengths), 4, 64) if varlen else (2, 300, 4, 64)
+    g, A_log, dt_bias = _inputs(cuda, shape, DT[in_dt], seed=offset)
+    cu = _cu(cuda, lengths) if varlen else None
+    gv, Av, bv = _view_at(g, offset), _view_at(A_log, offset), _view_at(dt_bias, offset)
+    assert gv.data_ptr() % 16 != 0
+    out = kda.gate_chunk_cumsum(gv, Av, 64, dt_bias=bv, cu_seqlens=cu)
+    assert_close(out, ref_chunk_cumsum(ref_gate(g, A_log, dt_bias), 64, cu_seqlens=cu),
+                 torch.float32)
+    act = _view_at(ref_gate(g, A_log, dt_bias).float(), offset)
+    out = kda.chunk_local_cumsum(act, 64, reverse=True, cu_seqlens=cu)
+    assert_close(out, ref_chunk_cumsum(act, 64, reverse=True, cu_seqlens=cu), torch.float32)
+
+
 # ---------------------------------------------------------------- chunk_local_cumsum
 
 @pytest.mark.parametrize("shape", [(2, 100, 4, 64), (1, 4097, 2, 128), (3, 65, 3),
