@@ -62,12 +62,12 @@ template <> struct host_plan<1> {
   unsigned r[1];
 };
 
-// A register array of N elements moved with the widest accesses its
-// alignment allows (N * sizeof(T) bytes, which the host guarantees).
 // pick<B, T, F>::type is T when B, else F (NVRTC has no <type_traits>).
 template <bool B, typename T, typename F> struct pick { typedef T type; };
 template <typename T, typename F> struct pick<false, T, F> { typedef F type; };
 
+// A register array of N elements moved with the widest accesses its
+// alignment allows (N * sizeof(T) bytes, which the host guarantees).
 template <typename T, int N> struct alignas(sizeof(T) * N) vec {
   T v[N];
 };
