@@ -232,10 +232,10 @@ size_t run_case(const gcase *c) {
                            : tu_check_close_bf16(got, ref, n, TOL_BF16, &max_err, &first);
   /* Bytes outside out: a write there is counted as one bad element each. */
   size_t strays = 0;
-  for (size_t i = 0; i < (out_total & ~(size_t)3); ++i)
-    if ((i < o_off || i >= o_off + n * out_sz) &&
-        whole[i] != (unsigned char)(poison >> (8 * (i % 4))))
-      ++strays;
+  const size_t end = o_off + n * out_sz, poisoned = out_total & ~(size_t)3;
+  for (size_t i = 0; i < o_off; ++i) strays += whole[i] != (unsigned char)(poison >> (8 * (i % 4)));
+  for (size_t i = end; i < poisoned; ++i)
+    strays += whole[i] != (unsigned char)(poison >> (8 * (i % 4)));
   if (strays) {
     char d[512];
     describe(c, d, sizeof d);
