@@ -20,12 +20,12 @@
 
 #include <cmocka.h>
 
+#include "gpu_case.h"
 #include "gpu_util.h"
 #include "kda/kda.h"
 #include "reference.h"
 #include "test_util.h"
 
-#define TOL_F32 2e-5
 #define H 32
 #define K 128
 #define HK ((int64_t)H * K)
@@ -33,8 +33,6 @@
 /* Pattern period in elements: not a multiple of a row (4096) or a chunk. */
 #define PERIOD ((size_t)(16u << 20) + 7u)
 
-static const kda__driver *g_drv;
-static kda_context *g_ctx;
 static int g_skipped; /* tests without room on the device */
 
 typedef struct pattern {
@@ -284,18 +282,6 @@ static void plain_cumsum_past_2_32_elements(void **state) {
   run_large(&c, T_LARGE);
 }
 
-static int setup(void **state) {
-  (void)state;
-  g_ctx = gu_context();
-  return 0;
-}
-
-static int teardown(void **state) {
-  (void)state;
-  kda_context_destroy(g_ctx);
-  return 0;
-}
-
 int main(void) {
   g_drv = gu_require_gpu("test_gpu_large");
   const struct CMUnitTest tests[] = {
@@ -303,7 +289,7 @@ int main(void) {
       cmocka_unit_test(varlen_prefill_past_2_32_elements),
       cmocka_unit_test(plain_cumsum_past_2_32_elements),
   };
-  const int failed = cmocka_run_group_tests(tests, setup, teardown);
+  const int failed = cmocka_run_group_tests(tests, gpu_case_setup, gpu_case_teardown);
   /* A test that did not run is not a pass: ctest reports the whole as skipped. */
   if (failed == 0 && g_skipped > 0) {
     printf("SKIPPED: %d of %zu tests need more device memory than this GPU has free\n", g_skipped,
