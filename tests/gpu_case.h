@@ -15,7 +15,6 @@
 #include "spec.h"
 
 #define TOL_F32 2e-5
-#define TOL_BF16 1e-2
 
 /* Set by the test binary's setup before any case runs. */
 extern kda_context *g_ctx;

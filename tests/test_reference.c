@@ -517,11 +517,17 @@ static void check_close_counts_nan_and_out_of_tolerance(void **state) {
   assert_true(isinf(max_err));
   assert_int_equal(tu_check_close(got, ref, 1, 1e-5, &max_err, &first), 0);
   assert_int_equal(first, 1);
-  const uint16_t gb[2] = {0x3f80, 0x4000};
-  const double rb[2] = {1.001, 2.0};
-  assert_int_equal(tu_check_close_bf16(gb, rb, 2, 1e-2, &max_err, &first), 0);
-  assert_int_equal(tu_check_close_bf16(gb, rb, 2, 1e-4, NULL, &first), 1);
-  assert_int_equal(first, 0);
+  /* bf16: 1.0 and 1.0078125 are neighbours, 1.0068 rounds to the second,
+   * 1.999 up to 2.0; the last element is 1.0068 rounded toward zero, a
+   * full ulp minus 0.001 off, past half an ulp and the fp32 budget. */
+  const uint16_t gb[5] = {0x3f80, 0x3f81, 0x4000, 0x4000, 0x3f80};
+  const double rb[5] = {1.001, 1.0068, 1.999, 2.0, 1.0068};
+  assert_int_equal(tu_check_rounded_bf16(gb, rb, 4, 2e-5, &max_err, &first), 0);
+  assert_int_equal(first, 4);
+  assert_true(max_err == 0.0);
+  assert_int_equal(tu_check_rounded_bf16(gb, rb, 5, 2e-5, &max_err, &first), 1);
+  assert_int_equal(first, 4);
+  assert_true(max_err > 1e-3); /* (0.0068 - 2^-8) / 2.0068 */
 }
 
 static void random_input_is_deterministic_and_exactly_representable(void **state) {

@@ -130,6 +130,19 @@ float tu_f16_to_f32(uint16_t h) {
 /* Tolerance checks                                                          */
 /* ------------------------------------------------------------------------ */
 
+/* Half the spacing of bfloat16 values at magnitude x (8 significant bits):
+ * the most round-to-nearest can move a value of that magnitude. */
+static double bf16_half_ulp(double x) {
+  int e;
+  if (!(x >= 0x1p-126)) return 0x1p-134; /* subnormal spacing 2^-133 */
+  (void)frexp(x, &e);                   /* x in [2^(e-1), 2^e) */
+  return ldexp(1.0, e - 1 - 8);
+}
+
+/* bf16: got_bf16 is the kernel's fp32 result rounded to nearest; that
+ * result is within rel * (1 + |ref|) of ref, and the rounding adds at most
+ * half an ulp of the larger of |got| and |ref| (a value rounded up to the
+ * next power of two has the wider spacing). */
 static size_t check_close_impl(const float *got_f32, const uint16_t *got_bf16, const double *ref,
                                size_t n, double rel, double *max_err, size_t *first_bad) {
   size_t bad = 0, first = n;
@@ -138,16 +151,18 @@ static size_t check_close_impl(const float *got_f32, const uint16_t *got_bf16, c
     const double g = got_f32 ? (double)got_f32[i] : (double)tu_bf16_to_f32(got_bf16[i]);
     const double r = ref[i];
     const double diff = fabs(g - r);
-    const double norm = diff / (1.0 + fabs(r));
-    if (isnan(norm)) {
+    const double rounding = got_f32 ? 0.0 : bf16_half_ulp(fmax(fabs(g), fabs(r)));
+    const double norm = (diff - rounding > 0 ? diff - rounding : 0.0) / (1.0 + fabs(r));
+    if (isnan(diff)) {
       worst = INFINITY;
     } else if (norm > worst) {
       worst = norm;
     }
-    if (!(diff <= rel * (1.0 + fabs(r)))) {
+    const double allowed = rounding + rel * (1.0 + fabs(r));
+    if (!(diff <= allowed)) {
       if (bad < 5) {
         printf("  mismatch at %zu: got %.9g ref %.9g (|diff| %.3g, allowed %.3g)\n", i, g, r, diff,
-               rel * (1.0 + fabs(r)));
+               allowed);
       }
       if (first == n) first = i;
       ++bad;
@@ -164,8 +179,8 @@ size_t tu_check_close(const float *got, const double *ref, size_t n, double rel,
   return check_close_impl(got, NULL, ref, n, rel, max_err, first_bad);
 }
 
-size_t tu_check_close_bf16(const uint16_t *got, const double *ref, size_t n, double rel,
-                           double *max_err, size_t *first_bad) {
+size_t tu_check_rounded_bf16(const uint16_t *got, const double *ref, size_t n, double rel,
+                             double *max_err, size_t *first_bad) {
   return check_close_impl(NULL, got, ref, n, rel, max_err, first_bad);
 }
 

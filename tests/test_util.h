@@ -41,9 +41,13 @@ float tu_f16_to_f32(uint16_t h);
  * Returns the number of bad elements. */
 size_t tu_check_close(const float *got, const double *ref, size_t n, double rel,
                       double *max_err, size_t *first_bad);
-/* Same with got as bfloat16 bits. */
-size_t tu_check_close_bf16(const uint16_t *got, const double *ref, size_t n, double rel,
-                           double *max_err, size_t *first_bad);
+/* The same for got as bfloat16 bits of an fp32 result within rel * (1 +
+ * |ref|) rounded to nearest: each element may be off by that plus half a
+ * bf16 ulp (of the larger of |got| and |ref|). A bf16 output rounded toward
+ * zero fails (tests/mutation/kernel_mutants.py, bf16_out_truncates).
+ * max_err: the largest excess over the half ulp, / (1 + |ref|). */
+size_t tu_check_rounded_bf16(const uint16_t *got, const double *ref, size_t n, double rel,
+                             double *max_err, size_t *first_bad);
 
 /* Size in bytes of one element of dt (0 for an unknown dtype). */
 size_t tu_dtype_size(kda_dtype dt);

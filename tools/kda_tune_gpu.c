@@ -123,7 +123,7 @@ static int rerun_one(rerun_job *j, const kda_db_record *r, char *why, size_t why
     cuda_check(j->cu, j->cu->CtxSynchronize(), "cuCtxSynchronize");
     cuda_download(j->cu, got, d.out, n * osz);
     double err = 0;
-    size_t bad = a.out_dtype == KDA_DTYPE_BF16 ? tu_check_close_bf16(got, ref, n, 1e-2, &err, NULL)
+    size_t bad = a.out_dtype == KDA_DTYPE_BF16 ? tu_check_rounded_bf16(got, ref, n, 2e-5, &err, NULL)
                                                : tu_check_close(got, ref, n, 2e-5, &err, NULL);
     if (bad == 0) rc = 0;
     else snprintf(why, why_size, "%zu of %zu outputs differ from the reference (max err %.3g)", bad, n, err);

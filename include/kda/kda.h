@@ -439,8 +439,9 @@ typedef struct kda_gate_args {
 KDA_API kda_gate_args kda_gate_args_default(void);
 
 /* Accuracy, against the same function computed in float64 from the same
- * inputs: an fp32 output is within 2e-5 * (1 + |exact|) of it, a bf16
- * output within 1e-2 * (1 + |exact|) (bf16 keeps 8 bits). The fused
+ * inputs: an fp32 output is within 2e-5 * (1 + |exact|) of it; a bf16
+ * output is that fp32 result rounded to nearest, so within half a bf16 ulp
+ * more (bf16 keeps 8 significant bits: at most 2^-8 * |exact|). The fused
  * kernel sums in fp32: a gate's values all have one sign, so its partial
  * sums never exceed its result. kda_chunk_local_cumsum takes values of any
  * sign, whose partial sums can be far larger than the result (digits
