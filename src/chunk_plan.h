@@ -29,9 +29,9 @@ struct kda_chunk_plan {
   pthread_mutex_t lock;
 };
 
-/* A plan that wraps device rows the caller built (kda_prewarm's equal-length
- * batch, the tests' hand-made plans): no allocation, nothing to free but the
- * struct. */
+/* A plan over device rows allocated elsewhere (kda_chunk_plan_create's,
+ * kda_prewarm's equal-length batch, test_gpu_bad_seqlens's hand-made plan
+ * of hostile entries): no allocation, nothing to free but the struct. */
 void kda__chunk_plan_wrap(kda_chunk_plan *plan, kda_context *ctx, CUdeviceptr rows,
                           int64_t slots, int64_t total_tokens, int64_t num_seqs, int32_t chunk);
 

@@ -14,6 +14,8 @@
  * NaN-poisoned output with poisoned guard rows past T, against float64.
  * Skips (exit 77) without a GPU. */
 #include <math.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -23,6 +25,7 @@
 
 #include <cmocka.h>
 
+#include "chunk_plan.h"
 #include "gpu_util.h"
 #include "kda/kda.h"
 #include "reference.h"
@@ -240,14 +243,38 @@ static const bad_case CASES[] = {
     {"over capacity", KDA_DTYPE_I32, {0, 300, 0, 300, 0, 300}, 5, 300},
 };
 
-/* A caller's own table whose rows name a sequence that does not exist (past
- * num_seqs, negative) or a chunk past its sequence: the kernel skips those
- * rows, reads no cu_seqlens entry past num_seqs and writes nothing for them;
- * every other row is computed. 5 sequences take the kernel's path that
- * loads all bounds at once, 40 the one that loads its own pair. */
-static size_t run_bad_rows(int nseq, int reversed) {
-  bad_case c = {"bad rows", KDA_DTYPE_I32, {0}, nseq, (int64_t)nseq * 70};
+/* A caller's own table (built on the host from i * 70 bounds) that the
+ * kernel must follow row by row, in one of four forms:
+ *  ROWS_BAD: rows naming a sequence that does not exist (past num_seqs,
+ *    negative) or a chunk past its sequence replace every third row: the
+ *    kernel skips them, reads no cu_seqlens entry past num_seqs and writes
+ *    nothing for them (their tokens stay unwritten);
+ *  ROWS_REVERSED: every row valid, in the opposite order;
+ *  ROWS_PAST_COUNT: every row valid, but a device count (num_chunks_device)
+ *    of half of them: the rows at or past it are skipped (kda.h), as the
+ *    stale rows of a larger batch would be;
+ *  ROWS_HUGE_BOUNDS: int64 cu_seqlens with one more sequence at [2^63 -
+ *    11, 2^63 - 1) (the last real one then ends at 2^63 - 11, clamped to
+ *    T), whose rows (chunks 0 to 2^20) replace every third row and cover no
+ *    token:
+ *    the kernel clamps a start to T before adding chunk * chunk_size, which
+ *    would otherwise wrap to a negative row and write outside [0, T).
+ * 5 sequences take the kernel's path that loads all bounds at once, 40 the
+ * one that loads its own pair. */
+enum { ROWS_BAD, ROWS_REVERSED, ROWS_PAST_COUNT, ROWS_HUGE_BOUNDS };
+
+static size_t run_rows(int nseq, int form) {
+  const int huge = form == ROWS_HUGE_BOUNDS;
+  bad_case c = {"bad rows", huge ? KDA_DTYPE_I64 : KDA_DTYPE_I32, {0}, nseq + huge,
+                (int64_t)nseq * 70};
+  static const char *const NAMES[] = {"bad rows", "reversed rows", "rows past the count",
+                                      "huge bounds"};
+  c.name = NAMES[form];
   for (int i = 0; i <= nseq; ++i) c.cu[i] = (int64_t)i * 70;
+  if (huge) {
+    c.cu[nseq] = INT64_MAX - 11;
+    c.cu[nseq + 1] = INT64_MAX - 1;
+  }
   tu_rng rng;
   tu_rng_seed(&rng, 0xbad0005 + (uint64_t)nseq);
   const size_t hk = (size_t)H * K, n = (size_t)c.T * hk, n_alloc = n + GUARD_ROWS * hk;
@@ -258,14 +285,18 @@ static size_t run_bad_rows(int nseq, int reversed) {
   for (int h = 0; h < H; ++h) A_log[h] = (float)log(1.0 + 15.0 * tu_uniform(&rng));
   for (size_t i = 0; i < hk; ++i) bias[i] = (float)tu_normal(&rng);
   int32_t cu32[48];
-  for (int i = 0; i <= nseq; ++i) cu32[i] = (int32_t)c.cu[i];
+  for (int i = 0; i <= nseq; ++i) cu32[i] = (int32_t)((int64_t)i * 70);
 
+  /* Past chunk (T + 12) / 64, start + chunk * 64 wraps to a row whose
+   * distance to T is positive again: 6 and 44 land in the guard rows at T
+   * = 350 and 2800, 1000 and 2^20 far past them. */
+  static const int32_t HUGE_CHUNKS[] = {1000, 6, 0, 44, 1 << 20};
   const int64_t cap = kda_chunk_indices_capacity(c.T, nseq, CHUNK);
   int32_t *table = malloc((size_t)cap * 8), *valid = malloc((size_t)cap * 8);
   int64_t rows = 0, nvalid = 0;
   GU_CHECK(kda_chunk_indices_build_host(cu32, KDA_DTYPE_I32, nseq, CHUNK, table, cap, &rows));
   static const int32_t BAD[][2] = {{-1, 0}, {0, -1}, {0, 1000}, {1 << 30, 0}};
-  if (reversed) { /* every row valid, in the opposite order */
+  if (form == ROWS_REVERSED) {
     for (int64_t r = 0; r < rows / 2; ++r)
       for (int k = 0; k < 2; ++k) {
         const int32_t t = table[2 * r + k];
@@ -273,11 +304,15 @@ static size_t run_bad_rows(int nseq, int reversed) {
         table[2 * (rows - 1 - r) + k] = t;
       }
   }
+  const int64_t count = form == ROWS_PAST_COUNT ? rows / 2 : rows;
   for (int64_t r = 0; r < rows; ++r) {
-    if (!reversed && r % 3 == 1) { /* replaced, so its tokens stay unwritten */
+    if (form == ROWS_BAD && r % 3 == 1) { /* replaced, so its tokens stay unwritten */
       table[2 * r] = r % 4 == 1 ? nseq : BAD[r % 4][0];
       table[2 * r + 1] = r % 4 == 1 ? 0 : BAD[r % 4][1];
-    } else {
+    } else if (huge && r % 3 == 1) { /* the same with the huge sequence's rows */
+      table[2 * r] = nseq;
+      table[2 * r + 1] = HUGE_CHUNKS[(r / 3) % 5];
+    } else if (r < count) {
       valid[2 * nvalid] = table[2 * r];
       valid[2 * nvalid + 1] = table[2 * r + 1];
       ++nvalid;
@@ -291,8 +326,8 @@ static size_t run_bad_rows(int nseq, int reversed) {
   a.num_heads = H;
   a.head_dim = K;
   a.chunk_size = CHUNK;
-  a.num_seqs = nseq;
-  a.cu_seqlens_dtype = KDA_DTYPE_I32;
+  a.num_seqs = c.nseq;
+  a.cu_seqlens_dtype = c.idx;
   a.gate = KDA_GATE_SOFTPLUS;
   kda_gate_args h = a;
   h.A_log = A_log;
@@ -300,13 +335,19 @@ static size_t run_bad_rows(int nseq, int reversed) {
   /* cu_seqlens is followed by poison, so a read past num_seqs would give
    * a bound that covers tokens no valid row covers. */
   int32_t cu_padded[48 + 16];
-  for (int i = 0; i < 48 + 16; ++i) cu_padded[i] = i <= nseq ? cu32[i] : (int32_t)(c.T / 2);
-  void *d_cu = gu_upload(cu_padded, sizeof cu_padded);
+  int64_t cu_padded64[48 + 16];
+  for (int i = 0; i < 48 + 16; ++i) {
+    cu_padded[i] = i <= nseq ? cu32[i] : (int32_t)(c.T / 2);
+    cu_padded64[i] = i <= c.nseq ? c.cu[i] : c.T / 2;
+  }
+  void *d_cu = huge ? gu_upload(cu_padded64, sizeof cu_padded64) : gu_upload(cu_padded, sizeof cu_padded);
   void *d_g = gu_upload(g_host, n_alloc * 2);
   void *d_out = gu_alloc(n_alloc * 4);
   void *d_alog = gu_upload(A_log, sizeof A_log);
   void *d_bias = gu_upload(bias, sizeof bias);
   void *d_table = gu_upload(table, (size_t)rows * 8);
+  const int32_t count32 = (int32_t)count;
+  void *d_count = gu_upload(&count32, sizeof count32);
   a.g = d_g;
   a.out = d_out;
   a.A_log = d_alog;
@@ -314,6 +355,7 @@ static size_t run_bad_rows(int nseq, int reversed) {
   a.cu_seqlens = d_cu;
   a.chunk_indices = d_table;
   a.num_chunks = rows;
+  if (form == ROWS_PAST_COUNT) a.num_chunks_device = d_count;
   gu_poison(d_out, n_alloc * 4, POISON);
   GU_CHECK(kda_gate_chunk_cumsum(g_ctx, &a, NULL));
   gu_sync();
@@ -324,6 +366,7 @@ static size_t run_bad_rows(int nseq, int reversed) {
   free(table);
   free(valid);
   gu_free(d_table);
+  gu_free(d_count);
   gu_free(d_cu);
   gu_free(d_g);
   gu_free(d_out);
@@ -336,7 +379,7 @@ static size_t run_bad_rows(int nseq, int reversed) {
 
 static void kernel_skips_table_rows_outside_the_batch(void **state) {
   (void)state;
-  assert_int_equal(run_bad_rows(5, 0) + run_bad_rows(40, 0), 0);
+  assert_int_equal(run_rows(5, ROWS_BAD) + run_rows(40, ROWS_BAD), 0);
 }
 
 /* The kernel guesses each block's row from cu_seqlens for small batches
@@ -344,7 +387,120 @@ static void kernel_skips_table_rows_outside_the_batch(void **state) {
  * another order must still be followed row by row. */
 static void kernel_follows_a_table_in_any_order(void **state) {
   (void)state;
-  assert_int_equal(run_bad_rows(5, 1) + run_bad_rows(40, 1), 0);
+  assert_int_equal(run_rows(5, ROWS_REVERSED) + run_rows(40, ROWS_REVERSED), 0);
+}
+
+static void kernel_skips_table_rows_at_or_past_the_device_count(void **state) {
+  (void)state;
+  assert_int_equal(run_rows(5, ROWS_PAST_COUNT) + run_rows(40, ROWS_PAST_COUNT), 0);
+}
+
+static void kernel_stays_in_bounds_for_sequences_near_int64_max(void **state) {
+  (void)state;
+  assert_int_equal(run_rows(5, ROWS_HUGE_BOUNDS) + run_rows(40, ROWS_HUGE_BOUNDS), 0);
+}
+
+/* Only the library's builder writes a chunk plan (kda.h), but a damaged
+ * one (a stray write by another kernel, memory corruption) must still not
+ * move the kernel outside [0, T): it clamps every word it reads from a
+ * plan. A hand-made plan (kda__chunk_plan_wrap) of hostile entries -- rows
+ * running past T, a start past T, a length past the chunk, granule bounds
+ * out of order or past the slot, random words -- runs the fused kernel
+ * over g and out with PLAN_GUARD poisoned rows before and after: the call
+ * and the kernel must succeed and every guard row stay poison. What lands
+ * inside [0, T) is unspecified. */
+enum { PLAN_GUARD = 256 };
+
+static size_t run_damaged_plan(int chunk, int reverse) {
+  const int64_t T = 300, nseq = 6;
+  const size_t hk = (size_t)H * K, n_alloc = ((size_t)T + 2 * PLAN_GUARD) * hk;
+  const int granule = chunk / 8 > 8 ? chunk / 8 : 8, NG = chunk / granule;
+  const int64_t slots = kda_chunk_indices_capacity(T, nseq, chunk);
+  uint32_t *words = malloc((size_t)slots * NG * 8);
+  tu_rng rng;
+  tu_rng_seed(&rng, 0xda3a9ed + (uint64_t)chunk + (uint64_t)reverse);
+  for (int64_t e = 0; e < slots * NG; ++e) {
+    const uint32_t q = (uint32_t)(e % NG), ng = (uint32_t)NG, bt = (uint32_t)chunk;
+    uint32_t row0, word;
+    switch (e % 7) {
+      case 0: row0 = (uint32_t)T - 1; word = bt | ng << 24; break;           /* past T */
+      case 1: row0 = 0xffffffffu; word = bt | ng << 24; break;               /* starts past T */
+      case 2: row0 = (uint32_t)T - 5; word = 0xffffu | 200u << 16 | 255u << 24; break;
+      case 3: row0 = 0; word = 10u | (ng - 1) << 16 | 1u << 24; break;       /* first granule after q */
+      case 4: row0 = 3; word = bt | q << 16 | 0u << 24; break;               /* end before q */
+      case 5: row0 = (uint32_t)T - 2; word = 2u | 0u << 16 | 255u << 24; break;
+      default:
+        row0 = (uint32_t)tu_next_u64(&rng);
+        word = (uint32_t)tu_next_u64(&rng);
+        break;
+    }
+    words[2 * e] = row0;
+    words[2 * e + 1] = word;
+  }
+  uint16_t *g_host = malloc(n_alloc * 2);
+  double *g_d = malloc(n_alloc * sizeof(double));
+  tu_fill_random_input(&rng, KDA_DTYPE_BF16, g_host, g_d, n_alloc, 1.0);
+  float A_log[H], bias[H * K];
+  for (int h = 0; h < H; ++h) A_log[h] = (float)log(1.0 + 15.0 * tu_uniform(&rng));
+  for (size_t i = 0; i < hk; ++i) bias[i] = (float)tu_normal(&rng);
+
+  void *d_rows = gu_upload(words, (size_t)slots * NG * 8);
+  void *d_g = gu_upload(g_host, n_alloc * 2);
+  void *d_out = gu_alloc(n_alloc * 4);
+  void *d_alog = gu_upload(A_log, sizeof A_log);
+  void *d_bias = gu_upload(bias, sizeof bias);
+  gu_poison(d_out, n_alloc * 4, POISON);
+  kda_chunk_plan plan;
+  kda__chunk_plan_wrap(&plan, g_ctx, (CUdeviceptr)(uintptr_t)d_rows, slots, T, nseq, chunk);
+
+  kda_gate_args a = kda_gate_args_default();
+  a.g = (const uint16_t *)d_g + PLAN_GUARD * hk;
+  a.out = (float *)d_out + PLAN_GUARD * hk;
+  a.g_dtype = KDA_DTYPE_BF16;
+  a.batch = 1;
+  a.seq_len = T;
+  a.num_heads = H;
+  a.head_dim = K;
+  a.chunk_size = chunk;
+  a.reverse = reverse;
+  a.num_seqs = nseq;
+  a.chunk_plan = &plan;
+  a.gate = KDA_GATE_SOFTPLUS;
+  a.A_log = d_alog;
+  a.dt_bias = d_bias;
+  GU_CHECK(kda_gate_chunk_cumsum(g_ctx, &a, NULL));
+  gu_sync();
+  uint32_t *out = malloc(n_alloc * 4);
+  gu_download(out, d_out, n_alloc * 4);
+  size_t bad = 0, first = 0;
+  for (size_t i = 0; i < n_alloc; ++i) {
+    const int64_t row = (int64_t)(i / hk) - PLAN_GUARD;
+    if ((row < 0 || row >= T) && out[i] != POISON && bad++ == 0) first = i;
+  }
+  printf("  [damaged plan, chunk %d%s] %lld slots of hostile entries: %zu of %d guard rows' "
+         "elements written", chunk, reverse ? ", reverse" : "", (long long)slots, bad,
+         2 * PLAN_GUARD);
+  if (bad) printf(", the first at row %lld", (long long)(first / hk) - PLAN_GUARD);
+  printf("\n");
+  pthread_mutex_destroy(&plan.lock);
+  free(out);
+  free(words);
+  free(g_host);
+  free(g_d);
+  gu_free(d_rows);
+  gu_free(d_g);
+  gu_free(d_out);
+  gu_free(d_alog);
+  gu_free(d_bias);
+  return bad;
+}
+
+static void kernel_stays_within_the_batch_on_a_damaged_chunk_plan(void **state) {
+  (void)state;
+  size_t bad = 0;
+  for (int chunk = 64; chunk <= 256; chunk *= 2)
+    for (int rev = 0; rev < 2; ++rev) bad += run_damaged_plan(chunk, rev);
+  assert_int_equal(bad, 0);
 }
 
 static void device_table_follows_the_model_for_bad_seqlens(void **state) {
@@ -378,6 +534,9 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(kernel_skips_table_rows_outside_the_batch),
       cmocka_unit_test(kernel_follows_a_table_in_any_order),
+      cmocka_unit_test(kernel_skips_table_rows_at_or_past_the_device_count),
+      cmocka_unit_test(kernel_stays_in_bounds_for_sequences_near_int64_max),
+      cmocka_unit_test(kernel_stays_within_the_batch_on_a_damaged_chunk_plan),
       cmocka_unit_test(device_table_follows_the_model_for_bad_seqlens),
       cmocka_unit_test(layer_entry_follows_the_model_for_bad_seqlens),
   };
