@@ -352,13 +352,15 @@ static kda__config non_heuristic_config(void) {
   return space[hid == 0 ? 1 : 0];
 }
 
-static void injected_wrong_candidate_is_rejected_and_never_wins(void **state) {
-  (void)state;
+/* KDA_TEST_WRONG_CONFIG makes the tuning run corrupt one candidate's output
+ * (form "": wrong values; "unwritten": elements left as the poison): the
+ * candidate is rejected with that status and never stored as the result. */
+static void injected_candidate_is_rejected(const char *form, const char *status) {
   char db[256];
   temp_db(db, sizeof db);
   kda__config bad = non_heuristic_config();
   char hook[64], text[64];
-  snprintf(hook, sizeof hook, "%d,%d,%d", bad.vec, bad.tx, bad.seg);
+  snprintf(hook, sizeof hook, "%d,%d,%d%s%s", bad.vec, bad.tx, bad.seg, *form ? "," : "", form);
   kda__config_text(&bad, text, sizeof text);
   setenv("KDA_TEST_WRONG_CONFIG", hook, 1);
   kda_context *ctx = context(db, KDA_TUNE_ON);
@@ -366,19 +368,32 @@ static void injected_wrong_candidate_is_rejected_and_never_wins(void **state) {
   float *out = run_once(ctx, &s);
   unsetenv("KDA_TEST_WRONG_CONFIG");
   assert_non_null(out);
-  print_stats("wrong candidate", &s);
+  print_stats(*form ? form : "wrong candidate", &s);
   assert_int_equal(s.tuning_runs, 1);
   assert_true(s.rejected_candidates >= 1);
   check_reference(out);
   kda_context_destroy(ctx);
   char sql[256];
-  snprintf(sql, sizeof sql, "SELECT count(*) FROM trials WHERE config = '%s' AND status = "
-           "'wrong_result'", text);
+  snprintf(sql, sizeof sql, "SELECT count(*) FROM trials WHERE config = '%s' AND status = '%s'",
+           text, status);
   assert_int_equal(sql_int(db, sql), 1);
   snprintf(sql, sizeof sql, "SELECT count(*) FROM results WHERE config = '%s'", text);
   assert_int_equal(sql_int(db, sql), 0);
   assert_int_equal(sql_int(db, "SELECT count(*) FROM results"), 1);
   free(out);
+}
+
+static void injected_wrong_candidate_is_rejected_and_never_wins(void **state) {
+  (void)state;
+  injected_candidate_is_rejected("", "wrong_result");
+}
+
+/* Unwritten elements are counted apart from wrong ones (tune_compare.cuh):
+ * without that count a candidate that skips elements would pass, since the
+ * poison is NaN and compares as neither close nor far. */
+static void injected_unwriting_candidate_is_rejected(void **state) {
+  (void)state;
+  injected_candidate_is_rejected("unwritten", "unwritten");
 }
 
 static void tampered_cubin_is_recompiled_and_stored_again(void **state) {
@@ -694,6 +709,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(cold_call_tunes_persists_and_warm_contexts_reuse_it),
       cmocka_unit_test(eight_processes_tune_a_cold_key_once),
       cmocka_unit_test(injected_wrong_candidate_is_rejected_and_never_wins),
+      cmocka_unit_test(injected_unwriting_candidate_is_rejected),
       cmocka_unit_test(tampered_cubin_is_recompiled_and_stored_again),
       cmocka_unit_test(mode_off_does_not_touch_the_database),
       cmocka_unit_test(mode_cached_never_tunes),

@@ -41,8 +41,8 @@ typedef struct run {
   int graph_timings;       /* the bench's, kept for the log */
   double t0, compile_ms;
   double counted_ms;       /* launch time per candidate the budget model counted */
-  int hook_set;
-  kda__config hook;        /* KDA_TEST_WRONG_CONFIG */
+  int hook_set;            /* KDA_TEST_WRONG_CONFIG: 1 wrong values, 2 unwritten */
+  kda__config hook;
 } run;
 
 /* Hands the module holding candidate i to the caller: run_free keeps it. */
@@ -167,8 +167,9 @@ static kda_status choose(run *r) {
              "[%s]: %zu configs left out: they run slower in PyTorch servers than timed here",
              j->what, left_out);
   const char *hook = getenv("KDA_TEST_WRONG_CONFIG");
-  if (hook && sscanf(hook, "%d,%d,%d", &r->hook.vec, &r->hook.tx, &r->hook.seg) == 3) {
-    r->hook_set = 1;
+  char form[16] = "";
+  if (hook && sscanf(hook, "%d,%d,%d,%15s", &r->hook.vec, &r->hook.tx, &r->hook.seg, form) >= 3) {
+    r->hook_set = strcmp(form, "unwritten") == 0 ? 2 : 1;
     for (size_t i = 0; i < j->n; ++i) {
       if (!same_config(&j->space[i], &r->hook) || i == j->hid) continue;
       int present = 0;
@@ -312,7 +313,7 @@ static kda_status bench_all(run *r, size_t *rejected) {
       continue;
     }
     const kda__spec s = kda__job_concrete(&j->slot, t->cfg);
-    const int corrupt = r->hook_set && same_config(&t->cfg, &r->hook);
+    const int corrupt = same_config(&t->cfg, &r->hook) ? r->hook_set : 0;
     KDA__TRY(kda__bench_validate(r->bench, r->fns[i], &s, corrupt, t));
     if (t->status != KDA__TRIAL_OK) {
       ++*rejected;

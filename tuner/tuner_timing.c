@@ -216,10 +216,12 @@ kda_status kda__bench_validate(kda__tune_bench *b, CUfunction fn, const kda__spe
     return KDA_OK;
   }
   if (corrupt) {
-    /* Test hook: a wrong value in the first elements, as a bug would. */
+    /* Test hook: a wrong value in the first elements, as a bug would (1),
+     * or those elements left unwritten (2: the poison put back). */
     const uint32_t one = b->l.out_dtype == KDA_DTYPE_BF16 ? 0x3f803f80u : 0x3f800000u;
+    const uint32_t word = corrupt == 2 ? poison_word(b->l.out_dtype) : one;
     size_t words = b->out_alloc / 4 < 64 ? b->out_alloc / 4 : 64;
-    BENCH_CU(b, cuMemsetD32Async, b->out[0], one, words, b->stream);
+    BENCH_CU(b, cuMemsetD32Async, b->out[0], word, words, b->stream);
   }
   unsigned long long res[KDA__COMPARE_WORDS] = {0};
   KDA__TRY(compare(b, b->out[0], res));
