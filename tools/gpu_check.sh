@@ -3,7 +3,10 @@
 # carried -dev packages if the system lacks them, build, run the GPU tests,
 # the demo, compute-sanitizer, and the benchmark when it exists. Logs go to
 # $OUT (or ./gpu-out). Usage: bash tools/gpu_check.sh [--no-sanitizer] [--no-bench]
-#   [--bench-only] [--build-only] [--prebuilt] [--no-ctest] [--bench-args "..."]
+#   [--bench-only] [--build-only] [--prebuilt] [--no-ctest] [--mutants] [--bench-args "..."]
+# --mutants runs the kernel mutants after the tests (tests/mutation/
+# kernel_mutants.py: does some GPU test fail for each plausible kernel bug?
+# About 10 minutes on an H200 with 4 at a time).
 # --no-ctest skips `ctest -L gpu` and keeps the mutants, the demo and the
 # stress test after it (on the H200 test_gpu_kernels alone took 391 s, so
 # everything did not fit one 600 s call of a lent machine; since the
@@ -20,6 +23,7 @@ ctest=1
 bench_args=""
 bench=1
 prebuilt=0
+mutants=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-sanitizer) sanitizer=0 ;;
@@ -28,6 +32,7 @@ while [ $# -gt 0 ]; do
     --bench-args) bench_args="$2"; shift ;;
     --no-bench) bench=0 ;;
     --no-ctest) ctest=0 ;;
+    --mutants) mutants=1 ;;
     --prebuilt) prebuilt=1 ;;
   esac
   shift
@@ -125,6 +130,13 @@ if [ $tests = 1 ]; then
   (cd build-gpu && ctest -R '^test_stress_concurrent_prewarm_gpu$' --output-on-failure -V) > "$OUT/stress-gpu.log" 2>&1 || status=1
   echo "stress (gpu): $(grep -E "concurrent prewarm|tests passed" "$OUT/stress-gpu.log" | tr '\n' ' ')"
   grep -E "FAIL" "$OUT/stress-gpu.log" | head -10
+fi
+
+if [ $mutants = 1 ]; then
+  python3 tests/mutation/kernel_mutants.py run --build build-gpu --out "$OUT/mutants" --jobs 4 \
+    > "$OUT/mutants.log" 2>&1 || status=1
+  tail -n 3 "$OUT/mutants.log"
+  grep -E " (survived|timeout|stillborn) " "$OUT/mutants.log" && status=1
 fi
 
 if [ $sanitizer = 1 ] && command -v compute-sanitizer > /dev/null; then
