@@ -155,11 +155,23 @@ static void gate_kind_must_fit_the_kernel(void **state) {
   assert_int_equal(plan(KDA__OP_GATE_CHUNK_CUMSUM, &a), KDA_OK);
 }
 
+/* g holds 2*100*32*128 bf16 (G_BYTES), out as many f32 (OUT_BYTES): the
+ * check is exact at both ends, so buffers side by side in one allocation
+ * (as a caching allocator hands them out) are accepted. */
 static void overlapping_output_is_rejected(void **state) {
   (void)state;
+  enum { G_BYTES = 2 * 100 * 32 * 128 * 2, OUT_BYTES = 2 * G_BYTES };
   kda_gate_args a = good();
   a.out = (void *)((uintptr_t)FAKE_G + 64);
   EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_INVALID_ARGUMENT, "overlaps");
+  a.out = (void *)((uintptr_t)FAKE_G + G_BYTES - 16); /* g's last 16 bytes */
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_INVALID_ARGUMENT, "overlaps");
+  a.out = (void *)((uintptr_t)FAKE_G - OUT_BYTES + 16); /* out's last 16 bytes are g's first */
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_INVALID_ARGUMENT, "overlaps");
+  a.out = (void *)((uintptr_t)FAKE_G + G_BYTES); /* right after g */
+  assert_int_equal(plan(KDA__OP_GATE_CHUNK_CUMSUM, &a), KDA_OK);
+  a.out = (void *)((uintptr_t)FAKE_G - OUT_BYTES); /* right before g */
+  assert_int_equal(plan(KDA__OP_GATE_CHUNK_CUMSUM, &a), KDA_OK);
 }
 
 static void varlen_arguments_are_checked(void **state) {
