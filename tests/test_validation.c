@@ -109,6 +109,8 @@ static void bad_shapes_are_rejected(void **state) {
   a = good();
   a.num_heads = KDA_MAX_HEADS + 1;
   EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_BAD_SHAPE, "num_heads");
+  a.num_heads = KDA_MAX_HEADS; /* the limit itself is a shape */
+  assert_int_equal(plan(KDA__OP_GATE_CHUNK_CUMSUM, &a), KDA_OK);
   a = good();
   a.head_dim = 0;
   EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_BAD_SHAPE, "head_dim");
@@ -123,6 +125,31 @@ static void head_dim_above_maximum_is_unsupported(void **state) {
   kda_gate_args a = good();
   a.head_dim = KDA_MAX_HEAD_DIM + 1;
   EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_UNSUPPORTED_HEAD_DIM, "head_dim=257");
+  a.head_dim = KDA_MAX_HEAD_DIM;
+  assert_int_equal(plan(KDA__OP_GATE_CHUNK_CUMSUM, &a), KDA_OK);
+}
+
+/* A chunk plan replaces the table: with it, chunk_indices, num_chunks,
+ * num_chunks_device and cu_seqlens_host must each be left NULL / 0 (one
+ * set alone is refused), and batch must be 1. Planning does not read the
+ * plan, so a fake address stands for it. */
+static void chunk_plan_excludes_the_table_fields(void **state) {
+  (void)state;
+  kda_gate_args a = good();
+  a.batch = 1;
+  a.num_seqs = 3;
+  a.chunk_plan = (const kda_chunk_plan *)FAKE_ALOG;
+  assert_int_equal(plan(KDA__OP_GATE_CHUNK_CUMSUM, &a), KDA_OK);
+  for (int field = 0; field < 4; ++field) {
+    kda_gate_args b = a;
+    if (field == 0) b.chunk_indices = (const int32_t *)FAKE_ALOG;
+    if (field == 1) b.num_chunks = 5;
+    if (field == 2) b.num_chunks_device = (const int32_t *)FAKE_ALOG;
+    if (field == 3) b.cu_seqlens_host = FAKE_ALOG;
+    EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, b, KDA_ERROR_INVALID_ARGUMENT, "chunk_plan replaces");
+  }
+  a.batch = 2;
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_BAD_SHAPE, "batch must be 1");
 }
 
 static void chunk_size_must_be_a_power_of_two_in_range(void **state) {
@@ -451,6 +478,7 @@ int main(void) {
       cmocka_unit_test(chunk_size_must_be_a_power_of_two_in_range),
       cmocka_unit_test(gate_kind_must_fit_the_kernel),
       cmocka_unit_test(overlapping_output_is_rejected),
+      cmocka_unit_test(chunk_plan_excludes_the_table_fields),
       cmocka_unit_test(varlen_arguments_are_checked),
       cmocka_unit_test(host_seqlens_put_small_batches_rows_in_the_launch),
       cmocka_unit_test(host_chunks_pack_into_slots),
