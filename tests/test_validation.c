@@ -427,6 +427,16 @@ static void vector_width_follows_pointer_alignment(void **state) {
   assert_int_equal(kda__plan_gate_op(KDA__OP_GATE_CHUNK_CUMSUM, &a, &p), KDA_OK);
   assert_int_equal(p.spec.cfg.vec, 2);
   assert_int_equal(kda__config_check(&p.spec), KDA_OK);
+  /* out bounds it too: f32 at 8 bytes past an aligned address takes
+   * 8-byte stores, two floats. */
+  a = good();
+  a.out = (void *)((uintptr_t)FAKE_OUT + 8);
+  assert_int_equal(kda__plan_gate_op(KDA__OP_GATE_CHUNK_CUMSUM, &a, &p), KDA_OK);
+  assert_int_equal(p.spec.cfg.vec, 2);
+  a.out = (void *)((uintptr_t)FAKE_OUT + 4);
+  assert_int_equal(kda__plan_gate_op(KDA__OP_GATE_CHUNK_CUMSUM, &a, &p), KDA_OK);
+  assert_int_equal(p.spec.cfg.vec, 1);
+  assert_int_equal(kda__config_check(&p.spec), KDA_OK);
 }
 
 static void public_calls_reject_null_context(void **state) {
