@@ -129,6 +129,22 @@ static void head_dim_above_maximum_is_unsupported(void **state) {
   assert_int_equal(plan(KDA__OP_GATE_CHUNK_CUMSUM, &a), KDA_OK);
 }
 
+/* A shape within the element limits can still need more than 2^31 - 1
+ * blocks: 2^36 tokens of one channel at chunk 16 are 2^32 chunks. */
+static void grid_past_the_launch_limit_is_refused(void **state) {
+  (void)state;
+  kda_gate_args a = good();
+  a.batch = 1;
+  a.seq_len = INT64_C(1) << 36;
+  a.num_heads = 1;
+  a.head_dim = 1;
+  a.chunk_size = 16;
+  a.out = (void *)((uintptr_t)FAKE_G + ((uintptr_t)1 << 37)); /* right after g's 2^37 bytes */
+  EXPECT(KDA__OP_GATE_CHUNK_CUMSUM, a, KDA_ERROR_BAD_SHAPE, "grid limit");
+  a.seq_len = INT64_C(1) << 30; /* 2^26 chunks: fine */
+  assert_int_equal(plan(KDA__OP_GATE_CHUNK_CUMSUM, &a), KDA_OK);
+}
+
 /* A chunk plan replaces the table: with it, chunk_indices, num_chunks,
  * num_chunks_device and cu_seqlens_host must each be left NULL / 0 (one
  * set alone is refused), and batch must be 1. Planning does not read the
@@ -489,6 +505,7 @@ int main(void) {
       cmocka_unit_test(gate_kind_must_fit_the_kernel),
       cmocka_unit_test(overlapping_output_is_rejected),
       cmocka_unit_test(chunk_plan_excludes_the_table_fields),
+      cmocka_unit_test(grid_past_the_launch_limit_is_refused),
       cmocka_unit_test(varlen_arguments_are_checked),
       cmocka_unit_test(host_seqlens_put_small_batches_rows_in_the_launch),
       cmocka_unit_test(host_chunks_pack_into_slots),
