@@ -604,6 +604,13 @@ static void build_both(kda_context *ctx) {
   assert_int_equal(kda_chunk_indices_build_device(ctx, cu, KDA_DTYPE_I32, 2, 70, 64, table, 64,
                                                   &count, NULL),
                    KDA_OK);
+  /* The capacity must be ceil(70 / 64) + 2 = 4 rows: 4 is enough, 3 not. */
+  assert_int_equal(kda_chunk_indices_build_device(ctx, cu, KDA_DTYPE_I32, 2, 70, 64, table, 4,
+                                                  &count, NULL),
+                   KDA_OK);
+  assert_int_equal(kda_chunk_indices_build_device(ctx, cu, KDA_DTYPE_I32, 2, 70, 64, table, 3,
+                                                  &count, NULL),
+                   KDA_ERROR_BUFFER_TOO_SMALL);
   kda_chunk_plan *plan = NULL;
   assert_int_equal(kda_chunk_plan_create(ctx, 70, 2, 64, &plan), KDA_OK);
   assert_int_equal(kda_chunk_plan_build(plan, cu, KDA_DTYPE_I32, 2, 70, NULL), KDA_OK);

@@ -122,13 +122,33 @@ static void illegal_configs_are_rejected_with_a_reason(void **state) {
   assert_non_null(strstr(kda_last_error(), "vec=8"));
   s.cfg = (kda__config){4, 64, 32}; /* 2048 threads */
   assert_int_equal(kda__config_check(&s), KDA_ERROR_INVALID_ARGUMENT);
-  s.cfg = (kda__config){4, 32, 128}; /* seg above the chunk */
+  s.cfg = (kda__config){4, 1, 128}; /* seg above the chunk (128 threads) */
   assert_int_equal(kda__config_check(&s), KDA_ERROR_INVALID_ARGUMENT);
+  assert_non_null(strstr(kda_last_error(), "seg=128"));
   s.cfg = (kda__config){8, 3, 4}; /* tx not a power of two */
   assert_int_equal(kda__config_check(&s), KDA_ERROR_INVALID_ARGUMENT);
   s = gate_spec(KDA_DTYPE_BF16, 32, 128, 256);
   s.cfg = (kda__config){8, 32, 4}; /* 64 rows x 8 channels per thread */
   assert_int_equal(kda__config_check(&s), KDA_ERROR_INVALID_ARGUMENT);
+  s.cfg = (kda__config){2, 32, 4}; /* 128 values per thread: one over twice the limit */
+  assert_int_equal(kda__config_check(&s), KDA_ERROR_INVALID_ARGUMENT);
+  assert_non_null(strstr(kda_last_error(), "values per thread"));
+  s.cfg = (kda__config){1, 32, 4}; /* 64 values: the limit itself */
+  assert_int_equal(kda__config_check(&s), KDA_OK);
+  /* Packed varlen launches (modes 2 and 3) keep a segment within a
+   * granule: 8 rows at chunk 64. */
+  for (int mode = 2; mode <= 3; ++mode) {
+    s = gate_spec(KDA_DTYPE_BF16, 16, 128, 64);
+    s.varlen = mode;
+    s.cfg = (kda__config){4, 16, 4}; /* 16 rows a segment */
+    assert_int_equal(kda__config_check(&s), KDA_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(kda_last_error(), "granule"));
+    s.cfg = (kda__config){4, 16, 8}; /* 8 rows */
+    assert_int_equal(kda__config_check(&s), KDA_OK);
+    s.varlen = 1; /* through a table, 16 rows are fine */
+    s.cfg = (kda__config){4, 16, 4};
+    assert_int_equal(kda__config_check(&s), KDA_OK);
+  }
 }
 
 static void names_follow_the_template_parameter_order(void **state) {
