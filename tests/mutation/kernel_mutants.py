@@ -128,6 +128,11 @@ MUTANTS = [
            "if (REVERSE ? sl + d < W : sl > d) incl[j] += t;", "form 3's shuffle scan drops a step"),
     Mutant("form3_warp_total_lane", G, "if (sl == (REVERSE ? 0 : W - 1))",
            "if (sl == (REVERSE ? W - 1 : 0))", "form 3 shares a warp's first, not last, sum"),
+    Mutant("segmented_form2", G, "static constexpr int value = SEGMENTED                                               ? (VEC % 4 != 0 ? 0 : 1)",
+           "static constexpr int value = SEGMENTED                                               ? 2",
+           "packed blocks (modes 2, 3) take form 2, which ignores chunk bounds"),
+    Mutant("pdl_wait_removed", C, 'asm volatile("griddepcontrol.wait;" ::: "memory");', "",
+           "kernels read before the kernel ahead of them has finished (tools/gpu_check.sh's overlap mutant)"),
     # --- where a block reads and writes -----------------------------------
     Mutant("dense_batch_ignored", G, "row0 = b * T + t0;", "row0 = t0;",
            "every sequence of a dense batch at the first's rows"),
@@ -150,6 +155,9 @@ MUTANTS = [
     Mutant("varlen_few_threshold", G, "const bool few = num_seqs < LANES;",
            "const bool few = num_seqs <= LANES;",
            "a batch of exactly LANES sequences takes the shuffle path (its last bound unloaded)"),
+    Mutant("varlen_few_last_bound", G, "if (few && lane <= num_seqs) bound = cu_seqlens[lane];",
+           "if (few && lane < num_seqs) bound = cu_seqlens[lane];",
+           "the shuffle path does not load the batch's last bound"),
     Mutant("varlen_few_end", G, "bound, src + 1);", "bound, src);",
            "the shuffle path's sequence end taken from its start"),
     Mutant("varlen_chunk_stride", G, "row0 = bos + (long long)chunk * BT;",
@@ -225,6 +233,9 @@ MUTANTS = [
            stages=["tuner"]),
     Mutant("compare_unwritten_ignored", T, "++unwritten;\n      continue;", "continue;",
            "the tuner accepts a candidate that leaves elements unwritten", stages=["tuner"]),
+    Mutant("compare_seen_dropped", T, "    ++seen;\n", "",
+           "the comparison does not count what it visited (the tuner must stop, not trust it)",
+           stages=["tuner"]),
     Mutant("compare_half_warp", T, "for (int d = 16; d > 0; d >>= 1)",
            "for (int d = 8; d > 0; d >>= 1)",
            "the comparison's warp sums miss half of each warp's counts", stages=["tuner"]),
@@ -251,7 +262,9 @@ def apply(mutant, src_dir, dst_dir):
         fh.write(text[:i] + mutant.new + text[i + len(mutant.old):])
 
 
-def check(mutants):
+def check(mutants, base=TEMPLATES, what="mutants"):
+    """Every mutant's anchor occurs as its entry says in base/file; names
+    are unique. Returns 1 when one does not (printing it), else 0."""
     bad = 0
     names = set()
     for m in mutants:
@@ -259,13 +272,13 @@ def check(mutants):
             print("duplicate mutant name", m.name)
             bad += 1
         names.add(m.name)
-        with open(os.path.join(TEMPLATES, m.file)) as fh:
+        with open(os.path.join(base, m.file)) as fh:
             text = fh.read()
         n = len(occurrences(text, m.old))
         if n != m.occurs or not 1 <= m.nth <= m.occurs or m.old == m.new:
             print("%s: anchor occurs %d times in %s, not %d: %r" % (m.name, n, m.file, m.occurs, m.old[:80]))
             bad += 1
-    print("%d mutants, %d with a broken anchor" % (len(mutants), bad))
+    print("%d %s, %d with a broken anchor" % (len(mutants), what, bad))
     return 1 if bad else 0
 
 

@@ -1,0 +1,307 @@
+#!/usr/bin/env python3
+"""Mutation testing of the host code: do the CPU tests fail when the
+library's validation, table builders, planning or tuner selection is wrong?
+
+Each mutant is one plausible bug in src/ or tuner/, written as in
+kernel_mutants.py (one exact replacement). `run` copies the tree once,
+builds it with ASan and UBSan (a write past a buffer is a failure too),
+then per mutant: applies it, rebuilds the tests it names, runs them
+(ctest, so each gets its usual environment) and, if all pass, every CPU
+test; then restores the file. No GPU is needed: the GPU tests report
+themselves skipped and count for nothing. A mutant whose effect only a GPU
+can see says so (`gpu_only`) and is left out unless named with --only.
+
+  host_mutants.py check                 every anchor occurs as its entry says
+  host_mutants.py list
+  host_mutants.py run [--work DIR] [--only a,b] [--no-full]
+
+Writes WORK/results.txt and WORK/results.json.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, HERE)
+from kernel_mutants import Mutant, occurrences, check as check_anchors  # noqa: E402
+
+
+class HostMutant(Mutant):
+    def __init__(self, name, file, old, new, why, tests, gpu_only=None, **kw):
+        super().__init__(name, file, old, new, why, **kw)
+        self.tests = tests
+        self.gpu_only = gpu_only  # why only a GPU run can see it, if so
+
+
+GA = "src/gate_args.c"
+CI = "src/chunk_indices.c"
+SP = "src/spec.c"
+PP = "src/plan_pack.c"
+TS = "tuner/tuner_select.c"
+SC = "tuner/store_cubins.c"
+ARGS_TESTS = ["test_validation", "test_hostile_args", "test_fake_driver", "test_concurrent_api"]
+TABLE_TESTS = ["test_chunk_indices_host", "test_validation", "test_hostile_args", "test_fake_driver"]
+SPEC_TESTS = ["test_spec", "test_tuner_select", "test_validation"]
+PLAN_TESTS = ["test_plan_pack", "test_fake_driver", "test_validation"]
+SELECT_TESTS = ["test_tuner_select", "test_tuning_timing"]
+STORE_TESTS = ["test_store", "test_db_api"]
+
+MUTANTS = [
+    # --- kda_gate_args validation (src/gate_args.c) ------------------------
+    HostMutant("overlap_adjacent_refused", GA, "return x < y + bn && y < x + an;",
+               "return x <= y + bn && y <= x + an;", "g and out side by side taken as overlapping",
+               ARGS_TESTS),
+    HostMutant("overlap_accepted", GA, "KDA__REQUIRE(!ranges_overlap(",
+               "KDA__REQUIRE(1 || !ranges_overlap(", "out overlapping g accepted", ARGS_TESTS),
+    HostMutant("head_dim_max_refused", GA, "a->head_dim <= KDA_MAX_HEAD_DIM",
+               "a->head_dim < KDA_MAX_HEAD_DIM", "head_dim = KDA_MAX_HEAD_DIM refused", ARGS_TESTS),
+    HostMutant("heads_max_refused", GA, "a->num_heads <= KDA_MAX_HEADS",
+               "a->num_heads < KDA_MAX_HEADS", "num_heads = KDA_MAX_HEADS refused", ARGS_TESTS),
+    HostMutant("size_overflow_unchecked", GA, "KDA__REQUIRE(a->batch <= (INT64_C(1) << 40) / a->seq_len &&",
+               "KDA__REQUIRE(", "B*T past 2^40 (B*T*H*K may overflow) accepted", ARGS_TESTS),
+    HostMutant("softplus_without_alog", GA, "a->gate != KDA_GATE_SOFTPLUS || a->A_log != NULL",
+               "1", "softplus accepted without A_log", ARGS_TESTS),
+    HostMutant("plan_with_num_chunks", GA, "a->chunk_indices == NULL && a->num_chunks == 0 &&",
+               "a->chunk_indices == NULL &&", "a chunk plan accepted beside num_chunks", ARGS_TESTS),
+    HostMutant("host_seqlens_past_t", GA, "KDA__REQUIRE(y >= x && y <= T, KDA_ERROR_BAD_SEQLENS,",
+               "KDA__REQUIRE(y >= x, KDA_ERROR_BAD_SEQLENS,",
+               "cu_seqlens_host passing seq_len inside the batch accepted", ARGS_TESTS),
+    HostMutant("host_seqlens_decreasing", GA, "KDA__REQUIRE(y >= x && y <= T, KDA_ERROR_BAD_SEQLENS,",
+               "KDA__REQUIRE(y <= T, KDA_ERROR_BAD_SEQLENS,", "a decreasing cu_seqlens_host accepted",
+               ARGS_TESTS),
+    HostMutant("host_seqlens_end", GA, "KDA__REQUIRE(kda__seqlen_at(cu, dt, N) == T,",
+               "KDA__REQUIRE(1 || kda__seqlen_at(cu, dt, N) == T,",
+               "cu_seqlens_host ending short of seq_len accepted", ARGS_TESTS),
+    HostMutant("host_seqlens_start", GA, "KDA__REQUIRE(kda__seqlen_at(cu, dt, 0) == 0, KDA_ERROR_BAD_SEQLENS,\n"
+               "               \"%s: cu_seqlens_host[0]",
+               "KDA__REQUIRE(1, KDA_ERROR_BAD_SEQLENS,\n               \"%s: cu_seqlens_host[0]",
+               "cu_seqlens_host not starting at 0 accepted", ARGS_TESTS),
+    HostMutant("host_rows_limit", GA, "*fits = chunks <= KDA_MAX_HOST_ROWS &&",
+               "*fits = chunks < KDA_MAX_HOST_ROWS &&",
+               "a batch of exactly KDA_MAX_HOST_ROWS chunks needs a table", ARGS_TESTS),
+    HostMutant("table_rows_unbounded", GA, "a->num_chunks >= 0 && a->num_chunks <= cap",
+               "a->num_chunks >= 0", "num_chunks past the capacity accepted", ARGS_TESTS),
+    HostMutant("vec_ignores_out", GA,
+               "||\n          ((uintptr_t)a->out % ((uintptr_t)s->cfg.vec * dtype_size(a->out_dtype))) != 0",
+               "", "the vector width ignores out's alignment", ARGS_TESTS),
+    HostMutant("vec_ignores_g", GA,
+               "(((uintptr_t)a->g % ((uintptr_t)s->cfg.vec * dtype_size(a->g_dtype))) != 0 ||",
+               "(0 ||", "the vector width ignores g's alignment", ARGS_TESTS),
+    HostMutant("grid_unbounded", GA, "KDA__REQUIRE(plan->grid <= INT32_MAX,",
+               "KDA__REQUIRE(1,", "a grid past 2^31 - 1 blocks accepted", ARGS_TESTS),
+    HostMutant("dense_last_chunk_dropped", GA,
+               "plan->chunks_per_seq = (a->seq_len + s->chunk - 1) / s->chunk;\n      plan->num_chunks = a->batch",
+               "plan->chunks_per_seq = a->seq_len / s->chunk;\n      plan->num_chunks = a->batch",
+               "a dense partial last chunk gets no block", ARGS_TESTS),
+    HostMutant("packed_granules_floor", GA, "granules[i] = (uint8_t)((lens[i] + G - 1) / G);",
+               "granules[i] = (uint8_t)(lens[i] / G);", "launch rows: a short chunk's granules rounded down",
+               ARGS_TESTS, gpu_only="the packing is read by the kernel; no CPU test decodes it"),
+    # --- the chunk table (src/chunk_indices.c) ------------------------------
+    HostMutant("capacity_one_short", CI, "return (total_tokens + chunk_size - 1) / chunk_size + num_seqs;",
+               "return (total_tokens + chunk_size - 1) / chunk_size + num_seqs - 1;",
+               "the table's capacity one row short", TABLE_TESTS),
+    HostMutant("host_table_decreasing", CI, "KDA__REQUIRE(b >= a, KDA_ERROR_BAD_SEQLENS,",
+               "KDA__REQUIRE(1, KDA_ERROR_BAD_SEQLENS,", "a decreasing cu_seqlens accepted by the host builder",
+               TABLE_TESTS),
+    HostMutant("host_table_start", CI, "KDA__REQUIRE(kda__seqlen_at(cu_seqlens, dt, 0) == 0,",
+               "KDA__REQUIRE(1 || kda__seqlen_at(cu_seqlens, dt, 0) == 0,",
+               "cu_seqlens not starting at 0 accepted by the host builder", TABLE_TESTS),
+    HostMutant("host_table_capacity", CI, "KDA__REQUIRE(chunks <= capacity - n,",
+               "KDA__REQUIRE(chunks <= capacity - n + 1,", "the host builder writes one row past capacity",
+               TABLE_TESTS),
+    HostMutant("host_table_round", CI, "((b - a) % chunk_size != 0)", "((b - a) % chunk_size > 1)",
+               "a last chunk of one token dropped", TABLE_TESTS),
+    HostMutant("device_table_capacity", CI, "KDA__REQUIRE(capacity >= need,",
+               "KDA__REQUIRE(capacity >= need - 1,", "the device builder given one row too few",
+               TABLE_TESTS),
+    # --- configs (src/spec.c) ----------------------------------------------
+    HostMutant("config_vec_divides", SP, "KDA__REQUIRE(hk % c->vec == 0,", "KDA__REQUIRE(1,",
+               "a vector width that does not divide H*K accepted", SPEC_TESTS),
+    HostMutant("config_seg_chunk", SP, "c->seg <= spec->chunk", "c->seg <= 2 * spec->chunk",
+               "more segments than rows accepted", SPEC_TESTS),
+    HostMutant("config_threads", SP, "c->tx * c->seg <= 1024,", "c->tx * c->seg <= 2048,",
+               "blocks of 2048 threads accepted", SPEC_TESTS),
+    HostMutant("config_values", SP, "rows * c->vec <= KDA__MAX_VALUES_PER_THREAD,",
+               "rows * c->vec <= 2 * KDA__MAX_VALUES_PER_THREAD,", "128 values per thread accepted",
+               SPEC_TESTS),
+    HostMutant("config_wide_totals", SP, "c->tx * c->seg * c->vec <= KDA__MAX_WIDE_TOTALS,",
+               "c->tx * c->seg * c->vec <= 2 * KDA__MAX_WIDE_TOTALS,",
+               "the plain cumsum's double totals past 32 KB accepted", SPEC_TESTS),
+    HostMutant("config_granule", SP, "rows <= kda__host_granule(spec->chunk),",
+               "rows <= 2 * kda__host_granule(spec->chunk),",
+               "a packed varlen segment longer than a granule accepted", SPEC_TESTS),
+    HostMutant("heuristic_wide_access", SP, "while (vec > 1 && vec * dtype_bytes(spec->in_dtype) > 16) vec >>= 1;",
+               "while (vec > 1 && vec * dtype_bytes(spec->in_dtype) > 32) vec >>= 1;",
+               "the heuristic picks 32-byte loads", SPEC_TESTS),
+    HostMutant("sums_in_double_gate", SP, "spec->cumsum && spec->gate == KDA_GATE_NONE;",
+               "spec->cumsum;", "the fused kernels held to the plain cumsum's shared-memory limit",
+               SPEC_TESTS),
+    # --- the chunk plan's host packing (src/plan_pack.c) ---------------------
+    HostMutant("plan_place_last_granules", PP, "*g1 = smallest == k && j == r->m[k] - 1 ? ng : *g0 + k;",
+               "*g1 = *g0 + k;", "a slot's last chunk does not own the free granules", PLAN_TESTS),
+    HostMutant("plan_whole_len", PP, "put(out, cap, ng, packed + w++, 0, ng, r0, s.b - r0 < chunk ? s.b - r0 : chunk);",
+               "put(out, cap, ng, packed + w++, 0, ng, r0, chunk);", "a whole chunk's rows not clamped",
+               PLAN_TESTS),
+    HostMutant("plan_runs_fill", PP, "while (c[k] - r->m[k] > 0 && fill + k <= ng) {",
+               "while (c[k] - r->m[k] > 0 && fill + k < ng) {", "a slot's pattern never fills the slot",
+               PLAN_TESTS),
+    HostMutant("plan_put_capacity", PP, "if (slot < 0 || slot >= cap) return;", "if (slot < 0) return;",
+               "slots past the capacity written", PLAN_TESTS),
+    HostMutant("plan_granules_floor", PP, "s.k = s.nc > 0 ? (int)((s.last + G - 1) / G) : 0;",
+               "s.k = s.nc > 0 ? (int)(s.last / G) : 0;", "a short chunk's granules rounded down",
+               PLAN_TESTS),
+    # --- the tuner's choice (tuner/tuner_select.c) --------------------------
+    HostMutant("usable_ignores_status", TS, "return t->status == KDA__TRIAL_OK && t->measured &&",
+               "return t->measured &&", "a rejected candidate with a time can win", SELECT_TESTS),
+    HostMutant("pick_tie_break", TS, "trials[i].config_id < trials[win].config_id",
+               "trials[i].config_id > trials[win].config_id",
+               "within the band, the highest config id wins, not the lowest", SELECT_TESTS),
+    HostMutant("pick_keep_band", TS, "trials[ref].median_us <= best * (1.0 + band)",
+               "trials[ref].median_us <= best * (1.0 + 2 * band)", "the kept config gets twice the band",
+               SELECT_TESTS),
+    HostMutant("median_even", TS, "m = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);",
+               "m = v[n / 2];", "the median of an even count is its upper middle", SELECT_TESTS),
+    HostMutant("rank_floor", TS, "size_t r = (size_t)ceil(q * (double)n);",
+               "size_t r = (size_t)floor(q * (double)n);", "p10 and p90 one rank low", SELECT_TESTS),
+    HostMutant("bucket_boundary", TS, "tokens >= bucket_start[b + 1]", "tokens > bucket_start[b + 1]",
+               "1024 tokens fall in the first bucket", SELECT_TESTS),
+    # --- the store (tuner/store_cubins.c) ----------------------------------
+    HostMutant("cubin_sha_ignored", SC,
+               "int good = strcmp(got, stored_sha) == 0 && stored_size == (int64_t)n && n > 0;",
+               "int good = stored_size == (int64_t)n && n > 0;", "a tampered cubin of the right size loaded",
+               STORE_TESTS),
+]
+
+
+def check():
+    return check_anchors(MUTANTS, ROOT, "host mutants")
+
+
+def sh(cmd, cwd, timeout=900):
+    try:
+        p = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=timeout)
+        return p.returncode, p.stdout.decode("utf-8", "replace")
+    except subprocess.TimeoutExpired as e:
+        return "timeout", (e.stdout or b"").decode("utf-8", "replace")
+
+
+def ctest(build, tests, jobs):
+    regex = "^(%s)$" % "|".join(tests) if tests else None
+    cmd = ["ctest", "--test-dir", build, "-j", str(jobs), "--output-on-failure", "-LE", "gpu"]
+    if regex:
+        cmd += ["-R", regex]
+    return sh(cmd, build)
+
+
+def run(args):
+    src, build = os.path.join(args.work, "src"), os.path.join(args.work, "build")
+    if not os.path.isdir(build):
+        os.makedirs(src, exist_ok=True)
+        files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
+                               stdout=subprocess.PIPE, check=True).stdout.decode().split("\n")
+        for f in filter(None, files):
+            os.makedirs(os.path.dirname(os.path.join(src, f)), exist_ok=True)
+            shutil.copy2(os.path.join(ROOT, f), os.path.join(src, f))
+        env_cuda = "/usr/local/cuda/bin"
+        os.environ["PATH"] = env_cuda + ":" + os.environ["PATH"]
+        rc, out = sh(["cmake", "-B", build, "-S", src, "-DCMAKE_BUILD_TYPE=Debug", "-DKDA_WERROR=OFF",
+                      "-DKDA_SANITIZE=ON"], args.work)
+        if rc != 0:
+            print(out[-3000:])
+            return 2
+    rc, out = sh(["cmake", "--build", build, "-j", str(args.jobs)], args.work, timeout=3600)
+    if rc != 0:
+        print("the unchanged tree does not build:\n" + out[-3000:])
+        return 2
+    mutants = MUTANTS
+    if args.only:
+        wanted = set(args.only.split(","))
+        mutants = [m for m in MUTANTS if m.name in wanted]
+    else:
+        mutants = [m for m in MUTANTS if not m.gpu_only and not m.equivalent]
+    tests = sorted({t for m in mutants for t in m.tests})
+    rc, out = ctest(build, tests, args.jobs)
+    print("control (%s): %s" % (", ".join(tests), "passed" if rc == 0 else "FAILED"), flush=True)
+    if rc != 0:
+        print(out[-3000:])
+        return 2
+    results = []
+    txt = open(os.path.join(args.work, "results.txt"), "w")
+    for m in mutants:
+        path = os.path.join(src, m.file)
+        with open(path) as fh:
+            original = fh.read()
+        at = occurrences(original, m.old)[m.nth - 1]
+        t0 = time.time()
+        rec = {"name": m.name, "file": m.file, "why": m.why}
+        try:
+            with open(path, "w") as fh:
+                fh.write(original[:at] + m.new + original[at + len(m.old):])
+            rc, out = sh(["cmake", "--build", build, "-j", str(args.jobs), "--target"] + m.tests,
+                         args.work)
+            if rc != 0:
+                rec.update(status="stillborn", evidence=[l for l in out.splitlines() if "error" in l][:2])
+            else:
+                rc, out = ctest(build, m.tests, args.jobs)
+                stage = "listed"
+                if rc == 0 and args.full:
+                    rc, out = sh(["cmake", "--build", build, "-j", str(args.jobs)], args.work, 3600)
+                    if rc == 0:
+                        rc, out = ctest(build, [], args.jobs)
+                    stage = "all"
+                if rc == 0:
+                    rec["status"] = "survived"
+                else:
+                    # ctest's summary names each failing test: "  5 - test_spec (Failed)".
+                    rec.update(status="killed", killed_by=stage,
+                               evidence=[l.strip() for l in out.splitlines()
+                                         if " - test" in l and "(" in l][:3])
+        finally:
+            with open(path, "w") as fh:
+                fh.write(original)
+            os.utime(path, None)
+        rec["seconds"] = round(time.time() - t0, 1)
+        results.append(rec)
+        line = "%-28s %-9s %-7s %6.1f s  %s" % (m.name, rec["status"], rec.get("killed_by", "-"),
+                                               rec["seconds"], " | ".join(rec.get("evidence", []))[:120])
+        print(line, flush=True)
+        txt.write(line + "\n")
+        txt.flush()
+    counts = {}
+    for r in results:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    with open(os.path.join(args.work, "results.json"), "w") as fh:
+        json.dump({"counts": counts, "mutants": results}, fh, indent=1)
+    print("; ".join("%s %d" % kv for kv in sorted(counts.items())))
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["check", "list", "run"])
+    ap.add_argument("--work", default="/tmp/kda-host-mutants")
+    ap.add_argument("--only", default="")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--no-full", dest="full", action="store_false",
+                    help="a mutant that passes its listed tests is not run against every CPU test")
+    args = ap.parse_args()
+    if args.command == "check":
+        return check()
+    if args.command == "list":
+        for m in MUTANTS:
+            print("%-28s %-22s %s%s" % (m.name, m.file, m.why, " (GPU only)" if m.gpu_only else ""))
+        return 0
+    if check():
+        return 2
+    args.work = os.path.abspath(args.work)
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
