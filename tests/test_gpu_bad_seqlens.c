@@ -126,6 +126,12 @@ static size_t check_output(const bad_case *c, const float *out, const int32_t *r
   return bad;
 }
 
+/* The gate's parameters: A_log for exp(A_log) in [1, 16], dt_bias normal. */
+static void random_gate_params(tu_rng *rng, float A_log[H], float bias[H * K]) {
+  for (int h = 0; h < H; ++h) A_log[h] = (float)log(1.0 + 15.0 * tu_uniform(rng));
+  for (size_t i = 0; i < (size_t)H * K; ++i) bias[i] = (float)tu_normal(rng);
+}
+
 static size_t run_case(const bad_case *c, int through_layer) {
   tu_rng rng;
   tu_rng_seed(&rng, 0xbad5eed + (uint64_t)c->nseq);
@@ -134,8 +140,7 @@ static size_t run_case(const bad_case *c, int through_layer) {
   double *g_d = malloc(n * sizeof(double));
   tu_fill_random_input(&rng, KDA_DTYPE_BF16, g_host, g_d, n, 1.0);
   float A_log[H], bias[H * K];
-  for (int h = 0; h < H; ++h) A_log[h] = (float)log(1.0 + 15.0 * tu_uniform(&rng));
-  for (size_t i = 0; i < hk; ++i) bias[i] = (float)tu_normal(&rng);
+  random_gate_params(&rng, A_log, bias);
 
   kda_gate_args a = kda_gate_args_default();
   a.g_dtype = KDA_DTYPE_BF16;
@@ -282,8 +287,7 @@ static size_t run_rows(int nseq, int form) {
   double *g_d = malloc(n * sizeof(double));
   tu_fill_random_input(&rng, KDA_DTYPE_BF16, g_host, g_d, n, 1.0);
   float A_log[H], bias[H * K];
-  for (int h = 0; h < H; ++h) A_log[h] = (float)log(1.0 + 15.0 * tu_uniform(&rng));
-  for (size_t i = 0; i < hk; ++i) bias[i] = (float)tu_normal(&rng);
+  random_gate_params(&rng, A_log, bias);
   int32_t cu32[48];
   for (int i = 0; i <= nseq; ++i) cu32[i] = (int32_t)((int64_t)i * 70);
 
@@ -441,8 +445,7 @@ static size_t run_damaged_plan(int chunk, int reverse) {
   double *g_d = malloc(n_alloc * sizeof(double));
   tu_fill_random_input(&rng, KDA_DTYPE_BF16, g_host, g_d, n_alloc, 1.0);
   float A_log[H], bias[H * K];
-  for (int h = 0; h < H; ++h) A_log[h] = (float)log(1.0 + 15.0 * tu_uniform(&rng));
-  for (size_t i = 0; i < hk; ++i) bias[i] = (float)tu_normal(&rng);
+  random_gate_params(&rng, A_log, bias);
 
   void *d_rows = gu_upload(words, (size_t)slots * NG * 8);
   void *d_g = gu_upload(g_host, n_alloc * 2);

@@ -379,8 +379,8 @@ int kda__bench_overlap_refused(const kda__tune_bench *b);
 /* Runs the reference config into the reference buffer (poisoned first). */
 kda_status kda__bench_reference(kda__tune_bench *b, CUfunction fn, const kda__spec *spec);
 /* Poisons the scratch output, runs fn once, optionally corrupts it (test
- * hook: 1 wrong values, 2 unwritten elements), compares with the reference and fills t->status / reason /
- * max_err. Returns non-OK only for failures that end tuning (a sticky
+ * hook: 1 wrong values, 2 unwritten elements), compares with the reference
+ * and fills t->status / reason / max_err. Returns non-OK only for failures that end tuning (a sticky
  * device error); a rejected candidate is KDA_OK with t->status set. */
 kda_status kda__bench_validate(kda__tune_bench *b, CUfunction fn, const kda__spec *spec,
                                int corrupt, kda__tune_trial *t);

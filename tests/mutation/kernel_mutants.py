@@ -246,10 +246,14 @@ def occurrences(text, old):
     return [m.start() for m in re.finditer(re.escape(old), text)]
 
 
-def apply(mutant, src_dir, dst_dir):
-    """Copies src_dir's templates into dst_dir with the mutant applied."""
+def copy_templates(src_dir, dst_dir):
     for f in os.listdir(src_dir):
         shutil.copy(os.path.join(src_dir, f), os.path.join(dst_dir, f))
+
+
+def apply(mutant, src_dir, dst_dir):
+    """Copies src_dir's templates into dst_dir with the mutant applied."""
+    copy_templates(src_dir, dst_dir)
     path = os.path.join(dst_dir, mutant.file)
     with open(path) as fh:
         text = fh.read()
@@ -325,8 +329,7 @@ def run_one(mutant, args, table):
     if mutant.name != "control":
         apply(mutant, TEMPLATES, kdir)
     else:
-        for f in os.listdir(TEMPLATES):
-            shutil.copy(os.path.join(TEMPLATES, f), os.path.join(kdir, f))
+        copy_templates(TEMPLATES, kdir)
     log_path = os.path.join(args.out, mutant.name + ".log")
     t0 = time.time()
     status = "survived"
