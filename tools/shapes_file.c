@@ -9,8 +9,8 @@
 #include <string.h>
 
 static const char *const shape_keys[] = {"heads", "head-dim", "chunk", "gate", "bias",
-                                         "dtype", "out-dtype", "varlen", "host-rows", "tokens", "seqs",
-                                         "scale", "reverse", "kernel", "model", "tp"};
+                                         "dtype", "out-dtype", "varlen", "host-rows", "chunk-plan", "tokens",
+                                         "seqs", "scale", "reverse", "kernel", "model", "tp"};
 #define NUM_KEYS (sizeof shape_keys / sizeof shape_keys[0])
 
 void shape_set_init(shape_set *s) {
@@ -18,12 +18,6 @@ void shape_set_init(shape_set *s) {
   s->gate = -1;
   s->out_dtype = -1;
   s->kernel = -1;
-}
-
-int shape_key_known(const char *key) {
-  for (size_t i = 0; i < NUM_KEYS; i++)
-    if (!strcmp(shape_keys[i], key)) return 1;
-  return 0;
 }
 
 static int fail(char *err, size_t size, const char *fmt, const char *a, const char *b) {

@@ -65,8 +65,6 @@ void shape_set_init(shape_set *s);
 /* Sets key (a flag name without "--") to value. 0, or -1 with a message
  * in err ("unknown key" lists the valid ones). */
 int shape_set_apply(shape_set *s, const char *key, const char *value, char *err, size_t err_size);
-/* 1 if key is one shape_set_apply knows. */
-int shape_key_known(const char *key);
 /* Expands s into list (deduplicated by specialization and bucket). 0 or
  * -1 with a message. */
 int shape_set_expand(const shape_set *s, shape_list *list, char *err, size_t err_size);
