@@ -271,9 +271,17 @@ static void context_calls_reject_null_and_bad_options(void **state) {
   assert_int_equal(kda_context_get_stats(NULL, NULL), KDA_ERROR_NULL_POINTER);
   assert_string_equal(kda_context_db_path(NULL), "");
 
+  /* NULL options are the defaults: a context on a machine with a GPU, a
+   * clean refusal on one without (this test runs on both). */
   kda_context *ctx = (kda_context *)(uintptr_t)1;
-  assert_int_not_equal(kda_context_create(NULL, &ctx), KDA_OK);
-  assert_null(ctx);
+  kda_status st = kda_context_create(NULL, &ctx);
+  if (st == KDA_OK) {
+    assert_non_null(ctx);
+    kda_context_destroy(ctx);
+  } else {
+    assert_true(st == KDA_ERROR_NO_DRIVER || st == KDA_ERROR_NO_DEVICE);
+    assert_null(ctx);
+  }
   kda_options o = kda_options_default();
   assert_int_not_equal(kda_context_create(&o, NULL), KDA_OK);
   const uint32_t sizes[] = {0, 1, UINT32_MAX};

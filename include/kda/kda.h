@@ -300,9 +300,10 @@ typedef struct kda_options {
  *  budget, the default database path, warnings to stderr. */
 KDA_API kda_options kda_options_default(void);
 
-/** Creates a context bound to a device. Fails with KDA_ERROR_NO_DRIVER on a
- *  machine without a usable driver, KDA_ERROR_NO_DEVICE for a bad ordinal or
- *  when device == -1 and no CUDA context is current. *out is NULL on failure. */
+/** Creates a context bound to a device (options NULL: kda_options_default()).
+ *  Fails with KDA_ERROR_NO_DRIVER on a machine without a usable driver,
+ *  KDA_ERROR_NO_DEVICE for a bad ordinal or when device == -1 and no CUDA
+ *  context is current. *out is NULL on failure. */
 KDA_API kda_status kda_context_create(const kda_options *options, kda_context **out);
 /** Unloads every module and releases the device. NULL is a no-op. */
 KDA_API void kda_context_destroy(kda_context *ctx);
