@@ -97,8 +97,9 @@ heads=4 head-dim=64 varlen=yes seqs=4 tokens=512
 heads=4 head-dim=64 gate=lower-bound tokens=512
 heads=8 head-dim=32 gate=none tokens=512
 heads=4 head-dim=64 chunk=32 reverse=yes tokens=512
+heads=4 head-dim=64 out-dtype=bf16 tokens=512
 EOF
-  POOL=8
+  POOL=9
   PER=4
   STEP=$((POOL / N))
   [ "$STEP" -ge 1 ] || STEP=1
@@ -222,6 +223,10 @@ s=$(json_field "$T/union.out" skipped)
 [ "${s:-x}" = "$EXPECT" ] || fail "union prewarm skipped ${s:-?} of $EXPECT (a result was lost)"
 "$TUNE" verify --db "$DB" $VERIFY >"$T/verify.out" 2>&1 || fail "verify $VERIFY: $(cat "$T/verify.out")"
 echo "verify: $(cat "$T/verify.out")"
+# The bf16-output line's winner is re-run too (its rule: the fp32 budget plus
+# half a bf16 ulp), not only the fp32 ones.
+[ "$MODE" = compile ] || grep -q '^rerun  ok .* out=bf16 H=4 K=64 ' "$T/verify.out" ||
+  fail "verify did not re-run the bf16-output winner"
 if [ "$MODE" = compile ]; then
   c=$("$TUNE" stats --db "$DB" --json | sed -n 's/.*"cubins": \([0-9]*\).*/\1/p')
   [ "${c:-x}" = "$CUBINS" ] || fail "stats says ${c:-?} cubins, expected $CUBINS"
