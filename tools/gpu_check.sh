@@ -6,7 +6,9 @@
 #   [--bench-only] [--build-only] [--prebuilt] [--no-ctest] [--mutants] [--bench-args "..."]
 # --mutants runs the kernel mutants after the tests (tests/mutation/
 # kernel_mutants.py: does some GPU test fail for each plausible kernel bug?
-# About 10 minutes on an H200 with 4 at a time).
+# About 10 minutes on an H200 with 4 at a time), then the host mutants
+# whose breakage the kernels read (host_mutants.py run --gpu: the GPU tests
+# see them too).
 # --no-ctest skips `ctest -L gpu` and keeps the mutants, the demo and the
 # stress test after it (on the H200 test_gpu_kernels alone took 391 s, so
 # everything did not fit one 600 s call of a lent machine; since the
@@ -48,6 +50,7 @@ if [ ! -f /usr/include/cmocka.h ] && [ -d .debs ]; then
   [ -e /usr/lib/x86_64-linux-gnu/libsqlite3.so.0 ] && ln -sf /usr/lib/x86_64-linux-gnu/libsqlite3.so.0 "$libdir/libsqlite3.so"
   export LD_LIBRARY_PATH=$libdir:${LD_LIBRARY_PATH:-}
   prefix_args=(-DCMAKE_PREFIX_PATH=$root/.deps/root/usr)
+  export CMAKE_PREFIX_PATH=$root/.deps/root/usr  # for host_mutants.py's own build
 fi
 
 # Tests and tools write their tuning databases here, not in ~/.cache.
@@ -137,6 +140,12 @@ if [ $mutants = 1 ]; then
     > "$OUT/mutants.log" 2>&1 || status=1
   tail -n 3 "$OUT/mutants.log"
   grep -E " (survived|timeout|stillborn) " "$OUT/mutants.log" && status=1
+  # The host mutants whose breakage the kernels read, against their GPU
+  # tests too (a Release copy of the tree, built here: about 2 minutes).
+  python3 tests/mutation/host_mutants.py run --gpu --work "${TMPDIR:-/tmp}/kda-host-mutants-gpu" \
+    > "$OUT/host-mutants-gpu.log" 2>&1 || status=1
+  tail -n 2 "$OUT/host-mutants-gpu.log"
+  grep -E " (survived|stillborn) " "$OUT/host-mutants-gpu.log" && status=1
 fi
 
 if [ $sanitizer = 1 ] && command -v compute-sanitizer > /dev/null; then
