@@ -197,7 +197,7 @@ int main(int argc, char **argv) {
                       "                  --groups matrix --tokens 512,2048\n"
                       "  --extra-streams N  create N more streams (one launch each) before the rows,\n"
                       "                  as a server's process has: small grids run slower in such\n"
-                      "                  a process (docs/PERFORMANCE.md, sixteenth session)\n"
+                      "                  a process (docs/performance-runs.md, sixteenth session)\n"
                       "  --host-only     only the host cost of a warm call (also runs on the\n"
                       "                  tests' stand-in driver: KDA_LIBCUDA=.../libkda_fake_cuda.so)\n"
                       "  --host-threads N  --host-only, then N threads calling at once into one\n"

@@ -14,7 +14,7 @@
  * Why one stream per context rather than one per run: a process that has
  * made 4 or more streams, even destroyed one after another, ran some small
  * grids slower afterwards (H200 T=512 H=8 2.26 -> 2.68-3.12 us;
- * docs/PERFORMANCE.md, sixteenth session). Runs that each made their own
+ * docs/performance-runs.md, sixteenth session). Runs that each made their own
  * stream put a process that tuned into that state; with the kit a context
  * makes one. */
 #include <errno.h>
