@@ -22,6 +22,7 @@
 #include <sqlite3.h>
 
 #include "store.h"
+#include "store_internal.h"
 
 /* ------------------------------------------------------------ fixtures */
 
@@ -442,12 +443,14 @@ static int count_aside(const char *dir) {
   return n;
 }
 
-static void check_fresh_store_after_damage(fixture *f) {
+/* reason: what the warning must say the header check found. */
+static void check_fresh_store_after_damage(fixture *f, const char *reason) {
   kda__store *s = open_ok(f->db, 0);
   assert_int_equal(kda__store_get_mode(s), KDA__STORE_MODE_READ_WRITE);
   const char *w = kda__store_pop_warning(s);
   assert_non_null(w);
   assert_non_null(strstr(w, "moved it to"));
+  if (strstr(w, reason) == NULL) fail_msg("the warning does not say '%s': %s", reason, w);
   assert_int_equal(count_aside(f->dir), 1);
   put_ok(s, "spec", 1, "fresh", 1.0);
   kda__store_record r;
@@ -465,14 +468,14 @@ static void test_random_bytes_file_moved_aside_and_new_one_works(void **state) {
   srand(1234);
   for (size_t i = 0; i < sizeof junk; i++) junk[i] = (unsigned char)rand();
   write_file(f->db, junk, sizeof junk);
-  check_fresh_store_after_damage(f);
+  check_fresh_store_after_damage(f, "not an SQLite file");
 }
 
 static void test_text_file_moved_aside_and_new_one_works(void **state) {
   fixture *f = *state;
   const char text[] = "this is not a database\n";
   write_file(f->db, text, sizeof text - 1);
-  check_fresh_store_after_damage(f);
+  check_fresh_store_after_damage(f, "shorter than a header");
 }
 
 static void test_truncated_file_moved_aside_and_new_one_works(void **state) {
@@ -496,7 +499,157 @@ static void test_truncated_file_moved_aside_and_new_one_works(void **state) {
   fclose(fp);
   write_file(f->db, buf, half);
   free(buf);
-  check_fresh_store_after_damage(f);
+  check_fresh_store_after_damage(f, "header says");
+}
+
+/* The name the warning gives a damaged file moved aside. */
+static void aside_of(const char *warning, char *out, size_t size) {
+  const char *p = strstr(warning, "moved it to ");
+  assert_non_null(p);
+  p += strlen("moved it to ");
+  size_t n = strcspn(p, " ");
+  assert_true(n < size);
+  memcpy(out, p, n);
+  out[n] = '\0';
+}
+
+static void read_whole(const char *path, char *buf, size_t size, size_t *n) {
+  FILE *fp = fopen(path, "rb");
+  assert_non_null(fp);
+  *n = fread(buf, 1, size, fp);
+  fclose(fp);
+}
+
+/* Two damaged files found in the same second both stay for whoever looks
+ * into them: the second is not renamed over the first. */
+static void test_damaged_files_of_one_second_are_all_kept(void **state) {
+  fixture *f = *state;
+  for (int attempt = 0; attempt < 20; attempt++) {
+    char first[400], second[400];
+    write_file(f->db, "damaged file one\n", 17);
+    kda__store *s = open_ok(f->db, 0);
+    aside_of(kda__store_pop_warning(s), first, sizeof first);
+    kda__store_close(s);
+    remove(f->db);
+    char wal[320];
+    snprintf(wal, sizeof wal, "%s-wal", f->db);
+    remove(wal);
+    write_file(f->db, "damaged file two\n", 17);
+    s = open_ok(f->db, 0);
+    aside_of(kda__store_pop_warning(s), second, sizeof second);
+    kda__store_close(s);
+    assert_string_not_equal(first, second);
+    char buf[64];
+    size_t n = 0;
+    read_whole(first, buf, sizeof buf, &n);
+    assert_memory_equal(buf, "damaged file one\n", 17);
+    read_whole(second, buf, sizeof buf, &n);
+    assert_memory_equal(buf, "damaged file two\n", 17);
+    size_t len = strlen(first);
+    if (strncmp(second, first, len) == 0 && strcmp(second + len, ".2") == 0) return;
+    /* The second crossed into the next second: the same-second rule was
+     * not reached. Start again from an empty folder. */
+    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    assert_int_equal(mkdir(f->dir, 0700), 0);
+  }
+  fail_msg("20 attempts never moved two files aside within one second");
+}
+
+/* The damaged file's -wal goes with it: it must not be replayed into the
+ * new database, and it may hold what whoever investigates needs. */
+static void test_damaged_file_keeps_its_wal_beside_it(void **state) {
+  fixture *f = *state;
+  write_file(f->db, "not a database at all\n", 22);
+  char wal[320];
+  snprintf(wal, sizeof wal, "%s-wal", f->db);
+  write_file(wal, "the old write-ahead log", 23);
+  kda__store *s = open_ok(f->db, 0);
+  char aside[400], aside_wal[420];
+  aside_of(kda__store_pop_warning(s), aside, sizeof aside);
+  put_ok(s, "spec", 1, "fresh", 1.0);
+  kda__store_close(s);
+  snprintf(aside_wal, sizeof aside_wal, "%s-wal", aside);
+  char buf[64];
+  size_t n = 0;
+  read_whole(aside_wal, buf, sizeof buf, &n);
+  assert_int_equal(n, 23);
+  assert_memory_equal(buf, "the old write-ahead log", 23);
+}
+
+/* Two processes may find one damaged file: the one that comes second finds
+ * the path naming a new database (another inode) and leaves it alone. */
+static void test_move_aside_leaves_a_replaced_file_alone(void **state) {
+  fixture *f = *state;
+  write_file(f->db, "damaged", 7);
+  struct stat seen;
+  assert_int_equal(stat(f->db, &seen), 0);
+  char other[320], aside[400];
+  snprintf(other, sizeof other, "%s.new", f->db);
+  write_file(other, "the new database", 16);
+  assert_int_equal(rename(other, f->db), 0); /* another process replaced it */
+  assert_int_equal(kda__store_move_aside(f->db, &seen, NULL, aside, sizeof aside), 1);
+  char buf[32];
+  size_t n = 0;
+  read_whole(f->db, buf, sizeof buf, &n);
+  assert_int_equal(n, 16); /* still the new one, in place */
+  assert_int_equal(count_aside(f->dir), 0);
+  struct stat now;
+  assert_int_equal(stat(f->db, &now), 0);
+  assert_int_equal(kda__store_move_aside(f->db, &now, NULL, aside, sizeof aside), 0);
+  assert_int_equal(count_aside(f->dir), 1);
+}
+
+/* A file that stops taking writes (here: query_only, as a remount read-only
+ * would) fails that one put with a message, then keeps results in memory. */
+static void test_database_turned_read_only_keeps_results_in_memory(void **state) {
+  fixture *f = *state;
+  kda__store *s = open_ok(f->db, 0);
+  put_ok(s, "before", 1, "kept", 3.0);
+  assert_int_equal(sqlite3_exec(kda__store_handle(s), "PRAGMA query_only = 1", NULL, NULL, NULL),
+                   SQLITE_OK);
+  kda__store_key k = make_key("during", 1);
+  kda__store_record r = make_record("memory", 2.0);
+  int stored = 0;
+  assert_int_equal(kda__store_put_result(s, &k, &r, kTrials, 3, KDA__PUT_REPLACE, &stored),
+                   KDA_ERROR_STORE);
+  assert_non_null(strstr(kda_last_error(), "kept in memory"));
+  assert_true(kda__store_is_read_only(s));
+  assert_int_equal(lookup(s, "during", 1, &r), 1);
+  assert_true(r.in_overlay);
+  put_ok(s, "after", 1, "memory", 2.0); /* later puts: memory, no error */
+  assert_int_equal(lookup(s, "before", 1, &r), 1);
+  assert_false(r.in_overlay);
+  kda__store_close(s);
+  assert_int_equal(file_scalar(f->db, "SELECT count(*) FROM results"), 1);
+}
+
+/* Another writer holding the file (busy) fails a put, but is not a reason
+ * to give the file up: once it lets go, puts go to the file again. */
+static void test_busy_database_is_used_again_once_free(void **state) {
+  fixture *f = *state;
+  kda__store *s = open_ok(f->db, 0);
+  put_ok(s, "before", 1, "kept", 3.0);
+  /* The store waits 5 s per try and tries 20 times; a 1 ms wait keeps the
+   * test short and changes nothing else. */
+  assert_int_equal(sqlite3_busy_timeout(kda__store_handle(s), 1), SQLITE_OK);
+  sqlite3 *other = NULL;
+  assert_int_equal(sqlite3_open(f->db, &other), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+  kda__store_key k = make_key("during", 1);
+  kda__store_record r = make_record("lost", 2.0);
+  int stored = 0;
+  assert_int_equal(kda__store_put_result(s, &k, &r, kTrials, 3, KDA__PUT_REPLACE, &stored),
+                   KDA_ERROR_STORE);
+  assert_non_null(strstr(kda_last_error(), "locked"));
+  assert_int_equal(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(other);
+  assert_false(kda__store_is_read_only(s));
+  assert_null(kda__store_pop_warning(s));
+  put_ok(s, "after", 1, "file", 2.0);
+  assert_int_equal(lookup(s, "after", 1, &r), 1);
+  assert_false(r.in_overlay);
+  kda__store_close(s);
+  assert_int_equal(file_scalar(f->db, "SELECT count(*) FROM results"), 2);
 }
 
 static kda__cubin_key make_cubin_key(const char *config) {
@@ -883,6 +1036,11 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_random_bytes_file_moved_aside_and_new_one_works, setup, teardown),
       cmocka_unit_test_setup_teardown(test_text_file_moved_aside_and_new_one_works, setup, teardown),
       cmocka_unit_test_setup_teardown(test_truncated_file_moved_aside_and_new_one_works, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_damaged_files_of_one_second_are_all_kept, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_damaged_file_keeps_its_wal_beside_it, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_move_aside_leaves_a_replaced_file_alone, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_database_turned_read_only_keeps_results_in_memory, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_busy_database_is_used_again_once_free, setup, teardown),
       cmocka_unit_test_setup_teardown(test_tampered_cubin_row_is_miss_and_gets_dropped, setup, teardown),
       cmocka_unit_test_setup_teardown(test_cubin_cap_evicts_least_recently_used, setup, teardown),
       cmocka_unit_test_setup_teardown(test_other_build_lookup_prefers_the_same_release, setup, teardown),

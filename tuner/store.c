@@ -320,6 +320,8 @@ static void open_file(kda__store *s, unsigned flags) {
     if (probe.exists && stat(s->path, &seen) != 0) continue; /* vanished: probe again */
     int suspect = probe.exists && kda__store_header_suspect(s->path, reason, sizeof reason);
     int verify = suspect || (flags & KDA__STORE_VERIFY);
+    char kept[PATH_MAX + 32] = "";
+    if (suspect) kda__store_keep_wal(s->path, kept, sizeof kept);
     sqlite3 *db = NULL;
     int version = 0;
     int rc = open_file_in_mode(s, mode, verify, &db, &version);
@@ -341,18 +343,19 @@ static void open_file(kda__store *s, unsigned flags) {
       mode = KDA__STORE_MODE_IMMUTABLE;
       rc = open_file_in_mode(s, mode, verify, &db, &version);
     }
+    int moved = -1;
+    char aside[PATH_MAX + 64];
+    if (kda__store_rc_is_corrupt(rc) && mode == KDA__STORE_MODE_READ_WRITE)
+      moved = kda__store_move_aside(s->path, &seen, kept, aside, sizeof aside);
+    if (kept[0] != '\0') unlink(kept); /* gone with the damaged file, or not needed */
     if (kda__store_rc_is_corrupt(rc)) {
-      if (mode == KDA__STORE_MODE_READ_WRITE) {
-        char aside[PATH_MAX + 64];
-        int moved = kda__store_move_aside(s->path, &seen, aside, sizeof aside);
-        if (moved == 0) {
-          kda__store_warn(s, KDA__WARN_CORRUPT,
-                          "kda: the tuning database %s was damaged (%s%s%s); moved it to %s "
-                          "and started a new one",
-                          s->path, sqlite3_errstr(rc), reason[0] ? ", " : "", reason, aside);
-        }
-        if (moved >= 0) continue; /* moved (by us or by another process): open afresh */
+      if (moved == 0) {
+        kda__store_warn(s, KDA__WARN_CORRUPT,
+                        "kda: the tuning database %s was damaged (%s%s%s); moved it to %s "
+                        "and started a new one",
+                        s->path, sqlite3_errstr(rc), reason[0] ? ", " : "", reason, aside);
       }
+      if (moved >= 0) continue; /* moved (by us or by another process): open afresh */
       s->mode = KDA__STORE_MODE_MEMORY;
       kda__store_warn(s, KDA__WARN_CORRUPT,
                       "kda: the tuning database %s is damaged (%s) and cannot be moved aside; "

@@ -81,8 +81,19 @@ int kda__store_rc_is_corrupt(int rc) {
   return (rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB;
 }
 
-int kda__store_move_aside(const char *path, const struct stat *seen, char *aside,
-                          size_t aside_size) {
+void kda__store_keep_wal(const char *path, char *kept, size_t kept_size) {
+  /* SQLite deletes a -wal when its last connection closes, even one that
+   * failed to read the main file: by the time a damaged file is moved aside
+   * its log would be gone. A second name for the same inode keeps it. */
+  kept[0] = '\0';
+  char wal[PATH_MAX + 8];
+  snprintf(wal, sizeof wal, "%s-wal", path);
+  int n = snprintf(kept, kept_size, "%s-wal.kept-%ld", path, (long)getpid());
+  if (n < 0 || (size_t)n >= kept_size || link(wal, kept) != 0) kept[0] = '\0';
+}
+
+int kda__store_move_aside(const char *path, const struct stat *seen, const char *kept_wal,
+                          char *aside, size_t aside_size) {
   /* Two processes may find the same damaged file. Each names the inode it
    * examined; both lock it (flock, independent of SQLite's fcntl locks), and
    * whoever finds the path no longer naming that inode leaves the new
@@ -110,11 +121,17 @@ int kda__store_move_aside(const char *path, const struct stat *seen, char *aside
   if (n < 0 || (size_t)n >= aside_size) goto done;
   if (rename(path, aside) != 0) goto done;
   /* The old -wal must not be replayed into the new file; the -shm indexes
-   * it. Keep the -wal beside the damaged file for whoever investigates. */
+   * it. Keep the -wal beside the damaged file for whoever investigates:
+   * the name kept before SQLite opened the file if there is one (a -wal
+   * there now may be one SQLite made since, and goes). */
   char from[PATH_MAX + 8], to[PATH_MAX + 80];
   snprintf(from, sizeof from, "%s-wal", path);
   snprintf(to, sizeof to, "%s-wal", aside);
-  if (rename(from, to) != 0 && errno != ENOENT) unlink(from);
+  if (kept_wal != NULL && kept_wal[0] != '\0' && rename(kept_wal, to) == 0) {
+    unlink(from);
+  } else if (rename(from, to) != 0 && errno != ENOENT) {
+    unlink(from);
+  }
   snprintf(from, sizeof from, "%s-shm", path);
   unlink(from);
   rc = 0;

@@ -111,11 +111,17 @@ int kda__store_configure(sqlite3 *db, int file_writable);
 int kda__store_header_suspect(const char *path, char *reason, size_t reason_size);
 /* 1 if rc (primary code) means the file is not a usable database. */
 int kda__store_rc_is_corrupt(int rc);
-/* Moves path (and its -wal; the -shm is removed) to
- * "<path>.corrupt-<unix time>" if path still names the inode seen (stat
- * taken before the file was examined). Writes the new name to aside.
- * 0: moved; 1: another process already replaced it; -1: could not move. */
-int kda__store_move_aside(const char *path, const struct stat *seen, char *aside,
-                          size_t aside_size);
+/* Gives path's -wal a second name ("<path>-wal.kept-<pid>", written to
+ * kept; "" if there is no -wal or the link fails) before SQLite opens a
+ * suspect file, which deletes the -wal when it closes. The caller removes
+ * kept when the file is not moved aside. */
+void kda__store_keep_wal(const char *path, char *kept, size_t kept_size);
+/* Moves path (and its -wal: kept_wal if given, else the one beside it; the
+ * -shm is removed) to "<path>.corrupt-<unix time>" (".2", ".3"... within
+ * one second) if path still names the inode seen (stat taken before the
+ * file was examined). Writes the new name to aside. 0: moved; 1: another
+ * process already replaced it; -1: could not move. */
+int kda__store_move_aside(const char *path, const struct stat *seen, const char *kept_wal,
+                          char *aside, size_t aside_size);
 
 #endif
