@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Mutation testing of the host code: do the CPU tests fail when the
-library's validation, table builders, planning or tuner selection is wrong?
+library's validation, table builders, planning, tuner selection, the
+store's fault handling and leases, or the module cache is wrong?
 
 Each mutant is one plausible bug in src/ or tuner/, written as in
 kernel_mutants.py (one exact replacement). `run` copies the tree once,
@@ -60,6 +61,14 @@ SPEC_TESTS = ["test_spec", "test_tuner_select", "test_validation"]
 PLAN_TESTS = ["test_plan_pack", "test_fake_driver", "test_validation"]
 SELECT_TESTS = ["test_tuner_select", "test_tuning_timing"]
 STORE_TESTS = ["test_store", "test_db_api"]
+SF = "tuner/store_faults.c"
+ST = "tuner/store.c"
+SL = "tuner/store_lease.c"
+PA = "tuner/store_path.c"
+MC = "src/module_cache.c"
+FAULT_TESTS = ["test_store", "test_db_api", "test_hostile_args", "test_kda_tune_cli"]
+LEASE_TESTS = ["test_store", "test_tuning_timing", "test_tune_compile", "test_concurrent_api"]
+CACHE_TESTS = ["test_module_cache", "test_fake_driver", "test_concurrent_api"]
 
 MUTANTS = [
     # --- kda_gate_args validation (src/gate_args.c) ------------------------
@@ -185,6 +194,71 @@ MUTANTS = [
                "int good = strcmp(got, stored_sha) == 0 && stored_size == (int64_t)n && n > 0;",
                "int good = stored_size == (int64_t)n && n > 0;", "a tampered cubin of the right size loaded",
                STORE_TESTS),
+    # --- damaged, full and read-only databases (tuner/store_faults.c, store.c)
+    HostMutant("header_short_trusted", SF, "if (size < (sqlite3_int64)sizeof h) {",
+               "if (0 && size < (sqlite3_int64)sizeof h) {", "a file shorter than a header not suspected",
+               FAULT_TESTS),
+    HostMutant("header_magic_trusted", SF, 'if (memcmp(h, "SQLite format 3", 16) != 0) {',
+               'if (0 && memcmp(h, "SQLite format 3", 16) != 0) {', "a file that is not SQLite not suspected",
+               FAULT_TESTS),
+    HostMutant("header_pages_trusted", SF, "if (valid_for == change && pages > 0 && (uint64_t)pages * page > (uint64_t)size &&",
+               "if (0 && valid_for == change && pages > 0 && (uint64_t)pages * page > (uint64_t)size &&",
+               "a truncated file (header counts more pages than it has) not suspected", FAULT_TESTS),
+    HostMutant("header_wal_ignored", SF, "(uint64_t)pages * page > (uint64_t)size &&\n      !has_wal(path)) {",
+               "(uint64_t)pages * page > (uint64_t)size &&\n      1) {",
+               "a healthy file whose pages are still in its WAL taken for a suspect", FAULT_TESTS,
+               equivalent="a suspect file is only verified (quick_check) before SQLite's own answer "
+                          "moves it; a healthy file with a WAL passes, so the mutant costs a check, "
+                          "nothing a caller can see"),
+    HostMutant("notadb_not_corrupt", SF, "return (rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB;",
+               "return (rc & 0xff) == SQLITE_CORRUPT;", "SQLITE_NOTADB not taken for damage", FAULT_TESTS),
+    HostMutant("aside_overwritten", SF, "(size_t)n < aside_size && access(aside, F_OK) == 0 && i < 100;",
+               "(size_t)n < aside_size && 0 && i < 100;",
+               "a second damaged file of the same second overwrites the first one moved aside", FAULT_TESTS),
+    HostMutant("wal_not_kept", ST, "    if (suspect) kda__store_keep_wal(s->path, kept, sizeof kept);\n", "",
+               "a suspect file's -wal not kept before SQLite opens it (SQLite deletes it)", FAULT_TESTS),
+    HostMutant("kept_wal_dropped", SF, "if (kept_wal != NULL && kept_wal[0] != '\\0' && rename(kept_wal, to) == 0) {",
+               "if (0) {", "the -wal kept before SQLite opened the damaged file not moved beside it",
+               FAULT_TESTS),
+    HostMutant("aside_other_inode", SF, "if (mine.st_ino != seen->st_ino || mine.st_dev != seen->st_dev) {",
+               "if (0) {", "a database another process already replaced moved aside again", FAULT_TESTS),
+    HostMutant("full_disk_fails", ST, "    case SQLITE_FULL:\n", "",
+               "a full disk fails the call instead of keeping results in memory", FAULT_TESTS),
+    HostMutant("readonly_fails", ST, "    case SQLITE_READONLY:\n", "",
+               "a database that turned read-only fails the call instead of degrading", FAULT_TESTS),
+    HostMutant("busy_degrades", ST, "      return 0; /* busy, constraint, misuse: not a property of the file */",
+               "      break;", "a busy database (another writer) degrades the store to memory for good",
+               FAULT_TESTS),
+    # --- tuning leases (tuner/store_lease.c) --------------------------------
+    HostMutant("lease_never_expires", SL, "if (exists && !mine && out->expires_at > now) return KDA_OK;",
+               "if (exists && !mine) return KDA_OK;", "a crashed tuner's lease blocks the key for good",
+               LEASE_TESTS),
+    HostMutant("lease_shared", SL, "if (exists && !mine && out->expires_at > now) return KDA_OK;",
+               "if (0) return KDA_OK;", "two processes both take one key's lease", LEASE_TESTS),
+    HostMutant("lease_release_any", SL, "DELETE FROM leases WHERE key = ?1 AND holder = ?2",
+               "DELETE FROM leases WHERE key = ?1 AND (holder = ?2 OR 1)",
+               "a release frees another holder's lease", LEASE_TESTS),
+    # --- the default database path (tuner/store_path.c) ---------------------
+    HostMutant("xdg_relative_taken", PA, "(v = nonempty_env(\"XDG_CACHE_HOME\")) != NULL && v[0] == '/') {",
+               "(v = nonempty_env(\"XDG_CACHE_HOME\")) != NULL) {", "a relative XDG_CACHE_HOME used", STORE_TESTS),
+    HostMutant("cache_dir_ignored", PA, "if ((v = nonempty_env(\"KDA_CACHE_DIR\")) != NULL) {",
+               "if (0) {", "KDA_CACHE_DIR ignored", STORE_TESTS),
+    # --- the module cache (src/module_cache.c) ------------------------------
+    HostMutant("failed_build_cached", MC,
+               "    atomic_store_explicit(&e->state, KDA__ENTRY_BUILDING, memory_order_relaxed);\n"
+               "    s = build_entry(cache, e, b, function, config);",
+               "    s = kda__fail(e->fail_status, \"%s\", strip_status(e->fail_message, e->fail_status));",
+               "a failed build is never retried (a transient NVRTC or load failure sticks)", CACHE_TESTS),
+    HostMutant("peek_sees_building", MC, "const kda__cache_entry *e = find_ready(cache, spec, kda__spec_hash(spec));",
+               "const kda__cache_entry *e = find(cache, spec, kda__spec_hash(spec));",
+               "a peek reports an entry still building (or failed) as loaded", CACHE_TESTS),
+    HostMutant("waiter_any_build", MC, "while (e->builds_done == seen) pthread_cond_wait(&e->done, &cache->lock);",
+               "while (atomic_load_explicit(&e->state, memory_order_relaxed) == KDA__ENTRY_BUILDING) "
+               "pthread_cond_wait(&e->done, &cache->lock);",
+               "a waiter on a failed build's retry waits for the wrong build", CACHE_TESTS,
+               equivalent="differs only when a retry starts between a failed build's broadcast and "
+                          "the waiter's wake-up; the waiter then returns the retry's outcome instead "
+                          "of the failure, and a call made during both builds may answer either"),
 ]
 
 
@@ -209,6 +283,20 @@ def ctest(build, tests, jobs, gpu=False):
     if regex:
         cmd += ["-R", regex]
     return sh(cmd, build)
+
+
+# ctest names that are scripts, and the build targets they run.
+SCRIPT_TARGETS = {"test_kda_tune_cli": ["kda-tune", "make_test_db"]}
+
+
+def targets(tests):
+    """The build targets behind a list of ctest names."""
+    out = []
+    for t in tests:
+        for x in SCRIPT_TARGETS.get(t, [t]):
+            if x not in out:
+                out.append(x)
+    return out
 
 
 def skipped(out):
@@ -262,7 +350,7 @@ def run(args):
     tests = sorted({t for m in mutants for t in m.tests})
     # With --gpu only the listed tests are built (and no mutant runs the
     # whole CPU suite): the CPU run covers the rest.
-    target = ["--target"] + tests if args.gpu else []
+    target = ["--target"] + targets(tests) if args.gpu else []
     rc, out = sh(["cmake", "--build", build, "-j", str(args.jobs)] + target, args.work, timeout=3600)
     if rc != 0:
         print("the unchanged tree does not build:\n" + out[-3000:])
@@ -287,7 +375,7 @@ def run(args):
         try:
             with open(path, "w") as fh:
                 fh.write(original[:at] + m.new + original[at + len(m.old):])
-            rc, out = sh(["cmake", "--build", build, "-j", str(args.jobs), "--target"] + m.tests,
+            rc, out = sh(["cmake", "--build", build, "-j", str(args.jobs), "--target"] + targets(m.tests),
                          args.work)
             if rc != 0:
                 rec.update(status="stillborn", evidence=[l for l in out.splitlines() if "error" in l][:2])
