@@ -35,6 +35,7 @@
 #include "kda/kda_db.h"
 #include "store.h"
 #include "tuner.h"
+#include "tuner_rows.h"
 
 #define THREADS 16
 
@@ -624,14 +625,6 @@ static kda_context *context_make(int tune_mode, const char *db_path, log_count *
   return ctx;
 }
 
-static kda_stats stats_of(kda_context *ctx) {
-  kda_stats st;
-  memset(&st, 0, sizeof st);
-  st.struct_size = sizeof st;
-  assert_int_equal(kda_context_get_stats(ctx, &st), KDA_OK);
-  return st;
-}
-
 /* ------------------------------------------------------------------------ */
 /* kda_context_create on 16 threads at once                                  */
 /* ------------------------------------------------------------------------ */
@@ -718,7 +711,7 @@ static void contexts_created_on_sixteen_threads_at_once_are_independent(void **s
   kda_device_info info = {.struct_size = sizeof info};
   assert_int_equal(kda_context_get_device_info(ref, &info), KDA_OK);
   assert_int_equal(kda_gate_chunk_cumsum(ref, &c.a, NULL), KDA_OK);
-  kda_stats s = stats_of(ref);
+  kda_stats s = tr_stats(ref);
   assert_int_equal(s.nvrtc_compiles, 0); /* the shape's cubin is the stored one */
   assert_int_equal(s.db_cubin_hits, 1);
   kda_context_destroy(ref);
@@ -955,7 +948,7 @@ static void kda_gate_from_sixteen_threads_compiles_once_and_launches_every_call(
   gate_calls_init(one);
   kda_context *ctx = context_make(KDA_TUNE_OFF, ":memory:", NULL);
   for (int s = 0; s < GATE_SPECS; ++s) assert_int_equal(kda_gate(ctx, &one[s].a, NULL), KDA_OK);
-  const kda_stats single = stats_of(ctx);
+  const kda_stats single = tr_stats(ctx);
   kda_context_destroy(ctx);
   assert_int_equal(single.launches, GATE_SPECS);
   assert_int_equal(single.nvrtc_compiles, GATE_SPECS);
@@ -976,7 +969,7 @@ static void kda_gate_from_sixteen_threads_compiles_once_and_launches_every_call(
   reader_start(&r, &rt, ctx, &info, total);
   run_threads(THREADS, gate_work, w, sizeof w[0]);
   reader_stop(&r, rt);
-  const kda_stats s = stats_of(ctx);
+  const kda_stats s = tr_stats(ctx);
   long launched = 0;
   for (int t = 0; t < THREADS; ++t) launched += w[t].launched;
   printf("%d threads x %d rounds x %d kda_gate specializations: %llu compiles (one thread: %llu), "
@@ -1111,7 +1104,7 @@ static void layer_gate_fwd_from_sixteen_threads_compiles_once_and_launches_every
   notes n = {0, ""};
   long single_launches = 0;
   for (int t = 0; t < THREADS; ++t) single_launches += layer_round(ctx, &w[t].l, &n);
-  const kda_stats single = stats_of(ctx);
+  const kda_stats single = tr_stats(ctx);
   kda_context_destroy(ctx);
   if (n.bad) printf("one thread: %s\n", n.why);
   assert_int_equal(n.bad, 0);
@@ -1129,7 +1122,7 @@ static void layer_gate_fwd_from_sixteen_threads_compiles_once_and_launches_every
   reader_start(&r, &rt, ctx, &info, total);
   run_threads(THREADS, layer_work, w, sizeof w[0]);
   reader_stop(&r, rt);
-  const kda_stats s = stats_of(ctx);
+  const kda_stats s = tr_stats(ctx);
   long launched = 0;
   for (int t = 0; t < THREADS; ++t) launched += w[t].launched;
   printf("%d threads x %d layer rounds: %llu compiles (one thread: %llu), %llu launches, "
@@ -1151,65 +1144,6 @@ static void layer_gate_fwd_from_sixteen_threads_compiles_once_and_launches_every
 /* ------------------------------------------------------------------------ */
 /* Tuning-database rows and faults (internals)                               */
 /* ------------------------------------------------------------------------ */
-
-/* The slot keys a context computes for a dense shape, the way kda_prewarm's
- * lookup does (tuner/tuner_api.c): stand-in pointers, the heuristic fitted
- * to the device, the slot and its candidate space. *other is a config of
- * the space that is not the heuristic. */
-static void slot_keys(kda_context *ctx, kda__op op, const kda_gate_args *shape,
-                      kda__tune_keys *keys, kda__config *other, int *bucket) {
-  kda_gate_args f = *shape;
-  if (f.gate == KDA_GATE_SOFTPLUS) f.A_log = (const float *)(uintptr_t)1;
-  f.g = (const void *)(uintptr_t)(UINT64_C(1) << 40);
-  f.out = (void *)(uintptr_t)(UINT64_C(1) << 44);
-  if (f.dt_bias) f.dt_bias = (const float *)(uintptr_t)(UINT64_C(1) << 46);
-  f.cu_seqlens = NULL;
-  f.chunk_indices = NULL;
-  f.num_seqs = 0;
-  kda__launch_plan plan;
-  assert_int_equal(kda__plan_gate_op(op, &f, &plan), KDA_OK);
-  plan.spec.cfg = kda__config_fit_grid(&plan.spec, plan.spec.cfg, plan.num_chunks,
-                                       ctx->info.sm_count);
-  kda__spec slot;
-  kda__context_slot(&plan, &f, &slot);
-  kda__config *space = calloc(KDA__TUNE_SPACE_MAX, sizeof *space);
-  assert_non_null(space);
-  size_t hid = 0;
-  const size_t n = kda__tune_space(&slot, plan.spec.cfg, space, KDA__TUNE_SPACE_MAX, &hid);
-  assert_true(n >= 2);
-  assert_int_equal(kda__tune_keys_make(&ctx->info, ctx->arch, &ctx->sources, &slot, space, n,
-                                       NULL, keys), KDA_OK);
-  if (other) *other = space[(hid + 1) % n];
-  if (bucket) *bucket = slot.bucket;
-  free(space);
-}
-
-/* Writes a winner row for the keys through the context's own store, as a
- * tuning run on a GPU would have. */
-static void put_winner(kda_context *ctx, const kda__tune_keys *keys, const kda__config *cfg,
-                       double median_us) {
-  kda__store_key key;
-  kda__tune_result_key(keys, &key);
-  kda__store_record r;
-  memset(&r, 0, sizeof r);
-  kda__config_text(cfg, r.config, sizeof r.config);
-  r.config_id = 1;
-  r.median_us = median_us;
-  r.gbps = 1000.0;
-  r.max_err = 0;
-  r.candidates = 4;
-  r.rejected = 1;
-  r.heuristic_us = median_us * 1.5;
-  r.tune_ms = 800.0;
-  r.compile_ms = 400.0;
-  snprintf(r.lib_version, sizeof r.lib_version, "%s", kda_version());
-  snprintf(r.nvrtc_version, sizeof r.nvrtc_version, "%.63s", kda__nvrtc_build_version());
-  kda__store *store = kda__context_store_lock(ctx);
-  assert_non_null(store);
-  const kda_status st = kda__store_put_result(store, &key, &r, NULL, 0, KDA__PUT_REPLACE, NULL);
-  kda__context_store_unlock(ctx);
-  assert_int_equal(st, KDA_OK);
-}
 
 static int same_prewarm(const kda_prewarm_result *a, const kda_prewarm_result *b) {
   return a->struct_size == b->struct_size && a->outcome == b->outcome &&
@@ -1310,8 +1244,8 @@ static void prewarm_from_sixteen_threads_with_kernel_calls_on_one_context(void *
     kda__tune_keys keys;
     kda__config other;
     int bucket = -1;
-    slot_keys(ctx, g_prewarm_op[s], &ref_calls[s].a, &keys, &other, &bucket);
-    put_winner(ctx, &keys, &other, 10.0 + s);
+    tr_slot_keys(ctx, g_prewarm_op[s], &ref_calls[s].a, &keys, &other, &bucket);
+    tr_put_winner(ctx, &keys, &other, 10.0 + s);
     memset(&ref[s], 0, sizeof ref[s]);
     ref[s].struct_size = sizeof ref[s];
     assert_int_equal(kda_prewarm(ctx, g_prewarm_kernel[s], &ref_calls[s].a, 0, &ref[s]), KDA_OK);
@@ -1321,7 +1255,7 @@ static void prewarm_from_sixteen_threads_with_kernel_calls_on_one_context(void *
     assert_string_equal(ref[s].config, text);
     assert_int_equal(ref[s].bucket, bucket);
   }
-  const kda_stats before = stats_of(ctx);
+  const kda_stats before = tr_stats(ctx);
   assert_int_equal(before.launches, 0);
   assert_int_equal(before.nvrtc_compiles, 0);
 
@@ -1339,7 +1273,7 @@ static void prewarm_from_sixteen_threads_with_kernel_calls_on_one_context(void *
   const double t0 = now_s();
   run_threads(THREADS, prewarm_work, w, sizeof w[0]);
   const double took = now_s() - t0;
-  const kda_stats s = stats_of(ctx);
+  const kda_stats s = tr_stats(ctx);
   long launched = 0;
   for (int t = 0; t < THREADS; ++t) launched += w[t].launched;
   printf("%d threads x %d rounds x %d shapes of prewarm + call in %.2f s; cold prewarm on %d "
@@ -1475,8 +1409,8 @@ static void kernel_calls_on_a_read_only_database_run_and_warn_once(void **state)
   kda_context *writer = context_make(KDA_TUNE_CACHED, db.path, NULL);
   kda__tune_keys keys;
   kda__config other;
-  slot_keys(writer, KDA__OP_GATE_CHUNK_CUMSUM, &shapes[1].a, &keys, &other, NULL);
-  put_winner(writer, &keys, &other, 5.0);
+  tr_slot_keys(writer, KDA__OP_GATE_CHUNK_CUMSUM, &shapes[1].a, &keys, &other, NULL);
+  tr_put_winner(writer, &keys, &other, 5.0);
   kda_context_destroy(writer);
   const db_counts before = file_rows(db.path);
   assert_int_equal(before.results, 1);
@@ -1486,7 +1420,7 @@ static void kernel_calls_on_a_read_only_database_run_and_warn_once(void **state)
   kda_context *ctx = context_make(KDA_TUNE_CACHED, db.path, &log);
   context_use_store(ctx, db.path, KDA__STORE_ASSUME_UNWRITABLE);
   const long launched = fault_run(ctx);
-  const kda_stats s = stats_of(ctx);
+  const kda_stats s = tr_stats(ctx);
   printf("read-only database, %d threads x %d rounds x %d shapes: %llu launches, %llu compiles, "
          "%llu cubin hits, %llu result hits, %llu persist failures, %d warnings\n",
          THREADS, FAULT_ROUNDS, FAULT_SHAPES, (unsigned long long)s.launches,
@@ -1587,7 +1521,7 @@ static void db_path_read_on_eight_threads_while_eight_open_the_database(void **s
          reads, THREADS / 2, THREADS / 2 * 50, empty, final);
   assert_non_null(strstr(final, strrchr(db.dir, '/')));
   assert_non_null(strstr(final, "/tune.db"));
-  assert_int_equal(stats_of(ctx).launches, THREADS / 2 * 50);
+  assert_int_equal(tr_stats(ctx).launches, THREADS / 2 * 50);
   kda_context_destroy(ctx);
   assert_string_equal(kda_context_db_path(NULL), "");
   /* KDA_TUNE_OFF and in-memory contexts never name a file. */
@@ -1632,7 +1566,7 @@ static void full_disk_at_kernel_calls_counts_the_failure_and_every_call_runs(voi
   assert_int_equal(rc, SQLITE_OK);
 
   const long launched = fault_run(ctx);
-  const kda_stats s = stats_of(ctx);
+  const kda_stats s = tr_stats(ctx);
   printf("full database, %d threads x %d rounds x %d shapes: %llu launches, %llu compiles, "
          "%llu persist failures, %d warnings (%d 'could not persist')\n",
          THREADS, FAULT_ROUNDS, FAULT_SHAPES, (unsigned long long)s.launches,
@@ -1696,7 +1630,7 @@ static void waiter_falls_back_to_the_heuristic_when_the_lease_holder_never_store
     call_init(&w[t].c, 4, 64, 64, 2048, KDA_DTYPE_BF16, KDA_GATE_SOFTPLUS);
   }
   kda__tune_keys keys;
-  slot_keys(ctx, KDA__OP_GATE_CHUNK_CUMSUM, &w[0].c.a, &keys, NULL, NULL);
+  tr_slot_keys(ctx, KDA__OP_GATE_CHUNK_CUMSUM, &w[0].c.a, &keys, NULL, NULL);
   kda__store *other = NULL;
   assert_int_equal(kda__store_open(db.path, 0, &other), KDA_OK);
   kda__lease lease;
@@ -1707,7 +1641,7 @@ static void waiter_falls_back_to_the_heuristic_when_the_lease_holder_never_store
   const double t0 = now_s();
   run_threads(THREADS, wait_work, w, sizeof w[0]);
   const double took = now_s() - t0;
-  const kda_stats s = stats_of(ctx);
+  const kda_stats s = tr_stats(ctx);
   long launched = 0;
   for (int t = 0; t < THREADS; ++t) launched += w[t].launched;
   printf("lease held elsewhere: %d threads x %d calls in %.2f s, %llu tuning runs, %llu compiles, "

@@ -1,0 +1,160 @@
+/* What a tuning slot does with the database row of its key, on the
+ * stand-in driver (tests/fake_cuda): a stored winner that is not in the
+ * slot's candidate space (a hand-edited or imported row) is ignored, and
+ * kda_prewarm with force tunes a key that already has a winner. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "kda/kda.h"
+#include "tuner_rows.h"
+
+typedef struct fixture {
+  char dir[64], db[96];
+  void *g, *out;
+  float A_log[4];
+  kda_gate_args a; /* H=4 K=64 T=4096 bf16 softplus, on stand-in memory */
+  int not_in_space; /* info messages saying a stored winner was ignored */
+} fixture;
+
+static int setup(void **state) {
+  fixture *f = calloc(1, sizeof *f);
+  if (f == NULL) return -1;
+  snprintf(f->dir, sizeof f->dir, "/tmp/kda_tuner_slot_XXXXXX");
+  if (mkdtemp(f->dir) == NULL) return -1;
+  snprintf(f->db, sizeof f->db, "%s/tune.db", f->dir);
+  const size_t n = (size_t)4096 * 4 * 64;
+  f->g = aligned_alloc(256, n * 2);
+  f->out = aligned_alloc(256, n * 4);
+  if (f->g == NULL || f->out == NULL) return -1;
+  memset(f->g, 0x3f, n * 2);
+  f->a = kda_gate_args_default();
+  f->a.g = f->g;
+  f->a.g_dtype = KDA_DTYPE_BF16;
+  f->a.out = f->out;
+  f->a.batch = 1;
+  f->a.seq_len = 4096;
+  f->a.num_heads = 4;
+  f->a.head_dim = 64;
+  f->a.chunk_size = 64;
+  f->a.gate = KDA_GATE_SOFTPLUS;
+  f->a.A_log = f->A_log;
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  fixture *f = *state;
+  const char *const files[] = {"", "-wal", "-shm", "-journal"};
+  char path[128];
+  for (size_t i = 0; i < sizeof files / sizeof files[0]; ++i) {
+    snprintf(path, sizeof path, "%s%s", f->db, files[i]);
+    remove(path);
+  }
+  rmdir(f->dir);
+  free(f->g);
+  free(f->out);
+  free(f);
+  return 0;
+}
+
+static void note_ignored(void *user, kda_log_level level, const char *message) {
+  (void)level;
+  if (strstr(message, "is not in the space; ignored") != NULL) ++((fixture *)user)->not_in_space;
+}
+
+static kda_context *context_make(fixture *f, int tune_mode) {
+  kda_options o = kda_options_default();
+  o.tune_mode = tune_mode;
+  o.db_path = f->db;
+  o.log_level = KDA_LOG_INFO;
+  o.log_fn = note_ignored;
+  o.log_user = f;
+  kda_context *ctx = NULL;
+  if (kda_context_create(&o, &ctx) != KDA_OK) fail_msg("%s", kda_last_error());
+  return ctx;
+}
+
+static kda_status prewarm(kda_context *ctx, const fixture *f, int force, kda_prewarm_result *r) {
+  memset(r, 0, sizeof *r);
+  r->struct_size = sizeof *r;
+  return kda_prewarm(ctx, KDA_KERNEL_GATE_CHUNK_CUMSUM, &f->a, force, r);
+}
+
+/* The key's row names a block shape the space does not have (here one no
+ * space holds: 1024 threads across channels): the call runs the heuristic,
+ * says why at info level, and counts no database hit. A config the space
+ * has, stored the same way, is used. */
+static void a_stored_winner_outside_the_space_is_ignored(void **state) {
+  fixture *f = *state;
+  kda_context *ctx = context_make(f, KDA_TUNE_CACHED);
+  kda__tune_keys keys;
+  kda__config in_space;
+  tr_slot_keys(ctx, KDA__OP_GATE_CHUNK_CUMSUM, &f->a, &keys, &in_space, NULL);
+  const kda__config outside = {8, 1024, 64};
+  tr_put_winner(ctx, &keys, &outside, 1.0);
+  if (kda_gate_chunk_cumsum(ctx, &f->a, NULL) != KDA_OK) fail_msg("%s", kda_last_error());
+  assert_int_equal(tr_stats(ctx).db_result_hits, 0);
+  assert_int_equal(f->not_in_space, 1);
+  kda_context_destroy(ctx);
+
+  ctx = context_make(f, KDA_TUNE_CACHED);
+  tr_put_winner(ctx, &keys, &in_space, 1.0);
+  if (kda_gate_chunk_cumsum(ctx, &f->a, NULL) != KDA_OK) fail_msg("%s", kda_last_error());
+  assert_int_equal(tr_stats(ctx).db_result_hits, 1);
+  assert_int_equal(f->not_in_space, 1);
+  kda_context_destroy(ctx);
+}
+
+/* force = 0 reports the stored winner (skipped); force = 1 tunes the key
+ * again, which on the stand-in ends KDA_PREWARM_FAILED (its kernels write
+ * nothing, so validation cannot run) and leaves the stored row as it was. */
+static void prewarm_with_force_tunes_a_key_that_has_a_winner(void **state) {
+  fixture *f = *state;
+  kda_context *ctx = context_make(f, KDA_TUNE_ON);
+  kda__tune_keys keys;
+  kda__config in_space;
+  tr_slot_keys(ctx, KDA__OP_GATE_CHUNK_CUMSUM, &f->a, &keys, &in_space, NULL);
+  tr_put_winner(ctx, &keys, &in_space, 7.0);
+  char stored[64];
+  snprintf(stored, sizeof stored, "vec=%d,tx=%d,seg=%d", in_space.vec, in_space.tx, in_space.seg);
+
+  kda_prewarm_result r;
+  assert_int_equal(prewarm(ctx, f, 0, &r), KDA_OK);
+  assert_int_equal(r.outcome, KDA_PREWARM_SKIPPED);
+  assert_string_equal(r.config, stored);
+  assert_int_equal(tr_stats(ctx).tuning_runs, 0);
+  kda_context_destroy(ctx);
+
+  ctx = context_make(f, KDA_TUNE_ON);
+  assert_int_not_equal(prewarm(ctx, f, 1, &r), KDA_OK);
+  assert_int_equal(r.outcome, KDA_PREWARM_FAILED);
+  assert_int_equal(tr_stats(ctx).db_result_hits, 0);
+  kda_context_destroy(ctx);
+
+  ctx = context_make(f, KDA_TUNE_ON);
+  assert_int_equal(prewarm(ctx, f, 0, &r), KDA_OK);
+  assert_int_equal(r.outcome, KDA_PREWARM_SKIPPED);
+  assert_string_equal(r.config, stored);
+  kda_context_destroy(ctx);
+}
+
+int main(void) {
+  if (getenv("KDA_LIBCUDA") == NULL) {
+    fprintf(stderr, "test_tuner_slot: needs the stand-in driver (KDA_LIBCUDA, set by ctest)\n");
+    return 77;
+  }
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(a_stored_winner_outside_the_space_is_ignored, setup, teardown),
+      cmocka_unit_test_setup_teardown(prewarm_with_force_tunes_a_key_that_has_a_winner, setup,
+                                      teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
