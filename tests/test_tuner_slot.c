@@ -1,7 +1,10 @@
 /* What a tuning slot does with the database row of its key, on the
  * stand-in driver (tests/fake_cuda): a stored winner that is not in the
- * slot's candidate space (a hand-edited or imported row) is ignored, and
- * kda_prewarm with force tunes a key that already has a winner. */
+ * slot's candidate space (a hand-edited or imported row) is ignored;
+ * kda_prewarm with force tunes a key that already has a winner; a key
+ * another process is tuning is waited for, and its lease taken over once
+ * that process stops renewing it. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,11 +12,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "kda/kda.h"
+#include "store.h"
 #include "tuner_rows.h"
 
 typedef struct fixture {
@@ -146,6 +151,84 @@ static void prewarm_with_force_tunes_a_key_that_has_a_winner(void **state) {
   kda_context_destroy(ctx);
 }
 
+/* Takes the key's lease for another holder ("another process"), for ttl_s
+ * seconds, through ctx's store. */
+static void hold_lease(kda_context *ctx, const kda__tune_keys *keys, double ttl_s) {
+  kda__lease lease;
+  kda__store *store = kda__context_store_lock(ctx);
+  assert_non_null(store);
+  const kda_status st = kda__store_lease_acquire(store, keys->lease, "4242@another-host", ttl_s, &lease);
+  kda__context_store_unlock(ctx);
+  assert_int_equal(st, KDA_OK);
+  assert_int_equal(lease.acquired, 1);
+}
+
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+typedef struct late_winner {
+  fixture *f;
+  const kda__tune_keys *keys;
+  kda__config cfg;
+} late_winner;
+
+/* "The other process" stores its winner 300 ms later, from its own context. */
+static void *store_late(void *p) {
+  late_winner *w = p;
+  struct timespec nap = {0, 300 * 1000000L};
+  nanosleep(&nap, NULL);
+  kda_context *other = context_make(w->f, KDA_TUNE_CACHED);
+  tr_put_winner(other, w->keys, &w->cfg, 4.0);
+  kda_context_destroy(other);
+  return NULL;
+}
+
+/* Another process holds the key's lease and stores its winner 300 ms
+ * later: prewarm waits for that row and reports it, tuning nothing. */
+static void a_key_another_process_tunes_is_waited_for(void **state) {
+  fixture *f = *state;
+  kda_context *ctx = context_make(f, KDA_TUNE_ON);
+  kda__tune_keys keys;
+  late_winner w = {f, &keys, {0, 0, 0}};
+  tr_slot_keys(ctx, KDA__OP_GATE_CHUNK_CUMSUM, &f->a, &keys, &w.cfg, NULL);
+  hold_lease(ctx, &keys, 60.0);
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, store_late, &w), 0);
+  kda_prewarm_result r;
+  const kda_status st = prewarm(ctx, f, 0, &r);
+  pthread_join(t, NULL);
+  assert_int_equal(st, KDA_OK);
+  assert_int_equal(r.outcome, KDA_PREWARM_SKIPPED);
+  char stored[64];
+  snprintf(stored, sizeof stored, "vec=%d,tx=%d,seg=%d", w.cfg.vec, w.cfg.tx, w.cfg.seg);
+  assert_string_equal(r.config, stored);
+  assert_int_equal(tr_stats(ctx).tuning_runs, 0);
+  kda_context_destroy(ctx);
+}
+
+/* The other process stopped (its lease expires after 0.3 s, no row): the
+ * waiter takes the lease over (it retries every 8 polls) and tunes the key
+ * itself; on the stand-in the run ends KDA_PREWARM_FAILED. */
+static void a_dead_tuners_lease_is_taken_over(void **state) {
+  fixture *f = *state;
+  kda_context *ctx = context_make(f, KDA_TUNE_ON);
+  kda__tune_keys keys;
+  tr_slot_keys(ctx, KDA__OP_GATE_CHUNK_CUMSUM, &f->a, &keys, NULL, NULL);
+  hold_lease(ctx, &keys, 0.3);
+  const double t0 = now_s();
+  kda_prewarm_result r;
+  assert_int_not_equal(prewarm(ctx, f, 0, &r), KDA_OK);
+  const double took = now_s() - t0;
+  assert_int_equal(r.outcome, KDA_PREWARM_FAILED);
+  /* A waiter that never retried the lease would give up at its deadline
+   * and run the heuristic: KDA_OK, not a tuning run's failure. */
+  print_message("lease taken over and the key tuned in %.2f s\n", took);
+  kda_context_destroy(ctx);
+}
+
 int main(void) {
   if (getenv("KDA_LIBCUDA") == NULL) {
     fprintf(stderr, "test_tuner_slot: needs the stand-in driver (KDA_LIBCUDA, set by ctest)\n");
@@ -155,6 +238,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(a_stored_winner_outside_the_space_is_ignored, setup, teardown),
       cmocka_unit_test_setup_teardown(prewarm_with_force_tunes_a_key_that_has_a_winner, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(a_key_another_process_tunes_is_waited_for, setup, teardown),
+      cmocka_unit_test_setup_teardown(a_dead_tuners_lease_is_taken_over, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
