@@ -69,6 +69,9 @@ MC = "src/module_cache.c"
 FAULT_TESTS = ["test_store", "test_db_api", "test_hostile_args", "test_kda_tune_cli"]
 LEASE_TESTS = ["test_store", "test_tuning_timing", "test_tune_compile", "test_concurrent_api"]
 CACHE_TESTS = ["test_module_cache", "test_fake_driver", "test_concurrent_api"]
+TU = "tuner/tuner.c"
+TUNER_TESTS = ["test_tuner_slot", "test_fake_driver", "test_tuner_keys", "test_tune_compile",
+               "test_tuning_timing", "test_cubin_other_builds", "test_kda_tune_cli"]
 
 MUTANTS = [
     # --- kda_gate_args validation (src/gate_args.c) ------------------------
@@ -259,6 +262,23 @@ MUTANTS = [
                equivalent="differs only when a retry starts between a failed build's broadcast and "
                           "the waiter's wake-up; the waiter then returns the retry's outcome instead "
                           "of the failure, and a call made during both builds may answer either"),
+    # --- what a tuning slot does with the database (tuner/tuner.c) ----------
+    HostMutant("stored_winner_outside_space", TU, "    if (same_config(&j->space[i], &c)) {",
+               "    if (1) {", "a stored winner no longer in the search space used", TUNER_TESTS),
+    HostMutant("force_keeps_stored", TU, "if (!rq->force && stored_winner(j, &rec, &cfg)) {\n    atomic_fetch_add",
+               "if (stored_winner(j, &rec, &cfg)) {\n    atomic_fetch_add",
+               "prewarm --force serves the stored winner instead of tuning again", TUNER_TESTS),
+    HostMutant("cached_mode_tunes", TU, "} else if (rq->mode == KDA_TUNE_CACHED) {", "} else if (0) {",
+               "KDA_TUNE_CACHED tunes a key with no stored winner", TUNER_TESTS),
+    HostMutant("offline_heuristic_ignored", TU,
+               "if (!cubin_stored(j, cfg) && offline_heuristic(j, &plain) && cubin_stored(j, plain)) {",
+               "if (0) {", "cached mode compiles instead of loading the offline heuristic's stored cubin",
+               TUNER_TESTS),
+    HostMutant("lease_wait_none", TU, "const double deadline = kda__job_now_ms() + 2.0 * ctx->tune_budget_ms + 3000.0;",
+               "const double deadline = kda__job_now_ms();",
+               "a key another process is tuning is not waited for (the heuristic at once)", TUNER_TESTS),
+    HostMutant("lease_never_retried", TU, "if (poll % 8 == 0 && take_lease(j, holder, sizeof holder)) {",
+               "if (0) {", "a waiter never takes over the lease of a tuner that died", TUNER_TESTS),
 ]
 
 
