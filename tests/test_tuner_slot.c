@@ -129,7 +129,7 @@ static void prewarm_with_force_tunes_a_key_that_has_a_winner(void **state) {
   tr_slot_keys(ctx, KDA__OP_GATE_CHUNK_CUMSUM, &f->a, &keys, &in_space, NULL);
   tr_put_winner(ctx, &keys, &in_space, 7.0);
   char stored[64];
-  snprintf(stored, sizeof stored, "vec=%d,tx=%d,seg=%d", in_space.vec, in_space.tx, in_space.seg);
+  kda__config_text(&in_space, stored, sizeof stored);
 
   kda_prewarm_result r;
   assert_int_equal(prewarm(ctx, f, 0, &r), KDA_OK);
@@ -203,7 +203,7 @@ static void a_key_another_process_tunes_is_waited_for(void **state) {
   assert_int_equal(st, KDA_OK);
   assert_int_equal(r.outcome, KDA_PREWARM_SKIPPED);
   char stored[64];
-  snprintf(stored, sizeof stored, "vec=%d,tx=%d,seg=%d", w.cfg.vec, w.cfg.tx, w.cfg.seg);
+  kda__config_text(&w.cfg, stored, sizeof stored);
   assert_string_equal(r.config, stored);
   assert_int_equal(tr_stats(ctx).tuning_runs, 0);
   kda_context_destroy(ctx);
