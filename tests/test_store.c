@@ -405,6 +405,88 @@ static void test_unwritable_file_uses_overlay_and_warns_once(void **state) {
   assert_int_equal(access(missing, F_OK), -1);
 }
 
+/* The child of test_another_users_database_is_read: opens path as a user
+ * that may write neither the file nor (unless folder_writable) its folder,
+ * the way a server reads a database baked into its container image.
+ * Returns 0 or a code that says what went wrong; 77 if it cannot drop root. */
+static int child_reads_as_other_user(const char *path, kda__store_mode want) {
+  if (geteuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0)) return 77;
+  kda__store *s = NULL;
+  if (kda__store_open(path, 0, &s) != KDA_OK) return 10;
+  if (kda__store_get_mode(s) != want) {
+    const char *w = kda__store_pop_warning(s);
+    fprintf(stderr, "mode %d, want %d: %s\n", (int)kda__store_get_mode(s), (int)want,
+            w != NULL ? w : "(no warning)");
+    return 11;
+  }
+  const char *w = kda__store_pop_warning(s);
+  if (w == NULL || strstr(w, "not writable") == NULL) return 12;
+  kda__store_key k = make_key("spec", 1);
+  kda__store_record r;
+  int found = 0;
+  if (kda__store_lookup_result(s, &k, &found, &r) != KDA_OK || !found) return 13;
+  if (strcmp(r.config, "on-disk") != 0 || r.in_overlay) return 14;
+  kda__store_key k2 = make_key("spec", 2);
+  kda__store_record r2 = make_record("in-memory", 5.0);
+  if (kda__store_put_result(s, &k2, &r2, kTrials, 3, KDA__PUT_REPLACE, NULL) != KDA_OK) return 15;
+  if (kda__store_lookup_result(s, &k2, &found, &r) != KDA_OK || !found || !r.in_overlay) return 16;
+  kda__store_close(s);
+  return 0;
+}
+
+static void expect_child_reads(const char *path, kda__store_mode want, const char *what) {
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) _exit(child_reads_as_other_user(path, want));
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status));
+  if (WEXITSTATUS(status) == 77) skip(); /* root that may not become nobody (user namespace) */
+  if (WEXITSTATUS(status) != 0) fail_msg("%s: the reader exited %d", what, WEXITSTATUS(status));
+}
+
+/* Really unwritable, not KDA__STORE_ASSUME_UNWRITABLE: a WAL database owned
+ * by another user in a folder the reader may not write has no -shm the
+ * reader can create, and SQLite refuses a plain read-only open of it. That
+ * reader (a server in a container) must still get the tuned rows. As root
+ * the reader is a forked child that becomes nobody; as anyone else the
+ * modes take the writes away. */
+static void test_another_users_database_is_read(void **state) {
+  fixture *f = *state;
+  kda__store *s = open_ok(f->db, 0);
+  put_ok(s, "spec", 1, "on-disk", 10.0);
+  kda__store_close(s); /* the last connection: -wal and -shm are removed */
+  assert_int_equal(access(f->db, F_OK), 0);
+  char shm[400];
+  snprintf(shm, sizeof shm, "%s-shm", f->db);
+  assert_int_equal(access(shm, F_OK), -1);
+  int root = geteuid() == 0;
+  assert_int_equal(chmod(f->db, 0444), 0);
+
+  /* The folder is not writable: no -shm can exist, the file is read immutable. */
+  assert_int_equal(chmod(f->dir, root ? 0755 : 0555), 0);
+  expect_child_reads(f->db, KDA__STORE_MODE_IMMUTABLE, "unwritable folder");
+
+  /* The owner has it open meanwhile (a prewarm still running): its -shm
+   * exists and the reader shares it read-only, honouring the WAL. */
+  sqlite3 *owner = NULL;
+  assert_int_equal(chmod(f->dir, 0755), 0);
+  assert_int_equal(chmod(f->db, 0644), 0);
+  assert_int_equal(sqlite3_open(f->db, &owner), SQLITE_OK);
+  assert_int_equal(scalar(owner, "SELECT count(*) FROM results"), 1);
+  assert_int_equal(access(shm, F_OK), 0);
+  if (!root) {
+    assert_int_equal(chmod(f->db, 0444), 0);
+    assert_int_equal(chmod(shm, 0444), 0);
+    assert_int_equal(chmod(f->dir, 0555), 0);
+  }
+  expect_child_reads(f->db, KDA__STORE_MODE_READ_ONLY, "owner connected");
+  sqlite3_close(owner);
+  assert_int_equal(chmod(f->dir, 0700), 0);
+  assert_int_equal(chmod(f->db, 0644), 0);
+  assert_int_equal(file_scalar(f->db, "SELECT count(*) FROM results"), 1); /* the reader wrote nothing */
+}
+
 static void test_shipped_immutable_db_under_overlay(void **state) {
   fixture *f = *state;
   kda__store *s = open_ok(f->db, 0);
@@ -1032,6 +1114,7 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_newer_schema_opened_read_only_with_warning, setup, teardown),
       cmocka_unit_test_setup_teardown(test_unwritable_file_uses_overlay_and_warns_once, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_another_users_database_is_read, setup, teardown),
       cmocka_unit_test_setup_teardown(test_shipped_immutable_db_under_overlay, setup, teardown),
       cmocka_unit_test_setup_teardown(test_random_bytes_file_moved_aside_and_new_one_works, setup, teardown),
       cmocka_unit_test_setup_teardown(test_text_file_moved_aside_and_new_one_works, setup, teardown),

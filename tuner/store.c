@@ -261,6 +261,9 @@ static int open_file_once(kda__store *s, kda__store_mode mode, int verify, sqlit
                                             : kda__store_schema_version_of(db, version);
   }
   if (rc != SQLITE_OK) {
+    /* The extended code says why a read-only open failed (needs_immutable). */
+    int extended = db != NULL ? sqlite3_extended_errcode(db) : rc;
+    if ((extended & 0xff) == (rc & 0xff)) rc = extended;
     sqlite3_close(db);
     return rc;
   }
@@ -296,6 +299,19 @@ static int open_file_in_mode(kda__store *s, kda__store_mode mode, int verify, sq
     sqlite3_sleep(10 + jitter_ms(40));
   }
   return rc;
+}
+
+/* A reader that may not write the file or its folder cannot open a WAL
+ * database read-only when the -shm is missing or unusable: SQLite answers
+ * CANTOPEN or READONLY_CANTINIT/DIRECTORY (the usual case of a file baked
+ * into a container image, read by a server that runs as another user), or
+ * READONLY_RECOVERY when a -wal is left that it may not recover. Reading
+ * the file as immutable then sees its committed content (without a left
+ * -wal's last commits, which only costs tuning them again). A hot rollback
+ * journal (READONLY_ROLLBACK) is not among them: the file may be torn. */
+static int needs_immutable(int rc) {
+  return (rc & 0xff) == SQLITE_CANTOPEN || rc == SQLITE_READONLY_CANTINIT ||
+         rc == SQLITE_READONLY_DIRECTORY || rc == SQLITE_READONLY_RECOVERY;
 }
 
 static void open_file(kda__store *s, unsigned flags) {
@@ -338,8 +354,7 @@ static void open_file(kda__store *s, unsigned flags) {
         roll_back_hot_journal(s->path) == SQLITE_OK) {
       rc = open_file_in_mode(s, mode, verify, &db, &version);
     }
-    if ((rc & 0xff) == SQLITE_CANTOPEN && mode == KDA__STORE_MODE_READ_ONLY) {
-      /* A read-only WAL file needs a -shm it may not be able to create. */
+    if (needs_immutable(rc) && mode == KDA__STORE_MODE_READ_ONLY) {
       mode = KDA__STORE_MODE_IMMUTABLE;
       rc = open_file_in_mode(s, mode, verify, &db, &version);
     }
