@@ -51,8 +51,10 @@ void kda__equal_seqlens(kda_dtype dtype, int64_t num_seqs, int64_t total, void *
 kda_status kda__shape_host_seqlens(kda_gate_args *a, void **owned) {
   *owned = NULL;
   if (a->cu_seqlens_host == NULL) return KDA_OK;
-  if (a->num_seqs < 1 || a->num_seqs > 65535 || a->seq_len < 1) {
-    a->cu_seqlens_host = NULL; /* not a varlen shape, or too many sequences to fit anyway */
+  /* Beyond the limits the call's checks reject the shape anyway (and
+   * i * seq_len in kda__equal_seqlens must not overflow). */
+  if (a->num_seqs < 1 || a->num_seqs > 65535 || a->seq_len < 1 || a->seq_len > (INT64_C(1) << 40)) {
+    a->cu_seqlens_host = NULL; /* not a varlen shape, or one no call could make */
     return KDA_OK;
   }
   const size_t isz = a->cu_seqlens_dtype == KDA_DTYPE_I64 ? 8 : 4;

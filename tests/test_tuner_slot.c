@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "kda/kda.h"
+#include "kda/kda_db.h"
 #include "store.h"
 #include "tuner_rows.h"
 
@@ -229,6 +230,45 @@ static void a_dead_tuners_lease_is_taken_over(void **state) {
   kda_context_destroy(ctx);
 }
 
+/* kda_prewarm sizes its random inputs from the shape: an impossible shape
+ * is refused as a call would refuse it, before anything is allocated. The
+ * first one's element count wraps to 0 bytes in size_t (it wrote past a
+ * 4-byte buffer before the check); the others are zeros, a sequence count
+ * past the limit and a host-rows shape whose seq_len overflows the equal
+ * split. Each is BAD_SHAPE with and without force, and nothing is stored. */
+static void prewarm_refuses_impossible_shapes(void **state) {
+  fixture *f = *state;
+  kda_context *ctx = context_make(f, KDA_TUNE_ON);
+  kda_gate_args bad[5];
+  for (size_t i = 0; i < 5; ++i) bad[i] = f->a;
+  bad[0].batch = INT64_C(1) << 62, bad[0].seq_len = 2, bad[0].num_heads = 1, bad[0].head_dim = 1;
+  bad[1].num_heads = 0;
+  bad[2].seq_len = 0;
+  bad[3].num_seqs = INT64_C(1) << 40;
+  static const int64_t host[2] = {0, 0};
+  bad[4].num_seqs = 3, bad[4].seq_len = INT64_C(1) << 62, bad[4].cu_seqlens_host = host;
+  for (size_t i = 0; i < 5; ++i) {
+    for (int force = 0; force <= 1; ++force) {
+      kda_prewarm_result r;
+      memset(&r, 0, sizeof r);
+      r.struct_size = sizeof r;
+      const kda_status st = kda_prewarm(ctx, KDA_KERNEL_GATE_CHUNK_CUMSUM, &bad[i], force, &r);
+      if (st != KDA_ERROR_BAD_SHAPE)
+        fail_msg("shape %zu force %d: %s (%s)", i, force, kda_status_string(st), kda_last_error());
+      assert_int_equal(r.outcome, KDA_PREWARM_FAILED);
+    }
+  }
+  kda_context_destroy(ctx);
+  kda_db *db = NULL;
+  assert_int_equal(kda_db_open(f->db, KDA_DB_READ_ONLY, &db), KDA_OK);
+  kda_db_stats st;
+  memset(&st, 0, sizeof st);
+  st.struct_size = sizeof st;
+  assert_int_equal(kda_db_stats_get(db, &st, NULL, NULL), KDA_OK);
+  assert_int_equal(st.results + st.cubins, 0);
+  kda_db_close(db);
+}
+
 int main(void) {
   if (getenv("KDA_LIBCUDA") == NULL) {
     fprintf(stderr, "test_tuner_slot: needs the stand-in driver (KDA_LIBCUDA, set by ctest)\n");
@@ -240,6 +280,7 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(a_key_another_process_tunes_is_waited_for, setup, teardown),
       cmocka_unit_test_setup_teardown(a_dead_tuners_lease_is_taken_over, setup, teardown),
+      cmocka_unit_test_setup_teardown(prewarm_refuses_impossible_shapes, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -171,23 +171,30 @@ static kda_status op_of(kda_kernel kernel, kda__op *op) {
   }
 }
 
+/* The shape's arguments with stand-in pointers (device allocations are
+ * 256-byte aligned, as these are): enough to plan the call, so that the
+ * shape is checked, and a stored winner found, before any input is made. */
+static void stand_in_args(kda__op op, const kda_gate_args *a, kda_gate_args *f) {
+  *f = *a;
+  f->g = (const void *)(uintptr_t)(UINT64_C(1) << 40);
+  f->out = (void *)(uintptr_t)(UINT64_C(1) << 44);
+  if (f->dt_bias) f->dt_bias = (const float *)(uintptr_t)(UINT64_C(1) << 46);
+  if (f->num_seqs > 0 && op != KDA__OP_GATE) {
+    f->cu_seqlens = (const void *)(uintptr_t)(UINT64_C(1) << 45);
+    if (f->chunk_plan == NULL) f->chunk_indices = (const int32_t *)(uintptr_t)(UINT64_C(1) << 47);
+    f->num_chunks = 0;
+  } else {
+    f->num_seqs = 0;
+    f->chunk_plan = NULL;
+  }
+}
+
 static kda_status prewarm(kda_context *ctx, kda__op op, kda_gate_args *a, int force,
                           kda_prewarm_result *out) {
   if (!force) {
-    /* A skip must be cheap: look the slot up with stand-in pointers (device
-     * allocations are 256-byte aligned, as these are) before making inputs. */
-    kda_gate_args f = *a;
-    f.g = (const void *)(uintptr_t)(UINT64_C(1) << 40);
-    f.out = (void *)(uintptr_t)(UINT64_C(1) << 44);
-    if (f.dt_bias) f.dt_bias = (const float *)(uintptr_t)(UINT64_C(1) << 46);
-    if (f.num_seqs > 0 && op != KDA__OP_GATE) {
-      f.cu_seqlens = (const void *)(uintptr_t)(UINT64_C(1) << 45);
-      if (f.chunk_plan == NULL) f.chunk_indices = (const int32_t *)(uintptr_t)(UINT64_C(1) << 47);
-      f.num_chunks = 0;
-    } else {
-      f.num_seqs = 0;
-      f.chunk_plan = NULL;
-    }
+    /* A skip must be cheap: look the slot up before making inputs. */
+    kda_gate_args f;
+    stand_in_args(op, a, &f);
     kda__launch_plan fp;
     if (kda__plan_gate_op(op, &f, &fp) == KDA_OK) {
       fp.spec.cfg = kda__config_fit_grid(&fp.spec, fp.spec.cfg, fp.num_chunks, ctx->info.sm_count);
@@ -273,8 +280,19 @@ kda_status kda_prewarm(kda_context *ctx, kda_kernel kernel, const kda_gate_args 
   const int builder = op != KDA__OP_GATE && a.num_seqs > 0 && a.cu_seqlens_host == NULL;
   void *host_seqlens = NULL;
   KDA__TRY(kda__shape_host_seqlens(&a, &host_seqlens));
+  /* The shape is checked as a call would check it before anything is
+   * sized from it: an impossible one (a zero or a product past the
+   * limits) is BAD_SHAPE, never an input buffer of a wrapped size. */
+  kda_gate_args f;
+  stand_in_args(op, &a, &f);
+  kda__launch_plan fp;
+  kda_status st = kda__plan_gate_op(op, &f, &fp);
+  if (st != KDA_OK) {
+    free(host_seqlens);
+    return st;
+  }
   int pushed = 0;
-  kda_status st = kda__context_enter(ctx, &pushed);
+  st = kda__context_enter(ctx, &pushed);
   if (st == KDA_OK) {
     st = prewarm(ctx, op, &a, force != 0, r);
     if (st == KDA_OK && builder) {
