@@ -4,11 +4,14 @@
  * parser and helpers the subcommands share. */
 #include "kda_tune.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef struct subcommand {
   const char *name;
@@ -199,30 +202,85 @@ void tune_print_warnings(kda_db *db) {
   while ((w = kda_db_pop_warning(db)) != NULL) fprintf(stderr, "kda-tune: warning: %s\n", w);
 }
 
-kda_db *tune_open_db(const tune_args *a, uint32_t flags) {
+const char *tune_rule_words(const char *rule) {
+  if (!strcmp(rule, "option")) return "--db flag";
+  if (!strcmp(rule, "KDA_CACHE_DIR")) return "environment KDA_CACHE_DIR";
+  if (!strcmp(rule, "XDG_CACHE_HOME")) return "environment XDG_CACHE_HOME";
+  return "default (~/.cache/kda)";
+}
+
+/* Why path cannot be used, in words that say what to do; "" if unknown. */
+static const char *unusable_advice(const char *path, char *buf, size_t size) {
+  struct stat st;
+  if (stat(path, &st) != 0) return "";
+  if (S_ISDIR(st.st_mode)) return "it is a folder: --db names the database file itself";
+  if (!S_ISREG(st.st_mode)) return "it is not a regular file";
+  if (access(path, R_OK) != 0) {
+    snprintf(buf, size, "this user may not read it (%s); run as its owner or change its mode",
+             strerror(errno));
+    return buf;
+  }
+  return "it is damaged or not a tuning database: commands that write (import, purge, "
+         "prewarm) move such a file aside to PATH.corrupt-TIME and start a new one";
+}
+
+/* 1 (error printed) if the database path names no file. Opened read-only
+ * to learn the path the rules choose: a writable open would create it. */
+static int missing_db(const tune_args *a, const char *path) {
+  kda_db *db = NULL;
+  if (kda_db_open(path, KDA_DB_READ_ONLY, &db) != KDA_OK) return 0; /* the real open reports */
+  const char *file = kda_db_path(db);
+  int missing = file[0] != '\0' && access(file, F_OK) != 0 && errno == ENOENT;
+  if (missing) {
+    tune_error(a, "no tuning database at %s (chosen by the %s); prewarm or the library's "
+                  "first tuned call creates it, or pass the right --db",
+               file, tune_rule_words(kda_db_path_rule(db)));
+  }
+  kda_db_close(db);
+  return missing;
+}
+
+static kda_db *open_db(const tune_args *a, uint32_t flags, int must_exist) {
   const char *path = tune_get(a, "db");
   if (path != NULL && path[0] == '\0') {
     tune_error(a, "--db needs a file name");
     return NULL;
   }
+  /* A read of a file that is not there would read as an empty database:
+   * on a mistyped path or another user's cache folder, "no results" or
+   * "0 cubins checked" would look like an answer. */
+  if (must_exist && missing_db(a, path)) return NULL;
   kda_db *db = NULL;
   if (kda_db_open(path, flags, &db) != KDA_OK) {
     tune_error(a, "cannot open the tuning database: %s", kda_last_error());
     return NULL;
   }
   if (kda_db_file_unusable(db)) {
+    const char *file = kda_db_path(db);
     const char *w = kda_db_pop_warning(db);
-    tune_error(a, "the tuning database %s cannot be read: %s", kda_db_path(db),
-               w ? w : "not a usable SQLite database");
-    fprintf(stderr,
-            "kda-tune %s: hint: commands that write (import, purge, prewarm) move a damaged "
-            "file aside and start a new one\n",
-            a->cmd->name);
+    char buf[256];
+    const char *advice = unusable_advice(file, buf, sizeof buf);
+    /* The library's warning speaks to a process that goes on without the
+     * file ("kept in memory", "cannot be moved aside"); a command stops. */
+    char what[512];
+    snprintf(what, sizeof what, "%s", w ? w : "not a usable SQLite database");
+    char *cut = strstr(what, "; tuning results are kept");
+    if (cut != NULL) *cut = '\0';
+    if ((cut = strstr(what, " and cannot be moved aside")) != NULL) *cut = '\0';
+    const char *text = strncmp(what, "kda: ", 5) == 0 ? what + 5 : what;
+    tune_error(a, "cannot read %s: %s", file, text);
+    if (advice[0] != '\0') fprintf(stderr, "kda-tune %s: hint: %s\n", a->cmd->name, advice);
     kda_db_close(db);
     return NULL;
   }
   tune_print_warnings(db);
   return db;
+}
+
+kda_db *tune_open_db(const tune_args *a, uint32_t flags) { return open_db(a, flags, 0); }
+
+kda_db *tune_open_existing_db(const tune_args *a, uint32_t flags) {
+  return open_db(a, flags, 1);
 }
 
 int64_t tune_parse_duration(const char *text) {

@@ -57,6 +57,12 @@ void tune_error(const tune_args *a, const char *fmt, ...) __attribute__((format(
  * warnings. Read-only commands pass KDA_DB_READ_ONLY. An existing file the
  * library cannot use is an error (NULL returned, message printed). */
 kda_db *tune_open_db(const tune_args *a, uint32_t flags);
+/* The same for commands that only make sense on a file that exists (list,
+ * show, stats, export, verify, purge): a missing one is an error that names
+ * the path and the rule that chose it. */
+kda_db *tune_open_existing_db(const tune_args *a, uint32_t flags);
+/* "--db flag", "environment KDA_CACHE_DIR", ... for kda_db_path_rule(). */
+const char *tune_rule_words(const char *rule);
 void tune_print_warnings(kda_db *db);
 
 /* The filter options shared by list, export and purge. Returns 0 or an

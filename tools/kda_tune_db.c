@@ -98,7 +98,7 @@ int cmd_list(int argc, char **argv) {
   if (rc >= 0) return rc;
   kda_db_filter f;
   if ((rc = tune_filter(&a, &f)) != 0) return rc;
-  kda_db *db = tune_open_db(&a, KDA_DB_READ_ONLY);
+  kda_db *db = tune_open_existing_db(&a, KDA_DB_READ_ONLY);
   if (db == NULL) return TUNE_FAIL;
   list_state s = {stdout, tune_has(&a, "json"), 0};
   if (s.json) fputs("[", stdout);
@@ -260,7 +260,7 @@ int cmd_show(int argc, char **argv) {
   tune_args a;
   int rc = tune_parse(&show_cmd, argc, argv, &a);
   if (rc >= 0) return rc;
-  kda_db *db = tune_open_db(&a, KDA_DB_READ_ONLY);
+  kda_db *db = tune_open_existing_db(&a, KDA_DB_READ_ONLY);
   if (db == NULL) return TUNE_FAIL;
   kda_db_record r;
   trial_list l = {NULL, 0, 0};
@@ -315,7 +315,7 @@ int cmd_stats(int argc, char **argv) {
   tune_args a;
   int rc = tune_parse(&stats_cmd, argc, argv, &a);
   if (rc >= 0) return rc;
-  kda_db *db = tune_open_db(&a, KDA_DB_READ_ONLY | KDA_DB_VERIFY);
+  kda_db *db = tune_open_existing_db(&a, KDA_DB_READ_ONLY | KDA_DB_VERIFY);
   if (db == NULL) return TUNE_FAIL;
   kda_db_versions cur;
   kda_status st = kda_db_current(&cur);

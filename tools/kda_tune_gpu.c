@@ -173,7 +173,7 @@ int cmd_verify(int argc, char **argv) {
   long device = 0;
   if ((rc = tune_get_int(&a, "device", 0, 1023, &device)) != 0) return rc;
   int drop = tune_has(&a, "drop");
-  kda_db *db = tune_open_db(&a, (drop ? 0 : KDA_DB_READ_ONLY) | KDA_DB_VERIFY);
+  kda_db *db = tune_open_existing_db(&a, (drop ? 0 : KDA_DB_READ_ONLY) | KDA_DB_VERIFY);
   if (db == NULL) return TUNE_FAIL;
   verify_state vs = {tune_has(&a, "json"), 1, "hash"};
   if (vs.json) printf("{\"checks\": [");
@@ -267,10 +267,7 @@ int cmd_info(int argc, char **argv) {
   kda_db *db = tune_open_db(&a, KDA_DB_READ_ONLY);
   if (db == NULL) return TUNE_FAIL;
   const char *rule = kda_db_path_rule(db);
-  const char *why = !strcmp(rule, "option") ? "--db flag"
-                    : !strcmp(rule, "KDA_CACHE_DIR") ? "environment KDA_CACHE_DIR"
-                    : !strcmp(rule, "XDG_CACHE_HOME") ? "environment XDG_CACHE_HOME"
-                                                      : "default (~/.cache/kda)";
+  const char *why = tune_rule_words(rule);
   if (json) {
     printf("{\"library\": \"%s\", \"nvrtc\": ", v.lib_version);
     json_str(stdout, v.nvrtc_version);

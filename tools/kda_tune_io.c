@@ -31,7 +31,7 @@ int cmd_export(int argc, char **argv) {
     tune_error(&a, "--format %s: expected json or csv", format);
     return TUNE_USAGE;
   }
-  kda_db *db = tune_open_db(&a, KDA_DB_READ_ONLY);
+  kda_db *db = tune_open_existing_db(&a, KDA_DB_READ_ONLY);
   if (db == NULL) return TUNE_FAIL;
   const char *path = tune_get(&a, "output");
   FILE *out = path ? fopen(path, "w") : stdout;
@@ -157,7 +157,7 @@ int cmd_purge(int argc, char **argv) {
       !f.gpu && !f.kernel && !f.heads && !f.head_dim && !f.chunk && f.bucket < 0)
     what |= KDA_DB_PURGE_CUBINS;
   int dry = tune_has(&a, "dry-run");
-  kda_db *db = tune_open_db(&a, dry ? KDA_DB_READ_ONLY : 0);
+  kda_db *db = tune_open_existing_db(&a, dry ? KDA_DB_READ_ONLY : 0);
   if (db == NULL) return TUNE_FAIL;
   purge_state s = {tune_has(&a, "json"), dry, 0};
   int64_t results = 0, cubins = 0;

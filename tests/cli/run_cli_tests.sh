@@ -122,6 +122,18 @@ check purge_gpu_dry_run "$TUNE" purge --db "$DB" --gpu H200 --dry-run
 check purge_older_than "$TUNE" purge --db "$DB" --older-than 1d --results-only
 check list_after_purge "$TUNE" list --db "$DB"
 
+# --- a database that is not there, or not a file ----------------------------------
+# Reads of a missing file are errors that name the path and its rule, not an
+# empty answer; purge does not create the file.
+check list_missing_db "$TUNE" list --db "$T/typo.db"
+check verify_missing_db "$TUNE" verify --db "$T/typo.db" --hash-only
+check purge_missing_db "$TUNE" purge --db "$T/typo.db" --all
+[ ! -e "$T/typo.db" ]
+expect purge_missing_db_not_created $?
+check stats_missing_default "$TUNE" stats
+mkdir -p "$T/folder.db"
+check list_folder_db "$TUNE" list --db "$T/folder.db"
+
 # --- shapes files -----------------------------------------------------------------
 printf '# deployment shapes\nheads=32 tokens=512\n\nheads=16 gate=softplus dtype=bf16,f32 tokens=512,9000\n' >"$T/good.shapes"
 check shapes_good "$TUNE" prewarm --shapes "$T/good.shapes" --dry-run
