@@ -117,13 +117,20 @@ static kda_status apply_tuning_options(kda_context *ctx, const kda_options *o) {
   return KDA_OK;
 }
 
-void kda__log(kda_context *ctx, kda_log_level level, const char *fmt, ...) {
-  if (ctx == NULL || (int)level > ctx->log_level) return;
-  char msg[2048];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
+/* Messages logged while this thread holds a context's store lock wait
+ * here until it lets go: the caller's log_fn may call back into the library
+ * (kda_context_db_path takes the same lock), and a callback that blocks
+ * must not hold up the other threads waiting for the store. */
+enum { KDA__DEFERRED_MAX = 8 };
+typedef struct deferred_log {
+  kda_log_level level;
+  char msg[1024];
+} deferred_log;
+static _Thread_local kda_context *tls_store_holder;
+static _Thread_local deferred_log tls_deferred[KDA__DEFERRED_MAX];
+static _Thread_local int tls_deferred_n, tls_deferred_lost;
+
+static void emit(kda_context *ctx, kda_log_level level, const char *msg) {
   if (ctx->log_fn) {
     ctx->log_fn(ctx->log_user, level, msg);
   } else {
@@ -132,8 +139,30 @@ void kda__log(kda_context *ctx, kda_log_level level, const char *fmt, ...) {
   }
 }
 
+void kda__log(kda_context *ctx, kda_log_level level, const char *fmt, ...) {
+  if (ctx == NULL || (int)level > ctx->log_level) return;
+  char msg[2048];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (tls_store_holder != ctx) {
+    emit(ctx, level, msg);
+  } else if (tls_deferred_n < KDA__DEFERRED_MAX) {
+    tls_deferred[tls_deferred_n].level = level;
+    const size_t len = strnlen(msg, sizeof tls_deferred[0].msg - 1);
+    memcpy(tls_deferred[tls_deferred_n].msg, msg, len);
+    tls_deferred[tls_deferred_n].msg[len] = '\0';
+    ++tls_deferred_n;
+  } else {
+    ++tls_deferred_lost;
+  }
+}
+
 struct kda__store *kda__context_store_lock(kda_context *ctx) {
   pthread_mutex_lock(&ctx->store_lock);
+  tls_store_holder = ctx;
+  tls_deferred_n = tls_deferred_lost = 0;
   if (ctx->tune_mode == KDA_TUNE_OFF) return NULL;
   if (!ctx->store_opened) {
     ctx->store_opened = 1;
@@ -161,7 +190,15 @@ void kda__context_store_unlock(kda_context *ctx) {
     while ((w = kda__store_pop_warning(ctx->store)) != NULL)
       kda__log(ctx, KDA_LOG_WARN, "%s", strncmp(w, "kda: ", 5) == 0 ? w + 5 : w);
   }
+  tls_store_holder = NULL;
   pthread_mutex_unlock(&ctx->store_lock);
+  /* Copied out first: a log_fn that reaches the store again reuses them. */
+  const int n = tls_deferred_n, lost = tls_deferred_lost;
+  deferred_log out[KDA__DEFERRED_MAX];
+  memcpy(out, tls_deferred, (size_t)n * sizeof out[0]);
+  tls_deferred_n = tls_deferred_lost = 0;
+  for (int i = 0; i < n; ++i) emit(ctx, out[i].level, out[i].msg);
+  if (lost > 0) kda__log(ctx, KDA_LOG_WARN, "%d more messages of the tuning database were not logged", lost);
 }
 
 const char *kda_context_db_path(kda_context *ctx) {

@@ -491,6 +491,52 @@ static void earlier_struct_sizes_are_accepted(void **state) {
   assert_int_equal(kda_context_create(&o, &ctx), KDA_ERROR_BAD_OPTIONS);
 }
 
+/* A log callback that calls back into the library, as a server's logger
+ * that adds the database path to each line would. */
+typedef struct reentrant_log {
+  kda_context *ctx;
+  int warnings, with_path;
+} reentrant_log;
+
+static void log_with_db_path(void *user, kda_log_level level, const char *message) {
+  reentrant_log *r = user;
+  (void)message;
+  if (r->ctx == NULL) return; /* kda_context_create has not returned yet */
+  kda_stats st = {.struct_size = sizeof st};
+  if (kda_context_get_stats(r->ctx, &st) != KDA_OK) return;
+  const char *path = kda_context_db_path(r->ctx);
+  if (level == KDA_LOG_WARN) ++r->warnings;
+  if (path != NULL) ++r->with_path;
+}
+
+/* The store's warnings (here: the database folder cannot be created) are
+ * logged while the store is in use; a callback that asks for the database
+ * path took the store's lock again and hung the first call. An alarm turns
+ * a hang into a failure. */
+static void log_callback_may_call_the_library(void **state) {
+  (void)state;
+  call c;
+  call_init(&c, 2, 64, 64, 300);
+  reentrant_log r = {NULL, 0, 0};
+  kda_options o = kda_options_default();
+  o.db_path = "/proc/kda-no-such-folder/tune.db";
+  o.tune_mode = KDA_TUNE_CACHED;
+  o.log_level = KDA_LOG_INFO;
+  o.log_fn = log_with_db_path;
+  o.log_user = &r;
+  kda_context *ctx = NULL;
+  assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
+  r.ctx = ctx;
+  alarm(30);
+  assert_int_equal(kda_gate_chunk_cumsum(ctx, &c.a, NULL), KDA_OK);
+  assert_int_equal(kda_gate_chunk_cumsum(ctx, &c.a, NULL), KDA_OK);
+  alarm(0);
+  assert_true(r.warnings >= 1); /* "cannot create the tuning database" */
+  assert_true(r.with_path >= r.warnings);
+  kda_context_destroy(ctx);
+  call_free(&c);
+}
+
 static void count_warning(void *user, kda_log_level level, const char *message) {
   if (level == KDA_LOG_WARN && strstr(message, "KDA_TEST_GPU_IDENTITY")) ++*(int *)user;
 }
@@ -721,6 +767,7 @@ int main(void) {
       cmocka_unit_test(db_load_cubins_loads_each_cubin_once_and_stops_when_asked),
       cmocka_unit_test(builders_come_from_the_database_like_the_gate_kernels),
       cmocka_unit_test(cached_mode_serves_the_offline_heuristic_of_a_large_shape),
+      cmocka_unit_test(log_callback_may_call_the_library),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -263,7 +263,10 @@ typedef struct kda_options {
    *  outputs it makes the run keep the heuristic config, with a warning. */
   double tune_budget_ms;
   /** Log callback (NULL: messages go to stderr prefixed "libkda: "). Called
-   *  from whichever thread logs; must be thread-safe. */
+   *  from whichever thread logs; must be thread-safe. It is never called
+   *  with a library lock held, so it may call back into the library (e.g.
+   *  kda_context_db_path or kda_context_get_stats to annotate the line);
+   *  only kda_context_destroy of the same context is forbidden there. */
   kda_log_fn log_fn;
   void *log_user;       /**< passed to log_fn */
   /** Most verbose level logged (default KDA_LOG_WARN); the environment
