@@ -739,6 +739,58 @@ static kda__cubin_key make_cubin_key(const char *config) {
   return k;
 }
 
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* A warm call's first load of a cubin refreshes its last_used: a write the
+ * store may skip, and does rather than wait, when another connection holds
+ * the write lock (a kda-tune import, a stopped process). Then a put that
+ * must write waits KDA__STORE_WRITE_WAIT_MS in all, not 20 busy timeouts
+ * (100 s, which a kernel call waited before). */
+static void test_writer_that_never_lets_go_costs_a_touch_nothing_and_a_put_10_s(void **state) {
+  fixture *f = *state;
+  kda__store *s = open_ok(f->db, 0);
+  unsigned char cubin[256];
+  memset(cubin, 0x5a, sizeof cubin);
+  kda__cubin_key k = make_cubin_key("vec=4");
+  assert_int_equal(kda__store_put_cubin(s, &k, cubin, sizeof cubin, 1.0), KDA_OK);
+  file_exec(f->db, "UPDATE cubins SET last_used = 7");
+  sqlite3 *other = NULL;
+  assert_int_equal(sqlite3_open(f->db, &other), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+
+  double t0 = now_s();
+  void *blob = NULL;
+  size_t size = 0;
+  int found = 0;
+  assert_int_equal(kda__store_lookup_cubin(s, &k, &found, &blob, &size, NULL), KDA_OK);
+  const double touch_s = now_s() - t0;
+  assert_int_equal(found, 1);
+  assert_int_equal(size, sizeof cubin);
+  free(blob);
+  if (touch_s > 1.0) fail_msg("the lookup waited %.1f s for the write lock", touch_s);
+
+  t0 = now_s();
+  kda__store_key key = make_key("during", 1);
+  kda__store_record r = make_record("late", 2.0);
+  assert_int_equal(kda__store_put_result(s, &key, &r, kTrials, 3, KDA__PUT_REPLACE, NULL),
+                   KDA_ERROR_STORE);
+  const double put_s = now_s() - t0;
+  assert_non_null(strstr(kda_last_error(), "locked"));
+  if (put_s < KDA__STORE_WRITE_WAIT_MS / 1e3 - 0.5 || put_s > KDA__STORE_WRITE_WAIT_MS / 1e3 + 6.0)
+    fail_msg("the put gave up after %.1f s", put_s);
+  printf("[          ] with the write lock held: lookup %.3f s (touch skipped), put %.1f s\n",
+         touch_s, put_s);
+  assert_int_equal(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(other);
+  assert_int_equal(file_scalar(f->db, "SELECT last_used FROM cubins"), 7); /* skipped, not queued */
+  assert_false(kda__store_is_read_only(s));
+  kda__store_close(s);
+}
+
 static void test_tampered_cubin_row_is_miss_and_gets_dropped(void **state) {
   fixture *f = *state;
   kda__store *s = open_ok(f->db, 0);
@@ -1124,6 +1176,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_move_aside_leaves_a_replaced_file_alone, setup, teardown),
       cmocka_unit_test_setup_teardown(test_database_turned_read_only_keeps_results_in_memory, setup, teardown),
       cmocka_unit_test_setup_teardown(test_busy_database_is_used_again_once_free, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_writer_that_never_lets_go_costs_a_touch_nothing_and_a_put_10_s, setup, teardown),
       cmocka_unit_test_setup_teardown(test_tampered_cubin_row_is_miss_and_gets_dropped, setup, teardown),
       cmocka_unit_test_setup_teardown(test_cubin_cap_evicts_least_recently_used, setup, teardown),
       cmocka_unit_test_setup_teardown(test_other_build_lookup_prefers_the_same_release, setup, teardown),

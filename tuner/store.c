@@ -58,19 +58,41 @@ kda_status kda__store_fail(kda__store *s, sqlite3 *db, int rc, const char *what)
                    db == s->mem ? "(in-memory overlay)" : s->path, what, msg, rc);
 }
 
+static double monotonic_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
+}
+
 int kda__store_begin(sqlite3 *db) {
   /* busy_timeout already waited KDA__STORE_BUSY_MS; WAL still answers BUSY
    * at once in a few cases (recovery, a checkpoint racing the open), and a
    * writer that waited its full timeout under heavy load deserves another
-   * go rather than a lost result. */
+   * go rather than a lost result, but no more than KDA__STORE_WRITE_WAIT_MS
+   * in all: the library writes from a kernel call, and a writer that never
+   * lets go (a stopped process) must not hold that call for minutes. */
+  const double start = monotonic_ms();
   int rc = SQLITE_BUSY;
   for (int attempt = 0; attempt < 20; attempt++) {
     rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
     if ((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED) return rc;
+    if (monotonic_ms() - start >= KDA__STORE_WRITE_WAIT_MS) break;
     struct timespec nap = {0, (long)(5 + jitter_ms(45)) * 1000000L};
     nanosleep(&nap, NULL);
   }
   return rc;
+}
+
+kda_status kda__store_try_write(kda__store *s, sqlite3 *db, const char *what,
+                                kda__store_write_fn fn, void *ctx) {
+  sqlite3_busy_timeout(db, 0);
+  const int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+  sqlite3_busy_timeout(db, KDA__STORE_BUSY_MS);
+  if (rc != SQLITE_OK) return KDA_OK; /* taken: skipped, as promised */
+  kda_status st = fn(s, db, ctx);
+  if (st == KDA_OK && kda__store_commit(db) != SQLITE_OK) st = kda__store_fail(s, db, sqlite3_errcode(db), what);
+  if (st != KDA_OK) kda__store_rollback(db);
+  return st;
 }
 
 int kda__store_commit(sqlite3 *db) {

@@ -25,6 +25,9 @@ struct sqlite3;
 #define KDA__STORE_SCHEMA_VERSION 1
 /* Busy timeout of every connection; BEGIN IMMEDIATE is retried past it. */
 #define KDA__STORE_BUSY_MS 5000
+/* The most a write waits for another writer in all (BEGIN IMMEDIATE's
+ * retries past the busy timeout); then it fails with KDA_ERROR_STORE. */
+#define KDA__STORE_WRITE_WAIT_MS 10000
 /* Room for text columns copied into records (config, versions). */
 #define KDA__STORE_TEXT_MAX 512
 

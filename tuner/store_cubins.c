@@ -131,7 +131,7 @@ static int lookup_cubin_in(kda__store *s, sqlite3 *db, const kda__cubin_key *key
       /* Only the row we judged (same id and stored hash): another process
        * may have replaced it with a good one meanwhile. */
       row_write w = {"DELETE FROM cubins WHERE id = ?1 AND sha256 = ?3", id, 0, stored_sha};
-      kda__store_write(s, db, "deleting a tampered cubin", row_write_in, &w);
+      kda__store_try_write(s, db, "deleting a tampered cubin", row_write_in, &w);
     }
     return 0;
   }
@@ -139,7 +139,8 @@ static int lookup_cubin_in(kda__store *s, sqlite3 *db, const kda__cubin_key *key
   int64_t now = (int64_t)kda__store_now();
   if (now - last_used >= KDA__TOUCH_EVERY_S && maintainable(s, db)) {
     row_write w = {"UPDATE cubins SET last_used = ?2 WHERE id = ?1", id, now, NULL};
-    kda__store_write(s, db, "touching a cubin", row_write_in, &w); /* best effort */
+    /* Best effort, and never a wait: this is a warm call's first load. */
+    kda__store_try_write(s, db, "touching a cubin", row_write_in, &w);
   }
   *blob = copy;
   *size = n;

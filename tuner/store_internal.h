@@ -90,6 +90,12 @@ void kda__store_read_failed(kda__store *s, int rc);
 typedef kda_status (*kda__store_write_fn)(kda__store *s, sqlite3 *db, void *ctx);
 kda_status kda__store_write(kda__store *s, sqlite3 *db, const char *what, kda__store_write_fn fn,
                             void *ctx);
+/* A write that may be skipped (a cubin's last_used, dropping a tampered
+ * row): one BEGIN IMMEDIATE that does not wait; if another connection
+ * holds the write lock nothing is written and KDA_OK is returned. A
+ * failure inside fn is returned and rolled back, nothing degrades. */
+kda_status kda__store_try_write(kda__store *s, sqlite3 *db, const char *what,
+                                kda__store_write_fn fn, void *ctx);
 
 /* Unix time in seconds with a fraction (leases) and whole (rows). */
 double kda__store_now(void);
