@@ -343,6 +343,12 @@ void kda_context_destroy(kda_context *ctx) {
       if (ctx->cache) kda__cache_destroy(ctx->cache, unload_module, ctx);
       kda__tune_kit_destroy(ctx);
       kda__context_leave(ctx, pushed);
+    } else {
+      /* The CUDA context is gone (its owner destroyed it, or the driver
+       * is shutting down at exit) and its modules with it: free the host
+       * side only, so that a server cycling contexts leaks nothing. */
+      if (ctx->cache) kda__cache_destroy(ctx->cache, NULL, NULL);
+      kda__tune_kit_abandon(ctx);
     }
   }
   kda__source_set_free(&ctx->sources);

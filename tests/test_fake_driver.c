@@ -26,6 +26,7 @@ static long (*fake_loaded_modules)(void);
 static void (*fake_capture)(kda_stream);
 static long (*fake_unsafe_calls)(void);
 static void (*fake_fail_allocs_after)(long);
+static void (*fake_deinitialize)(int);
 
 static long open_fds(void) {
   DIR *d = opendir("/proc/self/fd");
@@ -537,6 +538,33 @@ static void log_callback_may_call_the_library(void **state) {
   call_free(&c);
 }
 
+/* A context destroyed after the driver began shutting down (a server's
+ * atexit handler) cannot enter its CUDA context: its modules and streams
+ * are gone with it, but the host side (the module cache, the tuning kit and
+ * its timing-lock descriptor) must still be freed. 200 cycles with a tuning
+ * run each (the kit holds the lock file open): descriptors flat, and
+ * LeakSanitizer (the CI's ASan build) sees no leak. */
+static void destroy_after_driver_shutdown_frees_the_host_side(void **state) {
+  (void)state;
+  call c;
+  call_init(&c, 2, 64, 64, 300);
+  const long fds0 = open_fds();
+  for (int i = 0; i < 200; ++i) {
+    kda_options o = kda_options_default();
+    o.db_path = ":memory:";
+    o.tune_mode = KDA_TUNE_ON;
+    o.log_level = KDA_LOG_ERROR;
+    kda_context *ctx = NULL;
+    assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
+    assert_int_equal(kda_gate_chunk_cumsum(ctx, &c.a, NULL), KDA_OK); /* a tuning run: the kit */
+    fake_deinitialize(1);
+    kda_context_destroy(ctx);
+    fake_deinitialize(0);
+  }
+  assert_int_equal(open_fds(), fds0);
+  call_free(&c);
+}
+
 static void count_warning(void *user, kda_log_level level, const char *message) {
   if (level == KDA_LOG_WARN && strstr(message, "KDA_TEST_GPU_IDENTITY")) ++*(int *)user;
 }
@@ -746,9 +774,10 @@ int main(void) {
     *(void **)&fake_capture = dlsym(h, "fake_cuda_capture");
     *(void **)&fake_unsafe_calls = dlsym(h, "fake_cuda_unsafe_calls");
     *(void **)&fake_fail_allocs_after = dlsym(h, "fake_cuda_fail_allocs_after");
+    *(void **)&fake_deinitialize = dlsym(h, "fake_cuda_deinitialize");
   }
   if (!fake_launches || !fake_live_allocations || !fake_loaded_modules || !fake_capture ||
-      !fake_unsafe_calls || !fake_fail_allocs_after) {
+      !fake_unsafe_calls || !fake_fail_allocs_after || !fake_deinitialize) {
     fprintf(stderr, "KDA_LIBCUDA must name the stand-in driver (tests/fake_cuda); got %s\n",
             path ? path : "(unset)");
     return 1;
@@ -768,6 +797,7 @@ int main(void) {
       cmocka_unit_test(builders_come_from_the_database_like_the_gate_kernels),
       cmocka_unit_test(cached_mode_serves_the_offline_heuristic_of_a_large_shape),
       cmocka_unit_test(log_callback_may_call_the_library),
+      cmocka_unit_test(destroy_after_driver_shutdown_frees_the_host_side),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

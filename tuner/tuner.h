@@ -355,6 +355,10 @@ kda_status kda__tune_kit_acquire(kda_context *ctx, kda__tune_kit **kit, double *
 void kda__tune_kit_release(kda_context *ctx);
 /* At context destroy, ctx current: frees the kit (no run may hold it). */
 void kda__tune_kit_destroy(kda_context *ctx);
+/* At context destroy when the CUDA context cannot be entered (destroyed
+ * by its owner, or the driver shut down): its streams and events went with
+ * it; frees what the host holds (memory, the timing lock's descriptor). */
+void kda__tune_kit_abandon(kda_context *ctx);
 /* The most tuning runs of this process ever inside the timing section at
  * once (1 with the lock; tests). */
 int kda__tune_kit_inside_max(void);

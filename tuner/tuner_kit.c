@@ -181,4 +181,12 @@ void kda__tune_kit_destroy(kda_context *ctx) {
   ctx->tune_kit = NULL;
 }
 
+void kda__tune_kit_abandon(kda_context *ctx) {
+  kda__tune_kit *k = ctx->tune_kit;
+  ctx->tune_kit = NULL;
+  if (k == NULL) return;
+  if (k->lock_fd >= 0) close(k->lock_fd);
+  free(k);
+}
+
 int kda__tune_kit_inside_max(void) { return atomic_load(&g_inside_max); }

@@ -112,7 +112,12 @@ FAKE_API CUresult cuDevicePrimaryCtxRetain(CUcontext *c, CUdevice d) {
   return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuDevicePrimaryCtxRelease(CUdevice d) { (void)d; return CUDA_SUCCESS; }
+/* fake_cuda_deinitialize(1): context calls fail as they do while the
+ * driver shuts down at exit (CUDA_ERROR_DEINITIALIZED); 0 undoes it. */
+static atomic_int deinitialized;
+FAKE_API void fake_cuda_deinitialize(int on) { atomic_store(&deinitialized, on); }
 FAKE_API CUresult cuCtxGetCurrent(CUcontext *c) {
+  if (atomic_load(&deinitialized)) return CUDA_ERROR_DEINITIALIZED;
   *c = depth ? stack[depth - 1] : NULL;
   return CUDA_SUCCESS;
 }
@@ -122,6 +127,7 @@ FAKE_API CUresult cuCtxSetCurrent(CUcontext c) {
   return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuCtxPushCurrent(CUcontext c) {
+  if (atomic_load(&deinitialized)) return CUDA_ERROR_DEINITIALIZED;
   if (depth == 16) return CUDA_ERROR_INVALID_VALUE;
   stack[depth++] = c;
   return CUDA_SUCCESS;
