@@ -89,6 +89,10 @@ static void run_job(kda_context *ctx, job *j) {
 
 static void *worker(void *arg) {
   kda_context *ctx = arg;
+  /* Its jobs allocate, load and time while the server may capture a graph
+   * on another thread (vLLM's warm-up queues jobs, then captures): this
+   * thread's calls must neither be refused nor invalidate that capture. */
+  (void)kda__driver_relax_capture(ctx->drv);
   struct kda__background *bg = ctx->background;
   pthread_mutex_lock(&bg->lock);
   for (;;) {

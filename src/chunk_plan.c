@@ -69,7 +69,9 @@ kda_status kda_chunk_plan_create(kda_context *ctx, int64_t max_total_tokens, int
     return st;
   }
   CUdeviceptr rows = 0;
+  const CUstreamCaptureMode mode = kda__driver_relax_capture(ctx->drv);
   CUresult r = ctx->drv->cuMemAlloc(&rows, kda__plan_bytes(cap, chunk_size));
+  kda__driver_restore_capture(ctx->drv, mode);
   kda__context_leave(ctx, pushed);
   if (r != CUDA_SUCCESS) {
     free(p);
@@ -133,7 +135,9 @@ void kda_chunk_plan_destroy(kda_chunk_plan *plan) {
   kda_context *ctx = plan->ctx;
   int pushed = 0;
   if (plan->rows != 0 && kda__context_enter(ctx, &pushed) == KDA_OK) {
+    const CUstreamCaptureMode mode = kda__driver_relax_capture(ctx->drv);
     ctx->drv->cuMemFree(plan->rows);
+    kda__driver_restore_capture(ctx->drv, mode);
     kda__context_leave(ctx, pushed);
   }
   pthread_mutex_destroy(&plan->lock);

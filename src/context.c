@@ -448,9 +448,20 @@ kda_status kda__context_load(kda_context *ctx, const void *cubin, const char *lo
 
 /* The cache's build step: one NVRTC program for one instantiation, loaded
  * into ctx's CUcontext. Runs outside every lock. */
+static kda_status build_spec_relaxed(kda_context *ctx, const kda__spec *spec, CUmodule *module,
+                                     CUfunction *function);
+
 static kda_status build_spec(void *user, const kda__spec *spec, CUmodule *module,
                              CUfunction *function) {
   kda_context *ctx = user;
+  const CUstreamCaptureMode mode = kda__driver_relax_capture(ctx->drv);
+  const kda_status st = build_spec_relaxed(ctx, spec, module, function);
+  kda__driver_restore_capture(ctx->drv, mode);
+  return st;
+}
+
+static kda_status build_spec_relaxed(kda_context *ctx, const kda__spec *spec, CUmodule *module,
+                                     CUfunction *function) {
   char name[KDA__NAME_MAX];
   KDA__REQUIRE(kda__spec_name(spec, name, sizeof name) > 0, KDA_ERROR_INTERNAL,
                "specialization name too long");
@@ -507,6 +518,9 @@ void kda__context_slot(const kda__launch_plan *plan, const kda_gate_args *args, 
 }
 
 static kda_status capture_cold(kda_context *ctx, const kda__spec *spec, CUstream stream) {
+  /* The legacy stream is never captured; asking would fail (capture
+   * "implicit") while another thread captures a blocking stream. */
+  if (stream == NULL) return KDA_OK;
   CUstreamCaptureStatus cap = CU_STREAM_CAPTURE_STATUS_NONE;
   KDA__CU(ctx->drv, cuStreamIsCapturing, stream, &cap);
   if (cap == CU_STREAM_CAPTURE_STATUS_NONE) return KDA_OK;
@@ -533,11 +547,11 @@ kda_status kda__context_resolve(kda_context *ctx, const kda__launch_plan *plan,
   if (ctx->tune_mode == KDA_TUNE_BACKGROUND) {
     /* Run now with the heuristic; a worker tunes the slot and installs the
      * winner, which later calls find in the cache. Not queued while the
-     * stream captures: the worker's allocations and synchronisations would
-     * run during the capture (and can invalidate it); the slot stays
-     * unqueued, so the next call outside capture queues it. */
+     * stream captures (the worker's calls are capture-safe, but a job that
+     * outlives the capture is the caller's warm-up, not its graph); the
+     * slot stays unqueued, so the next call outside capture queues it. */
     CUstreamCaptureStatus cap = CU_STREAM_CAPTURE_STATUS_NONE;
-    KDA__CU(ctx->drv, cuStreamIsCapturing, stream, &cap);
+    if (stream != NULL) KDA__CU(ctx->drv, cuStreamIsCapturing, stream, &cap);
     if (cap == CU_STREAM_CAPTURE_STATUS_NONE) kda__background_enqueue(ctx, plan, args, &slot);
     *cfg = plan->spec.cfg;
     return kda__context_function(ctx, &plan->spec, stream, fn);

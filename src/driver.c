@@ -27,6 +27,7 @@
   X(cuCtxGetDevice) X(cuCtxSynchronize) X(cuModuleLoadData) X(cuModuleUnload)       \
   X(cuModuleGetFunction) X(cuFuncGetAttribute) X(cuLaunchKernel) X(cuMemAlloc)      \
   X(cuMemFree) X(cuMemcpyHtoD) X(cuMemcpyDtoH) X(cuMemcpyDtoD) X(cuMemcpyHtoDAsync) \
+  X(cuMemcpyDtoDAsync)                                                               \
   X(cuMemcpyDtoHAsync) X(cuMemsetD32) X(cuMemsetD32Async) X(cuStreamCreate)         \
   X(cuStreamDestroy) X(cuStreamSynchronize) X(cuStreamIsCapturing)                  \
   X(cuStreamBeginCapture) X(cuStreamEndCapture) X(cuGraphInstantiate)               \
@@ -35,9 +36,10 @@
 
 /* A field added to kda__driver but not to the list above would stay NULL. */
 #define KDA__COUNT_ONE(fn) +1
-/* + 1: cuLaunchKernelEx, resolved on its own because it is optional. */
+/* + 2: cuLaunchKernelEx and cuThreadExchangeStreamCaptureMode, resolved on
+ * their own because they are optional. */
 _Static_assert(sizeof(kda__driver) ==
-                   (0 KDA__DRIVER_SYMBOLS(KDA__COUNT_ONE) + 1) * sizeof(void (*)(void)),
+                   (0 KDA__DRIVER_SYMBOLS(KDA__COUNT_ONE) + 2) * sizeof(void (*)(void)),
                "KDA__DRIVER_SYMBOLS must list every required field of kda__driver");
 #undef KDA__COUNT_ONE
 
@@ -110,6 +112,8 @@ static void load_once(void) {
   /* Optional: a driver without it launches plainly (no launch overlap). */
   void *ex = dlsym(handle, KDA__STR(cuLaunchKernelEx));
   if (ex != NULL) memcpy((void *)&d->cuLaunchKernelEx, &ex, sizeof ex);
+  void *mode = dlsym(handle, KDA__STR(cuThreadExchangeStreamCaptureMode));
+  if (mode != NULL) memcpy((void *)&d->cuThreadExchangeStreamCaptureMode, &mode, sizeof mode);
 
   CUresult r = d->cuInit(0);
   if (r != CUDA_SUCCESS) {
@@ -143,4 +147,17 @@ kda_status kda__cu_status(const kda__driver *drv, CUresult r, const char *call, 
   kda_status s = r == CUDA_ERROR_OUT_OF_MEMORY ? KDA_ERROR_OUT_OF_MEMORY : KDA_ERROR_CUDA;
   return kda__fail(s, "%s failed: %s (%s) at %s:%d", call ? call : "CUDA call", name, text,
                    file ? file : "?", line);
+}
+
+CUstreamCaptureMode kda__driver_relax_capture(const kda__driver *d) {
+  CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
+  if (d->cuThreadExchangeStreamCaptureMode == NULL ||
+      d->cuThreadExchangeStreamCaptureMode(&mode) != CUDA_SUCCESS)
+    return CU_STREAM_CAPTURE_MODE_RELAXED; /* nothing to restore */
+  return mode;
+}
+
+void kda__driver_restore_capture(const kda__driver *d, CUstreamCaptureMode mode) {
+  if (mode == CU_STREAM_CAPTURE_MODE_RELAXED || d->cuThreadExchangeStreamCaptureMode == NULL) return;
+  d->cuThreadExchangeStreamCaptureMode(&mode);
 }

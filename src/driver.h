@@ -37,6 +37,7 @@ typedef struct kda__driver {
   CUresult (*cuMemcpyHtoD)(CUdeviceptr, const void *, size_t);
   CUresult (*cuMemcpyDtoH)(void *, CUdeviceptr, size_t);
   CUresult (*cuMemcpyDtoD)(CUdeviceptr, CUdeviceptr, size_t);
+  CUresult (*cuMemcpyDtoDAsync)(CUdeviceptr, CUdeviceptr, size_t, CUstream);
   CUresult (*cuMemcpyHtoDAsync)(CUdeviceptr, const void *, size_t, CUstream);
   CUresult (*cuMemcpyDtoHAsync)(void *, CUdeviceptr, size_t, CUstream);
   CUresult (*cuMemsetD32)(CUdeviceptr, unsigned int, size_t);
@@ -59,6 +60,10 @@ typedef struct kda__driver {
   /* Optional (NULL where the driver lacks it): launches with attributes,
    * for programmatic dependent launch (kda_options.launch_overlap). */
   CUresult (*cuLaunchKernelEx)(const CUlaunchConfig *, CUfunction, void **, void **);
+  /* Optional (NULL where the driver lacks it): the calling thread's stream
+   * capture mode, relaxed around the library's own allocations and module
+   * loads so that they do not break another thread's capture. */
+  CUresult (*cuThreadExchangeStreamCaptureMode)(CUstreamCaptureMode *);
 } kda__driver;
 
 /* Loads libcuda once per process (thread-safe) and calls cuInit(0).
@@ -67,6 +72,18 @@ typedef struct kda__driver {
  * On failure returns KDA_ERROR_NO_DRIVER with dlerror()'s or cuInit's text
  * recorded; the same failure is reported again on every later call. */
 kda_status kda__driver_load(const kda__driver **out);
+
+/* Sets the calling thread's stream capture mode to relaxed and returns the
+ * mode to restore. In the default (global) mode a thread's allocation,
+ * free or module load while any other thread captures in global mode is
+ * refused and invalidates that capture: a server capturing a CUDA graph on
+ * one thread while another thread's call compiles, loads or tunes a cold
+ * specialization. Relaxed, those calls are this thread's business; the
+ * library also keeps them off the legacy stream (its own non-blocking
+ * streams), so they make no capturing stream wait. No-op on a driver
+ * without the call. */
+CUstreamCaptureMode kda__driver_relax_capture(const kda__driver *d);
+void kda__driver_restore_capture(const kda__driver *d, CUstreamCaptureMode mode);
 
 /* Records "CALL failed: CUDA_ERROR_X (text) at FILE:LINE" and returns the
  * status for r (KDA_OK, KDA_ERROR_OUT_OF_MEMORY or KDA_ERROR_CUDA). */

@@ -27,6 +27,7 @@ static void (*fake_capture)(kda_stream);
 static long (*fake_unsafe_calls)(void);
 static void (*fake_fail_allocs_after)(long);
 static void (*fake_deinitialize)(int);
+static long (*fake_legacy_calls)(void);
 
 static long open_fds(void) {
   DIR *d = opendir("/proc/self/fd");
@@ -224,9 +225,8 @@ static void wait_background_jobs(kda_context *ctx, uint64_t n) {
 
 /* Background mode, a warm heuristic met in a new token bucket while the
  * stream captures: the call launches (the heuristic is compiled) but queues
- * no tuning, whose allocations would run during the capture (and, in the
- * default global capture mode, break it). The next call outside capture
- * queues the bucket. */
+ * no tuning (a job that outlives the capture is the warm-up's, not the
+ * graph's). The next call outside capture queues the bucket. */
 static void background_mode_queues_no_tuning_during_capture(void **state) {
   (void)state;
   /* chunk 16, H*K = 256: 264+ chunks keep the heuristic the same in both
@@ -259,6 +259,61 @@ static void background_mode_queues_no_tuning_during_capture(void **state) {
   assert_int_equal(kda_gate_chunk_cumsum(ctx, &c.a, capturing), KDA_OK);
   wait_background_jobs(ctx, 2);
   kda_context_destroy(ctx);
+  call_free(&c);
+}
+
+/* Another thread captures a CUDA graph in the default global mode, on a
+ * blocking stream (the stand-in's model: fake_cuda_capture), while this
+ * thread's calls compile, load, allocate and tune: a cold call with tuning
+ * on, kda_prewarm, a chunk plan's creation and destruction, and a
+ * background job queued before the capture that runs during it. None may
+ * make an unsafe call (refused in global mode, and it invalidates that
+ * capture) or touch the legacy stream (it would make the capture wait).
+ * The calls run on a stream of their own, as a server's threads do. */
+static void work_beside_another_threads_capture_leaves_it_alone(void **state) {
+  (void)state;
+  call c;
+  call_init(&c, 2, 64, 64, 4096);
+  static int other_object, own_object;
+  kda_stream other = (kda_stream)(void *)&other_object, own = (kda_stream)(void *)&own_object;
+  const long unsafe0 = fake_unsafe_calls(), legacy0 = fake_legacy_calls();
+  const long modules0 = fake_loaded_modules();
+
+  kda_options o = kda_options_default();
+  o.db_path = ":memory:";
+  o.tune_mode = KDA_TUNE_ON;
+  o.log_level = KDA_LOG_ERROR;
+  kda_context *ctx = NULL;
+  assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
+  fake_capture(other);
+  assert_int_equal(kda_gate_chunk_cumsum(ctx, &c.a, own), KDA_OK); /* cold: compiles, tunes */
+  kda_stats st = {.struct_size = sizeof st};
+  assert_int_equal(kda_context_get_stats(ctx, &st), KDA_OK);
+  assert_true(st.nvrtc_compiles >= 2); /* the heuristic and a tuning run's candidates */
+  kda_gate_args shape = c.a;
+  shape.seq_len = 300; /* another bucket */
+  kda_prewarm_result r = {.struct_size = sizeof r};
+  const kda_status pst = kda_prewarm(ctx, KDA_KERNEL_GATE_CHUNK_CUMSUM, &shape, 0, &r);
+  /* On the stand-in a tuning run cannot validate (its kernels write
+   * nothing): the prewarm keeps the heuristic or reports that. */
+  if (pst != KDA_OK && pst != KDA_ERROR_INTERNAL) fail_msg("kda_prewarm: %s", kda_last_error());
+  kda_chunk_plan *plan = NULL;
+  assert_int_equal(kda_chunk_plan_create(ctx, 4096, 8, 64, &plan), KDA_OK);
+  kda_chunk_plan_destroy(plan);
+  fake_capture(NULL);
+  kda_context_destroy(ctx);
+
+  o.tune_mode = KDA_TUNE_BACKGROUND;
+  assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
+  assert_int_equal(kda_gate_chunk_cumsum(ctx, &c.a, own), KDA_OK); /* queues a job */
+  fake_capture(other);
+  wait_background_jobs(ctx, 1); /* it ran (most of it) during the capture */
+  fake_capture(NULL);
+  kda_context_destroy(ctx);
+
+  assert_int_equal(fake_unsafe_calls() - unsafe0, 0);
+  assert_int_equal(fake_legacy_calls() - legacy0, 0);
+  assert_int_equal(fake_loaded_modules(), modules0);
   call_free(&c);
 }
 
@@ -775,9 +830,11 @@ int main(void) {
     *(void **)&fake_unsafe_calls = dlsym(h, "fake_cuda_unsafe_calls");
     *(void **)&fake_fail_allocs_after = dlsym(h, "fake_cuda_fail_allocs_after");
     *(void **)&fake_deinitialize = dlsym(h, "fake_cuda_deinitialize");
+    *(void **)&fake_legacy_calls = dlsym(h, "fake_cuda_legacy_calls");
   }
   if (!fake_launches || !fake_live_allocations || !fake_loaded_modules || !fake_capture ||
-      !fake_unsafe_calls || !fake_fail_allocs_after || !fake_deinitialize) {
+      !fake_unsafe_calls || !fake_fail_allocs_after || !fake_deinitialize ||
+      !fake_legacy_calls) {
     fprintf(stderr, "KDA_LIBCUDA must name the stand-in driver (tests/fake_cuda); got %s\n",
             path ? path : "(unset)");
     return 1;
@@ -788,6 +845,7 @@ int main(void) {
       cmocka_unit_test(earlier_struct_sizes_are_accepted),
       cmocka_unit_test(background_mode_runs_cold_calls_at_once_and_shuts_down_cleanly),
       cmocka_unit_test(background_mode_queues_no_tuning_during_capture),
+      cmocka_unit_test(work_beside_another_threads_capture_leaves_it_alone),
       cmocka_unit_test(layer_gate_fwd_rejects_before_building_the_table),
       cmocka_unit_test(tune_on_call_keeps_the_heuristic_when_validation_cannot_run),
       cmocka_unit_test(tuning_run_compiles_its_candidates_in_parallel_programs),

@@ -602,6 +602,115 @@ static void whole_varlen_layer_replays_from_one_captured_graph(void **state) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* 2b. Cold work on one thread while another thread captures a graph         */
+/* ------------------------------------------------------------------------ */
+
+static const shape CAP_WARM = {KDA_DTYPE_BF16, 8, 64, 64, KDA_GATE_SOFTPLUS, 1, 1, 0, 0,
+                               1, 4096, NULL, 0, KDA_DTYPE_I32};
+static const shape CAP_COLD = {KDA_DTYPE_BF16, 4, 128, 64, KDA_GATE_SOFTPLUS, 1, 1, 0, 0,
+                               2, 1500, NULL, 0, KDA_DTYPE_I32};
+
+typedef struct cold_worker {
+  kda_context *ctx;
+  const prepared *p;
+  size_t bad;
+  kda_status prewarm, plan;
+} cold_worker;
+
+/* The other thread: a cold specialization (NVRTC, module load, a tuning
+ * run's allocations and timing), a prewarm of another bucket and a chunk
+ * plan's creation and destruction, all on a stream of its own. */
+static void *cold_worker_run(void *arg) {
+  cold_worker *w = arg;
+  w->bad = RUN_FAILED;
+  if (g_drv->cuCtxSetCurrent(g_cu) != CUDA_SUCCESS) return NULL;
+  CUstream s;
+  if (g_drv->cuStreamCreate(&s, CU_STREAM_NON_BLOCKING) != CUDA_SUCCESS) return NULL;
+  float *host = malloc(w->p->n * sizeof(float));
+  w->bad = host ? run_checked(w->ctx, w->p, s, host) : RUN_FAILED;
+  kda_gate_args shape = w->p->a;
+  shape.seq_len = 9000; /* another bucket */
+  kda_prewarm_result r = {.struct_size = sizeof r};
+  w->prewarm = kda_prewarm(w->ctx, KDA_KERNEL_GATE_CHUNK_CUMSUM, &shape, 0, &r);
+  kda_chunk_plan *plan = NULL;
+  w->plan = kda_chunk_plan_create(w->ctx, 8192, 16, 64, &plan);
+  kda_chunk_plan_destroy(plan);
+  g_drv->cuStreamDestroy(s);
+  free(host);
+  return NULL;
+}
+
+/* A server captures a graph on one thread (the default global mode, on a
+ * blocking stream) while another thread's call meets a cold specialization
+ * with tuning on. The cold thread's allocations, frees and module loads
+ * must neither be refused nor invalidate the capture (the library relaxes
+ * its own thread's capture mode around them), and none of its work may go
+ * to the legacy stream (which waits for blocking streams, the capturing one
+ * included). Both answers are checked: the cold call's output, and the
+ * captured graph's, replayed. */
+static void cold_work_beside_another_threads_capture_leaves_it_whole(void **state) {
+  (void)state;
+  char db[256];
+  temp_db(db, sizeof db);
+  kda_context *ctx = context(db, KDA_TUNE_ON, 300.0);
+  prepared warm, cold;
+  prepare(&CAP_WARM, 0xca97, &warm);
+  prepare(&CAP_COLD, 0xc01d, &cold);
+  float *host = malloc(warm.n * sizeof(float));
+  CUstream s;
+  assert_int_equal(g_drv->cuStreamCreate(&s, CU_STREAM_DEFAULT), CUDA_SUCCESS); /* blocking */
+  assert_int_equal(run_checked(ctx, &warm, s, host), 0); /* warm (tuned) outside capture */
+  const kda_stats before = stats_of(ctx);
+
+  assert_int_equal(g_drv->cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL), CUDA_SUCCESS);
+  const CUdeviceptr out = (CUdeviceptr)(uintptr_t)warm.a.out;
+  const CUresult poison = g_drv->cuMemsetD32Async(out, POISON, warm.n, s);
+  const kda_status rec = kda_gate_chunk_cumsum(ctx, &warm.a, (kda_stream)s);
+  cold_worker w = {ctx, &cold, RUN_FAILED, KDA_ERROR_INTERNAL, KDA_ERROR_INTERNAL};
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, cold_worker_run, &w), 0);
+  assert_int_equal(pthread_join(t, NULL), 0);
+  CUstreamCaptureStatus cap = CU_STREAM_CAPTURE_STATUS_NONE;
+  const CUresult query = g_drv->cuStreamIsCapturing(s, &cap);
+  CUgraph graph = NULL;
+  const CUresult end = g_drv->cuStreamEndCapture(s, &graph);
+  const kda_stats after = stats_of(ctx);
+  printf("capture beside a cold call: capture %s, end %d; cold call %zu elements out of budget, "
+         "tuning runs %llu -> %llu, prewarm %s, plan %s\n",
+         cap == CU_STREAM_CAPTURE_STATUS_ACTIVE ? "active" : "NOT active", (int)end, w.bad,
+         (unsigned long long)before.tuning_runs, (unsigned long long)after.tuning_runs,
+         kda_status_string(w.prewarm), kda_status_string(w.plan));
+  assert_int_equal(poison, CUDA_SUCCESS);
+  GU_CHECK(rec);
+  assert_int_equal(query, CUDA_SUCCESS);
+  assert_int_equal(cap, CU_STREAM_CAPTURE_STATUS_ACTIVE);
+  assert_int_equal(end, CUDA_SUCCESS);
+  assert_int_equal(w.bad, 0);
+  GU_CHECK(w.prewarm);
+  GU_CHECK(w.plan);
+  assert_true(after.tuning_runs >= before.tuning_runs + 2); /* the cold call and the prewarm */
+
+  CUgraphExec exec;
+  assert_int_equal(g_drv->cuGraphInstantiate(&exec, graph, 0), CUDA_SUCCESS);
+  size_t bad = 0;
+  for (int r = 0; r < 3; ++r) {
+    gu_poison(warm.a.out, warm.n * sizeof(float), 0x12345678u); /* the graph poisons again */
+    assert_int_equal(g_drv->cuGraphLaunch(exec, s), CUDA_SUCCESS);
+    assert_int_equal(g_drv->cuMemcpyDtoHAsync(host, out, warm.n * sizeof(float), s), CUDA_SUCCESS);
+    assert_int_equal(g_drv->cuStreamSynchronize(s), CUDA_SUCCESS);
+    bad += tu_check_close(host, warm.ref, warm.n, TOL, NULL, NULL);
+  }
+  assert_int_equal(bad, 0);
+  g_drv->cuGraphExecDestroy(exec);
+  g_drv->cuGraphDestroy(graph);
+  g_drv->cuStreamDestroy(s);
+  free(host);
+  prepared_free(&warm);
+  prepared_free(&cold);
+  kda_context_destroy(ctx);
+}
+
+/* ------------------------------------------------------------------------ */
 /* 3. Two GPU models in one database                                         */
 /* ------------------------------------------------------------------------ */
 
@@ -751,6 +860,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(sixteen_threads_tune_eight_cold_specializations_once_each),
       cmocka_unit_test(whole_varlen_layer_replays_from_one_captured_graph),
+      cmocka_unit_test(cold_work_beside_another_threads_capture_leaves_it_whole),
       cmocka_unit_test(two_gpu_models_in_one_database_never_share_a_row),
       cmocka_unit_test(destroy_during_background_tuning_is_bounded_and_leaves_whole_rows),
   };

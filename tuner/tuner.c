@@ -238,9 +238,20 @@ static void drop_lease(kda__slot_job *j) {
   kda__context_store_unlock(j->ctx);
 }
 
+static kda_status tuner_build(const kda__tune_request *rq, const kda__spec *slot,
+                              CUmodule *module, CUfunction *function, kda__config *config);
+
 kda_status kda__tuner_build(void *user, const kda__spec *slot, CUmodule *module,
                             CUfunction *function, kda__config *config) {
   const kda__tune_request *rq = user;
+  const CUstreamCaptureMode mode = kda__driver_relax_capture(rq->ctx->drv);
+  const kda_status st = tuner_build(rq, slot, module, function, config);
+  kda__driver_restore_capture(rq->ctx->drv, mode);
+  return st;
+}
+
+static kda_status tuner_build(const kda__tune_request *rq, const kda__spec *slot,
+                              CUmodule *module, CUfunction *function, kda__config *config) {
   kda_context *ctx = rq->ctx;
   kda__slot_job *j = calloc(1, sizeof *j);
   KDA__REQUIRE(j != NULL, KDA_ERROR_OUT_OF_MEMORY, "out of memory starting a tuning job");
@@ -329,9 +340,20 @@ kda_status kda__tuner_build(void *user, const kda__spec *slot, CUmodule *module,
   return st;
 }
 
+static kda_status stored_build(kda_context *ctx, const kda__spec *spec, CUmodule *module,
+                               CUfunction *function);
+
 kda_status kda__stored_build(void *user, const kda__spec *spec, CUmodule *module,
                              CUfunction *function) {
   kda_context *ctx = user;
+  const CUstreamCaptureMode mode = kda__driver_relax_capture(ctx->drv);
+  const kda_status st = stored_build(ctx, spec, module, function);
+  kda__driver_restore_capture(ctx->drv, mode);
+  return st;
+}
+
+static kda_status stored_build(kda_context *ctx, const kda__spec *spec, CUmodule *module,
+                               CUfunction *function) {
   kda__slot_job *j = calloc(1, sizeof *j);
   KDA__REQUIRE(j != NULL, KDA_ERROR_OUT_OF_MEMORY, "out of memory building a kernel");
   j->ctx = ctx;

@@ -57,18 +57,28 @@ typedef struct prewarm_bufs {
   CUdeviceptr g, out, alog, bias, cu, table;
   kda_chunk_plan plan; /* wraps table when the shape asks for a chunk plan */
   int plan_set;
+  CUstream stream; /* the prewarm's own, non-blocking */
 } prewarm_bufs;
 
 static void free_bufs(const kda__driver *d, prewarm_bufs *b) {
   if (b->plan_set) pthread_mutex_destroy(&b->plan.lock);
+  if (b->stream) d->cuStreamSynchronize(b->stream);
   CUdeviceptr *p[] = {&b->g, &b->out, &b->alog, &b->bias, &b->cu, &b->table};
   for (size_t i = 0; i < sizeof p / sizeof p[0]; ++i)
     if (*p[i]) d->cuMemFree(*p[i]);
+  if (b->stream) d->cuStreamDestroy(b->stream);
 }
 
-static kda_status upload(const kda__driver *d, CUdeviceptr *dst, const void *src, size_t bytes) {
+/* On the prewarm's own non-blocking stream, never the legacy one: a
+ * legacy-stream copy would wait for (and so break) a capture another
+ * thread runs on a blocking stream. */
+static kda_status upload(const kda__driver *d, CUstream stream, CUdeviceptr *dst, const void *src,
+                         size_t bytes) {
   KDA__CU(d, cuMemAlloc, dst, bytes ? bytes : 4);
-  if (src && bytes) KDA__CU(d, cuMemcpyHtoD, *dst, src, bytes);
+  if (src && bytes) {
+    KDA__CU(d, cuMemcpyHtoDAsync, *dst, src, bytes, stream);
+    KDA__CU(d, cuStreamSynchronize, stream); /* src is the caller's to reuse */
+  }
   return KDA_OK;
 }
 
@@ -85,17 +95,17 @@ static kda_status make_inputs(const kda__driver *d, kda_gate_args *a, prewarm_bu
     if (a->g_dtype == KDA_DTYPE_F32) ((float *)host)[i] = v;
     else ((uint16_t *)host)[i] = a->g_dtype == KDA_DTYPE_BF16 ? to_bf16(v) : to_f16(v);
   }
-  kda_status st = upload(d, &b->g, host, n * isz);
-  if (st == KDA_OK) st = upload(d, &b->out, NULL, n * osz);
+  kda_status st = upload(d, b->stream, &b->g, host, n * isz);
+  if (st == KDA_OK) st = upload(d, b->stream, &b->out, NULL, n * osz);
   if (st == KDA_OK && a->A_log) {
     float *h = host;
     for (int i = 0; i < a->num_heads; ++i) h[i] = (float)log(1.0 + 15.0 * uniform(&seed));
-    st = upload(d, &b->alog, h, (size_t)a->num_heads * 4);
+    st = upload(d, b->stream, &b->alog, h, (size_t)a->num_heads * 4);
   }
   if (st == KDA_OK && a->dt_bias) {
     float *h = host;
     for (size_t i = 0; i < hk; ++i) h[i] = (float)normal(&seed);
-    st = upload(d, &b->bias, h, hk * 4);
+    st = upload(d, b->stream, &b->bias, h, hk * 4);
   }
   free(host);
   KDA__TRY(st);
@@ -121,7 +131,7 @@ static kda_status make_plan(kda_context *ctx, kda_gate_args *a, prewarm_bufs *b)
   if (st == KDA_OK) {
     kda__equal_seqlens(KDA_DTYPE_I64, N, T, cu);
     kda__plan_pack(cu, KDA_DTYPE_I64, N, T, a->chunk_size, KDA__PLAN_GREEDY_RUNS, rows, cap);
-    st = upload(ctx->drv, &b->table, rows, bytes);
+    st = upload(ctx->drv, b->stream, &b->table, rows, bytes);
   }
   free(rows);
   free(cu);
@@ -148,8 +158,8 @@ static kda_status make_varlen(const kda__driver *d, kda_gate_args *a, prewarm_bu
     kda__equal_seqlens(isz == 8 ? KDA_DTYPE_I64 : KDA_DTYPE_I32, N, T, cu);
     st = kda_chunk_indices_build_host(cu, a->cu_seqlens_dtype, N, a->chunk_size, table, cap, &rows);
   }
-  if (st == KDA_OK) st = upload(d, &b->cu, cu, (size_t)(N + 1) * isz);
-  if (st == KDA_OK) st = upload(d, &b->table, table, (size_t)rows * 8);
+  if (st == KDA_OK) st = upload(d, b->stream, &b->cu, cu, (size_t)(N + 1) * isz);
+  if (st == KDA_OK) st = upload(d, b->stream, &b->table, table, (size_t)rows * 8);
   free(cu);
   free(table);
   KDA__TRY(st);
@@ -206,6 +216,9 @@ static kda_status prewarm(kda_context *ctx, kda__op op, kda_gate_args *a, int fo
   }
   prewarm_bufs b;
   memset(&b, 0, sizeof b);
+  CUresult cr = ctx->drv->cuStreamCreate(&b.stream, CU_STREAM_NON_BLOCKING);
+  if (cr != CUDA_SUCCESS)
+    return kda__cu_status(ctx->drv, cr, "cuStreamCreate(prewarm)", __FILE__, __LINE__);
   kda_status st = make_inputs(ctx->drv, a, &b);
   if (st == KDA_OK && a->num_seqs > 0 && op != KDA__OP_GATE)
     st = a->chunk_plan != NULL ? make_plan(ctx, a, &b) : make_varlen(ctx->drv, a, &b);
@@ -225,7 +238,7 @@ static kda_status prewarm(kda_context *ctx, kda__op op, kda_gate_args *a, int fo
     rq.ctx = ctx;
     rq.args = a;
     rq.plan = &plan;
-    rq.stream = NULL;
+    rq.stream = b.stream;
     rq.mode = KDA_TUNE_ON;
     rq.force = force;
     rq.report = out;
@@ -238,7 +251,6 @@ static kda_status prewarm(kda_context *ctx, kda__op op, kda_gate_args *a, int fo
       ctx->drv->cuModuleUnload(module);
     }
   }
-  ctx->drv->cuCtxSynchronize();
   free_bufs(ctx->drv, &b);
   return st;
 }
@@ -294,6 +306,7 @@ kda_status kda_prewarm(kda_context *ctx, kda_kernel kernel, const kda_gate_args 
   int pushed = 0;
   st = kda__context_enter(ctx, &pushed);
   if (st == KDA_OK) {
+    const CUstreamCaptureMode mode = kda__driver_relax_capture(ctx->drv);
     st = prewarm(ctx, op, &a, force != 0, r);
     if (st == KDA_OK && builder) {
       const kda__spec spec =
@@ -301,6 +314,7 @@ kda_status kda_prewarm(kda_context *ctx, kda_kernel kernel, const kda_gate_args 
       CUfunction fn = NULL;
       st = kda__context_function(ctx, &spec, NULL, &fn);
     }
+    kda__driver_restore_capture(ctx->drv, mode);
     kda__context_leave(ctx, pushed);
   }
   free(host_seqlens);

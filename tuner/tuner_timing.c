@@ -102,10 +102,12 @@ static kda_status bench_init(kda__tune_bench *b, int l2_bytes) {
       b->in[i] = 0;
       break;
     }
-    /* Synchronous copy: the caller's stream was synchronised before. */
-    if (d->cuMemcpyDtoD(b->in[i], b->in[0], b->l.in_bytes) != CUDA_SUCCESS) break;
+    /* On the kit's stream (the caller's was synchronised before), not the
+     * legacy one: that would wait for another thread's capture. */
+    if (d->cuMemcpyDtoDAsync(b->in[i], b->in[0], b->l.in_bytes, b->stream) != CUDA_SUCCESS) break;
     b->nrot = i + 1;
   }
+  BENCH_CU(b, cuStreamSynchronize, b->stream);
   return KDA_OK;
 }
 
@@ -180,8 +182,8 @@ static kda_status compare(kda__tune_bench *b, CUdeviceptr out,
   if (blocks < 1) blocks = 1;
   BENCH_CU(b, cuLaunchKernel, b->compare, (unsigned)blocks, 1, 1, 256, 1, 1, 0, b->stream, params,
            NULL);
+  BENCH_CU(b, cuMemcpyDtoHAsync, res, b->result, KDA__COMPARE_WORDS * sizeof res[0], b->stream);
   BENCH_CU(b, cuStreamSynchronize, b->stream);
-  BENCH_CU(b, cuMemcpyDtoH, res, b->result, KDA__COMPARE_WORDS * sizeof res[0]);
   KDA__REQUIRE(res[3] == (unsigned long long)n, KDA_ERROR_INTERNAL,
                "output validation compared %llu of %lld elements: the compare kernel did not "
                "run; nothing can be validated, so nothing is tuned", res[3], n);

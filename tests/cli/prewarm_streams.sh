@@ -1,8 +1,9 @@
 #!/bin/sh
 # kda-tune prewarm --streams, on the stand-in driver (no GPU): the streams a
 # prewarm makes before tuning, counted by the driver at exit
-# (FAKE_CUDA_STATS_FILE); none by default. The tuner's own stream is one
-# more in every case.
+# (FAKE_CUDA_STATS_FILE); none by default. Two more in every case: the
+# tuner's own stream and the one the prewarm uploads its inputs on (never
+# the legacy stream, which would wait for another thread's graph capture).
 # The fake driver cannot validate a tuning run, so every prewarm here ends
 # with exit status 1 after making its streams; --budget-ms 1 keeps each run
 # to one candidate. Usage: prewarm_streams.sh KDA_TUNE FAKE_LIBCUDA
@@ -36,9 +37,9 @@ expect() {
   fi
 }
 
-expect none "$(made none --streams 0)" 1
-expect five "$(made five --streams 5)" 6
-expect default "$(made default)" 1
+expect none "$(made none --streams 0)" 2
+expect five "$(made five --streams 5)" 7
+expect default "$(made default)" 2
 
 # Refused before anything runs: a negative count, and --streams where
 # nothing is tuned.

@@ -28,11 +28,25 @@ static atomic_long launches, live_allocs, modules;
  * (CUDA_ERROR_NOT_SUPPORTED), as a driver without it would. */
 static atomic_long overlap_launches, refused_launches;
 
-/* A stream the test says is capturing in global mode: cuStreamIsCapturing
- * reports it active, and an allocation from any thread meanwhile is an
- * unsafe call (counted and refused, as the real driver refuses it). */
+/* A stream the test says is capturing in global mode (a blocking stream,
+ * as a server's may be): cuStreamIsCapturing reports it active. Meanwhile
+ * an allocation, free or module load from a thread whose capture mode is
+ * not relaxed is an unsafe call (counted and refused, as the real driver
+ * refuses it, invalidating the capture), and any work on or wait for the
+ * legacy stream (synchronous copies, cuCtxSynchronize, stream NULL) is a
+ * legacy call: it would make the capture wait, which breaks it. */
 static _Atomic(CUstream) capturing;
-static atomic_long unsafe_calls;
+static atomic_long unsafe_calls, legacy_calls;
+static _Thread_local CUstreamCaptureMode thread_mode = CU_STREAM_CAPTURE_MODE_GLOBAL;
+
+static int unsafe_now(void) {
+  if (atomic_load(&capturing) == NULL || thread_mode == CU_STREAM_CAPTURE_MODE_RELAXED) return 0;
+  atomic_fetch_add(&unsafe_calls, 1);
+  return 1;
+}
+static void legacy_use(CUstream s) {
+  if (s == NULL && atomic_load(&capturing) != NULL) atomic_fetch_add(&legacy_calls, 1);
+}
 /* fake_cuda_fail_allocs_after(n): only n more cuMemAlloc calls succeed,
  * the rest fail with CUDA_ERROR_OUT_OF_MEMORY; -1 (the default) lifts it. */
 static atomic_long allocs_left = -1;
@@ -63,6 +77,13 @@ __attribute__((destructor)) static void write_stats_file(void) {
 
 FAKE_API void fake_cuda_capture(CUstream s) { atomic_store(&capturing, s); }
 FAKE_API long fake_cuda_unsafe_calls(void) { return atomic_load(&unsafe_calls); }
+FAKE_API long fake_cuda_legacy_calls(void) { return atomic_load(&legacy_calls); }
+FAKE_API CUresult cuThreadExchangeStreamCaptureMode(CUstreamCaptureMode *mode) {
+  const CUstreamCaptureMode old = thread_mode;
+  thread_mode = *mode;
+  *mode = old;
+  return CUDA_SUCCESS;
+}
 FAKE_API long fake_cuda_launches(void) { return atomic_load(&launches); }
 FAKE_API long fake_cuda_overlap_launches(void) { return atomic_load(&overlap_launches); }
 FAKE_API long fake_cuda_refused_launches(void) { return atomic_load(&refused_launches); }
@@ -139,9 +160,13 @@ FAKE_API CUresult cuCtxPopCurrent(CUcontext *c) {
   return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuCtxGetDevice(CUdevice *d) { *d = 0; return CUDA_SUCCESS; }
-FAKE_API CUresult cuCtxSynchronize(void) { return CUDA_SUCCESS; }
+FAKE_API CUresult cuCtxSynchronize(void) {
+  legacy_use(NULL);
+  return CUDA_SUCCESS;
+}
 FAKE_API CUresult cuModuleLoadData(CUmodule *m, const void *image) {
   if (image == NULL) return CUDA_ERROR_INVALID_IMAGE;
+  if (unsafe_now()) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
   for (long left = atomic_load(&refuse_loads); left > 0;)
     if (atomic_compare_exchange_weak(&refuse_loads, &left, left - 1))
       return CUDA_ERROR_UNSUPPORTED_PTX_VERSION;
@@ -150,6 +175,7 @@ FAKE_API CUresult cuModuleLoadData(CUmodule *m, const void *image) {
   return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuModuleUnload(CUmodule m) {
+  if (unsafe_now()) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
   free(m);
   atomic_fetch_sub(&modules, 1);
   return CUDA_SUCCESS;
@@ -168,8 +194,9 @@ FAKE_API CUresult cuFuncGetAttribute(int *v, CUfunction_attribute a, CUfunction 
 FAKE_API CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                                  unsigned by, unsigned bz, unsigned smem, CUstream s, void **params,
                                  void **extra) {
-  (void)gy; (void)gz; (void)by; (void)bz; (void)smem; (void)s; (void)extra;
+  (void)gy; (void)gz; (void)by; (void)bz; (void)smem; (void)extra;
   if (f == NULL || gx == 0 || bx == 0 || bx > 1024 || params == NULL) return CUDA_ERROR_INVALID_VALUE;
+  legacy_use(s);
   atomic_fetch_add(&launches, 1);
   return CUDA_SUCCESS;
 }
@@ -180,6 +207,7 @@ FAKE_API CUresult cuLaunchKernelEx(const CUlaunchConfig *c, CUfunction f, void *
       c->gridDimY != 1 || c->gridDimZ != 1 || c->blockDimY != 1 || c->blockDimZ != 1 ||
       params == NULL || (c->numAttrs > 0 && c->attrs == NULL))
     return CUDA_ERROR_INVALID_VALUE;
+  legacy_use(c->hStream);
   int pdl = 0;
   for (unsigned i = 0; i < c->numAttrs; ++i)
     if (c->attrs[i].id == CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION)
@@ -194,10 +222,7 @@ FAKE_API CUresult cuLaunchKernelEx(const CUlaunchConfig *c, CUfunction f, void *
   return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuMemAlloc(CUdeviceptr *p, size_t n) {
-  if (atomic_load(&capturing) != NULL) {
-    atomic_fetch_add(&unsafe_calls, 1);
-    return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
-  }
+  if (unsafe_now()) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
   for (long left = atomic_load(&allocs_left); left >= 0;) {
     if (left == 0) return CUDA_ERROR_OUT_OF_MEMORY;
     if (atomic_compare_exchange_weak(&allocs_left, &left, left - 1)) break;
@@ -209,42 +234,54 @@ FAKE_API CUresult cuMemAlloc(CUdeviceptr *p, size_t n) {
   return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuMemFree(CUdeviceptr p) {
+  if (unsafe_now()) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
   free((void *)(uintptr_t)p);
   atomic_fetch_sub(&live_allocs, 1);
   return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuMemcpyHtoD(CUdeviceptr d, const void *s, size_t n) {
+  legacy_use(NULL);
   memcpy((void *)(uintptr_t)d, s, n);
   return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuMemcpyDtoH(void *d, CUdeviceptr s, size_t n) {
+  legacy_use(NULL);
   memcpy(d, (const void *)(uintptr_t)s, n);
   return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuMemcpyDtoD(CUdeviceptr d, CUdeviceptr s, size_t n) {
+  legacy_use(NULL);
   memmove((void *)(uintptr_t)d, (const void *)(uintptr_t)s, n);
   return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuMemcpyHtoDAsync(CUdeviceptr d, const void *s, size_t n, CUstream st) {
-  (void)st;
-  return cuMemcpyHtoD(d, s, n);
+  legacy_use(st);
+  memcpy((void *)(uintptr_t)d, s, n);
+  return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuMemcpyDtoHAsync(void *d, CUdeviceptr s, size_t n, CUstream st) {
-  (void)st;
-  return cuMemcpyDtoH(d, s, n);
+  legacy_use(st);
+  memcpy(d, (const void *)(uintptr_t)s, n);
+  return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuMemcpyDtoDAsync(CUdeviceptr d, CUdeviceptr s, size_t n, CUstream st) {
-  (void)st;
-  return cuMemcpyDtoD(d, s, n);
+  legacy_use(st);
+  memmove((void *)(uintptr_t)d, (const void *)(uintptr_t)s, n);
+  return CUDA_SUCCESS;
 }
-FAKE_API CUresult cuMemsetD32(CUdeviceptr d, unsigned int v, size_t n) {
+static void fill32(CUdeviceptr d, unsigned int v, size_t n) {
   uint32_t *p = (uint32_t *)(uintptr_t)d;
   for (size_t i = 0; i < n; ++i) p[i] = v;
+}
+FAKE_API CUresult cuMemsetD32(CUdeviceptr d, unsigned int v, size_t n) {
+  legacy_use(NULL);
+  fill32(d, v, n);
   return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuMemsetD32Async(CUdeviceptr d, unsigned int v, size_t n, CUstream s) {
-  (void)s;
-  return cuMemsetD32(d, v, n);
+  legacy_use(s);
+  fill32(d, v, n);
+  return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuStreamCreate(CUstream *s, unsigned int flags) {
   (void)flags;
@@ -258,7 +295,10 @@ FAKE_API CUresult cuStreamDestroy(CUstream s) {
   atomic_fetch_sub(&streams_live, 1);
   return CUDA_SUCCESS;
 }
-FAKE_API CUresult cuStreamSynchronize(CUstream s) { (void)s; return CUDA_SUCCESS; }
+FAKE_API CUresult cuStreamSynchronize(CUstream s) {
+  legacy_use(s);
+  return CUDA_SUCCESS;
+}
 FAKE_API CUresult cuStreamIsCapturing(CUstream s, CUstreamCaptureStatus *st) {
   *st = s != NULL && s == atomic_load(&capturing) ? CU_STREAM_CAPTURE_STATUS_ACTIVE
                                                    : CU_STREAM_CAPTURE_STATUS_NONE;
@@ -288,7 +328,7 @@ FAKE_API CUresult cuEventCreate(CUevent *e, unsigned int flags) {
 }
 FAKE_API CUresult cuEventDestroy(CUevent e) { free(e); return CUDA_SUCCESS; }
 FAKE_API CUresult cuEventRecord(CUevent e, CUstream s) {
-  (void)s;
+  legacy_use(s);
   clock_gettime(CLOCK_MONOTONIC, (struct timespec *)(void *)e);
   return CUDA_SUCCESS;
 }
