@@ -173,6 +173,7 @@ void kda__background_enqueue(kda_context *ctx, const kda__launch_plan *plan,
 void kda__background_stop(kda_context *ctx) {
   struct kda__background *bg = ctx->background;
   if (bg == NULL) return;
+  atomic_store(&ctx->stopping, 1);
   pthread_mutex_lock(&bg->lock);
   const int running = !bg->stop;
   bg->stop = 1;

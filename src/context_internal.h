@@ -54,6 +54,10 @@ struct kda_context {
   /* KDA_TUNE_BACKGROUND: the worker and its queue (src/background.c). */
   struct kda__background *background;
   atomic_uint_fast64_t background_jobs;
+  /* Set by kda_context_destroy before it joins the background worker: a
+   * run in progress stops waiting for another process (its lease, the
+   * GPU's timing lock) and ends with what it has. */
+  atomic_int stopping;
 };
 
 struct kda__launch_plan;

@@ -230,6 +230,32 @@ static void a_dead_tuners_lease_is_taken_over(void **state) {
   kda_context_destroy(ctx);
 }
 
+/* Background mode: the worker's run for a key another process holds (a
+ * lease that would last a minute; with a 20 s budget the worker would wait
+ * 43 s for its row) is cut short by kda_context_destroy, which returns in
+ * well under a second instead. */
+static void destroy_cuts_a_background_wait_for_another_process_short(void **state) {
+  fixture *f = *state;
+  kda_options o = kda_options_default();
+  o.tune_mode = KDA_TUNE_BACKGROUND;
+  o.db_path = f->db;
+  o.tune_budget_ms = 20000;
+  o.log_level = KDA_LOG_ERROR;
+  kda_context *ctx = NULL;
+  if (kda_context_create(&o, &ctx) != KDA_OK) fail_msg("%s", kda_last_error());
+  kda__tune_keys keys;
+  tr_slot_keys(ctx, KDA__OP_GATE_CHUNK_CUMSUM, &f->a, &keys, NULL, NULL);
+  hold_lease(ctx, &keys, 60.0);
+  if (kda_gate_chunk_cumsum(ctx, &f->a, NULL) != KDA_OK) fail_msg("%s", kda_last_error());
+  struct timespec nap = {0, 300 * 1000000L}; /* the worker is waiting by now */
+  nanosleep(&nap, NULL);
+  const double t0 = now_s();
+  kda_context_destroy(ctx);
+  const double took = now_s() - t0;
+  print_message("destroy during a wait for another process's lease: %.3f s\n", took);
+  if (took > 3.0) fail_msg("destroy waited %.1f s", took);
+}
+
 /* kda_prewarm sizes its random inputs from the shape: an impossible shape
  * is refused as a call would refuse it, before anything is allocated. The
  * first one's element count wraps to 0 bytes in size_t (it wrote past a
@@ -281,6 +307,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(a_key_another_process_tunes_is_waited_for, setup, teardown),
       cmocka_unit_test_setup_teardown(a_dead_tuners_lease_is_taken_over, setup, teardown),
       cmocka_unit_test_setup_teardown(prewarm_refuses_impossible_shapes, setup, teardown),
+      cmocka_unit_test_setup_teardown(destroy_cuts_a_background_wait_for_another_process_short, setup,
+                                      teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -300,7 +300,7 @@ static kda_status tuner_build(const kda__tune_request *rq, const kda__spec *slot
       const double deadline = kda__job_now_ms() + 2.0 * ctx->tune_budget_ms + 3000.0;
       kda__log(ctx, KDA_LOG_INFO, "[%s]: %s is tuning it; waiting", j->what, holder);
       int found = 0;
-      for (int poll = 1; kda__job_now_ms() < deadline; ++poll) {
+      for (int poll = 1; kda__job_now_ms() < deadline && !atomic_load(&ctx->stopping); ++poll) {
         sleep_ms(KDA__POLL_MS);
         if ((found = stored_winner(j, &rec, &cfg)) != 0) break;
         if (poll % 8 == 0 && take_lease(j, holder, sizeof holder)) {

@@ -100,7 +100,7 @@ static int lock_file(kda_context *ctx, kda__tune_kit *k, int counted, double *wa
   const double t0 = kda__job_now_ms(), bound = flock_bound_ms(ctx);
   if (!counted) atomic_fetch_add(&ctx->tune_timing_waits, 1);
   int held = 0;
-  for (long sleep_us = 200; !held && kda__job_now_ms() - t0 < bound;) {
+  for (long sleep_us = 200; !held && kda__job_now_ms() - t0 < bound && !atomic_load(&ctx->stopping);) {
     usleep((useconds_t)sleep_us);
     if (sleep_us < 5000) sleep_us *= 2;
     held = flock(k->lock_fd, LOCK_EX | LOCK_NB) == 0;
@@ -108,7 +108,7 @@ static int lock_file(kda_context *ctx, kda__tune_kit *k, int counted, double *wa
   const double w = kda__job_now_ms() - t0;
   *waited_ms += w;
   atomic_fetch_add(&ctx->tune_timing_wait_ns, (uint_fast64_t)(w * 1e6));
-  if (!held)
+  if (!held && !atomic_load(&ctx->stopping))
     kda__log(ctx, KDA_LOG_WARN, "another process held this GPU's timing lock (%s) for %.0f s; "
              "timing anyway, and its kernels may share the GPU with these", k->lock_path,
              w / 1e3);

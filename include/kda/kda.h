@@ -187,9 +187,12 @@ typedef enum kda_tune_mode {
    *  of the call's shape and token bucket) and persists the winner; later
    *  calls switch to the winner. The worker's buffers are fully aligned, so
    *  a call whose g/out allow only a narrower vector (not 16-byte aligned)
-   *  keeps the heuristic. Nothing is queued while the stream captures. kda_context_destroy waits for
-   *  a tuning run in progress to end (bounded by tune_budget_ms) and drops
-   *  the queued ones. Environment: KDA_TUNE=background. */
+   *  keeps the heuristic. Nothing is queued while the stream captures.
+   *  kda_context_destroy drops the queued runs and waits for the one in
+   *  progress: its compile and timing (about tune_budget_ms) and its
+   *  database writes (at most 10 s each against a writer that never lets
+   *  go); a wait for another process (its lease on the key, the GPU's
+   *  timing lock) is cut short. Environment: KDA_TUNE=background. */
   KDA_TUNE_BACKGROUND = 3
 } kda_tune_mode;
 
