@@ -154,14 +154,19 @@ static void prewarm_with_force_tunes_a_key_that_has_a_winner(void **state) {
 
 /* Takes the key's lease for another holder ("another process"), for ttl_s
  * seconds, through ctx's store. */
-static void hold_lease(kda_context *ctx, const kda__tune_keys *keys, double ttl_s) {
+static void hold_lease_as(kda_context *ctx, const kda__tune_keys *keys, const char *holder,
+                          double ttl_s) {
   kda__lease lease;
   kda__store *store = kda__context_store_lock(ctx);
   assert_non_null(store);
-  const kda_status st = kda__store_lease_acquire(store, keys->lease, "4242@another-host", ttl_s, &lease);
+  const kda_status st = kda__store_lease_acquire(store, keys->lease, holder, ttl_s, &lease);
   kda__context_store_unlock(ctx);
   assert_int_equal(st, KDA_OK);
   assert_int_equal(lease.acquired, 1);
+}
+
+static void hold_lease(kda_context *ctx, const kda__tune_keys *keys, double ttl_s) {
+  hold_lease_as(ctx, keys, "4242@another-host", ttl_s);
 }
 
 static double now_s(void) {
@@ -206,6 +211,31 @@ static void a_key_another_process_tunes_is_waited_for(void **state) {
   char stored[64];
   kda__config_text(&w.cfg, stored, sizeof stored);
   assert_string_equal(r.config, stored);
+  assert_int_equal(tr_stats(ctx).tuning_runs, 0);
+  kda_context_destroy(ctx);
+}
+
+/* The same, the key held by another job of this very process (another
+ * context on the GPU, or a prewarm beside a call): its holder names this
+ * process too ("pid@host" and more), yet it is not this job's lease. The
+ * holder was "pid@host" alone: a job took any lease of its process as its
+ * own and tuned the key a second time (tuning_runs 1, not 0). */
+static void a_key_another_job_of_this_process_tunes_is_waited_for(void **state) {
+  fixture *f = *state;
+  kda_context *ctx = context_make(f, KDA_TUNE_ON);
+  kda__tune_keys keys;
+  late_winner w = {f, &keys, {0, 0, 0}};
+  tr_slot_keys(ctx, KDA__OP_GATE_CHUNK_CUMSUM, &f->a, &keys, &w.cfg, NULL);
+  char self[256];
+  kda__store_default_holder(self, sizeof self);
+  hold_lease_as(ctx, &keys, self, 60.0);
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, store_late, &w), 0);
+  kda_prewarm_result r;
+  const kda_status st = prewarm(ctx, f, 0, &r);
+  pthread_join(t, NULL);
+  assert_int_equal(st, KDA_OK);
+  assert_int_equal(r.outcome, KDA_PREWARM_SKIPPED);
   assert_int_equal(tr_stats(ctx).tuning_runs, 0);
   kda_context_destroy(ctx);
 }
@@ -305,6 +335,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(prewarm_with_force_tunes_a_key_that_has_a_winner, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(a_key_another_process_tunes_is_waited_for, setup, teardown),
+      cmocka_unit_test_setup_teardown(a_key_another_job_of_this_process_tunes_is_waited_for, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(a_dead_tuners_lease_is_taken_over, setup, teardown),
       cmocka_unit_test_setup_teardown(prewarm_refuses_impossible_shapes, setup, teardown),
       cmocka_unit_test_setup_teardown(destroy_cuts_a_background_wait_for_another_process_short, setup,

@@ -218,13 +218,20 @@ static void report_record(kda_prewarm_result *r, const kda__store_record *rec, i
 /* Lease: 1 if this process may tune the key now. Without a database (or
  * when it cannot be written) the process tunes uncoordinated. */
 static int take_lease(kda__slot_job *j, char *holder, size_t holder_size) {
+  if (j->holder[0] == '\0') {
+    static atomic_uint_fast64_t jobs;
+    char self[256];
+    kda__store_default_holder(self, sizeof self);
+    snprintf(j->holder, sizeof j->holder, "%s#%llu", self,
+             (unsigned long long)atomic_fetch_add(&jobs, 1) + 1);
+  }
   kda__store *store = kda__context_store_lock(j->ctx);
   int acquired = 1;
   if (store != NULL) {
     kda__lease lease;
     memset(&lease, 0, sizeof lease);
     const double ttl_s = 10.0 + 3.0 * j->ctx->tune_budget_ms / 1000.0;
-    kda__store_lease_acquire(store, j->keys.lease, NULL, ttl_s, &lease);
+    kda__store_lease_acquire(store, j->keys.lease, j->holder, ttl_s, &lease);
     acquired = lease.acquired;
     snprintf(holder, holder_size, "%s", lease.holder);
   }
@@ -234,7 +241,7 @@ static int take_lease(kda__slot_job *j, char *holder, size_t holder_size) {
 
 static void drop_lease(kda__slot_job *j) {
   kda__store *store = kda__context_store_lock(j->ctx);
-  if (store != NULL) kda__store_lease_release(store, j->keys.lease, NULL, NULL);
+  if (store != NULL) kda__store_lease_release(store, j->keys.lease, j->holder, NULL);
   kda__context_store_unlock(j->ctx);
 }
 

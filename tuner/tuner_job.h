@@ -16,6 +16,12 @@ typedef struct kda__slot_job {
   kda__tune_keys keys;
   int have_keys; /* 0: no database use at all */
   char what[512]; /* spec description for logs */
+  /* The lease holder of this job: "pid@host#n", n counting the process's
+   * jobs. Not "pid@host" alone: two contexts of one process (or a prewarm
+   * beside a call of one context) would each take the other's lease as
+   * their own and tune the key twice, the first to finish dropping the
+   * lease the other still tunes under. */
+  char holder[300];
 } kda__slot_job;
 
 static inline int same_config(const kda__config *a, const kda__config *b) {
