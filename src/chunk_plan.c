@@ -26,9 +26,19 @@ void kda__chunk_plan_wrap(kda_chunk_plan *plan, kda_context *ctx, CUdeviceptr ro
   pthread_mutex_init(&plan->lock, NULL);
 }
 
-int kda__chunk_plan_test_overlap(void) {
+/* Read once per process: this runs on the first launch after every plan
+ * build, on a server's threads, and getenv races with a setenv elsewhere
+ * in the process (Python's os.environ). */
+static int test_overlap;
+static pthread_once_t test_overlap_once = PTHREAD_ONCE_INIT;
+static void read_test_overlap(void) {
   const char *v = getenv("KDA_TEST_PLAN_ALWAYS_OVERLAP");
-  return v != NULL && strcmp(v, "1") == 0;
+  test_overlap = v != NULL && strcmp(v, "1") == 0;
+}
+
+int kda__chunk_plan_test_overlap(void) {
+  pthread_once(&test_overlap_once, read_test_overlap);
+  return test_overlap;
 }
 
 kda_status kda__chunk_plan_check(const kda_chunk_plan *plan, const char *fn, int64_t seq_len,

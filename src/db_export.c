@@ -153,7 +153,7 @@ kda_status kda_db_export(kda_db *db, const kda_db_filter *f, kda_db_format forma
   free(rows);
   if (st == KDA_OK && (fflush(out) != 0 || ferror(out)))
     st = kda__fail(KDA_ERROR_INVALID_ARGUMENT, "kda_db_export: writing the output failed: %s",
-                   strerror(errno));
+                   kda__errno_text(errno));
   return st;
 }
 
@@ -317,7 +317,7 @@ kda_status kda_db_import(kda_db *db, const char *path, int64_t *imported, int64_
   size_t size = 0;
   char *text = read_file(path, &size);
   KDA__REQUIRE(text != NULL, KDA_ERROR_INVALID_ARGUMENT, "cannot read %s: %s", path,
-               strerror(errno));
+               kda__errno_text(errno));
   if (strlen(text) != size) {
     free(text);
     return kda__fail(KDA_ERROR_INVALID_ARGUMENT, "%s: not a JSON export (it contains NUL bytes)",

@@ -132,7 +132,7 @@ kda_status kda__driver_load(const kda__driver **out) {
   int rc = pthread_once(&kda__driver_once, load_once);
   if (rc != 0)
     return kda__fail(KDA_ERROR_INTERNAL, "pthread_once failed loading the CUDA driver: %s",
-                     strerror(rc));
+                     kda__errno_text(rc));
   if (kda__driver_status != KDA_OK) return kda__fail(kda__driver_status, "%s", kda__driver_message);
   *out = &kda__driver_table;
   return KDA_OK;

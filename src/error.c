@@ -1,5 +1,6 @@
 /* Status names and messages from the X-macro table, and the thread-local
  * last-error message behind kda_last_error(). */
+#define _GNU_SOURCE /* the GNU strerror_r, which returns the text */
 #include "error.h"
 
 #include <stdarg.h>
@@ -51,4 +52,9 @@ void kda__append_error(const char *text) {
   size_t used = strlen(kda__error_buf);
   if (used + 1 >= sizeof kda__error_buf) return;
   snprintf(kda__error_buf + used, sizeof kda__error_buf - used, "%s", text);
+}
+
+const char *kda__errno_text(int e) {
+  static _Thread_local char buf[256];
+  return strerror_r(e, buf, sizeof buf);
 }

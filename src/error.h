@@ -16,6 +16,11 @@ void kda__append_error(const char *text);
 /* Returns the calling thread's message (never NULL). */
 const char *kda__error_message(void);
 
+/* The text of errno value e, in a buffer of the calling thread: strerror
+ * may share one buffer between threads (the library's calls run on a
+ * server's threads at once). */
+const char *kda__errno_text(int e);
+
 #define KDA__TRY(expr)                          \
   do {                                          \
     kda_status kda__s_ = (expr);                \

@@ -48,18 +48,18 @@ static kda_status read_file(const char *path, char **text, size_t *size) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
     return kda__fail(KDA_ERROR_KERNEL_SOURCE, "cannot open kernel template %s: %s", path,
-                     strerror(errno));
+                     kda__errno_text(errno));
   struct stat st;
   if (fstat(fd, &st) != 0) {
     int e = errno;
     close(fd);
     return kda__fail(KDA_ERROR_KERNEL_SOURCE, "cannot stat kernel template %s: %s", path,
-                     strerror(e));
+                     kda__errno_text(e));
   }
   if (!S_ISREG(st.st_mode)) {
     close(fd);
     return kda__fail(KDA_ERROR_KERNEL_SOURCE, "kernel template %s is not a regular file: %s",
-                     path, strerror(EISDIR));
+                     path, kda__errno_text(EISDIR));
   }
   size_t n = (size_t)st.st_size;
   char *buf = malloc(n + 1);
@@ -78,7 +78,7 @@ static kda_status read_file(const char *path, char **text, size_t *size) {
       free(buf);
       close(fd);
       return kda__fail(KDA_ERROR_KERNEL_SOURCE, "cannot read kernel template %s: %s", path,
-                       strerror(e));
+                       kda__errno_text(e));
     }
     got += (size_t)r;
   }

@@ -48,8 +48,12 @@ kda_status kda__store_default_path(char *buf, size_t size, const char **rule) {
   } else {
     chosen = "default";
     const char *home = nonempty_env("HOME");
+    char pwbuf[4096];
+    struct passwd pwd, *pw = NULL;
     if (home == NULL) {
-      struct passwd *pw = getpwuid(getuid());
+      /* getpwuid_r: this runs on a server's threads at once (HOME is unset
+       * under systemd), and getpwuid's result is shared. */
+      if (getpwuid_r(getuid(), &pwd, pwbuf, sizeof pwbuf, &pw) != 0) pw = NULL;
       home = pw != NULL && pw->pw_dir != NULL ? pw->pw_dir : "/tmp";
     }
     n = snprintf(dir, sizeof dir, "%s/.cache/kda", home);
@@ -65,7 +69,7 @@ kda_status kda__store_default_path(char *buf, size_t size, const char **rule) {
   }
   if (make_dirs(dir) != 0) {
     return kda__fail(KDA_ERROR_STORE, "cannot create the tuning database folder %s (from %s): %s",
-                     dir, chosen, strerror(errno));
+                     dir, chosen, kda__errno_text(errno));
   }
   return KDA_OK;
 }

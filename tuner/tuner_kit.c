@@ -79,7 +79,7 @@ static int open_lock_file(kda_context *ctx, char *path, size_t size) {
   if (fd < 0 && errno == EEXIST) fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
     kda__log(ctx, KDA_LOG_INFO, "cannot open the timing lock %s (%s): tuning runs of other "
-             "processes on this GPU may time at the same moment", path, strerror(errno));
+             "processes on this GPU may time at the same moment", path, kda__errno_text(errno));
   return fd;
 }
 
