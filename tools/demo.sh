@@ -3,10 +3,12 @@
 #  - on a GPU machine: `kda-tune prewarm` for the kimi-linear preset at
 #    tensor-parallel 1,2,4,8 (what a deployment runs once), then kda-demo (a
 #    varlen layer through the library, checked against float64);
-#  - without a GPU: says so, stores sm_90 cubins for the same preset with
-#    `kda-tune prewarm --compile-only`, and kda-demo compiles the kernels.
-# The tuning database is the library's default ($KDA_CACHE_DIR/tune.db, else
-# ~/.cache/kda/tune.db) unless KDA_DB names one.
+#  - without a GPU: says so, stores sm_90 cubins of the preset at
+#    tensor-parallel 8 with `kda-tune prewarm --compile-only`, and kda-demo
+#    compiles the kernels.
+# The tuning database, for the prewarm and kda-demo alike, is the library's
+# default ($KDA_CACHE_DIR/tune.db, else ~/.cache/kda/tune.db) unless KDA_DB
+# names one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install_deps.sh
@@ -22,4 +24,4 @@ else
   echo "NO GPU on this machine: nothing will run on a device. Exercising compilation instead."
   "$bin/kda-tune" prewarm --compile-only --arch sm_90 --model kimi-linear --tp 8 "${db_args[@]}"
 fi
-"$bin/kda-demo"
+"$bin/kda-demo" "${db_args[@]}"

@@ -36,6 +36,10 @@ while [ $# -gt 0 ]; do
     --no-ctest) ctest=0 ;;
     --mutants) mutants=1 ;;
     --prebuilt) prebuilt=1 ;;
+    *)
+      # A typo must not run the whole suite on a lent GPU.
+      echo "gpu_check.sh: unknown option $1 (see the comment at the top of this script)" >&2
+      exit 2 ;;
   esac
   shift
 done

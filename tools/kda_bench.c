@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bench.h"
 #include "bench_common.h"
@@ -142,6 +143,29 @@ static int select_rows(const char *groups, const char *tokens, int quick, int *s
   return n;
 }
 
+/* mkdir -p: 0, or -1 with errno set. */
+static int make_dirs(const char *path) {
+  char p[1024];
+  if (snprintf(p, sizeof p, "%s", path) >= (int)sizeof p) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  for (char *s = p + 1; *s; ++s) {
+    if (*s != '/') continue;
+    *s = '\0';
+    if (mkdir(p, 0755) != 0 && errno != EEXIST) return -1;
+    *s = '/';
+  }
+  if (mkdir(p, 0755) != 0 && errno != EEXIST) return -1;
+  struct stat st;
+  if (stat(p, &st) != 0) return -1;
+  if (!S_ISDIR(st.st_mode)) {
+    errno = ENOTDIR;
+    return -1;
+  }
+  return access(p, W_OK) == 0 ? 0 : -1;
+}
+
 int main(int argc, char **argv) {
   const char *json_dir = "bench/results";
   const char *db = NULL;
@@ -215,6 +239,12 @@ int main(int argc, char **argv) {
   if (cuda_api_load(&cu, 0, why, sizeof why) != 0) {
     printf("kda-bench needs a GPU: %s\n", why);
     return 1;
+  }
+  /* The JSON is written at the end of a run of minutes: its folder is made
+   * (with its parents) and checked now, not found missing then. */
+  if (make_dirs(json_dir) != 0) {
+    fprintf(stderr, "kda-bench: cannot create --json-dir %s: %s\n", json_dir, strerror(errno));
+    return 2;
   }
   cuda_check(&cu, cu.StreamCreate(&g_stream, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
   /* A fresh database unless one is named: the run then shows tuning from
@@ -386,7 +416,6 @@ int main(int argc, char **argv) {
   printf("  second process: %s", warm_ok ? warm : "failed\n");
 
   /* JSON */
-  mkdir(json_dir, 0755);
   char slug[128] = "", date[32], path[512];
   for (size_t i = 0, j = 0; g_info.name[i] && j + 1 < sizeof slug; ++i) {
     char c = g_info.name[i];

@@ -150,7 +150,18 @@ static int run_on_gpu(kda_context *ctx) {
   return worst <= 2e-5 ? 0 : 1;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+  const char *db = NULL;
+  for (int i = 1; i < argc; ++i) {
+    if (!strcmp(argv[i], "--db") && i + 1 < argc && argv[i + 1][0] != '\0') {
+      db = argv[++i];
+    } else {
+      fprintf(stderr, "usage: kda-demo [--db PATH]\n"
+                      "  --db PATH  the tuning database (default: the library's, e.g. "
+                      "~/.cache/kda/tune.db)\n");
+      return strcmp(argv[i], "--help") == 0 ? 0 : 2;
+    }
+  }
   printf("libkda %s (header %d.%d.%d)\n", kda_version(), KDA_VERSION_MAJOR, KDA_VERSION_MINOR,
          KDA_VERSION_PATCH);
   if (kda_version_number() != KDA_VERSION_NUMBER) {
@@ -159,6 +170,7 @@ int main(void) {
   }
   kda_context *ctx = NULL;
   kda_options opts = kda_options_default();
+  opts.db_path = db; /* NULL: the library's default path */
   char why[512];
   /* Like a server that owns its CUDA context: make device 0's primary
    * context current, then bind the libkda context to it (device = -1). */

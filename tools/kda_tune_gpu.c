@@ -346,8 +346,9 @@ static const tune_cmd bench_cmd = {
     "Runs kda-bench (installed next to kda-tune), which times the tuned config versus the "
     "heuristic config versus the unfused two-kernel path on its fixed shape table, checking "
     "every output against the float64 reference first, and prints a table. --json prints "
-    "kda-bench's JSON instead. --device N sets CUDA_VISIBLE_DEVICES; --db PATH must name a "
-    "file called tune.db (kda-bench finds the database through KDA_CACHE_DIR).",
+    "kda-bench's JSON instead. --device N sets CUDA_VISIBLE_DEVICES. --db PATH times the "
+    "configs of that database (a prewarmed one: no tuning in the run); without it kda-bench "
+    "tunes from scratch in a fresh database under /tmp.",
     bench_opts, 0, 0};
 
 int cmd_bench(int argc, char **argv) {
@@ -369,16 +370,9 @@ int cmd_bench(int argc, char **argv) {
     return TUNE_FAIL;
   }
   const char *db = tune_get(&a, "db");
-  if (db != NULL) {
-    char copy[PATH_MAX];
-    snprintf(copy, sizeof copy, "%s", db);
-    if (strcmp(basename(copy), "tune.db") != 0) {
-      tune_error(&a, "--db %s: kda-bench finds the database through KDA_CACHE_DIR, so the file "
-                     "must be called tune.db", db);
-      return TUNE_USAGE;
-    }
-    snprintf(copy, sizeof copy, "%s", db);
-    setenv("KDA_CACHE_DIR", dirname(copy), 1);
+  if (db != NULL && db[0] == '\0') {
+    tune_error(&a, "--db needs a file name");
+    return TUNE_USAGE;
   }
   if (device >= 0) {
     char d[32];
@@ -392,11 +386,15 @@ int cmd_bench(int argc, char **argv) {
     return TUNE_FAIL;
   }
   if (json_dir == NULL) json_dir = dir;
-  char *args[6];
+  char *args[8];
   int k = 0;
   args[k++] = bench;
   args[k++] = "--json-dir";
   args[k++] = (char *)json_dir;
+  if (db != NULL) {
+    args[k++] = "--db";
+    args[k++] = (char *)db;
+  }
   if (tune_has(&a, "quick")) args[k++] = "--quick";
   args[k] = NULL;
   fflush(stdout);

@@ -52,6 +52,25 @@ KDA_LIBCUDA=$fake "$bench" --quick --extra-streams 4 --db "$tmp/s.db" --json-dir
 check "--extra-streams 4 on the stand-in, before the first row" 1 $? \
   "extra streams: 4 created before the rows, one launch each, kept" "prewarm fused: "
 
+# kda-tune bench passes --db on: the named file (any name) is the one the
+# run opens. It used to set KDA_CACHE_DIR, which kda-bench's own fresh
+# database overrode, and to require the name tune.db.
+tune=$(dirname "$bench")/kda-tune
+KDA_LIBCUDA=$fake "$tune" bench --quick --db "$tmp/prewarmed.db" --json-dir "$tmp/json2" > "$tmp/out" 2>&1
+check "kda-tune bench --db on the stand-in, before the first row" 1 $? "prewarm fused: " \
+  "kda-bench exited with status 1"
+if [ -f "$tmp/prewarmed.db" ]; then echo "ok   kda-tune bench --db: the run used the named file"
+else echo "FAIL kda-tune bench --db: $tmp/prewarmed.db was not used"; fails=$((fails + 1)); fi
+
+# The JSON folder is made, parents too, before the run, or refused at once.
+KDA_LIBCUDA=$fake "$bench" --quick --db "$tmp/j.db" --json-dir /proc/kda-no-such/dir > "$tmp/out" 2>&1
+check "--json-dir that cannot be made: refused before the rows" 2 $? \
+  "kda-bench: cannot create --json-dir /proc/kda-no-such/dir"
+KDA_LIBCUDA=$fake "$bench" --quick --db "$tmp/j.db" --json-dir "$tmp/a/b/c" > "$tmp/out" 2>&1
+check "--json-dir with missing parents" 1 $? "prewarm fused: "
+if [ -d "$tmp/a/b/c" ]; then echo "ok   --json-dir: parents made"
+else echo "FAIL --json-dir: $tmp/a/b/c not made"; fails=$((fails + 1)); fi
+
 KDA_LIBCUDA=$fake "$bench" --groups no-such-group --db "$tmp/g.db" > "$tmp/out" 2>&1
 check "a group with no row" 2 $? "no row is in the groups 'no-such-group'"
 
