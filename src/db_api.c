@@ -217,7 +217,20 @@ void kda__db_record_from(kda_db *db, const kda__store_key *k, const kda__store_r
   const kda_db_versions *v = kda__db_current(db);
   if (strcmp(o->lib_version, v->lib_version) != 0) o->stale |= KDA_DB_STALE_LIB;
   if (strcmp(o->template_hash, kernel_hash(v, o->kernel)) != 0) o->stale |= KDA_DB_STALE_TEMPLATE;
-  if (strcmp(o->nvrtc_version, v->nvrtc_version) != 0) o->stale |= KDA_DB_STALE_NVRTC;
+  /* No KDA_DB_STALE_NVRTC for a result: its config is used whatever NVRTC
+   * build compiles it (only cubins are per build), so a server whose
+   * PyTorch wheel ships another NVRTC still reads it. */
+}
+
+/* The public entry point a gate_cumsum row serves, from its spec flags. */
+static const char *entry_of(const kda_db_record *r) {
+  if (strcmp(r->kernel, "gate_cumsum") != 0) return r->kernel;
+  if (spec_field(r->spec, "cumsum") == 0) return "gate";
+  return spec_field(r->spec, "gate") > 0 ? "gate_chunk_cumsum" : "chunk_local_cumsum";
+}
+
+const char *kda_db_record_entry(const kda_db_record *r) {
+  return r != NULL ? entry_of(r) : "";
 }
 
 void kda__db_cubin_from(kda_db *db, const kda__store_cubin_row *row, kda_db_cubin *o) {
@@ -280,7 +293,9 @@ int kda__db_match(const kda_db_filter *f, const kda_db_record *r, int64_t now) {
       !(r->gpu_name[0] != '\0' && contains_nocase(r->gpu_name, f->gpu))) {
     return 0;
   }
-  if (f->kernel != NULL && f->kernel[0] != '\0' && strcmp(r->kernel, f->kernel) != 0) return 0;
+  if (f->kernel != NULL && f->kernel[0] != '\0' && strcmp(r->kernel, f->kernel) != 0 &&
+      strcmp(entry_of(r), f->kernel) != 0)
+    return 0;
   if (f->heads > 0 && r->heads != f->heads) return 0;
   if (f->head_dim > 0 && r->head_dim != f->head_dim) return 0;
   if (f->chunk > 0 && r->chunk != f->chunk) return 0;
@@ -323,9 +338,12 @@ kda_status kda__db_collect(kda_db *db, const kda_db_filter *f, kda_db_record **o
   *n = 0;
   kda_db_filter flt;
   KDA__TRY(kda__db_filter_copy(f, &flt));
-  /* The store filters exactly on gpu_key only; a name or prefix is ours. */
+  /* The store filters exactly on gpu_key and kernel (template) only; a
+   * GPU name or prefix, and an entry point's name, are ours. */
+  const int template_name = flt.kernel != NULL && (strcmp(flt.kernel, "gate_cumsum") == 0 ||
+                                                   strcmp(flt.kernel, "chunk_indices") == 0);
   collect_job j = {db, &flt, kda__db_now(), NULL, 0, 0, 0};
-  kda_status st = kda__store_list_results(db->store, NULL, flt.kernel && flt.kernel[0] ? flt.kernel : NULL,
+  kda_status st = kda__store_list_results(db->store, NULL, template_name ? flt.kernel : NULL,
                                           collect_one, &j);
   if (st == KDA_OK && j.oom) st = kda__fail(KDA_ERROR_OUT_OF_MEMORY, "listing results: out of memory");
   if (st != KDA_OK) {

@@ -118,6 +118,8 @@ static void db_path_rule_says_option_or_environment(void **state) {
   unsetenv("KDA_CACHE_DIR");
 }
 
+static int first_record(void *user, const kda_db_record *r);
+
 static void db_list_filters_by_gpu_name_prefix_shape_and_staleness(void **state) {
   fixture *f = *state;
   put_row(f->db, f, GPU_A, SPEC32, 1, f->v.lib_version, 10, KDA__PUT_REPLACE);
@@ -145,7 +147,44 @@ static void db_list_filters_by_gpu_name_prefix_shape_and_staleness(void **state)
   assert_int_equal(list_count(db, &flt), 3);
   flt.struct_size = 3;
   assert_int_equal(kda_db_list(db, &flt, count_row, &(int){0}), KDA_ERROR_BAD_OPTIONS);
+  /* The kernel filter: the template, or the entry point the API names. */
+  flt = kda_db_filter_default();
+  flt.kernel = "gate_cumsum";
+  assert_int_equal(list_count(db, &flt), 3);
+  flt.kernel = "gate_chunk_cumsum";
+  assert_int_equal(list_count(db, &flt), 3);
+  flt.kernel = "chunk_local_cumsum";
+  assert_int_equal(list_count(db, &flt), 0);
+  flt.kernel = "gate";
+  assert_int_equal(list_count(db, &flt), 0);
+  kda_db_record r;
+  assert_int_equal(kda_db_list(db, NULL, first_record, &r), KDA_OK);
+  assert_string_equal(kda_db_record_entry(&r), "gate_chunk_cumsum");
+  assert_string_equal(kda_db_record_entry(NULL), "");
   kda_db_close(db);
+  /* A result from another NVRTC build is not stale: its config is used
+   * whatever build compiles it (only cubins are per build). */
+  sqlite3 *raw = NULL;
+  assert_int_equal(sqlite3_open(f->db, &raw), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(raw, "UPDATE results SET nvrtc_version = '12.4 libnvrtc.so.12.4.99'",
+                                NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(raw);
+  assert_int_equal(kda_db_open(f->db, KDA_DB_READ_ONLY, &db), KDA_OK);
+  flt = kda_db_filter_default();
+  flt.stale_only = 1;
+  assert_int_equal(list_count(db, &flt), 1); /* still only the other library version's */
+  kda_db_close(db);
+  int64_t lo = 0, hi = 0;
+  kda_token_bucket_range(0, &lo, &hi);
+  assert_true(lo == 1 && hi == 1023);
+  kda_token_bucket_range(1, &lo, &hi);
+  assert_true(lo == 1024 && hi == 4095);
+  kda_token_bucket_range(4, &lo, &hi);
+  assert_true(lo == 65536 && hi == -1);
+  kda_token_bucket_range(99, &lo, NULL); /* clamped */
+  assert_true(lo == 65536);
+  assert_int_equal(kda_token_bucket(4095), 1);
+  assert_int_equal(kda_token_bucket(4096), 2);
 }
 
 typedef struct trials_seen {

@@ -283,6 +283,40 @@ kda_db *tune_open_existing_db(const tune_args *a, uint32_t flags) {
   return open_db(a, flags, 1);
 }
 
+void tune_tokens_text(int64_t bucket, char *buf, size_t size) {
+  int64_t lo = 0, hi = 0;
+  kda_token_bucket_range((int32_t)bucket, &lo, &hi);
+  if (hi < 0) snprintf(buf, size, ">=%lld", (long long)lo);
+  else snprintf(buf, size, "%lld-%lld", (long long)lo, (long long)hi);
+}
+
+void tune_shape_words(const kda_db_record *r, char *buf, size_t size) {
+  kda_kernel kernel;
+  kda_gate_args a;
+  int64_t tokens = 0;
+  if (kda_db_record_shape(r, &kernel, &a, &tokens) != KDA_OK) {
+    snprintf(buf, size, "%s", r->spec); /* not one this library writes: as stored */
+    return;
+  }
+  static const char *const dt[] = {"f32", "f16", "bf16", "i32", "i64"};
+  const char *in = (unsigned)a.g_dtype < 5 ? dt[a.g_dtype] : "?";
+  const char *out = (unsigned)a.out_dtype < 5 ? dt[a.out_dtype] : "?";
+  const char *layout = a.chunk_plan ? "varlen chunk-plan"
+                       : a.cu_seqlens_host ? "varlen host-rows"
+                       : a.num_seqs > 0 ? "varlen"
+                                        : "dense";
+  const char *veccap = strstr(r->spec, " veccap=");
+  char cap[24] = "";
+  if (veccap != NULL && atoi(veccap + 8) > 0 && atoi(veccap + 8) < 8)
+    snprintf(cap, sizeof cap, " vec<=%d", atoi(veccap + 8)); /* tensors less aligned */
+  snprintf(buf, size, "%s H=%d K=%d chunk=%d %s%s%s%s %s->%s %s%s", kda_db_record_entry(r),
+           a.num_heads, a.head_dim, a.chunk_size,
+           a.gate == KDA_GATE_SOFTPLUS ? "softplus" : a.gate == KDA_GATE_LOWER_BOUND ? "lower-bound"
+                                                                                     : "activated",
+           a.dt_bias ? " bias" : "", a.has_scale ? " scale" : "", a.reverse ? " reverse" : "", in,
+           out, layout, cap);
+}
+
 int64_t tune_parse_duration(const char *text) {
   char *end = NULL;
   double v = strtod(text, &end);
@@ -300,6 +334,17 @@ int tune_filter(const tune_args *a, kda_db_filter *f) {
   *f = kda_db_filter_default();
   f->gpu = tune_get(a, "gpu");
   f->kernel = tune_get(a, "kernel");
+  static const char *const kernels[] = {"gate_chunk_cumsum", "chunk_local_cumsum", "gate",
+                                        "gate_cumsum", "chunk_indices"};
+  int known = f->kernel == NULL;
+  for (size_t i = 0; i < sizeof kernels / sizeof kernels[0] && !known; ++i)
+    known = strcmp(f->kernel, kernels[i]) == 0;
+  if (!known) {
+    tune_error(a, "--kernel %s: expected an entry point (gate_chunk_cumsum, chunk_local_cumsum, "
+                  "gate) or a template (gate_cumsum: all three; chunk_indices)",
+               f->kernel);
+    return TUNE_USAGE;
+  }
   long v;
   int rc;
   if ((rc = tune_get_int(a, "heads", 1, KDA_MAX_HEADS, &v)) != 0) return rc;

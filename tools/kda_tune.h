@@ -68,6 +68,12 @@ void tune_print_warnings(kda_db *db);
 /* The filter options shared by list, export and purge. Returns 0 or an
  * exit code; strings point into argv. */
 int tune_filter(const tune_args *a, kda_db_filter *f);
+/* A result's shape in the words prewarm prints: "gate_chunk_cumsum H=32
+ * K=128 chunk=64 softplus bias bf16->f32 dense" (plus "vec<=N" when the
+ * row is for tensors aligned for narrower vectors only). */
+void tune_shape_words(const kda_db_record *r, char *buf, size_t size);
+/* A token bucket's range: "1024-4095", ">=65536". */
+void tune_tokens_text(int64_t bucket, char *buf, size_t size);
 /* "30d", "12h", "45m", "90s" or plain seconds; -1 if malformed. */
 int64_t tune_parse_duration(const char *text);
 
@@ -96,12 +102,12 @@ int cmd_bench(int argc, char **argv);
 #define TUNE_OPT_DEVICE {"device", "N", "CUDA device ordinal (default 0)"}
 #define TUNE_OPT_FILTERS                                                                  \
   {"gpu", "GPU", "GPU key, key prefix (sm90) or part of the GPU name (H100)"},            \
-  {"kernel", "NAME", "kernel name (gate_cumsum)"},                                         \
+  {"kernel", "NAME", "gate_chunk_cumsum, chunk_local_cumsum, gate (or gate_cumsum: all three)"}, \
   {"heads", "H", "number of heads"},                                                       \
   {"head-dim", "K", "head dimension"},                                                     \
   {"chunk", "N", "chunk size"},                                                            \
   {"bucket", "B", "token bucket (0..4)"},                                                  \
-  {"stale", NULL, "only rows from another library version, kernel template or NVRTC"},    \
+  {"stale", NULL, "only rows this library may not use (another library version or kernel template; cubins: another NVRTC build too)"}, \
   {"older-than", "AGE", "only rows created before AGE ago (30d, 12h, 45m, 90s)"}
 
 #endif

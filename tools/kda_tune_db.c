@@ -14,12 +14,6 @@ static const char *stale_text(uint32_t stale, char *buf, size_t size) {
   return buf;
 }
 
-/* The spec without its leading kernel name (the KERNEL column says it). */
-static const char *spec_tail(const kda_db_record *r) {
-  size_t n = strlen(r->kernel);
-  return strncmp(r->spec, r->kernel, n) == 0 && r->spec[n] == ' ' ? r->spec + n + 1 : r->spec;
-}
-
 static void record_json(FILE *out, const kda_db_record *r, const char *indent) {
   fprintf(out, "%s\"key\": ", indent);
   json_str(out, r->key);
@@ -58,38 +52,91 @@ static void record_json(FILE *out, const kda_db_record *r, const char *indent) {
 
 static const tune_opt list_opts[] = {TUNE_OPT_HELP, TUNE_OPT_DB, TUNE_OPT_JSON, TUNE_OPT_FILTERS,
                                      {NULL, NULL, NULL}};
-static const tune_cmd list_cmd = {"list", "[OPTIONS]",
-                                  "One line per tuning result (GPU, kernel, specialization, token "
-                                  "bucket, winning config, median time, GB/s, when). A '*' after "
-                                  "the key marks a stale row.",
-                                  list_opts, 0, 0};
+static const tune_cmd list_cmd = {
+    "list", "[OPTIONS]",
+    "One line per tuning result: its key (a '*' marks a row this library may not use: "
+    "another library version or kernel template), the GPU, the token counts of its bucket, the "
+    "winning config, its median time, its share of the card's measured copy bandwidth, how much "
+    "faster than the built-in heuristic config it is, when it was tuned, and the shape in "
+    "prewarm's words. Sorted by GPU, entry point, heads and head dim (largest first), then "
+    "tokens. --json: every field, and the raw spec.",
+    list_opts, 0, 0};
 
 typedef struct list_state {
-  FILE *out;
-  int json;
-  long n;
+  int json, oom;
+  kda_db_record *rows;
+  size_t n, cap;
 } list_state;
 
-static int list_row(void *user, const kda_db_record *r) {
+static int keep_row(void *user, const kda_db_record *r) {
   list_state *s = user;
-  if (s->json) {
-    fputs(s->n ? ",\n  {" : "\n  {", s->out);
-    record_json(s->out, r, "");
-    fputs("}", s->out);
-  } else {
-    if (s->n == 0)
-      fprintf(s->out, "%-17s %-32s %-12s %3s %-20s %10s %8s  %-16s  %s\n", "KEY", "GPU", "KERNEL",
-              "BKT", "CONFIG", "MEDIAN_US", "GB/S", "CREATED (UTC)", "SPEC");
-    char when[32], med[32], bw[32], key[24];
-    tune_time_text(r->created_at, when, sizeof when);
-    snprintf(med, sizeof med, r->median_us >= 0 ? "%.3f" : "-", r->median_us);
-    snprintf(bw, sizeof bw, r->gbps >= 0 ? "%.1f" : "-", r->gbps);
-    snprintf(key, sizeof key, "%.16s%s", r->key, r->stale ? "*" : "");
-    fprintf(s->out, "%-17s %-32s %-12s %3lld %-20s %10s %8s  %-16s  %s\n", key, r->gpu_key,
-            r->kernel, (long long)r->bucket, r->config, med, bw, when, spec_tail(r));
+  if (s->n == s->cap) {
+    size_t cap = s->cap ? 2 * s->cap : 64;
+    kda_db_record *rows = realloc(s->rows, cap * sizeof *rows);
+    if (rows == NULL) {
+      s->oom = 1;
+      return 1; /* stops the listing */
+    }
+    s->rows = rows;
+    s->cap = cap;
   }
-  s->n++;
+  s->rows[s->n++] = *r;
   return 0;
+}
+
+static const char *gpu_words(const kda_db_record *r) {
+  return r->gpu_name[0] ? r->gpu_name : r->gpu_key;
+}
+
+/* GPU, entry point, heads and head dim (largest first: the model's full
+ * width before its tensor-parallel shards), chunk, the rest of the spec,
+ * then the bucket. */
+static int row_order(const void *pa, const void *pb) {
+  const kda_db_record *a = pa, *b = pb;
+  int c = strcmp(gpu_words(a), gpu_words(b));
+  if (c == 0) c = strcmp(kda_db_record_entry(a), kda_db_record_entry(b));
+  if (c == 0) c = (b->heads > a->heads) - (b->heads < a->heads);
+  if (c == 0) c = (b->head_dim > a->head_dim) - (b->head_dim < a->head_dim);
+  if (c == 0) c = (a->chunk > b->chunk) - (a->chunk < b->chunk);
+  if (c == 0) c = strcmp(a->spec, b->spec);
+  if (c == 0) c = (a->bucket > b->bucket) - (a->bucket < b->bucket);
+  return c;
+}
+
+static void list_text(const kda_db_record *r, int first) {
+  if (first)
+    printf("%-17s %-24s %-11s %-18s %10s %6s %7s  %-16s  %s\n", "KEY", "GPU", "TOKENS", "CONFIG",
+           "MEDIAN_US", "%COPY", "VS_HEUR", "TUNED (UTC)", "SHAPE");
+  char when[32], med[32], copy[16], heur[16], key[24], tokens[32], shape[512], gpu[32];
+  tune_time_text(r->created_at, when, sizeof when);
+  snprintf(med, sizeof med, r->median_us >= 0 ? "%.3f" : "-", r->median_us);
+  if (r->gbps > 0 && r->copy_bw_gbps > 0) snprintf(copy, sizeof copy, "%.1f", 100.0 * r->gbps / r->copy_bw_gbps);
+  else snprintf(copy, sizeof copy, "-");
+  if (r->heuristic_us > 0 && r->median_us > 0) snprintf(heur, sizeof heur, "%.2fx", r->heuristic_us / r->median_us);
+  else snprintf(heur, sizeof heur, "-");
+  snprintf(key, sizeof key, "%.16s%s", r->key, r->stale ? "*" : "");
+  snprintf(gpu, sizeof gpu, "%.24s", gpu_words(r));
+  tune_tokens_text(r->bucket, tokens, sizeof tokens);
+  tune_shape_words(r, shape, sizeof shape);
+  printf("%-17s %-24s %-11s %-18s %10s %6s %7s  %-16s  %s\n", key, gpu, tokens, r->config, med,
+         copy, heur, when, shape);
+}
+
+static void list_json(const kda_db_record *r, int first) {
+  char tokens[32], shape[512];
+  fputs(first ? "\n  {" : ",\n  {", stdout);
+  record_json(stdout, r, "");
+  tune_tokens_text(r->bucket, tokens, sizeof tokens);
+  tune_shape_words(r, shape, sizeof shape);
+  fputs(", \"entry\": ", stdout);
+  json_str(stdout, kda_db_record_entry(r));
+  fputs(", \"tokens\": ", stdout);
+  json_str(stdout, tokens);
+  fputs(", \"shape\": ", stdout);
+  json_str(stdout, shape);
+  fputs(", \"copy_bw_gbps\": ", stdout);
+  json_num(stdout, r->copy_bw_gbps);
+  fputs("}", stdout);
 }
 
 int cmd_list(int argc, char **argv) {
@@ -100,11 +147,24 @@ int cmd_list(int argc, char **argv) {
   if ((rc = tune_filter(&a, &f)) != 0) return rc;
   kda_db *db = tune_open_existing_db(&a, KDA_DB_READ_ONLY);
   if (db == NULL) return TUNE_FAIL;
-  list_state s = {stdout, tune_has(&a, "json"), 0};
+  list_state s = {tune_has(&a, "json"), 0, NULL, 0, 0};
+  kda_status st = kda_db_list(db, &f, keep_row, &s);
+  if (s.oom) {
+    tune_error(&a, "out of memory after %zu results", s.n);
+    free(s.rows);
+    kda_db_close(db);
+    return TUNE_FAIL;
+  }
+  if (s.n > 1) qsort(s.rows, s.n, sizeof *s.rows, row_order);
   if (s.json) fputs("[", stdout);
-  kda_status st = kda_db_list(db, &f, list_row, &s);
+  for (size_t i = 0; i < s.n; ++i) {
+    if (s.json) list_json(&s.rows[i], i == 0);
+    else list_text(&s.rows[i], i == 0);
+  }
   if (s.json) fputs(s.n ? "\n]\n" : "]\n", stdout);
-  else if (st == KDA_OK && s.n == 0) fprintf(stderr, "kda-tune list: no tuning results match\n");
+  else if (st == KDA_OK && s.n == 0)
+    fprintf(stderr, "kda-tune list: no tuning results match in %s\n", kda_db_path(db));
+  free(s.rows);
   tune_print_warnings(db);
   kda_db_close(db);
   if (st != KDA_OK) {
@@ -151,8 +211,12 @@ static void show_text(const kda_db_record *r, const trial_list *l) {
   printf("result %s (id %lld)\n", r->key, (long long)r->id);
   printf("  gpu         %s", r->gpu_key);
   if (r->gpu_name[0]) printf(" (%s)", r->gpu_name);
-  printf("\n  kernel      %s\n  spec        %s\n  bucket      %lld\n", r->kernel, r->spec,
-         (long long)r->bucket);
+  char shape[512], tokens[32];
+  tune_shape_words(r, shape, sizeof shape);
+  tune_tokens_text(r->bucket, tokens, sizeof tokens);
+  printf("\n  shape       %s\n  tokens      %s (bucket %lld): calls of this many tokens (batch x "
+         "seq_len) use this row\n  kernel      %s\n  spec        %s\n",
+         shape, tokens, (long long)r->bucket, r->kernel, r->spec);
   printf("  winner      %s (config %lld)\n", r->config, (long long)r->config_id);
   fmt_us(a, sizeof a, r->median_us);
   printf("  median      %s us\n", a);

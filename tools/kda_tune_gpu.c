@@ -252,6 +252,17 @@ static const tune_cmd info_cmd = {
     "use with the rule that chose it (--db, KDA_CACHE_DIR, XDG_CACHE_HOME or the default).",
     info_opts, 0, 0};
 
+typedef struct gpu_rows {
+  int64_t n, stale;
+} gpu_rows;
+
+static int count_gpu_row(void *user, const kda_db_record *r) {
+  gpu_rows *g = user;
+  g->n++;
+  g->stale += r->stale != 0;
+  return 0;
+}
+
 int cmd_info(int argc, char **argv) {
   tune_args a;
   int rc = tune_parse(&info_cmd, argc, argv, &a);
@@ -307,18 +318,30 @@ int cmd_info(int argc, char **argv) {
     kda_context_get_device_info(ctx, &info);
     char key[128];
     kda_db_gpu_key(&info, key, sizeof key);
+    /* What this database holds for this GPU model: none means every call
+     * here tunes (or runs the heuristic) cold, e.g. a file from another
+     * model's fleet. */
+    kda_db_filter f = kda_db_filter_default();
+    f.gpu = key;
+    gpu_rows rows = {0, 0};
+    kda_db_list(db, &f, count_gpu_row, &rows);
     if (json) {
       printf("%s{\"device\": %d, \"name\": ", found ? ", " : "", dev);
       json_str(stdout, info.name);
       printf(", \"gpu_key\": ");
       json_str(stdout, key);
-      printf(", \"cc\": \"%d.%d\", \"sms\": %d, \"l2_bytes\": %d, \"driver\": %d}", info.cc_major,
-             info.cc_minor, info.sm_count, info.l2_bytes, info.driver_version);
+      printf(", \"cc\": \"%d.%d\", \"sms\": %d, \"l2_bytes\": %d, \"driver\": %d, "
+             "\"results\": %lld, \"stale_results\": %lld}",
+             info.cc_major, info.cc_minor, info.sm_count, info.l2_bytes, info.driver_version,
+             (long long)rows.n, (long long)rows.stale);
     } else {
       printf("gpu %-7d %s, sm_%d%d, %d SMs, L2 %d MiB, driver %d.%d\n", dev, info.name,
              info.cc_major, info.cc_minor, info.sm_count, info.l2_bytes >> 20,
              info.driver_version / 1000, (info.driver_version % 1000) / 10);
       printf("  gpu key   %s\n", key);
+      printf("  results   %lld in this database (%lld stale)%s\n", (long long)rows.n,
+             (long long)rows.stale,
+             rows.n == 0 ? ": nothing tuned for this GPU model here; run kda-tune prewarm" : "");
     }
     kda_context_destroy(ctx);
     found++;

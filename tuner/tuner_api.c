@@ -18,6 +18,14 @@
 
 int32_t kda_token_bucket(int64_t tokens) { return kda__tune_bucket(tokens); }
 
+void kda_token_bucket_range(int32_t bucket, int64_t *lo, int64_t *hi) {
+  int64_t a = 0, b = 0;
+  kda__tune_bucket_tokens(bucket, &a, &b);
+  if (b >= INT64_MAX / 4) b = -1;
+  if (lo != NULL) *lo = a;
+  if (hi != NULL) *hi = b;
+}
+
 /* splitmix64: deterministic inputs, so prewarm measures the same data. */
 static uint64_t next_u64(uint64_t *s) {
   uint64_t z = (*s += 0x9e3779b97f4a7c15ull);

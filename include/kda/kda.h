@@ -559,7 +559,9 @@ KDA_API kda_status kda_chunk_plan_build(kda_chunk_plan *plan, const void *cu_seq
                                         kda_dtype cu_seqlens_dtype, int64_t num_seqs,
                                         int64_t total_tokens, kda_stream stream);
 
-/** Frees the plan's device memory. NULL is a no-op. */
+/** Frees the plan's device memory. NULL is a no-op. Destroy every plan of
+ *  a context before kda_context_destroy of that context: the plan uses the
+ *  context to free its memory. */
 KDA_API void kda_chunk_plan_destroy(kda_chunk_plan *plan);
 
 /* ------------------------------------------------------------------------ */
@@ -651,6 +653,11 @@ KDA_API kda_status kda_compile_offline(kda_kernel kernel, const kda_gate_args *a
 
 /** Token bucket of a call with this many tokens (see the table above). */
 KDA_API int32_t kda_token_bucket(int64_t tokens);
+
+/** The token counts of a bucket: [*lo, *hi], *hi = -1 for the last
+ *  (unbounded) one; a bucket out of range is clamped. Either pointer may be
+ *  NULL. Thread-safe. */
+KDA_API void kda_token_bucket_range(int32_t bucket, int64_t *lo, int64_t *hi);
 
 typedef enum kda_prewarm_outcome {
   KDA_PREWARM_TUNED = 0,   /**< benchmarked now and persisted */

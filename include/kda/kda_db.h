@@ -111,12 +111,17 @@ KDA_API int kda_db_gpu_key(const kda_device_info *info, char *buf, size_t size);
 
 /** Why a row is stale (kda_db_record.stale bits). */
 enum {
-  KDA_DB_STALE_LIB = 1u << 0,      /**< written by another library version */
+  /** written by another library version: used by this one only where its
+   *  candidate space for the shape is the same (the space hash is part of
+   *  the lookup key) */
+  KDA_DB_STALE_LIB = 1u << 0,
   KDA_DB_STALE_TEMPLATE = 1u << 1, /**< the kernel template changed since */
-  /** written with another NVRTC build than the one this process loaded. A
-   *  cubin so marked is still loaded by a process of another build of the
-   *  same major version that misses its own (kda.h, "Stored cubins and the
-   *  NVRTC build"): purge it only where no such process reads the file. */
+  /** (cubins only) written with another NVRTC build than the one this
+   *  process loaded. A cubin so marked is still loaded by a process of
+   *  another build of the same major version that misses its own (kda.h,
+   *  "Stored cubins and the NVRTC build"): purge it only where no such
+   *  process reads the file. A result never has this bit: its config is
+   *  used whatever NVRTC build compiles it. */
   KDA_DB_STALE_NVRTC = 1u << 2
 };
 
@@ -126,7 +131,10 @@ typedef struct kda_db_filter {
    *  of it ("sm90"), or a case-insensitive part of the GPU's name ("H100").
    *  NULL: any. */
   const char *gpu;
-  const char *kernel;    /**< exact kernel name ("gate_cumsum"); NULL: any */
+  /** The kernel template ("gate_cumsum", "chunk_indices") or the entry
+   *  point a row serves ("gate_chunk_cumsum", "chunk_local_cumsum", "gate";
+   *  kda_db_record_entry); NULL: any. */
+  const char *kernel;
   int32_t heads;         /**< H; 0: any */
   int32_t head_dim;      /**< K; 0: any */
   int32_t chunk;         /**< chunk size; 0: any */
@@ -209,6 +217,11 @@ KDA_API kda_status kda_db_show(kda_db *db, const char *key_or_id, kda_db_record 
  *  library writes. */
 KDA_API kda_status kda_db_record_shape(const kda_db_record *record, kda_kernel *kernel,
                                        kda_gate_args *shape, int64_t *tokens);
+
+/** The public entry point a result serves: "gate_chunk_cumsum",
+ *  "chunk_local_cumsum" or "gate" for the gate_cumsum template (from its
+ *  spec), else the kernel's own name. Static storage; "" for NULL. */
+KDA_API const char *kda_db_record_entry(const kda_db_record *record);
 
 /* ------------------------------------------------------------------------ */
 /* Statistics                                                                */

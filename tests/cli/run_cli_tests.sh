@@ -88,6 +88,10 @@ check list_gpu_name "$TUNE" list --db "$DB" --gpu H200
 check list_stale "$TUNE" list --db "$DB" --stale
 check list_heads "$TUNE" list --db "$DB" --heads 8 --json
 check list_bad_value "$TUNE" list --db "$DB" --heads many
+# --kernel takes the entry points prewarm and the API name, or a template.
+check list_entry_point "$TUNE" list --db "$DB" --kernel gate_chunk_cumsum --gpu H200
+check list_other_entry_point "$TUNE" list --db "$DB" --kernel chunk_local_cumsum
+check list_unknown_kernel "$TUNE" list --db "$DB" --kernel gate_cumsum_typo
 KEY=$("$TUNE" list --db "$DB" --bucket 1 --gpu H100 --json | sed -n 's/.*"key": "\([0-9a-f]*\)".*/\1/p' | head -n 1)
 check show_key "$TUNE" show --db "$DB" "$(echo "$KEY" | cut -c1-8)"
 check show_id_json "$TUNE" show --db "$DB" 2 --json
