@@ -21,6 +21,7 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
+#include "kda/kda.h"
 #include "store.h"
 #include "store_internal.h"
 
@@ -485,6 +486,54 @@ static void test_another_users_database_is_read(void **state) {
   assert_int_equal(chmod(f->dir, 0700), 0);
   assert_int_equal(chmod(f->db, 0644), 0);
   assert_int_equal(file_scalar(f->db, "SELECT count(*) FROM results"), 1); /* the reader wrote nothing */
+}
+
+static void text_of(const char *path, const char *sql, char *out, size_t n) {
+  sqlite3 *db = NULL;
+  assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+  sqlite3_stmt *st = NULL;
+  assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  snprintf(out, n, "%s", (const char *)sqlite3_column_text(st, 0));
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+}
+
+/* The results_readable view, for triage with the sqlite3 shell: made on a
+ * writable open (again if dropped), its token ranges those of the tuner's
+ * buckets, its entry point from the spec; a read-only open of a file
+ * without it still works. */
+static void test_results_readable_view_matches_the_buckets(void **state) {
+  fixture *f = *state;
+  kda__store *s = open_ok(f->db, 0);
+  for (int b = 0; b < 5; ++b) put_ok(s, "gate_cumsum in=bf16 out=f32 H=32 K=128 chunk=64 cumsum=1 gate=1", b, "c", 1.0 + b);
+  put_ok(s, "gate_cumsum in=f32 out=f32 H=8 K=64 chunk=64 cumsum=1 gate=0 bias=0", 0, "c", 1.0);
+  kda__store_close(s);
+  for (int b = 0; b < 5; ++b) {
+    int64_t lo = 0, hi = 0;
+    kda_token_bucket_range(b, &lo, &hi);
+    char want[64], got[64], sql[160];
+    if (hi < 0) snprintf(want, sizeof want, ">=%lld", (long long)lo);
+    else snprintf(want, sizeof want, "%lld-%lld", (long long)lo, (long long)hi);
+    snprintf(sql, sizeof sql, "SELECT tokens FROM results_readable WHERE bucket = %d AND spec LIKE '%%gate=1'", b);
+    text_of(f->db, sql, got, sizeof got);
+    assert_string_equal(got, want);
+  }
+  char got[64];
+  text_of(f->db, "SELECT entry FROM results_readable WHERE spec LIKE '%gate=0%'", got, sizeof got);
+  assert_string_equal(got, "chunk_local_cumsum");
+  text_of(f->db, "SELECT vs_heuristic FROM results_readable WHERE bucket = 0 AND spec LIKE '%gate=1'", got, sizeof got);
+  assert_string_equal(got, "1.5"); /* make_record's heuristic is 1.5 x the median */
+
+  file_exec(f->db, "DROP VIEW results_readable");
+  s = open_ok(f->db, KDA__STORE_READ_ONLY); /* read-only: works, makes nothing */
+  kda__store_record r;
+  assert_int_equal(lookup(s, "gate_cumsum in=bf16 out=f32 H=32 K=128 chunk=64 cumsum=1 gate=1", 2, &r), 1);
+  kda__store_close(s);
+  assert_int_equal(file_scalar(f->db, "SELECT count(*) FROM sqlite_master WHERE type = 'view'"), 0);
+  s = open_ok(f->db, 0);
+  kda__store_close(s);
+  assert_int_equal(file_scalar(f->db, "SELECT count(*) FROM results_readable"), 6);
 }
 
 static void test_shipped_immutable_db_under_overlay(void **state) {
@@ -1167,6 +1216,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_newer_schema_opened_read_only_with_warning, setup, teardown),
       cmocka_unit_test_setup_teardown(test_unwritable_file_uses_overlay_and_warns_once, setup, teardown),
       cmocka_unit_test_setup_teardown(test_another_users_database_is_read, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_results_readable_view_matches_the_buckets, setup, teardown),
       cmocka_unit_test_setup_teardown(test_shipped_immutable_db_under_overlay, setup, teardown),
       cmocka_unit_test_setup_teardown(test_random_bytes_file_moved_aside_and_new_one_works, setup, teardown),
       cmocka_unit_test_setup_teardown(test_text_file_moved_aside_and_new_one_works, setup, teardown),

@@ -102,6 +102,8 @@ static int migrate_0_to_1(sqlite3 *db) {
   return rc;
 }
 
+static int schema_apply(sqlite3 *db, int *found_version);
+
 typedef int (*kda__migration)(sqlite3 *db);
 /* migrations[v]: version v -> v + 1. Append a step with each new version. */
 static const kda__migration kda__migrations[KDA__STORE_SCHEMA_VERSION] = {migrate_0_to_1};
@@ -120,7 +122,56 @@ int kda__store_schema_version_of(sqlite3 *db, int *version) {
   return rc;
 }
 
+/* For whoever opens the file with sqlite3 while triaging: one readable
+ * line per result (the GPU's name, the entry point, the bucket's token
+ * range, % of copy, margin over the heuristic, the time in UTC). Not part
+ * of the schema version: a library that does not know it ignores it, and
+ * it is made (once) by any library that does, on a writable open. The
+ * token ranges are kda__tune_bucket's (test_store checks them). */
+static const char kda__results_readable[] =
+    "CREATE VIEW IF NOT EXISTS results_readable AS SELECT r.id,"
+    " coalesce(g.name, r.gpu_key) AS gpu,"
+    " CASE WHEN r.kernel <> 'gate_cumsum' THEN r.kernel"
+    "  WHEN r.spec LIKE '% cumsum=0 %' THEN 'gate'"
+    "  WHEN r.spec LIKE '% gate=0 %' THEN 'chunk_local_cumsum'"
+    "  ELSE 'gate_chunk_cumsum' END AS entry,"
+    " CASE r.bucket WHEN 0 THEN '1-1023' WHEN 1 THEN '1024-4095' WHEN 2 THEN '4096-16383'"
+    "  WHEN 3 THEN '16384-65535' ELSE '>=65536' END AS tokens,"
+    " r.config, r.median_us, r.heuristic_us,"
+    " round(r.heuristic_us / r.median_us, 3) AS vs_heuristic,"
+    " r.gbps, round(100.0 * r.gbps / g.copy_bw_gbps, 1) AS pct_of_copy,"
+    " r.candidates, r.rejected,"
+    " (SELECT count(*) FROM trials t WHERE t.result_id = r.id) AS trials,"
+    " r.tune_ms, r.compile_ms, datetime(r.created_at, 'unixepoch') AS tuned_utc,"
+    " r.lib_version, r.nvrtc_version, r.spec, r.bucket, r.gpu_key, r.kernel"
+    " FROM results r LEFT JOIN gpu_models g ON g.gpu_key = r.gpu_key";
+
+/* Makes the view where it is missing; best effort (a busy file skips it
+ * until the next open). */
+static void ensure_views(sqlite3 *db) {
+  sqlite3_stmt *st = NULL;
+  int have = 0;
+  if (kda__store_prepare(db, "SELECT 1 FROM sqlite_master WHERE type = 'view' AND"
+                             " name = 'results_readable'", &st) == SQLITE_OK)
+    have = sqlite3_step(st) == SQLITE_ROW;
+  sqlite3_finalize(st);
+  if (have) return;
+  sqlite3_busy_timeout(db, 0);
+  if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK) {
+    if (sqlite3_exec(db, kda__results_readable, NULL, NULL, NULL) == SQLITE_OK)
+      sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    kda__store_rollback(db);
+  }
+  sqlite3_busy_timeout(db, KDA__STORE_BUSY_MS);
+}
+
 int kda__store_schema_apply(sqlite3 *db, int *found_version) {
+  const int rc = schema_apply(db, found_version);
+  if (rc == SQLITE_OK && *found_version <= KDA__STORE_SCHEMA_VERSION) ensure_views(db);
+  return rc;
+}
+
+static int schema_apply(sqlite3 *db, int *found_version) {
   int version = 0;
   int rc = kda__store_schema_version_of(db, &version);
   *found_version = version;
