@@ -257,7 +257,17 @@ int cmd_prewarm(int argc, char **argv) {
              info.cc_minor);
   }
   progress p = {isatty(2) && !json, json, list.n, 0};
-  size_t tuned = 0, skipped = 0, failed = 0;
+  size_t tuned = 0, skipped = 0, failed = 0, shared = 0;
+  /* Compile-only: which cubins were there before this run, so that a shape
+   * whose cubin an earlier line of this run just stored (two token buckets
+   * share one offline config) says so rather than "already stored". */
+  unsigned char *stored_before = compile_only ? calloc(list.n ? list.n : 1, 1) : NULL;
+  for (size_t i = 0; stored_before != NULL && i < list.n; i++) {
+    int32_t present = 0;
+    if (kda_db_has_offline_cubin(db, list.items[i].kernel, &list.items[i].args, arch, &present) ==
+        KDA_OK)
+      stored_before[i] = present != 0;
+  }
   double t0 = now_ms();
   if (json) printf("{\"target\": \"%s\", \"results\": [", compile_only ? "compile-only" : "gpu");
   for (size_t i = 0; i < list.n; i++) {
@@ -279,7 +289,11 @@ int cmd_prewarm(int argc, char **argv) {
         st = kda_db_has_offline_cubin(db, KDA_KERNEL_CHUNK_INDICES, &s->args, arch, &builder_present);
       if (st == KDA_OK && present && builder_present) {
         o.what = "skipped";
-        snprintf(o.detail, sizeof o.detail, "cubin already stored");
+        const int here = stored_before != NULL && !stored_before[i];
+        snprintf(o.detail, sizeof o.detail, "%s",
+                 here ? "same cubin as a line above (one config serves both token buckets)"
+                      : "cubin already stored");
+        shared += here;
       } else {
         double cms = 0, bms = 0;
         if (st == KDA_OK && !present)
@@ -320,17 +334,20 @@ int cmd_prewarm(int argc, char **argv) {
   double secs = (now_ms() - t0) / 1e3;
   const char *done_word = compile_only ? "compiled" : "tuned";
   if (json) {
-    printf("%s],\n \"summary\": {\"%s\": %zu, \"skipped\": %zu, \"failed\": %zu, \"total\": %zu, "
-           "\"seconds\": %.3f, \"database\": ",
-           list.n ? "\n  " : "", done_word, tuned, skipped, failed, list.n, secs);
+    printf("%s],\n \"summary\": {\"%s\": %zu, \"skipped\": %zu, \"shared\": %zu, \"failed\": %zu, "
+           "\"total\": %zu, \"seconds\": %.3f, \"database\": ",
+           list.n ? "\n  " : "", done_word, tuned, skipped, shared, failed, list.n, secs);
     json_str(stdout, kda_db_path(db));
     printf("}}\n");
   } else {
     printf("\nprewarm summary (%s)\n", where);
-    printf("  %-10s %6zu\n  %-10s %6zu\n  %-10s %6zu\n  %-10s %6zu\n  %-10s %6.1f s\n", done_word,
-           tuned, "skipped", skipped, "failed", failed, "total", list.n, "time", secs);
+    printf("  %-10s %6zu\n  %-10s %6zu", done_word, tuned, "skipped", skipped);
+    if (shared > 0) printf(" (%zu of them share a cubin compiled above)", shared);
+    printf("\n  %-10s %6zu\n  %-10s %6zu\n  %-10s %6.1f s\n", "failed", failed, "total", list.n,
+           "time", secs);
     printf("  database   %s\n", kda_db_path(db));
   }
+  free(stored_before);
   kda_context_destroy(ctx);
   tune_print_warnings(db);
   kda_db_close(db);
