@@ -327,7 +327,10 @@ kda_status kda_db_import(kda_db *db, const char *path, int64_t *imported, int64_
   char err[256];
   int rc = kda__json_parse(text, &doc, err, sizeof err);
   free(text);
-  KDA__REQUIRE(rc == 0, KDA_ERROR_INVALID_ARGUMENT, "%s: not valid JSON: %s", path, err);
+  KDA__REQUIRE(rc == 0, KDA_ERROR_INVALID_ARGUMENT,
+               "%s: not valid JSON: %s (import reads what `kda-tune export` writes in its "
+               "default JSON format; a CSV export cannot be imported)",
+               path, err);
   const char *format = jstr(&doc, "format");
   const kda__json *results = kda__json_get(&doc, "results");
   kda_status st = KDA_OK;
