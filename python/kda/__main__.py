@@ -60,6 +60,10 @@ def main(argv=None):
                        budget_ms=a.budget_ms, db_path=a.db)
     except C.KdaError as e:
         print("python -m kda prewarm: %s" % e, file=sys.stderr)
+        if isinstance(e, C.KdaDeviceError):
+            print("python -m kda prewarm: hint: tuning needs the GPU the server will run on; "
+                  "without one, `kda-tune prewarm --compile-only --arch sm_90 ...` stores the "
+                  "heuristic cubins", file=sys.stderr)
         return 2
     failed = sum(r["outcome"] == "failed" for r in rows)
     if a.json:

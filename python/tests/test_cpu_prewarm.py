@@ -84,6 +84,7 @@ def test_no_driver_is_a_clear_error_and_exit_status_2():
     r = _run(["--heads", "4", "--tokens", "512"], KDA_LIBCUDA="/nonexistent/libcuda.so.1")
     assert r.returncode == 2, r.stdout + r.stderr
     assert "KDA_ERROR_NO_DRIVER" in r.stderr
+    assert "kda-tune prewarm --compile-only" in r.stderr  # what to do without a GPU
 
 
 def test_usage_error_is_exit_status_2():
