@@ -596,7 +596,7 @@ static void log_callback_may_call_the_library(void **state) {
 /* A context destroyed after the driver began shutting down (a server's
  * atexit handler) cannot enter its CUDA context: its modules and streams
  * are gone with it, but the host side (the module cache, the tuning kit and
- * its timing-lock descriptor) must still be freed. 200 cycles with a tuning
+ * its timing-lock descriptor) must still be freed. 20 cycles with a tuning
  * run each (the kit holds the lock file open): descriptors flat, and
  * LeakSanitizer (the CI's ASan build) sees no leak. */
 static void destroy_after_driver_shutdown_frees_the_host_side(void **state) {
@@ -604,7 +604,7 @@ static void destroy_after_driver_shutdown_frees_the_host_side(void **state) {
   call c;
   call_init(&c, 2, 64, 64, 300);
   const long fds0 = open_fds();
-  for (int i = 0; i < 200; ++i) {
+  for (int i = 0; i < 20; ++i) {
     kda_options o = kda_options_default();
     o.db_path = ":memory:";
     o.tune_mode = KDA_TUNE_ON;

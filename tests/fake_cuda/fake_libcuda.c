@@ -8,7 +8,9 @@
  * Including cuda.h makes each definition carry the versioned symbol name
  * (cuMemAlloc -> cuMemAlloc_v2) and the exact signature the library uses. */
 #include <cuda.h>
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +29,42 @@ static atomic_long launches, live_allocs, modules;
  * FAKE_CUDA_REFUSE_LAUNCH_EX=1 makes that call refuse the attribute
  * (CUDA_ERROR_NOT_SUPPORTED), as a driver without it would. */
 static atomic_long overlap_launches, refused_launches;
+
+/* Modules, streams and events live on one list, as a driver keeps them
+ * with their context: one the library lets go of without destroying (its
+ * CUDA context is gone, test_fake_driver's driver-shutdown case) is freed
+ * with it by a real driver, so here it stays reachable rather than being
+ * reported as the library's leak by LeakSanitizer. */
+typedef union fake_obj {
+  struct {
+    union fake_obj *prev, *next;
+  } link;
+  max_align_t align;
+} fake_obj;
+static fake_obj fake_objs = {{&fake_objs, &fake_objs}};
+static pthread_mutex_t fake_objs_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void *obj_new(size_t n) {
+  fake_obj *o = calloc(1, sizeof *o + n);
+  if (o == NULL) return NULL;
+  pthread_mutex_lock(&fake_objs_lock);
+  o->link.next = fake_objs.link.next;
+  o->link.prev = &fake_objs;
+  fake_objs.link.next->link.prev = o;
+  fake_objs.link.next = o;
+  pthread_mutex_unlock(&fake_objs_lock);
+  return o + 1;
+}
+
+static void obj_free(void *p) {
+  if (p == NULL) return;
+  fake_obj *o = (fake_obj *)p - 1;
+  pthread_mutex_lock(&fake_objs_lock);
+  o->link.prev->link.next = o->link.next;
+  o->link.next->link.prev = o->link.prev;
+  pthread_mutex_unlock(&fake_objs_lock);
+  free(o);
+}
 
 /* A stream the test says is capturing in global mode (a blocking stream,
  * as a server's may be): cuStreamIsCapturing reports it active. Meanwhile
@@ -170,13 +208,13 @@ FAKE_API CUresult cuModuleLoadData(CUmodule *m, const void *image) {
   for (long left = atomic_load(&refuse_loads); left > 0;)
     if (atomic_compare_exchange_weak(&refuse_loads, &left, left - 1))
       return CUDA_ERROR_UNSUPPORTED_PTX_VERSION;
-  *m = (CUmodule)malloc(16);
+  *m = (CUmodule)obj_new(16);
   atomic_fetch_add(&modules, 1);
   return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuModuleUnload(CUmodule m) {
   if (unsafe_now()) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
-  free(m);
+  obj_free(m);
   atomic_fetch_sub(&modules, 1);
   return CUDA_SUCCESS;
 }
@@ -285,13 +323,13 @@ FAKE_API CUresult cuMemsetD32Async(CUdeviceptr d, unsigned int v, size_t n, CUst
 }
 FAKE_API CUresult cuStreamCreate(CUstream *s, unsigned int flags) {
   (void)flags;
-  *s = (CUstream)malloc(16);
+  *s = (CUstream)obj_new(16);
   atomic_fetch_add(&streams_made, 1);
   atomic_fetch_add(&streams_live, 1);
   return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuStreamDestroy(CUstream s) {
-  free(s);
+  obj_free(s);
   atomic_fetch_sub(&streams_live, 1);
   return CUDA_SUCCESS;
 }
@@ -323,10 +361,13 @@ FAKE_API CUresult cuGraphExecDestroy(CUgraphExec e) { (void)e; return CUDA_SUCCE
 FAKE_API CUresult cuGraphDestroy(CUgraph g) { (void)g; return CUDA_SUCCESS; }
 FAKE_API CUresult cuEventCreate(CUevent *e, unsigned int flags) {
   (void)flags;
-  *e = (CUevent)calloc(1, sizeof(struct timespec));
+  *e = (CUevent)obj_new(sizeof(struct timespec));
   return CUDA_SUCCESS;
 }
-FAKE_API CUresult cuEventDestroy(CUevent e) { free(e); return CUDA_SUCCESS; }
+FAKE_API CUresult cuEventDestroy(CUevent e) {
+  obj_free(e);
+  return CUDA_SUCCESS;
+}
 FAKE_API CUresult cuEventRecord(CUevent e, CUstream s) {
   legacy_use(s);
   clock_gettime(CLOCK_MONOTONIC, (struct timespec *)(void *)e);

@@ -279,6 +279,57 @@ MUTANTS = [
                "a key another process is tuning is not waited for (the heuristic at once)", TUNER_TESTS),
     HostMutant("lease_never_retried", TU, "if (poll % 8 == 0 && take_lease(j, holder, sizeof holder)) {",
                "if (0) {", "a waiter never takes over the lease of a tuner that died", TUNER_TESTS),
+    # --- the twenty-seventh session's fixes, each as the bug it removed ----
+    HostMutant("readonly_wal_dropped", ST, "static int needs_immutable(int rc) {\n  return",
+               "static int needs_immutable(int rc) {\n  return (rc & 0xff) == SQLITE_CANTOPEN;\n  return",
+               "another user's WAL database in an unwritable folder falls back to memory, not immutable",
+               ["test_store"]),
+    HostMutant("touch_waits", ST, "  sqlite3_busy_timeout(db, 0);\n  const int rc = sqlite3_exec(db, \"BEGIN IMMEDIATE\"",
+               "  sqlite3_busy_timeout(db, KDA__STORE_BUSY_MS);\n  const int rc = sqlite3_exec(db, \"BEGIN IMMEDIATE\"",
+               "a warm call's last_used refresh waits for another writer", ["test_store"]),
+    HostMutant("write_wait_unbounded", ST, "if (monotonic_ms() - start >= KDA__STORE_WRITE_WAIT_MS) break;",
+               "if (monotonic_ms() - start < 0) break;",
+               "a write waits 20 busy timeouts (100 s) for a writer that never lets go", ["test_store"]),
+    HostMutant("view_bucket_ranges", "tuner/store_schema.c", "WHEN 1 THEN '1024-4095'",
+               "WHEN 1 THEN '1024-4096'", "the readable view's token range off by one", ["test_store"]),
+    HostMutant("log_under_store_lock", "src/context.c", "  if (tls_store_holder != ctx) {\n    emit(",
+               "  if (1) {\n    emit(", "a log callback runs with the store lock held (one that asks for "
+               "the database path hangs)", ["test_fake_driver"]),
+    HostMutant("dead_context_leaks", "src/context.c", "      kda__tune_kit_abandon(ctx);",
+               "      (void)0;", "a context whose CUDA context is gone keeps its tuning kit (and its "
+               "lock-file descriptor)", ["test_fake_driver"]),
+    HostMutant("capture_not_relaxed", "src/driver.c",
+               "  if (d->cuThreadExchangeStreamCaptureMode == NULL ||\n      d->cuThreadExchangeStreamCaptureMode(&mode)",
+               "  if (1 ||\n      d->cuThreadExchangeStreamCaptureMode(&mode)",
+               "cold work's allocations and module loads stay in the global capture mode (refused "
+               "during another thread's capture, which they invalidate)", ["test_fake_driver"],
+               gpu_tests=["test_gpu_server"]),
+    HostMutant("prewarm_legacy_stream", "tuner/tuner_api.c", "    rq.stream = b.stream;",
+               "    rq.stream = NULL;", "a prewarm's tuning waits on the legacy stream (which waits for "
+               "another thread's blocking capture)", ["test_fake_driver"]),
+    HostMutant("prewarm_shape_unchecked", "tuner/tuner_api.c",
+               "  kda_status st = kda__plan_gate_op(op, &f, &fp);\n  if (st != KDA_OK) {\n    free(host_seqlens);",
+               "  kda_status st = (kda__plan_gate_op(op, &f, &fp), KDA_OK);\n  if (st != KDA_OK) {\n    free(host_seqlens);",
+               "kda_prewarm sizes its inputs from a shape no call would accept", ["test_tuner_slot"]),
+    HostMutant("destroy_waits_for_lease", TU, "kda__job_now_ms() < deadline && !atomic_load(&ctx->stopping)",
+               "kda__job_now_ms() < deadline", "kda_context_destroy waits out a background run's wait "
+               "for another process's lease", ["test_tuner_slot"]),
+    HostMutant("lease_holder_per_process", TU,
+               "\"%s#%llu\", self,\n             (unsigned long long)atomic_fetch_add(&jobs, 1) + 1);",
+               "\"%s%.0llu\", self,\n             0ull * atomic_fetch_add(&jobs, 1));",
+               "two jobs of one process share a lease holder (each takes the other's lease as its own)",
+               ["test_tuner_slot"]),
+    HostMutant("missing_db_read_as_empty", "tools/kda_tune.c", "if (must_exist && missing_db(a, path)) return NULL;",
+               "if (must_exist && 0 && missing_db(a, path)) return NULL;",
+               "kda-tune reads a path with no database as an empty one", ["test_kda_tune_cli"]),
+    HostMutant("entry_point_filter_ignored", "src/db_api.c", "      strcmp(entry_of(r), f->kernel) != 0)",
+               "      1)", "--kernel gate_chunk_cumsum matches nothing", ["test_db_api", "test_kda_tune_cli"]),
+    HostMutant("result_nvrtc_stale", "src/db_api.c",
+               "   * PyTorch wheel ships another NVRTC still reads it. */\n}",
+               "   * PyTorch wheel ships another NVRTC still reads it. */\n"
+               "  if (strcmp(o->nvrtc_version, v->nvrtc_version) != 0) o->stale |= KDA_DB_STALE_NVRTC;\n}",
+               "a result tuned under another NVRTC build is called stale (purge --stale deletes it)",
+               ["test_db_api", "test_kda_tune_cli"]),
 ]
 
 
