@@ -58,6 +58,10 @@ struct kda_context {
    * run in progress stops waiting for another process (its lease, the
    * GPU's timing lock) and ends with what it has. */
   atomic_int stopping;
+  /* The device's copy bandwidth: measured once, by the first tuning run
+   * (0: not yet; -1: could not be; tuner/tuner_copy_bw.c). Under the
+   * timing lock. */
+  _Atomic double copy_bw_gbps;
 };
 
 struct kda__launch_plan;

@@ -704,6 +704,12 @@ static void cold_work_beside_another_threads_capture_leaves_it_whole(void **stat
   assert_true(after.tuning_runs >= before.tuning_runs + 2); /* the cold call and the prewarm */
   free(cold_host);
   g_drv->cuStreamDestroy(w.s);
+  /* The first tuning run measured the card's copy bandwidth and stored it
+   * with the GPU model: what kda-tune's %COPY reads rows against. */
+  char bw[64];
+  sql_text(db, "SELECT copy_bw_gbps FROM gpu_models", bw, sizeof bw);
+  printf("copy bandwidth stored with the GPU model: %s GB/s\n", bw);
+  assert_int_equal(sql_int(db, "SELECT count(*) FROM gpu_models WHERE copy_bw_gbps BETWEEN 500 AND 50000"), 1);
 
   CUgraphExec exec;
   assert_int_equal(g_drv->cuGraphInstantiate(&exec, graph, 0), CUDA_SUCCESS);

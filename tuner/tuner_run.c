@@ -400,7 +400,9 @@ static void persist(run *r, long win, size_t rejected, double tune_ms) {
   kda__tune_cubin_key(&j->keys, rec.config, &ck);
   kda__store *store = kda__context_store_lock(ctx);
   if (store != NULL) {
-    kda__store_put_gpu(store, j->keys.gpu, ctx->info.name, -1);
+    /* The copy bandwidth if this context measured it (else kept). */
+    kda__store_put_gpu(store, j->keys.gpu, ctx->info.name,
+                       ctx->copy_bw_gbps > 0 ? ctx->copy_bw_gbps : -1);
     /* The cubin first: a process that sees the result finds its cubin. */
     if (kda__store_put_cubin(store, &ck, framed, framed_size, r->compile_ms) != KDA_OK)
       kda__job_persist_failed(ctx, "a tuned cubin");
@@ -499,6 +501,9 @@ kda_status kda__job_tune(kda__slot_job *j, CUmodule *module, CUfunction *functio
   }
   size_t rejected = 0;
   if (st == KDA_OK) st = bench_all(&r, &rejected);
+  /* Still holding the timing lock: the device is ours alone for a moment. */
+  if (st == KDA_OK && r.kit_held && ctx->copy_bw_gbps == 0 && ctx->tune_kit != NULL)
+    ctx->copy_bw_gbps = kda__tune_copy_bw(ctx->drv, ctx->tune_kit);
   if (r.bench != NULL && kda__bench_overlap_refused(r.bench)) {
     char what[600];
     snprintf(what, sizeof what, "the tuning run of %s", j->what);
