@@ -73,6 +73,17 @@ static void call_init(call *c, int H, int K, int chunk, int64_t T) {
   c->a.A_log = c->A_log;
 }
 
+/* A context on the stand-in with an in-memory database, errors logged only. */
+static kda_context *memory_context(int tune_mode) {
+  kda_options o = kda_options_default();
+  o.db_path = ":memory:";
+  o.tune_mode = tune_mode;
+  o.log_level = KDA_LOG_ERROR;
+  kda_context *ctx = NULL;
+  assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
+  return ctx;
+}
+
 static void call_free(call *c) {
   free(c->g);
   free(c->out);
@@ -183,12 +194,7 @@ static void background_mode_runs_cold_calls_at_once_and_shuts_down_cleanly(void 
   call c;
   call_init(&c, 2, 64, 64, 300);
   for (int round = 0; round < 2; ++round) {
-    kda_context *ctx = NULL;
-    kda_options o = kda_options_default();
-    o.db_path = ":memory:";
-    o.tune_mode = KDA_TUNE_BACKGROUND;
-    o.log_level = KDA_LOG_ERROR;
-    assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
+    kda_context *ctx = memory_context(KDA_TUNE_BACKGROUND);
     assert_int_equal(kda_gate_chunk_cumsum(ctx, &c.a, NULL), KDA_OK);
     kda_stats st = {.struct_size = sizeof st};
     /* The call's own launch (the stand-in's counter also sees the worker's
@@ -233,12 +239,7 @@ static void background_mode_queues_no_tuning_during_capture(void **state) {
    * buckets (no narrowing for the 132 stand-in SMs). */
   call c;
   call_init(&c, 4, 64, 16, 16384);
-  kda_context *ctx = NULL;
-  kda_options o = kda_options_default();
-  o.db_path = ":memory:";
-  o.tune_mode = KDA_TUNE_BACKGROUND;
-  o.log_level = KDA_LOG_ERROR;
-  assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
+  kda_context *ctx = memory_context(KDA_TUNE_BACKGROUND);
   c.a.seq_len = 4224; /* bucket 2 */
   assert_int_equal(kda_gate_chunk_cumsum(ctx, &c.a, NULL), KDA_OK);
   wait_background_jobs(ctx, 1);
@@ -279,12 +280,7 @@ static void work_beside_another_threads_capture_leaves_it_alone(void **state) {
   const long unsafe0 = fake_unsafe_calls(), legacy0 = fake_legacy_calls();
   const long modules0 = fake_loaded_modules();
 
-  kda_options o = kda_options_default();
-  o.db_path = ":memory:";
-  o.tune_mode = KDA_TUNE_ON;
-  o.log_level = KDA_LOG_ERROR;
-  kda_context *ctx = NULL;
-  assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
+  kda_context *ctx = memory_context(KDA_TUNE_ON);
   fake_capture(other);
   assert_int_equal(kda_gate_chunk_cumsum(ctx, &c.a, own), KDA_OK); /* cold: compiles, tunes */
   kda_stats st = {.struct_size = sizeof st};
@@ -303,8 +299,7 @@ static void work_beside_another_threads_capture_leaves_it_alone(void **state) {
   fake_capture(NULL);
   kda_context_destroy(ctx);
 
-  o.tune_mode = KDA_TUNE_BACKGROUND;
-  assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
+  ctx = memory_context(KDA_TUNE_BACKGROUND);
   assert_int_equal(kda_gate_chunk_cumsum(ctx, &c.a, own), KDA_OK); /* queues a job */
   fake_capture(other);
   wait_background_jobs(ctx, 1); /* it ran (most of it) during the capture */
@@ -370,12 +365,7 @@ static void tune_on_call_keeps_the_heuristic_when_validation_cannot_run(void **s
   (void)state;
   call c;
   call_init(&c, 2, 64, 64, 300);
-  kda_context *ctx = NULL;
-  kda_options o = kda_options_default();
-  o.db_path = ":memory:";
-  o.tune_mode = KDA_TUNE_ON;
-  o.log_level = KDA_LOG_ERROR;
-  assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
+  kda_context *ctx = memory_context(KDA_TUNE_ON);
   assert_int_equal(kda_gate_chunk_cumsum(ctx, &c.a, NULL), KDA_OK);
   kda_stats st1 = {.struct_size = sizeof st1}, st2 = {.struct_size = sizeof st2};
   assert_int_equal(kda_context_get_stats(ctx, &st1), KDA_OK);
@@ -605,12 +595,7 @@ static void destroy_after_driver_shutdown_frees_the_host_side(void **state) {
   call_init(&c, 2, 64, 64, 300);
   const long fds0 = open_fds();
   for (int i = 0; i < 20; ++i) {
-    kda_options o = kda_options_default();
-    o.db_path = ":memory:";
-    o.tune_mode = KDA_TUNE_ON;
-    o.log_level = KDA_LOG_ERROR;
-    kda_context *ctx = NULL;
-    assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
+    kda_context *ctx = memory_context(KDA_TUNE_ON);
     assert_int_equal(kda_gate_chunk_cumsum(ctx, &c.a, NULL), KDA_OK); /* a tuning run: the kit */
     fake_deinitialize(1);
     kda_context_destroy(ctx);

@@ -192,15 +192,14 @@ static void *store_late(void *p) {
   return NULL;
 }
 
-/* Another process holds the key's lease and stores its winner 300 ms
- * later: prewarm waits for that row and reports it, tuning nothing. */
-static void a_key_another_process_tunes_is_waited_for(void **state) {
-  fixture *f = *state;
+/* The key's lease is held by holder, which stores its winner 300 ms later:
+ * prewarm waits for that row and reports it, tuning nothing. */
+static void waits_for_the_row_of(fixture *f, const char *holder) {
   kda_context *ctx = context_make(f, KDA_TUNE_ON);
   kda__tune_keys keys;
   late_winner w = {f, &keys, {0, 0, 0}};
   tr_slot_keys(ctx, KDA__OP_GATE_CHUNK_CUMSUM, &f->a, &keys, &w.cfg, NULL);
-  hold_lease(ctx, &keys, 60.0);
+  hold_lease_as(ctx, &keys, holder, 60.0);
   pthread_t t;
   assert_int_equal(pthread_create(&t, NULL, store_late, &w), 0);
   kda_prewarm_result r;
@@ -215,29 +214,20 @@ static void a_key_another_process_tunes_is_waited_for(void **state) {
   kda_context_destroy(ctx);
 }
 
-/* The same, the key held by another job of this very process (another
- * context on the GPU, or a prewarm beside a call): its holder names this
- * process too ("pid@host" and more), yet it is not this job's lease. The
- * holder was "pid@host" alone: a job took any lease of its process as its
- * own and tuned the key a second time (tuning_runs 1, not 0). */
+/* Another process holds the key's lease. */
+static void a_key_another_process_tunes_is_waited_for(void **state) {
+  waits_for_the_row_of(*state, "4242@another-host");
+}
+
+/* Another job of this very process holds it (another context on the GPU,
+ * or a prewarm beside a call): its holder names this process too
+ * ("pid@host" and more), yet it is not this job's lease. The holder was
+ * "pid@host" alone: a job took any lease of its process as its own and
+ * tuned the key a second time (tuning_runs 1, not 0). */
 static void a_key_another_job_of_this_process_tunes_is_waited_for(void **state) {
-  fixture *f = *state;
-  kda_context *ctx = context_make(f, KDA_TUNE_ON);
-  kda__tune_keys keys;
-  late_winner w = {f, &keys, {0, 0, 0}};
-  tr_slot_keys(ctx, KDA__OP_GATE_CHUNK_CUMSUM, &f->a, &keys, &w.cfg, NULL);
   char self[256];
   kda__store_default_holder(self, sizeof self);
-  hold_lease_as(ctx, &keys, self, 60.0);
-  pthread_t t;
-  assert_int_equal(pthread_create(&t, NULL, store_late, &w), 0);
-  kda_prewarm_result r;
-  const kda_status st = prewarm(ctx, f, 0, &r);
-  pthread_join(t, NULL);
-  assert_int_equal(st, KDA_OK);
-  assert_int_equal(r.outcome, KDA_PREWARM_SKIPPED);
-  assert_int_equal(tr_stats(ctx).tuning_runs, 0);
-  kda_context_destroy(ctx);
+  waits_for_the_row_of(*state, self);
 }
 
 /* The other process stopped (its lease expires after 0.3 s, no row): the
