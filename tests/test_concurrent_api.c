@@ -1220,10 +1220,14 @@ static void *prewarm_work(void *p) {
  * stored row, exactly as on the main thread before; the kernel calls
  * launch the stored winner (one database read and one compile per slot);
  * the chunk-index kernel is refused on every thread. Meanwhile two threads
- * prewarm a shape with no row: a real tuning run (lease, one NVRTC program,
- * candidate benchmarks, validation) on two threads at once, which on the
- * stand-in ends KDA_PREWARM_FAILED (validation cannot run) with the same
- * status on both, while the skips and the calls go on. */
+ * prewarm a shape with no row: one takes the key's lease and runs a real
+ * tuning run (one NVRTC program, candidate benchmarks, validation), which
+ * on the stand-in ends KDA_PREWARM_FAILED (validation cannot run); the
+ * other waits for that job's row (each job holds the lease under its own
+ * name, so two jobs of one process never tune a key at once), then takes
+ * the lease over and fails the same way, or, past its wait (slow
+ * sanitizer builds), runs the heuristic: KDA_OK, still
+ * KDA_PREWARM_FAILED. The skips and the calls go on meanwhile. */
 static void prewarm_from_sixteen_threads_with_kernel_calls_on_one_context(void **state) {
   (void)state;
   tmpdb db;
@@ -1293,11 +1297,13 @@ static void prewarm_from_sixteen_threads_with_kernel_calls_on_one_context(void *
   assert_int_equal(s.db_result_hits, PREWARM_SHAPES);
   /* One per slot's winner, one program per tuning run. */
   assert_int_equal(s.nvrtc_compiles, PREWARM_SHAPES + COLD_TUNERS);
+  int tuned = 0;
   for (int t = 0; t < COLD_TUNERS; ++t) {
-    assert_int_equal(w[t].cold_status, w[0].cold_status);
+    assert_true(w[t].cold_status == KDA_ERROR_INTERNAL || w[t].cold_status == KDA_OK);
     assert_int_equal(w[t].cold_result.outcome, KDA_PREWARM_FAILED);
+    tuned += w[t].cold_status == KDA_ERROR_INTERNAL;
   }
-  assert_int_not_equal(w[0].cold_status, KDA_OK);
+  assert_true(tuned >= 1); /* the lease holder's run failed validation */
   kda_context_destroy(ctx);
   assert_int_equal(fake_live_allocations(), 0);
   for (int t = 0; t < THREADS; ++t)
