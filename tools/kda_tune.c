@@ -3,6 +3,7 @@
  * `kda-tune --help`. This file: entry point, version check, the option
  * parser and helpers the subcommands share. */
 #include "kda_tune.h"
+#include "shapes_file.h"
 
 #include <errno.h>
 #include <math.h>
@@ -298,23 +299,12 @@ void tune_shape_words(const kda_db_record *r, char *buf, size_t size) {
     snprintf(buf, size, "%s", r->spec); /* not one this library writes: as stored */
     return;
   }
-  static const char *const dt[] = {"f32", "f16", "bf16", "i32", "i64"};
-  const char *in = (unsigned)a.g_dtype < 5 ? dt[a.g_dtype] : "?";
-  const char *out = (unsigned)a.out_dtype < 5 ? dt[a.out_dtype] : "?";
-  const char *layout = a.chunk_plan ? "varlen chunk-plan"
-                       : a.cu_seqlens_host ? "varlen host-rows"
-                       : a.num_seqs > 0 ? "varlen"
-                                        : "dense";
+  char words[400];
+  shape_words(kernel, &a, words, sizeof words);
   const char *veccap = strstr(r->spec, " veccap=");
-  char cap[24] = "";
-  if (veccap != NULL && atoi(veccap + 8) > 0 && atoi(veccap + 8) < 8)
-    snprintf(cap, sizeof cap, " vec<=%d", atoi(veccap + 8)); /* tensors less aligned */
-  snprintf(buf, size, "%s H=%d K=%d chunk=%d %s%s%s%s %s->%s %s%s", kda_db_record_entry(r),
-           a.num_heads, a.head_dim, a.chunk_size,
-           a.gate == KDA_GATE_SOFTPLUS ? "softplus" : a.gate == KDA_GATE_LOWER_BOUND ? "lower-bound"
-                                                                                     : "activated",
-           a.dt_bias ? " bias" : "", a.has_scale ? " scale" : "", a.reverse ? " reverse" : "", in,
-           out, layout, cap);
+  const int cap = veccap != NULL ? atoi(veccap + 8) : 0;
+  if (cap > 0 && cap < 8) snprintf(buf, size, "%s vec<=%d", words, cap); /* tensors less aligned */
+  else snprintf(buf, size, "%s", words);
 }
 
 int64_t tune_parse_duration(const char *text) {

@@ -153,6 +153,21 @@ static const char *dt_name(int32_t d) {
   return d == KDA_DTYPE_F16 ? "f16" : d == KDA_DTYPE_BF16 ? "bf16" : "f32";
 }
 
+void shape_words(kda_kernel kernel, const kda_gate_args *a, char *buf, size_t size) {
+  snprintf(buf, size, "%s H=%d K=%d chunk=%d %s%s %s->%s%s%s %s%s%s",
+           kernel == KDA_KERNEL_GATE_CHUNK_CUMSUM ? "gate_chunk_cumsum"
+           : kernel == KDA_KERNEL_GATE             ? "gate"
+                                                   : "chunk_local_cumsum",
+           a->num_heads, a->head_dim, a->chunk_size,
+           a->gate == KDA_GATE_SOFTPLUS       ? "softplus"
+           : a->gate == KDA_GATE_LOWER_BOUND ? "lower-bound"
+                                             : "activated",
+           a->dt_bias ? " bias" : "", dt_name(a->g_dtype), dt_name(a->out_dtype),
+           a->has_scale ? " scale" : "", a->reverse ? " reverse" : "",
+           a->num_seqs > 0 ? "varlen" : "dense", a->cu_seqlens_host ? " host-rows" : "",
+           a->chunk_plan ? " chunk-plan" : "");
+}
+
 static int same_shape(const tune_shape *a, const tune_shape *b) {
   const kda_gate_args *x = &a->args, *y = &b->args;
   return a->kernel == b->kernel && a->bucket == b->bucket && x->g_dtype == y->g_dtype &&
@@ -306,18 +321,9 @@ int shape_set_expand(const shape_set *s0, shape_list *list, char *err, size_t si
                     if (cp) a->chunk_plan = (const kda_chunk_plan *)(uintptr_t)1; /* "plan" */
                     ts.tokens = s.tokens[t];
                     ts.bucket = kda_token_bucket(s.tokens[t]);
-                    snprintf(ts.label, sizeof ts.label,
-                             "%s H=%d K=%d chunk=%d %s%s %s->%s%s%s %s%s%s tokens=%lld (bucket %d)",
-                             kernel == KDA_KERNEL_GATE_CHUNK_CUMSUM ? "gate_chunk_cumsum"
-                             : kernel == KDA_KERNEL_GATE             ? "gate"
-                                                                     : "chunk_local_cumsum",
-                             a->num_heads, a->head_dim, a->chunk_size,
-                             s.gate == KDA_GATE_SOFTPLUS ? "softplus"
-                             : s.gate == KDA_GATE_LOWER_BOUND ? "lower-bound"
-                                                              : "activated",
-                             bias ? " bias" : "", dt_name(a->g_dtype), dt_name(a->out_dtype),
-                             sc ? " scale" : "", rev ? " reverse" : "", var ? "varlen" : "dense",
-                             hr ? " host-rows" : "", cp ? " chunk-plan" : "",
+                    char words[150]; /* room for the tokens in the 200-byte label */
+                    shape_words(ts.kernel, a, words, sizeof words);
+                    snprintf(ts.label, sizeof ts.label, "%s tokens=%lld (bucket %d)", words,
                              (long long)ts.tokens, ts.bucket);
                     int pushed = push(list, &ts);
                     if (pushed != 0) {

@@ -73,6 +73,10 @@ int shapes_file_load(const char *path, shape_list *list, char *err, size_t err_s
 /* The same from an open stream (not closed here); path names it in errors. */
 int shapes_stream_load(FILE *f, const char *path, shape_list *list, char *err, size_t err_size);
 void shape_list_free(shape_list *list);
+/* A shape in the words prewarm prints (its label without the tokens):
+ * "gate_chunk_cumsum H=32 K=128 chunk=64 softplus bias bf16->f32 dense";
+ * kda-tune list and show describe stored rows the same way. */
+void shape_words(kda_kernel kernel, const kda_gate_args *a, char *buf, size_t size);
 
 /* Model presets (presets.c). */
 typedef struct model_preset {
