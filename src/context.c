@@ -192,8 +192,9 @@ void kda__context_store_unlock(kda_context *ctx) {
   }
   tls_store_holder = NULL;
   pthread_mutex_unlock(&ctx->store_lock);
-  /* Copied out first: a log_fn that reaches the store again reuses them. */
   const int n = tls_deferred_n, lost = tls_deferred_lost;
+  if (n == 0 && lost == 0) return; /* the usual case */
+  /* Copied out first: a log_fn that reaches the store again reuses them. */
   deferred_log out[KDA__DEFERRED_MAX];
   memcpy(out, tls_deferred, (size_t)n * sizeof out[0]);
   tls_deferred_n = tls_deferred_lost = 0;

@@ -225,18 +225,24 @@ static const char *unusable_advice(const char *path, char *buf, size_t size) {
          "prewarm) move such a file aside to PATH.corrupt-TIME and start a new one";
 }
 
-/* 1 (error printed) if the database path names no file. Opened read-only
- * to learn the path the rules choose: a writable open would create it. */
+/* 1 (error printed) if db's path names no file: a read of it would read as
+ * an empty database (on a mistyped path or another user's cache folder,
+ * "no results" or "0 cubins checked" would look like an answer). */
+static int no_file(const tune_args *a, kda_db *db) {
+  const char *file = kda_db_path(db);
+  if (file[0] == '\0' || access(file, F_OK) == 0 || errno != ENOENT) return 0;
+  tune_error(a, "no tuning database at %s (chosen by the %s); prewarm or the library's "
+                "first tuned call creates it, or pass the right --db",
+             file, tune_rule_words(kda_db_path_rule(db)));
+  return 1;
+}
+
+/* The same before a writable open, which would create the file: the path
+ * the rules choose is learnt from a read-only open. */
 static int missing_db(const tune_args *a, const char *path) {
   kda_db *db = NULL;
   if (kda_db_open(path, KDA_DB_READ_ONLY, &db) != KDA_OK) return 0; /* the real open reports */
-  const char *file = kda_db_path(db);
-  int missing = file[0] != '\0' && access(file, F_OK) != 0 && errno == ENOENT;
-  if (missing) {
-    tune_error(a, "no tuning database at %s (chosen by the %s); prewarm or the library's "
-                  "first tuned call creates it, or pass the right --db",
-               file, tune_rule_words(kda_db_path_rule(db)));
-  }
+  const int missing = no_file(a, db);
   kda_db_close(db);
   return missing;
 }
@@ -247,13 +253,15 @@ static kda_db *open_db(const tune_args *a, uint32_t flags, int must_exist) {
     tune_error(a, "--db needs a file name");
     return NULL;
   }
-  /* A read of a file that is not there would read as an empty database:
-   * on a mistyped path or another user's cache folder, "no results" or
-   * "0 cubins checked" would look like an answer. */
-  if (must_exist && missing_db(a, path)) return NULL;
+  const int read_only = (flags & KDA_DB_READ_ONLY) != 0;
+  if (must_exist && !read_only && missing_db(a, path)) return NULL;
   kda_db *db = NULL;
   if (kda_db_open(path, flags, &db) != KDA_OK) {
     tune_error(a, "cannot open the tuning database: %s", kda_last_error());
+    return NULL;
+  }
+  if (must_exist && read_only && no_file(a, db)) {
+    kda_db_close(db);
     return NULL;
   }
   if (kda_db_file_unusable(db)) {

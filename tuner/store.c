@@ -83,12 +83,16 @@ int kda__store_begin(sqlite3 *db) {
   return rc;
 }
 
-kda_status kda__store_try_write(kda__store *s, sqlite3 *db, const char *what,
-                                kda__store_write_fn fn, void *ctx) {
+int kda__store_begin_now(sqlite3 *db) {
   sqlite3_busy_timeout(db, 0);
   const int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
   sqlite3_busy_timeout(db, KDA__STORE_BUSY_MS);
-  if (rc != SQLITE_OK) return KDA_OK; /* taken: skipped, as promised */
+  return rc;
+}
+
+kda_status kda__store_try_write(kda__store *s, sqlite3 *db, const char *what,
+                                kda__store_write_fn fn, void *ctx) {
+  if (kda__store_begin_now(db) != SQLITE_OK) return KDA_OK; /* taken: skipped, as promised */
   kda_status st = fn(s, db, ctx);
   if (st == KDA_OK && kda__store_commit(db) != SQLITE_OK) st = kda__store_fail(s, db, sqlite3_errcode(db), what);
   if (st != KDA_OK) kda__store_rollback(db);

@@ -55,6 +55,9 @@ kda_status kda__store_fail(kda__store *s, sqlite3 *db, int rc, const char *what)
 /* BEGIN IMMEDIATE, retried on SQLITE_BUSY past the busy timeout (WAL can
  * answer BUSY without waiting, e.g. while another connection recovers). */
 int kda__store_begin(sqlite3 *db);
+/* BEGIN IMMEDIATE once, without waiting: SQLITE_BUSY at once if another
+ * connection holds the write lock (for writes that may be skipped). */
+int kda__store_begin_now(sqlite3 *db);
 int kda__store_commit(sqlite3 *db);
 /* Rolls back if a transaction is open (SQLite may already have). */
 void kda__store_rollback(sqlite3 *db);

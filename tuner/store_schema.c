@@ -156,13 +156,10 @@ static void ensure_views(sqlite3 *db) {
     have = sqlite3_step(st) == SQLITE_ROW;
   sqlite3_finalize(st);
   if (have) return;
-  sqlite3_busy_timeout(db, 0);
-  if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK) {
-    if (sqlite3_exec(db, kda__results_readable, NULL, NULL, NULL) == SQLITE_OK)
-      sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
-    kda__store_rollback(db);
-  }
-  sqlite3_busy_timeout(db, KDA__STORE_BUSY_MS);
+  if (kda__store_begin_now(db) != SQLITE_OK) return;
+  if (sqlite3_exec(db, kda__results_readable, NULL, NULL, NULL) == SQLITE_OK)
+    kda__store_commit(db);
+  kda__store_rollback(db);
 }
 
 int kda__store_schema_apply(sqlite3 *db, int *found_version) {
