@@ -1,10 +1,35 @@
-/* JSON reading and the few writing helpers export needs. */
+/* JSON reading and the few writing helpers export needs.
+ *
+ * Numbers are written and read in the C locale whatever the host process set:
+ * a server that calls setlocale(LC_ALL, "") under a comma locale (de_DE) would
+ * otherwise write "12,5" (bad JSON, and a broken CSV column) and read "12.5"
+ * back as 12. uselocale() changes this thread only, so it is safe while other
+ * threads run. */
 #include "db_json.h"
 
+#include <locale.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+static locale_t c_numeric;
+static pthread_once_t c_numeric_once = PTHREAD_ONCE_INIT;
+
+static void make_c_numeric(void) { c_numeric = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0); }
+
+/* Switches this thread to the C locale for numbers; returns what to restore
+ * (0 when the C locale object could not be made: numbers then follow the
+ * process's locale, as before). */
+static locale_t enter_c_numeric(void) {
+  pthread_once(&c_numeric_once, make_c_numeric);
+  return c_numeric != (locale_t)0 ? uselocale(c_numeric) : (locale_t)0;
+}
+
+static void leave_c_numeric(locale_t old) {
+  if (old != (locale_t)0) uselocale(old);
+}
 
 typedef struct parser {
   const char *s, *p;
@@ -190,6 +215,33 @@ static int parse_container(parser *ps, kda__json *v, int object) {
   }
 }
 
+static const char *digits_end(const char *p) {
+  while (*p >= '0' && *p <= '9') p++;
+  return p;
+}
+
+/* The end of the JSON number at p, or NULL:
+ * -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? */
+static const char *json_number_end(const char *p) {
+  if (*p == '-') p++;
+  if (*p == '0') p++;
+  else if (*p >= '1' && *p <= '9') p = digits_end(p);
+  else return NULL;
+  if (*p == '.') {
+    const char *q = digits_end(p + 1);
+    if (q == p + 1) return NULL;
+    p = q;
+  }
+  if (*p == 'e' || *p == 'E') {
+    p++;
+    if (*p == '+' || *p == '-') p++;
+    const char *q = digits_end(p);
+    if (q == p) return NULL;
+    p = q;
+  }
+  return p;
+}
+
 static int parse_value(parser *ps, kda__json *v) {
   memset(v, 0, sizeof *v);
   skip_ws(ps);
@@ -211,9 +263,12 @@ static int parse_value(parser *ps, kda__json *v) {
     return 0;
   }
   if (c == '-' || (c >= '0' && c <= '9')) {
-    char *end = NULL;
-    v->number = strtod(ps->p, &end);
-    if (end == ps->p) return fail(ps, "bad number");
+    /* JSON's grammar first: strtod alone also takes hex, "inf" and "nan". */
+    const char *end = json_number_end(ps->p);
+    if (end == NULL) return fail(ps, "bad number");
+    locale_t old = enter_c_numeric();
+    v->number = strtod(ps->p, NULL);
+    leave_c_numeric(old);
     v->type = KDA__JSON_NUMBER;
     ps->p = end;
     return 0;
@@ -277,9 +332,11 @@ void kda__json_write_opt(FILE *out, double v) {
     return;
   }
   char buf[64];
+  locale_t old = enter_c_numeric();
   for (int digits = 15; digits <= 17; digits++) {
     snprintf(buf, sizeof buf, "%.*g", digits, v);
     if (strtod(buf, NULL) == v) break;
   }
+  leave_c_numeric(old);
   fputs(buf, out);
 }

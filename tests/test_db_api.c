@@ -2,6 +2,7 @@
  * filters, showing trials, staleness, export/import round trips, purging,
  * cubin checks. Rows are written through the store (tuner/store.h). */
 #define _GNU_SOURCE
+#include <locale.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -41,6 +42,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   fixture *f = *state;
+  setlocale(LC_NUMERIC, "C"); /* a failed locale test leaves it set */
   char cmd[160];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
   if (system(cmd) != 0) return -1;
@@ -343,6 +345,84 @@ static void db_import_keeps_the_faster_row(void **state) {
   kda_db_close(db);
 }
 
+/* Switches LC_NUMERIC to a locale whose decimal point is a comma, as a
+ * server that calls setlocale(LC_ALL, "") on a German host has it. Made with
+ * localedef into dir when none is installed (tools/install_deps.sh installs
+ * the locale sources, the `locales` package). */
+static void write_text(const char *path, const char *text);
+
+static void use_a_comma_locale(const char *dir) {
+  static const char *const names[] = {"de_DE.UTF-8", "de_DE.utf8", "fr_FR.UTF-8", "fr_FR.utf8"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (setlocale(LC_NUMERIC, names[i]) != NULL) return;
+  char cmd[256];
+  snprintf(cmd, sizeof cmd, "localedef -i de_DE -f UTF-8 '%s/de_DE.UTF-8' > /dev/null 2>&1", dir);
+  if (system(cmd) == 0 && setenv("LOCPATH", dir, 1) == 0 &&
+      setlocale(LC_NUMERIC, "de_DE.UTF-8") != NULL)
+    return;
+  fail_msg("no locale with a decimal comma could be set or made (install the `locales` "
+           "package: tools/install_deps.sh does)");
+}
+
+static void db_export_and_import_write_and_read_numbers_whatever_the_locale(void **state) {
+  fixture *f = *state;
+  put_row(f->db, f, GPU_A, SPEC32, 1, f->v.lib_version, 10.25, KDA__PUT_REPLACE);
+  use_a_comma_locale(f->dir);
+  char probe[16];
+  snprintf(probe, sizeof probe, "%.2f", 10.25);
+  assert_string_equal(probe, "10,25"); /* the locale is in force: the test can fail */
+  export_to(f->db, f->json);
+  char *text = slurp(f->json);
+  assert_non_null(strstr(text, "\"median_us\": 10.25,"));
+  assert_null(strstr(text, "10,25"));
+  free(text);
+  kda_db *db = NULL;
+  assert_int_equal(kda_db_open(f->db, KDA_DB_READ_ONLY, &db), KDA_OK);
+  char csv[160];
+  snprintf(csv, sizeof csv, "%s/export.csv", f->dir);
+  FILE *out = fopen(csv, "w");
+  assert_non_null(out);
+  assert_int_equal(kda_db_export(db, NULL, KDA_DB_FORMAT_CSV, out), KDA_OK);
+  fclose(out);
+  kda_db_close(db);
+  text = slurp(csv);
+  assert_non_null(strstr(text, ",10.25,"));
+  free(text);
+  /* Read back under the comma locale: 10.25, not 10. */
+  assert_int_equal(kda_db_open(f->other, 0, &db), KDA_OK);
+  int64_t imp = 0;
+  assert_int_equal(kda_db_import(db, f->json, &imp, NULL, NULL), KDA_OK);
+  assert_int_equal(imp, 1);
+  kda_db_record r;
+  assert_int_equal(kda_db_list(db, NULL, first_record, &r), KDA_OK);
+  assert_true(r.median_us == 10.25);
+  kda_db_close(db);
+}
+
+static void db_import_reads_json_numbers_only(void **state) {
+  fixture *f = *state;
+  put_row(f->db, f, GPU_A, SPEC32, 1, f->v.lib_version, 10.25, KDA__PUT_REPLACE);
+  export_to(f->db, f->json);
+  char *good = slurp(f->json);
+  /* strtod alone would read each of these as a number. */
+  static const char *const bad[] = {"0x1p3", "inf", "-nan", "1.", ".5", "01", "1e", "+1"};
+  kda_db *db = NULL;
+  assert_int_equal(kda_db_open(f->other, 0, &db), KDA_OK);
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    char *at = strstr(good, "10.25");
+    assert_non_null(at);
+    char *text = NULL;
+    assert_true(asprintf(&text, "%.*s%s%s", (int)(at - good), good, bad[i], at + 5) > 0);
+    write_text(f->json, text);
+    free(text);
+    int64_t imp = -1;
+    assert_int_equal(kda_db_import(db, f->json, &imp, NULL, NULL), KDA_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(kda_last_error(), "line "));
+  }
+  kda_db_close(db);
+  free(good);
+}
+
 static void write_text(const char *path, const char *text) {
   FILE *out = fopen(path, "w");
   assert_non_null(out);
@@ -592,6 +672,9 @@ int main(void) {
       cmocka_unit_test_setup_teardown(db_record_shape_parses_spec_flags, setup, teardown),
       cmocka_unit_test_setup_teardown(db_export_import_round_trip_is_identical_and_idempotent, setup, teardown),
       cmocka_unit_test_setup_teardown(db_import_keeps_the_faster_row, setup, teardown),
+      cmocka_unit_test_setup_teardown(db_export_and_import_write_and_read_numbers_whatever_the_locale,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(db_import_reads_json_numbers_only, setup, teardown),
       cmocka_unit_test_setup_teardown(db_import_skips_unverified_and_rejects_bad_files, setup, teardown),
       cmocka_unit_test_setup_teardown(db_purge_dry_run_lists_and_real_run_deletes, setup, teardown),
       cmocka_unit_test_setup_teardown(db_cubin_checks_find_a_tampered_hash_without_a_gpu, setup, teardown),

@@ -11,6 +11,9 @@ command -v make > /dev/null || need+=(make)
 [ -f /usr/include/sqlite3.h ] || need+=(libsqlite3-dev)
 command -v sqlite3 > /dev/null || need+=(sqlite3)
 command -v pkg-config > /dev/null || need+=(pkg-config)
+# A locale with a decimal comma, for test_db_api (export/import whatever the
+# host process's locale): localedef builds it from these sources.
+[ -f /usr/share/i18n/locales/de_DE ] || need+=(locales)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   sudo=""

@@ -331,6 +331,14 @@ MUTANTS = [
                "  if (strcmp(o->nvrtc_version, v->nvrtc_version) != 0) o->stale |= KDA_DB_STALE_NVRTC;\n}",
                "a result tuned under another NVRTC build is called stale (purge --stale deletes it)",
                ["test_db_api", "test_kda_tune_cli"]),
+    HostMutant("json_numbers_in_process_locale", "src/db_json.c",
+               "  return c_numeric != (locale_t)0 ? uselocale(c_numeric) : (locale_t)0;",
+               "  return (locale_t)0;",
+               "export writes 10,25 and import reads 10 under a comma locale", ["test_db_api"]),
+    HostMutant("json_number_grammar_from_strtod", "src/db_json.c",
+               "    const char *end = json_number_end(ps->p);",
+               "    char *end = NULL;\n    strtod(ps->p, &end);\n    if (end == ps->p) end = NULL;",
+               "import reads hex, 1. and 01 as numbers", ["test_db_api"]),
 ]
 
 
