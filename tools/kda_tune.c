@@ -24,6 +24,7 @@ static const subcommand subcommands[] = {
     {"prewarm", cmd_prewarm, "tune (or, with --compile-only, compile) every specialization a deployment meets"},
     {"list", cmd_list, "one line per tuning result"},
     {"show", cmd_show, "everything about one result, every trial"},
+    {"lookup", cmd_lookup, "what each call of a deployment takes from the database (row, cubin), or why nothing"},
     {"stats", cmd_stats, "database path, schema, size, counts, stale entries"},
     {"export", cmd_export, "write results as JSON or CSV"},
     {"import", cmd_import, "merge a JSON export (faster verified result wins)"},

@@ -94,6 +94,7 @@ int cmd_purge(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_lookup(int argc, char **argv);
 
 /* Shared option rows. */
 #define TUNE_OPT_HELP {"help", NULL, "show this help and exit"}
@@ -109,5 +110,32 @@ int cmd_bench(int argc, char **argv);
   {"bucket", "B", "token bucket (0..4)"},                                                  \
   {"stale", NULL, "only rows this library may not use (another library version or kernel template; cubins: another NVRTC build too)"}, \
   {"older-than", "AGE", "only rows created before AGE ago (30d, 12h, 45m, 90s)"}
+
+/* The shape flags of prewarm and lookup (tools/shapes_file.h). */
+#define TUNE_OPT_SHAPES \
+    {"heads", "H[,H...]", "heads per GPU"}, \
+    {"head-dim", "K[,K...]", "head dimension (default 128)"}, \
+    {"chunk", "N[,N...]", "chunk size (default 64)"}, \
+    {"bias", "yes|no|both", "dt_bias given (default yes)"}, \
+    {"gate", "softplus|lower-bound|none", "gate activation (default softplus; none: chunk_local_cumsum)"}, \
+    {"dtype", "T[,T...]", "input dtype: f32, f16, bf16 (default bf16)"}, \
+    {"out-dtype", "f32|bf16", "output dtype (default f32)"}, \
+    {"varlen", "yes|no|both", "packed variable-length batches (default no)"}, \
+    {"host-rows", "yes|no|both", "varlen calls passing cu_seqlens_host, where the batch fits (default no)"}, \
+    {"chunk-plan", "yes|no|both", "varlen calls passing a kda_chunk_plan (default no)"}, \
+    {"tokens", "N[,N...]", "token counts (default one per bucket: 512,2048,8192,32768,65536)"}, \
+    {"seqs", "N", "sequences of a varlen shape (default 8)"}, \
+    {"scale", "yes|no|both", "scaled cumsum (default no)"}, \
+    {"reverse", "yes|no|both", "reverse cumsum (default no)"}, \
+    {"kernel", "NAME", "gate_chunk_cumsum, chunk_local_cumsum or gate (default: from --gate)"}, \
+    {"shapes", "FILE", "shapes file (format: kda-tune prewarm --help, or tools/shapes_file.h)"}, \
+    {"model", "NAME", "model preset: kimi-linear"}, \
+    {"tp", "N[,N...]", "tensor-parallel degrees for --model (H = total heads / tp)"}
+
+/* The shapes the shape flags, --shapes FILE or --model/--tp name (the
+ * command must have TUNE_OPT_SHAPES). 0, or an exit code after an error
+ * message. */
+struct shape_list;
+int tune_collect_shapes(const tune_args *a, struct shape_list *list);
 
 #endif

@@ -13,24 +13,7 @@
 
 static const tune_opt prewarm_opts[] = {
     TUNE_OPT_HELP, TUNE_OPT_DB, TUNE_OPT_JSON, TUNE_OPT_DEVICE,
-    {"heads", "H[,H...]", "heads per GPU"},
-    {"head-dim", "K[,K...]", "head dimension (default 128)"},
-    {"chunk", "N[,N...]", "chunk size (default 64)"},
-    {"bias", "yes|no|both", "dt_bias given (default yes)"},
-    {"gate", "softplus|lower-bound|none", "gate activation (default softplus; none: chunk_local_cumsum)"},
-    {"dtype", "T[,T...]", "input dtype: f32, f16, bf16 (default bf16)"},
-    {"out-dtype", "f32|bf16", "output dtype (default f32)"},
-    {"varlen", "yes|no|both", "packed variable-length batches (default no)"},
-    {"host-rows", "yes|no|both", "varlen calls passing cu_seqlens_host, where the batch fits (default no)"},
-    {"chunk-plan", "yes|no|both", "varlen calls passing a kda_chunk_plan (default no)"},
-    {"tokens", "N[,N...]", "token counts (default one per bucket: 512,2048,8192,32768,65536)"},
-    {"seqs", "N", "sequences of a varlen shape (default 8)"},
-    {"scale", "yes|no|both", "scaled cumsum (default no)"},
-    {"reverse", "yes|no|both", "reverse cumsum (default no)"},
-    {"kernel", "NAME", "gate_chunk_cumsum, chunk_local_cumsum or gate (default: from --gate)"},
-    {"shapes", "FILE", "shapes file (format: kda-tune prewarm --help, or tools/shapes_file.h)"},
-    {"model", "NAME", "model preset: kimi-linear"},
-    {"tp", "N[,N...]", "tensor-parallel degrees for --model (H = total heads / tp)"},
+    TUNE_OPT_SHAPES,
     {"force", NULL, "tune (or compile) again what the database already holds"},
     {"compile-only", NULL, "compile and store heuristic cubins, no GPU needed (needs --arch)"},
     {"arch", "sm_XY", "architecture for --compile-only, e.g. sm_90"},
@@ -50,10 +33,6 @@ static const tune_cmd prewarm_cmd = {
     "  model=kimi-linear tp=1,2,4,8\n"
     "'#' starts a comment. Errors are reported as FILE:LINE: message.",
     prewarm_opts, 0, 0};
-
-static const char *const shape_flags[] = {"heads", "head-dim", "chunk", "bias", "gate",
-                                          "dtype", "out-dtype", "varlen", "host-rows", "chunk-plan", "tokens", "seqs",
-                                          "scale", "reverse", "kernel", "model", "tp"};
 
 static double now_ms(void) {
   struct timespec t;
@@ -129,44 +108,6 @@ static int parse_arch(const char *text, int32_t *arch) {
   return 0;
 }
 
-static int collect_shapes(const tune_args *a, shape_list *list) {
-  char err[1024];
-  shape_set s;
-  shape_set_init(&s);
-  int any = 0;
-  for (size_t i = 0; i < sizeof shape_flags / sizeof shape_flags[0]; i++) {
-    const char *v = tune_get(a, shape_flags[i]);
-    if (v == NULL) continue;
-    any = 1;
-    if (shape_set_apply(&s, shape_flags[i], v, err, sizeof err) != 0) {
-      tune_error(a, "--%s", err);
-      return TUNE_USAGE;
-    }
-  }
-  const char *file = tune_get(a, "shapes");
-  if (file != NULL) {
-    if (any) {
-      tune_error(a, "--shapes FILE replaces the shape flags; give one or the other");
-      return TUNE_USAGE;
-    }
-    if (shapes_file_load(file, list, err, sizeof err) != 0) {
-      fprintf(stderr, "kda-tune prewarm: error: %s\n", err);
-      return TUNE_USAGE;
-    }
-    return 0;
-  }
-  if (!any) {
-    tune_error(a, "no shapes: give --heads (and other shape flags), --model NAME [--tp LIST] "
-                  "or --shapes FILE");
-    return TUNE_USAGE;
-  }
-  if (shape_set_expand(&s, list, err, sizeof err) != 0) {
-    tune_error(a, "%s", err);
-    return TUNE_USAGE;
-  }
-  return 0;
-}
-
 int cmd_prewarm(int argc, char **argv) {
   tune_args a;
   int rc = tune_parse(&prewarm_cmd, argc, argv, &a);
@@ -198,7 +139,7 @@ int cmd_prewarm(int argc, char **argv) {
   if ((rc = tune_get_int(&a, "budget-ms", 1, 600000, &budget)) != 0) return rc;
   if ((rc = tune_get_int(&a, "compile-threads", 1, 64, &compile_threads)) != 0) return rc;
   shape_list list = {NULL, 0, 0};
-  if ((rc = collect_shapes(&a, &list)) != 0) {
+  if ((rc = tune_collect_shapes(&a, &list)) != 0) {
     shape_list_free(&list);
     return rc;
   }

@@ -129,6 +129,10 @@ struct sqlite3 *kda__store_overlay_handle(kda__store *store);
  * capability, PCI device id in hex, SM count, L2 bytes): the name is for
  * people, two boards with one name can differ. Returns the length or -1. */
 int kda__store_gpu_key(const kda_device_info *info, char *buf, size_t size);
+/* The identity fields of a GPU key (compute capability, PCI device id, SM
+ * count, L2 size) into *info (other fields zero). 0, or -1 when key is not
+ * the canonical text kda__store_gpu_key writes. */
+int kda__store_gpu_key_parse(const char *key, kda_device_info *info);
 
 /* Inserts or updates a GPU. name may be NULL (kept); copy_bw_gbps < 0 keeps
  * the stored bandwidth. put_result inserts a bare row itself if needed. */

@@ -81,6 +81,25 @@ int kda__store_gpu_key(const kda_device_info *info, char *buf, size_t size) {
   return n < 0 || (size_t)n >= size ? -1 : n;
 }
 
+int kda__store_gpu_key_parse(const char *key, kda_device_info *info) {
+  unsigned cc = 0, pci = 0;
+  int sms = 0, l2 = 0, used = 0;
+  if (key == NULL || sscanf(key, "sm%u-pci%x-sms%d-l2_%d%n", &cc, &pci, &sms, &l2, &used) != 4 ||
+      key[used] != '\0' || cc < 10 || cc > 999 || sms <= 0 || l2 <= 0)
+    return -1;
+  memset(info, 0, sizeof *info);
+  info->struct_size = sizeof *info;
+  info->cc_major = (int32_t)(cc / 10); /* "sm90": 9.0, "sm100": 10.0, "sm121": 12.1 */
+  info->cc_minor = (int32_t)(cc % 10);
+  info->pci_device_id = (int32_t)pci;
+  info->sm_count = sms;
+  info->l2_bytes = l2;
+  /* Only the canonical text: another spelling is another key. */
+  char again[128];
+  if (kda__store_gpu_key(info, again, sizeof again) < 0 || strcmp(again, key) != 0) return -1;
+  return 0;
+}
+
 void kda__store_default_holder(char *buf, size_t size) {
   char host[256];
   if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "unknown");

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "driver.h"
+#include "gate_args.h"
 #include "kda/kda.h"
 #include "kda/kda_db.h"
 #include "kernel_source.h"
@@ -439,6 +440,35 @@ typedef struct kda__offline_cubin {
 kda_status kda__offline_cubin_make(kda_kernel kernel, const kda_gate_args *shape, int32_t arch,
                                    kda__offline_cubin *out);
 void kda__offline_cubin_free(kda__offline_cubin *oc);
+
+/* A shape as kda_prewarm takes it (kda.h) made into the call it stands
+ * for: flags made pointers (A_log of a softplus gate), device pointers
+ * cleared, *host_seqlens (free it) the equal-length cu_seqlens_host of a
+ * host-rows shape. INVALID_ARGUMENT for a kernel that is not tuned. */
+kda_status kda__tune_shape_call(kda_kernel kernel, const kda_gate_args *shape, kda__op *op,
+                                kda_gate_args *a, void **host_seqlens);
+/* a with stand-in device pointers, 256-byte aligned as cudaMalloc's are:
+ * enough to plan the call, so that the shape is checked, and its keys
+ * found, before any input is made. */
+void kda__tune_stand_in_args(kda__op op, const kda_gate_args *a, kda_gate_args *f);
+
+/* What a call looks up (tuner_call.c). */
+typedef struct kda__tune_call {
+  kda__spec slot;
+  kda__config heuristic; /* the plan's, fitted to the GPU's SMs */
+  kda__config space[KDA__TUNE_SPACE_MAX];
+  size_t n;
+  kda__tune_keys keys;
+} kda__tune_call;
+
+/* The keys a context on a GPU of identity info (arch: compute capability
+ * x 10) computes for a call of f (stand-in pointers). */
+kda_status kda__tune_call_keys(const kda_device_info *info, int arch,
+                               const kda__source_set *sources, kda__op op,
+                               const kda_gate_args *f, kda__tune_call *out);
+/* 1 if c is in the call's candidate space (a stored winner outside it is
+ * ignored). */
+int kda__tune_call_has(const kda__tune_call *call, const kda__config *c);
 
 /* 1 if the database holds a winner for slot (a lookup only: nothing is
  * compiled, loaded or allocated); fills report as a skipped prewarm. */

@@ -189,22 +189,24 @@ static kda_status op_of(kda_kernel kernel, kda__op *op) {
   }
 }
 
-/* The shape's arguments with stand-in pointers (device allocations are
- * 256-byte aligned, as these are): enough to plan the call, so that the
- * shape is checked, and a stored winner found, before any input is made. */
-static void stand_in_args(kda__op op, const kda_gate_args *a, kda_gate_args *f) {
-  *f = *a;
-  f->g = (const void *)(uintptr_t)(UINT64_C(1) << 40);
-  f->out = (void *)(uintptr_t)(UINT64_C(1) << 44);
-  if (f->dt_bias) f->dt_bias = (const float *)(uintptr_t)(UINT64_C(1) << 46);
-  if (f->num_seqs > 0 && op != KDA__OP_GATE) {
-    f->cu_seqlens = (const void *)(uintptr_t)(UINT64_C(1) << 45);
-    if (f->chunk_plan == NULL) f->chunk_indices = (const int32_t *)(uintptr_t)(UINT64_C(1) << 47);
-    f->num_chunks = 0;
-  } else {
-    f->num_seqs = 0;
-    f->chunk_plan = NULL;
-  }
+kda_status kda__tune_shape_call(kda_kernel kernel, const kda_gate_args *shape, kda__op *op,
+                                kda_gate_args *a, void **host_seqlens) {
+  *host_seqlens = NULL;
+  KDA__TRY(op_of(kernel, op));
+  *a = *shape;
+  a->cu_seqlens = NULL;
+  a->chunk_indices = NULL;
+  a->num_chunks_device = NULL;
+  a->num_chunks = 0;
+  /* A non-NULL chunk_plan asks for the chunk-plan specialization (varlen
+   * mode 3); prewarm builds its own plan of equal-length sequences. */
+  if (a->chunk_plan != NULL) a->cu_seqlens_host = NULL;
+  /* Non-NULL A_log / dt_bias in a shape mean "present". */
+  if (a->gate == KDA_GATE_SOFTPLUS) a->A_log = (const float *)(uintptr_t)1;
+  /* A non-NULL cu_seqlens_host asks for the host-rows specialization: the
+   * same equal-length sequences as the device batch, on the host. */
+  if (*op == KDA__OP_GATE) a->cu_seqlens_host = NULL;
+  return kda__shape_host_seqlens(a, host_seqlens);
 }
 
 static kda_status prewarm(kda_context *ctx, kda__op op, kda_gate_args *a, int force,
@@ -212,7 +214,7 @@ static kda_status prewarm(kda_context *ctx, kda__op op, kda_gate_args *a, int fo
   if (!force) {
     /* A skip must be cheap: look the slot up before making inputs. */
     kda_gate_args f;
-    stand_in_args(op, a, &f);
+    kda__tune_stand_in_args(op, a, &f);
     kda__launch_plan fp;
     if (kda__plan_gate_op(op, &f, &fp) == KDA_OK) {
       fp.spec.cfg = kda__config_fit_grid(&fp.spec, fp.spec.cfg, fp.num_chunks, ctx->info.sm_count);
@@ -282,29 +284,17 @@ kda_status kda_prewarm(kda_context *ctx, kda_kernel kernel, const kda_gate_args 
   KDA__TRY(op_of(kernel, &op));
   KDA__REQUIRE(ctx->tune_mode != KDA_TUNE_OFF, KDA_ERROR_INVALID_ARGUMENT,
                "kda_prewarm: tuning is off for this context (option or KDA_TUNE=off)");
-  kda_gate_args a = *shape;
-  a.cu_seqlens = NULL;
-  a.chunk_indices = NULL;
-  a.num_chunks_device = NULL;
-  a.num_chunks = 0;
-  /* A non-NULL chunk_plan asks for the chunk-plan specialization (varlen
-   * mode 3); prewarm builds its own plan of equal-length sequences. */
-  if (a.chunk_plan != NULL) a.cu_seqlens_host = NULL;
-  /* Non-NULL A_log / dt_bias in a shape mean "present". */
-  if (a.gate == KDA_GATE_SOFTPLUS) a.A_log = (const float *)(uintptr_t)1;
-  /* A non-NULL cu_seqlens_host asks for the host-rows specialization: the
-   * same equal-length sequences as the device batch, on the host. */
-  if (op == KDA__OP_GATE) a.cu_seqlens_host = NULL;
+  kda_gate_args a;
+  void *host_seqlens = NULL;
+  KDA__TRY(kda__tune_shape_call(kernel, shape, &op, &a, &host_seqlens));
   /* A varlen shape read through a table or a plan: the server builds it on
    * the device, so its builder's cubin belongs in the database too. */
   const int builder = op != KDA__OP_GATE && a.num_seqs > 0 && a.cu_seqlens_host == NULL;
-  void *host_seqlens = NULL;
-  KDA__TRY(kda__shape_host_seqlens(&a, &host_seqlens));
   /* The shape is checked as a call would check it before anything is
    * sized from it: an impossible one (a zero or a product past the
    * limits) is BAD_SHAPE, never an input buffer of a wrapped size. */
   kda_gate_args f;
-  stand_in_args(op, &a, &f);
+  kda__tune_stand_in_args(op, &a, &f);
   kda__launch_plan fp;
   kda_status st = kda__plan_gate_op(op, &f, &fp);
   if (st != KDA_OK) {

@@ -350,6 +350,64 @@ KDA_API kda_status kda_db_has_offline_cubin(kda_db *db, kda_kernel kernel,
                                             const kda_gate_args *shape, int32_t arch,
                                             int32_t *present);
 
+/* ------------------------------------------------------------------------ */
+/* Lookup: what a call takes from the database                              */
+/* ------------------------------------------------------------------------ */
+
+/** What a kernel call finds in the database (kda_db_lookup). */
+typedef struct kda_db_lookup_result {
+  uint32_t struct_size;   /**< sizeof(kda_db_lookup_result); set by the caller */
+  /** 1: a stored result serves the call; it runs record.config, tunes nothing. */
+  int32_t found;
+  /** 1: the call's key has a row, but its config is not in the call's
+   *  candidate space (a hand-edited or imported row): the call ignores it
+   *  as if there were none. */
+  int32_t ignored;
+  kda_db_record record;   /**< the key's row (found or ignored) */
+  int32_t bucket;         /**< the call's token bucket */
+  int64_t tokens_lo, tokens_hi; /**< the bucket's token counts (hi -1: no bound) */
+  /** Widest vector width the call's g and out pointers allow (8 for
+   *  256-byte aligned ones): part of the key, so a view at an odd offset
+   *  has keys of its own. */
+  int32_t vec_cap;
+  char spec[512];         /**< the key's spec text (a row's kda_db_record.spec) */
+  char template_hash[65], space_hash[65];
+  /** The config the call runs without a stored result: the built-in
+   *  heuristic, fitted to the GPU's SM count. */
+  char heuristic[128];
+  /** The config the call runs: record.config when found, else heuristic. */
+  char config[128];
+  /** 1: config's cubin is stored for the GPU's architecture and this
+   *  process's NVRTC build (and matches its hash): the call compiles
+   *  nothing. 2: only another NVRTC build's of the same major version is
+   *  (cubin_nvrtc), which a context loads unless its options turn that
+   *  off. 0: the call compiles config with NVRTC. */
+  int32_t cubin_stored;
+  char cubin_nvrtc[160];  /**< the NVRTC build of the stored cubin ("" when 0) */
+} kda_db_lookup_result;
+
+/**
+ * Answers "what does this call take from the database" without a GPU: the
+ * key a context on a GPU of identity gpu_key ("sm90-pci2330-sms132-l2_52428800",
+ * kda_db_gpu_key) computes for a call of kernel with shape, the row stored
+ * under it, and whether the cubin of the config the call would run is
+ * stored. shape is read as kda_prewarm reads it (sizes and flags; A_log and
+ * dt_bias non-NULL mean present; varlen as num_seqs > 0, with
+ * cu_seqlens_host or chunk_plan non-NULL for those specializations), with
+ * one addition: non-NULL g and out are read as addresses (never
+ * dereferenced) for their alignment, as a view at an offset has it; NULL
+ * means 256-byte aligned, as cudaMalloc's. The token count is batch *
+ * seq_len. Fails with KDA_ERROR_INVALID_ARGUMENT for a gpu_key not in the
+ * canonical form or a kernel that is not tuned (KDA_KERNEL_CHUNK_INDICES),
+ * and with a call's own status for a shape no call could make
+ * (KDA_ERROR_BAD_SHAPE, ...). It reads as a context's lookup reads: on a
+ * handle that writes its file a cubin hit refreshes the cubin's last_used
+ * and a cubin whose hash does not match is deleted (a KDA_DB_READ_ONLY
+ * handle writes nothing). Needs no GPU and compiles nothing.
+ */
+KDA_API kda_status kda_db_lookup(kda_db *db, const char *gpu_key, kda_kernel kernel,
+                                 const kda_gate_args *shape, kda_db_lookup_result *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -157,10 +157,28 @@ check shapes_missing "$TUNE" prewarm --shapes "$T/missing.shapes" --dry-run
 check unknown_flag "$TUNE" stats --db "$DB" --colour
 check unknown_command "$TUNE" frobnicate
 check missing_value "$TUNE" list --db
-for c in prewarm list show stats export import purge verify info bench; do
+for c in prewarm list show lookup stats export import purge verify info bench; do
   "$TUNE" "$c" --help >/dev/null 2>&1
   expect "help_$c" $?
 done
+
+# --- lookup: what a deployment's calls take from the database ------------------------
+# lk.db also holds the row kda_db_lookup names for a dense H=16 call of 3000
+# tokens on the H100 (make_test_db ... lookup).
+"$MAKEDB" "$T/lk.db" lookup
+expect make_test_db_lookup $?
+check lookup_served_and_other_bucket "$TUNE" lookup --db "$T/lk.db" --gpu H100 --heads 16 --tokens 3000,70000
+check lookup_view_at_an_offset "$TUNE" lookup --db "$T/lk.db" --gpu H100 --heads 16 --tokens 3000 --g-align 8
+check lookup_check_fails_on_a_miss "$TUNE" lookup --db "$T/lk.db" --gpu sm90-pci2330-sms132-l2_52428800 --heads 16 --tokens 3000 --check
+check lookup_json "$TUNE" lookup --db "$T/lk.db" --gpu H100 --heads 16 --tokens 3000,70000 --json
+check lookup_gpu_not_held "$TUNE" lookup --db "$T/lk.db" --gpu sm80-pci20b0-sms108-l2_41943040 --heads 16 --tokens 3000
+check lookup_gpu_not_a_key "$TUNE" lookup --db "$T/lk.db" --gpu A100 --heads 16 --tokens 3000
+check lookup_gpu_ambiguous "$TUNE" lookup --db "$T/lk.db" --gpu sm90 --heads 16 --tokens 3000
+check lookup_missing_db "$TUNE" lookup --db "$T/nothing-here.db" --gpu H100 --heads 16
+check lookup_bad_align "$TUNE" lookup --db "$T/lk.db" --gpu H100 --heads 16 --g-align 12
+if "$TUNE" info 2>&1 | grep -q '^gpu         none'; then
+  check lookup_no_gpu_two_models "$TUNE" lookup --db "$T/lk.db" --heads 16 --tokens 3000
+fi
 
 # --- a corrupt database ---------------------------------------------------------------
 head -c 8192 /dev/urandom >"$T/corrupt.db"

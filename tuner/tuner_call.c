@@ -1,0 +1,48 @@
+/* The database keys of a kernel call, computed without a context or a
+ * device from the GPU's identity alone: what kda_prewarm's skip and
+ * kda_db_lookup ask the database, and the same keys a context on that GPU
+ * computes for the call (tests/test_db_lookup.c checks that they agree). */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "context_internal.h"
+#include "error.h"
+#include "tuner.h"
+
+void kda__tune_stand_in_args(kda__op op, const kda_gate_args *a, kda_gate_args *f) {
+  *f = *a;
+  f->g = (const void *)(uintptr_t)(UINT64_C(1) << 40);
+  f->out = (void *)(uintptr_t)(UINT64_C(1) << 44);
+  if (f->dt_bias) f->dt_bias = (const float *)(uintptr_t)(UINT64_C(1) << 46);
+  if (f->num_seqs > 0 && op != KDA__OP_GATE) {
+    f->cu_seqlens = (const void *)(uintptr_t)(UINT64_C(1) << 45);
+    if (f->chunk_plan == NULL) f->chunk_indices = (const int32_t *)(uintptr_t)(UINT64_C(1) << 47);
+    f->num_chunks = 0;
+  } else {
+    f->num_seqs = 0;
+    f->chunk_plan = NULL;
+  }
+}
+
+kda_status kda__tune_call_keys(const kda_device_info *info, int arch,
+                               const kda__source_set *sources, kda__op op,
+                               const kda_gate_args *f, kda__tune_call *out) {
+  memset(out, 0, sizeof *out);
+  kda__launch_plan plan;
+  KDA__TRY(kda__plan_gate_op(op, f, &plan));
+  /* As a call does: the heuristic fitted to the SMs, then the slot. */
+  plan.spec.cfg = kda__config_fit_grid(&plan.spec, plan.spec.cfg, plan.num_chunks, info->sm_count);
+  out->heuristic = plan.spec.cfg;
+  kda__context_slot(&plan, f, &out->slot);
+  out->n = kda__tune_space(&out->slot, out->heuristic, out->space, KDA__TUNE_SPACE_MAX, NULL);
+  return kda__tune_keys_make(info, arch, sources, &out->slot, out->space, out->n, NULL,
+                             &out->keys);
+}
+
+int kda__tune_call_has(const kda__tune_call *call, const kda__config *c) {
+  for (size_t i = 0; i < call->n; ++i)
+    if (call->space[i].vec == c->vec && call->space[i].tx == c->tx && call->space[i].seg == c->seg)
+      return 1;
+  return 0;
+}
