@@ -1,5 +1,6 @@
 /* Context lifetime: driver, device and CUDA context binding, kernel sources
  * and the module cache; plus the build step the cache calls on a miss. */
+#include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -205,7 +206,11 @@ void kda__context_store_unlock(kda_context *ctx) {
 const char *kda_context_db_path(kda_context *ctx) {
   if (ctx == NULL) return "";
   pthread_mutex_lock(&ctx->store_lock);
-  const char *p = ctx->store && !ctx->db_memory ? kda__store_path(ctx->store) : "";
+  /* A store that fell back to memory (an unusable path) uses no file. */
+  const char *p = ctx->store && !ctx->db_memory &&
+                          kda__store_get_mode(ctx->store) != KDA__STORE_MODE_MEMORY
+                      ? kda__store_path(ctx->store)
+                      : "";
   pthread_mutex_unlock(&ctx->store_lock);
   return p;
 }
@@ -314,6 +319,12 @@ kda_status kda_context_create(const kda_options *options, kda_context **out) {
     o.struct_size = sizeof o;
   }
   KDA__REQUIRE(o.device >= -1, KDA_ERROR_NO_DEVICE, "device ordinal %d is negative", o.device);
+  /* The budget sizes lease lifetimes and waits that other processes rely
+   * on expiring: an infinite or NaN one would never let a crashed tuner's
+   * lease go. 0 or less: the default. */
+  KDA__REQUIRE(isfinite(o.tune_budget_ms) && o.tune_budget_ms <= KDA__TUNE_BUDGET_MAX_MS,
+               KDA_ERROR_BAD_OPTIONS, "kda_options.tune_budget_ms %g is not a number of ms "
+               "up to %.0f (one hour)", o.tune_budget_ms, KDA__TUNE_BUDGET_MAX_MS);
   kda_context *ctx = calloc(1, sizeof *ctx);
   KDA__REQUIRE(ctx != NULL, KDA_ERROR_OUT_OF_MEMORY, "allocating a context");
   if (pthread_mutex_init(&ctx->store_lock, NULL) != 0) {

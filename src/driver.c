@@ -54,14 +54,29 @@ static kda_status kda__driver_status = KDA_ERROR_INTERNAL;
 /* The first failure, replayed into the calling thread's message each time. */
 static char kda__driver_message[KDA__LOAD_MESSAGE_CAP];
 
+static void record_status(kda_status st, const char *fmt, va_list ap) {
+  vsnprintf(kda__driver_message, sizeof kda__driver_message, fmt, ap);
+  kda__driver_status = st;
+}
+
 static void record_failure(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static void record_failure(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(kda__driver_message, sizeof kda__driver_message, fmt, ap);
+  record_status(KDA_ERROR_NO_DRIVER, fmt, ap);
   va_end(ap);
-  kda__driver_status = KDA_ERROR_NO_DRIVER;
+}
+
+/* A driver that loads but sees no GPU (CUDA_VISIBLE_DEVICES="", a
+ * container without devices) is not a missing driver. */
+static void record_no_device(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void record_no_device(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  record_status(KDA_ERROR_NO_DEVICE, fmt, ap);
+  va_end(ap);
 }
 
 static int resolve(void *handle, const char *path, const char *symbol, void *field) {
@@ -120,7 +135,11 @@ static void load_once(void) {
     char unknown[32];
     const char *name, *text;
     describe(d, r, unknown, sizeof unknown, &name, &text);
-    record_failure("cuInit(0) failed in %s: %s (%s)", path, name, text);
+    if (r == CUDA_ERROR_NO_DEVICE)
+      record_no_device("the CUDA driver (%s) sees no GPU: cuInit(0): %s (%s); check "
+                       "CUDA_VISIBLE_DEVICES and the container's devices", path, name, text);
+    else
+      record_failure("cuInit(0) failed in %s: %s (%s)", path, name, text);
     return;
   }
   kda__driver_status = KDA_OK;

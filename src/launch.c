@@ -126,7 +126,9 @@ kda_status kda_layer_gate_fwd(kda_context *ctx, const kda_gate_args *args, void 
   const kda__op op =
       args->gate == KDA_GATE_NONE ? KDA__OP_CHUNK_LOCAL_CUMSUM : KDA__OP_GATE_CHUNK_CUMSUM;
   kda_gate_args a = *args;
-  if (a.struct_size == sizeof a && a.cu_seqlens != NULL && a.chunk_indices == NULL) {
+  /* A chunk plan replaces the table (kda.h: cu_seqlens is then not read). */
+  if (a.struct_size == sizeof a && a.cu_seqlens != NULL && a.chunk_indices == NULL &&
+      a.chunk_plan == NULL) {
     /* Every argument but the table is checked first (a stand-in row pointer
      * for the table to come), so a call that fails launches nothing. */
     static const int32_t stand_in[2];

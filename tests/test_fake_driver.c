@@ -731,6 +731,47 @@ static void build_both(kda_context *ctx) {
   kda_chunk_plan_destroy(plan);
 }
 
+/* With a chunk plan, kda_layer_gate_fwd reads no cu_seqlens (kda.h): a call
+ * that also passes them is the plan's call, not a table to build. */
+static void layer_gate_fwd_with_a_chunk_plan_reads_no_cu_seqlens(void **state) {
+  (void)state;
+  kda_context *ctx = memory_context(KDA_TUNE_OFF);
+  call c;
+  call_init(&c, 4, 64, 64, 256);
+  static const int32_t cu[3] = {0, 100, 256};
+  kda_chunk_plan *plan = NULL;
+  assert_int_equal(kda_chunk_plan_create(ctx, 256, 2, 64, &plan), KDA_OK);
+  assert_int_equal(kda_chunk_plan_build(plan, cu, KDA_DTYPE_I32, 2, 256, NULL), KDA_OK);
+  c.a.chunk_plan = plan;
+  c.a.num_seqs = 2;
+  c.a.cu_seqlens = cu;
+  c.a.cu_seqlens_dtype = KDA_DTYPE_I32;
+  if (kda_layer_gate_fwd(ctx, &c.a, NULL, 0, NULL) != KDA_OK) fail_msg("%s", kda_last_error());
+  c.a.cu_seqlens = NULL;
+  assert_int_equal(kda_layer_gate_fwd(ctx, &c.a, NULL, 0, NULL), KDA_OK);
+  kda_chunk_plan_destroy(plan);
+  call_free(&c);
+  kda_context_destroy(ctx);
+}
+
+/* A database path nothing can be made at: results are kept in memory (a
+ * warning says so), and kda_context_db_path names no file. */
+static void db_path_is_empty_when_the_store_fell_back_to_memory(void **state) {
+  (void)state;
+  kda_options o = kda_options_default();
+  o.db_path = "/proc/kda-no-such-folder/tune.db";
+  o.tune_mode = KDA_TUNE_CACHED;
+  o.log_level = KDA_LOG_ERROR;
+  kda_context *ctx = NULL;
+  assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
+  call c;
+  call_init(&c, 4, 64, 64, 256);
+  if (kda_gate_chunk_cumsum(ctx, &c.a, NULL) != KDA_OK) fail_msg("%s", kda_last_error());
+  assert_string_equal(kda_context_db_path(ctx), "");
+  call_free(&c);
+  kda_context_destroy(ctx);
+}
+
 static void builders_come_from_the_database_like_the_gate_kernels(void **state) {
   (void)state;
   char dir[] = "/tmp/kda_fake_builders_XXXXXX", path[64];
@@ -838,6 +879,8 @@ int main(void) {
       cmocka_unit_test(gpu_identity_hook_changes_the_context_identity),
       cmocka_unit_test(db_load_cubins_loads_each_cubin_once_and_stops_when_asked),
       cmocka_unit_test(builders_come_from_the_database_like_the_gate_kernels),
+      cmocka_unit_test(layer_gate_fwd_with_a_chunk_plan_reads_no_cu_seqlens),
+      cmocka_unit_test(db_path_is_empty_when_the_store_fell_back_to_memory),
       cmocka_unit_test(cached_mode_serves_the_offline_heuristic_of_a_large_shape),
       cmocka_unit_test(log_callback_may_call_the_library),
       cmocka_unit_test(destroy_after_driver_shutdown_frees_the_host_side),

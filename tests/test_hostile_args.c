@@ -423,6 +423,14 @@ static void offline_compilation_rejects_bad_shapes_without_compiling(void **stat
   assert_int_equal(kda_compile_offline(KDA_KERNEL_GATE, NULL, 90, &ms), KDA_ERROR_NULL_POINTER);
   assert_int_equal(kda_compile_offline_store(KDA_KERNEL_GATE, NULL, 90, db, &ms),
                    KDA_ERROR_NULL_POINTER);
+  /* An in-memory database would drop the cubin on return: refused. */
+  ms = -1;
+  assert_int_equal(kda_compile_offline_store(KDA_KERNEL_GATE, &a, 90, ":memory:", &ms),
+                   KDA_ERROR_INVALID_ARGUMENT);
+  assert_non_null(strstr(kda_last_error(), "in-memory"));
+  assert_int_equal(kda_compile_offline_store(KDA_KERNEL_GATE, &a, 90, "", &ms),
+                   KDA_ERROR_INVALID_ARGUMENT);
+  assert_true(ms == -1); /* refused before compiling */
   const int32_t archs[] = {0, -1, 49, 201, INT32_MAX, INT32_MIN};
   for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++) {
     assert_int_equal(kda_compile_offline(KDA_KERNEL_GATE, &a, archs[i], &ms),

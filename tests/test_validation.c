@@ -1,5 +1,6 @@
 /* Every host-side validation path: each bad argument gets its own status and
  * a message naming the field, before anything touches a device. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -484,6 +485,20 @@ static void context_options_are_checked_before_the_driver(void **state) {
   o.device = -7;
   assert_int_equal(kda_context_create(&o, &ctx), KDA_ERROR_NO_DEVICE);
   assert_null(ctx);
+  /* A budget that would make leases and waits never end. */
+  const double budgets[] = {INFINITY, NAN, 3600001.0, 1e300};
+  for (size_t i = 0; i < sizeof budgets / sizeof budgets[0]; i++) {
+    o = kda_options_default();
+    o.tune_budget_ms = budgets[i];
+    assert_int_equal(kda_context_create(&o, &ctx), KDA_ERROR_BAD_OPTIONS);
+    assert_non_null(strstr(kda_last_error(), "tune_budget_ms"));
+    assert_null(ctx);
+  }
+  o = kda_options_default();
+  o.tune_budget_ms = 3600000.0;
+  const kda_status st = kda_context_create(&o, &ctx);
+  assert_int_not_equal(st, KDA_ERROR_BAD_OPTIONS);
+  kda_context_destroy(st == KDA_OK ? ctx : NULL);
   kda_context_destroy(NULL);
 }
 

@@ -33,6 +33,7 @@
 /* ------------------------------------------------------------------------ */
 
 #define KDA__TUNE_SPACE_MAX 512     /* configs of one slot, heuristic included */
+#define KDA__TUNE_BUDGET_MAX_MS 3600000.0 /* kda_options.tune_budget_ms: one hour */
 #define KDA__TUNE_SAMPLES 15        /* timed samples per candidate (and per re-measure) */
 #define KDA__TUNE_WARMUP 2          /* untimed launches before the samples */
 #define KDA__TUNE_INNER_MAX 32      /* launches per sample for very short kernels */

@@ -347,6 +347,10 @@ kda_status kda_compile_offline_store(kda_kernel kernel, const kda_gate_args *sha
   KDA__REQUIRE(shape != NULL, KDA_ERROR_NULL_POINTER, "kda_compile_offline_store: shape is NULL");
   KDA__REQUIRE(arch >= 50 && arch <= 200, KDA_ERROR_INVALID_ARGUMENT,
                "kda_compile_offline_store: arch %d is not a compute capability x 10", arch);
+  /* An in-memory database would take the cubin and drop it on return. */
+  KDA__REQUIRE(db_path == NULL || (db_path[0] != '\0' && strcmp(db_path, ":memory:") != 0),
+               KDA_ERROR_INVALID_ARGUMENT, "kda_compile_offline_store: \"%s\" is an in-memory "
+               "database; nothing would keep the cubin (NULL: the default path)", db_path);
   /* The gate kernels, and the chunk-table and chunk-plan builders that a
    * context also reads from the database (kda__stored_build). */
   kda__op op = KDA__OP_GATE;

@@ -124,7 +124,10 @@ KDA_API const char *kda_status_string(kda_status status);
 KDA_API const char *kda_status_name(kda_status status);
 /** Message of the last failed call made by the calling thread (empty string
  *  if none). The library owns the memory; it stays valid until the thread's
- *  next failing call. Includes the NVRTC log when a compilation failed. */
+ *  next failing call. Includes the NVRTC log when a compilation failed.
+ *  Read it after a call that returned a failure: a call that returns KDA_OK
+ *  may have recovered from an inner failure (a tuning candidate that failed,
+ *  a database write that fell back to memory) and left that message here. */
 KDA_API const char *kda_last_error(void);
 
 /* ------------------------------------------------------------------------ */
@@ -255,7 +258,9 @@ typedef struct kda_options {
    *  ":memory:" keeps results in memory only (nothing shared or persisted). */
   const char *db_path;
   /** Wall-time budget of one tuning run in milliseconds, NVRTC compile
-   *  included (default 1000). Candidates are pruned to fit it; `kda-tune
+   *  included (default 1000; 0 or less: the default; above one hour,
+   *  infinite or NaN: KDA_ERROR_BAD_OPTIONS, since leases and waits other
+   *  processes rely on are sized from it). Candidates are pruned to fit it; `kda-tune
    *  prewarm` passes 15000, the whole candidate space. A tuning run
    *  also allocates device scratch for its duration: two outputs of the
    *  call's size (one for the reference config) and, for a shape whose
@@ -308,8 +313,11 @@ KDA_API kda_options kda_options_default(void);
 
 /** Creates a context bound to a device (options NULL: kda_options_default()).
  *  Fails with KDA_ERROR_NO_DRIVER on a machine without a usable driver,
- *  KDA_ERROR_NO_DEVICE for a bad ordinal or when device == -1 and no CUDA
- *  context is current. *out is NULL on failure. */
+ *  KDA_ERROR_NO_DEVICE for a bad ordinal, for a driver that sees no GPU
+ *  (CUDA_VISIBLE_DEVICES="", a container without devices) or when
+ *  device == -1 and no CUDA context is current, KDA_ERROR_BAD_OPTIONS for
+ *  an options field out of its range (checked before the driver is
+ *  loaded where it can be). *out is NULL on failure. */
 KDA_API kda_status kda_context_create(const kda_options *options, kda_context **out);
 /** Unloads every module and releases the device. NULL is a no-op. */
 KDA_API void kda_context_destroy(kda_context *ctx);
@@ -693,7 +701,7 @@ typedef struct kda_prewarm_result {
  * A varlen shape without cu_seqlens_host (a table, or a chunk plan) also
  * stores the cubin of its device builder (chunk table or plan), loaded or
  * compiled here, so that a server's first batch compiles nothing either.
- * out may be NULL. Works in KDA_TUNE_ON and KDA_TUNE_CACHED contexts
+ * out may be NULL. Works in KDA_TUNE_ON, KDA_TUNE_CACHED and KDA_TUNE_BACKGROUND contexts
  * (KDA_ERROR_INVALID_ARGUMENT with KDA_TUNE_OFF, which forbids database
  * access). Same thread-safety as the kernel calls. The search has the
  * context's tune_budget_ms; `kda-tune prewarm` makes its context with 15000,
@@ -719,7 +727,8 @@ KDA_API kda_status kda_prewarm(kda_context *ctx, kda_kernel kernel, const kda_ga
  * shape->cu_seqlens_dtype and chunk_size (the chunk-plan builder when
  * shape->chunk_plan is non-NULL), which a context reads from the database
  * the same way (kda_prewarm stores it for the varlen shapes that need it).
- * compile_ms (optional) receives NVRTC's time. Thread-safe.
+ * compile_ms (optional) receives NVRTC's time. db_path ":memory:" or ""
+ * (nothing would keep the cubin) is KDA_ERROR_INVALID_ARGUMENT. Thread-safe.
  */
 KDA_API kda_status kda_compile_offline_store(kda_kernel kernel, const kda_gate_args *shape,
                                              int32_t arch, const char *db_path,

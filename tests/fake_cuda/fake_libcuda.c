@@ -128,7 +128,13 @@ FAKE_API long fake_cuda_refused_launches(void) { return atomic_load(&refused_lau
 FAKE_API long fake_cuda_live_allocations(void) { return atomic_load(&live_allocs); }
 FAKE_API long fake_cuda_loaded_modules(void) { return atomic_load(&modules); }
 
-FAKE_API CUresult cuInit(unsigned int flags) { (void)flags; return CUDA_SUCCESS; }
+/* FAKE_CUDA_INIT_RESULT=N: cuInit returns N (100: CUDA_ERROR_NO_DEVICE, as
+ * a real driver does with CUDA_VISIBLE_DEVICES=""). */
+FAKE_API CUresult cuInit(unsigned int flags) {
+  (void)flags;
+  const char *r = getenv("FAKE_CUDA_INIT_RESULT");
+  return r && *r ? (CUresult)atoi(r) : CUDA_SUCCESS;
+}
 FAKE_API CUresult cuDriverGetVersion(int *v) { *v = 13000; return CUDA_SUCCESS; }
 FAKE_API CUresult cuGetErrorName(CUresult r, const char **s) {
   *s = r == CUDA_SUCCESS ? "CUDA_SUCCESS" : "CUDA_ERROR_FAKE";
