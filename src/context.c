@@ -118,18 +118,23 @@ static kda_status apply_tuning_options(kda_context *ctx, const kda_options *o) {
   return KDA_OK;
 }
 
-/* Messages logged while this thread holds a context's store lock wait
- * here until it lets go: the caller's log_fn may call back into the library
- * (kda_context_db_path takes the same lock), and a callback that blocks
- * must not hold up the other threads waiting for the store. */
-enum { KDA__DEFERRED_MAX = 8 };
+/* Messages logged while this thread holds a library lock (a context's
+ * store lock, a GPU's tuning timing lock) wait here until it holds none:
+ * the caller's log_fn may call back into the library (kda_context_db_path
+ * takes the store lock; a call on another context of the GPU may tune and
+ * take the timing lock), and a callback that blocks must not hold up the
+ * other threads waiting for the lock. A tuning run logs a line per
+ * candidate at debug level while it times, hence a queue on the heap. */
+enum { KDA__DEFERRED_MAX = 512 };
 typedef struct deferred_log {
+  kda_context *ctx;
   kda_log_level level;
-  char msg[1024];
+  char *msg;
 } deferred_log;
-static _Thread_local kda_context *tls_store_holder;
-static _Thread_local deferred_log tls_deferred[KDA__DEFERRED_MAX];
-static _Thread_local int tls_deferred_n, tls_deferred_lost;
+static _Thread_local int tls_locks_held;
+static _Thread_local deferred_log *tls_deferred;
+static _Thread_local int tls_deferred_n, tls_deferred_cap, tls_deferred_lost;
+static _Thread_local kda_context *tls_lost_ctx;
 
 static void emit(kda_context *ctx, kda_log_level level, const char *msg) {
   if (ctx->log_fn) {
@@ -140,6 +145,24 @@ static void emit(kda_context *ctx, kda_log_level level, const char *msg) {
   }
 }
 
+static void defer(kda_context *ctx, kda_log_level level, const char *msg) {
+  if (tls_deferred_n == tls_deferred_cap && tls_deferred_cap < KDA__DEFERRED_MAX) {
+    const int cap = tls_deferred_cap ? 2 * tls_deferred_cap : 16;
+    deferred_log *q = realloc(tls_deferred, (size_t)cap * sizeof *q);
+    if (q != NULL) {
+      tls_deferred = q;
+      tls_deferred_cap = cap;
+    }
+  }
+  char *copy = tls_deferred_n < tls_deferred_cap ? strdup(msg) : NULL;
+  if (copy == NULL) {
+    ++tls_deferred_lost;
+    tls_lost_ctx = ctx;
+    return;
+  }
+  tls_deferred[tls_deferred_n++] = (deferred_log){ctx, level, copy};
+}
+
 void kda__log(kda_context *ctx, kda_log_level level, const char *fmt, ...) {
   if (ctx == NULL || (int)level > ctx->log_level) return;
   char msg[2048];
@@ -147,23 +170,35 @@ void kda__log(kda_context *ctx, kda_log_level level, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  if (tls_store_holder != ctx) {
-    emit(ctx, level, msg);
-  } else if (tls_deferred_n < KDA__DEFERRED_MAX) {
-    tls_deferred[tls_deferred_n].level = level;
-    const size_t len = strnlen(msg, sizeof tls_deferred[0].msg - 1);
-    memcpy(tls_deferred[tls_deferred_n].msg, msg, len);
-    tls_deferred[tls_deferred_n].msg[len] = '\0';
-    ++tls_deferred_n;
-  } else {
-    ++tls_deferred_lost;
+  if (tls_locks_held == 0) emit(ctx, level, msg);
+  else defer(ctx, level, msg);
+}
+
+void kda__log_hold(void) { ++tls_locks_held; }
+
+void kda__log_release(void) {
+  if (--tls_locks_held > 0) return;
+  if (tls_deferred_n == 0 && tls_deferred_lost == 0) return; /* the usual case */
+  /* Taken off the thread first: a log_fn that logs again queues anew. */
+  deferred_log *q = tls_deferred;
+  const int n = tls_deferred_n, lost = tls_deferred_lost;
+  kda_context *lost_ctx = tls_lost_ctx;
+  tls_deferred = NULL;
+  tls_deferred_n = tls_deferred_cap = tls_deferred_lost = 0;
+  tls_lost_ctx = NULL;
+  for (int i = 0; i < n; ++i) {
+    emit(q[i].ctx, q[i].level, q[i].msg);
+    free(q[i].msg);
   }
+  free(q);
+  if (lost > 0 && lost_ctx != NULL)
+    kda__log(lost_ctx, KDA_LOG_WARN, "%d more messages logged under a library lock were not logged",
+             lost);
 }
 
 struct kda__store *kda__context_store_lock(kda_context *ctx) {
   pthread_mutex_lock(&ctx->store_lock);
-  tls_store_holder = ctx;
-  tls_deferred_n = tls_deferred_lost = 0;
+  kda__log_hold();
   if (ctx->tune_mode == KDA_TUNE_OFF) return NULL;
   if (!ctx->store_opened) {
     ctx->store_opened = 1;
@@ -191,16 +226,8 @@ void kda__context_store_unlock(kda_context *ctx) {
     while ((w = kda__store_pop_warning(ctx->store)) != NULL)
       kda__log(ctx, KDA_LOG_WARN, "%s", strncmp(w, "kda: ", 5) == 0 ? w + 5 : w);
   }
-  tls_store_holder = NULL;
   pthread_mutex_unlock(&ctx->store_lock);
-  const int n = tls_deferred_n, lost = tls_deferred_lost;
-  if (n == 0 && lost == 0) return; /* the usual case */
-  /* Copied out first: a log_fn that reaches the store again reuses them. */
-  deferred_log out[KDA__DEFERRED_MAX];
-  memcpy(out, tls_deferred, (size_t)n * sizeof out[0]);
-  tls_deferred_n = tls_deferred_lost = 0;
-  for (int i = 0; i < n; ++i) emit(ctx, out[i].level, out[i].msg);
-  if (lost > 0) kda__log(ctx, KDA_LOG_WARN, "%d more messages of the tuning database were not logged", lost);
+  kda__log_release();
 }
 
 const char *kda_context_db_path(kda_context *ctx) {

@@ -83,6 +83,11 @@ void kda__log(kda_context *ctx, kda_log_level level, const char *fmt, ...)
 /* The context's store, opened on first call; NULL in KDA_TUNE_OFF mode or
  * when it could not be created. Caller holds ctx->store_lock. Queued store
  * warnings are logged by kda__context_store_unlock. */
+/* While this thread holds a library lock, its log messages wait (in order)
+ * until it holds none: kda__log_hold after taking the lock,
+ * kda__log_release after letting it go (emits them at the outermost). */
+void kda__log_hold(void);
+void kda__log_release(void);
 struct kda__store *kda__context_store_lock(kda_context *ctx);
 void kda__context_store_unlock(kda_context *ctx);
 

@@ -583,6 +583,53 @@ static void log_callback_may_call_the_library(void **state) {
   call_free(&c);
 }
 
+/* A log callback called while a tuning run holds the GPU's timing lock,
+ * which calls the library on another context of the same GPU with a cold
+ * shape (a tuning run of its own): it used to wait for the lock its own
+ * thread held. Here the run's scratch cannot be allocated, so it warns
+ * ("no device memory for tuning scratch") while timing. */
+typedef struct nested_call {
+  kda_context *other;
+  call *c;
+  int nested;
+  kda_status nested_status;
+} nested_call;
+
+static void log_calls_another_context(void *user, kda_log_level level, const char *message) {
+  nested_call *n = user;
+  if (level != KDA_LOG_WARN || n->nested || strstr(message, "no device memory") == NULL) return;
+  n->nested = 1;
+  fake_fail_allocs_after(-1);
+  n->nested_status = kda_gate_chunk_cumsum(n->other, &n->c->a, NULL);
+}
+
+static void log_callback_may_tune_on_another_context(void **state) {
+  (void)state;
+  call c, cold;
+  call_init(&c, 4, 16, 64, 1024);
+  call_init(&cold, 2, 32, 64, 512);
+  kda_context *other = memory_context(KDA_TUNE_ON);
+  nested_call n = {other, &cold, 0, KDA_ERROR_INTERNAL};
+  kda_options o = kda_options_default();
+  o.db_path = ":memory:";
+  o.log_level = KDA_LOG_WARN;
+  o.log_fn = log_calls_another_context;
+  o.log_user = &n;
+  kda_context *ctx = NULL;
+  assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
+  fake_fail_allocs_after(0);
+  alarm(60);
+  assert_int_equal(kda_gate_chunk_cumsum(ctx, &c.a, NULL), KDA_OK);
+  alarm(0);
+  fake_fail_allocs_after(-1);
+  assert_int_equal(n.nested, 1);
+  assert_int_equal(n.nested_status, KDA_OK);
+  kda_context_destroy(ctx);
+  kda_context_destroy(other);
+  call_free(&c);
+  call_free(&cold);
+}
+
 /* A context destroyed after the driver began shutting down (a server's
  * atexit handler) cannot enter its CUDA context: its modules and streams
  * are gone with it, but the host side (the module cache, the tuning kit and
@@ -883,6 +930,7 @@ int main(void) {
       cmocka_unit_test(db_path_is_empty_when_the_store_fell_back_to_memory),
       cmocka_unit_test(cached_mode_serves_the_offline_heuristic_of_a_large_shape),
       cmocka_unit_test(log_callback_may_call_the_library),
+      cmocka_unit_test(log_callback_may_tune_on_another_context),
       cmocka_unit_test(destroy_after_driver_shutdown_frees_the_host_side),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -276,6 +278,66 @@ static void destroy_cuts_a_background_wait_for_another_process_short(void **stat
   if (took > 3.0) fail_msg("destroy waited %.1f s", took);
 }
 
+typedef struct tuning_call {
+  kda_context *ctx;
+  const kda_gate_args *a;
+  kda_status st;
+} tuning_call;
+
+static void *call_on_thread(void *p) {
+  tuning_call *t = p;
+  t->st = kda_gate_chunk_cumsum(t->ctx, t->a, NULL);
+  return NULL;
+}
+
+/* Another context of this process times on the GPU and waits (up to 10 s)
+ * for another process's timing lock, holding the process's turn: a
+ * background context whose job waits for that turn is destroyed at once,
+ * not when the other context's wait ends. */
+static void destroy_cuts_a_wait_behind_another_contexts_run_short(void **state) {
+  fixture *f = *state;
+  setenv("KDA_TIMING_LOCK_DIR", f->dir, 1);
+  kda_options o = kda_options_default();
+  o.db_path = ":memory:";
+  o.tune_budget_ms = 3000;
+  o.log_level = KDA_LOG_ERROR;
+  kda_context *a = NULL, *b = NULL;
+  if (kda_context_create(&o, &a) != KDA_OK) fail_msg("%s", kda_last_error());
+  /* "Another process" holds the GPU's timing lock. */
+  char bus[64], lock[160];
+  assert_int_equal(a->drv->cuDeviceGetPCIBusId(bus, (int)sizeof bus, a->device), CUDA_SUCCESS);
+  snprintf(lock, sizeof lock, "%s/kda-timing-%s.lock", f->dir, bus);
+  const int fd = open(lock, O_RDONLY | O_CREAT, 0444);
+  assert_true(fd >= 0);
+  assert_int_equal(flock(fd, LOCK_EX), 0);
+  tuning_call ta = {a, &f->a, KDA_ERROR_INTERNAL};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, call_on_thread, &ta), 0);
+  struct timespec nap = {0, 20 * 1000000L};
+  for (int i = 0; i < 500 && tr_stats(a).tuning_timing_waits == 0; ++i) nanosleep(&nap, NULL);
+  assert_int_equal(tr_stats(a).tuning_timing_waits, 1); /* a's run waits for the file lock */
+
+  o.tune_mode = KDA_TUNE_BACKGROUND;
+  if (kda_context_create(&o, &b) != KDA_OK) fail_msg("%s", kda_last_error());
+  kda_gate_args cold = f->a;
+  cold.num_heads = 2;
+  if (kda_gate_chunk_cumsum(b, &cold, NULL) != KDA_OK) fail_msg("%s", kda_last_error());
+  for (int i = 0; i < 500 && tr_stats(b).tuning_timing_waits == 0; ++i) nanosleep(&nap, NULL);
+  assert_int_equal(tr_stats(b).tuning_timing_waits, 1); /* b's job waits for a's turn */
+  const double t0 = now_s();
+  kda_context_destroy(b);
+  const double took = now_s() - t0;
+  print_message("destroy while its job waits behind another context's run: %.3f s\n", took);
+  flock(fd, LOCK_UN);
+  close(fd);
+  unlink(lock);
+  pthread_join(th, NULL);
+  assert_int_equal(ta.st, KDA_OK);
+  kda_context_destroy(a);
+  unsetenv("KDA_TIMING_LOCK_DIR");
+  if (took > 2.0) fail_msg("destroy waited %.1f s", took);
+}
+
 /* kda_prewarm sizes its random inputs from the shape: an impossible shape
  * is refused as a call would refuse it, before anything is allocated. The
  * first one's element count wraps to 0 bytes in size_t (it wrote past a
@@ -329,6 +391,8 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(a_dead_tuners_lease_is_taken_over, setup, teardown),
       cmocka_unit_test_setup_teardown(prewarm_refuses_impossible_shapes, setup, teardown),
+      cmocka_unit_test_setup_teardown(destroy_cuts_a_wait_behind_another_contexts_run_short, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(destroy_cuts_a_background_wait_for_another_process_short, setup,
                                       teardown),
   };

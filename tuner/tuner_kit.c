@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "context_internal.h"
@@ -134,6 +135,28 @@ static kda_status kit_make(kda_context *ctx, kda__tune_kit **out) {
   return KDA_OK;
 }
 
+/* Takes m, in slices of 50 ms so that a context being destroyed stops
+ * waiting: the holder may be another context's run, itself waiting up to
+ * flock_bound_ms for another process. 1 if held. */
+static int lock_unless_stopping(kda_context *ctx, pthread_mutex_t *m) {
+  for (;;) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += 50 * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+      until.tv_sec += 1;
+      until.tv_nsec -= 1000000000L;
+    }
+    const int rc = pthread_mutex_timedlock(m, &until);
+    if (rc == 0) return 1;
+    if (rc != ETIMEDOUT) {
+      pthread_mutex_lock(m); /* no timed wait here: wait plainly */
+      return 1;
+    }
+    if (atomic_load(&ctx->stopping)) return 0;
+  }
+}
+
 kda_status kda__tune_kit_acquire(kda_context *ctx, kda__tune_kit **kit, double *waited_ms) {
   *kit = NULL;
   *waited_ms = 0;
@@ -145,10 +168,15 @@ kda_status kda__tune_kit_acquire(kda_context *ctx, kda__tune_kit **kit, double *
      * sees a wait already being timed), so the stats show a run waiting. */
     const double t0 = kda__job_now_ms();
     atomic_fetch_add(&ctx->tune_timing_waits, 1);
-    pthread_mutex_lock(m);
+    const int held = lock_unless_stopping(ctx, m);
     *waited_ms = kda__job_now_ms() - t0;
     atomic_fetch_add(&ctx->tune_timing_wait_ns, (uint_fast64_t)(*waited_ms * 1e6));
+    if (!held)
+      return kda__fail(KDA_ERROR_INTERNAL, "the context is being destroyed: its tuning run "
+                       "stopped waiting for another run's timing on this GPU");
   }
+  /* Held for the whole timing: what it logs waits until the release. */
+  kda__log_hold();
   const int inside = atomic_fetch_add(&g_inside, 1) + 1;
   for (int seen = atomic_load(&g_inside_max);
        inside > seen && !atomic_compare_exchange_weak(&g_inside_max, &seen, inside);)
@@ -174,6 +202,7 @@ void kda__tune_kit_release(kda_context *ctx) {
   }
   atomic_fetch_sub(&g_inside, 1);
   pthread_mutex_unlock(lock_of(ctx));
+  kda__log_release();
 }
 
 void kda__tune_kit_destroy(kda_context *ctx) {
