@@ -32,7 +32,7 @@ struct kda__background {
 
 /* Everything the worker needs to re-create the call without its buffers.
  * Non-NULL A_log / dt_bias tell kda_prewarm they are present. */
-static kda_gate_args shape_of(const kda_gate_args *a) {
+static kda_gate_args shape_of(const kda_gate_args *a, const kda__launch_plan *plan) {
   kda_gate_args s = *a;
   s.g = NULL;
   s.out = NULL;
@@ -42,8 +42,10 @@ static kda_gate_args shape_of(const kda_gate_args *a) {
   s.chunk_indices = NULL;
   s.num_chunks = 0;
   s.num_chunks_device = NULL;
-  /* Non-NULL: "the host-rows specialization" (kda_prewarm does not read it). */
-  s.cu_seqlens_host = a->cu_seqlens_host ? (const void *)(uintptr_t)1 : NULL;
+  /* Non-NULL: "the host-rows specialization" (kda_prewarm does not read it),
+   * only where the call took it: a batch past KDA_MAX_HOST_ROWS chunks
+   * passes cu_seqlens_host and still reads a table. */
+  s.cu_seqlens_host = plan->spec.varlen == 2 ? (const void *)(uintptr_t)1 : NULL;
   /* Non-NULL: "the chunk-plan specialization" (kda_prewarm builds its own). */
   s.chunk_plan = a->chunk_plan ? (const kda_chunk_plan *)(uintptr_t)1 : NULL;
   if (a->cu_seqlens == NULL && a->chunk_plan == NULL) s.num_seqs = 0;
@@ -75,6 +77,21 @@ static void run_job(kda_context *ctx, job *j) {
   req.args = &j->shape;
   req.plan = &j->plan;
   req.mode = KDA_TUNE_CACHED;
+  /* kda_prewarm tuned equal-length sequences: for a host-rows call whose
+   * equal split takes more chunks than host rows hold, that is another
+   * specialization, and this call's has no winner to install. */
+  kda_prewarm_result found;
+  memset(&found, 0, sizeof found);
+  found.struct_size = sizeof found;
+  if (!kda__tuner_lookup(ctx, &j->plan, &j->slot, &found)) {
+    char what[512];
+    kda__spec_describe(&j->slot, what, sizeof what);
+    kda__log(ctx, KDA_LOG_INFO, "background tuning stored no winner for [%s] (an equal split "
+             "of its tokens over its sequences is another specialization); the heuristic stays",
+             what);
+    kda__context_leave(ctx, pushed);
+    return;
+  }
   CUfunction fn;
   kda__config cfg;
   int hit = 0;
@@ -159,7 +176,7 @@ void kda__background_enqueue(kda_context *ctx, const kda__launch_plan *plan,
   if (j) {
     bg->seen[bg->nseen++] = *slot;
     j->kernel = kernel_of(&plan->spec);
-    j->shape = shape_of(args);
+    j->shape = shape_of(args, plan);
     j->plan = *plan;
     j->slot = *slot;
     if (bg->tail) bg->tail->next = j;

@@ -229,6 +229,57 @@ static void wait_background_jobs(kda_context *ctx, uint64_t n) {
   assert_int_equal(background_jobs(ctx), n);
 }
 
+/* The specialization descriptions the background worker logs. */
+typedef struct job_log {
+  int varlen1, varlen2;
+} job_log;
+
+static void note_varlen(void *user, kda_log_level level, const char *message) {
+  (void)level;
+  job_log *l = user;
+  if (strstr(message, "gate_chunk_cumsum") == NULL) return;
+  if (strstr(message, " varlen=1 ") != NULL) ++l->varlen1;
+  if (strstr(message, " varlen=2 ") != NULL) ++l->varlen2;
+}
+
+/* A call that passes cu_seqlens_host for a batch past the host rows (257
+ * chunks: lengths 1 and 16383) reads the chunk table (varlen=1): the
+ * background job tunes that specialization, not the host-rows one. */
+static void background_job_tunes_the_calls_varlen_mode(void **state) {
+  (void)state;
+  call c;
+  call_init(&c, 2, 32, 64, 16384);
+  static const int32_t cu[3] = {0, 1, 16384};
+  int32_t *table = calloc(2 * 300, sizeof *table);
+  assert_non_null(table);
+  int64_t rows = 0;
+  assert_int_equal(kda_chunk_indices_build_host(cu, KDA_DTYPE_I32, 2, 64, table, 300, &rows),
+                   KDA_OK);
+  assert_int_equal(rows, 257);
+  c.a.cu_seqlens = cu;
+  c.a.cu_seqlens_host = cu;
+  c.a.cu_seqlens_dtype = KDA_DTYPE_I32;
+  c.a.num_seqs = 2;
+  c.a.chunk_indices = table;
+  c.a.num_chunks = rows;
+  job_log l = {0, 0};
+  kda_options o = kda_options_default();
+  o.db_path = ":memory:";
+  o.tune_mode = KDA_TUNE_BACKGROUND;
+  o.log_level = KDA_LOG_DEBUG;
+  o.log_fn = note_varlen;
+  o.log_user = &l;
+  kda_context *ctx = NULL;
+  assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
+  assert_int_equal(kda_gate_chunk_cumsum(ctx, &c.a, NULL), KDA_OK);
+  wait_background_jobs(ctx, 1);
+  kda_context_destroy(ctx);
+  assert_true(l.varlen1 > 0);
+  assert_int_equal(l.varlen2, 0);
+  free(table);
+  call_free(&c);
+}
+
 /* Background mode, a warm heuristic met in a new token bucket while the
  * stream captures: the call launches (the heuristic is compiled) but queues
  * no tuning (a job that outlives the capture is the warm-up's, not the
@@ -918,6 +969,7 @@ int main(void) {
       cmocka_unit_test(earlier_struct_sizes_are_accepted),
       cmocka_unit_test(background_mode_runs_cold_calls_at_once_and_shuts_down_cleanly),
       cmocka_unit_test(background_mode_queues_no_tuning_during_capture),
+      cmocka_unit_test(background_job_tunes_the_calls_varlen_mode),
       cmocka_unit_test(work_beside_another_threads_capture_leaves_it_alone),
       cmocka_unit_test(layer_gate_fwd_rejects_before_building_the_table),
       cmocka_unit_test(tune_on_call_keeps_the_heuristic_when_validation_cannot_run),
