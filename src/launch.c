@@ -49,9 +49,16 @@ static kda_status launch_plan(kda_context *ctx, const kda__launch_plan *plan,
                               const kda_gate_args *a, kda_stream stream) {
   if (plan->num_chunks == 0) return KDA_OK; /* an empty varlen batch */
   kda_chunk_plan *cp = plan->spec.varlen == 3 ? (kda_chunk_plan *)a->chunk_plan : NULL;
-  if (cp != NULL)
+  if (cp != NULL) {
     KDA__TRY(kda__chunk_plan_check(cp, "gate call", a->seq_len, a->num_seqs,
                                    a->chunk_size));
+    /* Its rows live in the CUdeviceptr space of the CUDA context that
+     * made it: another one would read them as garbage or fault. */
+    KDA__REQUIRE(cp->ctx->cu == ctx->cu, KDA_ERROR_INVALID_ARGUMENT,
+                 "gate call: the chunk_plan was made by a context of another CUDA context "
+                 "(device %d); use a plan made by a context of this call's (device %d)",
+                 (int)cp->ctx->device, (int)ctx->device);
+  }
   int pushed = 0;
   KDA__TRY(kda__context_enter(ctx, &pushed));
   CUfunction fn = NULL;

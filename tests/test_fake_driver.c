@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <cuda.h>
 
 #include "kda/kda.h"
 #include "kda/kda_db.h"
@@ -28,6 +29,8 @@ static long (*fake_unsafe_calls)(void);
 static void (*fake_fail_allocs_after)(long);
 static void (*fake_deinitialize)(int);
 static long (*fake_legacy_calls)(void);
+static CUresult (*fake_push_context)(CUcontext);
+static CUresult (*fake_pop_context)(CUcontext *);
 
 static long open_fds(void) {
   DIR *d = opendir("/proc/self/fd");
@@ -852,6 +855,41 @@ static void layer_gate_fwd_with_a_chunk_plan_reads_no_cu_seqlens(void **state) {
   kda_context_destroy(ctx);
 }
 
+/* A chunk plan holds device memory of the CUDA context that made it: a
+ * call on a context of another CUDA context is refused, not launched. */
+static void a_chunk_plan_of_another_cuda_context_is_refused(void **state) {
+  (void)state;
+  kda_context *a = memory_context(KDA_TUNE_OFF);
+  static int other_cuda_context;
+  assert_int_equal(fake_push_context((CUcontext)&other_cuda_context), CUDA_SUCCESS);
+  kda_options o = kda_options_default();
+  o.db_path = ":memory:";
+  o.tune_mode = KDA_TUNE_OFF;
+  o.device = -1; /* the current CUDA context: the other one */
+  kda_context *b = NULL;
+  assert_int_equal(kda_context_create(&o, &b), KDA_OK);
+  call c;
+  call_init(&c, 4, 64, 64, 256);
+  static const int32_t cu[3] = {0, 100, 256};
+  kda_chunk_plan *plan = NULL;
+  assert_int_equal(kda_chunk_plan_create(a, 256, 2, 64, &plan), KDA_OK);
+  assert_int_equal(kda_chunk_plan_build(plan, cu, KDA_DTYPE_I32, 2, 256, NULL), KDA_OK);
+  c.a.chunk_plan = plan;
+  c.a.num_seqs = 2;
+  c.a.cu_seqlens_dtype = KDA_DTYPE_I32;
+  const long launches = fake_launches();
+  assert_int_equal(kda_gate_chunk_cumsum(b, &c.a, NULL), KDA_ERROR_INVALID_ARGUMENT);
+  assert_non_null(strstr(kda_last_error(), "another CUDA context"));
+  assert_int_equal(fake_launches(), launches);
+  assert_int_equal(kda_gate_chunk_cumsum(a, &c.a, NULL), KDA_OK);
+  kda_chunk_plan_destroy(plan);
+  kda_context_destroy(b);
+  CUcontext popped = NULL;
+  assert_int_equal(fake_pop_context(&popped), CUDA_SUCCESS);
+  kda_context_destroy(a);
+  call_free(&c);
+}
+
 /* A database path nothing can be made at: results are kept in memory (a
  * warning says so), and kda_context_db_path names no file. */
 static void db_path_is_empty_when_the_store_fell_back_to_memory(void **state) {
@@ -955,10 +993,12 @@ int main(void) {
     *(void **)&fake_fail_allocs_after = dlsym(h, "fake_cuda_fail_allocs_after");
     *(void **)&fake_deinitialize = dlsym(h, "fake_cuda_deinitialize");
     *(void **)&fake_legacy_calls = dlsym(h, "fake_cuda_legacy_calls");
+    *(void **)&fake_push_context = dlsym(h, "cuCtxPushCurrent_v2");
+    *(void **)&fake_pop_context = dlsym(h, "cuCtxPopCurrent_v2");
   }
   if (!fake_launches || !fake_live_allocations || !fake_loaded_modules || !fake_capture ||
       !fake_unsafe_calls || !fake_fail_allocs_after || !fake_deinitialize ||
-      !fake_legacy_calls) {
+      !fake_legacy_calls || !fake_push_context || !fake_pop_context) {
     fprintf(stderr, "KDA_LIBCUDA must name the stand-in driver (tests/fake_cuda); got %s\n",
             path ? path : "(unset)");
     return 1;
@@ -980,6 +1020,7 @@ int main(void) {
       cmocka_unit_test(builders_come_from_the_database_like_the_gate_kernels),
       cmocka_unit_test(layer_gate_fwd_with_a_chunk_plan_reads_no_cu_seqlens),
       cmocka_unit_test(db_path_is_empty_when_the_store_fell_back_to_memory),
+      cmocka_unit_test(a_chunk_plan_of_another_cuda_context_is_refused),
       cmocka_unit_test(cached_mode_serves_the_offline_heuristic_of_a_large_shape),
       cmocka_unit_test(log_callback_may_call_the_library),
       cmocka_unit_test(log_callback_may_tune_on_another_context),

@@ -551,7 +551,9 @@ KDA_API kda_status kda_chunk_indices_build_device(kda_context *ctx, const void *
 /** Creates a plan for batches of at most max_total_tokens tokens (< 2^31)
  *  and max_num_seqs sequences at chunk_size. Allocates 8 bytes per granule
  *  of each chunk slot (64 bytes a slot at chunk sizes of 64 and more;
- *  kda_chunk_indices_capacity of the maxima slots) in ctx's CUDA context. */
+ *  kda_chunk_indices_capacity of the maxima slots) in ctx's CUDA context.
+ *  Gate calls read it on any context of that CUDA context; on a context of
+ *  another one they return KDA_ERROR_INVALID_ARGUMENT and launch nothing. */
 KDA_API kda_status kda_chunk_plan_create(kda_context *ctx, int64_t max_total_tokens,
                                          int64_t max_num_seqs, int32_t chunk_size,
                                          kda_chunk_plan **out);
