@@ -349,6 +349,9 @@ kda_status kda_context_create(const kda_options *options, kda_context **out) {
   /* The budget sizes lease lifetimes and waits that other processes rely
    * on expiring: an infinite or NaN one would never let a crashed tuner's
    * lease go. 0 or less: the default. */
+  /* A level below ERROR would silence errors too. */
+  KDA__REQUIRE(o.log_level >= KDA_LOG_ERROR && o.log_level <= KDA_LOG_DEBUG, KDA_ERROR_BAD_OPTIONS,
+               "kda_options.log_level %d is not a kda_log_level", o.log_level);
   KDA__REQUIRE(isfinite(o.tune_budget_ms) && o.tune_budget_ms <= KDA__TUNE_BUDGET_MAX_MS,
                KDA_ERROR_BAD_OPTIONS, "kda_options.tune_budget_ms %g is not a number of ms "
                "up to %.0f (one hour)", o.tune_budget_ms, KDA__TUNE_BUDGET_MAX_MS);

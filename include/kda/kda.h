@@ -255,7 +255,8 @@ typedef struct kda_options {
   int32_t tune_mode;
   /** Tuning database file. NULL: $KDA_CACHE_DIR/tune.db, else
    *  $XDG_CACHE_HOME/kda/tune.db, else ~/.cache/kda/tune.db. The string
-   *  ":memory:" keeps results in memory only (nothing shared or persisted). */
+   *  ":memory:" (or "") keeps results in memory only (nothing shared or
+   *  persisted). */
   const char *db_path;
   /** Wall-time budget of one tuning run in milliseconds, NVRTC compile
    *  included (default 1000; 0 or less: the default; above one hour,
@@ -278,7 +279,8 @@ typedef struct kda_options {
   kda_log_fn log_fn;
   void *log_user;       /**< passed to log_fn */
   /** Most verbose level logged (default KDA_LOG_WARN); the environment
-   *  variable KDA_LOG=error|warn|info|debug overrides it. */
+   *  variable KDA_LOG=error|warn|info|debug overrides it. A value that is
+   *  not a kda_log_level: KDA_ERROR_BAD_OPTIONS. */
   int32_t log_level;
   /** Ignored; 0 from kda_options_default(). It fills what was the end
    *  padding, so that the size before compile_threads (the fields up to
