@@ -252,7 +252,7 @@ int shape_set_expand(const shape_set *s0, shape_list *list, char *err, size_t si
   if (s.varlen == 0) s.varlen = m ? m->varlen : 1;
   if (s.host_rows == 0) s.host_rows = 1;
   if (s.chunk_plan == 0) s.chunk_plan = 1;
-  if (s.scale == 0) s.scale = 1;
+  if (s.scale == 0) s.scale = m ? m->scale : 1;
   if (s.reverse == 0) s.reverse = 1;
   if (s.seqs == 0) s.seqs = 8;
   int32_t kernel = s.kernel >= 0 ? s.kernel

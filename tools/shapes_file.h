@@ -19,7 +19,8 @@
  * needs heads or model. Anything not given takes the preset's value (with
  * model) or the default: head-dim 128, chunk 64, gate softplus, bias yes,
  * dtype bf16, out-dtype f32, varlen no, host-rows no, chunk-plan no, one token count per bucket
- * (512,2048,8192,32768,65536), seqs 8, scale no, reverse no.
+ * (512,2048,8192,32768,65536), seqs 8, scale no (a model preset: its own;
+ * kimi-linear: yes, as flash-linear-attention calls it), reverse no.
  * Errors name the place: "FILE:LINE: ...". */
 #ifndef KDA_TOOLS_SHAPES_FILE_H
 #define KDA_TOOLS_SHAPES_FILE_H
@@ -86,6 +87,7 @@ typedef struct model_preset {
   int32_t bias;       /* 1: dt_bias */
   int32_t dtype, out_dtype;
   int32_t varlen;     /* bit 0: dense, bit 1: varlen */
+  int32_t scale;      /* bit 0: no scale, bit 1: a scaled cumsum */
   const char *about;
 } model_preset;
 
