@@ -1,7 +1,9 @@
 """python -m kda prewarm ...: kda.prewarm from the command line (a
 deployment step for an environment with this package and no kda-tune).
 Exit status 0 when every shape was tuned or already stored, 1 when any
-failed, 2 for a usage error or a device that cannot be used."""
+failed, 2 for a usage error (kda.prewarm checks every argument against
+kda.h's limits before it touches a device) or a device that cannot be
+used."""
 
 import argparse
 import json
@@ -41,7 +43,18 @@ def _parser():
     w.add_argument("--varlen", action="store_true", help="packed batches (cu_seqlens)")
     w.add_argument("--seqs", type=int, default=8, help="sequences of a varlen batch (default 8)")
     w.add_argument("--host-rows", action="store_true", help="varlen calls with cu_seqlens_cpu")
-    w.add_argument("--chunk-plan", action="store_true", help="varlen calls with a kda.ChunkPlan")
+    w.add_argument("--chunk-plan", action="store_true",
+                   help="varlen calls with a kda.ChunkPlan (not with --host-rows)")
+    w.add_argument("--seqlens-dtype", default=None, metavar="int32|int64|both",
+                   help="cu_seqlens' dtype of varlen calls (default int32)")
+    w.add_argument("--scale", default=None, metavar="yes|no|both",
+                   help="calls passing a scale (default yes for the cumsum kernels: upstream's "
+                        "chunk_kda_fwd passes scale=RCP_LN2; no for --kernel gate)")
+    w.add_argument("--reverse", default="no", metavar="yes|no|both",
+                   help="reverse cumsum, chunk_local_cumsum only (default no)")
+    w.add_argument("--a-log", default=None, metavar="yes|no|both",
+                   help="calls passing A_log (default yes; no/both for lower_bound calls "
+                        "with A_log=None)")
     w.add_argument("--force", action="store_true", help="tune again what is already stored")
     w.add_argument("--device", type=int, default=0)
     w.add_argument("--budget-ms", type=float, default=15000.0)
@@ -50,29 +63,47 @@ def _parser():
     return p
 
 
+# A pip install has no kda-tune: the way without a GPU here is a GPU
+# elsewhere (the database is keyed by the GPU model, not the machine).
+_NO_GPU_HINT = (
+    "python -m kda prewarm: hint: tuning times the kernels on the GPU model the server will "
+    "run on: run `python -m kda prewarm ... --db FILE` on a machine with that GPU, in the "
+    "server's environment, and ship FILE as tune.db in the server's $KDA_CACHE_DIR. With no "
+    "GPU at all, a source build of libkda (pip installs no kda-tune) has `kda-tune prewarm "
+    "--compile-only --arch sm_90 ...`, which stores untuned heuristic cubins.")
+
+
+def _words(r):
+    """One shape in a table row, named as kda-tune names it."""
+    w = ["%s H=%d K=%d chunk=%d" % (r["kernel"], r["heads"], r["head_dim"], r["chunk_size"])]
+    if r["a_log"] is False:
+        w.append("no A_log")
+    w += [f for f in ("scale", "reverse") if r[f]]
+    w.append("%s %s" % (r["path"], r["seqlens_dtype"]) if r["varlen"] else "dense")
+    w.append("tokens=%d (bucket %d)" % (r["tokens"], r["bucket"]))
+    return " ".join(w)
+
+
 def main(argv=None):
     a = _parser().parse_args(argv)
     try:
         rows = prewarm(a.heads, a.tokens, head_dim=a.head_dim, chunk_size=a.chunk, dtype=a.dtype,
                        output_dtype=a.out_dtype, gate=a.gate, bias=not a.no_bias, kernel=a.kernel,
                        varlen=a.varlen, num_seqs=a.seqs, host_rows=a.host_rows,
-                       chunk_plan=a.chunk_plan, force=a.force, device=a.device,
-                       budget_ms=a.budget_ms, db_path=a.db)
+                       chunk_plan=a.chunk_plan, scale=a.scale, reverse=a.reverse,
+                       a_log=a.a_log, seqlens_dtype=a.seqlens_dtype, force=a.force,
+                       device=a.device, budget_ms=a.budget_ms, db_path=a.db)
     except C.KdaError as e:
         print("python -m kda prewarm: %s" % e, file=sys.stderr)
         if isinstance(e, C.KdaDeviceError):
-            print("python -m kda prewarm: hint: tuning needs the GPU the server will run on; "
-                  "without one, `kda-tune prewarm --compile-only --arch sm_90 ...` stores the "
-                  "heuristic cubins", file=sys.stderr)
+            print(_NO_GPU_HINT, file=sys.stderr)
         return 2
     failed = sum(r["outcome"] == "failed" for r in rows)
     if a.json:
         print(json.dumps(rows, indent=1))
     else:
         for r in rows:
-            what = "%s H=%d K=%d chunk=%d %s tokens=%d (bucket %d)" % (
-                r["kernel"], r["heads"], r["head_dim"], r["chunk_size"],
-                r["path"] if r["varlen"] else "dense", r["tokens"], r["bucket"])
+            what = _words(r)
             if r["outcome"] == "failed":
                 print("failed   %s: %s" % (what, r["error"]))
             else:

@@ -5,7 +5,7 @@ the first call that needs it (``load_library()``), so ``import kda`` works on
 any machine.
 
 The structures below mirror the C structs field for field;
-tests/test_header_layout.py parses the header and fails when they drift.
+tests/test_cpu_header_layout.py parses the header and fails when they drift.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ exceptions carrying kda_last_error().
 from __future__ import annotations
 
 import ctypes
+import operator
 import struct
 import threading
 from ctypes import byref, c_int64, c_void_p
@@ -56,6 +57,9 @@ _lib = None
 _contexts = {}
 _ctx_lock = threading.Lock()
 _zero_alog = {}
+# (device, kda_chunk_plan*) of plans collected where their device could not
+# be synchronised (in a capture): destroyed by the next close() or build().
+_deferred_plans = []
 
 
 def _require_torch():
@@ -149,13 +153,33 @@ def _check(name, t, dev):
 
 
 def _check_chunk_size(chunk_size):
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool):
-        raise KdaTypeError("chunk_size must be an int, got %r" % (chunk_size,))
+    """chunk_size as a plain int, checked. Any integer type (numpy's too),
+    never a float: 64.0 would reach the packed args, which take ints only."""
+    try:
+        if isinstance(chunk_size, bool):
+            raise TypeError
+        chunk_size = operator.index(chunk_size)
+    except TypeError:
+        raise KdaTypeError("chunk_size must be an int, got %r" % (chunk_size,)) from None
     if chunk_size <= 0 or chunk_size & (chunk_size - 1):
         raise KdaValueError("chunk_size must be a power of 2 (got %d)" % chunk_size)
     if not C.KDA_MIN_CHUNK <= chunk_size <= C.KDA_MAX_CHUNK:
         raise KdaValueError("chunk_size %d is not a power of two in [%d, %d] (libkda's range)"
                             % (chunk_size, C.KDA_MIN_CHUNK, C.KDA_MAX_CHUNK))
+    return chunk_size
+
+
+def _number(name, v):
+    """v as a float for the packed args (None stays None). A str is refused
+    although float() would parse it: upstream's kernels take no strings."""
+    if v is None or type(v) is float:
+        return v
+    if not isinstance(v, (str, bytes)):
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            pass
+    raise KdaTypeError("%s must be a number or None, got %r" % (name, v))
 
 
 def _param_ptr(name, t, n, dev):
@@ -173,19 +197,28 @@ def _param_ptr(name, t, n, dev):
 
 
 def _zero_alog_ptr(dev, H):
-    """A_log = 0 (decay scale 1) for the softplus gate without A_log."""
-    key = (dev, H)
-    t = _zero_alog.get(key)
-    if t is None:
-        if torch.cuda.is_current_stream_capturing():
-            raise KdaCaptureColdError(
-                "the softplus gate without A_log needs a zero A_log buffer of %d heads that "
-                "is created on first use, which cannot happen during CUDA graph capture: "
-                "call the function once outside torch.cuda.graph() first (warm-up)" % H,
-                C.KDA_ERROR_CAPTURE_COLD, "KDA_ERROR_CAPTURE_COLD")
-        t = torch.zeros(H, dtype=torch.float32, device="cuda:%d" % dev)
-        _zero_alog[key] = t
-    return t.data_ptr()
+    """A_log = 0 (decay scale 1) for the softplus gate without A_log; the
+    cache keeps the buffer alive for as long as any launch may read it."""
+    t = _zero_alog.get((dev, H))
+    return (t if t is not None else _make_zero_alog(dev, H)).data_ptr()
+
+
+def _make_zero_alog(dev, H):
+    if torch.cuda.is_current_stream_capturing():
+        raise KdaCaptureColdError(
+            "the softplus gate without A_log needs a zero A_log buffer of %d heads that "
+            "is created on first use, which cannot happen during CUDA graph capture: "
+            "call the function once outside torch.cuda.graph() first (warm-up)" % H,
+            C.KDA_ERROR_CAPTURE_COLD, "KDA_ERROR_CAPTURE_COLD")
+    with _ctx_lock:  # racing threads: one buffer, so no pointer outlives its tensor
+        t = _zero_alog.get((dev, H))
+        if t is None:
+            t = torch.zeros(H, dtype=torch.float32, device="cuda:%d" % dev)
+            # The fill runs on this thread's stream; a call on another stream
+            # would read the buffer unordered with it: wait for it, once.
+            torch.cuda.current_stream(dev).synchronize()
+            t = _zero_alog.setdefault((dev, H), t)
+    return t
 
 
 def _seqlens(cu_seqlens, dev):
@@ -275,6 +308,14 @@ def _host_seqlens(cu_seqlens_cpu, cu_seqlens, N):
     the device tensor's dtype and length; the library reads it during the call."""
     if cu_seqlens_cpu is None:
         return 0
+    if torch.cuda.is_current_stream_capturing():
+        # The rows are packed into the launch on the host: every replay
+        # would compute this batch, whatever cu_seqlens then holds.
+        raise KdaValueError(
+            "cu_seqlens_cpu cannot be used inside CUDA graph capture: its rows are baked into "
+            "the captured launch, so replays with new cu_seqlens contents would silently "
+            "compute the captured batch; pass cu_seqlens alone (the chunk table is then built "
+            "inside the graph) or a kda.ChunkPlan built inside it")
     if not isinstance(cu_seqlens_cpu, _Tensor) or cu_seqlens_cpu.device.type != "cpu":
         raise KdaDeviceError("cu_seqlens_cpu must be a CPU tensor (the host copy of cu_seqlens)")
     if cu_seqlens_cpu.dtype != cu_seqlens.dtype or cu_seqlens_cpu.dim() != 1 or \
@@ -297,6 +338,9 @@ def _call(op, g, dev, g_dt, od, o_dt, B, T, H, K, chunk_size, gate, alog_ptr, bi
         return out
     stream = _raw_stream(dev)
     if cu_seqlens is None and chunk_plan is None:
+        # (chunk_indices alone is ignored, as upstream ignores it then.)
+        if cu_seqlens_cpu is not None or num_chunks_device is not None:
+            _refuse_without_seqlens(cu_seqlens_cpu, num_chunks_device)
         st = fns[op](ctx, _ARGS.pack(
             _ARGS_SIZE, g.data_ptr(), g_dt, out.data_ptr(), o_dt, B, T, H, K, chunk_size, gate,
             alog_ptr, bias_ptr, 0.0 if lower_bound is None else lower_bound,
@@ -316,6 +360,9 @@ def _call(op, g, dev, g_dt, od, o_dt, B, T, H, K, chunk_size, gate, alog_ptr, bi
             1.0 if scale is None else scale, scale is not None, reverse, cu_seqlens.data_ptr(),
             idx_dt, N)
     if chunk_indices is None:
+        if num_chunks_device is not None:
+            raise KdaValueError("num_chunks_device is given without chunk_indices: it counts "
+                                "the rows of a table, and the call builds its own")
         # Build the chunk table on the device (no host sync) into a workspace
         # and launch, in one library call (kda_layer_gate_fwd).
         cap = (T + chunk_size - 1) // chunk_size + N
@@ -340,6 +387,13 @@ def _call(op, g, dev, g_dt, od, o_dt, B, T, H, K, chunk_size, gate, alog_ptr, bi
     if st:
         _raise(_lib, st, _OP_NAMES[op])
     return out
+
+
+def _refuse_without_seqlens(cu_seqlens_cpu, num_chunks_device):
+    name = "cu_seqlens_cpu" if cu_seqlens_cpu is not None else "num_chunks_device"
+    raise KdaValueError("%s is given without cu_seqlens: it belongs to a varlen batch, which a "
+                        "dense call would silently ignore; pass cu_seqlens (or chunk_plan) "
+                        "with it" % name)
 
 
 def _call_with_plan(fn, op, ctx, g, dev, out, stream, g_dt, o_dt, B, T, H, K, chunk_size, gate,
@@ -383,6 +437,10 @@ class ChunkPlan:
     reads it may still run; use it on another stream only after an event
     or synchronisation that follows the build. :meth:`close` (also on
     ``with`` exit and garbage collection) synchronises the device first.
+    A CUDA graph that captured calls reading the plan reads its memory at
+    every replay: keep the plan alive, unclosed, as long as the graph. A
+    plan collected during a capture (where no synchronisation may run) is
+    destroyed by the next :meth:`close` or :meth:`build` outside capture.
     """
 
     def __init__(self, max_tokens, max_seqs, chunk_size=64, device=None):
@@ -391,8 +449,7 @@ class ChunkPlan:
         for name, v in (("max_tokens", max_tokens), ("max_seqs", max_seqs)):
             if not isinstance(v, int) or isinstance(v, bool):
                 raise KdaTypeError("%s must be an int, got %r" % (name, v))
-        if chunk_size not in _VALID_CHUNKS:
-            _check_chunk_size(chunk_size)
+        chunk_size = _check_chunk_size(chunk_size)
         ctx = context(device)
         self.device = _device_index(device)
         lib = _library()
@@ -413,6 +470,8 @@ class ChunkPlan:
         needed on the host. Returns the plan."""
         if self._plan is None:
             raise KdaValueError("this ChunkPlan is closed")
+        if _deferred_plans:
+            _destroy_deferred_plans()
         idx_dt, N = _seqlens(cu_seqlens, self.device)
         if not isinstance(total_tokens, int) or isinstance(total_tokens, bool):
             raise KdaTypeError("total_tokens must be an int, got %r" % (total_tokens,))
@@ -437,12 +496,18 @@ class ChunkPlan:
         return self._plan
 
     def close(self):
-        """Frees the plan's device memory (after synchronising its device)."""
-        if self._plan is not None:
-            plan, self._plan = self._plan, None
-            torch.cuda.synchronize(self.device)
-            _library().kda_chunk_plan_destroy(plan)
-            self._cu = None
+        """Frees the plan's device memory after synchronising its device (a
+        kernel on any stream may still read it). Freed even when the
+        synchronisation raises (inside a capture it does), which is then
+        raised; a captured graph that reads the plan must not outlive it."""
+        plan, self._plan = self._plan, None
+        if plan is not None:
+            try:
+                torch.cuda.synchronize(self.device)
+            finally:
+                _library().kda_chunk_plan_destroy(plan)
+                self._cu = None
+        _destroy_deferred_plans()
 
     def __enter__(self):
         return self
@@ -453,7 +518,9 @@ class ChunkPlan:
 
     def __del__(self):
         try:
-            self.close()
+            plan, self._plan = self._plan, None
+            if plan is not None:
+                _release_collected_plan(self.device, plan)
         except Exception:  # interpreter shutdown, a lost device: nothing to do
             pass
 
@@ -465,13 +532,44 @@ class ChunkPlan:
             self.max_tokens, self.max_seqs, self.chunk_size, self.device, state)
 
 
+def _release_collected_plan(dev, plan):
+    """Destroys a garbage-collected plan after synchronising its device;
+    never inside a capture (a synchronisation there invalidates it), nor
+    when the synchronisation fails (another thread's capture): later."""
+    ok = not torch.cuda.is_current_stream_capturing()
+    if ok:
+        try:
+            torch.cuda.synchronize(dev)
+        except Exception:
+            ok = False
+    if ok:
+        _library().kda_chunk_plan_destroy(plan)
+    else:
+        _deferred_plans.append((dev, plan))
+
+
+def _destroy_deferred_plans():
+    """Destroys the plans collected during a capture, once outside it."""
+    while _deferred_plans and not torch.cuda.is_current_stream_capturing():
+        dev, plan = _deferred_plans.pop()
+        try:
+            torch.cuda.synchronize(dev)
+        except Exception:  # another thread still captures: the next time
+            _deferred_plans.append((dev, plan))
+            return
+        _library().kda_chunk_plan_destroy(plan)
+
+
 def _device_index(device):
     if device is None:
         return torch.cuda.current_device()
     if isinstance(device, int):
         return device
-    dev = torch.device(device).index
-    return torch.cuda.current_device() if dev is None else dev
+    d = torch.device(device)
+    if d.type != "cuda":  # its index None would otherwise mean the current CUDA device
+        raise KdaValueError("%s is not a CUDA device: libkda's contexts and plans live on "
+                            "CUDA devices only" % (d,))
+    return torch.cuda.current_device() if d.index is None else d.index
 
 
 _OP_GCC, _OP_CLC, _OP_GATE = 0, 1, 2
@@ -537,13 +635,17 @@ def gate_chunk_cumsum(g, A_log, chunk_size, scale=None, dt_bias=None, cu_seqlens
         _require_torch()
         raise KdaTypeError("g must be a torch.Tensor, got %s" % type(g).__name__)
     shape = g.shape
+    if len(shape) != 4:  # first: the batch check reads shape[0]
+        raise KdaValueError("g must be 4-D [B, T, H, K], got shape %s" % (tuple(shape),))
     if (cu_seqlens is not None or chunk_plan is not None) and shape[0] != 1:
         raise KdaValueError("Only batch size 1 is supported when cu_seqlens are provided "
                             "(g has batch %d)" % shape[0])
-    if len(shape) != 4:
-        raise KdaValueError("g must be 4-D [B, T, H, K], got shape %s" % (tuple(shape),))
-    if chunk_size not in _VALID_CHUNKS:
-        _check_chunk_size(chunk_size)
+    if type(chunk_size) is not int or chunk_size not in _VALID_CHUNKS:
+        chunk_size = _check_chunk_size(chunk_size)
+    if scale is not None and type(scale) is not float:  # (the common cases cost no call)
+        scale = _number("scale", scale)
+    if lower_bound is not None and type(lower_bound) is not float:
+        lower_bound = _number("lower_bound", lower_bound)
     dev, g_dt, od, o_dt = _prologue(g, output_dtype)
     B, T, H, K = shape
     if A_log is not None:
@@ -575,9 +677,6 @@ def chunk_local_cumsum(g, chunk_size, reverse=False, scale=None, cu_seqlens=None
         _require_torch()
         raise KdaTypeError("g must be a torch.Tensor, got %s" % type(g).__name__)
     shape = g.shape
-    if (cu_seqlens is not None or chunk_plan is not None) and shape[0] != 1:
-        raise KdaValueError("Only batch size 1 is supported when cu_seqlens are provided "
-                            "(g has batch %d)" % shape[0])
     if head_first:
         raise KdaValueError("head_first=True is not supported by libkda (use the [B, T, H(, K)] "
                             "layout)")
@@ -590,8 +689,13 @@ def chunk_local_cumsum(g, chunk_size, reverse=False, scale=None, cu_seqlens=None
     else:
         raise KdaValueError("Unsupported input shape %s, which should be [B, T, H] or "
                             "[B, T, H, K]" % (tuple(shape),))
-    if chunk_size not in _VALID_CHUNKS:
-        _check_chunk_size(chunk_size)
+    if (cu_seqlens is not None or chunk_plan is not None) and B != 1:
+        raise KdaValueError("Only batch size 1 is supported when cu_seqlens are provided "
+                            "(g has batch %d)" % B)
+    if type(chunk_size) is not int or chunk_size not in _VALID_CHUNKS:
+        chunk_size = _check_chunk_size(chunk_size)
+    if scale is not None and type(scale) is not float:
+        scale = _number("scale", scale)
     dev, g_dt, od, o_dt = _prologue(g, output_dtype)
     return _call(_OP_CLC, g, dev, g_dt, od, o_dt, B, T, H, K, chunk_size, C.KDA_GATE_NONE, 0, 0,
                  None, scale, 1 if reverse else 0, cu_seqlens, chunk_indices, num_chunks_device,
@@ -616,6 +720,8 @@ def gate(g, A_log=None, dt_bias=None, lower_bound=None, output_dtype=_FLOAT32):
         raise KdaValueError("g must be [..., H, K], got shape %s" % (tuple(shape),))
     dev, g_dt, od, o_dt = _prologue(g, output_dtype)
     H, K = shape[-2], shape[-1]
+    if lower_bound is not None and type(lower_bound) is not float:
+        lower_bound = _number("lower_bound", lower_bound)
     rows = g.numel() // (H * K) if H * K else 0
     if A_log is not None:
         alog_ptr, A_log = _param("A_log", A_log, H, dev)
@@ -652,7 +758,7 @@ def prepare_chunk_indices(cu_seqlens, chunk_size, cu_seqlens_cpu=None, *, total_
     built on the host (exact rows).
     """
     _require_torch()
-    _check_chunk_size(chunk_size)
+    chunk_size = _check_chunk_size(chunk_size)
     if not isinstance(cu_seqlens, _Tensor):
         raise KdaTypeError("cu_seqlens must be a torch.Tensor, got %s" % type(cu_seqlens).__name__)
     lib = _library()

@@ -12,6 +12,8 @@ database already holds is skipped unless ``force``. Needs a GPU, not torch.
 from __future__ import annotations
 
 import ctypes
+import itertools
+import math
 
 from . import _capi as C
 
@@ -22,6 +24,11 @@ _DTYPES = {"f32": C.KDA_DTYPE_F32, "float32": C.KDA_DTYPE_F32, "f16": C.KDA_DTYP
            "float16": C.KDA_DTYPE_F16, "bf16": C.KDA_DTYPE_BF16, "bfloat16": C.KDA_DTYPE_BF16}
 _GATES = {"softplus": C.KDA_GATE_SOFTPLUS, "lower_bound": C.KDA_GATE_LOWER_BOUND,
           "lower-bound": C.KDA_GATE_LOWER_BOUND, "none": C.KDA_GATE_NONE}
+_YES_NO = {"yes": (True,), "no": (False,), "both": (False, True), True: (True,),
+           False: (False,)}
+_SEQLENS = {"int32": (C.KDA_DTYPE_I32,), "int64": (C.KDA_DTYPE_I64,),
+            "both": (C.KDA_DTYPE_I32, C.KDA_DTYPE_I64)}
+_IDX_NAMES = {C.KDA_DTYPE_I32: "int32", C.KDA_DTYPE_I64: "int64"}
 _OUTCOMES = {C.KDA_PREWARM_TUNED: "tuned", C.KDA_PREWARM_SKIPPED: "skipped",
              C.KDA_PREWARM_FAILED: "failed"}
 # Non-NULL stand-ins mean "present" to kda_prewarm (never dereferenced),
@@ -44,6 +51,103 @@ def _choice(name, table, v):
     return table[key]
 
 
+def _variants(name, v):
+    """yes / no / both (or a bool) as the flag values to prewarm."""
+    key = v if isinstance(v, bool) else str(v).lower()
+    if key not in _YES_NO:
+        raise C.KdaValueError("%s must be yes, no or both (or a bool), got %r" % (name, v))
+    return _YES_NO[key]
+
+
+def _in_range(name, vals, hi, macro):
+    # kda.h's limits (mirrored in _capi, checked against the header by
+    # tests/test_cpu_header_layout.py): outside them every shape would fail.
+    for x in vals:
+        if x > hi:
+            raise C.KdaValueError("%s must be in [1, %d] (kda.h %s), got %d" % (name, hi, macro, x))
+
+
+def _check_chunk(chunk):
+    if chunk & (chunk - 1) or not C.KDA_MIN_CHUNK <= chunk <= C.KDA_MAX_CHUNK:
+        raise C.KdaValueError("chunk_size must be a power of two in [%d, %d] (kda.h), got %d"
+                              % (C.KDA_MIN_CHUNK, C.KDA_MAX_CHUNK, chunk))
+
+
+def _check_budget(budget_ms):
+    # NaN compares false with everything: the library would take it for
+    # "unset" and tune with its own 1 s budget.
+    try:
+        ok = math.isfinite(budget_ms) and budget_ms > 0
+    except TypeError:
+        ok = False
+    if not ok:
+        raise C.KdaValueError("budget_ms must be a positive finite number of milliseconds, got %r"
+                              % (budget_ms,))
+
+
+def _kernel_for(gate, kernel):
+    """The kernel of a gate: the kda function the shapes stand for must be
+    able to make the call."""
+    k = _choice("kernel", _KERNELS, kernel if kernel is not None else
+                ("chunk_local_cumsum" if gate == C.KDA_GATE_NONE else "gate_chunk_cumsum"))
+    if k == C.KDA_KERNEL_CHUNK_LOCAL_CUMSUM and gate != C.KDA_GATE_NONE:
+        raise C.KdaValueError("kernel chunk_local_cumsum takes an activated gate (gate none)")
+    if k != C.KDA_KERNEL_CHUNK_LOCAL_CUMSUM and gate == C.KDA_GATE_NONE:
+        raise C.KdaValueError("kernel %s needs gate softplus or lower_bound (gate none is the "
+                              "activated gate of chunk_local_cumsum)" % kernel)
+    return k
+
+
+def _flag_variants(k, gate, scale, reverse, a_log):
+    """(scale, reverse, A_log) values to prewarm, as kda's functions set
+    has_scale, reverse and A_log."""
+    cumsum = k != C.KDA_KERNEL_GATE
+    # Default scale: fla's chunk_kda_fwd calls both cumsums with
+    # scale=RCP_LN2, and kda's functions set has_scale for any scale not None.
+    scales = _variants("scale", "yes" if cumsum else "no") if scale is None else \
+        _variants("scale", scale)
+    if not cumsum and True in scales:
+        raise C.KdaValueError("kernel gate has no cumsum to scale (scale must be no)")
+    revs = _variants("reverse", reverse)
+    if True in revs and k != C.KDA_KERNEL_CHUNK_LOCAL_CUMSUM:
+        raise C.KdaValueError("only chunk_local_cumsum takes reverse (kda.gate_chunk_cumsum has "
+                              "no reverse argument, as upstream's has none)")
+    return scales, revs, _alog_variants(gate, a_log)
+
+
+def _alog_variants(gate, a_log):
+    if gate == C.KDA_GATE_NONE:
+        if a_log is not None:
+            raise C.KdaValueError("gate none reads no A_log (a_log applies to lower_bound)")
+        return (None,)
+    alogs = _variants("a_log", "yes" if a_log is None else a_log)
+    if gate == C.KDA_GATE_SOFTPLUS and False in alogs:
+        raise C.KdaValueError("the softplus gate always reads A_log (kda passes a zero A_log "
+                              "for A_log=None): a_log=no applies to lower_bound")
+    return alogs
+
+
+def _varlen_variants(k, Ts, varlen, host_rows, chunk_plan, seqlens_dtype):
+    """cu_seqlens dtypes to prewarm (None: dense); refuses varlen options
+    that no call combines."""
+    for name, v in (("host_rows", host_rows), ("chunk_plan", chunk_plan),
+                    ("seqlens_dtype", seqlens_dtype)):
+        if v not in (None, False) and not varlen:
+            raise C.KdaValueError("%s describes varlen calls: it needs varlen=True (--varlen)"
+                                  % name)
+    if not varlen:
+        return (None,)
+    if k == C.KDA_KERNEL_GATE:
+        raise C.KdaValueError("kernel gate has no varlen form (kda.gate takes no cu_seqlens)")
+    if host_rows and chunk_plan:
+        raise C.KdaValueError("host_rows and chunk_plan are different calls (a plan replaces "
+                              "cu_seqlens_cpu): prewarm one or the other per run")
+    if chunk_plan and max(Ts) >= 1 << 31:
+        raise C.KdaValueError("a chunk plan holds fewer than 2^31 tokens (kda.h), got %d"
+                              % max(Ts))
+    return _choice("seqlens_dtype", _SEQLENS, "int32" if seqlens_dtype is None else seqlens_dtype)
+
+
 def host_rows_fit(tokens, num_seqs, chunk_size):
     """Whether a batch of num_seqs near-equal sequences of `tokens` tokens in
     all passes its rows in the launch (kda.h: at most KDA_MAX_HOST_ROWS
@@ -55,8 +159,11 @@ def host_rows_fit(tokens, num_seqs, chunk_size):
 
 
 def _shape(kernel, gate, H, T, head_dim, chunk_size, dtype, out_dtype, bias, varlen, num_seqs,
-           host_rows, chunk_plan):
-    """(kda_gate_args, path name) of one shape, as kda-tune prewarm builds it."""
+           host_rows, chunk_plan, scale=False, reverse=False, a_log=True,
+           seqlens_dtype=C.KDA_DTYPE_I32):
+    """(kda_gate_args, path name) of one shape, as kda-tune prewarm builds it.
+    Only the flags are keys: has_scale (scale's value is not), reverse,
+    A_log present or not, the cu_seqlens dtype of a varlen call."""
     a = C.gate_args()
     a.g_dtype = dtype
     a.out_dtype = out_dtype
@@ -66,15 +173,18 @@ def _shape(kernel, gate, H, T, head_dim, chunk_size, dtype, out_dtype, bias, var
     a.head_dim = head_dim
     a.chunk_size = chunk_size
     a.gate = gate
+    a.has_scale = 1 if scale else 0
+    a.reverse = 1 if reverse else 0
     if bias and gate != C.KDA_GATE_NONE:
         a.dt_bias = _PRESENT_BIAS
-    if gate != C.KDA_GATE_NONE:
+    if gate != C.KDA_GATE_NONE and a_log:
         a.A_log = _PRESENT_ALOG
     if gate == C.KDA_GATE_LOWER_BOUND:
         a.lower_bound = -5.0
     path = "dense"
     if varlen:
         a.num_seqs = min(num_seqs, T)
+        a.cu_seqlens_dtype = seqlens_dtype
         path = "table"
         if chunk_plan:
             a.chunk_plan = 1
@@ -87,39 +197,56 @@ def _shape(kernel, gate, H, T, head_dim, chunk_size, dtype, out_dtype, bias, var
 
 def prewarm(heads, tokens=(512, 2048, 8192, 32768, 65536), *, head_dim=128, chunk_size=64,
             dtype="bf16", output_dtype="f32", gate="softplus", bias=True, kernel=None,
-            varlen=False, num_seqs=8, host_rows=False, chunk_plan=False, force=False,
-            device=None, budget_ms=15000.0, db_path=None):
+            varlen=False, num_seqs=8, host_rows=False, chunk_plan=False, scale=None,
+            reverse="no", a_log=None, seqlens_dtype=None, force=False, device=None,
+            budget_ms=15000.0, db_path=None):
     """Tunes and stores every (heads, tokens) specialization a server will
     meet, so that no request compiles or tunes; returns one dict per shape.
 
     heads, tokens: an int or a list (each token count stands for its token
     bucket, see kda.h). dtype / output_dtype: "bf16", "f16", "f32" (or torch
-    dtypes). gate: "softplus", "lower_bound" or "none" (chunk_local_cumsum).
-    kernel: "gate_chunk_cumsum" (default), "chunk_local_cumsum" or "gate".
+    dtypes; output f32 or bf16). gate: "softplus", "lower_bound" or "none"
+    (chunk_local_cumsum). kernel: "gate_chunk_cumsum" (default),
+    "chunk_local_cumsum" (gate none) or "gate".
     varlen: packed batches of ``num_seqs`` sequences, read through a chunk
     table; with ``chunk_plan`` through a kda.ChunkPlan; with ``host_rows``
     (calls passing ``cu_seqlens_cpu``) their rows in the launch where the
-    batch fits, else the table, as such a call would run. device: CUDA
-    ordinal (default: torch's current device if torch is imported, else 0).
-    db_path: the tuning database (default: the library's, see README.md).
+    batch fits, else the table, as such a call would run (one or the other).
+    seqlens_dtype: "int32" (default), "int64" or "both", cu_seqlens' dtype.
+    scale, reverse, a_log: "yes", "no" or "both" (or a bool), as the calls
+    pass them. scale (a scale not None): default yes for the cumsum kernels,
+    since fla's chunk_kda_fwd calls them with scale=RCP_LN2; give "no" or
+    "both" for calls without one; the gate kernel has none. reverse (default
+    no): chunk_local_cumsum only. a_log (default yes): "no" or "both" for
+    lower_bound calls with A_log=None (softplus always reads one).
+    device: CUDA ordinal (default: torch's current device if torch is
+    imported, else 0). db_path: the tuning database (default: the
+    library's, see README.md).
 
-    Each dict has the shape's fields, ``path`` (dense, table, host-rows,
+    Each dict has the shape's fields (``scale``, ``reverse``, ``a_log``,
+    ``seqlens_dtype`` among them), ``path`` (dense, table, host-rows,
     plan), ``bucket``, ``outcome`` ("tuned", "skipped": already stored, or
     "failed"), ``config``, ``median_us``, ``heuristic_us``, ``compile_ms``,
     ``tune_ms``, ``candidates``, ``rejected``, ``error`` (the library's
     message for a failed shape, else None) and ``db_path``. A failed shape
-    does not stop the others. Raises KdaDeviceError without a usable driver
-    or device, KdaValueError for bad arguments.
+    does not stop the others. Raises KdaValueError for bad arguments (kda.h's
+    limits, combinations no call makes) before touching a device, and
+    KdaDeviceError without a usable driver or device.
     """
     Hs, Ts = _ints("heads", heads), _ints("tokens", tokens)
-    g = _choice("gate", _GATES, gate)
-    k = _choice("kernel", _KERNELS, kernel if kernel is not None else
-                ("chunk_local_cumsum" if g == C.KDA_GATE_NONE else "gate_chunk_cumsum"))
-    dt, odt = _choice("dtype", _DTYPES, dtype), _choice("output_dtype", _DTYPES, output_dtype)
     (K,), (chunk,), (seqs,) = (_ints("head_dim", head_dim), _ints("chunk_size", chunk_size),
                                _ints("num_seqs", num_seqs))
-    if budget_ms <= 0:
-        raise C.KdaValueError("budget_ms must be positive, got %r" % (budget_ms,))
+    _in_range("heads", Hs, C.KDA_MAX_HEADS, "KDA_MAX_HEADS")
+    _in_range("head_dim", [K], C.KDA_MAX_HEAD_DIM, "KDA_MAX_HEAD_DIM")
+    _check_chunk(chunk)
+    g = _choice("gate", _GATES, gate)
+    k = _kernel_for(g, kernel)
+    dt, odt = _choice("dtype", _DTYPES, dtype), _choice("output_dtype", _DTYPES, output_dtype)
+    if odt == C.KDA_DTYPE_F16:
+        raise C.KdaValueError("output_dtype must be f32 or bf16 (what libkda writes)")
+    scales, revs, alogs = _flag_variants(k, g, scale, reverse, a_log)
+    idxs = _varlen_variants(k, Ts, varlen, host_rows, chunk_plan, seqlens_dtype)
+    _check_budget(budget_ms)
     if device is None:
         device = _default_device()
     lib = C.load_library()
@@ -134,30 +261,35 @@ def prewarm(heads, tokens=(512, 2048, 8192, 32768, 65536), *, head_dim=128, chun
         raise C.error_from_status(lib, st, "kda_context_create(device=%d)" % int(device))
     results = []
     try:
-        for H in Hs:
-            for T in Ts:
-                a, path = _shape(k, g, H, T, K, chunk, dt, odt, bias, varlen, seqs, host_rows,
-                                 chunk_plan)
-                r = C.KdaPrewarmResult()
-                r.struct_size = ctypes.sizeof(r)
-                st = lib.kda_prewarm(ctx, k, ctypes.byref(a), 1 if force else 0, ctypes.byref(r))
-                err = None
-                if st != C.KDA_OK:
-                    err = str(C.error_from_status(lib, st, "kda_prewarm"))
-                results.append({
-                    "kernel": [n for n, v in _KERNELS.items() if v == k][0], "heads": H,
-                    "tokens": T, "head_dim": K, "chunk_size": chunk, "varlen": bool(varlen),
-                    "num_seqs": a.num_seqs, "path": path, "bucket": int(lib.kda_token_bucket(T)),
-                    "outcome": "failed" if st != C.KDA_OK else _OUTCOMES.get(r.outcome, "failed"),
-                    "config": r.config.decode(errors="replace"), "median_us": r.median_us,
-                    "heuristic_us": r.heuristic_us, "compile_ms": r.compile_ms,
-                    "tune_ms": r.tune_ms, "candidates": r.candidates, "rejected": r.rejected,
-                    "error": err,
-                    "db_path": (lib.kda_context_db_path(ctx) or b"").decode(errors="replace"),
-                })
+        for H, T, idx, alog, sc, rev in itertools.product(Hs, Ts, idxs, alogs, scales, revs):
+            a, path = _shape(k, g, H, T, K, chunk, dt, odt, bias, varlen, seqs, host_rows,
+                             chunk_plan, sc, rev, alog, idx)
+            row = _run_one(lib, ctx, k, a, force)
+            row.update(heads=H, tokens=T, head_dim=K, chunk_size=chunk, varlen=bool(varlen),
+                       num_seqs=a.num_seqs, path=path, scale=sc, reverse=rev, a_log=alog,
+                       seqlens_dtype=_IDX_NAMES.get(idx), bucket=int(lib.kda_token_bucket(T)))
+            results.append(row)
     finally:
         lib.kda_context_destroy(ctx)
     return results
+
+
+def _run_one(lib, ctx, k, a, force):
+    """kda_prewarm of one shape as a result dict (without the shape's fields)."""
+    r = C.KdaPrewarmResult()
+    r.struct_size = ctypes.sizeof(r)
+    st = lib.kda_prewarm(ctx, k, ctypes.byref(a), 1 if force else 0, ctypes.byref(r))
+    err = None
+    if st != C.KDA_OK:
+        err = str(C.error_from_status(lib, st, "kda_prewarm"))
+    return {
+        "kernel": [n for n, v in _KERNELS.items() if v == k][0],
+        "outcome": "failed" if st != C.KDA_OK else _OUTCOMES.get(r.outcome, "failed"),
+        "config": r.config.decode(errors="replace"), "median_us": r.median_us,
+        "heuristic_us": r.heuristic_us, "compile_ms": r.compile_ms, "tune_ms": r.tune_ms,
+        "candidates": r.candidates, "rejected": r.rejected, "error": err,
+        "db_path": (lib.kda_context_db_path(ctx) or b"").decode(errors="replace"),
+    }
 
 
 def _default_device():

@@ -151,9 +151,15 @@ def test_status_table_matches_header():
         assert C.STATUS_NAMES[int(value)] == name
     for name in ("KDA_DTYPE_F32", "KDA_DTYPE_F16", "KDA_DTYPE_BF16", "KDA_DTYPE_I32",
                  "KDA_DTYPE_I64", "KDA_GATE_NONE", "KDA_GATE_SOFTPLUS", "KDA_GATE_LOWER_BOUND",
-                 "KDA_MAX_HEAD_DIM", "KDA_MAX_HEADS", "KDA_MIN_CHUNK", "KDA_MAX_CHUNK"):
+                 "KDA_MAX_HEAD_DIM", "KDA_MAX_HEADS", "KDA_MIN_CHUNK", "KDA_MAX_CHUNK",
+                 "KDA_MAX_HOST_ROWS"):
         m = re.search(r"\b%s\s*=?\s*(\d+)" % name, text)
         assert m and getattr(C, name) == int(m.group(1)), name
+
+
+def test_capi_names_the_test_that_checks_it():
+    m = re.search(r"tests/(test_\w+\.py)", C.__doc__)
+    assert m and os.path.basename(__file__) == m.group(1), C.__doc__
 
 
 def test_status_names_from_library(lib):

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 import kda
+from kda import _capi as C
 from kda import _prewarm
 
 PKG_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -84,7 +85,11 @@ def test_no_driver_is_a_clear_error_and_exit_status_2():
     r = _run(["--heads", "4", "--tokens", "512"], KDA_LIBCUDA="/nonexistent/libcuda.so.1")
     assert r.returncode == 2, r.stdout + r.stderr
     assert "KDA_ERROR_NO_DRIVER" in r.stderr
-    assert "kda-tune prewarm --compile-only" in r.stderr  # what to do without a GPU
+    # What to do without a GPU, with what a pip install has: this command on
+    # a machine with the server's GPU, its database shipped; kda-tune only
+    # from a source build.
+    assert "python -m kda prewarm" in r.stderr and "--db" in r.stderr
+    assert "kda-tune prewarm --compile-only" in r.stderr and "source build" in r.stderr
 
 
 def test_usage_error_is_exit_status_2():
@@ -113,3 +118,133 @@ def test_tuning_off_in_the_environment_is_reported(tmp_path):
              KDA_LIBCUDA=_stand_in_driver(), KDA_TUNE="off")
     assert r.returncode == 1
     assert "KDA_ERROR_INVALID_ARGUMENT" in r.stdout and "KDA_TUNE=off" in r.stdout
+
+
+# ---- the shapes kda_prewarm is asked for, on a recording stand-in library --
+
+
+class _RecordingLib:
+    """Takes the place of libkda in kda.prewarm: records each kda_prewarm
+    shape and reports it tuned, so the shapes asked for can be read back."""
+
+    def __init__(self):
+        self.shapes, self.contexts = [], 0
+
+    def kda_context_create(self, opts, ctx):
+        self.contexts += 1
+        ctx._obj.value = 1
+        return C.KDA_OK
+
+    def kda_prewarm(self, ctx, kernel, shape, force, result):
+        self.shapes.append((kernel, C.KdaGateArgs.from_buffer_copy(shape._obj)))
+        result._obj.outcome = C.KDA_PREWARM_TUNED
+        return C.KDA_OK
+
+    def kda_token_bucket(self, tokens):
+        return 0
+
+    def kda_context_db_path(self, ctx):
+        return b"/stand-in/tune.db"
+
+    def kda_context_destroy(self, ctx):
+        pass
+
+
+@pytest.fixture
+def rec(monkeypatch):
+    lib = _RecordingLib()
+    monkeypatch.setattr(C, "load_library", lambda *a, **k: lib)
+    return lib
+
+
+def _flags(rec):
+    return [(a.has_scale, a.reverse, bool(a.A_log), a.cu_seqlens_dtype) for _, a in rec.shapes]
+
+
+def test_default_scale_is_upstreams_call(rec):
+    """fla's chunk_kda_fwd calls the gate cumsum with scale=RCP_LN2, and
+    kda's functions set has_scale whenever scale is not None: that is the
+    default shape of both cumsum kernels; the activation alone has none."""
+    kda.prewarm(16, 512)
+    kda.prewarm(16, 512, gate="none")
+    kda.prewarm(16, 512, kernel="gate")
+    assert [k for k, _ in rec.shapes] == [C.KDA_KERNEL_GATE_CHUNK_CUMSUM,
+                                          C.KDA_KERNEL_CHUNK_LOCAL_CUMSUM, C.KDA_KERNEL_GATE]
+    assert _flags(rec) == [(1, 0, True, C.KDA_DTYPE_I32), (1, 0, False, C.KDA_DTYPE_I32),
+                           (0, 0, True, C.KDA_DTYPE_I32)]
+
+
+def test_scale_reverse_a_log_and_seqlens_dtype_are_asked_for(rec):
+    rows = kda.prewarm(16, 512, scale="both")
+    assert _flags(rec) == [(0, 0, True, C.KDA_DTYPE_I32), (1, 0, True, C.KDA_DTYPE_I32)]
+    assert [r["scale"] for r in rows] == [False, True]
+    rec.shapes.clear()
+    rows = kda.prewarm(16, 512, gate="none", scale=False, reverse="both")
+    assert _flags(rec) == [(0, 0, False, C.KDA_DTYPE_I32), (0, 1, False, C.KDA_DTYPE_I32)]
+    assert [r["reverse"] for r in rows] == [False, True]
+    rec.shapes.clear()
+    rows = kda.prewarm(16, 512, gate="lower_bound", a_log="both")
+    assert _flags(rec) == [(1, 0, False, C.KDA_DTYPE_I32), (1, 0, True, C.KDA_DTYPE_I32)]
+    assert [r["a_log"] for r in rows] == [False, True]
+    rec.shapes.clear()
+    rows = kda.prewarm(16, 512, varlen=True, chunk_plan=True, seqlens_dtype="both")
+    assert _flags(rec) == [(1, 0, True, C.KDA_DTYPE_I32), (1, 0, True, C.KDA_DTYPE_I64)]
+    assert [r["seqlens_dtype"] for r in rows] == ["int32", "int64"]
+    assert all(a.chunk_plan and a.num_seqs == 8 for _, a in rec.shapes)
+
+
+def test_cli_options_reach_the_shapes(rec, capsys):
+    from kda.__main__ import main
+    assert main(["prewarm", "--heads", "16", "--tokens", "512", "--scale", "no", "--varlen",
+                 "--seqlens-dtype", "int64", "--gate", "lower_bound", "--a-log", "no"]) == 0
+    assert main(["prewarm", "--heads", "16", "--tokens", "512", "--gate", "none", "--reverse",
+                 "yes", "--scale", "both"]) == 0
+    assert _flags(rec) == [(0, 0, False, C.KDA_DTYPE_I64), (0, 1, False, C.KDA_DTYPE_I32),
+                           (1, 1, False, C.KDA_DTYPE_I32)]
+    out = capsys.readouterr().out
+    assert "int64" in out and "no A_log" in out and " scale reverse " in out
+
+
+BAD = [
+    (["--chunk", "48"], "power of two in [%d, %d]" % (C.KDA_MIN_CHUNK, C.KDA_MAX_CHUNK)),
+    (["--chunk", "512"], "power of two in [%d, %d]" % (C.KDA_MIN_CHUNK, C.KDA_MAX_CHUNK)),
+    (["--head-dim", "512"], "head_dim must be in [1, %d]" % C.KDA_MAX_HEAD_DIM),
+    (["--heads", "5000"], "heads must be in [1, %d]" % C.KDA_MAX_HEADS),
+    (["--gate", "none", "--kernel", "gate_chunk_cumsum"], "needs gate softplus or lower_bound"),
+    (["--gate", "none", "--kernel", "gate"], "needs gate softplus or lower_bound"),
+    (["--kernel", "chunk_local_cumsum"], "takes an activated gate (gate none)"),
+    (["--host-rows"], "needs varlen=True (--varlen)"),
+    (["--chunk-plan"], "needs varlen=True (--varlen)"),
+    (["--seqlens-dtype", "int64"], "needs varlen=True (--varlen)"),
+    (["--varlen", "--host-rows", "--chunk-plan"], "one or the other"),
+    (["--budget-ms", "nan"], "budget_ms must be a positive finite"),
+    (["--budget-ms", "inf"], "budget_ms must be a positive finite"),
+    (["--budget-ms", "-1"], "budget_ms must be a positive finite"),
+    (["--out-dtype", "f16"], "output_dtype must be f32 or bf16"),
+    (["--kernel", "gate", "--varlen"], "no varlen form"),
+    (["--kernel", "gate", "--scale", "yes"], "no cumsum"),
+    (["--reverse", "yes"], "reverse"),
+    (["--a-log", "no"], "softplus gate always reads A_log"),
+    (["--gate", "none", "--a-log", "yes"], "reads no A_log"),
+    (["--scale", "maybe"], "yes, no or both"),
+    (["--seqs", "0"], "num_seqs must be a positive int"),
+]
+
+
+@pytest.mark.parametrize("args,msg", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_cli_bad_arguments_exit_2_before_any_device(rec, capsys, args, msg):
+    """Each of these used to prewarm something (a failed row, exit 1, or a
+    shape no call makes); the limits are kda.h's (mirrored in kda._capi and
+    checked against the header by test_cpu_header_layout)."""
+    from kda.__main__ import main
+    assert main(["prewarm", "--heads", "16", "--tokens", "512"] + args) == 2
+    err = capsys.readouterr().err
+    assert msg in err, err
+    assert rec.contexts == 0 and rec.shapes == []
+
+
+def test_limits_themselves_are_accepted(rec):
+    kda.prewarm(C.KDA_MAX_HEADS, 512, head_dim=C.KDA_MAX_HEAD_DIM, chunk_size=C.KDA_MAX_CHUNK)
+    kda.prewarm(1, 512, head_dim=1, chunk_size=C.KDA_MIN_CHUNK)
+    assert [(a.num_heads, a.head_dim, a.chunk_size) for _, a in rec.shapes] == [
+        (C.KDA_MAX_HEADS, C.KDA_MAX_HEAD_DIM, C.KDA_MAX_CHUNK), (1, 1, C.KDA_MIN_CHUNK)]

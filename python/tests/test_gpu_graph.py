@@ -73,3 +73,48 @@ def test_cold_specialization_in_capture_raises(cuda):
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(out, out0)
+
+
+def test_host_rows_are_refused_in_capture_and_the_capture_goes_on(cuda):
+    """cu_seqlens_cpu would bake this batch's rows into the graph; the
+    refusal comes before any CUDA call, so the capture stays usable."""
+    T, H, K = 1000, 4, 32
+    cu = torch.tensor([0, 10, 600, 1000], dtype=torch.int32, device=cuda)
+    g = torch.randn(1, T, H, K, device=cuda)
+    A_log = torch.empty(H, device=cuda).uniform_(1, 16).log()
+    cu_cpu = cu.cpu()
+    kda.gate_chunk_cumsum(g, A_log, 64, cu_seqlens=cu, cu_seqlens_cpu=cu_cpu)  # warm
+    kda.gate_chunk_cumsum(g, A_log, 64, cu_seqlens=cu)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        with pytest.raises(kda.KdaValueError, match="ChunkPlan"):
+            kda.gate_chunk_cumsum(g, A_log, 64, cu_seqlens=cu, cu_seqlens_cpu=cu_cpu)
+        out = kda.gate_chunk_cumsum(g, A_log, 64, cu_seqlens=cu)
+    cu.copy_(torch.tensor([0, 500, 501, 1000], dtype=torch.int32))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert_close(out, ref_chunk_cumsum(ref_gate(g, A_log), 64, cu_seqlens=cu), torch.float32)
+
+
+def test_plan_collected_in_capture_waits_for_the_capture_to_end(cuda):
+    import gc
+    T, H, K = 1000, 4, 32
+    cu = torch.tensor([0, 10, 600, 1000], dtype=torch.int32, device=cuda)
+    g = torch.randn(1, T, H, K, device=cuda)
+    plan = kda.ChunkPlan(T, 3, 64, device=cuda).build(cu, T)
+    kda.chunk_local_cumsum(g, 64, chunk_plan=plan)  # warm
+    doomed = kda.ChunkPlan(T, 3, 64, device=cuda).build(cu, T)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = kda.chunk_local_cumsum(g, 64, chunk_plan=plan)
+        del doomed
+        gc.collect()  # no synchronize here: that would invalidate the capture
+    assert len(kda._ops._deferred_plans) == 1
+    graph.replay()
+    torch.cuda.synchronize()
+    assert_close(out, ref_chunk_cumsum(g, 64, cu_seqlens=cu), torch.float32)
+    plan.build(cu, T)  # outside capture: the collected plan is destroyed now
+    assert kda._ops._deferred_plans == []
+    plan.close()

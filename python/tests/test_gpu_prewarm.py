@@ -13,10 +13,11 @@ torch = pytest.importorskip("torch")
 
 PKG_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# Calls as fla's chunk_kda_fwd makes them: scale=RCP_LN2 (prewarm's default).
 SERVER = r"""
-import json, torch, kda
+import json, math, torch, kda
 torch.manual_seed(5)
-H, K, bad = 4, 128, 0
+H, K, bad, S = 4, 128, 0, 1 / math.log(2)
 A = torch.log(torch.rand(H, device="cuda") * 15 + 1)
 b = torch.randn(H * K, device="cuda")
 def ref(g, cu):
@@ -26,15 +27,16 @@ def ref(g, cu):
     for s, e in zip(cu[:-1], cu[1:]):
         for c in range(s, e, 64):
             out[c:min(c + 64, e)] = act[c:min(c + 64, e)].cumsum(0)
-    return out
+    return out * S
 def check(out, r):
     return int(((out[0].double() - r).abs() > 2e-5 * (1 + r.abs())).sum())
 g = torch.randn(1, 512, H, K, device="cuda", dtype=torch.bfloat16)
-bad += check(kda.gate_chunk_cumsum(g, A, 64, dt_bias=b), ref(g, [0, 512]))
+bad += check(kda.gate_chunk_cumsum(g, A, 64, scale=S, dt_bias=b), ref(g, [0, 512]))
 cu = [0, 300, 301, 1000, 1100, 1500, 1700, 1999, 2048]
 g = torch.randn(1, 2048, H, K, device="cuda", dtype=torch.bfloat16)
 cu_t = torch.tensor(cu, dtype=torch.int32)
-out = kda.gate_chunk_cumsum(g, A, 64, dt_bias=b, cu_seqlens=cu_t.cuda(), cu_seqlens_cpu=cu_t)
+out = kda.gate_chunk_cumsum(g, A, 64, scale=S, dt_bias=b, cu_seqlens=cu_t.cuda(),
+                            cu_seqlens_cpu=cu_t)
 bad += check(out, ref(g, cu))
 print(json.dumps(dict(kda.stats(), out_of_budget=bad)))
 """
@@ -65,6 +67,7 @@ def test_prewarmed_shapes_run_in_a_server_without_compiling(cuda, tmp_path):
         assert row["median_us"] > 0 and row["candidates"] > 1
         assert row["db_path"] == str(tmp_path / "tune.db")
         assert row["path"] == ("host-rows" if "--varlen" in extra else "dense")
+        assert row["scale"] and not row["reverse"] and row["a_log"]
     for extra in shapes:  # stored: skipped
         assert _prewarm(tmp_path, *extra)[0]["outcome"] == "skipped"
     r = subprocess.run([sys.executable, "-c", SERVER], env=_env(tmp_path, KDA_TUNE="cached"),
