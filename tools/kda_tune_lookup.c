@@ -30,7 +30,8 @@ static const tune_cmd lookup_cmd = {
     "none (with KDA_TUNE=on the call tunes on first use; cached and off run the built-in "
     "heuristic), and whether the cubin of the config it runs is stored (else it compiles with "
     "NVRTC). A call is a shape at one token count: the shape flags of prewarm, --shapes FILE or "
-    "--model NAME --tp LIST. Where no row serves a call, the rows of its shape say why not "
+    "--model NAME --tp LIST (token counts of one bucket read one row: one line). Where no "
+    "row serves a call, the rows of its shape say why not "
     "(another token bucket, pointer alignment, candidate space or kernel template). With "
     "--check, exit status 1 if any call would tune or compile.",
     lookup_opts, 0, 0};
