@@ -79,6 +79,12 @@ static kda_status export_json(kda_db *db, const kda_db_record *rows, size_t n, F
     fprintf(out, "      \"created_at\": %lld,\n", (long long)r->created_at);
     field_str(out, "lib_version", r->lib_version, 0);
     field_str(out, "nvrtc_version", r->nvrtc_version, 0);
+    kda__store_record prov;
+    int found = 0;
+    KDA__TRY(kda__db_provenance(db, r, &prov, &found));
+    field_str(out, "tuned_on", found && prov.host[0] ? prov.host : NULL, 0);
+    field_str(out, "driver", found && prov.driver[0] ? prov.driver : NULL, 0);
+    field_str(out, "source", found && prov.source[0] ? prov.source : NULL, 0);
     fputs("      \"trials\": [", out);
     kda__store_record rec;
     memset(&rec, 0, sizeof rec);
@@ -110,10 +116,11 @@ static void csv_opt(FILE *out, double v) {
   if (v >= 0) kda__json_write_opt(out, v);
 }
 
-static void export_csv(const kda_db_record *rows, size_t n, FILE *out) {
+static kda_status export_csv(kda_db *db, const kda_db_record *rows, size_t n, FILE *out) {
   fputs("key,gpu_key,gpu_name,kernel,spec,bucket,heads,head_dim,chunk,config,config_id,"
         "median_us,gbps,max_err,candidates,rejected,heuristic_us,tune_ms,compile_ms,"
-        "created_at,lib_version,nvrtc_version,template_hash,space_hash,stale\n",
+        "created_at,lib_version,nvrtc_version,template_hash,space_hash,stale,tuned_on,driver,"
+        "source\n",
         out);
   for (size_t i = 0; i < n; i++) {
     const kda_db_record *r = &rows[i];
@@ -136,8 +143,19 @@ static void export_csv(const kda_db_record *rows, size_t n, FILE *out) {
     csv_text(out, r->lib_version);
     fputc(',', out);
     csv_text(out, r->nvrtc_version);
-    fprintf(out, ",%s,%s,%d\n", r->template_hash, r->space_hash, r->stale != 0);
+    fprintf(out, ",%s,%s,%d", r->template_hash, r->space_hash, r->stale != 0);
+    kda__store_record prov;
+    int found = 0;
+    KDA__TRY(kda__db_provenance(db, r, &prov, &found));
+    const char *more[] = {found ? prov.host : "", found ? prov.driver : "",
+                          found ? prov.source : ""};
+    for (size_t t = 0; t < 3; t++) {
+      fputc(',', out);
+      csv_text(out, more[t]);
+    }
+    fputc('\n', out);
   }
+  return KDA_OK;
 }
 
 kda_status kda_db_export(kda_db *db, const kda_db_filter *f, kda_db_format format, FILE *out) {
@@ -149,7 +167,7 @@ kda_status kda_db_export(kda_db *db, const kda_db_filter *f, kda_db_format forma
   KDA__TRY(kda__db_collect(db, f, &rows, &n));
   kda_status st = KDA_OK;
   if (format == KDA_DB_FORMAT_JSON) st = export_json(db, rows, n, out);
-  else export_csv(rows, n, out);
+  else st = export_csv(db, rows, n, out);
   free(rows);
   if (st == KDA_OK && (fflush(out) != 0 || ferror(out)))
     st = kda__fail(KDA_ERROR_INVALID_ARGUMENT, "kda_db_export: writing the output failed: %s",
@@ -275,6 +293,16 @@ static kda_status import_one(kda_db *db, const char *path, size_t index, const k
   const char *lib = jstr(r, "lib_version"), *nvrtc = jstr(r, "nvrtc_version");
   snprintf(rec.lib_version, sizeof rec.lib_version, "%s", lib ? lib : "");
   snprintf(rec.nvrtc_version, sizeof rec.nvrtc_version, "%s", nvrtc ? nvrtc : "");
+  /* Where it was tuned stays; what brought it here is this import. */
+  const char *host = jstr(r, "tuned_on"), *driver = jstr(r, "driver"), *src = jstr(r, "source");
+  snprintf(rec.host, sizeof rec.host, "%s", host ? host : "");
+  snprintf(rec.driver, sizeof rec.driver, "%s", driver ? driver : "");
+  const char *base = strrchr(path, '/');
+  if (src != NULL && strncmp(src, "import of ", 10) == 0) /* its first import says it */
+    snprintf(rec.source, sizeof rec.source, "%s", src);
+  else
+    snprintf(rec.source, sizeof rec.source, "import of %.60s: %.50s", base ? base + 1 : path,
+             src ? src : "unknown");
   const kda__json *tj = kda__json_get(r, "trials");
   size_t nt = tj != NULL && tj->type == KDA__JSON_ARRAY ? tj->count : 0;
   kda__store_trial *trials = calloc(nt + 1, sizeof *trials);

@@ -20,6 +20,11 @@ struct kda_db {
 /* The running library's versions (computed once per handle). */
 const kda_db_versions *kda__db_current(kda_db *db);
 
+/* The store's row of r (its provenance columns), by key; *found 0 when no
+ * row has that key (db_provenance.c). */
+kda_status kda__db_provenance(kda_db *db, const kda_db_record *r, kda__store_record *rec,
+                              int *found);
+
 /* Store row -> public record (GPU name looked up, spec parsed, staleness
  * against the running library). */
 void kda__db_record_from(kda_db *db, const kda__store_key *key, const kda__store_record *rec,

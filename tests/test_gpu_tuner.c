@@ -490,6 +490,14 @@ static void prewarm_tunes_then_skips(void **state) {
   GU_CHECK(kda_prewarm(ctx, KDA_KERNEL_GATE_CHUNK_CUMSUM, &shape, 0, &r));
   assert_int_equal(r.outcome, KDA_PREWARM_SKIPPED);
   kda_context_destroy(ctx);
+  /* The row says where it was tuned: this machine, its driver, prewarm. */
+  char host[64];
+  assert_int_equal(gethostname(host, sizeof host), 0);
+  host[sizeof host - 1] = '\0';
+  char sql[256];
+  snprintf(sql, sizeof sql, "SELECT count(*) FROM results WHERE host = '%s' AND source ="
+           " 'kda_prewarm' AND driver LIKE '%%CUDA %%'", host);
+  assert_int_equal(sql_int(db, sql), 1);
 }
 
 /* A varlen batch with its rows in the launch (cu_seqlens_host): prewarm

@@ -296,6 +296,53 @@ static void test_upgrade_v0_schema_keeps_rows(void **state) {
   assert_int_equal(file_scalar(f->db, "SELECT count(*) FROM gpu_models"), 2);
 }
 
+/* Provenance (host, driver, source) lives in columns added outside the
+ * schema version: a file of before them (a library of before wrote it) is
+ * read read-only with them empty, written without them, and given them by
+ * the next writable open; its old rows then read as unknown. */
+static void test_provenance_columns_come_and_files_without_them_still_work(void **state) {
+  fixture *f = *state;
+  kda__store *s = open_ok(f->db, 0);
+  kda__store_key k = make_key("with", 1);
+  kda__store_record r = make_record("vec=4", 2.0), got;
+  snprintf(r.host, sizeof r.host, "node-7");
+  snprintf(r.driver, sizeof r.driver, "580.159.04 (CUDA 13.0)");
+  snprintf(r.source, sizeof r.source, "kda_prewarm");
+  assert_int_equal(kda__store_put_result(s, &k, &r, NULL, 0, KDA__PUT_REPLACE, NULL), KDA_OK);
+  assert_int_equal(lookup(s, "with", 1, &got), 1);
+  assert_string_equal(got.host, "node-7");
+  assert_string_equal(got.driver, "580.159.04 (CUDA 13.0)");
+  assert_string_equal(got.source, "kda_prewarm");
+  kda__store_close(s);
+  assert_int_equal(file_scalar(f->db, "SELECT count(*) FROM results_readable WHERE tuned_on ="
+                                      " 'node-7' AND source = 'kda_prewarm'"), 1);
+
+  /* The file as a library of before left it. */
+  file_exec(f->db, "DROP VIEW results_readable; ALTER TABLE results DROP COLUMN host;"
+                   " ALTER TABLE results DROP COLUMN driver; ALTER TABLE results DROP COLUMN source;");
+  s = open_ok(f->db, KDA__STORE_READ_ONLY);
+  assert_int_equal(lookup(s, "with", 1, &got), 1);
+  assert_string_equal(got.config, "vec=4");
+  assert_string_equal(got.host, "");
+  assert_string_equal(got.source, "");
+  put_ok(s, "overlay", 1, "vec=2", 1.0); /* the overlay has them */
+  kda__store_close(s);
+  assert_int_equal(file_scalar(f->db, "SELECT count(*) FROM pragma_table_info('results') WHERE"
+                                      " name = 'source'"), 0);
+
+  /* A writable open adds them back; the old row is unknown, a new one not. */
+  s = open_ok(f->db, 0);
+  assert_int_equal(lookup(s, "with", 1, &got), 1);
+  assert_string_equal(got.host, "");
+  k = make_key("after", 1);
+  assert_int_equal(kda__store_put_result(s, &k, &r, NULL, 0, KDA__PUT_REPLACE, NULL), KDA_OK);
+  assert_int_equal(lookup(s, "after", 1, &got), 1);
+  assert_string_equal(got.host, "node-7");
+  kda__store_close(s);
+  assert_int_equal(file_scalar(f->db, "SELECT count(*) FROM results_readable WHERE source IS NULL"),
+                   1);
+}
+
 /* A writer killed while it created the file (rollback-journal mode, before
  * the switch to WAL) leaves a hot journal that only a connection allowed
  * to write may roll back. A read-only open, as `kda-tune stats` and
@@ -1211,6 +1258,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_round_trip_with_trials, setup, teardown),
       cmocka_unit_test_setup_teardown(test_same_key_put_twice_keeps_last_and_faster_mode_keeps_faster, setup, teardown),
       cmocka_unit_test_setup_teardown(test_upgrade_v0_schema_keeps_rows, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_provenance_columns_come_and_files_without_them_still_work,
+                                      setup, teardown),
       cmocka_unit_test_setup_teardown(test_hot_journal_of_a_killed_creator_is_rolled_back_for_readers, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_newer_schema_opened_read_only_with_warning, setup, teardown),

@@ -338,6 +338,26 @@ static void destroy_cuts_a_wait_behind_another_contexts_run_short(void **state) 
   if (took > 2.0) fail_msg("destroy waited %.1f s", took);
 }
 
+/* What a tuning run stores about where it ran: this machine, the driver
+ * (its release where /proc/driver/nvidia/version says it; the CUDA
+ * version always) and what ran it. */
+static void a_tuned_row_says_where_it_was_tuned(void **state) {
+  fixture *f = *state;
+  kda_context *ctx = context_make(f, KDA_TUNE_ON);
+  kda__store_record rec;
+  memset(&rec, 0, sizeof rec);
+  kda__tune_provenance(ctx, 1, &rec);
+  char host[64];
+  assert_int_equal(gethostname(host, sizeof host), 0);
+  host[sizeof host - 1] = '\0';
+  assert_string_equal(rec.host, host);
+  assert_string_equal(rec.source, "kda_prewarm");
+  assert_non_null(strstr(rec.driver, "CUDA "));
+  kda__tune_provenance(ctx, 0, &rec);
+  assert_string_equal(rec.source, "a kernel call");
+  kda_context_destroy(ctx);
+}
+
 /* kda_prewarm sizes its random inputs from the shape: an impossible shape
  * is refused as a call would refuse it, before anything is allocated. The
  * first one's element count wraps to 0 bytes in size_t (it wrote past a
@@ -391,6 +411,7 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(a_dead_tuners_lease_is_taken_over, setup, teardown),
       cmocka_unit_test_setup_teardown(prewarm_refuses_impossible_shapes, setup, teardown),
+      cmocka_unit_test_setup_teardown(a_tuned_row_says_where_it_was_tuned, setup, teardown),
       cmocka_unit_test_setup_teardown(destroy_cuts_a_wait_behind_another_contexts_run_short, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(destroy_cuts_a_background_wait_for_another_process_short, setup,

@@ -122,7 +122,7 @@ static void list_text(const kda_db_record *r, int first) {
          copy, heur, when, shape);
 }
 
-static void list_json(const kda_db_record *r, int first) {
+static void list_json(kda_db *db, const kda_db_record *r, int first) {
   char tokens[32], shape[512];
   fputs(first ? "\n  {" : ",\n  {", stdout);
   record_json(stdout, r, "");
@@ -136,6 +136,16 @@ static void list_json(const kda_db_record *r, int first) {
   json_str(stdout, shape);
   fputs(", \"copy_bw_gbps\": ", stdout);
   json_num(stdout, r->copy_bw_gbps);
+  kda_db_provenance p;
+  memset(&p, 0, sizeof p);
+  p.struct_size = sizeof p;
+  const int known = kda_db_provenance_get(db, r, &p) == KDA_OK;
+  fputs(", \"tuned_on\": ", stdout);
+  json_str(stdout, known && p.host[0] ? p.host : NULL);
+  fputs(", \"driver\": ", stdout);
+  json_str(stdout, known && p.driver[0] ? p.driver : NULL);
+  fputs(", \"source\": ", stdout);
+  json_str(stdout, known && p.source[0] ? p.source : NULL);
   fputs("}", stdout);
 }
 
@@ -158,7 +168,7 @@ int cmd_list(int argc, char **argv) {
   if (s.n > 1) qsort(s.rows, s.n, sizeof *s.rows, row_order);
   if (s.json) fputs("[", stdout);
   for (size_t i = 0; i < s.n; ++i) {
-    if (s.json) list_json(&s.rows[i], i == 0);
+    if (s.json) list_json(db, &s.rows[i], i == 0);
     else list_text(&s.rows[i], i == 0);
   }
   if (s.json) fputs(s.n ? "\n]\n" : "]\n", stdout);
@@ -206,7 +216,7 @@ static void fmt_us(char *buf, size_t size, double us) {
   snprintf(buf, size, us >= 0 ? "%.3f" : "-", us);
 }
 
-static void show_text(const kda_db_record *r, const trial_list *l) {
+static void show_text(const kda_db_record *r, const kda_db_provenance *p, const trial_list *l) {
   char buf[256], a[32], b[32];
   printf("result %s (id %lld)\n", r->key, (long long)r->id);
   printf("  gpu         %s", r->gpu_key);
@@ -275,6 +285,8 @@ static void show_text(const kda_db_record *r, const trial_list *l) {
   tune_time_text(r->created_at, a, sizeof a);
   printf("  created     %s UTC by libkda %s, NVRTC %s\n", a, r->lib_version[0] ? r->lib_version : "?",
          r->nvrtc_version[0] ? r->nvrtc_version : "?");
+  printf("  tuned on    %s, driver %s\n  source      %s\n", p->host[0] ? p->host : "unknown",
+         p->driver[0] ? p->driver : "unknown", p->source[0] ? p->source : "unknown");
   printf("  hashes      template %.16s, space %.16s\n", r->template_hash, r->space_hash);
   printf("  stale       %s\n", stale_text(r->stale, buf, sizeof buf));
   printf("trials (%zu, fastest first):\n", l->n);
@@ -291,9 +303,15 @@ static void show_text(const kda_db_record *r, const trial_list *l) {
   }
 }
 
-static void show_json(const kda_db_record *r, const trial_list *l) {
+static void show_json(const kda_db_record *r, const kda_db_provenance *p, const trial_list *l) {
   printf("{");
   record_json(stdout, r, "");
+  printf(", \"tuned_on\": ");
+  json_str(stdout, p->host[0] ? p->host : NULL);
+  printf(", \"driver\": ");
+  json_str(stdout, p->driver[0] ? p->driver : NULL);
+  printf(", \"source\": ");
+  json_str(stdout, p->source[0] ? p->source : NULL);
   printf(", \"copy_bw_gbps\": ");
   json_num(stdout, r->copy_bw_gbps);
   printf(", \"template_hash\": ");
@@ -329,9 +347,13 @@ int cmd_show(int argc, char **argv) {
   kda_db_record r;
   trial_list l = {NULL, 0, 0};
   kda_status st = kda_db_show(db, a.pos[0], &r, keep_trial, &l);
+  kda_db_provenance p;
+  memset(&p, 0, sizeof p);
+  p.struct_size = sizeof p;
+  if (st == KDA_OK) st = kda_db_provenance_get(db, &r, &p);
   if (st == KDA_OK) {
-    if (tune_has(&a, "json")) show_json(&r, &l);
-    else show_text(&r, &l);
+    if (tune_has(&a, "json")) show_json(&r, &p, &l);
+    else show_text(&r, &p, &l);
   } else {
     tune_error(&a, "%s", kda_last_error());
   }

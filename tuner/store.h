@@ -169,6 +169,10 @@ typedef struct kda__store_record {
   int64_t created_at;               /* unix seconds; 0 in a put: now */
   char lib_version[64];
   char nvrtc_version[64];
+  /* Provenance ("" unknown: a row written by a library of before them). */
+  char host[64];                    /* the machine that tuned it */
+  char driver[64];                  /* "580.159.04 (CUDA 13.0)" */
+  char source[128];                 /* "kda_prewarm", "a kernel call", "import of FILE: ..." */
   /* Set by lookups and listings, ignored by puts: */
   int64_t id;                       /* row id, for kda__store_list_trials */
   int in_overlay;                   /* the row lives in the in-memory overlay */

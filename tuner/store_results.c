@@ -106,6 +106,23 @@ kda_status kda__store_lookup_gpu(kda__store *s, const char *gpu_key, int *found,
   "id, gpu_key, kernel, spec, bucket, template_hash, space_hash, config, config_id," \
   " median_us, gbps, max_err, candidates, rejected, heuristic_us, tune_ms, compile_ms," \
   " created_at, lib_version, nvrtc_version"
+/* Provenance columns (store_schema.c: added outside the schema version). A
+ * file without them (read-only, or busy when they were added) is read with
+ * NULLs in their place, and written without them. */
+#define KDA__PROVENANCE_COLUMNS ", host, driver, source"
+#define KDA__NO_PROVENANCE ", NULL, NULL, NULL"
+
+/* SELECT KDA__RESULT_COLUMNS and the provenance FROM results, then rest. */
+static int prepare_select(sqlite3 *db, const char *rest, sqlite3_stmt **st) {
+  char sql[1024];
+  snprintf(sql, sizeof sql, "SELECT " KDA__RESULT_COLUMNS KDA__PROVENANCE_COLUMNS " FROM results%s",
+           rest);
+  int rc = kda__store_prepare(db, sql, st);
+  if (rc != SQLITE_ERROR) return rc; /* "no such column": a file of before */
+  snprintf(sql, sizeof sql, "SELECT " KDA__RESULT_COLUMNS KDA__NO_PROVENANCE " FROM results%s",
+           rest);
+  return kda__store_prepare(db, sql, st);
+}
 
 static int bind_key(sqlite3_stmt *st, const kda__store_key *k) {
   int rc = kda__store_bind_text(st, 1, k->gpu_key);
@@ -142,13 +159,16 @@ static void read_row(sqlite3_stmt *st, int in_overlay, kda__store_key *k, kda__s
   r->created_at = sqlite3_column_int64(st, 17);
   copy_text(r->lib_version, sizeof r->lib_version, sqlite3_column_text(st, 18));
   copy_text(r->nvrtc_version, sizeof r->nvrtc_version, sqlite3_column_text(st, 19));
+  copy_text(r->host, sizeof r->host, sqlite3_column_text(st, 20));
+  copy_text(r->driver, sizeof r->driver, sqlite3_column_text(st, 21));
+  copy_text(r->source, sizeof r->source, sqlite3_column_text(st, 22));
   r->in_overlay = in_overlay;
 }
 
 static int lookup_in(sqlite3 *db, int in_overlay, const kda__store_key *k, int *found,
                      kda__store_record *out) {
   sqlite3_stmt *st = NULL;
-  int rc = kda__store_prepare(db, "SELECT " KDA__RESULT_COLUMNS " FROM results" KDA__KEY_WHERE, &st);
+  int rc = prepare_select(db, KDA__KEY_WHERE, &st);
   if (rc == SQLITE_OK) rc = bind_key(st, k);
   if (rc == SQLITE_OK) {
     rc = sqlite3_step(st);
@@ -224,13 +244,17 @@ static int insert_trials(sqlite3 *db, int64_t result_id, const kda__store_trial 
 static int insert_result(sqlite3 *db, const kda__store_key *k, const kda__store_record *r,
                          int64_t *id) {
   sqlite3_stmt *st = NULL;
+#define KDA__INSERT_RESULT                                                                      \
+  "INSERT INTO results(gpu_key, kernel, spec, bucket, template_hash, space_hash, config,"        \
+  " config_id, median_us, gbps, max_err, candidates, rejected, heuristic_us, tune_ms,"          \
+  " compile_ms, created_at, lib_version, nvrtc_version"
+#define KDA__INSERT_VALUES \
+  " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19"
   int rc = kda__store_prepare(
-      db,
-      "INSERT INTO results(gpu_key, kernel, spec, bucket, template_hash, space_hash, config,"
-      " config_id, median_us, gbps, max_err, candidates, rejected, heuristic_us, tune_ms,"
-      " compile_ms, created_at, lib_version, nvrtc_version)"
-      " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
-      &st);
+      db, KDA__INSERT_RESULT KDA__PROVENANCE_COLUMNS ")" KDA__INSERT_VALUES ", ?20, ?21, ?22)", &st);
+  const int with_provenance = rc == SQLITE_OK;
+  if (rc == SQLITE_ERROR) /* a file of before the provenance columns */
+    rc = kda__store_prepare(db, KDA__INSERT_RESULT ")" KDA__INSERT_VALUES ")", &st);
   if (rc == SQLITE_OK) rc = bind_key(st, k);
   if (rc == SQLITE_OK) rc = kda__store_bind_text(st, 7, r->config);
   if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 8, r->config_id);
@@ -247,6 +271,11 @@ static int insert_result(sqlite3 *db, const kda__store_key *k, const kda__store_
   }
   if (rc == SQLITE_OK) rc = kda__store_bind_text(st, 18, r->lib_version);
   if (rc == SQLITE_OK) rc = kda__store_bind_text(st, 19, r->nvrtc_version);
+  if (rc == SQLITE_OK && with_provenance) {
+    rc = kda__store_bind_text(st, 20, r->host[0] ? r->host : NULL);
+    if (rc == SQLITE_OK) rc = kda__store_bind_text(st, 21, r->driver[0] ? r->driver : NULL);
+    if (rc == SQLITE_OK) rc = kda__store_bind_text(st, 22, r->source[0] ? r->source : NULL);
+  }
   if (rc == SQLITE_OK) rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(db);
   *id = sqlite3_last_insert_rowid(db);
   sqlite3_finalize(st);
@@ -339,11 +368,10 @@ static int shadowed(sqlite3 *mem, const kda__store_key *k) {
 static int list_in(sqlite3 *db, sqlite3 *shadow, int in_overlay, const char *gpu_key,
                    const char *kernel, kda__store_result_fn fn, void *user, int *stop) {
   sqlite3_stmt *st = NULL;
-  int rc = kda__store_prepare(db,
-                              "SELECT " KDA__RESULT_COLUMNS " FROM results"
-                              " WHERE (?1 IS NULL OR gpu_key = ?1) AND (?2 IS NULL OR kernel = ?2)"
-                              " ORDER BY gpu_key, kernel, spec, bucket, id",
-                              &st);
+  int rc = prepare_select(db,
+                          " WHERE (?1 IS NULL OR gpu_key = ?1) AND (?2 IS NULL OR kernel = ?2)"
+                          " ORDER BY gpu_key, kernel, spec, bucket, id",
+                          &st);
   if (rc == SQLITE_OK) rc = kda__store_bind_text(st, 1, gpu_key);
   if (rc == SQLITE_OK) rc = kda__store_bind_text(st, 2, kernel);
   while (rc == SQLITE_OK && !*stop) {

@@ -143,28 +143,65 @@ static const char kda__results_readable[] =
     " r.candidates, r.rejected,"
     " (SELECT count(*) FROM trials t WHERE t.result_id = r.id) AS trials,"
     " r.tune_ms, r.compile_ms, datetime(r.created_at, 'unixepoch') AS tuned_utc,"
-    " r.lib_version, r.nvrtc_version, r.spec, r.bucket, r.gpu_key, r.kernel"
+    " r.lib_version, r.nvrtc_version, r.spec, r.bucket, r.gpu_key, r.kernel,"
+    " r.host AS tuned_on, r.driver, r.source"
     " FROM results r LEFT JOIN gpu_models g ON g.gpu_key = r.gpu_key";
+
+/* Where each result comes from, added outside the schema version: a library
+ * of before ignores the columns (its INSERTs name theirs; a row it writes
+ * has NULLs: "unknown"), so adding them keeps the file version 1 and every
+ * library reading and writing it. */
+static const char kda__provenance_columns[] = "ALTER TABLE results ADD COLUMN host TEXT;"
+                                              "ALTER TABLE results ADD COLUMN driver TEXT;"
+                                              "ALTER TABLE results ADD COLUMN source TEXT;";
+
+static int has_provenance(sqlite3 *db) {
+  sqlite3_stmt *st = NULL;
+  const int have = kda__store_prepare(db, "SELECT host, driver, source FROM results LIMIT 0",
+                                      &st) == SQLITE_OK;
+  sqlite3_finalize(st);
+  return have;
+}
+
+/* Best effort, like the view: a busy file gets them at a later open. */
+static void ensure_provenance(sqlite3 *db) {
+  if (has_provenance(db)) return;
+  if (kda__store_begin_now(db) != SQLITE_OK) return;
+  if (!has_provenance(db) && sqlite3_exec(db, kda__provenance_columns, NULL, NULL, NULL) != SQLITE_OK) {
+    kda__store_rollback(db);
+    return;
+  }
+  kda__store_commit(db);
+  kda__store_rollback(db); /* a failed commit: undone */
+}
 
 /* Makes the view where it is missing; best effort (a busy file skips it
  * until the next open). */
 static void ensure_views(sqlite3 *db) {
   sqlite3_stmt *st = NULL;
-  int have = 0;
-  if (kda__store_prepare(db, "SELECT 1 FROM sqlite_master WHERE type = 'view' AND"
-                             " name = 'results_readable'", &st) == SQLITE_OK)
-    have = sqlite3_step(st) == SQLITE_ROW;
+  int have = 0, current = 0;
+  if (kda__store_prepare(db, "SELECT sql LIKE '%r.source%' FROM sqlite_master WHERE"
+                             " type = 'view' AND name = 'results_readable'", &st) == SQLITE_OK &&
+      sqlite3_step(st) == SQLITE_ROW) {
+    have = 1;
+    current = sqlite3_column_int(st, 0);
+  }
   sqlite3_finalize(st);
-  if (have) return;
+  /* A view of before the provenance columns is made again with them. */
+  if (current || !has_provenance(db)) return;
   if (kda__store_begin_now(db) != SQLITE_OK) return;
-  if (sqlite3_exec(db, kda__results_readable, NULL, NULL, NULL) == SQLITE_OK)
+  if ((!have || sqlite3_exec(db, "DROP VIEW results_readable", NULL, NULL, NULL) == SQLITE_OK) &&
+      sqlite3_exec(db, kda__results_readable, NULL, NULL, NULL) == SQLITE_OK)
     kda__store_commit(db);
   kda__store_rollback(db);
 }
 
 int kda__store_schema_apply(sqlite3 *db, int *found_version) {
   const int rc = schema_apply(db, found_version);
-  if (rc == SQLITE_OK && *found_version <= KDA__STORE_SCHEMA_VERSION) ensure_views(db);
+  if (rc == SQLITE_OK && *found_version <= KDA__STORE_SCHEMA_VERSION) {
+    ensure_provenance(db);
+    ensure_views(db);
+  }
   return rc;
 }
 

@@ -471,6 +471,10 @@ kda_status kda__tune_call_keys(const kda_device_info *info, int arch,
  * ignored). */
 int kda__tune_call_has(const kda__tune_call *call, const kda__config *c);
 
+/* Fills rec's host, driver and source for a result this process tuned
+ * (tuner_provenance.c); by_prewarm: kda_prewarm ran it, else a call. */
+void kda__tune_provenance(const struct kda_context *ctx, int by_prewarm, kda__store_record *rec);
+
 /* 1 if the database holds a winner for slot (a lookup only: nothing is
  * compiled, loaded or allocated); fills report as a skipped prewarm. */
 int kda__tuner_lookup(struct kda_context *ctx, const struct kda__launch_plan *plan, const kda__spec *slot,

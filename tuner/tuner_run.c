@@ -360,6 +360,7 @@ static void persist(run *r, long win, size_t rejected, double tune_ms) {
   rec.compile_ms = r->compile_ms;
   snprintf(rec.lib_version, sizeof rec.lib_version, "%s", kda_version());
   snprintf(rec.nvrtc_version, sizeof rec.nvrtc_version, "%.63s", j->keys.nvrtc);
+  kda__tune_provenance(ctx, j->rq->report != NULL, &rec);
   /* The timed candidates, then the shapes left out before compiling, so
    * that the database says why they have no time. */
   const size_t n = r->count + r->n_left_out;

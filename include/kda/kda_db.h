@@ -210,6 +210,24 @@ typedef int (*kda_db_trial_fn)(void *user, const kda_db_trial *trial);
 KDA_API kda_status kda_db_show(kda_db *db, const char *key_or_id, kda_db_record *out,
                                kda_db_trial_fn fn, void *user);
 
+/** Where a result comes from. Rows written by a library of before these
+ *  fields (or imported from its exports) have them empty: unknown. */
+typedef struct kda_db_provenance {
+  uint32_t struct_size; /**< sizeof(kda_db_provenance); set by the caller */
+  char host[64];        /**< the machine whose tuning run wrote it */
+  char driver[64];      /**< its GPU driver, "580.159.04 (CUDA 13.0)" */
+  /** what ran the tuning: "kda_prewarm" (kda-tune prewarm, background
+   *  tuning), "a kernel call", or "import of FILE: " and the source the
+   *  row had where it was exported */
+  char source[128];
+} kda_db_provenance;
+
+/** Fills out for record (a row kda_db_list or kda_db_show gave). Rows are
+ *  looked up by their key, so a record of another handle works too;
+ *  KDA_ERROR_INVALID_ARGUMENT when no row has that key any more. */
+KDA_API kda_status kda_db_provenance_get(kda_db *db, const kda_db_record *record,
+                                         kda_db_provenance *out);
+
 /** The shape a result was tuned for, as kda_prewarm / kda_compile_offline
  *  take it (pointers NULL except A_log / dt_bias set to a non-NULL stand-in
  *  when the spec has them; varlen as num_seqs = 1, and varlen=2 with a

@@ -26,6 +26,12 @@ static int put_keyed(kda__store *s, const kda_db_versions *v, const kda__store_k
   r.compile_ms = 402.25;
   r.created_at = created;
   snprintf(r.lib_version, sizeof r.lib_version, "%s", v->lib_version);
+  /* Provenance, but for the row "of an older library" (which had none). */
+  if (strcmp(v->lib_version, "0.0.9") != 0) {
+    snprintf(r.host, sizeof r.host, "tuner-a");
+    snprintf(r.driver, sizeof r.driver, "580.159.04 (CUDA 13.0)");
+    snprintf(r.source, sizeof r.source, "kda_prewarm");
+  }
   snprintf(r.nvrtc_version, sizeof r.nvrtc_version, "%.63s", v->nvrtc_version);
   /* Four timed candidates, one shape left out before timing (tuner.h). */
   kda__store_trial t[5] = {

@@ -106,12 +106,16 @@ check export_csv "$TUNE" export --db "$DB" --format csv
 expect export_to_file $?
 check import_empty "$TUNE" import --db "$T/copy.db" "$T/e1.json"
 "$TUNE" export --db "$T/copy.db" --output "$T/e2.json"
-cmp -s "$T/e1.json" "$T/e2.json"
+# Identical but for each row's source, which now names the import.
+grep -v '"source":' "$T/e1.json" >"$T/e1.nosrc"
+grep -v '"source":' "$T/e2.json" >"$T/e2.nosrc"
+cmp -s "$T/e1.nosrc" "$T/e2.nosrc" && [ "$(grep -c '"source": "import of e1.json: ' "$T/e2.json")" = 4 ]
 expect round_trip_identical $?
 check import_again_keeps "$TUNE" import --db "$T/copy.db" "$T/e1.json"
 "$TUNE" export --db "$T/copy.db" --output "$T/e3.json"
-cmp -s "$T/e1.json" "$T/e3.json"
+cmp -s "$T/e2.json" "$T/e3.json"
 expect import_idempotent $?
+check show_imported_source "$TUNE" show --db "$T/copy.db" 1
 printf '{"format": "kda-tune-export", "version": 1, "results": [\n  {"gpu_key": 3}\n]}\n' >"$T/bad.json"
 check import_bad_rows "$TUNE" import --db "$T/copy.db" "$T/bad.json"
 printf '{"format": "kda-tune-export",\n "results": [}\n' >"$T/broken.json"
