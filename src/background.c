@@ -95,7 +95,10 @@ static void run_job(kda_context *ctx, job *j) {
   CUfunction fn;
   kda__config cfg;
   int hit = 0;
-  if (kda__cache_get_cfg(ctx->cache, &j->slot, kda__tuner_build, &req, &fn, &cfg, &hit) == KDA_OK)
+  kda__log_hold(); /* (kda__context_resolve says why) */
+  st = kda__cache_get_cfg(ctx->cache, &j->slot, kda__tuner_build, &req, &fn, &cfg, &hit);
+  kda__log_release();
+  if (st == KDA_OK)
     kda__log(ctx, KDA_LOG_INFO, "background tuning installed vec=%d,tx=%d,seg=%d (%s)", cfg.vec,
              cfg.tx, cfg.seg, r.outcome == KDA_PREWARM_TUNED ? "tuned" : "found stored");
   else

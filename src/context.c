@@ -349,9 +349,6 @@ kda_status kda_context_create(const kda_options *options, kda_context **out) {
   /* The budget sizes lease lifetimes and waits that other processes rely
    * on expiring: an infinite or NaN one would never let a crashed tuner's
    * lease go. 0 or less: the default. */
-  /* A level below ERROR would silence errors too. */
-  KDA__REQUIRE(o.log_level >= KDA_LOG_ERROR && o.log_level <= KDA_LOG_DEBUG, KDA_ERROR_BAD_OPTIONS,
-               "kda_options.log_level %d is not a kda_log_level", o.log_level);
   KDA__REQUIRE(isfinite(o.tune_budget_ms) && o.tune_budget_ms <= KDA__TUNE_BUDGET_MAX_MS,
                KDA_ERROR_BAD_OPTIONS, "kda_options.tune_budget_ms %g is not a number of ms "
                "up to %.0f (one hour)", o.tune_budget_ms, KDA__TUNE_BUDGET_MAX_MS);
@@ -537,7 +534,13 @@ kda_status kda__context_function(kda_context *ctx, const kda__spec *spec, CUstre
                                       ctx->tune_mode != KDA_TUNE_OFF
                                   ? kda__stored_build
                                   : build_spec;
-  return kda__cache_get(ctx->cache, spec, build, ctx, fn, &hit);
+  /* What the build logs waits until its entry is ready: a log_fn that
+   * calls the library for the same specialization finds it built, rather
+   * than waiting for its own thread's build. */
+  kda__log_hold();
+  const kda_status st = kda__cache_get(ctx->cache, spec, build, ctx, fn, &hit);
+  kda__log_release();
+  return st;
 }
 
 /* Widest vector width (8, 4, 2, 1) both pointers are aligned for. */
@@ -608,5 +611,10 @@ kda_status kda__context_resolve(kda_context *ctx, const kda__launch_plan *plan,
   req.stream = stream;
   req.mode = ctx->tune_mode;
   int hit = 0;
-  return kda__cache_get_cfg(ctx->cache, &slot, kda__tuner_build, &req, fn, cfg, &hit);
+  /* As in kda__context_function: messages after the entry is ready (a
+   * tuning run's wait for another job's lease included). */
+  kda__log_hold();
+  const kda_status st = kda__cache_get_cfg(ctx->cache, &slot, kda__tuner_build, &req, fn, cfg, &hit);
+  kda__log_release();
+  return st;
 }

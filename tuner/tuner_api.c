@@ -305,7 +305,11 @@ kda_status kda_prewarm(kda_context *ctx, kda_kernel kernel, const kda_gate_args 
   st = kda__context_enter(ctx, &pushed);
   if (st == KDA_OK) {
     const CUstreamCaptureMode mode = kda__driver_relax_capture(ctx->drv);
+    /* Its messages wait until the run has dropped its lease and stored its
+     * row: a log_fn that calls the shape (on any context) finds it. */
+    kda__log_hold();
     st = prewarm(ctx, op, &a, force != 0, r);
+    kda__log_release();
     if (st == KDA_OK && builder) {
       const kda__spec spec =
           kda__chunk_builder_spec(a.cu_seqlens_dtype, a.chunk_size, a.chunk_plan != NULL);
