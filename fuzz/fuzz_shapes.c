@@ -13,7 +13,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static const uint8_t empty[] = "\n";
   FILE *f = fmemopen((void *)(size ? data : empty), size ? size : 1, "r");
   if (f == NULL) return 0;
-  shape_list list = {NULL, 0, 0};
+  shape_list list = {NULL, 0, 0, 0};
   char err[1024] = "";
   int rc = shapes_stream_load(f, "fuzz", &list, err, sizeof err);
   fclose(f);

@@ -9,28 +9,55 @@
 #include "error.h"
 #include "kernel_source.h"
 #include "tuner.h"
+#include "tuner_job.h" /* kda__job_concrete */
+
+/* 1/2/0 as kda_db_lookup_result.cubin_stored says; built_by gets the
+ * cubin's NVRTC build. */
+static int32_t cubin_state(kda_db *db, const kda__tune_keys *keys, const char *config,
+                           char *built_by, size_t built_by_size);
+
+/* The heuristic as kda_compile_offline_store stores it (tuner.c's
+ * offline_heuristic): before its fit to the SMs; 0 when it is the fitted
+ * one or the call's pointers forbid its vector width. */
+static int offline_heuristic(const kda__tune_call *call, kda__config *out) {
+  kda__spec s = kda__job_concrete(&call->slot, call->heuristic);
+  const kda__config c = kda__config_heuristic(&s);
+  if (c.vec > call->slot.vec_cap ||
+      (c.vec == call->heuristic.vec && c.tx == call->heuristic.tx && c.seg == call->heuristic.seg))
+    return 0;
+  s.cfg = c;
+  if (kda__config_check(&s) != KDA_OK) return 0;
+  *out = c;
+  return 1;
+}
 
 static void lookup_cubin(kda_db *db, const kda__tune_keys *keys, const char *config,
                          kda_db_lookup_result *out) {
+  out->cubin_stored = cubin_state(db, keys, config, out->cubin_nvrtc, sizeof out->cubin_nvrtc);
+}
+
+static int32_t cubin_state(kda_db *db, const kda__tune_keys *keys, const char *config,
+                           char *built_by, size_t built_by_size) {
   kda__cubin_key ck;
   memset(&ck, 0, sizeof ck);
   kda__tune_cubin_key(keys, config, &ck);
   int found = 0, tampered = 0;
   void *blob = NULL;
   size_t size = 0;
+  int32_t state = 0;
   if (kda__store_lookup_cubin(db->store, &ck, &found, &blob, &size, &tampered) == KDA_OK && found) {
-    out->cubin_stored = 1;
-    kda__db_copy(out->cubin_nvrtc, sizeof out->cubin_nvrtc, keys->nvrtc);
+    state = 1;
+    kda__db_copy(built_by, built_by_size, keys->nvrtc);
   } else if (!tampered &&
              kda__store_lookup_cubin_other_build(db->store, &ck, &found, &blob, &size, &tampered,
-                                                 out->cubin_nvrtc,
-                                                 sizeof out->cubin_nvrtc) == KDA_OK &&
+                                                 built_by, built_by_size) == KDA_OK &&
              found) {
-    out->cubin_stored = 2;
+    state = 2;
   } else {
-    out->cubin_nvrtc[0] = '\0';
+    built_by[0] = '\0';
   }
   free(blob);
+  return state;
 }
 
 static kda_status lookup(kda_db *db, const kda_device_info *info, kda__op op,
@@ -69,6 +96,13 @@ static kda_status lookup(kda_db *db, const kda_device_info *info, kda__op op,
     }
   }
   lookup_cubin(db, &call->keys, out->config, out);
+  kda__config offline;
+  if (!out->found && out->cubin_stored == 0 && offline_heuristic(call, &offline)) {
+    char built_by[160];
+    kda__config_text(&offline, out->offline_config, sizeof out->offline_config);
+    out->offline_cubin_stored =
+        cubin_state(db, &call->keys, out->offline_config, built_by, sizeof built_by);
+  }
   return KDA_OK;
 }
 
@@ -101,6 +135,10 @@ kda_status kda_db_lookup(kda_db *db, const char *gpu_key, kda_kernel kernel,
   KDA__TRY(kda__tune_shape_call(kernel, shape, &op, &a, &host_seqlens));
   kda_gate_args f;
   kda__tune_stand_in_args(op, &a, &f);
+  /* A call through a chunk table passes its rows (kda_layer_gate_fwd: the
+   * capacity), and the heuristic is fitted to them: 0 would narrow it. */
+  if (f.chunk_indices != NULL)
+    f.num_chunks = kda_chunk_indices_capacity(f.seq_len, f.num_seqs, f.chunk_size);
   f.g = keep_offset(f.g, shape->g);
   f.out = (void *)keep_offset(f.out, shape->out);
   kda__tune_call *call = malloc(sizeof *call);

@@ -184,7 +184,20 @@ static void lookup_names_the_row_and_cubin_the_call_uses(const fixture *f, call 
   assert_int_equal(before.bucket, kda_token_bucket(c->T));
   assert_true(before.tokens_lo <= c->T && (before.tokens_hi < 0 || c->T <= before.tokens_hi));
 
+  /* Without a row the call runs the heuristic the lookup names: it
+   * compiles and stores that cubin, which the lookup then finds. */
+  if (run(ctx, c) != KDA_OK) fail_msg("%s: %s", c->what, kda_last_error());
+  kda_db_lookup_result mid = lookup(f, c);
+  assert_int_equal(mid.found, 0);
+  if (mid.cubin_stored != 1)
+    fail_msg("%s: the call without a row stored a cubin, not of %s (the lookup's heuristic)",
+             c->what, mid.config);
+  call_free(c);
+  kda_context_destroy(ctx);
+
   /* The row under the lookup's key is the one the call reads. */
+  ctx = context_make(f);
+  call_make(c, ctx);
   put_row(ctx, f, &before, before.heuristic);
   if (run(ctx, c) != KDA_OK) fail_msg("%s: %s", c->what, kda_last_error());
   const kda_stats s = tr_stats(ctx);
@@ -299,6 +312,33 @@ static void a_row_serves_its_bucket_and_alignment_only(void **state) {
   assert_string_not_equal(o.spec, r.spec);
 }
 
+/* A KDA_TUNE=cached context without a row runs the heuristic that
+ * `kda-tune prewarm --compile-only` stored (before its fit to the SMs) when
+ * the fitted one's cubin is missing: the lookup names it and its cubin,
+ * and the call compiles nothing. H=32 K=128 at 3000 tokens is a grid of 6
+ * blocks per SM or more, fitted to 8 rows per thread (16 unfitted). */
+static void lookup_names_the_offline_heuristic_a_cached_call_runs(void **state) {
+  const fixture *f = *state;
+  call c = base("dense H=32 K=128 T=3000", KDA_KERNEL_GATE_CHUNK_CUMSUM, 32, 128, 64, 3000);
+  kda_db_lookup_result r = lookup(f, &c);
+  assert_int_equal(r.found, 0);
+  assert_true(r.offline_config[0] != '\0'); /* the fit changed the heuristic */
+  assert_string_not_equal(r.offline_config, r.heuristic);
+  assert_int_equal(r.offline_cubin_stored, 0);
+  assert_int_equal(kda_compile_offline_store(c.kernel, &c.a, 90, f->db, NULL), KDA_OK);
+  r = lookup(f, &c);
+  assert_int_equal(r.cubin_stored, 0);
+  assert_int_equal(r.offline_cubin_stored, 1);
+  kda_context *ctx = context_make(f);
+  call_make(&c, ctx);
+  assert_int_equal(run(ctx, &c), KDA_OK);
+  const kda_stats s = tr_stats(ctx);
+  assert_int_equal(s.nvrtc_compiles, 0);
+  assert_int_equal(s.db_cubin_hits, 1);
+  call_free(&c);
+  kda_context_destroy(ctx);
+}
+
 static void a_row_outside_the_space_is_reported_ignored(void **state) {
   const fixture *f = *state;
   call c = base("dense H=4 K=64", KDA_KERNEL_GATE_CHUNK_CUMSUM, 4, 64, 64, 3000);
@@ -355,6 +395,8 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(a_row_serves_its_bucket_and_alignment_only, setup, teardown),
       cmocka_unit_test_setup_teardown(a_row_outside_the_space_is_reported_ignored, setup, teardown),
+      cmocka_unit_test_setup_teardown(lookup_names_the_offline_heuristic_a_cached_call_runs, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(lookup_refuses_what_no_call_makes, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -30,8 +30,8 @@ static const tune_cmd lookup_cmd = {
     "none (with KDA_TUNE=on the call tunes on first use; cached and off run the built-in "
     "heuristic), and whether the cubin of the config it runs is stored (else it compiles with "
     "NVRTC). A call is a shape at one token count: the shape flags of prewarm, --shapes FILE or "
-    "--model NAME --tp LIST (token counts of one bucket read one row: one line). Where no "
-    "row serves a call, the rows of its shape say why not "
+    "--model NAME --tp LIST (a line per token count: counts of one bucket read one row, but "
+    "a miss runs a heuristic fitted to the count). Where no row serves a call, the rows of its shape say why not "
     "(another token bucket, pointer alignment, candidate space or kernel template). With "
     "--check, exit status 1 if any call would tune or compile.",
     lookup_opts, 0, 0};
@@ -51,7 +51,12 @@ static int pick_gpu(void *user, const char *key, const char *name, const char *k
   (void)results;
   (void)stale;
   gpu_pick *p = user;
-  if (strstr(p->seen, key) != NULL) return 0; /* one line per (GPU, kernel) */
+  /* One call per (GPU, kernel): a GPU is counted once (whole lines: one
+   * key may be the prefix of another). */
+  char line[160];
+  snprintf(line, sizeof line, "\n  %s (", key);
+  if (strncmp(p->seen, line + 1, strlen(line + 1)) == 0 || strstr(p->seen, line) != NULL)
+    return 0;
   size_t n = strlen(p->seen);
   snprintf(p->seen + n, sizeof p->seen - n, "%s  %s (%s)", n ? "\n" : "", key,
            name && name[0] ? name : "name unknown");
@@ -205,8 +210,12 @@ static void why_no_row(kda_db *db, const char *gpu, const kda_db_lookup_result *
 
 /* -------------------------------------------------------------- output */
 
+static const char *cubin_state_words(int32_t state) {
+  return state == 1 ? "stored" : state == 2 ? "other-nvrtc" : "compile";
+}
+
 static const char *cubin_words(const kda_db_lookup_result *r) {
-  return r->cubin_stored == 1 ? "stored" : r->cubin_stored == 2 ? "other-nvrtc" : "compile";
+  return cubin_state_words(r->cubin_stored);
 }
 
 static void call_text(kda_db *db, const char *gpu, const tune_shape *s,
@@ -238,6 +247,9 @@ static void call_text(kda_db *db, const char *gpu, const tune_shape *s,
   if (r->ignored)
     printf("        row %.16s names %s, not in this call's candidate space: ignored, the call "
            "runs the heuristic\n", r->record.key, r->record.config);
+  if (r->offline_cubin_stored)
+    printf("        with KDA_TUNE=cached the call runs the stored heuristic %s (compiled without "
+           "the device): nothing to compile\n", r->offline_config);
   if (!r->found) why_no_row(db, gpu, r, 0);
 }
 
@@ -269,6 +281,10 @@ static void call_json(kda_db *db, const char *gpu, const tune_shape *s,
   json_str(stdout, cubin_words(r));
   fputs(", \"cubin_nvrtc\": ", stdout);
   json_str(stdout, r->cubin_stored ? r->cubin_nvrtc : NULL);
+  fputs(", \"offline_config\": ", stdout);
+  json_str(stdout, r->offline_config[0] ? r->offline_config : NULL);
+  fputs(", \"offline_cubin\": ", stdout);
+  json_str(stdout, r->offline_config[0] ? cubin_state_words(r->offline_cubin_stored) : NULL);
   fputs(", \"other_rows\": [", stdout);
   if (!r->found) why_no_row(db, gpu, r, 1);
   fputs("]}", stdout);
@@ -296,7 +312,7 @@ int cmd_lookup(int argc, char **argv) {
   if ((rc = alignment(&a, "out-align", &out_addr)) != 0) return rc;
   long device = 0;
   if ((rc = tune_get_int(&a, "device", 0, 1023, &device)) != 0) return rc;
-  shape_list list = {NULL, 0, 0};
+  shape_list list = {NULL, 0, 0, 1}; /* a line per token count */
   if ((rc = tune_collect_shapes(&a, &list)) != 0) {
     shape_list_free(&list);
     return rc;

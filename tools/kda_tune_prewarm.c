@@ -138,7 +138,7 @@ int cmd_prewarm(int argc, char **argv) {
   if ((rc = tune_get_int(&a, "streams", 0, 1024, &streams)) != 0) return rc;
   if ((rc = tune_get_int(&a, "budget-ms", 1, 600000, &budget)) != 0) return rc;
   if ((rc = tune_get_int(&a, "compile-threads", 1, 64, &compile_threads)) != 0) return rc;
-  shape_list list = {NULL, 0, 0};
+  shape_list list = {NULL, 0, 0, 0};
   if ((rc = tune_collect_shapes(&a, &list)) != 0) {
     shape_list_free(&list);
     return rc;

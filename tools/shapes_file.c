@@ -188,7 +188,7 @@ static int bits2(int32_t v) { return (v & 1) + (v >> 1 & 1); }
 
 static int push(shape_list *l, const tune_shape *t) {
   for (size_t i = 0; i < l->n; i++)
-    if (same_shape(&l->items[i], t)) return 0;
+    if (same_shape(&l->items[i], t) && (!l->per_token || l->items[i].tokens == t->tokens)) return 0;
   if (l->n >= SHAPES_MAX) return -2;
   if (l->n == l->cap) {
     size_t cap = l->cap ? l->cap * 2 : 32;
@@ -311,9 +311,12 @@ int shape_set_expand(const shape_set *s0, shape_list *list, char *err, size_t si
                     if (bias) a->dt_bias = (const float *)(uintptr_t)((uintptr_t)1 << 42);
                     if (s.gate != KDA_GATE_NONE) a->A_log = (const float *)(uintptr_t)((uintptr_t)1 << 43);
                     if (s.gate == KDA_GATE_LOWER_BOUND) a->lower_bound = -5.0f;
-                    a->has_scale = sc;
+                    /* The gate kernel has no cumsum to scale or reverse:
+                     * its specialization has neither (a preset's scale
+                     * must not label it so). */
+                    a->has_scale = kernel == KDA_KERNEL_GATE ? 0 : sc;
                     a->scale = 1.0f;
-                    a->reverse = rev;
+                    a->reverse = kernel == KDA_KERNEL_GATE ? 0 : rev;
                     a->batch = 1;
                     a->seq_len = s.tokens[t];
                     if (var) a->num_seqs = s.seqs < s.tokens[t] ? s.seqs : s.tokens[t];

@@ -60,6 +60,10 @@ typedef struct tune_shape {
 typedef struct shape_list {
   tune_shape *items;
   size_t n, cap;
+  /* 0: one shape per specialization and bucket (prewarm tunes a bucket
+   * once); 1: one per token count too (lookup: a miss runs a heuristic
+   * fitted to the count). Set before expanding. */
+  int per_token;
 } shape_list;
 
 void shape_set_init(shape_set *s);

@@ -403,6 +403,13 @@ typedef struct kda_db_lookup_result {
    *  off. 0: the call compiles config with NVRTC. */
   int32_t cubin_stored;
   char cubin_nvrtc[160];  /**< the NVRTC build of the stored cubin ("" when 0) */
+  /** Without a row, and with config's cubin not stored, a KDA_TUNE=cached
+   *  context runs the heuristic as `kda-tune prewarm --compile-only` stores
+   *  it (before its fit to the SM count) where that one's cubin is stored:
+   *  that config ("" when it is config itself or the pointers forbid it),
+   *  and 1/2/0 as cubin_stored says for it. */
+  char offline_config[128];
+  int32_t offline_cubin_stored;
 } kda_db_lookup_result;
 
 /**
@@ -416,7 +423,10 @@ typedef struct kda_db_lookup_result {
  * one addition: non-NULL g and out are read as addresses (never
  * dereferenced) for their alignment, as a view at an offset has it; NULL
  * means 256-byte aligned, as cudaMalloc's. The token count is batch *
- * seq_len. Fails with KDA_ERROR_INVALID_ARGUMENT for a gpu_key not in the
+ * seq_len. A host-rows shape is looked up as prewarm tunes it, as equal
+ * sequences: a ragged batch near KDA_MAX_HOST_ROWS chunks may fall on the
+ * other side of that limit (and read a table: another key) where the
+ * equal split does not. Fails with KDA_ERROR_INVALID_ARGUMENT for a gpu_key not in the
  * canonical form or a kernel that is not tuned (KDA_KERNEL_CHUNK_INDICES),
  * and with a call's own status for a shape no call could make
  * (KDA_ERROR_BAD_SHAPE, ...). It reads as a context's lookup reads: on a
