@@ -657,6 +657,46 @@ static void log_calls_another_context(void *user, kda_log_level level, const cha
   n->nested_status = kda_gate_chunk_cumsum(n->other, &n->c->a, NULL);
 }
 
+/* A log_fn that calls the same shape on the same context from a message of
+ * that shape's build ("no stored winner", cached mode): the message comes
+ * once the entry is ready, so the call finds it (it waited for its own
+ * thread's build before: SIGALRM). */
+typedef struct same_call {
+  kda_context *ctx;
+  call *c;
+  int nested;
+  kda_status nested_status;
+} same_call;
+
+static void log_calls_the_same_shape(void *user, kda_log_level level, const char *message) {
+  (void)level;
+  same_call *s = user;
+  if (s->nested || s->ctx == NULL || strstr(message, "no stored winner") == NULL) return;
+  s->nested = 1;
+  s->nested_status = kda_gate_chunk_cumsum(s->ctx, &s->c->a, NULL);
+}
+
+static void log_callback_may_call_the_shape_being_built(void **state) {
+  (void)state;
+  call c;
+  call_init(&c, 4, 64, 64, 1024);
+  same_call s = {NULL, &c, 0, KDA_ERROR_INTERNAL};
+  kda_options o = kda_options_default();
+  o.db_path = ":memory:";
+  o.tune_mode = KDA_TUNE_CACHED;
+  o.log_level = KDA_LOG_INFO;
+  o.log_fn = log_calls_the_same_shape;
+  o.log_user = &s;
+  assert_int_equal(kda_context_create(&o, &s.ctx), KDA_OK);
+  alarm(30);
+  assert_int_equal(kda_gate_chunk_cumsum(s.ctx, &c.a, NULL), KDA_OK);
+  alarm(0);
+  assert_int_equal(s.nested, 1);
+  assert_int_equal(s.nested_status, KDA_OK);
+  kda_context_destroy(s.ctx);
+  call_free(&c);
+}
+
 static void log_callback_may_tune_on_another_context(void **state) {
   (void)state;
   call c, cold;
@@ -890,6 +930,37 @@ static void a_chunk_plan_of_another_cuda_context_is_refused(void **state) {
   call_free(&c);
 }
 
+static void count_message(void *user, kda_log_level level, const char *message) {
+  (void)level;
+  (void)message;
+  ++*(int *)user;
+}
+
+/* kda_options.log_level below KDA_LOG_ERROR logs nothing (a server that
+ * silences the library with -1), above KDA_LOG_DEBUG everything. */
+static void log_level_out_of_range_means_nothing_or_everything(void **state) {
+  (void)state;
+  const int32_t levels[] = {-1, 99};
+  int counted[2] = {0, 0};
+  for (int i = 0; i < 2; i++) {
+    kda_options o = kda_options_default();
+    o.db_path = "/proc/kda-no-such-folder/tune.db"; /* a warning, at least */
+    o.tune_mode = KDA_TUNE_CACHED;
+    o.log_level = levels[i];
+    o.log_fn = count_message;
+    o.log_user = &counted[i];
+    kda_context *ctx = NULL;
+    assert_int_equal(kda_context_create(&o, &ctx), KDA_OK);
+    call c;
+    call_init(&c, 4, 64, 64, 256);
+    assert_int_equal(kda_gate_chunk_cumsum(ctx, &c.a, NULL), KDA_OK);
+    call_free(&c);
+    kda_context_destroy(ctx);
+  }
+  assert_int_equal(counted[0], 0);
+  assert_true(counted[1] >= 2); /* the warning and info lines */
+}
+
 /* A database path nothing can be made at: results are kept in memory (a
  * warning says so), and kda_context_db_path names no file. */
 static void db_path_is_empty_when_the_store_fell_back_to_memory(void **state) {
@@ -1020,10 +1091,12 @@ int main(void) {
       cmocka_unit_test(builders_come_from_the_database_like_the_gate_kernels),
       cmocka_unit_test(layer_gate_fwd_with_a_chunk_plan_reads_no_cu_seqlens),
       cmocka_unit_test(db_path_is_empty_when_the_store_fell_back_to_memory),
+      cmocka_unit_test(log_level_out_of_range_means_nothing_or_everything),
       cmocka_unit_test(a_chunk_plan_of_another_cuda_context_is_refused),
       cmocka_unit_test(cached_mode_serves_the_offline_heuristic_of_a_large_shape),
       cmocka_unit_test(log_callback_may_call_the_library),
       cmocka_unit_test(log_callback_may_tune_on_another_context),
+      cmocka_unit_test(log_callback_may_call_the_shape_being_built),
       cmocka_unit_test(destroy_after_driver_shutdown_frees_the_host_side),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -279,8 +279,9 @@ typedef struct kda_options {
   kda_log_fn log_fn;
   void *log_user;       /**< passed to log_fn */
   /** Most verbose level logged (default KDA_LOG_WARN); the environment
-   *  variable KDA_LOG=error|warn|info|debug overrides it. A value that is
-   *  not a kda_log_level: KDA_ERROR_BAD_OPTIONS. */
+   *  variable KDA_LOG=error|warn|info|debug overrides it. Below
+   *  KDA_LOG_ERROR (e.g. -1) nothing is logged, errors included; above
+   *  KDA_LOG_DEBUG everything is. */
   int32_t log_level;
   /** Ignored; 0 from kda_options_default(). It fills what was the end
    *  padding, so that the size before compile_threads (the fields up to
