@@ -356,6 +356,19 @@ static void a_tuned_row_says_where_it_was_tuned(void **state) {
   kda__tune_provenance(ctx, 0, &rec);
   assert_string_equal(rec.source, "a kernel call");
   kda_context_destroy(ctx);
+  /* Both kernel modules' wording (the open one's was read as "for" on an
+   * H200 before). */
+  char release[32];
+  assert_int_equal(kda__driver_release_of("NVRM version: NVIDIA UNIX x86_64 Kernel Module  "
+                                          "580.159.04  Sun Nov  2 00:00:00 UTC 2025\n",
+                                          release, sizeof release), 0);
+  assert_string_equal(release, "580.159.04");
+  assert_int_equal(kda__driver_release_of("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64"
+                                          "  580.159.04  Release Build  (nixbld@)  \n",
+                                          release, sizeof release), 0);
+  assert_string_equal(release, "580.159.04");
+  assert_int_equal(kda__driver_release_of("no version here\n", release, sizeof release), -1);
+  assert_string_equal(release, "");
 }
 
 /* kda_prewarm sizes its random inputs from the shape: an impossible shape

@@ -474,6 +474,9 @@ int kda__tune_call_has(const kda__tune_call *call, const kda__config *c);
 /* Fills rec's host, driver and source for a result this process tuned
  * (tuner_provenance.c); by_prewarm: kda_prewarm ran it, else a call. */
 void kda__tune_provenance(const struct kda_context *ctx, int by_prewarm, kda__store_record *rec);
+/* The driver release ("580.159.04") in /proc/driver/nvidia/version's first
+ * line; 0, or -1 and "" when it names none. */
+int kda__driver_release_of(const char *line, char *out, size_t size);
 
 /* 1 if the database holds a winner for slot (a lookup only: nothing is
  * compiled, loaded or allocated); fills report as a skipped prewarm. */

@@ -13,17 +13,37 @@
 static char g_release[32];
 static pthread_once_t g_release_once = PTHREAD_ONCE_INIT;
 
-/* The kernel module's release ("580.159.04") from the line
- * "NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.159.04  <date>";
- * "" where the file is missing (no Linux driver, a container without it). */
+int kda__driver_release_of(const char *line, char *out, size_t size) {
+  /* The first word of digits and dots with a dot in it: the proprietary
+   * module says "...UNIX x86_64 Kernel Module  580.159.04  <date>", the open
+   * one "...UNIX Open Kernel Module for x86_64  580.159.04  Release Build". */
+  for (const char *p = line; *p;) {
+    while (*p == ' ' || *p == '\t') ++p;
+    const char *w = p;
+    int digits = 0, dots = 0, other = 0;
+    for (; *p && *p != ' ' && *p != '\t' && *p != '\n'; ++p) {
+      if (*p >= '0' && *p <= '9') digits++;
+      else if (*p == '.') dots++;
+      else other++;
+    }
+    const size_t len = (size_t)(p - w);
+    if (digits > 0 && dots > 0 && other == 0 && w[0] != '.' && len < size) {
+      memcpy(out, w, len);
+      out[len] = '\0';
+      return 0;
+    }
+    if (*p == '\n') break;
+  }
+  if (size > 0) out[0] = '\0';
+  return -1;
+}
+
+/* "" where the file is missing (no Linux driver, a container without it). */
 static void read_release(void) {
   FILE *f = fopen("/proc/driver/nvidia/version", "r");
   if (f == NULL) return;
   char line[512];
-  if (fgets(line, sizeof line, f) != NULL) {
-    const char *at = strstr(line, "Kernel Module");
-    if (at != NULL && sscanf(at + 13, " %31s", g_release) != 1) g_release[0] = '\0';
-  }
+  if (fgets(line, sizeof line, f) != NULL) kda__driver_release_of(line, g_release, sizeof g_release);
   fclose(f);
 }
 
