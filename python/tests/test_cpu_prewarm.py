@@ -13,6 +13,7 @@ import pytest
 import kda
 from kda import _capi as C
 from kda import _prewarm
+from conftest import stand_in_driver_path
 
 PKG_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,15 +24,6 @@ def _run(args, **env):
     e.update(env)
     return subprocess.run([sys.executable, "-m", "kda", "prewarm"] + args, env=e,
                           capture_output=True, text=True, timeout=300)
-
-
-def _stand_in_driver():
-    lib = os.environ.get("KDA_LIBRARY")
-    path = os.path.join(os.path.dirname(lib), "tests", "libkda_fake_cuda.so") if lib else ""
-    if not os.path.exists(path):
-        pytest.skip("the stand-in driver is built with the tests (build/tests/"
-                    "libkda_fake_cuda.so next to KDA_LIBRARY); not found: %r" % path)
-    return path
 
 
 @pytest.mark.parametrize("kw", [dict(heads=0), dict(heads="32"), dict(heads=[32, -1]),
@@ -100,7 +92,7 @@ def test_usage_error_is_exit_status_2():
 def test_each_shape_runs_and_a_failure_carries_the_library_message(tmp_path):
     db = str(tmp_path / "tune.db")
     r = _run(["--heads", "4,8", "--tokens", "512,32768", "--varlen", "--host-rows",
-              "--budget-ms", "200", "--db", db, "--json"], KDA_LIBCUDA=_stand_in_driver())
+              "--budget-ms", "200", "--db", db, "--json"], KDA_LIBCUDA=stand_in_driver_path())
     assert r.returncode == 1, r.stdout + r.stderr
     rows = json.loads(r.stdout)
     assert [(x["heads"], x["tokens"]) for x in rows] == [(4, 512), (4, 32768), (8, 512),
@@ -115,7 +107,7 @@ def test_each_shape_runs_and_a_failure_carries_the_library_message(tmp_path):
 
 def test_tuning_off_in_the_environment_is_reported(tmp_path):
     r = _run(["--heads", "4", "--tokens", "512", "--db", str(tmp_path / "t.db")],
-             KDA_LIBCUDA=_stand_in_driver(), KDA_TUNE="off")
+             KDA_LIBCUDA=stand_in_driver_path(), KDA_TUNE="off")
     assert r.returncode == 1
     assert "KDA_ERROR_INVALID_ARGUMENT" in r.stdout and "KDA_TUNE=off" in r.stdout
 
