@@ -83,7 +83,13 @@ static void run_job(kda_context *ctx, job *j) {
   kda_prewarm_result found;
   memset(&found, 0, sizeof found);
   found.struct_size = sizeof found;
-  if (!kda__tuner_lookup(ctx, &j->plan, &j->slot, &found)) {
+  kda__tune_call *call = malloc(sizeof *call);
+  const int stored = call != NULL &&
+                     kda__tune_call_of(&ctx->info, ctx->arch, &ctx->sources, &j->plan, &j->slot,
+                                       call) == KDA_OK &&
+                     kda__tuner_lookup(ctx, call, &found);
+  free(call);
+  if (!stored) {
     char what[512];
     kda__spec_describe(&j->slot, what, sizeof what);
     kda__log(ctx, KDA_LOG_INFO, "background tuning stored no winner for [%s] (an equal split "

@@ -16,30 +16,23 @@
 
 void tr_slot_keys(kda_context *ctx, kda__op op, const kda_gate_args *shape, kda__tune_keys *keys,
                   kda__config *other, int *bucket) {
-  kda_gate_args f = *shape;
-  if (f.gate == KDA_GATE_SOFTPLUS) f.A_log = (const float *)(uintptr_t)1;
-  f.g = (const void *)(uintptr_t)(UINT64_C(1) << 40);
-  f.out = (void *)(uintptr_t)(UINT64_C(1) << 44);
-  if (f.dt_bias) f.dt_bias = (const float *)(uintptr_t)(UINT64_C(1) << 46);
-  f.cu_seqlens = NULL;
-  f.chunk_indices = NULL;
-  f.num_seqs = 0;
-  kda__launch_plan plan;
-  assert_int_equal(kda__plan_gate_op(op, &f, &plan), KDA_OK);
-  plan.spec.cfg = kda__config_fit_grid(&plan.spec, plan.spec.cfg, plan.num_chunks,
-                                       ctx->info.sm_count);
-  kda__spec slot;
-  kda__context_slot(&plan, &f, &slot);
-  kda__config *space = calloc(KDA__TUNE_SPACE_MAX, sizeof *space);
-  assert_non_null(space);
+  kda_gate_args a = *shape, f;
+  if (a.gate == KDA_GATE_SOFTPLUS) a.A_log = (const float *)(uintptr_t)1;
+  a.num_seqs = 0; /* dense */
+  kda__tune_stand_in_args(op, &a, &f);
+  kda__tune_call *call = malloc(sizeof *call);
+  assert_non_null(call);
+  assert_int_equal(kda__tune_call_keys(&ctx->info, ctx->arch, &ctx->sources, op, &f, call), KDA_OK);
+  assert_true(call->n >= 2);
+  *keys = call->keys;
   size_t hid = 0;
-  const size_t n = kda__tune_space(&slot, plan.spec.cfg, space, KDA__TUNE_SPACE_MAX, &hid);
-  assert_true(n >= 2);
-  assert_int_equal(kda__tune_keys_make(&ctx->info, ctx->arch, &ctx->sources, &slot, space, n,
-                                       NULL, keys), KDA_OK);
-  if (other) *other = space[(hid + 1) % n];
-  if (bucket) *bucket = slot.bucket;
-  free(space);
+  while (hid < call->n && !(call->space[hid].vec == call->heuristic.vec &&
+                            call->space[hid].tx == call->heuristic.tx &&
+                            call->space[hid].seg == call->heuristic.seg))
+    ++hid;
+  if (other) *other = call->space[(hid + 1) % call->n];
+  if (bucket) *bucket = call->slot.bucket;
+  free(call);
 }
 
 void tr_put_winner(kda_context *ctx, const kda__tune_keys *keys, const kda__config *cfg,

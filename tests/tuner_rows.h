@@ -8,9 +8,10 @@
 #include "tuner.h"
 
 /* The slot keys a context computes for a dense shape, the way kda_prewarm's
- * lookup does (tuner/tuner_api.c): stand-in pointers, the heuristic fitted
- * to the device, the slot and its candidate space. *other (if not NULL) is
- * a config of the space that is not the heuristic; *bucket the slot's. */
+ * lookup and kda_db_lookup do (tuner/tuner_call.c): stand-in pointers, the
+ * heuristic fitted to the device, the slot and its candidate space.
+ * *other (if not NULL) is a config of the space that is not the heuristic;
+ * *bucket the slot's. */
 void tr_slot_keys(kda_context *ctx, kda__op op, const kda_gate_args *shape, kda__tune_keys *keys,
                   kda__config *other, int *bucket);
 

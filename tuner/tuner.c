@@ -378,24 +378,22 @@ static kda_status stored_build(kda_context *ctx, const kda__spec *spec, CUmodule
   return st;
 }
 
-int kda__tuner_lookup(struct kda_context *ctx, const struct kda__launch_plan *plan, const kda__spec *slot,
+int kda__tuner_lookup(struct kda_context *ctx, const kda__tune_call *call,
                       kda_prewarm_result *report) {
   kda__slot_job *j = calloc(1, sizeof *j);
   if (j == NULL) return 0;
   j->ctx = ctx;
-  j->slot = *slot;
-  j->heuristic = plan->spec.cfg;
-  j->n = kda__tune_space(slot, j->heuristic, j->space, KDA__TUNE_SPACE_MAX, &j->hid);
-  int found = 0;
-  if (kda__tune_keys_make(&ctx->info, ctx->arch, &ctx->sources, slot, j->space, j->n, NULL,
-                          &j->keys) == KDA_OK) {
-    j->have_keys = 1;
-    kda__store_record rec;
-    memset(&rec, 0, sizeof rec);
-    kda__config cfg = j->heuristic;
-    found = stored_winner(j, &rec, &cfg);
-    if (found) report_record(report, &rec, KDA_PREWARM_SKIPPED);
-  }
+  j->slot = call->slot;
+  j->heuristic = call->heuristic;
+  memcpy(j->space, call->space, call->n * sizeof call->space[0]);
+  j->n = call->n;
+  j->keys = call->keys;
+  j->have_keys = 1;
+  kda__store_record rec;
+  memset(&rec, 0, sizeof rec);
+  kda__config cfg = j->heuristic;
+  const int found = stored_winner(j, &rec, &cfg);
+  if (found) report_record(report, &rec, KDA_PREWARM_SKIPPED);
   free(j);
   return found;
 }

@@ -462,8 +462,14 @@ typedef struct kda__tune_call {
   kda__tune_keys keys;
 } kda__tune_call;
 
-/* The keys a context on a GPU of identity info (arch: compute capability
- * x 10) computes for a call of f (stand-in pointers). */
+/* The candidate space and keys of slot, for a call planned as plan (its
+ * heuristic fitted to the SMs), on a GPU of identity info (arch: compute
+ * capability x 10). */
+kda_status kda__tune_call_of(const kda_device_info *info, int arch, const kda__source_set *sources,
+                             const struct kda__launch_plan *plan, const kda__spec *slot,
+                             kda__tune_call *out);
+/* The same from the call's arguments f (stand-in pointers): planned,
+ * fitted and slotted as a context does. */
 kda_status kda__tune_call_keys(const kda_device_info *info, int arch,
                                const kda__source_set *sources, kda__op op,
                                const kda_gate_args *f, kda__tune_call *out);
@@ -478,9 +484,10 @@ void kda__tune_provenance(const struct kda_context *ctx, int by_prewarm, kda__st
  * line; 0, or -1 and "" when it names none. */
 int kda__driver_release_of(const char *line, char *out, size_t size);
 
-/* 1 if the database holds a winner for slot (a lookup only: nothing is
- * compiled, loaded or allocated); fills report as a skipped prewarm. */
-int kda__tuner_lookup(struct kda_context *ctx, const struct kda__launch_plan *plan, const kda__spec *slot,
+/* 1 if the database holds a winner in call's space under its keys (a
+ * lookup only: nothing is compiled, loaded or allocated); fills report as
+ * a skipped prewarm. */
+int kda__tuner_lookup(struct kda_context *ctx, const kda__tune_call *call,
                       kda_prewarm_result *report);
 
 /* kda__build_fn for a specialization that is not tuned (the chunk-table

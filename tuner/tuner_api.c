@@ -212,17 +212,19 @@ kda_status kda__tune_shape_call(kda_kernel kernel, const kda_gate_args *shape, k
 static kda_status prewarm(kda_context *ctx, kda__op op, kda_gate_args *a, int force,
                           kda_prewarm_result *out) {
   if (!force) {
-    /* A skip must be cheap: look the slot up before making inputs. */
+    /* A skip must be cheap: look the slot up before making inputs, with
+     * the keys kda_db_lookup computes (tuner_call.c). */
     kda_gate_args f;
     kda__tune_stand_in_args(op, a, &f);
-    kda__launch_plan fp;
-    if (kda__plan_gate_op(op, &f, &fp) == KDA_OK) {
-      fp.spec.cfg = kda__config_fit_grid(&fp.spec, fp.spec.cfg, fp.num_chunks, ctx->info.sm_count);
-      kda__spec slot;
-      kda__context_slot(&fp, &f, &slot);
-      out->bucket = slot.bucket;
-      if (kda__tuner_lookup(ctx, &fp, &slot, out)) return KDA_OK;
+    kda__tune_call *call = malloc(sizeof *call);
+    int found = 0;
+    if (call != NULL &&
+        kda__tune_call_keys(&ctx->info, ctx->arch, &ctx->sources, op, &f, call) == KDA_OK) {
+      out->bucket = call->slot.bucket;
+      found = kda__tuner_lookup(ctx, call, out);
     }
+    free(call);
+    if (found) return KDA_OK;
   }
   prewarm_bufs b;
   memset(&b, 0, sizeof b);

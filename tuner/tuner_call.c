@@ -25,19 +25,26 @@ void kda__tune_stand_in_args(kda__op op, const kda_gate_args *a, kda_gate_args *
   }
 }
 
+kda_status kda__tune_call_of(const kda_device_info *info, int arch, const kda__source_set *sources,
+                             const kda__launch_plan *plan, const kda__spec *slot,
+                             kda__tune_call *out) {
+  memset(out, 0, sizeof *out);
+  out->slot = *slot;
+  out->heuristic = plan->spec.cfg;
+  out->n = kda__tune_space(slot, out->heuristic, out->space, KDA__TUNE_SPACE_MAX, NULL);
+  return kda__tune_keys_make(info, arch, sources, slot, out->space, out->n, NULL, &out->keys);
+}
+
 kda_status kda__tune_call_keys(const kda_device_info *info, int arch,
                                const kda__source_set *sources, kda__op op,
                                const kda_gate_args *f, kda__tune_call *out) {
-  memset(out, 0, sizeof *out);
   kda__launch_plan plan;
   KDA__TRY(kda__plan_gate_op(op, f, &plan));
   /* As a call does: the heuristic fitted to the SMs, then the slot. */
   plan.spec.cfg = kda__config_fit_grid(&plan.spec, plan.spec.cfg, plan.num_chunks, info->sm_count);
-  out->heuristic = plan.spec.cfg;
-  kda__context_slot(&plan, f, &out->slot);
-  out->n = kda__tune_space(&out->slot, out->heuristic, out->space, KDA__TUNE_SPACE_MAX, NULL);
-  return kda__tune_keys_make(info, arch, sources, &out->slot, out->space, out->n, NULL,
-                             &out->keys);
+  kda__spec slot;
+  kda__context_slot(&plan, f, &slot);
+  return kda__tune_call_of(info, arch, sources, &plan, &slot, out);
 }
 
 int kda__tune_call_has(const kda__tune_call *call, const kda__config *c) {
