@@ -294,15 +294,19 @@ static kda_status import_one(kda_db *db, const char *path, size_t index, const k
   snprintf(rec.lib_version, sizeof rec.lib_version, "%s", lib ? lib : "");
   snprintf(rec.nvrtc_version, sizeof rec.nvrtc_version, "%s", nvrtc ? nvrtc : "");
   /* Where it was tuned stays; what brought it here is this import. */
+  /* (Cut at character boundaries: exports stay valid UTF-8.) */
   const char *host = jstr(r, "tuned_on"), *driver = jstr(r, "driver"), *src = jstr(r, "source");
-  snprintf(rec.host, sizeof rec.host, "%s", host ? host : "");
-  snprintf(rec.driver, sizeof rec.driver, "%s", driver ? driver : "");
+  kda__store_copy_utf8(rec.host, sizeof rec.host, host ? host : "");
+  kda__store_copy_utf8(rec.driver, sizeof rec.driver, driver ? driver : "");
   const char *base = strrchr(path, '/');
-  if (src != NULL && strncmp(src, "import of ", 10) == 0) /* its first import says it */
-    snprintf(rec.source, sizeof rec.source, "%s", src);
-  else
-    snprintf(rec.source, sizeof rec.source, "import of %.60s: %.50s", base ? base + 1 : path,
-             src ? src : "unknown");
+  if (src != NULL && strncmp(src, "import of ", 10) == 0) { /* its first import says it */
+    kda__store_copy_utf8(rec.source, sizeof rec.source, src);
+  } else {
+    char file[61], was[51];
+    kda__store_copy_utf8(file, sizeof file, base ? base + 1 : path);
+    kda__store_copy_utf8(was, sizeof was, src ? src : "unknown");
+    snprintf(rec.source, sizeof rec.source, "import of %s: %s", file, was);
+  }
   const kda__json *tj = kda__json_get(r, "trials");
   size_t nt = tj != NULL && tj->type == KDA__JSON_ARRAY ? tj->count : 0;
   kda__store_trial *trials = calloc(nt + 1, sizeof *trials);

@@ -135,10 +135,6 @@ kda_status kda_db_lookup(kda_db *db, const char *gpu_key, kda_kernel kernel,
   KDA__TRY(kda__tune_shape_call(kernel, shape, &op, &a, &host_seqlens));
   kda_gate_args f;
   kda__tune_stand_in_args(op, &a, &f);
-  /* A call through a chunk table passes its rows (kda_layer_gate_fwd: the
-   * capacity), and the heuristic is fitted to them: 0 would narrow it. */
-  if (f.chunk_indices != NULL)
-    f.num_chunks = kda_chunk_indices_capacity(f.seq_len, f.num_seqs, f.chunk_size);
   f.g = keep_offset(f.g, shape->g);
   f.out = (void *)keep_offset(f.out, shape->out);
   kda__tune_call *call = malloc(sizeof *call);

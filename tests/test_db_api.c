@@ -381,6 +381,41 @@ static void db_provenance_says_where_a_row_comes_from(void **state) {
   kda_db_close(db);
 }
 
+/* 1 if s is valid UTF-8 (no character cut short). */
+static int valid_utf8(const unsigned char *s) {
+  while (*s) {
+    int more = *s < 0x80 ? 0 : (*s & 0xE0) == 0xC0 ? 1 : (*s & 0xF0) == 0xE0 ? 2
+               : (*s & 0xF8) == 0xF0 ? 3 : -1;
+    if (more < 0) return 0;
+    for (s++; more > 0; more--, s++)
+      if ((*s & 0xC0) != 0x80) return 0;
+  }
+  return 1;
+}
+
+/* A file whose name puts a two-byte character across the source's cut
+ * (60 bytes of it): the row's source, and so every export, stays UTF-8. */
+static void db_import_source_is_cut_at_a_character(void **state) {
+  fixture *f = *state;
+  put_row(f->db, f, GPU_A, SPEC32, 1, f->v.lib_version, 10.1, KDA__PUT_REPLACE);
+  char name[200];
+  snprintf(name, sizeof name, "%s/fffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"
+           "\xc3\xa9x.json", f->dir);
+  export_to(f->db, name);
+  kda_db *db = NULL;
+  assert_int_equal(kda_db_open(f->other, 0, &db), KDA_OK);
+  assert_int_equal(kda_db_import(db, name, NULL, NULL, NULL), KDA_OK);
+  kda_db_record r;
+  assert_int_equal(kda_db_list(db, NULL, first_record, &r), KDA_OK);
+  kda_db_provenance p;
+  memset(&p, 0, sizeof p);
+  p.struct_size = sizeof p;
+  assert_int_equal(kda_db_provenance_get(db, &r, &p), KDA_OK);
+  kda_db_close(db);
+  assert_non_null(strstr(p.source, "import of fffff"));
+  assert_true(valid_utf8((const unsigned char *)p.source));
+}
+
 static void db_import_keeps_the_faster_row(void **state) {
   fixture *f = *state;
   put_row(f->db, f, GPU_A, SPEC32, 1, f->v.lib_version, 10, KDA__PUT_REPLACE);
@@ -734,6 +769,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(db_export_import_round_trip_is_identical_and_idempotent, setup, teardown),
       cmocka_unit_test_setup_teardown(db_import_keeps_the_faster_row, setup, teardown),
       cmocka_unit_test_setup_teardown(db_provenance_says_where_a_row_comes_from, setup, teardown),
+      cmocka_unit_test_setup_teardown(db_import_source_is_cut_at_a_character, setup, teardown),
       cmocka_unit_test_setup_teardown(db_export_and_import_write_and_read_numbers_whatever_the_locale,
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(db_import_reads_json_numbers_only, setup, teardown),

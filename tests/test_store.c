@@ -341,6 +341,39 @@ static void test_provenance_columns_come_and_files_without_them_still_work(void 
   kda__store_close(s);
   assert_int_equal(file_scalar(f->db, "SELECT count(*) FROM results_readable WHERE source IS NULL"),
                    1);
+
+  /* Opened while another writer held the file (a kda-tune import beside a
+   * server): the columns could not be added then; the first put adds them
+   * in its own write transaction, so its row keeps where it was tuned. */
+  file_exec(f->db, "DROP VIEW results_readable; ALTER TABLE results DROP COLUMN host;"
+                   " ALTER TABLE results DROP COLUMN driver; ALTER TABLE results DROP COLUMN source;");
+  sqlite3 *other = NULL;
+  assert_int_equal(sqlite3_open(f->db, &other), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+  s = open_ok(f->db, 0);
+  assert_int_equal(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(other);
+  assert_int_equal(file_scalar(f->db, "SELECT count(*) FROM pragma_table_info('results') WHERE"
+                                      " name = 'source'"), 0);
+  k = make_key("busy", 1);
+  if (kda__store_put_result(s, &k, &r, NULL, 0, KDA__PUT_REPLACE, NULL) != KDA_OK)
+    fail_msg("%s", kda_last_error());
+  assert_int_equal(lookup(s, "busy", 1, &got), 1);
+  assert_string_equal(got.source, "kda_prewarm");
+  kda__store_close(s);
+  assert_int_equal(file_scalar(f->db, "SELECT count(*) FROM results WHERE source = 'kda_prewarm'"),
+                   1);
+
+  /* Names are cut at a character boundary, never inside one. */
+  char cut[4];
+  kda__store_copy_utf8(cut, sizeof cut, "ab\xc3\xa9"); /* "abé": 4 bytes into 3 */
+  assert_string_equal(cut, "ab");
+  kda__store_copy_utf8(cut, sizeof cut, "a\xc3\xa9z");
+  assert_string_equal(cut, "a\xc3\xa9");
+  kda__store_copy_utf8(cut, sizeof cut, "\xe2\x82\xac!"); /* "€!" */
+  assert_string_equal(cut, "\xe2\x82\xac");
+  kda__store_copy_utf8(cut, sizeof cut, "x\xe2\x82\xac");
+  assert_string_equal(cut, "x");
 }
 
 /* A writer killed while it created the file (rollback-journal mode, before

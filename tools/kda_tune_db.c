@@ -350,7 +350,12 @@ int cmd_show(int argc, char **argv) {
   kda_db_provenance p;
   memset(&p, 0, sizeof p);
   p.struct_size = sizeof p;
-  if (st == KDA_OK) st = kda_db_provenance_get(db, &r, &p);
+  /* A row whose key is longer than a record holds (hand-edited) cannot
+   * be found again by it: its provenance reads as unknown. */
+  if (st == KDA_OK && kda_db_provenance_get(db, &r, &p) != KDA_OK) {
+    memset(&p, 0, sizeof p);
+    p.struct_size = sizeof p;
+  }
   if (st == KDA_OK) {
     if (tune_has(&a, "json")) show_json(&r, &p, &l);
     else show_text(&r, &p, &l);

@@ -134,6 +134,10 @@ int kda__store_gpu_key(const kda_device_info *info, char *buf, size_t size);
  * the canonical text kda__store_gpu_key writes. */
 int kda__store_gpu_key_parse(const char *key, kda_device_info *info);
 
+/* Copies text into dst (size bytes with the NUL), cut short, if it must
+ * be, at a character boundary: a stored name stays valid UTF-8. */
+void kda__store_copy_utf8(char *dst, size_t size, const char *text);
+
 /* Inserts or updates a GPU. name may be NULL (kept); copy_bw_gbps < 0 keeps
  * the stored bandwidth. put_result inserts a bare row itself if needed. */
 kda_status kda__store_put_gpu(kda__store *store, const char *gpu_key, const char *name,

@@ -110,6 +110,9 @@ double kda__store_now(void);
 int kda__store_schema_apply(sqlite3 *db, int *found_version);
 /* Reads PRAGMA user_version. */
 int kda__store_schema_version_of(sqlite3 *db, int *version);
+/* Adds the provenance columns results lacks (inside the caller's write
+ * transaction); a SQLite code. */
+int kda__store_add_provenance(sqlite3 *db);
 /* Connection settings: busy timeout, foreign keys; for a file also WAL and
  * synchronous=NORMAL (writable only). */
 int kda__store_configure(sqlite3 *db, int file_writable);

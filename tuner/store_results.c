@@ -22,7 +22,31 @@ static kda__trial_status trial_status_from(const char *name) {
 }
 
 static void copy_text(char *dst, size_t size, const unsigned char *text) {
-  snprintf(dst, size, "%s", text != NULL ? (const char *)text : "");
+  kda__store_copy_utf8(dst, size, text != NULL ? (const char *)text : "");
+}
+
+void kda__store_copy_utf8(char *dst, size_t size, const char *text) {
+  if (size == 0) return;
+  size_t n = strlen(text);
+  if (n >= size) {
+    n = size - 1;
+    /* Not in the middle of a character: back over continuation bytes and
+     * the lead byte of the one cut short. */
+    size_t k = n;
+    while (k > 0 && ((unsigned char)text[k] & 0xC0) == 0x80) --k;
+    if (k < n || ((unsigned char)text[n] & 0xC0) == 0x80) n = k;
+  }
+  memcpy(dst, text, n);
+  dst[n] = '\0';
+}
+
+/* A file of before the provenance columns: SQLite says "no such column"
+ * to a SELECT, "table results has no column named" to an INSERT. Any
+ * other failure is one. */
+static int no_such_column(sqlite3 *db, int rc) {
+  const char *m = sqlite3_errmsg(db);
+  return rc == SQLITE_ERROR &&
+         (strstr(m, "no such column") != NULL || strstr(m, "has no column named") != NULL);
 }
 
 static double column_opt(sqlite3_stmt *st, int col) {
@@ -118,7 +142,7 @@ static int prepare_select(sqlite3 *db, const char *rest, sqlite3_stmt **st) {
   snprintf(sql, sizeof sql, "SELECT " KDA__RESULT_COLUMNS KDA__PROVENANCE_COLUMNS " FROM results%s",
            rest);
   int rc = kda__store_prepare(db, sql, st);
-  if (rc != SQLITE_ERROR) return rc; /* "no such column": a file of before */
+  if (!no_such_column(db, rc)) return rc;
   snprintf(sql, sizeof sql, "SELECT " KDA__RESULT_COLUMNS KDA__NO_PROVENANCE " FROM results%s",
            rest);
   return kda__store_prepare(db, sql, st);
@@ -250,10 +274,15 @@ static int insert_result(sqlite3 *db, const kda__store_key *k, const kda__store_
   " compile_ms, created_at, lib_version, nvrtc_version"
 #define KDA__INSERT_VALUES \
   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19"
-  int rc = kda__store_prepare(
-      db, KDA__INSERT_RESULT KDA__PROVENANCE_COLUMNS ")" KDA__INSERT_VALUES ", ?20, ?21, ?22)", &st);
+#define KDA__INSERT_WITH_PROVENANCE \
+  KDA__INSERT_RESULT KDA__PROVENANCE_COLUMNS ")" KDA__INSERT_VALUES ", ?20, ?21, ?22)"
+  int rc = kda__store_prepare(db, KDA__INSERT_WITH_PROVENANCE, &st);
+  /* A file of before the columns, busy when it was opened: add them now,
+   * inside this put's write transaction, so no row goes without them. */
+  if (no_such_column(db, rc) && kda__store_add_provenance(db) == SQLITE_OK)
+    rc = kda__store_prepare(db, KDA__INSERT_WITH_PROVENANCE, &st);
   const int with_provenance = rc == SQLITE_OK;
-  if (rc == SQLITE_ERROR) /* a file of before the provenance columns */
+  if (no_such_column(db, rc)) /* could not add them: the row without */
     rc = kda__store_prepare(db, KDA__INSERT_RESULT ")" KDA__INSERT_VALUES ")", &st);
   if (rc == SQLITE_OK) rc = bind_key(st, k);
   if (rc == SQLITE_OK) rc = kda__store_bind_text(st, 7, r->config);

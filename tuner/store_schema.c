@@ -151,23 +151,44 @@ static const char kda__results_readable[] =
  * of before ignores the columns (its INSERTs name theirs; a row it writes
  * has NULLs: "unknown"), so adding them keeps the file version 1 and every
  * library reading and writing it. */
-static const char kda__provenance_columns[] = "ALTER TABLE results ADD COLUMN host TEXT;"
-                                              "ALTER TABLE results ADD COLUMN driver TEXT;"
-                                              "ALTER TABLE results ADD COLUMN source TEXT;";
+static const char *const kda__provenance_columns[] = {"host", "driver", "source"};
 
-static int has_provenance(sqlite3 *db) {
+static int has_column(sqlite3 *db, const char *name) {
   sqlite3_stmt *st = NULL;
-  const int have = kda__store_prepare(db, "SELECT host, driver, source FROM results LIMIT 0",
-                                      &st) == SQLITE_OK;
+  int have = 0;
+  if (kda__store_prepare(db, "SELECT 1 FROM pragma_table_info('results') WHERE name = ?1", &st) ==
+          SQLITE_OK &&
+      kda__store_bind_text(st, 1, name) == SQLITE_OK)
+    have = sqlite3_step(st) == SQLITE_ROW;
   sqlite3_finalize(st);
   return have;
 }
 
-/* Best effort, like the view: a busy file gets them at a later open. */
+static int has_provenance(sqlite3 *db) {
+  for (size_t i = 0; i < sizeof kda__provenance_columns / sizeof kda__provenance_columns[0]; i++)
+    if (!has_column(db, kda__provenance_columns[i])) return 0;
+  return 1;
+}
+
+int kda__store_add_provenance(sqlite3 *db) {
+  int rc = SQLITE_OK;
+  /* One by one: a file with some of them (another tool) gets the rest. */
+  for (size_t i = 0; rc == SQLITE_OK && i < sizeof kda__provenance_columns /
+                                                sizeof kda__provenance_columns[0]; i++) {
+    if (has_column(db, kda__provenance_columns[i])) continue;
+    char sql[96];
+    snprintf(sql, sizeof sql, "ALTER TABLE results ADD COLUMN %s TEXT", kda__provenance_columns[i]);
+    rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+  }
+  return rc;
+}
+
+/* Best effort, like the view: a file busy now gets them at its first put
+ * (store_results.c adds them inside the put's write transaction). */
 static void ensure_provenance(sqlite3 *db) {
   if (has_provenance(db)) return;
   if (kda__store_begin_now(db) != SQLITE_OK) return;
-  if (!has_provenance(db) && sqlite3_exec(db, kda__provenance_columns, NULL, NULL, NULL) != SQLITE_OK) {
+  if (kda__store_add_provenance(db) != SQLITE_OK) {
     kda__store_rollback(db);
     return;
   }

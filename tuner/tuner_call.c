@@ -17,8 +17,13 @@ void kda__tune_stand_in_args(kda__op op, const kda_gate_args *a, kda_gate_args *
   if (f->dt_bias) f->dt_bias = (const float *)(uintptr_t)(UINT64_C(1) << 46);
   if (f->num_seqs > 0 && op != KDA__OP_GATE) {
     f->cu_seqlens = (const void *)(uintptr_t)(UINT64_C(1) << 45);
-    if (f->chunk_plan == NULL) f->chunk_indices = (const int32_t *)(uintptr_t)(UINT64_C(1) << 47);
     f->num_chunks = 0;
+    if (f->chunk_plan == NULL) {
+      f->chunk_indices = (const int32_t *)(uintptr_t)(UINT64_C(1) << 47);
+      /* A call through a table passes its rows (kda_layer_gate_fwd: the
+       * capacity), and the heuristic is fitted to them: 0 would narrow it. */
+      f->num_chunks = kda_chunk_indices_capacity(f->seq_len, f->num_seqs, f->chunk_size);
+    }
   } else {
     f->num_seqs = 0;
     f->chunk_plan = NULL;

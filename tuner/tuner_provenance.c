@@ -48,8 +48,11 @@ static void read_release(void) {
 }
 
 void kda__tune_provenance(const kda_context *ctx, int by_prewarm, kda__store_record *rec) {
-  if (gethostname(rec->host, sizeof rec->host) != 0) rec->host[0] = '\0';
-  rec->host[sizeof rec->host - 1] = '\0';
+  /* Linux allows 64 characters, one past the field: keep what fits. */
+  char host[256];
+  if (gethostname(host, sizeof host) != 0) host[0] = '\0';
+  host[sizeof host - 1] = '\0';
+  kda__store_copy_utf8(rec->host, sizeof rec->host, host);
   pthread_once(&g_release_once, read_release);
   const int v = ctx->info.driver_version; /* the CUDA API version: 13000 */
   if (g_release[0])

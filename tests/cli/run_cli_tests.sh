@@ -166,6 +166,15 @@ for c in prewarm list show lookup stats export import purge verify info bench; d
   expect "help_$c" $?
 done
 
+# A row whose key is longer than a record holds (hand-edited): show prints
+# it, its provenance unknown (it cannot be found again by the cut key).
+"$MAKEDB" "$T/long.db"
+sqlite3 "$T/long.db" "UPDATE results SET spec = spec || ' $(printf 'x%.0s' $(seq 600))' WHERE id = 1"
+"$TUNE" show --db "$T/long.db" 1 >"$T/long.out" 2>&1
+rc=$?
+[ $rc = 0 ] && grep -q 'tuned on    unknown' "$T/long.out"
+expect show_row_longer_than_a_record $?
+
 # --- lookup: what a deployment's calls take from the database ------------------------
 # lk.db also holds the row kda_db_lookup names for a dense H=16 call of 3000
 # tokens on the H100 (make_test_db ... lookup).
