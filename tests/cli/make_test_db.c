@@ -1,8 +1,9 @@
 /* Writes tuning results with trials into a database through the store API,
  * for the kda-tune CLI tests (prewarm --compile-only stores cubins only).
- * Deterministic: fixed times and values. Usage: make_test_db PATH [lookup]
+ * Deterministic: fixed times and values. Usage: make_test_db PATH [lookup|long]
  * ("lookup" adds a row under the key kda_db_lookup names for a dense
- * H=16 call of 3000 tokens on the H100, for kda-tune lookup). */
+ * H=16 call of 3000 tokens on the H100, for kda-tune lookup; "long" a row
+ * whose spec is longer than a kda_db_record holds, as a hand edit makes). */
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -79,8 +80,9 @@ static int put_lookup_row(kda__store *s, const kda_db_versions *v, const char *g
 }
 
 int main(int argc, char **argv) {
-  if (argc < 2 || argc > 3 || (argc == 3 && strcmp(argv[2], "lookup") != 0)) {
-    fprintf(stderr, "usage: make_test_db PATH [lookup]\n");
+  if (argc < 2 || argc > 3 ||
+      (argc == 3 && strcmp(argv[2], "lookup") != 0 && strcmp(argv[2], "long") != 0)) {
+    fprintf(stderr, "usage: make_test_db PATH [lookup|long]\n");
     return 2;
   }
   kda_db_versions v;
@@ -100,7 +102,12 @@ int main(int argc, char **argv) {
   rc |= put(s, &v, h100, spec8, 2, v.lib_version, 7.25, 1700000100);
   rc |= put(s, &v, h200, spec32, 1, v.lib_version, 10.75, 1700000200);
   rc |= put(s, &v, h100, spec32, 3, "0.0.9", 40.5, 1600000000); /* stale: older library */
-  if (argc == 3) rc |= put_lookup_row(s, &v, h100);
+  if (argc == 3 && strcmp(argv[2], "lookup") == 0) rc |= put_lookup_row(s, &v, h100);
+  if (argc == 3 && strcmp(argv[2], "long") == 0) {
+    char spec[1024];
+    snprintf(spec, sizeof spec, "%s %0600d", spec32, 0);
+    rc |= put(s, &v, h100, spec, 1, v.lib_version, 12.5, 1700000400); /* row id 5 */
+  }
   kda__store_close(s);
   if (rc) fprintf(stderr, "make_test_db: %s\n", kda_last_error());
   return rc;
