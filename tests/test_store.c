@@ -376,6 +376,47 @@ static void test_provenance_columns_come_and_files_without_them_still_work(void 
   assert_string_equal(cut, "x");
 }
 
+/* A rollback-journal file (another tool switched it back, or it was never
+ * switched) held by a reader inside a transaction: the switch to WAL
+ * needs the reader gone, and it held the open, a server's first kernel
+ * call, for minutes. The open now waits as a write does, then reads the
+ * file read-only, says why, and keeps new results in memory. */
+static void test_a_reader_holding_a_journal_file_costs_the_open_a_write_wait(void **state) {
+  fixture *f = *state;
+  kda__store *s = open_ok(f->db, 0);
+  put_ok(s, "held", 1, "vec=4", 2.0);
+  kda__store_close(s);
+  sqlite3 *reader = NULL;
+  assert_int_equal(sqlite3_open(f->db, &reader), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(reader, "PRAGMA journal_mode = DELETE", NULL, NULL, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(reader, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_stmt *st = NULL;
+  assert_int_equal(sqlite3_prepare_v2(reader, "SELECT * FROM results", -1, &st, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW); /* holds the file's shared lock */
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  s = open_ok(f->db, 0);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  const double took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+  print_message("open beside a reader of a journal file: %.1f s\n", took);
+  assert_true(took < KDA__STORE_WRITE_WAIT_MS / 1000.0 + 10.0);
+  assert_int_equal(kda__store_get_mode(s), KDA__STORE_MODE_READ_ONLY);
+  const char *w = kda__store_pop_warning(s);
+  assert_non_null(w);
+  assert_non_null(strstr(w, "stayed locked"));
+  kda__store_record got;
+  assert_int_equal(lookup(s, "held", 1, &got), 1); /* the file is read */
+  put_ok(s, "new", 1, "vec=2", 1.0);               /* kept in memory */
+  assert_int_equal(lookup(s, "new", 1, &got), 1);
+  kda__store_close(s);
+  sqlite3_finalize(st);
+  sqlite3_close(reader);
+  /* The reader gone, the file is written again. */
+  s = open_ok(f->db, 0);
+  assert_int_equal(kda__store_get_mode(s), KDA__STORE_MODE_READ_WRITE);
+  kda__store_close(s);
+}
+
 /* A writer killed while it created the file (rollback-journal mode, before
  * the switch to WAL) leaves a hot journal that only a connection allowed
  * to write may roll back. A read-only open, as `kda-tune stats` and
@@ -1292,6 +1333,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_same_key_put_twice_keeps_last_and_faster_mode_keeps_faster, setup, teardown),
       cmocka_unit_test_setup_teardown(test_upgrade_v0_schema_keeps_rows, setup, teardown),
       cmocka_unit_test_setup_teardown(test_provenance_columns_come_and_files_without_them_still_work,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(test_a_reader_holding_a_journal_file_costs_the_open_a_write_wait,
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(test_hot_journal_of_a_killed_creator_is_rolled_back_for_readers, setup,
                                       teardown),

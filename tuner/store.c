@@ -316,15 +316,19 @@ static int roll_back_hot_journal(const char *path) {
 static int open_file_in_mode(kda__store *s, kda__store_mode mode, int verify, sqlite3 **out,
                              int *version) {
   /* While several processes create the file at once, the switch to WAL and
-   * its recovery can answer BUSY without waiting; that is never a reason to
-   * give up the file. */
+   * its recovery can answer BUSY without waiting: tried again. But for a
+   * bounded time, as a write waits (KDA__STORE_WRITE_WAIT_MS): a reader
+   * holding a rollback-journal file open (a sqlite3 shell inside a
+   * transaction) blocks the switch for as long as it likes, and the open
+   * is a server's first kernel call. */
+  const double start = monotonic_ms();
   int rc = SQLITE_BUSY;
-  for (int attempt = 0; attempt < 50; attempt++) {
+  for (;;) {
     rc = open_file_once(s, mode, verify, out, version);
     if ((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED) return rc;
+    if (monotonic_ms() - start >= KDA__STORE_WRITE_WAIT_MS) return rc;
     sqlite3_sleep(10 + jitter_ms(40));
   }
-  return rc;
 }
 
 /* A reader that may not write the file or its folder cannot open a WAL
@@ -383,6 +387,19 @@ static void open_file(kda__store *s, unsigned flags) {
     if (needs_immutable(rc) && mode == KDA__STORE_MODE_READ_ONLY) {
       mode = KDA__STORE_MODE_IMMUTABLE;
       rc = open_file_in_mode(s, mode, verify, &db, &version);
+    }
+    if (((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED) &&
+        mode == KDA__STORE_MODE_READ_WRITE) {
+      /* Still held after the wait: read it as it is (readers do not block
+       * readers), new results in memory, and say why. */
+      mode = KDA__STORE_MODE_READ_ONLY;
+      rc = open_file_in_mode(s, mode, 0, &db, &version);
+      if (rc == SQLITE_OK)
+        kda__store_warn(s, KDA__WARN_READ_ONLY,
+                        "kda: the tuning database %s stayed locked by another connection for "
+                        "%d s (a reader inside a transaction of a rollback-journal file?); it is "
+                        "used read-only and new results are kept in memory",
+                        s->path, KDA__STORE_WRITE_WAIT_MS / 1000);
     }
     int moved = -1;
     char aside[PATH_MAX + 64];

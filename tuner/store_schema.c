@@ -260,12 +260,18 @@ int kda__store_configure(sqlite3 *db, int file_writable) {
   if (rc == SQLITE_OK) rc = sqlite3_exec(db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL);
   if (rc != SQLITE_OK || !file_writable) return rc;
   /* Switching to WAL needs an exclusive lock for a moment; when several
-   * processes create the file at once it can answer BUSY without waiting. */
-  for (int attempt = 0; attempt < 50; attempt++) {
+   * processes create the file at once it can answer BUSY without waiting.
+   * At most 50 tries of 100 ms each (5 s in all): a reader of a
+   * rollback-journal file holds the switch off as long as it reads (the
+   * open then waits no longer than a write does, store.c). */
+  rc = sqlite3_busy_timeout(db, 100);
+  for (int attempt = 0; rc == SQLITE_OK && attempt < 50; attempt++) {
     rc = sqlite3_exec(db, "PRAGMA journal_mode = WAL", NULL, NULL, NULL);
     if ((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED) break;
-    sqlite3_sleep(20);
+    if (attempt < 49) rc = SQLITE_OK; /* try again */
+    else break;
   }
+  if (rc == SQLITE_OK) rc = sqlite3_busy_timeout(db, KDA__STORE_BUSY_MS);
   /* NORMAL in WAL mode: a power cut may lose the last commits, never
    * corrupt the file; results can be measured again. */
   if (rc == SQLITE_OK) rc = sqlite3_exec(db, "PRAGMA synchronous = NORMAL", NULL, NULL, NULL);
