@@ -9,27 +9,11 @@
 #include "error.h"
 #include "kernel_source.h"
 #include "tuner.h"
-#include "tuner_job.h" /* kda__job_concrete */
 
 /* 1/2/0 as kda_db_lookup_result.cubin_stored says; built_by gets the
  * cubin's NVRTC build. */
 static int32_t cubin_state(kda_db *db, const kda__tune_keys *keys, const char *config,
                            char *built_by, size_t built_by_size);
-
-/* The heuristic as kda_compile_offline_store stores it (tuner.c's
- * offline_heuristic): before its fit to the SMs; 0 when it is the fitted
- * one or the call's pointers forbid its vector width. */
-static int offline_heuristic(const kda__tune_call *call, kda__config *out) {
-  kda__spec s = kda__job_concrete(&call->slot, call->heuristic);
-  const kda__config c = kda__config_heuristic(&s);
-  if (c.vec > call->slot.vec_cap ||
-      (c.vec == call->heuristic.vec && c.tx == call->heuristic.tx && c.seg == call->heuristic.seg))
-    return 0;
-  s.cfg = c;
-  if (kda__config_check(&s) != KDA_OK) return 0;
-  *out = c;
-  return 1;
-}
 
 static void lookup_cubin(kda_db *db, const kda__tune_keys *keys, const char *config,
                          kda_db_lookup_result *out) {
@@ -97,7 +81,8 @@ static kda_status lookup(kda_db *db, const kda_device_info *info, kda__op op,
   }
   lookup_cubin(db, &call->keys, out->config, out);
   kda__config offline;
-  if (!out->found && out->cubin_stored == 0 && offline_heuristic(call, &offline)) {
+  if (!out->found && out->cubin_stored == 0 &&
+      kda__tune_offline_heuristic(&call->slot, call->heuristic, &offline)) {
     char built_by[160];
     kda__config_text(&offline, out->offline_config, sizeof out->offline_config);
     out->offline_cubin_stored =

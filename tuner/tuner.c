@@ -189,19 +189,6 @@ static int cubin_stored(kda__slot_job *j, kda__config cfg) {
   return found;
 }
 
-/* The heuristic as kda_compile_offline_store (kda-tune prewarm
- * --compile-only) stores it: before kda__config_fit_grid fits it to the
- * device's SM count, which a machine without the GPU cannot know. 0 when
- * the call's pointers do not allow its vector width. */
-static int offline_heuristic(const kda__slot_job *j, kda__config *out) {
-  kda__spec s = kda__job_concrete(&j->slot, j->heuristic);
-  const kda__config c = kda__config_heuristic(&s);
-  if (c.vec > j->slot.vec_cap || same_config(&c, &j->heuristic)) return 0;
-  s.cfg = c;
-  if (kda__config_check(&s) != KDA_OK) return 0;
-  *out = c;
-  return 1;
-}
 
 static void report_record(kda_prewarm_result *r, const kda__store_record *rec, int outcome) {
   if (r == NULL) return;
@@ -288,7 +275,8 @@ static kda_status tuner_build(const kda__tune_request *rq, const kda__spec *slot
     st = kda__job_use_config(j, cfg, module, function);
   } else if (rq->mode == KDA_TUNE_CACHED) {
     kda__config plain;
-    if (!cubin_stored(j, cfg) && offline_heuristic(j, &plain) && cubin_stored(j, plain)) {
+    if (!cubin_stored(j, cfg) && kda__tune_offline_heuristic(&j->slot, j->heuristic, &plain) &&
+        cubin_stored(j, plain)) {
       kda__log(ctx, KDA_LOG_INFO, "[%s]: no stored winner; the stored heuristic %d/%d/%d, "
                "compiled without the device (cached mode)", j->what, plain.vec, plain.tx,
                plain.seg);

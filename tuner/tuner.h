@@ -473,6 +473,12 @@ kda_status kda__tune_call_of(const kda_device_info *info, int arch, const kda__s
 kda_status kda__tune_call_keys(const kda_device_info *info, int arch,
                                const kda__source_set *sources, kda__op op,
                                const kda_gate_args *f, kda__tune_call *out);
+/* The heuristic as kda_compile_offline_store (kda-tune prewarm
+ * --compile-only) stores it for slot: before kda__config_fit_grid fitted it
+ * (to fitted) for the device's SM count, which a machine without the GPU
+ * cannot know; a KDA_TUNE=cached call runs its stored cubin. 0 when it is
+ * fitted itself or the slot's pointers do not allow its vector width. */
+int kda__tune_offline_heuristic(const kda__spec *slot, kda__config fitted, kda__config *out);
 /* 1 if c is in the call's candidate space (a stored winner outside it is
  * ignored). */
 int kda__tune_call_has(const kda__tune_call *call, const kda__config *c);

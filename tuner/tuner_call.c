@@ -9,6 +9,7 @@
 #include "context_internal.h"
 #include "error.h"
 #include "tuner.h"
+#include "tuner_job.h" /* kda__job_concrete */
 
 void kda__tune_stand_in_args(kda__op op, const kda_gate_args *a, kda_gate_args *f) {
   *f = *a;
@@ -54,7 +55,16 @@ kda_status kda__tune_call_keys(const kda_device_info *info, int arch,
 
 int kda__tune_call_has(const kda__tune_call *call, const kda__config *c) {
   for (size_t i = 0; i < call->n; ++i)
-    if (call->space[i].vec == c->vec && call->space[i].tx == c->tx && call->space[i].seg == c->seg)
-      return 1;
+    if (same_config(&call->space[i], c)) return 1;
   return 0;
+}
+
+int kda__tune_offline_heuristic(const kda__spec *slot, kda__config fitted, kda__config *out) {
+  kda__spec s = kda__job_concrete(slot, fitted);
+  const kda__config c = kda__config_heuristic(&s);
+  if (c.vec > slot->vec_cap || same_config(&c, &fitted)) return 0;
+  s.cfg = c;
+  if (kda__config_check(&s) != KDA_OK) return 0;
+  *out = c;
+  return 1;
 }
