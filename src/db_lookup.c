@@ -91,13 +91,6 @@ static kda_status lookup(kda_db *db, const kda_device_info *info, kda__op op,
   return KDA_OK;
 }
 
-/* Where an address given as g or out sits within 256 bytes: the stand-in
- * pointer keeps that offset, so the call's vector cap is the view's. */
-static const void *keep_offset(const void *stand_in, const void *given) {
-  if (given == NULL) return stand_in;
-  return (const void *)((uintptr_t)stand_in + ((uintptr_t)given & 255u));
-}
-
 kda_status kda_db_lookup(kda_db *db, const char *gpu_key, kda_kernel kernel,
                          const kda_gate_args *shape, kda_db_lookup_result *out) {
   KDA__REQUIRE(db != NULL && gpu_key != NULL && shape != NULL && out != NULL,
@@ -119,9 +112,7 @@ kda_status kda_db_lookup(kda_db *db, const char *gpu_key, kda_kernel kernel,
   void *host_seqlens = NULL;
   KDA__TRY(kda__tune_shape_call(kernel, shape, &op, &a, &host_seqlens));
   kda_gate_args f;
-  kda__tune_stand_in_args(op, &a, &f);
-  f.g = keep_offset(f.g, shape->g);
-  f.out = (void *)keep_offset(f.out, shape->out);
+  kda__tune_stand_in_args(op, &a, &f); /* keeps g's and out's offsets: a view's keys */
   kda__tune_call *call = malloc(sizeof *call);
   kda_status st = call != NULL ? lookup(db, &info, op, &f, call, out)
                                : kda__fail(KDA_ERROR_OUT_OF_MEMORY, "kda_db_lookup: out of memory");

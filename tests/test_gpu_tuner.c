@@ -504,6 +504,62 @@ static void prewarm_tunes_then_skips(void **state) {
   assert_int_equal(sql_int(db, sql), 1);
 }
 
+/* A view: prewarm given g 2 floats and out 8 floats past aligned addresses
+ * tunes the view's key (veccap=2: no candidate wider) on inputs at those
+ * offsets, and skips it the second time; a call on such a view in a fresh
+ * cached context then reads that row and its cubin (no tuning, no NVRTC)
+ * and writes the reference's values, and nothing around them. */
+static void prewarm_of_a_view_then_a_call_on_the_view_uses_its_row(void **state) {
+  (void)state;
+  char db[256];
+  temp_db(db, sizeof db);
+  kda_context *ctx = context(db, KDA_TUNE_ON);
+  assert_non_null(ctx);
+  kda_gate_args shape = shape_args();
+  shape.A_log = (const float *)1;
+  shape.dt_bias = (const float *)1;
+  shape.g = (const void *)(uintptr_t)8;
+  shape.out = (void *)(uintptr_t)32;
+  kda_prewarm_result r = {.struct_size = sizeof r};
+  GU_CHECK(kda_prewarm(ctx, KDA_KERNEL_GATE_CHUNK_CUMSUM, &shape, 0, &r));
+  printf("view prewarm: outcome=%d config=%s median=%.2f us candidates=%d\n", r.outcome,
+         r.config, r.median_us, r.candidates);
+  assert_int_equal(r.outcome, KDA_PREWARM_TUNED);
+  assert_true(strncmp(r.config, "vec=1,", 6) == 0 || strncmp(r.config, "vec=2,", 6) == 0);
+  assert_int_equal(sql_int(db, "SELECT count(*) FROM results WHERE spec LIKE '% veccap=2'"), 1);
+  assert_int_equal(sql_int(db, "SELECT count(*) FROM results"), 1);
+  GU_CHECK(kda_prewarm(ctx, KDA_KERNEL_GATE_CHUNK_CUMSUM, &shape, 0, &r));
+  assert_int_equal(r.outcome, KDA_PREWARM_SKIPPED);
+  kda_context_destroy(ctx);
+
+  char *g_big = gu_alloc(N * sizeof(float) + 256), *o_big = gu_alloc(N * sizeof(float) + 256);
+  gu_copy_to(g_big + 8, g_data.g_host, N * sizeof(float));
+  gu_poison(o_big, N * sizeof(float) + 256, 0x7fc00000u);
+  kda_gate_args a = shape_args();
+  a.g = g_big + 8;
+  a.out = o_big + 32;
+  a.A_log = g_data.d_alog;
+  a.dt_bias = g_data.d_bias;
+  ctx = context(db, KDA_TUNE_CACHED);
+  assert_non_null(ctx);
+  GU_CHECK(kda_gate_chunk_cumsum(ctx, &a, NULL));
+  float *all = malloc(N * sizeof(float) + 256);
+  gu_download(all, o_big, N * sizeof(float) + 256);
+  kda_stats s = {.struct_size = sizeof s};
+  kda_context_get_stats(ctx, &s);
+  print_stats("call on the view after prewarm", &s);
+  assert_int_equal(s.tuning_runs, 0);
+  assert_int_equal(s.db_result_hits, 1);
+  assert_int_equal(s.nvrtc_compiles, 0);
+  check_reference(all + 8);
+  for (size_t i = 0; i < 8; ++i) assert_true(isnan(all[i]));
+  for (size_t i = 8 + N; i < N + 64; ++i) assert_true(isnan(all[i]));
+  free(all);
+  kda_context_destroy(ctx);
+  gu_free(g_big);
+  gu_free(o_big);
+}
+
 /* A varlen batch with its rows in the launch (cu_seqlens_host): prewarm
  * tunes that specialization (the database row says varlen=2), and a call
  * with a ragged batch of the same size then finds it: no NVRTC, no tuning,
@@ -726,6 +782,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(mode_off_does_not_touch_the_database),
       cmocka_unit_test(mode_cached_never_tunes),
       cmocka_unit_test(prewarm_tunes_then_skips),
+      cmocka_unit_test(prewarm_of_a_view_then_a_call_on_the_view_uses_its_row),
       cmocka_unit_test(host_rows_prewarm_then_call_uses_the_tuned_row),
       cmocka_unit_test(chunk_plan_prewarm_then_call_uses_the_tuned_row),
       cmocka_unit_test(background_mode_tunes_off_the_callers_thread_then_switches),

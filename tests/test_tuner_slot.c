@@ -154,6 +154,66 @@ static void prewarm_with_force_tunes_a_key_that_has_a_winner(void **state) {
   kda_context_destroy(ctx);
 }
 
+/* A view's calls (g 4 bf16 elements past an aligned address: 4-wide
+ * vectors at most) have keys of their own, and kda_prewarm reads g and out
+ * as such addresses: given the view, it skips on the view's row and a
+ * cached context's call on the view runs it; given the aligned tensor, it
+ * does not take the view's row for its own (it tunes, which on the
+ * stand-in ends KDA_PREWARM_FAILED), nor does the aligned call. */
+static void prewarm_of_a_view_reads_the_views_row(void **state) {
+  fixture *f = *state;
+  kda_gate_args view = f->a;
+  view.g = (const char *)f->g + 8;
+  kda_context *ctx = context_make(f, KDA_TUNE_ON);
+  kda__tune_keys keys;
+  kda__config in_space;
+  tr_slot_keys(ctx, KDA__OP_GATE_CHUNK_CUMSUM, &view, &keys, &in_space, NULL);
+  assert_non_null(strstr(keys.spec, " veccap=4"));
+  assert_true(in_space.vec <= 4);
+  tr_put_winner(ctx, &keys, &in_space, 7.0);
+  char stored[64];
+  kda__config_text(&in_space, stored, sizeof stored);
+
+  kda_prewarm_result r = {.struct_size = sizeof r};
+  assert_int_equal(kda_prewarm(ctx, KDA_KERNEL_GATE_CHUNK_CUMSUM, &view, 0, &r), KDA_OK);
+  assert_int_equal(r.outcome, KDA_PREWARM_SKIPPED);
+  assert_string_equal(r.config, stored);
+  /* Only the address's offset within 256 bytes counts. */
+  kda_gate_args far = view;
+  far.g = (const void *)(uintptr_t)(((uintptr_t)1 << 36) + 8);
+  assert_int_equal(kda_prewarm(ctx, KDA_KERNEL_GATE_CHUNK_CUMSUM, &far, 0, &r), KDA_OK);
+  assert_int_equal(r.outcome, KDA_PREWARM_SKIPPED);
+  assert_int_not_equal(prewarm(ctx, f, 0, &r), KDA_OK);
+  assert_int_equal(r.outcome, KDA_PREWARM_FAILED);
+  kda_context_destroy(ctx);
+
+  ctx = context_make(f, KDA_TUNE_CACHED);
+  if (kda_gate_chunk_cumsum(ctx, &view, NULL) != KDA_OK) fail_msg("%s", kda_last_error());
+  assert_int_equal(tr_stats(ctx).db_result_hits, 1);
+  if (kda_gate_chunk_cumsum(ctx, &f->a, NULL) != KDA_OK) fail_msg("%s", kda_last_error());
+  assert_int_equal(tr_stats(ctx).db_result_hits, 1);
+  kda_context_destroy(ctx);
+
+  /* And kda_db_lookup, given the view's address, names that row. */
+  kda_db *db = NULL;
+  assert_int_equal(kda_db_open(f->db, KDA_DB_READ_ONLY, &db), KDA_OK);
+  kda_device_info info = {.struct_size = sizeof info};
+  ctx = context_make(f, KDA_TUNE_CACHED);
+  assert_int_equal(kda_context_get_device_info(ctx, &info), KDA_OK);
+  kda_context_destroy(ctx);
+  char gpu[128];
+  assert_true(kda_db_gpu_key(&info, gpu, sizeof gpu) > 0);
+  kda_db_lookup_result lr = {.struct_size = sizeof lr};
+  assert_int_equal(kda_db_lookup(db, gpu, KDA_KERNEL_GATE_CHUNK_CUMSUM, &view, &lr), KDA_OK);
+  assert_int_equal(lr.found, 1);
+  assert_int_equal(lr.vec_cap, 4);
+  assert_string_equal(lr.config, stored);
+  lr = (kda_db_lookup_result){.struct_size = sizeof lr};
+  assert_int_equal(kda_db_lookup(db, gpu, KDA_KERNEL_GATE_CHUNK_CUMSUM, &f->a, &lr), KDA_OK);
+  assert_int_equal(lr.found, 0);
+  kda_db_close(db);
+}
+
 /* Takes the key's lease for another holder ("another process"), for ttl_s
  * seconds, through ctx's store. */
 static void hold_lease_as(kda_context *ctx, const kda__tune_keys *keys, const char *holder,
@@ -423,6 +483,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(a_key_another_job_of_this_process_tunes_is_waited_for, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(a_dead_tuners_lease_is_taken_over, setup, teardown),
+      cmocka_unit_test_setup_teardown(prewarm_of_a_view_reads_the_views_row, setup, teardown),
       cmocka_unit_test_setup_teardown(prewarm_refuses_impossible_shapes, setup, teardown),
       cmocka_unit_test_setup_teardown(a_tuned_row_says_where_it_was_tuned, setup, teardown),
       cmocka_unit_test_setup_teardown(destroy_cuts_a_wait_behind_another_contexts_run_short, setup,

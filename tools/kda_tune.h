@@ -130,7 +130,10 @@ int cmd_lookup(int argc, char **argv);
     {"kernel", "NAME", "gate_chunk_cumsum, chunk_local_cumsum or gate (default: from --gate)"}, \
     {"shapes", "FILE", "shapes file (format: kda-tune prewarm --help, or tools/shapes_file.h)"}, \
     {"model", "NAME", "model preset: kimi-linear"}, \
-    {"tp", "N[,N...]", "tensor-parallel degrees for --model (H = total heads / tp)"}
+    {"tp", "N[,N...]", "tensor-parallel degrees for --model (H = total heads / tp)"}, \
+    {"g-align", "BYTES", "alignment of the calls' g (default 256, as cudaMalloc's; a view at " \
+                         "an offset has less, and keys of its own)"}, \
+    {"out-align", "BYTES", "alignment of the calls' out (default 256)"}
 
 /* The shapes the shape flags, --shapes FILE or --model/--tp name (the
  * command must have TUNE_OPT_SHAPES). 0, or an exit code after an error

@@ -17,9 +17,6 @@ static const tune_opt lookup_opts[] = {
                    "a GPU key it does not hold is taken as given (default: the GPU of --device, "
                    "else the database's only GPU model)"},
     TUNE_OPT_SHAPES,
-    {"g-align", "BYTES", "alignment of the calls' g (default 256, as cudaMalloc's; a view at "
-                         "an offset has less, and keys of its own)"},
-    {"out-align", "BYTES", "alignment of the calls' out (default 256)"},
     {"check", NULL, "exit status 1 if any call has no row or no stored cubin (it would tune or "
                     "compile while serving)"},
     {NULL, NULL, NULL}};
@@ -290,26 +287,10 @@ static void call_json(kda_db *db, const char *gpu, const tune_shape *s,
   fputs("]}", stdout);
 }
 
-/* BYTES of --g-align / --out-align as the address lookup reads (NULL: 256). */
-static int alignment(const tune_args *a, const char *flag, const void **addr) {
-  long bytes = 256;
-  int rc = tune_get_int(a, flag, 1, 256, &bytes);
-  if (rc != 0) return rc;
-  if (bytes & (bytes - 1)) {
-    tune_error(a, "--%s %ld: expected a power of two from 1 to 256", flag, bytes);
-    return TUNE_USAGE;
-  }
-  *addr = bytes == 256 ? NULL : (const void *)(uintptr_t)bytes;
-  return 0;
-}
-
 int cmd_lookup(int argc, char **argv) {
   tune_args a;
   int rc = tune_parse(&lookup_cmd, argc, argv, &a);
   if (rc >= 0) return rc;
-  const void *g_addr = NULL, *out_addr = NULL;
-  if ((rc = alignment(&a, "g-align", &g_addr)) != 0) return rc;
-  if ((rc = alignment(&a, "out-align", &out_addr)) != 0) return rc;
   long device = 0;
   if ((rc = tune_get_int(&a, "device", 0, 1023, &device)) != 0) return rc;
   shape_list list = {NULL, 0, 0, 1}; /* a line per token count */
@@ -345,8 +326,6 @@ int cmd_lookup(int argc, char **argv) {
   int status = TUNE_OK;
   for (size_t i = 0; i < list.n; i++) {
     tune_shape *s = &list.items[i];
-    s->args.g = g_addr;
-    s->args.out = (void *)(uintptr_t)out_addr;
     kda_db_lookup_result r;
     memset(&r, 0, sizeof r);
     r.struct_size = sizeof r;

@@ -7,7 +7,7 @@
 
 static const char *const shape_flags[] = {"heads", "head-dim", "chunk", "bias", "gate",
                                           "dtype", "out-dtype", "varlen", "host-rows", "chunk-plan", "tokens", "seqs",
-                                          "scale", "reverse", "kernel", "model", "tp"};
+                                          "scale", "reverse", "kernel", "model", "tp", "g-align", "out-align"};
 
 int tune_collect_shapes(const tune_args *a, shape_list *list) {
   char err[1024];

@@ -10,7 +10,8 @@
 
 static const char *const shape_keys[] = {"heads", "head-dim", "chunk", "gate", "bias",
                                          "dtype", "out-dtype", "varlen", "host-rows", "chunk-plan", "tokens",
-                                         "seqs", "scale", "reverse", "kernel", "model", "tp"};
+                                         "seqs", "scale", "reverse", "kernel", "model", "tp",
+                                         "g-align", "out-align"};
 #define NUM_KEYS (sizeof shape_keys / sizeof shape_keys[0])
 
 void shape_set_init(shape_set *s) {
@@ -132,6 +133,16 @@ int shape_set_apply(shape_set *s, const char *key, const char *v, char *err, siz
     else return fail(err, size, "%s=%s: expected gate_chunk_cumsum, chunk_local_cumsum or gate", key, v);
     return 0;
   }
+  if (!strcmp(key, "g-align") || !strcmp(key, "out-align")) {
+    int32_t *dst = key[0] == 'g' ? &s->g_align : &s->out_align;
+    char *end = NULL;
+    errno = 0;
+    const long x = strtol(v, &end, 10);
+    if (end == v || *end != '\0' || errno != 0 || x < 1 || x > 256 || (x & (x - 1)) != 0)
+      return fail(err, size, "%s=%s: expected a power of two from 1 to 256 (bytes)", key, v);
+    *dst = (int32_t)x;
+    return 0;
+  }
   if (!strcmp(key, "model")) {
     if (preset_find(v) == NULL) {
       snprintf(err, size, "model=%s: unknown model; known: %s", v, preset_names());
@@ -153,8 +164,17 @@ static const char *dt_name(int32_t d) {
   return d == KDA_DTYPE_F16 ? "f16" : d == KDA_DTYPE_BF16 ? "bf16" : "f32";
 }
 
+/* The alignment a stand-in address of a shape stands for (NULL: 256). */
+static unsigned align_of(const void *p) {
+  const uintptr_t v = (uintptr_t)p & 255u;
+  return v == 0 ? 256u : (unsigned)(v & -v);
+}
+
 void shape_words(kda_kernel kernel, const kda_gate_args *a, char *buf, size_t size) {
-  snprintf(buf, size, "%s H=%d K=%d chunk=%d %s%s %s->%s%s%s %s%s%s",
+  char views[48] = "";
+  if (align_of(a->g) < 256 || align_of(a->out) < 256)
+    snprintf(views, sizeof views, " g-align=%u out-align=%u", align_of(a->g), align_of(a->out));
+  snprintf(buf, size, "%s H=%d K=%d chunk=%d %s%s %s->%s%s%s %s%s%s%s",
            kernel == KDA_KERNEL_GATE_CHUNK_CUMSUM ? "gate_chunk_cumsum"
            : kernel == KDA_KERNEL_GATE             ? "gate"
                                                    : "chunk_local_cumsum",
@@ -165,7 +185,7 @@ void shape_words(kda_kernel kernel, const kda_gate_args *a, char *buf, size_t si
            a->dt_bias ? " bias" : "", dt_name(a->g_dtype), dt_name(a->out_dtype),
            a->has_scale ? " scale" : "", a->reverse ? " reverse" : "",
            a->num_seqs > 0 ? "varlen" : "dense", a->cu_seqlens_host ? " host-rows" : "",
-           a->chunk_plan ? " chunk-plan" : "");
+           a->chunk_plan ? " chunk-plan" : "", views);
 }
 
 static int same_shape(const tune_shape *a, const tune_shape *b) {
@@ -177,7 +197,7 @@ static int same_shape(const tune_shape *a, const tune_shape *b) {
          x->has_scale == y->has_scale && x->reverse == y->reverse &&
          (x->num_seqs > 0) == (y->num_seqs > 0) &&
          (x->cu_seqlens_host != NULL) == (y->cu_seqlens_host != NULL) &&
-         (x->chunk_plan != NULL) == (y->chunk_plan != NULL);
+         (x->chunk_plan != NULL) == (y->chunk_plan != NULL) && x->g == y->g && x->out == y->out;
 }
 
 /* Deduplicating is quadratic: a hostile file with long lists on many lines
@@ -322,6 +342,11 @@ int shape_set_expand(const shape_set *s0, shape_list *list, char *err, size_t si
                     if (var) a->num_seqs = s.seqs < s.tokens[t] ? s.seqs : s.tokens[t];
                     if (hr) a->cu_seqlens_host = (const void *)(uintptr_t)1; /* "host rows" */
                     if (cp) a->chunk_plan = (const kda_chunk_plan *)(uintptr_t)1; /* "plan" */
+                    /* A view's address within 256 bytes, as kda_prewarm and
+                     * kda_db_lookup read g and out (NULL: 256-byte aligned). */
+                    if (s.g_align > 0 && s.g_align < 256) a->g = (const void *)(uintptr_t)s.g_align;
+                    if (s.out_align > 0 && s.out_align < 256)
+                      a->out = (void *)(uintptr_t)s.out_align;
                     ts.tokens = s.tokens[t];
                     ts.bucket = kda_token_bucket(s.tokens[t]);
                     char words[150]; /* room for the tokens in the 200-byte label */

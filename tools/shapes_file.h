@@ -10,7 +10,7 @@
  * Each line is whitespace-separated KEY=VALUE pairs; the keys are the
  * prewarm flags without "--": heads, head-dim, chunk, gate, bias, dtype,
  * out-dtype, varlen, host-rows, chunk-plan, tokens, seqs, scale, reverse,
- * kernel, model, tp. Lists (heads, head-dim, chunk, dtype, tokens, tp) are
+ * kernel, model, tp, g-align, out-align. Lists (heads, head-dim, chunk, dtype, tokens, tp) are
  * comma-separated and multiply out; bias, varlen, host-rows, chunk-plan,
  * scale and reverse take yes, no or both (host-rows: the varlen
  * specialization of calls that pass cu_seqlens_host, for token counts whose
@@ -20,7 +20,9 @@
  * model) or the default: head-dim 128, chunk 64, gate softplus, bias yes,
  * dtype bf16, out-dtype f32, varlen no, host-rows no, chunk-plan no, one token count per bucket
  * (512,2048,8192,32768,65536), seqs 8, scale no (a model preset: its own;
- * kimi-linear: yes, as flash-linear-attention calls it), reverse no.
+ * kimi-linear: yes, as flash-linear-attention calls it), reverse no,
+ * g-align and out-align 256 (bytes: the alignment of the calls' g and out;
+ * views at an offset have less, and specializations of their own).
  * Errors name the place: "FILE:LINE: ...". */
 #ifndef KDA_TOOLS_SHAPES_FILE_H
 #define KDA_TOOLS_SHAPES_FILE_H
@@ -45,6 +47,7 @@ typedef struct shape_set {
   int32_t out_dtype; /* -1 unset */
   int32_t bias, varlen, host_rows, chunk_plan, scale, reverse; /* bit 0: no, bit 1: yes; 0 unset */
   int32_t seqs;      /* 0 unset */
+  int32_t g_align, out_align; /* bytes, a power of two up to 256; 0 unset (256) */
   int32_t kernel;    /* kda_kernel; -1: from gate */
   const char *model; /* preset name or NULL */
 } shape_set;

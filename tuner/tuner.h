@@ -331,6 +331,10 @@ typedef struct kda__tune_launch {
   int64_t num_chunks;
   size_t in_bytes, out_bytes;
   int out_dtype;
+  /* The call's g and out offsets within 256 bytes (a view's): the bench's
+   * own buffers sit at them, so candidates are timed on the alignment the
+   * calls have. */
+  unsigned g_offset, out_offset;
 } kda__tune_launch;
 
 typedef struct kda__tune_bench kda__tune_bench;
@@ -448,9 +452,11 @@ void kda__offline_cubin_free(kda__offline_cubin *oc);
  * host-rows shape. INVALID_ARGUMENT for a kernel that is not tuned. */
 kda_status kda__tune_shape_call(kda_kernel kernel, const kda_gate_args *shape, kda__op *op,
                                 kda_gate_args *a, void **host_seqlens);
-/* a with stand-in device pointers, 256-byte aligned as cudaMalloc's are:
- * enough to plan the call, so that the shape is checked, and its keys
- * found, before any input is made. */
+/* a with stand-in device pointers: enough to plan the call, so that the
+ * shape is checked, and its keys found, before any input is made. g and out
+ * keep a's offsets within 256 bytes (a view's, which cap the vector width
+ * and so are part of the key); NULL ones are 256-byte aligned, as
+ * cudaMalloc's are. */
 void kda__tune_stand_in_args(kda__op op, const kda_gate_args *a, kda_gate_args *f);
 
 /* What a call looks up (tuner_call.c). */

@@ -31,10 +31,14 @@ struct kda__tune_bench {
   CUfunction compare;
   int sm_count;
   int nrot;
-  CUdeviceptr out[KDA__ROT_MAX]; /* scratch outputs, all owned */
-  CUdeviceptr in[KDA__ROT_MAX];  /* in[0] is the caller's input; others are owned copies */
+  /* Scratch outputs and the reference, all owned, each at l.out_offset
+   * into an allocation of out_bytes + 256 bytes. */
+  CUdeviceptr out[KDA__ROT_MAX];
+  /* in[0] is the caller's input; others are owned copies at l.g_offset
+   * into allocations of in_bytes + 256. */
+  CUdeviceptr in[KDA__ROT_MAX];
   CUdeviceptr ref, result;
-  size_t out_alloc;              /* out_bytes rounded up to whole words */
+  size_t out_alloc;              /* out_offset + out_bytes, rounded up to whole words */
   CUevent *ev; /* the kit's */
   int nev;
   int overlap_refused; /* this bench's launch turned the context's overlap off */
@@ -60,10 +64,10 @@ void kda__bench_destroy(kda__tune_bench *b) {
   const kda__driver *d = b->drv;
   if (b->stream) d->cuStreamSynchronize(b->stream);
   for (int i = 0; i < KDA__ROT_MAX; ++i) {
-    if (b->out[i]) d->cuMemFree(b->out[i]);
-    if (i > 0 && b->in[i]) d->cuMemFree(b->in[i]);
+    if (b->out[i]) d->cuMemFree(b->out[i] - b->l.out_offset);
+    if (i > 0 && b->in[i]) d->cuMemFree(b->in[i] - b->l.g_offset);
   }
-  if (b->ref) d->cuMemFree(b->ref);
+  if (b->ref) d->cuMemFree(b->ref - b->l.out_offset);
   if (b->result) d->cuMemFree(b->result);
   free(b);
 }
@@ -83,25 +87,28 @@ static int rotation_for(const kda__tune_launch *l, int l2_bytes) {
   return n > KDA__ROT_MAX ? KDA__ROT_MAX : n;
 }
 
+/* An allocation of bytes + 256 at offset into it (0 and NULL on failure). */
+static CUresult alloc_at(const kda__driver *d, CUdeviceptr *p, size_t bytes, unsigned offset) {
+  CUdeviceptr base = 0;
+  const CUresult r = d->cuMemAlloc(&base, bytes + 256);
+  *p = r == CUDA_SUCCESS ? base + offset : 0;
+  return r;
+}
+
 static kda_status bench_init(kda__tune_bench *b, int l2_bytes) {
   const kda__driver *d = b->drv;
-  b->out_alloc = (b->l.out_bytes + 3) & ~(size_t)3;
-  BENCH_CU(b, cuMemAlloc, &b->ref, b->out_alloc);
+  b->out_alloc = (b->l.out_offset + b->l.out_bytes + 3) & ~(size_t)3;
   BENCH_CU(b, cuMemAlloc, &b->result, KDA__COMPARE_WORDS * sizeof(unsigned long long));
-  BENCH_CU(b, cuMemAlloc, &b->out[0], b->out_alloc);
+  CUresult r = alloc_at(d, &b->ref, b->l.out_bytes, b->l.out_offset);
+  if (r == CUDA_SUCCESS) r = alloc_at(d, &b->out[0], b->l.out_bytes, b->l.out_offset);
+  if (r != CUDA_SUCCESS) return kda__cu_status(d, r, "cuMemAlloc(tuning outputs)", __FILE__, __LINE__);
   b->in[0] = (CUdeviceptr)(uintptr_t)b->l.g;
   b->nrot = 1;
   const int want = rotation_for(&b->l, l2_bytes);
   /* Extra sets are an accuracy aid: stop quietly at the first failure. */
   for (int i = 1; i < want; ++i) {
-    if (d->cuMemAlloc(&b->out[i], b->out_alloc) != CUDA_SUCCESS) {
-      b->out[i] = 0;
-      break;
-    }
-    if (d->cuMemAlloc(&b->in[i], b->l.in_bytes) != CUDA_SUCCESS) {
-      b->in[i] = 0;
-      break;
-    }
+    if (alloc_at(d, &b->out[i], b->l.out_bytes, b->l.out_offset) != CUDA_SUCCESS) break;
+    if (alloc_at(d, &b->in[i], b->l.in_bytes, b->l.g_offset) != CUDA_SUCCESS) break;
     /* On the kit's stream (the caller's was synchronised before), not the
      * legacy one: that would wait for another thread's capture. */
     if (d->cuMemcpyDtoDAsync(b->in[i], b->in[0], b->l.in_bytes, b->stream) != CUDA_SUCCESS) break;
@@ -153,8 +160,11 @@ static CUresult launch(kda__tune_bench *b, CUfunction fn, const kda__spec *spec,
   return r;
 }
 
+/* From the start of p's allocation (word aligned, as the memset needs, where
+ * p at a bf16 view's offset may not be) past its last element. */
 static kda_status poison(kda__tune_bench *b, CUdeviceptr p) {
-  BENCH_CU(b, cuMemsetD32Async, p, poison_word(b->l.out_dtype), b->out_alloc / 4, b->stream);
+  BENCH_CU(b, cuMemsetD32Async, p - b->l.out_offset, poison_word(b->l.out_dtype),
+           b->out_alloc / 4, b->stream);
   return KDA_OK;
 }
 
@@ -222,8 +232,9 @@ kda_status kda__bench_validate(kda__tune_bench *b, CUfunction fn, const kda__spe
      * or those elements left unwritten (2: the poison put back). */
     const uint32_t one = b->l.out_dtype == KDA_DTYPE_BF16 ? 0x3f803f80u : 0x3f800000u;
     const uint32_t word = corrupt == 2 ? poison_word(b->l.out_dtype) : one;
-    size_t words = b->out_alloc / 4 < 64 ? b->out_alloc / 4 : 64;
-    BENCH_CU(b, cuMemsetD32Async, b->out[0], word, words, b->stream);
+    const size_t left = b->out_alloc / 4 - b->l.out_offset / 4; /* words from out[0]'s */
+    BENCH_CU(b, cuMemsetD32Async, b->out[0] & ~(CUdeviceptr)3, word, left < 64 ? left : 64,
+             b->stream);
   }
   unsigned long long res[KDA__COMPARE_WORDS] = {0};
   KDA__TRY(compare(b, b->out[0], res));

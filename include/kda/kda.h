@@ -697,7 +697,12 @@ typedef struct kda_prewarm_result {
  * gate ~ normal(0,1); A_log = log(uniform(1,16)); dt_bias ~ normal(0,1)).
  * Only shape's dtype, size and flag fields are read; its pointers may be
  * NULL (A_log and dt_bias non-NULL mean "use them", i.e. has_alog /
- * has_bias). A varlen shape is described by num_seqs > 0 (equal-length
+ * has_bias), with one addition: non-NULL g and out are read as addresses
+ * (never dereferenced) for their offset within 256 bytes, as a view into a
+ * larger tensor has it (NULL: 256-byte aligned, as cudaMalloc's). Such a
+ * view caps the kernel's vector width, so its calls have keys of their
+ * own; prewarm places its inputs at those offsets and tunes that key
+ * (kda_db_lookup reads g and out the same way). A varlen shape is described by num_seqs > 0 (equal-length
  * sequences of seq_len / num_seqs tokens); a non-NULL cu_seqlens_host
  * (not read) asks for the specialization of calls that pass one, which a
  * batch of at most KDA_MAX_HOST_ROWS chunks uses. With force = 0 a specialization

@@ -188,6 +188,18 @@ check lookup_gpu_not_a_key "$TUNE" lookup --db "$T/lk.db" --gpu A100 --heads 16 
 check lookup_gpu_ambiguous "$TUNE" lookup --db "$T/lk.db" --gpu sm90 --heads 16 --tokens 3000
 check lookup_missing_db "$TUNE" lookup --db "$T/nothing-here.db" --gpu H100 --heads 16
 check lookup_bad_align "$TUNE" lookup --db "$T/lk.db" --gpu H100 --heads 16 --g-align 12
+# Views: prewarm takes the same alignments (flags or a shapes file's keys),
+# and what --compile-only stores for a view is what lookup finds for it;
+# the aligned call's cubin (another vector width) is not stored.
+check prewarm_views_dry_run "$TUNE" prewarm --heads 16 --tokens 3000 --dtype bf16,f32 --g-align 8 --dry-run
+printf 'heads=16 tokens=3000 g-align=4 out-align=16\nheads=16 tokens=3000\n' >"$T/views.shapes"
+check shapes_views "$TUNE" prewarm --shapes "$T/views.shapes" --dry-run
+printf 'heads=16 g-align=3\n' >"$T/bad_align.shapes"
+check shapes_bad_align "$TUNE" prewarm --shapes "$T/bad_align.shapes" --dry-run
+"$TUNE" prewarm --compile-only --arch sm_90 --db "$T/views.db" --heads 16 --tokens 3000 --g-align 8 >/dev/null 2>&1
+expect prewarm_compile_only_view $?
+check lookup_compiled_view "$TUNE" lookup --db "$T/views.db" --gpu sm90-pci2330-sms132-l2_52428800 --heads 16 --tokens 3000 --g-align 8
+check lookup_compiled_view_aligned_call "$TUNE" lookup --db "$T/views.db" --gpu sm90-pci2330-sms132-l2_52428800 --heads 16 --tokens 3000
 if "$TUNE" info 2>&1 | grep -q '^gpu         none'; then
   check lookup_no_gpu_two_models "$TUNE" lookup --db "$T/lk.db" --heads 16 --tokens 3000
 fi
