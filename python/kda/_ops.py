@@ -140,13 +140,19 @@ def device_info(device=None):
 # --------------------------------------------------------------------------
 
 
-def _check(name, t, dev):
-    """t is a contiguous CUDA tensor on device dev."""
+def _same_device(name, t, dev, owner="g"):
+    """t is a tensor on CUDA device dev (the device of ``owner``: g, or a
+    ChunkPlan); the message names both devices."""
     if not isinstance(t, _Tensor):
         raise KdaTypeError("%s must be a torch.Tensor, got %s" % (name, type(t).__name__))
     if t.get_device() != dev:
-        raise KdaDeviceError("%s is on %s but g is on cuda:%d; all tensors must be on the same "
-                             "CUDA device" % (name, t.device, dev))
+        raise KdaDeviceError("%s is on %s but %s is on cuda:%d; all tensors must be on the same "
+                             "CUDA device" % (name, t.device, owner, dev))
+
+
+def _check(name, t, dev, owner="g"):
+    """t is a contiguous CUDA tensor on device dev."""
+    _same_device(name, t, dev, owner)
     if not t.is_contiguous():
         raise KdaValueError("%s must be contiguous (got shape %s, stride %s); call "
                             ".contiguous() first" % (name, tuple(t.shape), t.stride()))
@@ -204,7 +210,7 @@ def _zero_alog_ptr(dev, H):
 
 
 def _make_zero_alog(dev, H):
-    if torch.cuda.is_current_stream_capturing():
+    if _capturing(dev):
         raise KdaCaptureColdError(
             "the softplus gate without A_log needs a zero A_log buffer of %d heads that "
             "is created on first use, which cannot happen during CUDA graph capture: "
@@ -221,8 +227,8 @@ def _make_zero_alog(dev, H):
     return t
 
 
-def _seqlens(cu_seqlens, dev):
-    _check("cu_seqlens", cu_seqlens, dev)
+def _seqlens(cu_seqlens, dev, owner="g"):
+    _check("cu_seqlens", cu_seqlens, dev, owner)
     dt = _IDX_DTYPES.get(cu_seqlens.dtype)
     if dt is None:
         raise KdaTypeError("cu_seqlens has dtype %s; supported: int32, int64" % cu_seqlens.dtype)
@@ -303,12 +309,12 @@ def _param(name, t, n, dev):
     return ptr, conv
 
 
-def _host_seqlens(cu_seqlens_cpu, cu_seqlens, N):
+def _host_seqlens(cu_seqlens_cpu, cu_seqlens, N, dev):
     """Pointer of the host copy of cu_seqlens (0 when None), checked against
     the device tensor's dtype and length; the library reads it during the call."""
     if cu_seqlens_cpu is None:
         return 0
-    if torch.cuda.is_current_stream_capturing():
+    if _capturing(dev):
         # The rows are packed into the launch on the host: every replay
         # would compute this batch, whatever cu_seqlens then holds.
         raise KdaValueError(
@@ -350,11 +356,13 @@ def _call(op, g, dev, g_dt, od, o_dt, B, T, H, K, chunk_size, gate, alog_ptr, bi
             _raise(_lib, st, _OP_NAMES[op])
         return out
     if chunk_plan is not None:
+        if cu_seqlens is not None:  # not read with a plan; another device's is still a bug
+            _same_device("cu_seqlens", cu_seqlens, dev)
         return _call_with_plan(fns[op], op, ctx, g, dev, out, stream, g_dt, o_dt, B, T, H, K,
                                chunk_size, gate, alog_ptr, bias_ptr, lower_bound, scale, reverse,
                                chunk_plan, chunk_indices, num_chunks_device, cu_seqlens_cpu)
     idx_dt, N = _seqlens(cu_seqlens, dev)
-    host_ptr = _host_seqlens(cu_seqlens_cpu, cu_seqlens, N)
+    host_ptr = _host_seqlens(cu_seqlens_cpu, cu_seqlens, N, dev)
     head = (_ARGS_SIZE, g.data_ptr(), g_dt, out.data_ptr(), o_dt, B, T, H, K, chunk_size, gate,
             alog_ptr, bias_ptr, 0.0 if lower_bound is None else lower_bound,
             1.0 if scale is None else scale, scale is not None, reverse, cu_seqlens.data_ptr(),
@@ -450,8 +458,8 @@ class ChunkPlan:
             if not isinstance(v, int) or isinstance(v, bool):
                 raise KdaTypeError("%s must be an int, got %r" % (name, v))
         chunk_size = _check_chunk_size(chunk_size)
-        ctx = context(device)
-        self.device = _device_index(device)
+        self.device = _device_index(device)  # (None: torch's current device, read once)
+        ctx = context(self.device)
         lib = _library()
         p = c_void_p()
         st = lib.kda_chunk_plan_create(ctx, max_tokens, max_seqs, chunk_size, byref(p))
@@ -472,7 +480,7 @@ class ChunkPlan:
             raise KdaValueError("this ChunkPlan is closed")
         if _deferred_plans:
             _destroy_deferred_plans()
-        idx_dt, N = _seqlens(cu_seqlens, self.device)
+        idx_dt, N = _seqlens(cu_seqlens, self.device, "the ChunkPlan")
         if not isinstance(total_tokens, int) or isinstance(total_tokens, bool):
             raise KdaTypeError("total_tokens must be an int, got %r" % (total_tokens,))
         lib = _library()
@@ -491,7 +499,8 @@ class ChunkPlan:
             raise KdaValueError("this ChunkPlan was never built: call build(cu_seqlens, "
                                 "total_tokens) first")
         if dev != self.device:
-            raise KdaDeviceError("the ChunkPlan is on cuda:%d but g is on cuda:%d"
+            raise KdaDeviceError("the ChunkPlan is on cuda:%d but g is on cuda:%d; a plan "
+                                 "serves the calls of its own device (make one per device)"
                                  % (self.device, dev))
         return self._plan
 
@@ -536,7 +545,7 @@ def _release_collected_plan(dev, plan):
     """Destroys a garbage-collected plan after synchronising its device;
     never inside a capture (a synchronisation there invalidates it), nor
     when the synchronisation fails (another thread's capture): later."""
-    ok = not torch.cuda.is_current_stream_capturing()
+    ok = not _capturing(dev)
     if ok:
         try:
             torch.cuda.synchronize(dev)
@@ -550,8 +559,14 @@ def _release_collected_plan(dev, plan):
 
 def _destroy_deferred_plans():
     """Destroys the plans collected during a capture, once outside it."""
-    while _deferred_plans and not torch.cuda.is_current_stream_capturing():
-        dev, plan = _deferred_plans.pop()
+    while _deferred_plans:
+        try:
+            dev, plan = _deferred_plans.pop()
+        except IndexError:  # another thread took the last one
+            return
+        if _capturing(dev):
+            _deferred_plans.append((dev, plan))
+            return
         try:
             torch.cuda.synchronize(dev)
         except Exception:  # another thread still captures: the next time
@@ -560,11 +575,29 @@ def _destroy_deferred_plans():
         _library().kda_chunk_plan_destroy(plan)
 
 
+def _capturing(dev):
+    """Whether this thread is capturing a CUDA graph on the current stream of
+    device ``dev`` (where the call's work goes) or of torch's current device.
+    torch.cuda.is_current_stream_capturing() asks about the current device
+    only, and a call on cuda:1 tensors runs on cuda:1's current stream
+    whatever the current device is."""
+    if torch.cuda.is_current_stream_capturing():
+        return True
+    if torch.cuda.current_device() == dev:
+        return False
+    with torch.cuda.device(dev):
+        return torch.cuda.is_current_stream_capturing()
+
+
 def _device_index(device):
     if device is None:
         return torch.cuda.current_device()
-    if isinstance(device, int):
+    if isinstance(device, int) and not isinstance(device, bool):
+        if device < 0:  # libkda reads -1 as "the context current on this thread"
+            raise KdaValueError("device %d is not a CUDA device ordinal (0, 1, ...)" % device)
         return device
+    if isinstance(device, bool):
+        raise KdaTypeError("device must be an int, a str or a torch.device, got %r" % (device,))
     d = torch.device(device)
     if d.type != "cuda":  # its index None would otherwise mean the current CUDA device
         raise KdaValueError("%s is not a CUDA device: libkda's contexts and plans live on "
@@ -770,7 +803,7 @@ def prepare_chunk_indices(cu_seqlens, chunk_size, cu_seqlens_cpu=None, *, total_
         if cu_seqlens_cpu is not None:
             total_tokens = int(cu_seqlens_cpu[-1])
         else:
-            if torch.cuda.is_current_stream_capturing():
+            if _capturing(dev):
                 raise KdaCaptureColdError(
                     "prepare_chunk_indices needs the token count on the host: pass "
                     "total_tokens= (or cu_seqlens_cpu=) inside CUDA graph capture",

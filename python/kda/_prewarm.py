@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import itertools
 import math
+import operator
 
 from . import _capi as C
 
@@ -219,9 +220,11 @@ def prewarm(heads, tokens=(512, 2048, 8192, 32768, 65536), *, head_dim=128, chun
     "both" for calls without one; the gate kernel has none. reverse (default
     no): chunk_local_cumsum only. a_log (default yes): "no" or "both" for
     lower_bound calls with A_log=None (softplus always reads one).
-    device: CUDA ordinal (default: torch's current device if torch is
-    imported, else 0). db_path: the tuning database (default: the
-    library's, see README.md).
+    device: the GPU to tune on: a CUDA ordinal, "cuda:N" or a torch.device
+    (default, or "cuda" without an index: torch's current device if torch is
+    imported, else 0); the database is keyed by the GPU model, so on a
+    server of one model any of its GPUs will do. db_path: the tuning
+    database (default: the library's, see README.md).
 
     Each dict has the shape's fields (``scale``, ``reverse``, ``a_log``,
     ``seqlens_dtype`` among them), ``path`` (dense, table, host-rows,
@@ -247,10 +250,9 @@ def prewarm(heads, tokens=(512, 2048, 8192, 32768, 65536), *, head_dim=128, chun
     scales, revs, alogs = _flag_variants(k, g, scale, reverse, a_log)
     idxs = _varlen_variants(k, Ts, varlen, host_rows, chunk_plan, seqlens_dtype)
     _check_budget(budget_ms)
-    if device is None:
-        device = _default_device()
+    device = _device_ordinal(device)
     lib = C.load_library()
-    o = C.options_default(int(device))
+    o = C.options_default(device)
     o.tune_mode = C.KDA_TUNE_ON
     o.tune_budget_ms = float(budget_ms)
     path_bytes = db_path.encode() if isinstance(db_path, str) else db_path
@@ -258,7 +260,7 @@ def prewarm(heads, tokens=(512, 2048, 8192, 32768, 65536), *, head_dim=128, chun
     ctx = ctypes.c_void_p()
     st = lib.kda_context_create(ctypes.byref(o), ctypes.byref(ctx))
     if st != C.KDA_OK:
-        raise C.error_from_status(lib, st, "kda_context_create(device=%d)" % int(device))
+        raise C.error_from_status(lib, st, "kda_context_create(device=%d)" % device)
     results = []
     try:
         for H, T, idx, alog, sc, rev in itertools.product(Hs, Ts, idxs, alogs, scales, revs):
@@ -290,6 +292,34 @@ def _run_one(lib, ctx, k, a, force):
         "candidates": r.candidates, "rejected": r.rejected, "error": err,
         "db_path": (lib.kda_context_db_path(ctx) or b"").decode(errors="replace"),
     }
+
+
+def _device_ordinal(device):
+    """The CUDA ordinal of prewarm's ``device`` argument, checked before any
+    device is touched: -1 would mean "the context current on this thread"
+    to libkda, and int() of "cuda:1" or a torch.device would raise a bare
+    Python error."""
+    if device is None:
+        return _default_device()
+    if isinstance(device, bool):
+        idx = None
+    elif not isinstance(device, str) and not hasattr(device, "type") and \
+            hasattr(device, "__index__"):  # an int (numpy's too)
+        idx = operator.index(device)
+    else:
+        kind = getattr(device, "type", None)
+        idx = getattr(device, "index", None)
+        if isinstance(device, str):
+            kind, _, num = device.strip().partition(":")
+            idx = int(num) if num.isdigit() else (None if num == "" else -1)
+        if kind != "cuda":
+            idx = -1
+        elif idx is None:
+            return _default_device()
+    if not isinstance(idx, int) or idx < 0:
+        raise C.KdaValueError("device must be a CUDA ordinal (0, 1, ...), \"cuda:N\" or a CUDA "
+                              "torch.device, got %r" % (device,))
+    return idx
 
 
 def _default_device():

@@ -120,10 +120,11 @@ class _RecordingLib:
     shape and reports it tuned, so the shapes asked for can be read back."""
 
     def __init__(self):
-        self.shapes, self.contexts = [], 0
+        self.shapes, self.contexts, self.devices = [], 0, []
 
     def kda_context_create(self, opts, ctx):
         self.contexts += 1
+        self.devices.append(opts._obj.device)
         ctx._obj.value = 1
         return C.KDA_OK
 
@@ -240,3 +241,37 @@ def test_limits_themselves_are_accepted(rec):
     kda.prewarm(1, 512, head_dim=1, chunk_size=C.KDA_MIN_CHUNK)
     assert [(a.num_heads, a.head_dim, a.chunk_size) for _, a in rec.shapes] == [
         (C.KDA_MAX_HEADS, C.KDA_MAX_HEAD_DIM, C.KDA_MAX_CHUNK), (1, 1, C.KDA_MIN_CHUNK)]
+
+
+class _Device:
+    """What prewarm reads of a torch.device (no torch needed here)."""
+
+    def __init__(self, type, index):
+        self.type, self.index = type, index
+
+
+def test_device_forms_name_the_ordinal(rec, monkeypatch):
+    monkeypatch.setattr(_prewarm, "_default_device", lambda: 3)
+    for device, ordinal in ((1, 1), (0, 0), ("cuda:1", 1), (_Device("cuda", 2), 2),
+                            (None, 3), ("cuda", 3), (_Device("cuda", None), 3)):
+        kda.prewarm(16, 512, device=device)
+        assert rec.devices[-1] == ordinal, (device, rec.devices)
+    from kda.__main__ import main
+    assert main(["prewarm", "--heads", "16", "--tokens", "512", "--device", "1"]) == 0
+    assert rec.devices[-1] == 1
+
+
+@pytest.mark.parametrize("device", [-1, True, 1.0, "cpu", "cuda:x", "cuda:-1", "1",
+                                    _Device("cpu", None), _Device("cuda", -1)])
+def test_bad_devices_raise_before_any_device_is_touched(rec, device):
+    # -1 would be "the context current on this thread" to libkda.
+    with pytest.raises(kda.KdaValueError, match="device must be a CUDA ordinal"):
+        kda.prewarm(16, 512, device=device)
+    assert rec.contexts == 0
+
+
+def test_cli_negative_device_exits_2(rec, capsys):
+    from kda.__main__ import main
+    assert main(["prewarm", "--heads", "16", "--tokens", "512", "--device", "-1"]) == 2
+    assert "device must be a CUDA ordinal" in capsys.readouterr().err
+    assert rec.contexts == 0

@@ -4,9 +4,21 @@ the stand-in driver (build/tests/libkda_fake_cuda.so) accepts as device
 pointers, so the functions run end to end without torch or a GPU.
 
 torch.cuda.capturing and torch.cuda.sync_raises let a test play a stream
-capture; LOG records allocations and synchronisations in order."""
+capture; LOG records allocations and synchronisations in order.
+
+Several devices: torch.cuda.device_count() is torch.cuda.count (2); the
+current device (torch.cuda.set_device, torch.cuda.device(i)) is per thread,
+as torch's is; torch.cuda.streams maps a device index to the raw handle of
+its current stream (0 when absent, the default stream); a device index in
+torch.cuda.capturing_devices has a capturing current stream (capturing
+alone: every device's). DEV_LOG records (what, device index) of each
+allocation ("alloc"), synchronisation ("synchronize", "sync_stream") and raw
+stream query ("raw_stream"). The stand-in driver has one device: a test
+that runs a call on cuda:1 gives kda a context for it (see
+test_cpu_fake_torch.py)."""
 import ctypes
 import math
+import threading
 
 
 class dtype:
@@ -44,6 +56,7 @@ class device:
 
 
 LOG = []
+DEV_LOG = []
 
 
 class Tensor:
@@ -51,6 +64,8 @@ class Tensor:
         self.shape = tuple(shape)
         self.dtype = dt
         self.device = device(dev)
+        if self.device.type == "cuda" and self.device.index is None:  # "cuda": the current one
+            self.device = device("cuda", cuda.current_device())
         n = 1
         for s in self.shape:
             n *= s
@@ -102,6 +117,7 @@ class Tensor:
     def to(self, dt):
         LOG.append(("to", dt))
         t = Tensor(self.shape, dt, self.device)
+        DEV_LOG.append(("alloc", t.get_device()))
         if not dt._fp and not self.dtype._fp:
             for i in range(self._n):
                 t._storage[i] = self._storage[self._offset + i]
@@ -112,6 +128,7 @@ class Tensor:
 
     def clone(self):
         t = Tensor(self.shape, self.dtype, self.device)
+        DEV_LOG.append(("alloc", t.get_device()))
         for i in range(self._n):
             t._storage[i] = self._storage[self._offset + i]
         return t
@@ -155,19 +172,24 @@ def _dev(d):
     return device(d) if d is not None else device("cpu")
 
 
+def _logged(t):
+    DEV_LOG.append(("alloc", t.get_device()))
+    return t
+
+
 def empty_like(t, dtype=None):
     LOG.append(("alloc", "empty_like"))
-    return Tensor(t.shape, dtype or t.dtype, t.device)
+    return _logged(Tensor(t.shape, dtype or t.dtype, t.device))
 
 
 def empty(*shape, dtype=float32, device=None):
     LOG.append(("alloc", "empty"))
-    return Tensor(shape, dtype, _dev(device))
+    return _logged(Tensor(shape, dtype, _dev(device)))
 
 
 def zeros(*shape, dtype=float32, device=None):
     LOG.append(("alloc", "zeros"))
-    return Tensor(shape, dtype, _dev(device))
+    return _logged(Tensor(shape, dtype, _dev(device)))
 
 
 def tensor(vals, dtype=int32, device=None):
@@ -177,19 +199,53 @@ def tensor(vals, dtype=int32, device=None):
     return t
 
 
+def _index(d):
+    """A device argument (None, int, str, device) as a CUDA device index."""
+    if d is None:
+        return cuda.current_device()
+    if isinstance(d, int):
+        return d
+    d = device(d)
+    return cuda.current_device() if d.index is None else d.index
+
+
 class _Stream:
     def __init__(self, dev):
-        self.device, self.cuda_stream = dev, 0
+        self.device = device("cuda", dev)
+        self.cuda_stream = cuda.streams.get(dev, 0)
 
     def synchronize(self):
         LOG.append(("sync", "stream"))
-        if cuda.sync_raises or cuda.capturing:
+        DEV_LOG.append(("sync_stream", self.device.index))
+        if cuda.sync_raises or cuda.capturing or self.device.index in cuda.capturing_devices:
             raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+
+
+class _DeviceGuard:
+    """torch.cuda.device(i): i is the current device inside the block."""
+
+    def __init__(self, d):
+        self.idx = _index(d)
+
+    def __enter__(self):
+        self.prev = cuda.current_device()
+        cuda.set_device(self.idx)
+        return self
+
+    def __exit__(self, *exc):
+        cuda.set_device(self.prev)
+        return False
 
 
 class _Cuda:
     capturing = False
     sync_raises = False
+    count = 2
+
+    def __init__(self):
+        self._tls = threading.local()
+        self.streams = {}
+        self.capturing_devices = set()
 
     def is_available(self):
         return True
@@ -197,19 +253,33 @@ class _Cuda:
     def init(self):
         pass
 
+    def device_count(self):
+        return self.count
+
     def current_device(self):
-        return 0
+        return getattr(self._tls, "device", 0)
+
+    def set_device(self, d):
+        i = _index(d)
+        if not 0 <= i < self.count:
+            raise RuntimeError("CUDA error: invalid device ordinal %d" % i)
+        self._tls.device = i
+
+    def device(self, d):
+        return _DeviceGuard(d)
 
     def is_current_stream_capturing(self):
-        return self.capturing
+        return self.capturing or self.current_device() in self.capturing_devices
 
     def synchronize(self, device=None):
+        i = _index(device)
         LOG.append(("sync", "synchronize"))
-        if self.sync_raises or self.capturing:
+        DEV_LOG.append(("synchronize", i))
+        if self.sync_raises or self.capturing or i in self.capturing_devices:
             raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
 
     def current_stream(self, device=None):
-        return _Stream(device)
+        return _Stream(_index(device))
 
 
 cuda = _Cuda()
@@ -218,7 +288,8 @@ cuda = _Cuda()
 class _CMod:
     @staticmethod
     def _cuda_getCurrentRawStream(dev):
-        return 0
+        DEV_LOG.append(("raw_stream", dev))
+        return cuda.streams.get(dev, 0)
 
 
 _C = _CMod()
