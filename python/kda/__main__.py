@@ -55,6 +55,11 @@ def _parser():
     w.add_argument("--a-log", default=None, metavar="yes|no|both",
                    help="calls passing A_log (default yes; no/both for lower_bound calls "
                         "with A_log=None)")
+    w.add_argument("--g-align", type=int, default=256, metavar="BYTES",
+                   help="alignment of the calls' g (default 256; a view at an offset has less, "
+                        "and specializations of its own)")
+    w.add_argument("--out-align", type=int, default=256, metavar="BYTES",
+                   help="alignment of the calls' out (default 256)")
     w.add_argument("--force", action="store_true", help="tune again what is already stored")
     w.add_argument("--device", type=int, default=0)
     w.add_argument("--budget-ms", type=float, default=15000.0)
@@ -80,6 +85,8 @@ def _words(r):
         w.append("no A_log")
     w += [f for f in ("scale", "reverse") if r[f]]
     w.append("%s %s" % (r["path"], r["seqlens_dtype"]) if r["varlen"] else "dense")
+    if r["g_align"] < 256 or r["out_align"] < 256:
+        w.append("g-align=%d out-align=%d" % (r["g_align"], r["out_align"]))
     w.append("tokens=%d (bucket %d)" % (r["tokens"], r["bucket"]))
     return " ".join(w)
 
@@ -91,7 +98,8 @@ def main(argv=None):
                        output_dtype=a.out_dtype, gate=a.gate, bias=not a.no_bias, kernel=a.kernel,
                        varlen=a.varlen, num_seqs=a.seqs, host_rows=a.host_rows,
                        chunk_plan=a.chunk_plan, scale=a.scale, reverse=a.reverse,
-                       a_log=a.a_log, seqlens_dtype=a.seqlens_dtype, force=a.force,
+                       a_log=a.a_log, seqlens_dtype=a.seqlens_dtype, g_align=a.g_align,
+                       out_align=a.out_align, force=a.force,
                        device=a.device, budget_ms=a.budget_ms, db_path=a.db)
     except C.KdaError as e:
         print("python -m kda prewarm: %s" % e, file=sys.stderr)

@@ -161,11 +161,15 @@ def host_rows_fit(tokens, num_seqs, chunk_size):
 
 def _shape(kernel, gate, H, T, head_dim, chunk_size, dtype, out_dtype, bias, varlen, num_seqs,
            host_rows, chunk_plan, scale=False, reverse=False, a_log=True,
-           seqlens_dtype=C.KDA_DTYPE_I32):
+           seqlens_dtype=C.KDA_DTYPE_I32, g_align=256, out_align=256):
     """(kda_gate_args, path name) of one shape, as kda-tune prewarm builds it.
     Only the flags are keys: has_scale (scale's value is not), reverse,
-    A_log present or not, the cu_seqlens dtype of a varlen call."""
+    A_log present or not, the cu_seqlens dtype of a varlen call, and the
+    alignment of g and out (a view's address within 256 bytes, which
+    kda_prewarm reads from g and out; None: 256-byte aligned)."""
     a = C.gate_args()
+    a.g = g_align if g_align < 256 else None
+    a.out = out_align if out_align < 256 else None
     a.g_dtype = dtype
     a.out_dtype = out_dtype
     a.batch = 1
@@ -199,8 +203,8 @@ def _shape(kernel, gate, H, T, head_dim, chunk_size, dtype, out_dtype, bias, var
 def prewarm(heads, tokens=(512, 2048, 8192, 32768, 65536), *, head_dim=128, chunk_size=64,
             dtype="bf16", output_dtype="f32", gate="softplus", bias=True, kernel=None,
             varlen=False, num_seqs=8, host_rows=False, chunk_plan=False, scale=None,
-            reverse="no", a_log=None, seqlens_dtype=None, force=False, device=None,
-            budget_ms=15000.0, db_path=None):
+            reverse="no", a_log=None, seqlens_dtype=None, g_align=256, out_align=256,
+            force=False, device=None, budget_ms=15000.0, db_path=None):
     """Tunes and stores every (heads, tokens) specialization a server will
     meet, so that no request compiles or tunes; returns one dict per shape.
 
@@ -220,6 +224,11 @@ def prewarm(heads, tokens=(512, 2048, 8192, 32768, 65536), *, head_dim=128, chun
     "both" for calls without one; the gate kernel has none. reverse (default
     no): chunk_local_cumsum only. a_log (default yes): "no" or "both" for
     lower_bound calls with A_log=None (softplus always reads one).
+    g_align, out_align (bytes, a power of two up to 256, default 256): the
+    alignment of the calls' g and out. A view into a larger tensor at an
+    offset (g[..., 4:] of bf16: 8 bytes) caps the kernel's vector width, so
+    its calls have specializations of their own; torch's allocator aligns
+    whole tensors, which need nothing here.
     device: the GPU to tune on: a CUDA ordinal, "cuda:N" or a torch.device
     (default, or "cuda" without an index: torch's current device if torch is
     imported, else 0); the database is keyed by the GPU model, so on a
@@ -250,6 +259,7 @@ def prewarm(heads, tokens=(512, 2048, 8192, 32768, 65536), *, head_dim=128, chun
     scales, revs, alogs = _flag_variants(k, g, scale, reverse, a_log)
     idxs = _varlen_variants(k, Ts, varlen, host_rows, chunk_plan, seqlens_dtype)
     _check_budget(budget_ms)
+    ga, oa = _alignment("g_align", g_align), _alignment("out_align", out_align)
     device = _device_ordinal(device)
     lib = C.load_library()
     o = C.options_default(device)
@@ -265,11 +275,12 @@ def prewarm(heads, tokens=(512, 2048, 8192, 32768, 65536), *, head_dim=128, chun
     try:
         for H, T, idx, alog, sc, rev in itertools.product(Hs, Ts, idxs, alogs, scales, revs):
             a, path = _shape(k, g, H, T, K, chunk, dt, odt, bias, varlen, seqs, host_rows,
-                             chunk_plan, sc, rev, alog, idx)
+                             chunk_plan, sc, rev, alog, idx, ga, oa)
             row = _run_one(lib, ctx, k, a, force)
             row.update(heads=H, tokens=T, head_dim=K, chunk_size=chunk, varlen=bool(varlen),
                        num_seqs=a.num_seqs, path=path, scale=sc, reverse=rev, a_log=alog,
-                       seqlens_dtype=_IDX_NAMES.get(idx), bucket=int(lib.kda_token_bucket(T)))
+                       seqlens_dtype=_IDX_NAMES.get(idx), bucket=int(lib.kda_token_bucket(T)),
+                       g_align=ga, out_align=oa)
             results.append(row)
     finally:
         lib.kda_context_destroy(ctx)
@@ -292,6 +303,14 @@ def _run_one(lib, ctx, k, a, force):
         "candidates": r.candidates, "rejected": r.rejected, "error": err,
         "db_path": (lib.kda_context_db_path(ctx) or b"").decode(errors="replace"),
     }
+
+
+def _alignment(name, v):
+    """A g_align / out_align value: an int power of two from 1 to 256."""
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 256 or v & (v - 1):
+        raise C.KdaValueError("%s must be a power of two from 1 to 256 (bytes), got %r"
+                              % (name, v))
+    return v
 
 
 def _device_ordinal(device):

@@ -198,7 +198,27 @@ def test_cli_options_reach_the_shapes(rec, capsys):
     assert "int64" in out and "no A_log" in out and " scale reverse " in out
 
 
+def test_views_ask_for_their_alignment(rec, capsys):
+    """A view's g and out reach kda_prewarm as addresses within 256 bytes
+    (what it reads them for); whole tensors as NULL (256-byte aligned)."""
+    rows = kda.prewarm(16, 512, g_align=8, out_align=16)
+    kda.prewarm(16, 512)
+    (_, view), (_, whole) = rec.shapes
+    assert (view.g, view.out) == (8, 16) and not whole.g and not whole.out
+    assert (rows[0]["g_align"], rows[0]["out_align"]) == (8, 16)
+    from kda.__main__ import main
+    assert main(["prewarm", "--heads", "16", "--tokens", "512", "--g-align", "4"]) == 0
+    assert (rec.shapes[-1][1].g, rec.shapes[-1][1].out) == (4, None)
+    assert "g-align=4 out-align=256" in capsys.readouterr().out
+    for bad in (0, 3, 512, True, 8.0, "8"):
+        with pytest.raises(kda.KdaValueError):
+            kda.prewarm(16, 512, g_align=bad)
+        with pytest.raises(kda.KdaValueError):
+            kda.prewarm(16, 512, out_align=bad)
+
+
 BAD = [
+    (["--g-align", "12"], "g_align must be a power of two"),
     (["--chunk", "48"], "power of two in [%d, %d]" % (C.KDA_MIN_CHUNK, C.KDA_MAX_CHUNK)),
     (["--chunk", "512"], "power of two in [%d, %d]" % (C.KDA_MIN_CHUNK, C.KDA_MAX_CHUNK)),
     (["--head-dim", "512"], "head_dim must be in [1, %d]" % C.KDA_MAX_HEAD_DIM),

@@ -78,3 +78,39 @@ def test_prewarmed_shapes_run_in_a_server_without_compiling(cuda, tmp_path):
     assert s["out_of_budget"] == 0
     assert s["nvrtc_compiles"] == 0 and s["tuning_runs"] == 0
     assert s["db_result_hits"] == 2 and s["db_cubin_hits"] == 2
+
+
+# A view 4 bf16 elements (8 bytes) into a larger buffer, as a slice of a
+# fused projection's output can be: 4-wide vectors at most.
+VIEW_SERVER = r"""
+import json, math, torch, kda
+torch.manual_seed(6)
+H, K, S = 4, 128, 1 / math.log(2)
+A = torch.log(torch.rand(H, device="cuda") * 15 + 1)
+b = torch.randn(H * K, device="cuda")
+flat = torch.randn(512 * H * K + 4, device="cuda", dtype=torch.bfloat16)
+g = flat[4:].view(1, 512, H, K)
+assert g.data_ptr() % 16 == 8
+out = kda.gate_chunk_cumsum(g, A, 64, scale=S, dt_bias=b)
+x = g[0].double() + b.double().view(H, K)
+act = -torch.exp(A.double()).view(H, 1) * torch.nn.functional.softplus(x)
+r = torch.cat([act[c:c + 64].cumsum(0) for c in range(0, 512, 64)]) * S
+bad = int(((out[0].double() - r).abs() > 2e-5 * (1 + r.abs())).sum())
+print(json.dumps(dict(kda.stats(), out_of_budget=bad)))
+"""
+
+
+def test_a_prewarmed_view_runs_in_a_server_without_compiling(cuda, tmp_path):
+    (row,) = _prewarm(tmp_path, "--tokens", "512", "--g-align", "8")
+    print(row)
+    assert row["outcome"] == "tuned" and row["g_align"] == 8 and row["out_align"] == 256
+    vec = int(row["config"].split(",")[0].split("=")[1])
+    assert vec <= 4  # the view's calls cannot take 8-wide vectors
+    r = subprocess.run([sys.executable, "-c", VIEW_SERVER], env=_env(tmp_path, KDA_TUNE="cached"),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    s = json.loads(r.stdout.strip().splitlines()[-1])
+    print(s)
+    assert s["out_of_budget"] == 0
+    assert s["nvrtc_compiles"] == 0 and s["tuning_runs"] == 0
+    assert s["db_result_hits"] == 1 and s["db_cubin_hits"] == 1
