@@ -36,10 +36,10 @@
 
 /* A field added to kda__driver but not to the list above would stay NULL. */
 #define KDA__COUNT_ONE(fn) +1
-/* + 2: cuLaunchKernelEx and cuThreadExchangeStreamCaptureMode, resolved on
- * their own because they are optional. */
+/* + 3: cuLaunchKernelEx, cuThreadExchangeStreamCaptureMode and
+ * cuStreamGetCtx, resolved on their own because they are optional. */
 _Static_assert(sizeof(kda__driver) ==
-                   (0 KDA__DRIVER_SYMBOLS(KDA__COUNT_ONE) + 2) * sizeof(void (*)(void)),
+                   (0 KDA__DRIVER_SYMBOLS(KDA__COUNT_ONE) + 3) * sizeof(void (*)(void)),
                "KDA__DRIVER_SYMBOLS must list every required field of kda__driver");
 #undef KDA__COUNT_ONE
 
@@ -129,6 +129,8 @@ static void load_once(void) {
   if (ex != NULL) memcpy((void *)&d->cuLaunchKernelEx, &ex, sizeof ex);
   void *mode = dlsym(handle, KDA__STR(cuThreadExchangeStreamCaptureMode));
   if (mode != NULL) memcpy((void *)&d->cuThreadExchangeStreamCaptureMode, &mode, sizeof mode);
+  void *sctx = dlsym(handle, KDA__STR(cuStreamGetCtx));
+  if (sctx != NULL) memcpy((void *)&d->cuStreamGetCtx, &sctx, sizeof sctx);
 
   CUresult r = d->cuInit(0);
   if (r != CUDA_SUCCESS) {

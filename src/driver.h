@@ -64,6 +64,10 @@ typedef struct kda__driver {
    * capture mode, relaxed around the library's own allocations and module
    * loads so that they do not break another thread's capture. */
   CUresult (*cuThreadExchangeStreamCaptureMode)(CUstreamCaptureMode *);
+  /* Optional (NULL where the driver lacks it): a stream's CUDA context, asked
+   * only after a launch failed, to say when the stream was another
+   * device's. */
+  CUresult (*cuStreamGetCtx)(CUstream, CUcontext *);
 } kda__driver;
 
 /* Loads libcuda once per process (thread-safe) and calls cuInit(0).

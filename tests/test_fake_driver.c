@@ -31,6 +31,8 @@ static void (*fake_deinitialize)(int);
 static long (*fake_legacy_calls)(void);
 static CUresult (*fake_push_context)(CUcontext);
 static CUresult (*fake_pop_context)(CUcontext *);
+static CUresult (*fake_stream_create)(CUstream *, unsigned int);
+static CUresult (*fake_stream_destroy)(CUstream);
 
 static long open_fds(void) {
   DIR *d = opendir("/proc/self/fd");
@@ -930,6 +932,35 @@ static void a_chunk_plan_of_another_cuda_context_is_refused(void **state) {
   call_free(&c);
 }
 
+/* A stream of another CUDA context (another GPU's, in a process driving
+ * several): the driver refuses the launch with a code that names no
+ * stream; the status says what the caller passed, and nothing launched. */
+static void a_stream_of_another_cuda_context_is_named(void **state) {
+  (void)state;
+  kda_context *a = memory_context(KDA_TUNE_OFF);
+  static int other_cuda_context;
+  CUstream theirs = NULL;
+  assert_int_equal(fake_push_context((CUcontext)&other_cuda_context), CUDA_SUCCESS);
+  assert_int_equal(fake_stream_create(&theirs, 0), CUDA_SUCCESS);
+  CUcontext popped = NULL;
+  assert_int_equal(fake_pop_context(&popped), CUDA_SUCCESS);
+  call c;
+  call_init(&c, 4, 64, 64, 256);
+  assert_int_equal(kda_gate_chunk_cumsum(a, &c.a, NULL), KDA_OK); /* warm */
+  const long launches = fake_launches();
+  assert_int_equal(kda_gate_chunk_cumsum(a, &c.a, (kda_stream)theirs), KDA_ERROR_INVALID_ARGUMENT);
+  assert_non_null(strstr(kda_last_error(), "the stream belongs to another CUDA context"));
+  /* A cold specialization the same way: compiled, then refused. */
+  assert_int_equal(kda_gate(a, &c.a, (kda_stream)theirs), KDA_ERROR_INVALID_ARGUMENT);
+  assert_non_null(strstr(kda_last_error(), "pass a stream of device 0"));
+  assert_int_equal(fake_launches(), launches);
+  assert_int_equal(kda_gate(a, &c.a, NULL), KDA_OK);
+  assert_int_equal(fake_launches(), launches + 1);
+  fake_stream_destroy(theirs);
+  kda_context_destroy(a);
+  call_free(&c);
+}
+
 static void count_message(void *user, kda_log_level level, const char *message) {
   (void)level;
   (void)message;
@@ -1066,10 +1097,13 @@ int main(void) {
     *(void **)&fake_legacy_calls = dlsym(h, "fake_cuda_legacy_calls");
     *(void **)&fake_push_context = dlsym(h, "cuCtxPushCurrent_v2");
     *(void **)&fake_pop_context = dlsym(h, "cuCtxPopCurrent_v2");
+    *(void **)&fake_stream_create = dlsym(h, "cuStreamCreate");
+    *(void **)&fake_stream_destroy = dlsym(h, "cuStreamDestroy_v2");
   }
   if (!fake_launches || !fake_live_allocations || !fake_loaded_modules || !fake_capture ||
       !fake_unsafe_calls || !fake_fail_allocs_after || !fake_deinitialize ||
-      !fake_legacy_calls || !fake_push_context || !fake_pop_context) {
+      !fake_legacy_calls || !fake_push_context || !fake_pop_context || !fake_stream_create ||
+      !fake_stream_destroy) {
     fprintf(stderr, "KDA_LIBCUDA must name the stand-in driver (tests/fake_cuda); got %s\n",
             path ? path : "(unset)");
     return 1;
@@ -1093,6 +1127,7 @@ int main(void) {
       cmocka_unit_test(db_path_is_empty_when_the_store_fell_back_to_memory),
       cmocka_unit_test(log_level_out_of_range_means_nothing_or_everything),
       cmocka_unit_test(a_chunk_plan_of_another_cuda_context_is_refused),
+      cmocka_unit_test(a_stream_of_another_cuda_context_is_named),
       cmocka_unit_test(cached_mode_serves_the_offline_heuristic_of_a_large_shape),
       cmocka_unit_test(log_callback_may_call_the_library),
       cmocka_unit_test(log_callback_may_tune_on_another_context),

@@ -337,6 +337,38 @@ static void device_minus_one_binds_the_current_contexts_device(void **state) {
   kda_context_destroy(ctx);
 }
 
+/* A stream of device 0 passed to device 1's context (a server that mixed
+ * up its devices): the driver refuses the launch, and the status says
+ * what the caller passed; nothing ran, and both devices go on working. */
+static void a_stream_of_the_other_device_is_named(void **state) {
+  (void)state;
+  cu_ok(g_drv->cuCtxSetCurrent(g_cu[0]), "cuCtxSetCurrent");
+  kda_context *ctx = context_on(1, KDA_TUNE_OFF, NULL);
+  CUstream mine = stream_on(1), theirs = stream_on(0);
+  batch b;
+  batch_make(1, 4, 128, 640, NULL, 0, 0x55, &b);
+  poison_on(&b, mine);
+  GU_CHECK(kda_gate_chunk_cumsum(ctx, &b.a, (kda_stream)mine)); /* warm */
+  assert_int_equal(download_bad(&b, mine), 0);
+  poison_on(&b, mine);
+  cu_ok(g_drv->cuStreamSynchronize(mine), "cuStreamSynchronize");
+  const kda_status st = kda_gate_chunk_cumsum(ctx, &b.a, (kda_stream)theirs);
+  printf("device 1's context, device 0's stream: %s: %s\n", kda_status_name(st), kda_last_error());
+  assert_int_equal(st, KDA_ERROR_INVALID_ARGUMENT);
+  assert_non_null(strstr(kda_last_error(), "the stream belongs to another CUDA context"));
+  /* Nothing was written: every element is still the poison. */
+  assert_int_equal(download_bad(&b, mine), b.n);
+  cu_ok(g_drv->cuStreamSynchronize(theirs), "cuStreamSynchronize(device 0)");
+  poison_on(&b, mine);
+  GU_CHECK(kda_gate_chunk_cumsum(ctx, &b.a, (kda_stream)mine));
+  assert_int_equal(download_bad(&b, mine), 0);
+  assert_ptr_equal(current(), g_cu[0]);
+  batch_free(&b);
+  stream_free(1, mine);
+  stream_free(0, theirs);
+  kda_context_destroy(ctx);
+}
+
 /* ------------------------------------------------------------------------ */
 /* 3. Two GPUs tuning at once                                               */
 /* ------------------------------------------------------------------------ */
@@ -490,6 +522,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(each_context_computes_on_its_own_device),
       cmocka_unit_test(device_minus_one_binds_the_current_contexts_device),
+      cmocka_unit_test(a_stream_of_the_other_device_is_named),
       cmocka_unit_test(two_gpus_of_one_model_tune_one_cold_key_once),
       cmocka_unit_test(two_gpus_tune_different_keys_without_taking_turns),
   };

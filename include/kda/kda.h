@@ -134,7 +134,13 @@ KDA_API const char *kda_last_error(void);
 /* Types                                                                     */
 /* ------------------------------------------------------------------------ */
 
-/** Same object as a CUstream / cudaStream_t; NULL is the legacy default stream. */
+/** Same object as a CUstream / cudaStream_t; NULL is the legacy default
+ *  stream (of the context's device). A stream passed to a context's calls
+ *  must belong to that context's CUDA context: one of another device's (a
+ *  process driving several GPUs, a kda_context per device) makes the call
+ *  fail with KDA_ERROR_INVALID_ARGUMENT, nothing launched. Device pointers
+ *  must be the context's device's too; those the library cannot check
+ *  without a cost on every call (with peer access off, the kernel faults). */
 typedef struct CUstream_st *kda_stream;
 /** Same object as a CUcontext. */
 typedef struct CUctx_st *kda_cu_context;

@@ -235,11 +235,53 @@ FAKE_API CUresult cuFuncGetAttribute(int *v, CUfunction_attribute a, CUfunction 
   *v = 0;
   return CUDA_SUCCESS;
 }
+/* A stream made while a context was current remembers it; a launch on a
+ * stream of another context than the current one fails, as a launch of
+ * one GPU's function on another GPU's stream does. Streams made with no
+ * context current, and handles the tests make up, belong to any. */
+#define OWNED_MAX 64
+static struct { CUstream s; CUcontext owner; } owned[OWNED_MAX];
+static atomic_int owned_n;
+static pthread_mutex_t owned_lock = PTHREAD_MUTEX_INITIALIZER;
+static CUcontext stream_owner(CUstream s) {
+  if (s == NULL || atomic_load(&owned_n) == 0) return NULL;
+  CUcontext c = NULL;
+  pthread_mutex_lock(&owned_lock);
+  for (int i = 0; i < OWNED_MAX; ++i)
+    if (owned[i].s == s) c = owned[i].owner;
+  pthread_mutex_unlock(&owned_lock);
+  return c;
+}
+static void stream_owned(CUstream s, CUcontext owner) {
+  pthread_mutex_lock(&owned_lock);
+  for (int i = 0; i < OWNED_MAX; ++i) {
+    if (owner != NULL && owned[i].s == NULL) {
+      owned[i].s = s, owned[i].owner = owner;
+      atomic_fetch_add(&owned_n, 1);
+      break;
+    }
+    if (owner == NULL && owned[i].s == s) {
+      owned[i].s = NULL;
+      atomic_fetch_sub(&owned_n, 1);
+    }
+  }
+  pthread_mutex_unlock(&owned_lock);
+}
+static int foreign_stream(CUstream s) {
+  const CUcontext owner = stream_owner(s);
+  return owner != NULL && owner != (depth ? stack[depth - 1] : NULL);
+}
+FAKE_API CUresult cuStreamGetCtx(CUstream s, CUcontext *c) {
+  *c = s ? stream_owner(s) : (depth ? stack[depth - 1] : NULL);
+  if (*c == NULL) *c = &primary;
+  return CUDA_SUCCESS;
+}
 FAKE_API CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                                  unsigned by, unsigned bz, unsigned smem, CUstream s, void **params,
                                  void **extra) {
   (void)gy; (void)gz; (void)by; (void)bz; (void)smem; (void)extra;
   if (f == NULL || gx == 0 || bx == 0 || bx > 1024 || params == NULL) return CUDA_ERROR_INVALID_VALUE;
+  if (foreign_stream(s)) return CUDA_ERROR_INVALID_HANDLE;
   legacy_use(s);
   atomic_fetch_add(&launches, 1);
   return CUDA_SUCCESS;
@@ -251,6 +293,7 @@ FAKE_API CUresult cuLaunchKernelEx(const CUlaunchConfig *c, CUfunction f, void *
       c->gridDimY != 1 || c->gridDimZ != 1 || c->blockDimY != 1 || c->blockDimZ != 1 ||
       params == NULL || (c->numAttrs > 0 && c->attrs == NULL))
     return CUDA_ERROR_INVALID_VALUE;
+  if (foreign_stream(c->hStream)) return CUDA_ERROR_INVALID_HANDLE;
   legacy_use(c->hStream);
   int pdl = 0;
   for (unsigned i = 0; i < c->numAttrs; ++i)
@@ -330,11 +373,13 @@ FAKE_API CUresult cuMemsetD32Async(CUdeviceptr d, unsigned int v, size_t n, CUst
 FAKE_API CUresult cuStreamCreate(CUstream *s, unsigned int flags) {
   (void)flags;
   *s = (CUstream)obj_new(16);
+  if (depth && stack[depth - 1] != NULL) stream_owned(*s, stack[depth - 1]);
   atomic_fetch_add(&streams_made, 1);
   atomic_fetch_add(&streams_live, 1);
   return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuStreamDestroy(CUstream s) {
+  stream_owned(s, NULL);
   obj_free(s);
   atomic_fetch_sub(&streams_live, 1);
   return CUDA_SUCCESS;
