@@ -25,11 +25,15 @@ kda_status kda__offline_spec(kda_kernel kernel, const kda_gate_args *args, kda__
     KDA__REQUIRE(kernel == KDA_KERNEL_GATE_CHUNK_CUMSUM || kernel == KDA_KERNEL_CHUNK_LOCAL_CUMSUM ||
                      kernel == KDA_KERNEL_GATE,
                  KDA_ERROR_INVALID_ARGUMENT, "kda_compile_offline: kernel %d unknown", (int)kernel);
-    /* Stand-in addresses, aligned for the widest access and far apart, so
-     * validation and the heuristic see what a real call would. */
+    /* Stand-in addresses, far apart, so validation and the heuristic see
+     * what a real call would. NULL is aligned for the widest access; an
+     * address below 256 is a shape's view offset ("g-align=16
+     * out-align=8", as kda_prewarm and kda_db_lookup read it), kept on the
+     * stand-in: as given, g at 16 and out at 8 would overlap and be
+     * refused as an in-place call. Real addresses are checked as given. */
     kda_gate_args a = *args;
-    if (!a.g) a.g = (const void *)(uintptr_t)(UINT64_C(1) << 40);
-    if (!a.out) a.out = (void *)(uintptr_t)(UINT64_C(1) << 44);
+    if ((uintptr_t)a.g < 256) a.g = (const void *)(uintptr_t)((UINT64_C(1) << 40) + (uintptr_t)a.g);
+    if ((uintptr_t)a.out < 256) a.out = (void *)(uintptr_t)((UINT64_C(1) << 44) + (uintptr_t)a.out);
     if (!a.A_log && a.gate == KDA_GATE_SOFTPLUS) a.A_log = (const float *)(uintptr_t)(UINT64_C(1) << 46);
     if (a.cu_seqlens && !a.chunk_indices && !a.chunk_plan)
       a.chunk_indices = (const int32_t *)(uintptr_t)(UINT64_C(1) << 47);

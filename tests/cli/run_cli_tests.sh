@@ -200,6 +200,11 @@ check shapes_bad_align "$TUNE" prewarm --shapes "$T/bad_align.shapes" --dry-run
 expect prewarm_compile_only_view $?
 check lookup_compiled_view "$TUNE" lookup --db "$T/views.db" --gpu sm90-pci2330-sms132-l2_52428800 --heads 16 --tokens 3000 --g-align 8
 check lookup_compiled_view_aligned_call "$TUNE" lookup --db "$T/views.db" --gpu sm90-pci2330-sms132-l2_52428800 --heads 16 --tokens 3000
+# Both g and out views: their stand-in addresses must not be read as
+# overlapping tensors (compile-only refused it as an in-place call).
+"$TUNE" prewarm --compile-only --arch sm_90 --db "$T/views.db" --heads 16 --tokens 3000 --g-align 16 --out-align 8 >/dev/null 2>&1
+expect prewarm_compile_only_g_and_out_views $?
+check lookup_compiled_g_and_out_views "$TUNE" lookup --db "$T/views.db" --gpu sm90-pci2330-sms132-l2_52428800 --heads 16 --tokens 3000 --g-align 16 --out-align 8
 if "$TUNE" info 2>&1 | grep -q '^gpu         none'; then
   check lookup_no_gpu_two_models "$TUNE" lookup --db "$T/lk.db" --heads 16 --tokens 3000
 fi
