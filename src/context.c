@@ -566,6 +566,10 @@ static kda_status capture_cold(kda_context *ctx, const kda__spec *spec, CUstream
   /* The legacy stream is never captured; asking would fail (capture
    * "implicit") while another thread captures a blocking stream. */
   if (stream == NULL) return KDA_OK;
+  /* Another device's stream: refused before the compile or tuning run the
+   * call would otherwise spend before its launch fails. */
+  KDA__TRY(kda__context_check_stream(
+      ctx, stream, spec->kernel == KDA__KERNEL_CHUNK_INDICES ? "chunk_indices" : "gate_cumsum"));
   CUstreamCaptureStatus cap = CU_STREAM_CAPTURE_STATUS_NONE;
   KDA__CU(ctx->drv, cuStreamIsCapturing, stream, &cap);
   if (cap == CU_STREAM_CAPTURE_STATUS_NONE) return KDA_OK;
@@ -596,6 +600,7 @@ kda_status kda__context_resolve(kda_context *ctx, const kda__launch_plan *plan,
      * outlives the capture is the caller's warm-up, not its graph); the
      * slot stays unqueued, so the next call outside capture queues it. */
     CUstreamCaptureStatus cap = CU_STREAM_CAPTURE_STATUS_NONE;
+    KDA__TRY(kda__context_check_stream(ctx, stream, "gate_cumsum")); /* no job for a refused call */
     if (stream != NULL) KDA__CU(ctx->drv, cuStreamIsCapturing, stream, &cap);
     if (cap == CU_STREAM_CAPTURE_STATUS_NONE) kda__background_enqueue(ctx, plan, args, &slot);
     *cfg = plan->spec.cfg;

@@ -101,6 +101,12 @@ kda_status kda__context_launch(kda_context *ctx, CUfunction fn, unsigned grid, u
 kda_status kda__context_launch_plain(kda_context *ctx, CUfunction fn, unsigned grid,
                                      unsigned threads, CUstream stream, void **params,
                                      const char *what);
+/* KDA_ERROR_INVALID_ARGUMENT, naming `what`, if stream belongs to another
+ * CUDA context than ctx's (another device's); KDA_OK otherwise, or where
+ * the driver cannot say. One driver query: for the cold paths, before a
+ * compile, a tuning run or a background job is spent on a call whose
+ * launch the driver would refuse (a warm call learns it from the launch). */
+kda_status kda__context_check_stream(const kda_context *ctx, CUstream stream, const char *what);
 /* Says once that the driver refused programmatic dependent launch for
  * `what` (a kernel call or a tuning run) and that ctx launches plainly now. */
 void kda__context_overlap_refused(kda_context *ctx, const char *what);

@@ -50,14 +50,28 @@ void kda__context_overlap_refused(kda_context *ctx, const char *what) {
            "plainly from now on", what);
 }
 
-/* After a failed launch: 1 if stream belongs to another CUDA context than
- * ctx's (another GPU's, in a server driving several), the caller's mistake
- * a driver error code would not name. */
+/* 1 if stream belongs to another CUDA context than ctx's (another GPU's,
+ * in a server driving several), the caller's mistake a driver error code
+ * would not name. Asked after a failed launch, and on the cold paths
+ * before any work is done for the call. */
 static int stream_of_another_context(const kda_context *ctx, CUstream stream) {
   CUcontext owner = NULL;
   return stream != NULL && ctx->drv->cuStreamGetCtx != NULL &&
          ctx->drv->cuStreamGetCtx(stream, &owner) == CUDA_SUCCESS && owner != NULL &&
          owner != ctx->cu;
+}
+
+static kda_status foreign_stream(const kda_context *ctx, const char *what) {
+  return kda__fail(KDA_ERROR_INVALID_ARGUMENT,
+                   "%s: the stream belongs to another CUDA context than this kda_context's "
+                   "(device %d): pass a stream of device %d (a process driving several GPUs "
+                   "needs a kda_context per device, each called with its own device's "
+                   "streams); nothing was launched", what, ctx->info.ordinal,
+                   ctx->info.ordinal);
+}
+
+kda_status kda__context_check_stream(const kda_context *ctx, CUstream stream, const char *what) {
+  return stream_of_another_context(ctx, stream) ? foreign_stream(ctx, what) : KDA_OK;
 }
 
 static kda_status context_launch(kda_context *ctx, int overlap, CUfunction fn, unsigned grid,
@@ -67,13 +81,7 @@ static kda_status context_launch(kda_context *ctx, int overlap, CUfunction fn, u
   CUresult r = kda__launch_kernel(ctx->drv, overlap ? &ctx->launch_overlap : NULL, &refused, fn,
                                   grid, threads, stream, params);
   if (refused) kda__context_overlap_refused(ctx, what);
-  if (r != CUDA_SUCCESS && stream_of_another_context(ctx, stream))
-    return kda__fail(KDA_ERROR_INVALID_ARGUMENT,
-                     "%s: the stream belongs to another CUDA context than this kda_context's "
-                     "(device %d): pass a stream of device %d (a process driving several GPUs "
-                     "needs a kda_context per device, each called with its own device's "
-                     "streams); nothing was launched", what, ctx->info.ordinal,
-                     ctx->info.ordinal);
+  if (r != CUDA_SUCCESS && stream_of_another_context(ctx, stream)) return foreign_stream(ctx, what);
   if (r != CUDA_SUCCESS) {
     char call[96];
     snprintf(call, sizeof call, "cuLaunchKernel%s(%s)",

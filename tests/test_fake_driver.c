@@ -950,7 +950,7 @@ static void a_stream_of_another_cuda_context_is_named(void **state) {
   const long launches = fake_launches();
   assert_int_equal(kda_gate_chunk_cumsum(a, &c.a, (kda_stream)theirs), KDA_ERROR_INVALID_ARGUMENT);
   assert_non_null(strstr(kda_last_error(), "the stream belongs to another CUDA context"));
-  /* A cold specialization the same way: compiled, then refused. */
+  /* A cold specialization the same way: refused before its compile. */
   assert_int_equal(kda_gate(a, &c.a, (kda_stream)theirs), KDA_ERROR_INVALID_ARGUMENT);
   assert_non_null(strstr(kda_last_error(), "pass a stream of device 0"));
   assert_int_equal(fake_launches(), launches);
@@ -958,6 +958,39 @@ static void a_stream_of_another_cuda_context_is_named(void **state) {
   assert_int_equal(fake_launches(), launches + 1);
   fake_stream_destroy(theirs);
   kda_context_destroy(a);
+  call_free(&c);
+}
+
+/* The same stream on a cold key of a tuning context: refused before the
+ * tuning run (seconds of GPU time and a database row on a GPU) or the
+ * background job the call would otherwise spend first. */
+static void a_stream_of_another_cuda_context_costs_no_tuning(void **state) {
+  (void)state;
+  static int other_cuda_context;
+  CUstream theirs = NULL;
+  assert_int_equal(fake_push_context((CUcontext)&other_cuda_context), CUDA_SUCCESS);
+  assert_int_equal(fake_stream_create(&theirs, 0), CUDA_SUCCESS);
+  CUcontext popped = NULL;
+  assert_int_equal(fake_pop_context(&popped), CUDA_SUCCESS);
+  call c;
+  call_init(&c, 4, 64, 64, 256);
+  const int modes[] = {KDA_TUNE_ON, KDA_TUNE_BACKGROUND, KDA_TUNE_OFF};
+  for (size_t m = 0; m < sizeof modes / sizeof modes[0]; ++m) {
+    kda_context *ctx = memory_context(modes[m]);
+    const long launches = fake_launches();
+    assert_int_equal(kda_gate_chunk_cumsum(ctx, &c.a, (kda_stream)theirs),
+                     KDA_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(kda_last_error(), "the stream belongs to another CUDA context"));
+    kda_stats st = {.struct_size = sizeof st};
+    assert_int_equal(kda_context_get_stats(ctx, &st), KDA_OK);
+    assert_int_equal(st.tuning_runs, 0);
+    assert_int_equal(st.nvrtc_compiles, 0);
+    assert_int_equal(st.cache_misses, 0);
+    kda_context_destroy(ctx); /* waits for a background job, had one been queued */
+    assert_int_equal(fake_launches(), launches);
+    assert_int_equal(st.background_jobs, 0);
+  }
+  fake_stream_destroy(theirs);
   call_free(&c);
 }
 
@@ -1128,6 +1161,7 @@ int main(void) {
       cmocka_unit_test(log_level_out_of_range_means_nothing_or_everything),
       cmocka_unit_test(a_chunk_plan_of_another_cuda_context_is_refused),
       cmocka_unit_test(a_stream_of_another_cuda_context_is_named),
+      cmocka_unit_test(a_stream_of_another_cuda_context_costs_no_tuning),
       cmocka_unit_test(cached_mode_serves_the_offline_heuristic_of_a_large_shape),
       cmocka_unit_test(log_callback_may_call_the_library),
       cmocka_unit_test(log_callback_may_tune_on_another_context),
