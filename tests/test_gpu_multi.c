@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,7 @@
 #include "kda/kda_db.h"
 #include "reference.h"
 #include "test_util.h"
+#include "tuner.h" /* kda__tune_kit_acquire: hold one GPU's timing section */
 
 #define TOL 2e-5
 #define POISON 0x7fc00000u /* float NaN */
@@ -445,6 +447,11 @@ static void two_gpus_of_one_model_tune_one_cold_key_once(void **state) {
     /* Not a failure of the library: the machine's two GPUs are different
      * models, whose rows are their own (test_gpu_server covers that). */
     printf("SKIPPED part: devices 0 and 1 are different models (%s, %s)\n", key[0], key[1]);
+    for (int d = 0; d < 2; ++d) { /* skip() leaves the test: nothing may outlive it */
+      kda_context_destroy(ctx[d]);
+      batch_free(&b[d]);
+      stream_free(d, s[d]);
+    }
     skip();
   }
   tuner_thread t[2];
@@ -502,6 +509,74 @@ static void two_gpus_tune_different_keys_without_taking_turns(void **state) {
   }
 }
 
+/* The test above shows no wait where the two runs' timing sections did
+ * not overlap (a lock for the whole process would pass it too). Here
+ * device 0's timing section is held, as a run of device 0 holds it, for
+ * the whole of device 1's cold call: device 1 tunes without waiting. With
+ * one lock for every GPU its run waits until the hold ends (120 s at
+ * most), and the test fails. */
+typedef struct done_flag {
+  tuner_thread *t;
+  atomic_int done;
+} done_flag;
+
+static void *tuner_run_flagged(void *arg) {
+  done_flag *f = arg;
+  tuner_run(f->t);
+  atomic_store(&f->done, 1);
+  return NULL;
+}
+
+static void one_gpus_timing_never_holds_up_another_gpus(void **state) {
+  (void)state;
+  char db[256];
+  temp_db(db, sizeof db);
+  kda_context *ctx0 = context_on(0, KDA_TUNE_ON, db), *ctx1 = context_on(1, KDA_TUNE_ON, db);
+  CUstream s1 = stream_on(1);
+  batch b;
+  batch_make(1, 8, 128, 1500, NULL, 0, 0x81, &b);
+  poison_on(&b, s1);
+  cu_ok(g_drv->cuCtxPushCurrent(g_cu[1]), "cuCtxPushCurrent");
+  cu_ok(g_drv->cuStreamSynchronize(s1), "cuStreamSynchronize");
+  CUcontext popped;
+  cu_ok(g_drv->cuCtxPopCurrent(&popped), "cuCtxPopCurrent");
+
+  cu_ok(g_drv->cuCtxPushCurrent(g_cu[0]), "cuCtxPushCurrent");
+  kda__tune_kit *kit = NULL;
+  double waited = 0;
+  GU_CHECK(kda__tune_kit_acquire(ctx0, &kit, &waited));
+  cu_ok(g_drv->cuCtxPopCurrent(&popped), "cuCtxPopCurrent");
+
+  pthread_barrier_t start;
+  pthread_barrier_init(&start, NULL, 1);
+  tuner_thread t = {.ctx = ctx1, .b = &b, .s = s1, .start = &start};
+  done_flag f = {.t = &t};
+  atomic_init(&f.done, 0);
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, tuner_run_flagged, &f), 0);
+  const double t0 = now_ms();
+  while (!atomic_load(&f.done) && now_ms() - t0 < 120000.0) usleep(10000);
+  const int finished_while_held = atomic_load(&f.done);
+  cu_ok(g_drv->cuCtxPushCurrent(g_cu[0]), "cuCtxPushCurrent");
+  kda__tune_kit_release(ctx0);
+  cu_ok(g_drv->cuCtxPopCurrent(&popped), "cuCtxPopCurrent");
+  pthread_join(th, NULL);
+  pthread_barrier_destroy(&start);
+  if (t.st != KDA_OK) fail_msg("device 1: %s: %s", kda_status_name(t.st), t.err);
+  const kda_stats st = stats_of(ctx1);
+  printf("device 1 tuned in %.0f ms with device 0's timing held: tuning_runs=%llu "
+         "timing_waits=%llu\n", t.ms, (unsigned long long)st.tuning_runs,
+         (unsigned long long)st.tuning_timing_waits);
+  assert_int_equal(st.tuning_runs, 1);
+  assert_int_equal(st.tuning_timing_waits, 0);
+  assert_true(finished_while_held);
+  assert_int_equal(download_bad(&b, s1), 0);
+  kda_context_destroy(ctx0);
+  kda_context_destroy(ctx1);
+  batch_free(&b);
+  stream_free(1, s1);
+}
+
 int main(void) {
   g_drv = gu_require_gpu("test_gpu_multi");
   int count = 0;
@@ -525,6 +600,7 @@ int main(void) {
       cmocka_unit_test(a_stream_of_the_other_device_is_named),
       cmocka_unit_test(two_gpus_of_one_model_tune_one_cold_key_once),
       cmocka_unit_test(two_gpus_tune_different_keys_without_taking_turns),
+      cmocka_unit_test(one_gpus_timing_never_holds_up_another_gpus),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
