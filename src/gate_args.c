@@ -255,6 +255,14 @@ kda_status kda__plan_gate_op(kda__op op, const kda_gate_args *a, kda__launch_pla
   KDA__REQUIRE(!ranges_overlap(a->g, (size_t)elems * (size_t)dtype_size(a->g_dtype), a->out,
                                (size_t)elems * (size_t)dtype_size(a->out_dtype)),
                KDA_ERROR_INVALID_ARGUMENT, "%s: out overlaps g (in-place is not supported)", fn);
+  /* An element at an address its type is not aligned for would fault the
+   * kernel, and a misaligned access is sticky: the CUDA context is lost. */
+  KDA__REQUIRE((uintptr_t)a->g % (uintptr_t)dtype_size(a->g_dtype) == 0 &&
+                   (uintptr_t)a->out % (uintptr_t)dtype_size(a->out_dtype) == 0,
+               KDA_ERROR_INVALID_ARGUMENT,
+               "%s: g (%p) and out (%p) must be aligned for their element types (%d and %d "
+               "bytes); a view into a larger tensor starts at an element", fn, a->g,
+               (void *)a->out, dtype_size(a->g_dtype), dtype_size(a->out_dtype));
 
   if (op == KDA__OP_GATE) {
     /* Elementwise: fold the batch into rows and use one fixed row tiling. */

@@ -214,6 +214,69 @@ static void prewarm_of_a_view_reads_the_views_row(void **state) {
   kda_db_close(db);
 }
 
+static void note_installed(void *user, kda_log_level level, const char *message) {
+  (void)level;
+  if (strstr(message, "background tuning installed") != NULL) ++*(int *)user;
+}
+
+/* Background mode, a call on a view (g 4 bf16 elements in): the worker
+ * prewarms the view's key, not the aligned tensor's. With the view's row
+ * stored it finds that row (no tuning run, which on the stand-in would
+ * fail) and installs it for the view's calls. */
+static void background_tunes_a_views_own_key(void **state) {
+  fixture *f = *state;
+  kda_gate_args view = f->a;
+  view.g = (const char *)f->g + 8;
+  kda_context *ctx = context_make(f, KDA_TUNE_CACHED);
+  kda__tune_keys keys;
+  kda__config in_space;
+  tr_slot_keys(ctx, KDA__OP_GATE_CHUNK_CUMSUM, &view, &keys, &in_space, NULL);
+  tr_put_winner(ctx, &keys, &in_space, 7.0);
+  kda_context_destroy(ctx);
+
+  int installed = 0;
+  kda_options o = kda_options_default();
+  o.tune_mode = KDA_TUNE_BACKGROUND;
+  o.db_path = f->db;
+  o.log_level = KDA_LOG_INFO;
+  o.log_fn = note_installed;
+  o.log_user = &installed;
+  if (kda_context_create(&o, &ctx) != KDA_OK) fail_msg("%s", kda_last_error());
+  if (kda_gate_chunk_cumsum(ctx, &view, NULL) != KDA_OK) fail_msg("%s", kda_last_error());
+  struct timespec nap = {0, 20 * 1000000L};
+  for (int i = 0; i < 500 && tr_stats(ctx).background_jobs == 0; ++i) nanosleep(&nap, NULL);
+  assert_int_equal(tr_stats(ctx).background_jobs, 1);
+  assert_int_equal(tr_stats(ctx).tuning_runs, 0);
+  assert_int_equal(installed, 1);
+  kda_context_destroy(ctx);
+}
+
+/* An offset no tensor of the dtype can start at (a bf16 g one byte in, an
+ * f32 out two): kda_prewarm would place its inputs there and fault the
+ * tuning kernels. Refused before anything is made or run. */
+static void prewarm_refuses_a_view_offset_its_dtype_cannot_have(void **state) {
+  fixture *f = *state;
+  kda_context *ctx = context_make(f, KDA_TUNE_ON);
+  kda_gate_args odd_g = f->a, odd_out = f->a, ok = f->a;
+  odd_g.g = (const void *)(uintptr_t)1;  /* bf16 */
+  odd_out.out = (void *)(uintptr_t)2;    /* f32 */
+  kda_prewarm_result r = {.struct_size = sizeof r};
+  assert_int_equal(kda_prewarm(ctx, KDA_KERNEL_GATE_CHUNK_CUMSUM, &odd_g, 0, &r),
+                   KDA_ERROR_INVALID_ARGUMENT);
+  assert_non_null(strstr(kda_last_error(), "aligned for their element types"));
+  assert_int_equal(r.outcome, KDA_PREWARM_FAILED);
+  assert_int_equal(kda_prewarm(ctx, KDA_KERNEL_GATE_CHUNK_CUMSUM, &odd_out, 0, &r),
+                   KDA_ERROR_INVALID_ARGUMENT);
+  assert_int_equal(tr_stats(ctx).tuning_runs, 0);
+  /* An element-aligned view is a key like any other (here: tuned, which
+   * the stand-in cannot finish, so not refused as an argument). */
+  ok.g = (const void *)(uintptr_t)2;
+  ok.out = (void *)(uintptr_t)4;
+  assert_int_not_equal(kda_prewarm(ctx, KDA_KERNEL_GATE_CHUNK_CUMSUM, &ok, 0, &r),
+                       KDA_ERROR_INVALID_ARGUMENT);
+  kda_context_destroy(ctx);
+}
+
 /* Takes the key's lease for another holder ("another process"), for ttl_s
  * seconds, through ctx's store. */
 static void hold_lease_as(kda_context *ctx, const kda__tune_keys *keys, const char *holder,
@@ -484,6 +547,9 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(a_dead_tuners_lease_is_taken_over, setup, teardown),
       cmocka_unit_test_setup_teardown(prewarm_of_a_view_reads_the_views_row, setup, teardown),
+      cmocka_unit_test_setup_teardown(prewarm_refuses_a_view_offset_its_dtype_cannot_have, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(background_tunes_a_views_own_key, setup, teardown),
       cmocka_unit_test_setup_teardown(prewarm_refuses_impossible_shapes, setup, teardown),
       cmocka_unit_test_setup_teardown(a_tuned_row_says_where_it_was_tuned, setup, teardown),
       cmocka_unit_test_setup_teardown(destroy_cuts_a_wait_behind_another_contexts_run_short, setup,

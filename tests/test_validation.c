@@ -456,6 +456,30 @@ static void vector_width_follows_pointer_alignment(void **state) {
   assert_int_equal(kda__config_check(&p.spec), KDA_OK);
 }
 
+/* An element at an address its type is not aligned for (a bf16 g one byte
+ * in, an f32 out two) would fault the kernel and lose the CUDA context:
+ * every entry that plans a call refuses it, offline compilation and
+ * kda_db_lookup included (the shape descriptions of prewarm read g and out
+ * as such addresses). */
+static void elements_misaligned_for_their_type_are_refused(void **state) {
+  (void)state;
+  kda__launch_plan p;
+  kda_gate_args a = good();
+  a.g = (const void *)((uintptr_t)FAKE_G + 1); /* bf16 */
+  assert_int_equal(kda__plan_gate_op(KDA__OP_GATE_CHUNK_CUMSUM, &a, &p), KDA_ERROR_INVALID_ARGUMENT);
+  assert_non_null(strstr(kda_last_error(), "aligned for their element types (2 and 4 bytes)"));
+  a = good();
+  a.out = (void *)((uintptr_t)FAKE_OUT + 2); /* f32 */
+  assert_int_equal(kda__plan_gate_op(KDA__OP_GATE, &a, &p), KDA_ERROR_INVALID_ARGUMENT);
+  a.out_dtype = KDA_DTYPE_BF16; /* 2 bytes in is a bf16 element */
+  assert_int_equal(kda__plan_gate_op(KDA__OP_GATE, &a, &p), KDA_OK);
+  a = good();
+  a.g = (const void *)(uintptr_t)3; /* a shape's view offset, as prewarm reads it */
+  a.out = NULL;
+  assert_int_equal(kda_compile_offline(KDA_KERNEL_GATE_CHUNK_CUMSUM, &a, 90, NULL),
+                   KDA_ERROR_INVALID_ARGUMENT);
+}
+
 static void public_calls_reject_null_context(void **state) {
   (void)state;
   kda_gate_args a = good();
@@ -528,6 +552,7 @@ int main(void) {
       cmocka_unit_test(bad_host_seqlens_are_rejected),
       cmocka_unit_test(shape_descriptions_ask_for_host_rows),
       cmocka_unit_test(vector_width_follows_pointer_alignment),
+      cmocka_unit_test(elements_misaligned_for_their_type_are_refused),
       cmocka_unit_test(public_calls_reject_null_context),
       cmocka_unit_test(context_options_are_checked_before_the_driver),
       cmocka_unit_test(layer_workspace_size_counts_table_and_count),

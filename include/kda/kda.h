@@ -194,9 +194,10 @@ typedef enum kda_tune_mode {
   /** A cold specialization runs at once with the heuristic config while a
    *  worker thread of the context tunes it (on inputs it allocates itself,
    *  of the call's shape and token bucket) and persists the winner; later
-   *  calls switch to the winner. The worker's buffers are fully aligned, so
-   *  a call whose g/out allow only a narrower vector (not 16-byte aligned)
-   *  keeps the heuristic. Nothing is queued while the stream captures.
+   *  calls switch to the winner. The worker's buffers sit at the call's
+   *  g/out offsets within 256 bytes, so a call on a view (g or out not
+   *  16-byte aligned, a narrower vector) is tuned under its own key, as
+   *  kda_prewarm tunes one. Nothing is queued while the stream captures.
    *  kda_context_destroy drops the queued runs and waits for the one in
    *  progress: its compile and timing (about tune_budget_ms) and its
    *  database writes (at most 10 s each against a writer that never lets
@@ -472,7 +473,9 @@ KDA_API kda_gate_args kda_gate_args_default(void);
  * cancel): it sums in double and rounds once, so the bound holds there
  * too. g and out need only their element type's alignment (views into
  * larger tensors are fine): the kernel's vector width follows their
- * addresses. */
+ * addresses. An address not aligned for its element type (which would
+ * fault the kernel and lose the CUDA context) is KDA_ERROR_INVALID_ARGUMENT,
+ * nothing launched. */
 
 /** Fused activation + chunk-local cumsum (gate must be SOFTPLUS or LOWER_BOUND). */
 KDA_API kda_status kda_gate_chunk_cumsum(kda_context *ctx, const kda_gate_args *args,
@@ -708,7 +711,9 @@ typedef struct kda_prewarm_result {
  * larger tensor has it (NULL: 256-byte aligned, as cudaMalloc's). Such a
  * view caps the kernel's vector width, so its calls have keys of their
  * own; prewarm places its inputs at those offsets and tunes that key
- * (kda_db_lookup reads g and out the same way). A varlen shape is described by num_seqs > 0 (equal-length
+ * (kda_db_lookup reads g and out the same way). An offset that is not a
+ * multiple of the element size (no tensor of the dtype starts there) is
+ * KDA_ERROR_INVALID_ARGUMENT, as such a call is. A varlen shape is described by num_seqs > 0 (equal-length
  * sequences of seq_len / num_seqs tokens); a non-NULL cu_seqlens_host
  * (not read) asks for the specialization of calls that pass one, which a
  * batch of at most KDA_MAX_HOST_ROWS chunks uses. With force = 0 a specialization
