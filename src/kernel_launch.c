@@ -64,10 +64,10 @@ static int stream_of_another_context(const kda_context *ctx, CUstream stream) {
 static kda_status foreign_stream(const kda_context *ctx, const char *what) {
   return kda__fail(KDA_ERROR_INVALID_ARGUMENT,
                    "%s: the stream belongs to another CUDA context than this kda_context's "
-                   "(device %d): pass a stream of device %d (a process driving several GPUs "
-                   "needs a kda_context per device, each called with its own device's "
-                   "streams); nothing was launched", what, ctx->info.ordinal,
-                   ctx->info.ordinal);
+                   "(device %d's): pass a stream made in that CUDA context (a process driving "
+                   "several GPUs needs a kda_context per device, each called with its own "
+                   "device's streams; a stream of another context on the same device is "
+                   "refused too); nothing was launched", what, ctx->info.ordinal);
 }
 
 kda_status kda__context_check_stream(const kda_context *ctx, CUstream stream, const char *what) {

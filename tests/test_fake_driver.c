@@ -952,7 +952,7 @@ static void a_stream_of_another_cuda_context_is_named(void **state) {
   assert_non_null(strstr(kda_last_error(), "the stream belongs to another CUDA context"));
   /* A cold specialization the same way: refused before its compile. */
   assert_int_equal(kda_gate(a, &c.a, (kda_stream)theirs), KDA_ERROR_INVALID_ARGUMENT);
-  assert_non_null(strstr(kda_last_error(), "pass a stream of device 0"));
+  assert_non_null(strstr(kda_last_error(), "(device 0's): pass a stream made in that CUDA context"));
   assert_int_equal(fake_launches(), launches);
   assert_int_equal(kda_gate(a, &c.a, NULL), KDA_OK);
   assert_int_equal(fake_launches(), launches + 1);
