@@ -932,18 +932,24 @@ static void a_chunk_plan_of_another_cuda_context_is_refused(void **state) {
   call_free(&c);
 }
 
+/* A stream made while another CUDA context was current (another GPU's). */
+static CUstream another_contexts_stream(void) {
+  static int other_cuda_context;
+  CUstream s = NULL;
+  assert_int_equal(fake_push_context((CUcontext)&other_cuda_context), CUDA_SUCCESS);
+  assert_int_equal(fake_stream_create(&s, 0), CUDA_SUCCESS);
+  CUcontext popped = NULL;
+  assert_int_equal(fake_pop_context(&popped), CUDA_SUCCESS);
+  return s;
+}
+
 /* A stream of another CUDA context (another GPU's, in a process driving
  * several): the driver refuses the launch with a code that names no
  * stream; the status says what the caller passed, and nothing launched. */
 static void a_stream_of_another_cuda_context_is_named(void **state) {
   (void)state;
   kda_context *a = memory_context(KDA_TUNE_OFF);
-  static int other_cuda_context;
-  CUstream theirs = NULL;
-  assert_int_equal(fake_push_context((CUcontext)&other_cuda_context), CUDA_SUCCESS);
-  assert_int_equal(fake_stream_create(&theirs, 0), CUDA_SUCCESS);
-  CUcontext popped = NULL;
-  assert_int_equal(fake_pop_context(&popped), CUDA_SUCCESS);
+  CUstream theirs = another_contexts_stream();
   call c;
   call_init(&c, 4, 64, 64, 256);
   assert_int_equal(kda_gate_chunk_cumsum(a, &c.a, NULL), KDA_OK); /* warm */
@@ -966,12 +972,7 @@ static void a_stream_of_another_cuda_context_is_named(void **state) {
  * background job the call would otherwise spend first. */
 static void a_stream_of_another_cuda_context_costs_no_tuning(void **state) {
   (void)state;
-  static int other_cuda_context;
-  CUstream theirs = NULL;
-  assert_int_equal(fake_push_context((CUcontext)&other_cuda_context), CUDA_SUCCESS);
-  assert_int_equal(fake_stream_create(&theirs, 0), CUDA_SUCCESS);
-  CUcontext popped = NULL;
-  assert_int_equal(fake_pop_context(&popped), CUDA_SUCCESS);
+  CUstream theirs = another_contexts_stream();
   call c;
   call_init(&c, 4, 64, 64, 256);
   const int modes[] = {KDA_TUNE_ON, KDA_TUNE_BACKGROUND, KDA_TUNE_OFF};
