@@ -38,8 +38,8 @@ struct kda__background {
  * tensor's key and found nothing to install for the view). */
 static kda_gate_args shape_of(const kda_gate_args *a, const kda__launch_plan *plan) {
   kda_gate_args s = *a;
-  s.g = (const void *)((uintptr_t)a->g & 255u);
-  s.out = (void *)((uintptr_t)a->out & 255u);
+  s.g = (const void *)kda__view_offset(a->g);
+  s.out = (void *)kda__view_offset(a->out);
   s.A_log = a->A_log ? (const float *)(uintptr_t)1 : NULL;
   s.dt_bias = a->dt_bias ? (const float *)(uintptr_t)1 : NULL;
   s.cu_seqlens = NULL;

@@ -64,9 +64,9 @@ typedef struct kda__driver {
    * capture mode, relaxed around the library's own allocations and module
    * loads so that they do not break another thread's capture. */
   CUresult (*cuThreadExchangeStreamCaptureMode)(CUstreamCaptureMode *);
-  /* Optional (NULL where the driver lacks it): a stream's CUDA context, asked
-   * only after a launch failed, to say when the stream was another
-   * device's. */
+  /* Optional (NULL where the driver lacks it): a stream's CUDA context,
+   * asked on a cold call's path and after a failed launch, to refuse a
+   * stream of another device's context by name. */
   CUresult (*cuStreamGetCtx)(CUstream, CUcontext *);
 } kda__driver;
 

@@ -7,6 +7,12 @@
 #include "kda/kda.h"
 #include "spec.h"
 
+/* A device address's offset within 256 bytes (cudaMalloc's alignment): all
+ * of it that decides the vector width a pointer allows (at most 32 bytes),
+ * so a view's key; a shape description (kda_prewarm, kda_db_lookup, the
+ * background worker's job) passes a view's g and out as such offsets. */
+static inline uintptr_t kda__view_offset(const void *p) { return (uintptr_t)p & 255u; }
+
 typedef enum kda__op {
   KDA__OP_GATE_CHUNK_CUMSUM = 0, /* fused */
   KDA__OP_CHUNK_LOCAL_CUMSUM = 1,

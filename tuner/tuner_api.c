@@ -106,7 +106,7 @@ static kda_status upload_at(const kda__driver *d, CUstream stream, CUdeviceptr *
  * run times the vector width the calls of such views can use. */
 static kda_status make_inputs(const kda__driver *d, kda_gate_args *a, prewarm_bufs *b) {
   uint64_t seed = 0x6b6461ull;
-  const uintptr_t g_off = (uintptr_t)a->g & 255u, out_off = (uintptr_t)a->out & 255u;
+  const uintptr_t g_off = kda__view_offset(a->g), out_off = kda__view_offset(a->out);
   const size_t hk = (size_t)a->num_heads * (size_t)a->head_dim;
   const size_t n = (size_t)a->batch * (size_t)a->seq_len * hk;
   const size_t isz = a->g_dtype == KDA_DTYPE_F32 ? 4 : 2, osz = a->out_dtype == KDA_DTYPE_F32 ? 4 : 2;

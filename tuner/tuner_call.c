@@ -13,8 +13,8 @@
 
 void kda__tune_stand_in_args(kda__op op, const kda_gate_args *a, kda_gate_args *f) {
   *f = *a;
-  f->g = (const void *)(uintptr_t)((UINT64_C(1) << 40) + ((uintptr_t)a->g & 255u));
-  f->out = (void *)(uintptr_t)((UINT64_C(1) << 44) + ((uintptr_t)a->out & 255u));
+  f->g = (const void *)(uintptr_t)((UINT64_C(1) << 40) + kda__view_offset(a->g));
+  f->out = (void *)(uintptr_t)((UINT64_C(1) << 44) + kda__view_offset(a->out));
   if (f->dt_bias) f->dt_bias = (const float *)(uintptr_t)(UINT64_C(1) << 46);
   if (f->num_seqs > 0 && op != KDA__OP_GATE) {
     f->cu_seqlens = (const void *)(uintptr_t)(UINT64_C(1) << 45);

@@ -106,8 +106,8 @@ static void describe_launch(run *r) {
   l->in_bytes = elems * (size_t)dtype_size(a->g_dtype);
   l->out_bytes = elems * (size_t)dtype_size(a->out_dtype);
   l->out_dtype = a->out_dtype;
-  l->g_offset = (unsigned)((uintptr_t)a->g & 255u);
-  l->out_offset = (unsigned)((uintptr_t)a->out & 255u);
+  l->g_offset = (unsigned)kda__view_offset(a->g);
+  l->out_offset = (unsigned)kda__view_offset(a->out);
 }
 
 /* The chunk columns (chunks x heads x head_dim) of the slot's token bucket:
