@@ -314,7 +314,7 @@ def _host_seqlens(cu_seqlens_cpu, cu_seqlens, N, dev):
     the device tensor's dtype and length; the library reads it during the call."""
     if cu_seqlens_cpu is None:
         return 0
-    if _capturing(dev):
+    if _capturing(dev, current_too=False):  # only a launch on dev's stream is captured
         # The rows are packed into the launch on the host: every replay
         # would compute this batch, whatever cu_seqlens then holds.
         raise KdaValueError(
@@ -575,16 +575,18 @@ def _destroy_deferred_plans():
         _library().kda_chunk_plan_destroy(plan)
 
 
-def _capturing(dev):
+def _capturing(dev, current_too=True):
     """Whether this thread is capturing a CUDA graph on the current stream of
-    device ``dev`` (where the call's work goes) or of torch's current device.
-    torch.cuda.is_current_stream_capturing() asks about the current device
-    only, and a call on cuda:1 tensors runs on cuda:1's current stream
-    whatever the current device is."""
-    if torch.cuda.is_current_stream_capturing():
+    device ``dev`` (where the call's work goes) or, with ``current_too``, of
+    torch's current device. torch.cuda.is_current_stream_capturing() asks
+    about the current device only, and a call on cuda:1 tensors runs on
+    cuda:1's current stream whatever the current device is. An allocation
+    or a synchronisation is unsafe during any capture of the thread (hence
+    current_too); a launch is captured only on the stream it goes to."""
+    if current_too and torch.cuda.is_current_stream_capturing():
         return True
     if torch.cuda.current_device() == dev:
-        return False
+        return torch.cuda.is_current_stream_capturing()
     with torch.cuda.device(dev):
         return torch.cuda.is_current_stream_capturing()
 

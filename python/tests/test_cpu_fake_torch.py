@@ -382,6 +382,10 @@ def test_capture_is_asked_of_the_tensors_device(run_fake_torch):
     # cuda:0 is not capturing: its calls are not refused.
     kda.gate_chunk_cumsum(g0, A0, 64, cu_seqlens=cu0, cu_seqlens_cpu=cpu)
     kda.prepare_chunk_indices(cu0, 64)
+    # The current device capturing, a launch on cuda:1 with its rows on the
+    # host is not captured (it goes to cuda:1's stream): not refused.
+    torch.cuda.capturing_devices = {0}
+    kda.gate_chunk_cumsum(g1, A1, 64, cu_seqlens=cu1, cu_seqlens_cpu=cpu)
     torch.cuda.capturing_devices = set()
     kda.ChunkPlan(1024, 8, 64, device=0).close()  # outside capture: destroyed now
     assert ptr in destroyed and _ops._deferred_plans == [], destroyed
