@@ -1,7 +1,8 @@
 /* The build step of a tuned slot: the database's winner when it has one
  * (cubin loaded without NVRTC), else, in KDA_TUNE_ON mode and holding the
- * key's lease, a tuning run: candidates pruned to the budget, one NVRTC
- * program for all of them (plus the compare kernel), validation against
+ * key's lease, a tuning run: candidates pruned to the budget, compiled in
+ * up to compile_threads NVRTC programs at once (each with the compare
+ * kernel; tuner_compile.c), validation against
  * the heuristic config, timing, re-measure of the finalists, a stable pick,
  * and one write of cubin, result and trials. Database faults never fail the
  * call: they are logged and counted and the kernel still runs. */

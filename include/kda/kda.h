@@ -22,9 +22,9 @@
  *    kda_chunk_plan_destroy of a plan must not race with any call that uses
  *    that plan). Concurrent first calls of one
  *    specialization compile it once; calls of other specializations do not
- *    wait on the library's locks for that compilation (NVRTC itself runs
- *    one compilation at a time per process, so two cold specializations
- *    met at once still compile one after the other). Tuning runs time
+ *    wait on the library's locks for that compilation (NVRTC compiles
+ *    distinct programs of one process at once, so two cold
+ *    specializations met at once compile side by side). Tuning runs time
  *    their candidates on a GPU one at a time, whatever their context or
  *    process (each would otherwise time the other's kernels too): a run
  *    that meets another's timing waits for it (kda_stats.tuning_timing_waits).
@@ -644,7 +644,8 @@ KDA_API kda_status kda_compile_offline(kda_kernel kernel, const kda_gate_args *a
  * In KDA_TUNE_ON mode the first call of a specialization (shape, dtypes,
  * flags) in a token bucket looks in the tuning database for the winner on
  * this GPU model; on a miss it benchmarks a pruned set of block configs
- * (all compiled in one NVRTC program), validates every candidate's output
+ * (split over up to compile_threads NVRTC programs compiled at once),
+ * validates every candidate's output
  * against the heuristic config's, stores the winner (config and cubin) and
  * launches it. Later calls, later contexts and later processes with the
  * same database load the stored cubin without NVRTC or timing.

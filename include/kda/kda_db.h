@@ -59,8 +59,9 @@ enum {
  * else ~/.cache/kda/tune.db). ":memory:" opens an empty in-memory database.
  * Like a context, it never fails because of the file itself: an unusable
  * file leaves a working handle in a degraded mode (kda_db_mode) with a
- * warning (kda_db_pop_warning). Fails only for out of memory, NULL out or
- * unknown flags (KDA_ERROR_INVALID_ARGUMENT);
+ * warning (kda_db_pop_warning). Fails only for out of memory
+ * (KDA_ERROR_OUT_OF_MEMORY), NULL out (KDA_ERROR_NULL_POINTER) or unknown
+ * flags (KDA_ERROR_INVALID_ARGUMENT);
  * *out is NULL on failure.
  */
 KDA_API kda_status kda_db_open(const char *path, uint32_t flags, kda_db **out);

@@ -10,9 +10,10 @@ then per mutant: applies it, rebuilds the tests it names, runs them
 (ctest, so each gets its usual environment) and, if all pass, every CPU
 test; then restores the file. No GPU is needed: the GPU tests report
 themselves skipped and count for nothing. A mutant whose effect only a GPU
-can see would say so (`gpu_only`; none is, since the one that was,
-packed_granules_floor, turned out to crash test_validation) and be left
-out unless named with --only, or run with --gpu.
+can see says so (`gpu_only`: prewarm_inputs_aligned, since the stand-in
+driver cannot tune and only a tuning run stores its row; the one that was
+before, packed_granules_floor, turned out to crash test_validation) and is
+left out unless named with --only, or run with --gpu.
 
 --gpu (on a GPU machine) runs the mutants that name GPU tests
 (`gpu_tests`: the kernel decodes what they break) against their CPU and
