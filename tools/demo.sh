@@ -7,7 +7,7 @@
 #    tensor-parallel 8 with `kda-tune prewarm --compile-only`, and kda-demo
 #    compiles the kernels.
 # The tuning database, for the prewarm and kda-demo alike, is the library's
-# default ($KDA_CACHE_DIR/tune.db, else ~/.cache/kda/tune.db) unless KDA_DB
+# default ($KDA_CACHE_DIR/tune.db, else $XDG_CACHE_HOME/kda/tune.db, else ~/.cache/kda/tune.db) unless KDA_DB
 # names one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
