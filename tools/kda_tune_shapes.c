@@ -5,20 +5,16 @@
 #include "kda_tune.h"
 #include "shapes_file.h"
 
-static const char *const shape_flags[] = {"heads", "head-dim", "chunk", "bias", "gate",
-                                          "dtype", "out-dtype", "varlen", "host-rows", "chunk-plan", "tokens", "seqs",
-                                          "scale", "reverse", "kernel", "model", "tp", "g-align", "out-align"};
-
 int tune_collect_shapes(const tune_args *a, shape_list *list) {
   char err[1024];
   shape_set s;
   shape_set_init(&s);
   int any = 0;
-  for (size_t i = 0; i < sizeof shape_flags / sizeof shape_flags[0]; i++) {
-    const char *v = tune_get(a, shape_flags[i]);
+  for (size_t i = 0; i < shape_key_count; i++) {
+    const char *v = tune_get(a, shape_keys[i]);
     if (v == NULL) continue;
     any = 1;
-    if (shape_set_apply(&s, shape_flags[i], v, err, sizeof err) != 0) {
+    if (shape_set_apply(&s, shape_keys[i], v, err, sizeof err) != 0) {
       tune_error(a, "--%s", err);
       return TUNE_USAGE;
     }

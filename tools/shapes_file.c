@@ -8,11 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const shape_keys[] = {"heads", "head-dim", "chunk", "gate", "bias",
+const char *const shape_keys[] = {"heads", "head-dim", "chunk", "gate", "bias",
                                          "dtype", "out-dtype", "varlen", "host-rows", "chunk-plan", "tokens",
                                          "seqs", "scale", "reverse", "kernel", "model", "tp",
                                          "g-align", "out-align"};
 #define NUM_KEYS (sizeof shape_keys / sizeof shape_keys[0])
+const size_t shape_key_count = NUM_KEYS;
 
 void shape_set_init(shape_set *s) {
   memset(s, 0, sizeof *s);

@@ -69,6 +69,11 @@ typedef struct shape_list {
   int per_token;
 } shape_list;
 
+/* The keys shape_set_apply takes: a shapes file's, and the shape flags of
+ * prewarm and lookup (the same names with "--"). */
+extern const char *const shape_keys[];
+extern const size_t shape_key_count;
+
 void shape_set_init(shape_set *s);
 /* Sets key (a flag name without "--") to value. 0, or -1 with a message
  * in err ("unknown key" lists the valid ones). */
