@@ -165,9 +165,39 @@ kda_status kda__cu_status(const kda__driver *drv, CUresult r, const char *call, 
   char unknown[32];
   const char *name, *text;
   describe(drv, r, unknown, sizeof unknown, &name, &text);
+  if (kda__cu_context_lost(r))
+    return kda__fail(KDA_ERROR_CONTEXT_LOST,
+                     "%s failed: %s (%s) at %s:%d; the CUDA context is lost: a kernel faulted "
+                     "on this device (one of this library's, or any other in the process), and "
+                     "every later CUDA call of this process on it fails the same way: restart "
+                     "the process", call ? call : "CUDA call", name, text, file ? file : "?", line);
   kda_status s = r == CUDA_ERROR_OUT_OF_MEMORY ? KDA_ERROR_OUT_OF_MEMORY : KDA_ERROR_CUDA;
   return kda__fail(s, "%s failed: %s (%s) at %s:%d", call ? call : "CUDA call", name, text,
                    file ? file : "?", line);
+}
+
+int kda__cu_context_lost(CUresult r) {
+  /* The errors cuda.h documents as leaving the process "in an inconsistent
+   * state" where "any further CUDA work will return the same error", and
+   * CUDA_ERROR_ASSERT, after which the context "cannot be used anymore". */
+  switch (r) {
+    case CUDA_ERROR_CONTAINED:
+    case CUDA_ERROR_ILLEGAL_ADDRESS:
+    case CUDA_ERROR_LAUNCH_TIMEOUT:
+    case CUDA_ERROR_ASSERT:
+    case CUDA_ERROR_HARDWARE_STACK_ERROR:
+    case CUDA_ERROR_ILLEGAL_INSTRUCTION:
+    case CUDA_ERROR_MISALIGNED_ADDRESS:
+    case CUDA_ERROR_INVALID_ADDRESS_SPACE:
+    case CUDA_ERROR_INVALID_PC:
+    case CUDA_ERROR_LAUNCH_FAILED:
+    case CUDA_ERROR_TENSOR_MEMORY_LEAK:
+    case CUDA_ERROR_MPS_CLIENT_TERMINATED:
+    case CUDA_ERROR_EXTERNAL_DEVICE:
+      return 1;
+    default:
+      return 0;
+  }
 }
 
 CUstreamCaptureMode kda__driver_relax_capture(const kda__driver *d) {

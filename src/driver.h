@@ -90,9 +90,13 @@ CUstreamCaptureMode kda__driver_relax_capture(const kda__driver *d);
 void kda__driver_restore_capture(const kda__driver *d, CUstreamCaptureMode mode);
 
 /* Records "CALL failed: CUDA_ERROR_X (text) at FILE:LINE" and returns the
- * status for r (KDA_OK, KDA_ERROR_OUT_OF_MEMORY or KDA_ERROR_CUDA). */
+ * status for r (KDA_OK, KDA_ERROR_OUT_OF_MEMORY, KDA_ERROR_CONTEXT_LOST
+ * with a line saying so, or KDA_ERROR_CUDA). */
 kda_status kda__cu_status(const kda__driver *drv, CUresult r, const char *call, const char *file,
                           int line);
+/* 1 for the errors after which the driver fails every later call of the
+ * process on that device (a kernel faulted). */
+int kda__cu_context_lost(CUresult r);
 
 /* Calls a driver function through the table and returns on failure. */
 #define KDA__CU(drv, fn, ...)                                                        \

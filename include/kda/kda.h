@@ -44,6 +44,15 @@
  * driver's error name and the failing call otherwise). Nothing in the library
  * aborts the process.
  *
+ * A kernel that faults (this library's, given a bad pointer, or any other
+ * library's in the process) loses its CUDA context for good: the driver
+ * fails every later call on that device with the same error. A call that
+ * meets such an error returns KDA_ERROR_CONTEXT_LOST, whichever call of
+ * the library met it first; the server should restart the process. A
+ * tuning run it interrupts stores nothing (no winner, no lease left
+ * behind), so the restarted process tunes the key afresh, and
+ * kda_context_destroy still returns promptly.
+ *
  * Stream capture
  * --------------
  * A specialization already compiled in the context launches normally inside
@@ -110,7 +119,8 @@ KDA_API uint32_t kda_version_number(void);
   X(KDA_ERROR_KERNEL_SOURCE, 16, "a kernel template could not be read")        \
   X(KDA_ERROR_INTERNAL, 17, "internal error")                                  \
   X(KDA_ERROR_STORE, 18, "tuning database error")                              \
-  X(KDA_ERROR_READ_ONLY, 19, "the tuning database is read-only")
+  X(KDA_ERROR_READ_ONLY, 19, "the tuning database is read-only")                \
+  X(KDA_ERROR_CONTEXT_LOST, 20, "the CUDA context is lost (a kernel faulted); restart the process")
 
 typedef enum kda_status {
 #define KDA__STATUS_ENUM(name, value, message) name = value,
