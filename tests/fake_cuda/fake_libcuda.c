@@ -122,6 +122,44 @@ FAKE_API CUresult cuThreadExchangeStreamCaptureMode(CUstreamCaptureMode *mode) {
   *mode = old;
   return CUDA_SUCCESS;
 }
+/* fake_cuda_lose_context(r): from now on the driver behaves as after a
+ * kernel faulted (r: CUDA_ERROR_ILLEGAL_ADDRESS and the like): every call
+ * that does work on the device, waits for it or allocates returns r;
+ * frees, unloads and destroys release what they hold and return r too.
+ * Contexts can still be made current, as with a real driver. 0 undoes it. */
+static atomic_int lost, lose_code;
+static atomic_long lose_countdown = -1; /* fake_cuda_lose_context_after's */
+FAKE_API void fake_cuda_lose_context(int r) {
+  atomic_store(&lost, r);
+  if (r == 0) atomic_store(&lose_countdown, -1);
+}
+#define RETURN_IF_LOST()                        \
+  do {                                          \
+    const int lost_ = atomic_load(&lost);       \
+    if (lost_ != 0) return (CUresult)lost_;     \
+  } while (0)
+FAKE_API int fake_cuda_lost(void) { return atomic_load(&lost); }
+/* fake_cuda_lose_context_after(n, r): n more launches run, and the next
+ * one faults: it and everything after it return r (a fault in the middle
+ * of a tuning run, say). */
+FAKE_API void fake_cuda_lose_context_after(long launches, int r) {
+  atomic_store(&lose_code, r);
+  atomic_store(&lose_countdown, launches);
+}
+/* 1 if this launch is the one that faults (the context is lost from now). */
+static int launch_faults(void) {
+  for (long left = atomic_load(&lose_countdown); left >= 0;) {
+    if (!atomic_compare_exchange_weak(&lose_countdown, &left, left - 1)) continue;
+    if (left > 0) return 0;
+    atomic_store(&lost, atomic_load(&lose_code));
+    return 1;
+  }
+  return 0;
+}
+static CUresult lost_or(CUresult r) {
+  const int l = atomic_load(&lost);
+  return l != 0 ? (CUresult)l : r;
+}
 FAKE_API long fake_cuda_launches(void) { return atomic_load(&launches); }
 FAKE_API long fake_cuda_overlap_launches(void) { return atomic_load(&overlap_launches); }
 FAKE_API long fake_cuda_refused_launches(void) { return atomic_load(&refused_launches); }
@@ -137,7 +175,10 @@ FAKE_API CUresult cuInit(unsigned int flags) {
 }
 FAKE_API CUresult cuDriverGetVersion(int *v) { *v = 13000; return CUDA_SUCCESS; }
 FAKE_API CUresult cuGetErrorName(CUresult r, const char **s) {
-  *s = r == CUDA_SUCCESS ? "CUDA_SUCCESS" : "CUDA_ERROR_FAKE";
+  *s = r == CUDA_SUCCESS                ? "CUDA_SUCCESS"
+       : r == CUDA_ERROR_ILLEGAL_ADDRESS ? "CUDA_ERROR_ILLEGAL_ADDRESS"
+       : r == CUDA_ERROR_LAUNCH_FAILED   ? "CUDA_ERROR_LAUNCH_FAILED"
+                                         : "CUDA_ERROR_FAKE";
   return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuGetErrorString(CUresult r, const char **s) {
@@ -205,11 +246,13 @@ FAKE_API CUresult cuCtxPopCurrent(CUcontext *c) {
 }
 FAKE_API CUresult cuCtxGetDevice(CUdevice *d) { *d = 0; return CUDA_SUCCESS; }
 FAKE_API CUresult cuCtxSynchronize(void) {
+  RETURN_IF_LOST();
   legacy_use(NULL);
   return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuModuleLoadData(CUmodule *m, const void *image) {
   if (image == NULL) return CUDA_ERROR_INVALID_IMAGE;
+  RETURN_IF_LOST();
   if (unsafe_now()) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
   for (long left = atomic_load(&refuse_loads); left > 0;)
     if (atomic_compare_exchange_weak(&refuse_loads, &left, left - 1))
@@ -222,7 +265,7 @@ FAKE_API CUresult cuModuleUnload(CUmodule m) {
   if (unsafe_now()) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
   obj_free(m);
   atomic_fetch_sub(&modules, 1);
-  return CUDA_SUCCESS;
+  return lost_or(CUDA_SUCCESS);
 }
 FAKE_API CUresult cuModuleGetFunction(CUfunction *f, CUmodule m, const char *name) {
   (void)name;
@@ -281,6 +324,8 @@ FAKE_API CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigne
                                  void **extra) {
   (void)gy; (void)gz; (void)by; (void)bz; (void)smem; (void)extra;
   if (f == NULL || gx == 0 || bx == 0 || bx > 1024 || params == NULL) return CUDA_ERROR_INVALID_VALUE;
+  RETURN_IF_LOST();
+  if (launch_faults()) return (CUresult)atomic_load(&lost);
   if (foreign_stream(s)) return CUDA_ERROR_INVALID_HANDLE;
   legacy_use(s);
   atomic_fetch_add(&launches, 1);
@@ -293,6 +338,8 @@ FAKE_API CUresult cuLaunchKernelEx(const CUlaunchConfig *c, CUfunction f, void *
       c->gridDimY != 1 || c->gridDimZ != 1 || c->blockDimY != 1 || c->blockDimZ != 1 ||
       params == NULL || (c->numAttrs > 0 && c->attrs == NULL))
     return CUDA_ERROR_INVALID_VALUE;
+  RETURN_IF_LOST();
+  if (launch_faults()) return (CUresult)atomic_load(&lost);
   if (foreign_stream(c->hStream)) return CUDA_ERROR_INVALID_HANDLE;
   legacy_use(c->hStream);
   int pdl = 0;
@@ -309,6 +356,7 @@ FAKE_API CUresult cuLaunchKernelEx(const CUlaunchConfig *c, CUfunction f, void *
   return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuMemAlloc(CUdeviceptr *p, size_t n) {
+  RETURN_IF_LOST();
   if (unsafe_now()) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
   for (long left = atomic_load(&allocs_left); left >= 0;) {
     if (left == 0) return CUDA_ERROR_OUT_OF_MEMORY;
@@ -324,34 +372,40 @@ FAKE_API CUresult cuMemFree(CUdeviceptr p) {
   if (unsafe_now()) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
   free((void *)(uintptr_t)p);
   atomic_fetch_sub(&live_allocs, 1);
-  return CUDA_SUCCESS;
+  return lost_or(CUDA_SUCCESS);
 }
 FAKE_API CUresult cuMemcpyHtoD(CUdeviceptr d, const void *s, size_t n) {
+  RETURN_IF_LOST();
   legacy_use(NULL);
   memcpy((void *)(uintptr_t)d, s, n);
   return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuMemcpyDtoH(void *d, CUdeviceptr s, size_t n) {
+  RETURN_IF_LOST();
   legacy_use(NULL);
   memcpy(d, (const void *)(uintptr_t)s, n);
   return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuMemcpyDtoD(CUdeviceptr d, CUdeviceptr s, size_t n) {
+  RETURN_IF_LOST();
   legacy_use(NULL);
   memmove((void *)(uintptr_t)d, (const void *)(uintptr_t)s, n);
   return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuMemcpyHtoDAsync(CUdeviceptr d, const void *s, size_t n, CUstream st) {
+  RETURN_IF_LOST();
   legacy_use(st);
   memcpy((void *)(uintptr_t)d, s, n);
   return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuMemcpyDtoHAsync(void *d, CUdeviceptr s, size_t n, CUstream st) {
+  RETURN_IF_LOST();
   legacy_use(st);
   memcpy(d, (const void *)(uintptr_t)s, n);
   return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuMemcpyDtoDAsync(CUdeviceptr d, CUdeviceptr s, size_t n, CUstream st) {
+  RETURN_IF_LOST();
   legacy_use(st);
   memmove((void *)(uintptr_t)d, (const void *)(uintptr_t)s, n);
   return CUDA_SUCCESS;
@@ -361,17 +415,20 @@ static void fill32(CUdeviceptr d, unsigned int v, size_t n) {
   for (size_t i = 0; i < n; ++i) p[i] = v;
 }
 FAKE_API CUresult cuMemsetD32(CUdeviceptr d, unsigned int v, size_t n) {
+  RETURN_IF_LOST();
   legacy_use(NULL);
   fill32(d, v, n);
   return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuMemsetD32Async(CUdeviceptr d, unsigned int v, size_t n, CUstream s) {
+  RETURN_IF_LOST();
   legacy_use(s);
   fill32(d, v, n);
   return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuStreamCreate(CUstream *s, unsigned int flags) {
   (void)flags;
+  RETURN_IF_LOST();
   *s = (CUstream)obj_new(16);
   if (depth && stack[depth - 1] != NULL) stream_owned(*s, stack[depth - 1]);
   atomic_fetch_add(&streams_made, 1);
@@ -382,13 +439,15 @@ FAKE_API CUresult cuStreamDestroy(CUstream s) {
   stream_owned(s, NULL);
   obj_free(s);
   atomic_fetch_sub(&streams_live, 1);
-  return CUDA_SUCCESS;
+  return lost_or(CUDA_SUCCESS);
 }
 FAKE_API CUresult cuStreamSynchronize(CUstream s) {
+  RETURN_IF_LOST();
   legacy_use(s);
   return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuStreamIsCapturing(CUstream s, CUstreamCaptureStatus *st) {
+  RETURN_IF_LOST();
   *st = s != NULL && s == atomic_load(&capturing) ? CU_STREAM_CAPTURE_STATUS_ACTIVE
                                                    : CU_STREAM_CAPTURE_STATUS_NONE;
   return CUDA_SUCCESS;
@@ -412,19 +471,24 @@ FAKE_API CUresult cuGraphExecDestroy(CUgraphExec e) { (void)e; return CUDA_SUCCE
 FAKE_API CUresult cuGraphDestroy(CUgraph g) { (void)g; return CUDA_SUCCESS; }
 FAKE_API CUresult cuEventCreate(CUevent *e, unsigned int flags) {
   (void)flags;
+  RETURN_IF_LOST();
   *e = (CUevent)obj_new(sizeof(struct timespec));
   return CUDA_SUCCESS;
 }
 FAKE_API CUresult cuEventDestroy(CUevent e) {
   obj_free(e);
-  return CUDA_SUCCESS;
+  return lost_or(CUDA_SUCCESS);
 }
 FAKE_API CUresult cuEventRecord(CUevent e, CUstream s) {
+  RETURN_IF_LOST();
   legacy_use(s);
   clock_gettime(CLOCK_MONOTONIC, (struct timespec *)(void *)e);
   return CUDA_SUCCESS;
 }
-FAKE_API CUresult cuEventSynchronize(CUevent e) { (void)e; return CUDA_SUCCESS; }
+FAKE_API CUresult cuEventSynchronize(CUevent e) {
+  (void)e;
+  return lost_or(CUDA_SUCCESS);
+}
 FAKE_API CUresult cuEventElapsedTime(float *ms, CUevent a, CUevent b) {
   const struct timespec *x = (const void *)a, *y = (const void *)b;
   *ms = (float)((y->tv_sec - x->tv_sec) * 1e3 + (y->tv_nsec - x->tv_nsec) / 1e6);

@@ -1,0 +1,266 @@
+/* A CUDA context lost to a kernel fault (the stand-in driver's
+ * fake_cuda_lose_context: every later call on the device fails with the
+ * fault's error, as a real driver's do): each kind of call says so with
+ * KDA_ERROR_CONTEXT_LOST, a tuning run that meets the fault stores no row
+ * and leaves neither its lease nor the GPU's timing lock behind, the
+ * background worker stops the same way, and destroy still returns and
+ * releases what the context held. test_gpu_lost_context makes a real fault
+ * on a GPU. */
+#include <dlfcn.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <cuda.h>
+
+#include "kda/kda.h"
+#include "kda/kda_db.h"
+
+static void (*fake_lose_context)(int);
+static void (*fake_lose_context_after)(long, int);
+static int (*fake_lost)(void);
+static long (*fake_live_allocations)(void);
+static long (*fake_loaded_modules)(void);
+static long (*fake_streams_live)(void);
+
+typedef struct fixture {
+  char dir[64], db[96];
+  void *g, *out;
+  float A_log[4];
+  kda_gate_args a; /* H=4 K=64 T=1024 bf16 softplus, on stand-in memory */
+  int stopped, waiting; /* "tuning stopped", "is tuning it; waiting" logged */
+} fixture;
+
+static int setup(void **state) {
+  fixture *f = calloc(1, sizeof *f);
+  if (f == NULL) return -1;
+  snprintf(f->dir, sizeof f->dir, "/tmp/kda_lost_context_XXXXXX");
+  if (mkdtemp(f->dir) == NULL) return -1;
+  snprintf(f->db, sizeof f->db, "%s/tune.db", f->dir);
+  const size_t n = (size_t)1024 * 4 * 64;
+  f->g = aligned_alloc(256, n * 2);
+  f->out = aligned_alloc(256, n * 4);
+  if (f->g == NULL || f->out == NULL) return -1;
+  memset(f->g, 0x3f, n * 2);
+  f->a = kda_gate_args_default();
+  f->a.g = f->g;
+  f->a.g_dtype = KDA_DTYPE_BF16;
+  f->a.out = f->out;
+  f->a.batch = 1;
+  f->a.seq_len = 1024;
+  f->a.num_heads = 4;
+  f->a.head_dim = 64;
+  f->a.chunk_size = 64;
+  f->a.gate = KDA_GATE_SOFTPLUS;
+  f->a.A_log = f->A_log;
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  fixture *f = *state;
+  fake_lose_context(0);
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
+  if (system(cmd) != 0) return -1;
+  free(f->g);
+  free(f->out);
+  free(f);
+  return 0;
+}
+
+static void watch_log(void *user, kda_log_level level, const char *message) {
+  (void)level;
+  fixture *f = user;
+  if (strstr(message, "tuning stopped") != NULL) ++f->stopped;
+  if (strstr(message, "is tuning it; waiting") != NULL) ++f->waiting;
+}
+
+static kda_context *context_make(fixture *f, int tune_mode) {
+  kda_options o = kda_options_default();
+  o.tune_mode = tune_mode;
+  o.db_path = f->db;
+  o.log_level = KDA_LOG_DEBUG;
+  o.log_fn = watch_log;
+  o.log_user = f;
+  kda_context *ctx = NULL;
+  if (kda_context_create(&o, &ctx) != KDA_OK) fail_msg("%s", kda_last_error());
+  return ctx;
+}
+
+static void assert_lost(kda_status st) {
+  assert_int_equal(st, KDA_ERROR_CONTEXT_LOST);
+  assert_non_null(strstr(kda_last_error(), "CUDA_ERROR_ILLEGAL_ADDRESS"));
+  assert_non_null(strstr(kda_last_error(), "the CUDA context is lost"));
+  assert_non_null(strstr(kda_last_error(), "restart the process"));
+}
+
+/* Rows of the file, read through a handle of its own. */
+static kda_db_stats db_stats(const fixture *f) {
+  kda_db *db = NULL;
+  if (kda_db_open(f->db, 0, &db) != KDA_OK) fail_msg("%s", kda_last_error());
+  kda_db_stats s = {.struct_size = sizeof s};
+  if (kda_db_stats_get(db, &s, NULL, NULL) != KDA_OK) fail_msg("%s", kda_last_error());
+  kda_db_close(db);
+  return s;
+}
+
+static kda_stats stats(kda_context *ctx) {
+  kda_stats s = {.struct_size = sizeof s};
+  assert_int_equal(kda_context_get_stats(ctx, &s), KDA_OK);
+  return s;
+}
+
+/* What the stand-in holds for live contexts: after destroy, back to it. */
+typedef struct held {
+  long allocations, modules, streams;
+} held;
+static held held_now(void) {
+  return (held){fake_live_allocations(), fake_loaded_modules(), fake_streams_live()};
+}
+static void assert_released(held before) {
+  const held now = held_now();
+  assert_int_equal(now.allocations, before.allocations);
+  assert_int_equal(now.modules, before.modules);
+  assert_int_equal(now.streams, before.streams);
+}
+
+/* Warm and cold kernel calls, the device chunk-table build and the layer
+ * entry point after the fault: each returns KDA_ERROR_CONTEXT_LOST naming
+ * the driver's error; destroy releases everything. */
+static void every_call_after_a_fault_says_the_context_is_lost(void **state) {
+  fixture *f = *state;
+  const held before = held_now();
+  kda_context *ctx = context_make(f, KDA_TUNE_OFF);
+  assert_int_equal(kda_gate_chunk_cumsum(ctx, &f->a, NULL), KDA_OK); /* warm */
+  fake_lose_context(CUDA_ERROR_ILLEGAL_ADDRESS);
+  assert_lost(kda_gate_chunk_cumsum(ctx, &f->a, NULL));
+  assert_non_null(strstr(kda_last_error(), "cuLaunchKernel"));
+  assert_lost(kda_gate(ctx, &f->a, NULL)); /* cold: compiled, then the load fails */
+  int32_t cu[3] = {0, 300, 1024}, idx[64], n = 0;
+  assert_lost(kda_chunk_indices_build_device(ctx, cu, KDA_DTYPE_I32, 2, 1024, 64, idx, 32, &n,
+                                             NULL));
+  kda_gate_args v = f->a;
+  v.cu_seqlens = cu;
+  v.cu_seqlens_dtype = KDA_DTYPE_I32;
+  v.num_seqs = 2;
+  const size_t ws_bytes = kda_layer_workspace_size(1024, 2, 64);
+  void *ws = aligned_alloc(256, (ws_bytes + 255) & ~(size_t)255);
+  assert_non_null(ws);
+  assert_lost(kda_layer_gate_fwd(ctx, &v, ws, ws_bytes, NULL));
+  free(ws);
+  /* Another of the codes that mean the same. */
+  fake_lose_context(CUDA_ERROR_LAUNCH_FAILED);
+  assert_int_equal(kda_gate_chunk_cumsum(ctx, &f->a, NULL), KDA_ERROR_CONTEXT_LOST);
+  assert_non_null(strstr(kda_last_error(), "CUDA_ERROR_LAUNCH_FAILED"));
+  kda_context_destroy(ctx);
+  fake_lose_context(0);
+  assert_released(before);
+}
+
+/* The fault lands in a tuning run, in its bench: the reference config's
+ * launch runs and the next launch faults (a kernel of another library, or
+ * a candidate's). The kernel call and
+ * kda_prewarm both return KDA_ERROR_CONTEXT_LOST; the file keeps no
+ * winner, trial or lease; and once the device works again (here: the
+ * stand-in told so; on a GPU: the restarted process) the key is tuned
+ * afresh, neither waiting for a lease nor for the GPU's timing lock. */
+static void a_tuning_run_that_meets_a_fault_stores_nothing_and_lets_go(void **state) {
+  fixture *f = *state;
+  const held before = held_now();
+  for (int prewarm = 0; prewarm < 2; ++prewarm) {
+    kda_context *ctx = context_make(f, KDA_TUNE_ON);
+    fake_lose_context_after(1, CUDA_ERROR_ILLEGAL_ADDRESS);
+    if (prewarm) {
+      kda_prewarm_result r = {.struct_size = sizeof r};
+      assert_lost(kda_prewarm(ctx, KDA_KERNEL_GATE_CHUNK_CUMSUM, &f->a, 0, &r));
+    } else {
+      assert_lost(kda_gate_chunk_cumsum(ctx, &f->a, NULL));
+    }
+    assert_int_equal(fake_lost(), CUDA_ERROR_ILLEGAL_ADDRESS); /* a launch of the run faulted */
+    assert_int_equal(stats(ctx).tuning_runs, 0);
+    kda_context_destroy(ctx);
+    fake_lose_context(0);
+    assert_released(before);
+    const kda_db_stats s = db_stats(f);
+    assert_int_equal(s.results, 0);
+    assert_int_equal(s.trials, 0);
+    assert_int_equal(s.leases, 0);
+  }
+  /* The key is tuned again: the stand-in's run stops at validation (its
+   * kernels write nothing), which shows it got past lease and lock. */
+  kda_context *ctx = context_make(f, KDA_TUNE_ON);
+  f->stopped = f->waiting = 0;
+  assert_int_equal(kda_gate_chunk_cumsum(ctx, &f->a, NULL), KDA_OK);
+  assert_int_equal(f->stopped, 1);
+  assert_int_equal(f->waiting, 0);
+  assert_int_equal(stats(ctx).tuning_timing_waits, 0);
+  kda_context_destroy(ctx);
+}
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Background tuning: the call ran on the heuristic, and the worker's run
+ * meets the fault. It stores nothing, the next call says the context is
+ * lost, and destroy returns at once. */
+static void the_background_worker_meeting_a_fault_stores_nothing(void **state) {
+  fixture *f = *state;
+  const held before = held_now();
+  kda_context *ctx = context_make(f, KDA_TUNE_BACKGROUND);
+  assert_int_equal(kda_gate_chunk_cumsum(ctx, &f->a, NULL), KDA_OK);
+  /* The worker is still compiling: its first launch faults. */
+  fake_lose_context_after(0, CUDA_ERROR_ILLEGAL_ADDRESS);
+  struct timespec nap = {0, 20 * 1000000L};
+  for (int i = 0; i < 500 && stats(ctx).background_jobs == 0; ++i) nanosleep(&nap, NULL);
+  assert_int_equal(stats(ctx).background_jobs, 1);
+  assert_int_equal(fake_lost(), CUDA_ERROR_ILLEGAL_ADDRESS); /* the worker's launch faulted */
+  assert_lost(kda_gate_chunk_cumsum(ctx, &f->a, NULL));
+  assert_int_equal(stats(ctx).tuning_runs, 0);
+  const double t0 = now_ms();
+  kda_context_destroy(ctx);
+  assert_true(now_ms() - t0 < 2000.0);
+  fake_lose_context(0);
+  assert_released(before);
+  const kda_db_stats s = db_stats(f);
+  assert_int_equal(s.results, 0);
+  assert_int_equal(s.leases, 0);
+}
+
+int main(void) {
+  unsetenv("KDA_TUNE"); /* each test names its tuning mode */
+  const char *path = getenv("KDA_LIBCUDA");
+  void *h = path ? dlopen(path, RTLD_NOW) : NULL;
+  if (h) {
+    *(void **)&fake_lose_context = dlsym(h, "fake_cuda_lose_context");
+    *(void **)&fake_lose_context_after = dlsym(h, "fake_cuda_lose_context_after");
+    *(void **)&fake_lost = dlsym(h, "fake_cuda_lost");
+    *(void **)&fake_live_allocations = dlsym(h, "fake_cuda_live_allocations");
+    *(void **)&fake_loaded_modules = dlsym(h, "fake_cuda_loaded_modules");
+    *(void **)&fake_streams_live = dlsym(h, "fake_cuda_streams_live");
+  }
+  if (!fake_lose_context || !fake_lose_context_after || !fake_lost || !fake_live_allocations || !fake_loaded_modules || !fake_streams_live) {
+    fprintf(stderr, "KDA_LIBCUDA must name the stand-in driver (tests/fake_cuda); got %s\n",
+            path ? path : "(unset)");
+    return 1;
+  }
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(every_call_after_a_fault_says_the_context_is_lost, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(a_tuning_run_that_meets_a_fault_stores_nothing_and_lets_go,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(the_background_worker_meeting_a_fault_stores_nothing, setup,
+                                      teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
