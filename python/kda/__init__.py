@@ -14,6 +14,7 @@ library; the library is loaded (and checked) on first use. See README.md.
 from ._capi import (
     EXPECTED_VERSION_NUMBER,
     KdaCaptureColdError,
+    KdaContextLostError,
     KdaDeviceError,
     KdaError,
     KdaLibraryNotFoundError,
@@ -49,7 +50,7 @@ __all__ = [
     "device_info", "prewarm",
     "load_library", "library_path", "library_search_order", "library_version",
     "EXPECTED_VERSION_NUMBER", "KdaError", "KdaLibraryNotFoundError", "KdaVersionError",
-    "KdaValueError", "KdaTypeError", "KdaDeviceError", "KdaCaptureColdError",
+    "KdaValueError", "KdaTypeError", "KdaDeviceError", "KdaCaptureColdError", "KdaContextLostError",
     "KdaOutOfMemoryError",
 ]
 

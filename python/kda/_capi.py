@@ -64,6 +64,7 @@ KDA_ERROR_KERNEL_SOURCE = 16
 KDA_ERROR_INTERNAL = 17
 KDA_ERROR_STORE = 18
 KDA_ERROR_READ_ONLY = 19
+KDA_ERROR_CONTEXT_LOST = 20
 
 STATUS_NAMES = {
     v: k for k, v in list(globals().items()) if k == "KDA_OK" or k.startswith("KDA_ERROR_")
@@ -298,6 +299,13 @@ class KdaOutOfMemoryError(KdaError, MemoryError):
     """The library ran out of host or device memory."""
 
 
+class KdaContextLostError(KdaDeviceError):
+    """A kernel faulted on the device (libkda's, or any other in the process:
+    KDA_ERROR_CONTEXT_LOST): the CUDA context is lost, every later CUDA call
+    of the process on that device fails, and only a restart recovers. No
+    tuning result of the interrupted run was stored."""
+
+
 _STATUS_EXC = {
     KDA_ERROR_INVALID_ARGUMENT: KdaValueError,
     KDA_ERROR_NULL_POINTER: KdaValueError,
@@ -309,6 +317,7 @@ _STATUS_EXC = {
     KDA_ERROR_NO_DRIVER: KdaDeviceError,
     KDA_ERROR_NO_DEVICE: KdaDeviceError,
     KDA_ERROR_OUT_OF_MEMORY: KdaOutOfMemoryError,
+    KDA_ERROR_CONTEXT_LOST: KdaContextLostError,
     KDA_ERROR_CAPTURE_COLD: KdaCaptureColdError,
     KDA_ERROR_BUFFER_TOO_SMALL: KdaValueError,
     KDA_ERROR_BAD_SEQLENS: KdaValueError,

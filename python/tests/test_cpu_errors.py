@@ -34,6 +34,7 @@ def test_exception_classes(lib):
         C.KDA_ERROR_NO_DRIVER: (kda.KdaDeviceError,),
         C.KDA_ERROR_NO_DEVICE: (kda.KdaDeviceError,),
         C.KDA_ERROR_OUT_OF_MEMORY: (kda.KdaOutOfMemoryError, MemoryError),
+        C.KDA_ERROR_CONTEXT_LOST: (kda.KdaContextLostError, kda.KdaDeviceError),
         C.KDA_ERROR_COMPILE: (kda.KdaError,),
     }
     for st, classes in cases.items():
