@@ -25,6 +25,7 @@
 
 static void (*fake_lose_context)(int);
 static void (*fake_lose_context_after)(long, int);
+static void (*fake_lose_context_after_loads)(long, int);
 static int (*fake_lost)(void);
 static long (*fake_live_allocations)(void);
 static long (*fake_loaded_modules)(void);
@@ -36,6 +37,7 @@ typedef struct fixture {
   float A_log[4];
   kda_gate_args a; /* H=4 K=64 T=1024 bf16 softplus, on stand-in memory */
   int stopped, waiting; /* "tuning stopped", "is tuning it; waiting" logged */
+  int refused;          /* "the stored cubin ... was refused" logged */
 } fixture;
 
 static int setup(void **state) {
@@ -81,6 +83,7 @@ static void watch_log(void *user, kda_log_level level, const char *message) {
   fixture *f = user;
   if (strstr(message, "tuning stopped") != NULL) ++f->stopped;
   if (strstr(message, "is tuning it; waiting") != NULL) ++f->waiting;
+  if (strstr(message, "was refused") != NULL) ++f->refused;
 }
 
 static kda_context *context_make(fixture *f, int tune_mode) {
@@ -165,9 +168,10 @@ static void every_call_after_a_fault_says_the_context_is_lost(void **state) {
   assert_released(before);
 }
 
-/* The fault lands in a tuning run, in its bench: the reference config's
- * launch runs and the next launch faults (a kernel of another library, or
- * a candidate's). The kernel call and
+/* The fault lands in a tuning run: in its bench (the reference config's
+ * launch runs and the next launch faults: a kernel of another library, or
+ * a candidate's), or between its compile and its bench (the first module
+ * load fails). The kernel call and
  * kda_prewarm both return KDA_ERROR_CONTEXT_LOST; the file keeps no
  * winner, trial or lease; and once the device works again (here: the
  * stand-in told so; on a GPU: the restarted process) the key is tuned
@@ -175,17 +179,23 @@ static void every_call_after_a_fault_says_the_context_is_lost(void **state) {
 static void a_tuning_run_that_meets_a_fault_stores_nothing_and_lets_go(void **state) {
   fixture *f = *state;
   const held before = held_now();
-  for (int prewarm = 0; prewarm < 2; ++prewarm) {
+  for (int run = 0; run < 4; ++run) {
+    const int prewarm = run & 1, at_load = run >> 1;
     kda_context *ctx = context_make(f, KDA_TUNE_ON);
-    fake_lose_context_after(1, CUDA_ERROR_ILLEGAL_ADDRESS);
+    if (at_load)
+      fake_lose_context_after_loads(0, CUDA_ERROR_ILLEGAL_ADDRESS);
+    else
+      fake_lose_context_after(1, CUDA_ERROR_ILLEGAL_ADDRESS);
     if (prewarm) {
       kda_prewarm_result r = {.struct_size = sizeof r};
       assert_lost(kda_prewarm(ctx, KDA_KERNEL_GATE_CHUNK_CUMSUM, &f->a, 0, &r));
     } else {
       assert_lost(kda_gate_chunk_cumsum(ctx, &f->a, NULL));
     }
-    assert_int_equal(fake_lost(), CUDA_ERROR_ILLEGAL_ADDRESS); /* a launch of the run faulted */
+    assert_int_equal(fake_lost(), CUDA_ERROR_ILLEGAL_ADDRESS); /* a call of the run faulted */
     assert_int_equal(stats(ctx).tuning_runs, 0);
+    /* The candidates' compile only: no heuristic compiled after the fault. */
+    assert_int_equal(stats(ctx).nvrtc_compiles, 1);
     kda_context_destroy(ctx);
     fake_lose_context(0);
     assert_released(before);
@@ -202,6 +212,32 @@ static void a_tuning_run_that_meets_a_fault_stores_nothing_and_lets_go(void **st
   assert_int_equal(f->stopped, 1);
   assert_int_equal(f->waiting, 0);
   assert_int_equal(stats(ctx).tuning_timing_waits, 0);
+  kda_context_destroy(ctx);
+}
+
+/* A server's warm start on a lost context: the key's stored cubin cannot
+ * load. That is the context's fault, not the cubin's: no warning calls it
+ * refused, nothing is recompiled, and the row stays for the restart. */
+static void a_stored_cubin_is_not_blamed_for_a_lost_context(void **state) {
+  fixture *f = *state;
+  kda_context *ctx = context_make(f, KDA_TUNE_CACHED);
+  assert_int_equal(kda_gate_chunk_cumsum(ctx, &f->a, NULL), KDA_OK); /* compiles, stores */
+  kda_context_destroy(ctx);
+  assert_int_equal(db_stats(f).cubins, 1);
+  ctx = context_make(f, KDA_TUNE_CACHED);
+  fake_lose_context(CUDA_ERROR_ILLEGAL_ADDRESS);
+  assert_lost(kda_gate_chunk_cumsum(ctx, &f->a, NULL));
+  assert_non_null(strstr(kda_last_error(), "cuModuleLoadData"));
+  assert_int_equal(stats(ctx).nvrtc_compiles, 0);
+  assert_int_equal(f->refused, 0);
+  kda_context_destroy(ctx);
+  fake_lose_context(0);
+  assert_int_equal(db_stats(f).cubins, 1);
+  /* The restart loads it. */
+  ctx = context_make(f, KDA_TUNE_CACHED);
+  assert_int_equal(kda_gate_chunk_cumsum(ctx, &f->a, NULL), KDA_OK);
+  assert_int_equal(stats(ctx).db_cubin_hits, 1);
+  assert_int_equal(stats(ctx).nvrtc_compiles, 0);
   kda_context_destroy(ctx);
 }
 
@@ -245,11 +281,13 @@ int main(void) {
     *(void **)&fake_lose_context = dlsym(h, "fake_cuda_lose_context");
     *(void **)&fake_lose_context_after = dlsym(h, "fake_cuda_lose_context_after");
     *(void **)&fake_lost = dlsym(h, "fake_cuda_lost");
+    *(void **)&fake_lose_context_after_loads = dlsym(h, "fake_cuda_lose_context_after_loads");
     *(void **)&fake_live_allocations = dlsym(h, "fake_cuda_live_allocations");
     *(void **)&fake_loaded_modules = dlsym(h, "fake_cuda_loaded_modules");
     *(void **)&fake_streams_live = dlsym(h, "fake_cuda_streams_live");
   }
-  if (!fake_lose_context || !fake_lose_context_after || !fake_lost || !fake_live_allocations || !fake_loaded_modules || !fake_streams_live) {
+  if (!fake_lose_context || !fake_lose_context_after || !fake_lose_context_after_loads ||
+      !fake_lost || !fake_live_allocations || !fake_loaded_modules || !fake_streams_live) {
     fprintf(stderr, "KDA_LIBCUDA must name the stand-in driver (tests/fake_cuda); got %s\n",
             path ? path : "(unset)");
     return 1;
@@ -260,6 +298,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(a_tuning_run_that_meets_a_fault_stores_nothing_and_lets_go,
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(the_background_worker_meeting_a_fault_stores_nothing, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(a_stored_cubin_is_not_blamed_for_a_lost_context, setup,
                                       teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -115,6 +115,9 @@ kda_status kda__job_use_config(kda__slot_job *j, kda__config cfg, CUmodule *modu
       kda__log(ctx, KDA_LOG_DEBUG, "loaded the stored cubin of [%s] %s", j->what, ctext);
       return KDA_OK;
     }
+    /* The driver fails every call of a lost context: the cubin was not
+     * refused, and a compile would be spent for nothing. */
+    if (st == KDA_ERROR_CONTEXT_LOST) return st;
     /* Another build's cubin may be newer than the driver: expected, not a fault. */
     kda__log(ctx, built_by[0] != '\0' ? KDA_LOG_INFO : KDA_LOG_WARN,
              "the stored cubin of [%s] %s%s%s was refused (%s); recompiling", j->what, ctext,

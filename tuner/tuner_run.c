@@ -464,7 +464,7 @@ kda_status kda__job_tune(kda__slot_job *j, CUmodule *module, CUfunction *functio
   kda_status st = prepare(&r);
   if (st == KDA_OK) {
     st = compile_batch(&r);
-    if (st != KDA_OK) {
+    if (st != KDA_OK && st != KDA_ERROR_CONTEXT_LOST) {
       kda__log(ctx, KDA_LOG_WARN, "[%s]: compiling %zu tuning candidates failed (%s); using the "
                "heuristic config", j->what, r.count, kda_last_error());
       run_free(&r);
@@ -513,7 +513,9 @@ kda_status kda__job_tune(kda__slot_job *j, CUmodule *module, CUfunction *functio
     kda__context_overlap_refused(j->ctx, what);
   }
   end_timing(&r); /* before the store is written: the next run may time meanwhile */
-  if (st != KDA_OK && r.fns != NULL && r.j->rq->report == NULL) {
+  /* A lost context fails whatever comes next: the heuristic's own compile
+   * and load would be spent for nothing. */
+  if (st != KDA_OK && st != KDA_ERROR_CONTEXT_LOST && r.fns != NULL && r.j->rq->report == NULL) {
     /* Compiled, but the bench or the validation could not run (e.g. the
      * compare kernel visited nothing): a kernel call keeps the heuristic
      * config, unstored, instead of failing (prewarm reports the failure). */

@@ -128,10 +128,11 @@ FAKE_API CUresult cuThreadExchangeStreamCaptureMode(CUstreamCaptureMode *mode) {
  * frees, unloads and destroys release what they hold and return r too.
  * Contexts can still be made current, as with a real driver. 0 undoes it. */
 static atomic_int lost, lose_code;
-static atomic_long lose_countdown = -1; /* fake_cuda_lose_context_after's */
+/* fake_cuda_lose_context_after's and _after_loads' */
+static atomic_long lose_countdown = -1, lose_load_countdown = -1;
 FAKE_API void fake_cuda_lose_context(int r) {
   atomic_store(&lost, r);
-  if (r == 0) atomic_store(&lose_countdown, -1);
+  if (r == 0) atomic_store(&lose_countdown, -1), atomic_store(&lose_load_countdown, -1);
 }
 #define RETURN_IF_LOST()                        \
   do {                                          \
@@ -146,16 +147,23 @@ FAKE_API void fake_cuda_lose_context_after(long launches, int r) {
   atomic_store(&lose_code, r);
   atomic_store(&lose_countdown, launches);
 }
-/* 1 if this launch is the one that faults (the context is lost from now). */
-static int launch_faults(void) {
-  for (long left = atomic_load(&lose_countdown); left >= 0;) {
-    if (!atomic_compare_exchange_weak(&lose_countdown, &left, left - 1)) continue;
+/* fake_cuda_lose_context_after_loads(n, r): the same, counting module
+ * loads (the fault lands between a tuning run's compile and its bench). */
+FAKE_API void fake_cuda_lose_context_after_loads(long loads, int r) {
+  atomic_store(&lose_code, r);
+  atomic_store(&lose_load_countdown, loads);
+}
+/* 1 if this call is the one that faults (the context is lost from now). */
+static int counted_call_faults(atomic_long *countdown) {
+  for (long left = atomic_load(countdown); left >= 0;) {
+    if (!atomic_compare_exchange_weak(countdown, &left, left - 1)) continue;
     if (left > 0) return 0;
     atomic_store(&lost, atomic_load(&lose_code));
     return 1;
   }
   return 0;
 }
+static int launch_faults(void) { return counted_call_faults(&lose_countdown); }
 static CUresult lost_or(CUresult r) {
   const int l = atomic_load(&lost);
   return l != 0 ? (CUresult)l : r;
@@ -253,6 +261,7 @@ FAKE_API CUresult cuCtxSynchronize(void) {
 FAKE_API CUresult cuModuleLoadData(CUmodule *m, const void *image) {
   if (image == NULL) return CUDA_ERROR_INVALID_IMAGE;
   RETURN_IF_LOST();
+  if (counted_call_faults(&lose_load_countdown)) return (CUresult)atomic_load(&lost);
   if (unsafe_now()) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
   for (long left = atomic_load(&refuse_loads); left > 0;)
     if (atomic_compare_exchange_weak(&refuse_loads, &left, left - 1))
