@@ -24,8 +24,9 @@ static const tune_cmd verify_cmd = {
     "verify", "[OPTIONS]",
     "Check every cubin's SHA-256 and framing (no GPU needed), then on the GPU load each cubin "
     "built for its architecture and re-run every result tuned for this GPU model against the "
-    "float64 reference on random inputs. Without a GPU only the hash check runs and the exit "
-    "status is 1 unless --hash-only.",
+    "float64 reference on random inputs. A re-run whose kernel faults loses the CUDA context: "
+    "verify names that result and stops, the rest not re-run. Without a GPU only the hash "
+    "check runs and the exit status is 1 unless --hash-only.",
     verify_opts, 0, 0};
 
 typedef struct verify_state {
@@ -57,6 +58,10 @@ typedef struct rerun_job {
   char gpu_key[128];
   verify_state *vs;
   int64_t tried, bad, other_gpu;
+  /* A re-run faulted (or met a context lost before it): the CUDA context
+   * is gone, so the rows after it cannot be re-run. The row's key. */
+  int lost;
+  char lost_key[64];
 } rerun_job;
 
 /* Runs one stored result's specialization on random inputs and compares
@@ -119,8 +124,16 @@ static int rerun_one(rerun_job *j, const kda_db_record *r, char *why, size_t why
   kda_status st = kernel == KDA_KERNEL_GATE               ? kda_gate(j->ctx, &d, NULL)
                   : kernel == KDA_KERNEL_CHUNK_LOCAL_CUMSUM ? kda_chunk_local_cumsum(j->ctx, &d, NULL)
                                                             : kda_gate_chunk_cumsum(j->ctx, &d, NULL);
-  if (st == KDA_OK) {
-    cuda_check(j->cu, j->cu->CtxSynchronize(), "cuCtxSynchronize");
+  /* Synchronised here, not inside cuda_download (which exits on an error):
+   * a kernel that faults is what verify is for, and this row is its. */
+  const CUresult synced = st == KDA_OK ? j->cu->CtxSynchronize() : CUDA_SUCCESS;
+  if (synced != CUDA_SUCCESS) {
+    const char *name = "?";
+    j->cu->GetErrorName(synced, &name);
+    snprintf(why, why_size, "the kernel faulted (cuCtxSynchronize: %s): the CUDA context is lost",
+             name);
+    j->lost = 1;
+  } else if (st == KDA_OK) {
     cuda_download(j->cu, got, d.out, n * osz);
     double err = 0;
     size_t bad = a.out_dtype == KDA_DTYPE_BF16 ? tu_check_rounded_bf16(got, ref, n, 2e-5, &err, NULL)
@@ -129,6 +142,7 @@ static int rerun_one(rerun_job *j, const kda_db_record *r, char *why, size_t why
     else snprintf(why, why_size, "%zu of %zu outputs differ from the reference (max err %.3g)", bad, n, err);
   } else {
     snprintf(why, why_size, "%s", kda_last_error());
+    j->lost = st == KDA_ERROR_CONTEXT_LOST;
   }
   const void *bufs[] = {d.g, d.out, d.A_log, d.dt_bias, a.num_seqs > 0 ? d.cu_seqlens : NULL,
                         a.num_seqs > 0 ? d.chunk_indices : NULL};
@@ -163,7 +177,8 @@ static int rerun_row(void *user, const kda_db_record *r) {
     printf("rerun  %s %.16s %s bucket %lld%s%s\n", ok ? "ok  " : "FAIL", r->key, r->spec,
            (long long)r->bucket, ok ? "" : ": ", why);
   }
-  return 0;
+  if (j->lost) snprintf(j->lost_key, sizeof j->lost_key, "%.16s", r->key);
+  return j->lost; /* nothing after a lost context can run: stop */
 }
 
 int cmd_verify(int argc, char **argv) {
@@ -213,10 +228,15 @@ int cmd_verify(int argc, char **argv) {
       job.ctx = ctx;
       if (st == KDA_OK) st = kda_db_list(db, NULL, rerun_row, &job);
       if (st != KDA_OK) snprintf(gpu_note, sizeof gpu_note, "%s", kda_last_error());
+      else if (job.lost)
+        snprintf(gpu_note, sizeof gpu_note,
+                 "re-running result %s lost the CUDA context (its kernel faulted, or the "
+                 "context was lost before it): the results after it were not re-run; run "
+                 "kda-tune verify again to check them", job.lost_key);
       kda_context_destroy(ctx);
     }
   }
-  if (bad || load_bad || job.bad || st != KDA_OK) status = TUNE_FAIL;
+  if (bad || load_bad || job.bad || job.lost || st != KDA_OK) status = TUNE_FAIL;
   if (vs.json) {
     printf("%s],\n \"cubins_checked\": %lld, \"hash_failures\": %lld, \"cubins_loaded\": %lld, "
            "\"load_failures\": %lld, \"results_rerun\": %lld, \"rerun_failures\": %lld, "
@@ -229,7 +249,7 @@ int cmd_verify(int argc, char **argv) {
   } else {
     printf("hash   %lld cubins checked, %lld failed%s\n", (long long)checked, (long long)bad,
            drop && bad ? " (dropped)" : "");
-    if (!tune_has(&a, "hash-only") && gpu_note[0] == '\0') {
+    if (!tune_has(&a, "hash-only") && (gpu_note[0] == '\0' || job.lost)) {
       printf("load   %lld cubins for this architecture loaded, %lld failed\n", (long long)loaded,
              (long long)load_bad);
       printf("rerun  %lld results re-run, %lld failed (%lld belong to other GPU models)\n",

@@ -164,6 +164,13 @@ static int counted_call_faults(atomic_long *countdown) {
   return 0;
 }
 static int launch_faults(void) { return counted_call_faults(&lose_countdown); }
+/* FAKE_CUDA_LOSE_AFTER_LAUNCHES=N: fake_cuda_lose_context_after(N,
+ * CUDA_ERROR_ILLEGAL_ADDRESS) from the start, for a test that drives
+ * another process (kda-tune verify re-running a row that faults). */
+__attribute__((constructor)) static void lose_from_the_environment(void) {
+  const char *n = getenv("FAKE_CUDA_LOSE_AFTER_LAUNCHES");
+  if (n != NULL && *n != '\0') fake_cuda_lose_context_after(atol(n), CUDA_ERROR_ILLEGAL_ADDRESS);
+}
 static CUresult lost_or(CUresult r) {
   const int l = atomic_load(&lost);
   return l != 0 ? (CUresult)l : r;
