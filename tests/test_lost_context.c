@@ -26,6 +26,7 @@
 static void (*fake_lose_context)(int);
 static void (*fake_lose_context_after)(long, int);
 static void (*fake_lose_context_after_loads)(long, int);
+static void (*fake_compare_passes)(int);
 static int (*fake_lost)(void);
 static long (*fake_live_allocations)(void);
 static long (*fake_loaded_modules)(void);
@@ -69,6 +70,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
   fixture *f = *state;
   fake_lose_context(0);
+  fake_compare_passes(0);
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
   if (system(cmd) != 0) return -1;
@@ -179,6 +181,7 @@ static void every_call_after_a_fault_says_the_context_is_lost(void **state) {
 static void a_tuning_run_that_meets_a_fault_stores_nothing_and_lets_go(void **state) {
   fixture *f = *state;
   const held before = held_now();
+  fake_compare_passes(1); /* unfaulted, the run would store its winner: the last step shows it */
   for (int run = 0; run < 4; ++run) {
     const int prewarm = run & 1, at_load = run >> 1;
     kda_context *ctx = context_make(f, KDA_TUNE_ON);
@@ -204,15 +207,20 @@ static void a_tuning_run_that_meets_a_fault_stores_nothing_and_lets_go(void **st
     assert_int_equal(s.trials, 0);
     assert_int_equal(s.leases, 0);
   }
-  /* The key is tuned again: the stand-in's run stops at validation (its
-   * kernels write nothing), which shows it got past lease and lock. */
+  /* The key is tuned again, past lease and lock, and its winner stored:
+   * what each faulted run above would have stored. */
   kda_context *ctx = context_make(f, KDA_TUNE_ON);
   f->stopped = f->waiting = 0;
   assert_int_equal(kda_gate_chunk_cumsum(ctx, &f->a, NULL), KDA_OK);
-  assert_int_equal(f->stopped, 1);
+  assert_int_equal(stats(ctx).tuning_runs, 1);
+  assert_int_equal(f->stopped, 0);
   assert_int_equal(f->waiting, 0);
   assert_int_equal(stats(ctx).tuning_timing_waits, 0);
   kda_context_destroy(ctx);
+  const kda_db_stats s = db_stats(f);
+  assert_int_equal(s.results, 1);
+  assert_true(s.trials > 0);
+  assert_int_equal(s.leases, 0);
 }
 
 /* A server's warm start on a lost context: the key's stored cubin cannot
@@ -253,6 +261,7 @@ static double now_ms(void) {
 static void the_background_worker_meeting_a_fault_stores_nothing(void **state) {
   fixture *f = *state;
   const held before = held_now();
+  fake_compare_passes(1); /* unfaulted, the worker's run would store its winner */
   kda_context *ctx = context_make(f, KDA_TUNE_BACKGROUND);
   assert_int_equal(kda_gate_chunk_cumsum(ctx, &f->a, NULL), KDA_OK);
   /* The worker is still compiling: its first launch faults. */
@@ -282,11 +291,13 @@ int main(void) {
     *(void **)&fake_lose_context_after = dlsym(h, "fake_cuda_lose_context_after");
     *(void **)&fake_lost = dlsym(h, "fake_cuda_lost");
     *(void **)&fake_lose_context_after_loads = dlsym(h, "fake_cuda_lose_context_after_loads");
+    *(void **)&fake_compare_passes = dlsym(h, "fake_cuda_compare_passes");
     *(void **)&fake_live_allocations = dlsym(h, "fake_cuda_live_allocations");
     *(void **)&fake_loaded_modules = dlsym(h, "fake_cuda_loaded_modules");
     *(void **)&fake_streams_live = dlsym(h, "fake_cuda_streams_live");
   }
   if (!fake_lose_context || !fake_lose_context_after || !fake_lose_context_after_loads ||
+      !fake_compare_passes ||
       !fake_lost || !fake_live_allocations || !fake_loaded_modules || !fake_streams_live) {
     fprintf(stderr, "KDA_LIBCUDA must name the stand-in driver (tests/fake_cuda); got %s\n",
             path ? path : "(unset)");

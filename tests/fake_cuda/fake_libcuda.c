@@ -283,10 +283,33 @@ FAKE_API CUresult cuModuleUnload(CUmodule m) {
   atomic_fetch_sub(&modules, 1);
   return lost_or(CUDA_SUCCESS);
 }
+/* fake_cuda_compare_passes(1) (or FAKE_CUDA_COMPARE_PASSES=1 from the
+ * start): the tuner's compare kernel reports every element visited and
+ * equal, as on a GPU where every candidate computes the reference's
+ * output, so that a tuning run gets past validation, times its candidates
+ * and stores its winner. Off, the stand-in's kernels write nothing and
+ * every run stops at validation: a test that a run stored nothing after a
+ * fault would pass whatever the library did. Its handle is the module's
+ * address + 1 (the others' is the module's): never dereferenced. */
+static atomic_int compare_passes;
+FAKE_API void fake_cuda_compare_passes(int on) { atomic_store(&compare_passes, on); }
+__attribute__((constructor)) static void compare_from_the_environment(void) {
+  const char *v = getenv("FAKE_CUDA_COMPARE_PASSES");
+  if (v != NULL && strcmp(v, "1") == 0) fake_cuda_compare_passes(1);
+}
+static int is_compare(CUfunction f) { return ((uintptr_t)f & 1u) != 0; }
 FAKE_API CUresult cuModuleGetFunction(CUfunction *f, CUmodule m, const char *name) {
-  (void)name;
-  *f = (CUfunction)m;
+  *f = (CUfunction)((uintptr_t)m + (name != NULL && strstr(name, "tune_compare") != NULL));
   return CUDA_SUCCESS;
+}
+/* The compare kernel's result words (kernel_templates/tune_compare.cuh):
+ * none wrong, none unwritten, error 0, n visited, none NaN in both. */
+static void compare_run(CUfunction f, void **params) {
+  if (!is_compare(f) || !atomic_load(&compare_passes)) return;
+  const long long n = *(const long long *)params[2];
+  unsigned long long *res = *(unsigned long long **)params[4];
+  memset(res, 0, 5 * sizeof *res);
+  res[3] = (unsigned long long)n;
 }
 FAKE_API CUresult cuFuncGetAttribute(int *v, CUfunction_attribute a, CUfunction f) {
   (void)a;
@@ -344,6 +367,7 @@ FAKE_API CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigne
   if (launch_faults()) return (CUresult)atomic_load(&lost);
   if (foreign_stream(s)) return CUDA_ERROR_INVALID_HANDLE;
   legacy_use(s);
+  compare_run(f, params);
   atomic_fetch_add(&launches, 1);
   return CUDA_SUCCESS;
 }
