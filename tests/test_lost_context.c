@@ -26,6 +26,7 @@
 static void (*fake_lose_context)(int);
 static void (*fake_lose_context_after)(long, int);
 static void (*fake_lose_context_after_loads)(long, int);
+static void (*fake_lose_context_at_alloc)(size_t, int);
 static void (*fake_compare_passes)(int);
 static int (*fake_lost)(void);
 static long (*fake_live_allocations)(void);
@@ -223,6 +224,36 @@ static void a_tuning_run_that_meets_a_fault_stores_nothing_and_lets_go(void **st
   assert_int_equal(s.leases, 0);
 }
 
+/* The fault lands after the candidates were timed, while the run measures
+ * the device's copy bandwidth (its first allocation finds the context
+ * lost): the run is interrupted all the same, so nothing is stored and
+ * kda_prewarm does not report the key tuned. */
+static void a_fault_met_measuring_copy_bandwidth_stores_nothing(void **state) {
+  fixture *f = *state;
+  const held before = held_now();
+  fake_compare_passes(1);
+  for (int prewarm = 0; prewarm < 2; ++prewarm) {
+    kda_context *ctx = context_make(f, KDA_TUNE_ON);
+    fake_lose_context_at_alloc((size_t)64 << 20, CUDA_ERROR_ILLEGAL_ADDRESS);
+    if (prewarm) {
+      kda_prewarm_result r = {.struct_size = sizeof r};
+      assert_lost(kda_prewarm(ctx, KDA_KERNEL_GATE_CHUNK_CUMSUM, &f->a, 0, &r));
+      assert_int_equal(r.outcome, KDA_PREWARM_FAILED);
+    } else {
+      assert_lost(kda_gate_chunk_cumsum(ctx, &f->a, NULL));
+    }
+    assert_int_equal(fake_lost(), CUDA_ERROR_ILLEGAL_ADDRESS); /* the copy's allocation met it */
+    assert_int_equal(stats(ctx).tuning_runs, 0);
+    kda_context_destroy(ctx);
+    fake_lose_context(0);
+    assert_released(before);
+    const kda_db_stats s = db_stats(f);
+    assert_int_equal(s.results, 0);
+    assert_int_equal(s.trials, 0);
+    assert_int_equal(s.leases, 0);
+  }
+}
+
 /* A server's warm start on a lost context: the key's stored cubin cannot
  * load. That is the context's fault, not the cubin's: no warning calls it
  * refused, nothing is recompiled, and the row stays for the restart. */
@@ -291,13 +322,14 @@ int main(void) {
     *(void **)&fake_lose_context_after = dlsym(h, "fake_cuda_lose_context_after");
     *(void **)&fake_lost = dlsym(h, "fake_cuda_lost");
     *(void **)&fake_lose_context_after_loads = dlsym(h, "fake_cuda_lose_context_after_loads");
+    *(void **)&fake_lose_context_at_alloc = dlsym(h, "fake_cuda_lose_context_at_alloc");
     *(void **)&fake_compare_passes = dlsym(h, "fake_cuda_compare_passes");
     *(void **)&fake_live_allocations = dlsym(h, "fake_cuda_live_allocations");
     *(void **)&fake_loaded_modules = dlsym(h, "fake_cuda_loaded_modules");
     *(void **)&fake_streams_live = dlsym(h, "fake_cuda_streams_live");
   }
   if (!fake_lose_context || !fake_lose_context_after || !fake_lose_context_after_loads ||
-      !fake_compare_passes ||
+      !fake_lose_context_at_alloc || !fake_compare_passes ||
       !fake_lost || !fake_live_allocations || !fake_loaded_modules || !fake_streams_live) {
     fprintf(stderr, "KDA_LIBCUDA must name the stand-in driver (tests/fake_cuda); got %s\n",
             path ? path : "(unset)");
@@ -308,6 +340,8 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(a_tuning_run_that_meets_a_fault_stores_nothing_and_lets_go,
                                       setup, teardown),
+      cmocka_unit_test_setup_teardown(a_fault_met_measuring_copy_bandwidth_stores_nothing, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(the_background_worker_meeting_a_fault_stores_nothing, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(a_stored_cubin_is_not_blamed_for_a_lost_context, setup,

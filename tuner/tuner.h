@@ -359,10 +359,11 @@ typedef struct kda__tune_kit {
 kda_status kda__tune_kit_acquire(kda_context *ctx, kda__tune_kit **kit, double *waited_ms);
 /* Synchronizes the kit's stream and releases the lock. */
 void kda__tune_kit_release(kda_context *ctx);
-/* The device's copy bandwidth in GB/s (read + write), timed on the kit's
- * stream by its caller holding the kit (tuner_copy_bw.c); -1 if it could
- * not be measured. */
-double kda__tune_copy_bw(const kda__driver *d, const kda__tune_kit *kit);
+/* The device's copy bandwidth in GB/s (read + write) in *gbps, timed on
+ * the kit's stream by its caller holding the kit (tuner_copy_bw.c); -1 if
+ * it could not be measured. KDA_ERROR_CONTEXT_LOST where a call of it met
+ * a lost context (the run must then store nothing), else KDA_OK. */
+kda_status kda__tune_copy_bw(const kda__driver *d, const kda__tune_kit *kit, double *gbps);
 /* At context destroy, ctx current: frees the kit (no run may hold it). */
 void kda__tune_kit_destroy(kda_context *ctx);
 /* At context destroy when the CUDA context cannot be entered (destroyed

@@ -505,8 +505,11 @@ kda_status kda__job_tune(kda__slot_job *j, CUmodule *module, CUfunction *functio
   size_t rejected = 0;
   if (st == KDA_OK) st = bench_all(&r, &rejected);
   /* Still holding the timing lock: the device is ours alone for a moment. */
-  if (st == KDA_OK && r.kit_held && ctx->copy_bw_gbps == 0 && ctx->tune_kit != NULL)
-    ctx->copy_bw_gbps = kda__tune_copy_bw(ctx->drv, ctx->tune_kit);
+  if (st == KDA_OK && r.kit_held && ctx->copy_bw_gbps == 0 && ctx->tune_kit != NULL) {
+    double gbps = -1;
+    st = kda__tune_copy_bw(ctx->drv, ctx->tune_kit, &gbps);
+    if (st == KDA_OK) ctx->copy_bw_gbps = gbps;
+  }
   if (r.bench != NULL && kda__bench_overlap_refused(r.bench)) {
     char what[600];
     snprintf(what, sizeof what, "the tuning run of %s", j->what);

@@ -128,11 +128,14 @@ FAKE_API CUresult cuThreadExchangeStreamCaptureMode(CUstreamCaptureMode *mode) {
  * frees, unloads and destroys release what they hold and return r too.
  * Contexts can still be made current, as with a real driver. 0 undoes it. */
 static atomic_int lost, lose_code;
-/* fake_cuda_lose_context_after's and _after_loads' */
+/* fake_cuda_lose_context_after's, _after_loads' and _at_alloc's */
 static atomic_long lose_countdown = -1, lose_load_countdown = -1;
+static atomic_size_t lose_alloc_bytes;
 FAKE_API void fake_cuda_lose_context(int r) {
   atomic_store(&lost, r);
-  if (r == 0) atomic_store(&lose_countdown, -1), atomic_store(&lose_load_countdown, -1);
+  if (r == 0)
+    atomic_store(&lose_countdown, -1), atomic_store(&lose_load_countdown, -1),
+        atomic_store(&lose_alloc_bytes, 0);
 }
 #define RETURN_IF_LOST()                        \
   do {                                          \
@@ -164,6 +167,21 @@ static int counted_call_faults(atomic_long *countdown) {
   return 0;
 }
 static int launch_faults(void) { return counted_call_faults(&lose_countdown); }
+/* fake_cuda_lose_context_at_alloc(bytes, r): the first cuMemAlloc of at
+ * least that many bytes finds the context lost (another library's kernel
+ * faulted just before), e.g. the tuner's copy-bandwidth buffers, which
+ * are allocated after its candidates were timed. 0 lifts it. */
+FAKE_API void fake_cuda_lose_context_at_alloc(size_t bytes, int r) {
+  atomic_store(&lose_code, r);
+  atomic_store(&lose_alloc_bytes, bytes);
+}
+static int alloc_faults(size_t n) {
+  const size_t at = atomic_load(&lose_alloc_bytes);
+  if (at == 0 || n < at) return 0;
+  atomic_store(&lose_alloc_bytes, 0);
+  atomic_store(&lost, atomic_load(&lose_code));
+  return 1;
+}
 /* FAKE_CUDA_LOSE_AFTER_LAUNCHES=N: fake_cuda_lose_context_after(N,
  * CUDA_ERROR_ILLEGAL_ADDRESS) from the start, for a test that drives
  * another process (kda-tune verify re-running a row that faults). */
@@ -397,6 +415,7 @@ FAKE_API CUresult cuLaunchKernelEx(const CUlaunchConfig *c, CUfunction f, void *
 }
 FAKE_API CUresult cuMemAlloc(CUdeviceptr *p, size_t n) {
   RETURN_IF_LOST();
+  if (alloc_faults(n)) return (CUresult)atomic_load(&lost);
   if (unsafe_now()) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
   for (long left = atomic_load(&allocs_left); left >= 0;) {
     if (left == 0) return CUDA_ERROR_OUT_OF_MEMORY;
