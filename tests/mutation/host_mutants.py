@@ -457,6 +457,35 @@ MUTANTS = [
                "    if (k < n || ((unsigned char)text[n] & 0xC0) == 0x80) n = k;",
                "    (void)k;", "an import cuts a character in half: exports are not UTF-8",
                ["test_db_api"]),
+    # A lost CUDA context (thirtieth session).
+    HostMutant("context_lost_not_named", "src/driver.c",
+               "  if (kda__cu_context_lost(r))\n    return kda__fail(KDA_ERROR_CONTEXT_LOST,",
+               "  if (0)\n    return kda__fail(KDA_ERROR_CONTEXT_LOST,",
+               "a fault is KDA_ERROR_CUDA: a server cannot tell it must restart",
+               ["test_status", "test_lost_context"]),
+    HostMutant("illegal_address_not_lost", "src/driver.c",
+               "    case CUDA_ERROR_ILLEGAL_ADDRESS:\n", "",
+               "the commonest fault is not recognised as a lost context",
+               ["test_status", "test_lost_context"]),
+    HostMutant("stored_cubin_blamed_for_a_lost_context", "tuner/tuner.c",
+               "    if (st == KDA_ERROR_CONTEXT_LOST) return st;\n", "",
+               "a warm start on a lost context warns the stored cubin was refused and recompiles",
+               ["test_lost_context"]),
+    HostMutant("lost_context_recompiles_after_the_batch", "tuner/tuner_run.c",
+               "    if (st != KDA_OK && st != KDA_ERROR_CONTEXT_LOST) {",
+               "    if (st != KDA_OK) {",
+               "a tuning run that lost the context at its load compiles the heuristic again",
+               ["test_lost_context"]),
+    HostMutant("lost_context_recompiles_after_the_bench", "tuner/tuner_run.c",
+               "st != KDA_OK && st != KDA_ERROR_CONTEXT_LOST && r.fns != NULL",
+               "st != KDA_OK && r.fns != NULL",
+               "a tuning run that lost the context in its bench compiles the heuristic again",
+               ["test_lost_context"]),
+    HostMutant("verify_goes_on_after_a_lost_context", "tools/kda_tune_gpu.c",
+               "  return j->lost; /* nothing after a lost context can run: stop */",
+               "  return 0;",
+               "kda-tune verify blames every result after the one that faulted",
+               ["test_verify_lost_context"]),
 ]
 
 
@@ -484,7 +513,8 @@ def ctest(build, tests, jobs, gpu=False):
 
 
 # ctest names that are scripts, and the build targets they run.
-SCRIPT_TARGETS = {"test_kda_tune_cli": ["kda-tune", "make_test_db"]}
+SCRIPT_TARGETS = {"test_kda_tune_cli": ["kda-tune", "make_test_db"],
+                  "test_verify_lost_context": ["kda-tune", "make_test_db", "kda_fake_cuda"]}
 
 
 def targets(tests):
