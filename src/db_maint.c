@@ -174,6 +174,10 @@ typedef struct check_job {
   size_t bad_cap;
   int oom;
   kda_context *ctx; /* load checks only */
+  /* A load met a lost context: no cubin can load and none is to blame,
+   * so the check stops and says so (the message, without its status). */
+  int lost;
+  char lost_message[1024];
 } check_job;
 
 static void note_bad(check_job *j, int64_t id) {
@@ -229,7 +233,9 @@ kda_status kda_db_check_cubins(kda_db *db, int32_t drop, kda_db_cubin_check_fn f
   KDA__REQUIRE(!drop || strcmp(kda_db_mode(db), "read-write") == 0, KDA_ERROR_READ_ONLY,
                "the tuning database %s is not open for writing; cannot drop cubins",
                kda_db_path(db));
-  check_job j = {db, fn, user, 0, 0, NULL, 0, 0, NULL};
+  check_job j;
+  memset(&j, 0, sizeof j);
+  j.db = db, j.fn = fn, j.user = user;
   kda_status st = kda__store_list_cubins(db->store, 1, check_one, &j);
   if (st == KDA_OK && j.oom) st = kda__fail(KDA_ERROR_OUT_OF_MEMORY, "checking cubins: out of memory");
   if (st == KDA_OK && drop && j.bad > 0)
@@ -263,7 +269,16 @@ static int load_one(void *user, const kda__store_cubin_row *row) {
       lowered[name_len] = '\0';
       CUmodule module = NULL;
       CUfunction function = NULL;
-      if (kda__context_load(ctx, copy, lowered, &module, &function) != KDA_OK) {
+      const kda_status st = kda__context_load(ctx, copy, lowered, &module, &function);
+      if (st == KDA_ERROR_CONTEXT_LOST) {
+        j->lost = 1;
+        const char *m = kda_last_error(), *name = "KDA_ERROR_CONTEXT_LOST: ";
+        if (strncmp(m, name, strlen(name)) == 0) m += strlen(name);
+        kda__db_copy(j->lost_message, sizeof j->lost_message, m);
+        free(copy);
+        return 1;
+      }
+      if (st != KDA_OK) {
         kda__db_copy(problem, sizeof problem, kda_last_error());
       } else {
         int pushed = 0;
@@ -284,10 +299,13 @@ static int load_one(void *user, const kda__store_cubin_row *row) {
 kda_status kda_db_load_cubins(kda_db *db, kda_context *ctx, kda_db_cubin_check_fn fn, void *user,
                               int64_t *tried, int64_t *bad) {
   KDA__REQUIRE(db != NULL && ctx != NULL, KDA_ERROR_NULL_POINTER, "kda_db_load_cubins: NULL argument");
-  check_job j = {db, fn, user, 0, 0, NULL, 0, 0, ctx};
+  check_job j;
+  memset(&j, 0, sizeof j);
+  j.db = db, j.fn = fn, j.user = user, j.ctx = ctx;
   kda_status st = kda__store_list_cubins(db->store, 1, load_one, &j);
   if (tried != NULL) *tried = j.checked;
   if (bad != NULL) *bad = j.bad;
+  if (j.lost) return kda__fail(KDA_ERROR_CONTEXT_LOST, "%s", j.lost_message);
   return st;
 }
 

@@ -280,6 +280,40 @@ static void a_stored_cubin_is_not_blamed_for_a_lost_context(void **state) {
   kda_context_destroy(ctx);
 }
 
+static int count_cubin(void *user, const kda_db_cubin *c, int32_t ok, const char *problem) {
+  (void)c, (void)ok, (void)problem;
+  ++*(int *)user;
+  return 0;
+}
+
+/* kda_db_load_cubins on a lost context: no cubin can load, and none is to
+ * blame. It says the context is lost and stops, rather than return KDA_OK
+ * with every stored cubin reported as refused by the driver. */
+static void loading_the_stored_cubins_on_a_lost_context_blames_none(void **state) {
+  fixture *f = *state;
+  kda_context *ctx = context_make(f, KDA_TUNE_CACHED);
+  assert_int_equal(kda_gate_chunk_cumsum(ctx, &f->a, NULL), KDA_OK); /* compiles, stores */
+  kda_gate_args other = f->a;
+  other.num_heads = 2;
+  assert_int_equal(kda_gate_chunk_cumsum(ctx, &other, NULL), KDA_OK);
+  kda_db *db = NULL;
+  assert_int_equal(kda_db_open(f->db, KDA_DB_READ_ONLY, &db), KDA_OK);
+  int64_t tried = -1, bad = -1;
+  int reported = 0;
+  assert_int_equal(kda_db_load_cubins(db, ctx, count_cubin, &reported, &tried, &bad), KDA_OK);
+  assert_int_equal(tried, 2); /* the fixture: two cubins, both load */
+  assert_int_equal(bad, 0);
+  fake_lose_context(CUDA_ERROR_ILLEGAL_ADDRESS);
+  reported = 0;
+  assert_lost(kda_db_load_cubins(db, ctx, count_cubin, &reported, &tried, &bad));
+  assert_non_null(strstr(kda_last_error(), "cuModuleLoadData"));
+  assert_int_equal(reported, 0);
+  assert_int_equal(tried, 0);
+  assert_int_equal(bad, 0);
+  kda_db_close(db);
+  kda_context_destroy(ctx);
+}
+
 static double now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -346,6 +380,8 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(a_stored_cubin_is_not_blamed_for_a_lost_context, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(loading_the_stored_cubins_on_a_lost_context_blames_none,
+                                      setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -356,6 +356,9 @@ KDA_API kda_status kda_db_check_cubins(kda_db *db, int32_t drop, kda_db_cubin_ch
  * context (cuModuleLoadData + looking its kernel up), then unloads it.
  * fn gets each cubin tried with ok and the driver's error. *tried / *bad
  * (may be NULL) get counts; cubins for other architectures are not tried.
+ * A load that meets a lost CUDA context (a kernel faulted: no cubin can
+ * load, and none is to blame) stops the check and returns
+ * KDA_ERROR_CONTEXT_LOST; that cubin is neither reported nor counted.
  */
 KDA_API kda_status kda_db_load_cubins(kda_db *db, kda_context *ctx, kda_db_cubin_check_fn fn,
                                       void *user, int64_t *tried, int64_t *bad);
