@@ -27,7 +27,9 @@ static const tune_cmd prewarm_cmd = {
     "Tune and persist every specialization a deployment will meet, so a server never compiles "
     "or tunes while serving. Shapes come from flags, --shapes FILE or --model NAME --tp LIST; "
     "each token count is tuned in its bucket. What the database already holds for this GPU "
-    "model and library is skipped unless --force. Exit status 1 if any specialization failed.\n"
+    "model and library is skipped unless --force. Exit status 1 if any specialization failed. "
+    "A run that loses the CUDA context (a kernel faulted) ends prewarm there: the shapes after "
+    "it are counted as not attempted.\n"
     "\nShapes file: one shape set per line, KEY=VALUE pairs with the flag names as keys, e.g.\n"
     "  heads=32,16 head-dim=128 gate=softplus bias=both dtype=bf16 tokens=512,8192\n"
     "  model=kimi-linear tp=1,2,4,8\n"
@@ -199,6 +201,11 @@ int cmd_prewarm(int argc, char **argv) {
   }
   progress p = {isatty(2) && !json, json, list.n, 0};
   size_t tuned = 0, skipped = 0, failed = 0, shared = 0;
+  /* A run that lost the CUDA context (a kernel faulted): every later call
+   * of this process fails the same way, so the shapes after it are not
+   * attempted (and not listed as failed: nothing of theirs was wrong). */
+  int lost = 0;
+  char lost_note[512] = "";
   /* Compile-only: which cubins were there before this run, so that a shape
    * whose cubin an earlier line of this run just stored (two token buckets
    * share one offline config) says so rather than "already stored". */
@@ -249,6 +256,7 @@ int cmd_prewarm(int argc, char **argv) {
     } else {
       o.r.struct_size = sizeof o.r;
       kda_status st = kda_prewarm(ctx, s->kernel, &s->args, tune_has(&a, "force"), &o.r);
+      lost = st == KDA_ERROR_CONTEXT_LOST;
       if (st != KDA_OK || o.r.outcome == KDA_PREWARM_FAILED) {
         o.what = "failed";
         snprintf(o.detail, sizeof o.detail, "%s", st != KDA_OK ? kda_last_error() : "tuning failed");
@@ -270,22 +278,33 @@ int cmd_prewarm(int argc, char **argv) {
     if (json) json_outcome(i == 0, s, &o, compile_only);
     report(&p, s, o.what, o.detail);
     bar(&p, s->label);
+    if (lost) break;
   }
   if (p.tty) fprintf(stderr, "\r\033[K");
+  const size_t not_attempted = list.n - p.done;
+  if (lost)
+    snprintf(lost_note, sizeof lost_note,
+             "shape %zu of %zu lost the CUDA context (a kernel faulted): the %zu shapes after it "
+             "were not attempted; run kda-tune prewarm again (a new process) for them",
+             p.done, list.n, not_attempted);
   double secs = (now_ms() - t0) / 1e3;
   const char *done_word = compile_only ? "compiled" : "tuned";
   if (json) {
     printf("%s],\n \"summary\": {\"%s\": %zu, \"skipped\": %zu, \"shared\": %zu, \"failed\": %zu, "
-           "\"total\": %zu, \"seconds\": %.3f, \"database\": ",
-           list.n ? "\n  " : "", done_word, tuned, skipped, shared, failed, list.n, secs);
+           "\"not_attempted\": %zu, \"total\": %zu, \"seconds\": %.3f, \"database\": ",
+           p.done ? "\n  " : "", done_word, tuned, skipped, shared, failed, not_attempted, list.n,
+           secs);
     json_str(stdout, kda_db_path(db));
+    printf(", \"note\": ");
+    json_str(stdout, lost ? lost_note : NULL);
     printf("}}\n");
   } else {
     printf("\nprewarm summary (%s)\n", where);
     printf("  %-10s %6zu\n  %-10s %6zu", done_word, tuned, "skipped", skipped);
     if (shared > 0) printf(" (%zu of them share a cubin compiled above)", shared);
-    printf("\n  %-10s %6zu\n  %-10s %6zu\n  %-10s %6.1f s\n", "failed", failed, "total", list.n,
-           "time", secs);
+    printf("\n  %-10s %6zu\n", "failed", failed);
+    if (lost) printf("  %-10s %6zu\n", "not attempted", not_attempted);
+    printf("  %-10s %6zu\n  %-10s %6.1f s\n", "total", list.n, "time", secs);
     printf("  database   %s\n", kda_db_path(db));
   }
   free(stored_before);
@@ -294,6 +313,7 @@ int cmd_prewarm(int argc, char **argv) {
   kda_db_close(db);
   size_t total = list.n;
   shape_list_free(&list);
+  if (lost_note[0]) fprintf(stderr, "kda-tune prewarm: error: %s\n", lost_note);
   if (failed > 0) {
     fprintf(stderr, "kda-tune prewarm: %zu of %zu specializations failed\n", failed, total);
     return TUNE_FAIL;
