@@ -179,8 +179,12 @@ kda_status kda__cu_status(const kda__driver *drv, CUresult r, const char *call, 
 int kda__cu_context_lost(CUresult r) {
   /* The errors cuda.h documents as leaving the process "in an inconsistent
    * state" where "any further CUDA work will return the same error", and
-   * CUDA_ERROR_ASSERT, after which the context "cannot be used anymore". */
+   * CUDA_ERROR_ASSERT, after which the context "cannot be used anymore".
+   * And CUDA_ERROR_ECC_UNCORRECTABLE, which cuda.h leaves undescribed: the
+   * driver ends the work of the process that met it (Xid 94/48), whose
+   * later calls fail, and what its kernels wrote is not to be trusted. */
   switch (r) {
+    case CUDA_ERROR_ECC_UNCORRECTABLE:
     case CUDA_ERROR_CONTAINED:
     case CUDA_ERROR_ILLEGAL_ADDRESS:
     case CUDA_ERROR_LAUNCH_TIMEOUT:

@@ -57,7 +57,8 @@ static void a_fault_that_loses_the_context_has_its_own_status(void **state) {
   const CUresult lost[] = {CUDA_ERROR_ILLEGAL_ADDRESS, CUDA_ERROR_LAUNCH_FAILED,
                            CUDA_ERROR_MISALIGNED_ADDRESS, CUDA_ERROR_ILLEGAL_INSTRUCTION,
                            CUDA_ERROR_HARDWARE_STACK_ERROR, CUDA_ERROR_ASSERT,
-                           CUDA_ERROR_LAUNCH_TIMEOUT, CUDA_ERROR_INVALID_PC};
+                           CUDA_ERROR_LAUNCH_TIMEOUT, CUDA_ERROR_INVALID_PC,
+                           CUDA_ERROR_ECC_UNCORRECTABLE};
   for (size_t i = 0; i < sizeof lost / sizeof lost[0]; ++i) {
     assert_true(kda__cu_context_lost(lost[i]));
     assert_int_equal(kda__cu_status(NULL, lost[i], "cuStreamSynchronize", "f.c", 1),
