@@ -130,8 +130,10 @@ static int rerun_one(rerun_job *j, const kda_db_record *r, char *why, size_t why
   if (synced != CUDA_SUCCESS) {
     const char *name = "?";
     j->cu->GetErrorName(synced, &name);
-    snprintf(why, why_size, "the kernel faulted (cuCtxSynchronize: %s): the CUDA context is lost",
-             name);
+    /* Named as the library names it, whichever call met the fault first
+     * (on a GPU, this one: the kernel faults after its launch returned). */
+    snprintf(why, why_size, "%s: the kernel faulted (cuCtxSynchronize: %s): the CUDA context is "
+             "lost", kda_status_name(KDA_ERROR_CONTEXT_LOST), name);
     j->lost = 1;
   } else if (st == KDA_OK) {
     cuda_download(j->cu, got, d.out, n * osz);

@@ -166,7 +166,22 @@ static int counted_call_faults(atomic_long *countdown) {
   }
   return 0;
 }
-static int launch_faults(void) { return counted_call_faults(&lose_countdown); }
+/* fake_cuda_lose_async(1) (or FAKE_CUDA_LOSE_ASYNC=1 from the start): the
+ * launch that faults returns CUDA_SUCCESS, as a real one does (the kernel
+ * faults on the device after the launch returned), and the context is
+ * lost from the next call on: the caller meets the error at a later
+ * launch, copy or synchronisation. 0 (the default): the faulting launch
+ * itself returns it. */
+static atomic_int lose_async;
+FAKE_API void fake_cuda_lose_async(int on) { atomic_store(&lose_async, on); }
+__attribute__((constructor)) static void async_from_the_environment(void) {
+  const char *v = getenv("FAKE_CUDA_LOSE_ASYNC");
+  if (v != NULL && strcmp(v, "1") == 0) fake_cuda_lose_async(1);
+}
+/* 1 if this launch faults and returns the error itself. */
+static int launch_faults(void) {
+  return counted_call_faults(&lose_countdown) && !atomic_load(&lose_async);
+}
 /* fake_cuda_lose_context_at_alloc(bytes, r): the first cuMemAlloc of at
  * least that many bytes finds the context lost (another library's kernel
  * faulted just before), e.g. the tuner's copy-bandwidth buffers, which
