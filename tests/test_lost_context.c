@@ -28,6 +28,7 @@ static void (*fake_lose_context_after)(long, int);
 static void (*fake_lose_context_after_loads)(long, int);
 static void (*fake_lose_context_at_alloc)(size_t, int);
 static void (*fake_compare_passes)(int);
+static void (*fake_lose_async)(int);
 static int (*fake_lost)(void);
 static long (*fake_live_allocations)(void);
 static long (*fake_loaded_modules)(void);
@@ -72,6 +73,7 @@ static int teardown(void **state) {
   fixture *f = *state;
   fake_lose_context(0);
   fake_compare_passes(0);
+  fake_lose_async(0);
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
   if (system(cmd) != 0) return -1;
@@ -173,8 +175,9 @@ static void every_call_after_a_fault_says_the_context_is_lost(void **state) {
 
 /* The fault lands in a tuning run: in its bench (the reference config's
  * launch runs and the next launch faults: a kernel of another library, or
- * a candidate's), or between its compile and its bench (the first module
- * load fails). The kernel call and
+ * a candidate's; the fault met at that launch or, as on a GPU, at the next
+ * call), or between its compile and its bench (the first module load
+ * fails). The kernel call and
  * kda_prewarm both return KDA_ERROR_CONTEXT_LOST; the file keeps no
  * winner, trial or lease; and once the device works again (here: the
  * stand-in told so; on a GPU: the restarted process) the key is tuned
@@ -183,10 +186,13 @@ static void a_tuning_run_that_meets_a_fault_stores_nothing_and_lets_go(void **st
   fixture *f = *state;
   const held before = held_now();
   fake_compare_passes(1); /* unfaulted, the run would store its winner: the last step shows it */
-  for (int run = 0; run < 4; ++run) {
-    const int prewarm = run & 1, at_load = run >> 1;
+  for (int run = 0; run < 6; ++run) {
+    /* where: 0 the launch fails, 1 it returns and the next call fails (as
+     * on a GPU, fake_cuda_lose_async), 2 the load fails. */
+    const int prewarm = run & 1, where = run >> 1;
     kda_context *ctx = context_make(f, KDA_TUNE_ON);
-    if (at_load)
+    fake_lose_async(where == 1);
+    if (where == 2)
       fake_lose_context_after_loads(0, CUDA_ERROR_ILLEGAL_ADDRESS);
     else
       fake_lose_context_after(1, CUDA_ERROR_ILLEGAL_ADDRESS);
@@ -358,12 +364,13 @@ int main(void) {
     *(void **)&fake_lose_context_after_loads = dlsym(h, "fake_cuda_lose_context_after_loads");
     *(void **)&fake_lose_context_at_alloc = dlsym(h, "fake_cuda_lose_context_at_alloc");
     *(void **)&fake_compare_passes = dlsym(h, "fake_cuda_compare_passes");
+    *(void **)&fake_lose_async = dlsym(h, "fake_cuda_lose_async");
     *(void **)&fake_live_allocations = dlsym(h, "fake_cuda_live_allocations");
     *(void **)&fake_loaded_modules = dlsym(h, "fake_cuda_loaded_modules");
     *(void **)&fake_streams_live = dlsym(h, "fake_cuda_streams_live");
   }
   if (!fake_lose_context || !fake_lose_context_after || !fake_lose_context_after_loads ||
-      !fake_lose_context_at_alloc || !fake_compare_passes ||
+      !fake_lose_context_at_alloc || !fake_compare_passes || !fake_lose_async ||
       !fake_lost || !fake_live_allocations || !fake_loaded_modules || !fake_streams_live) {
     fprintf(stderr, "KDA_LIBCUDA must name the stand-in driver (tests/fake_cuda); got %s\n",
             path ? path : "(unset)");
