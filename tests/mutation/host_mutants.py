@@ -486,6 +486,18 @@ MUTANTS = [
                "  return 0;",
                "kda-tune verify blames every result after the one that faulted",
                ["test_verify_lost_context"]),
+    HostMutant("copy_bandwidth_ignores_a_lost_context", "tuner/tuner_copy_bw.c",
+               "  if (kda__cu_context_lost(bad)) return", "  if (0) return",
+               "a fault met measuring the copy bandwidth lets the run store its winner",
+               ["test_lost_context"]),
+    HostMutant("load_cubins_blames_every_cubin", "src/db_maint.c",
+               "        free(copy);\n        return 1;\n", "        free(copy);\n        return 0;\n",
+               "kda_db_load_cubins on a lost context goes on, every later cubin refused",
+               ["test_lost_context"]),
+    HostMutant("prewarm_goes_on_after_a_lost_context", "tools/kda_tune_prewarm.c",
+               "    if (lost) break;\n", "",
+               "kda-tune prewarm lists every shape after the fault as failed",
+               ["test_prewarm_lost_context"]),
 ]
 
 
@@ -514,7 +526,8 @@ def ctest(build, tests, jobs, gpu=False):
 
 # ctest names that are scripts, and the build targets they run.
 SCRIPT_TARGETS = {"test_kda_tune_cli": ["kda-tune", "make_test_db"],
-                  "test_verify_lost_context": ["kda-tune", "make_test_db", "kda_fake_cuda"]}
+                  "test_verify_lost_context": ["kda-tune", "make_test_db", "kda_fake_cuda"],
+                  "test_prewarm_lost_context": ["kda-tune", "kda_fake_cuda"]}
 
 
 def targets(tests):
