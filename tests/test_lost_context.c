@@ -7,6 +7,7 @@
  * releases what the context held. test_gpu_lost_context makes a real fault
  * on a GPU. */
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -328,15 +330,24 @@ static double now_ms(void) {
 
 /* Background tuning: the call ran on the heuristic, and the worker's run
  * meets the fault. It stores nothing, the next call says the context is
- * lost, and destroy returns at once. */
+ * lost, and destroy returns at once. The test holds the GPU's timing lock
+ * (as another process would) until the fault is armed: the worker compiles
+ * beside the call and could otherwise time and store before it. */
 static void the_background_worker_meeting_a_fault_stores_nothing(void **state) {
   fixture *f = *state;
   const held before = held_now();
   fake_compare_passes(1); /* unfaulted, the worker's run would store its winner */
+  char lock[160];
+  snprintf(lock, sizeof lock, "%s/kda-timing-0000:00:00.0.lock", /* the stand-in's bus id */
+           getenv("KDA_TIMING_LOCK_DIR"));
+  const int fd = open(lock, O_RDONLY | O_CREAT | O_CLOEXEC, 0444);
+  assert_true(fd >= 0);
+  assert_int_equal(flock(fd, LOCK_EX), 0);
   kda_context *ctx = context_make(f, KDA_TUNE_BACKGROUND);
   assert_int_equal(kda_gate_chunk_cumsum(ctx, &f->a, NULL), KDA_OK);
-  /* The worker is still compiling: its first launch faults. */
+  /* The worker's first launch faults, once it may time. */
   fake_lose_context_after(0, CUDA_ERROR_ILLEGAL_ADDRESS);
+  close(fd); /* releases the lock */
   struct timespec nap = {0, 20 * 1000000L};
   for (int i = 0; i < 500 && stats(ctx).background_jobs == 0; ++i) nanosleep(&nap, NULL);
   assert_int_equal(stats(ctx).background_jobs, 1);
@@ -355,6 +366,11 @@ static void the_background_worker_meeting_a_fault_stores_nothing(void **state) {
 
 int main(void) {
   unsetenv("KDA_TUNE"); /* each test names its tuning mode */
+  /* The GPU's timing lock in a folder of this run's own (set once, before
+   * any thread reads it), so that a test can hold it. */
+  char lock_dir[] = "/tmp/kda_lost_lock_XXXXXX";
+  if (mkdtemp(lock_dir) == NULL) return 1;
+  setenv("KDA_TIMING_LOCK_DIR", lock_dir, 1);
   const char *path = getenv("KDA_LIBCUDA");
   void *h = path ? dlopen(path, RTLD_NOW) : NULL;
   if (h) {
@@ -390,5 +406,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(loading_the_stored_cubins_on_a_lost_context_blames_none,
                                       setup, teardown),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  const int failed = cmocka_run_group_tests(tests, NULL, NULL);
+  char cmd[96];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", lock_dir);
+  return system(cmd) == 0 ? failed : 1;
 }
