@@ -33,6 +33,7 @@
 #include "gate_args.h"
 #include "kda/kda.h"
 #include "kda/kda_db.h"
+#include "stand_in_call.h"
 #include "store.h"
 #include "tuner.h"
 #include "tuner_rows.h"
@@ -579,37 +580,7 @@ static void db_show_on_sixteen_handles_at_once_orders_trials_as_one_thread(void 
 /* Kernel-call arguments on stand-in "device" memory (host memory)           */
 /* ------------------------------------------------------------------------ */
 
-typedef struct call {
-  kda_gate_args a;
-  void *g, *out;
-  float A_log[64];
-  float dt_bias[64 * 256];
-} call;
-
-static void call_init(call *c, int H, int K, int chunk, int64_t T, kda_dtype in, kda_gate_kind gate) {
-  memset(c, 0, sizeof *c);
-  const size_t n = (size_t)T * (size_t)H * (size_t)K;
-  c->g = aligned_alloc(256, n * 4 + 256);
-  c->out = aligned_alloc(256, n * 4 + 256);
-  memset(c->g, 0x3f, n * 4);
-  c->a = kda_gate_args_default();
-  c->a.g = c->g;
-  c->a.g_dtype = in;
-  c->a.out = c->out;
-  c->a.batch = 1;
-  c->a.seq_len = T;
-  c->a.num_heads = H;
-  c->a.head_dim = K;
-  c->a.chunk_size = chunk;
-  c->a.gate = gate;
-  if (gate == KDA_GATE_SOFTPLUS) c->a.A_log = c->A_log;
-  if (gate == KDA_GATE_LOWER_BOUND) c->a.lower_bound = -5.0f;
-}
-
-static void call_free(call *c) {
-  free(c->g);
-  free(c->out);
-}
+typedef stand_in_call call;
 
 static kda_context *context_make(int tune_mode, const char *db_path, log_count *log) {
   kda_options o = kda_options_default();
@@ -703,7 +674,7 @@ static void contexts_created_on_sixteen_threads_at_once_are_independent(void **s
   tmpdb db;
   tmpdb_make(&db);
   call c;
-  call_init(&c, 4, 64, 64, 4096, KDA_DTYPE_BF16, KDA_GATE_SOFTPLUS);
+  stand_in_call_init(&c, 4, 64, 64, 4096, KDA_DTYPE_BF16, KDA_GATE_SOFTPLUS);
   assert_int_equal(kda_compile_offline_store(KDA_KERNEL_GATE_CHUNK_CUMSUM, &c.a, 90, db.path, NULL),
                    KDA_OK);
   log_count log = {.match = NULL};
@@ -740,7 +711,7 @@ static void contexts_created_on_sixteen_threads_at_once_are_independent(void **s
   assert_int_equal(atomic_load(&log.warnings), 0);
   assert_int_equal(fake_live_allocations(), 0);
   assert_int_equal(fake_loaded_modules(), 0);
-  call_free(&c);
+  stand_in_call_free(&c);
   tmpdb_remove(&db);
 }
 
@@ -830,9 +801,9 @@ typedef struct gate_worker {
 } gate_worker;
 
 static void gate_calls_init(call *calls) {
-  call_init(&calls[0], 4, 64, 64, 64, KDA_DTYPE_BF16, KDA_GATE_SOFTPLUS);
-  call_init(&calls[1], 8, 128, 64, 32, KDA_DTYPE_F32, KDA_GATE_LOWER_BOUND);
-  call_init(&calls[2], 2, 32, 64, 128, KDA_DTYPE_F16, KDA_GATE_SOFTPLUS);
+  stand_in_call_init(&calls[0], 4, 64, 64, 64, KDA_DTYPE_BF16, KDA_GATE_SOFTPLUS);
+  stand_in_call_init(&calls[1], 8, 128, 64, 32, KDA_DTYPE_F32, KDA_GATE_LOWER_BOUND);
+  stand_in_call_init(&calls[2], 2, 32, 64, 128, KDA_DTYPE_F16, KDA_GATE_SOFTPLUS);
   calls[2].a.dt_bias = calls[2].dt_bias;
   calls[2].a.out_dtype = KDA_DTYPE_BF16;
 }
@@ -921,7 +892,7 @@ static void chunk_plan_read_from_sixteen_threads_launches_plainly_once_per_build
       w[t].shared = plan;
       w[t].own = t >= THREADS / 2;
       w[t].stream = w[t].own ? (kda_stream)(uintptr_t)(0x6000 + 0x100 * t) : build_stream;
-      call_init(&w[t].c, 4, 64, 64, 256, KDA_DTYPE_BF16, KDA_GATE_SOFTPLUS);
+      stand_in_call_init(&w[t].c, 4, 64, 64, 256, KDA_DTYPE_BF16, KDA_GATE_SOFTPLUS);
       w[t].c.a.num_seqs = 2;
     }
     const long l0 = fake_launches(), o0 = fake_overlap_launches();
@@ -936,7 +907,7 @@ static void chunk_plan_read_from_sixteen_threads_launches_plainly_once_per_build
     /* One plain read of the shared plan; a plain build and read per own plan. */
     printf("round %d: %ld launches, %ld plain\n", round, launched, plain);
     assert_int_equal(plain, 1 + 2 * (THREADS / 2));
-    for (int t = 0; t < THREADS; ++t) call_free(&w[t].c);
+    for (int t = 0; t < THREADS; ++t) stand_in_call_free(&w[t].c);
   }
   kda_chunk_plan_destroy(plan);
   kda_context_destroy(ctx);
@@ -987,8 +958,8 @@ static void kda_gate_from_sixteen_threads_compiles_once_and_launches_every_call(
   assert_true(r.last.launches <= s.launches);
   kda_context_destroy(ctx);
   for (int t = 0; t < THREADS; ++t)
-    for (int i = 0; i < GATE_SPECS; ++i) call_free(&w[t].calls[i]);
-  for (int i = 0; i < GATE_SPECS; ++i) call_free(&one[i]);
+    for (int i = 0; i < GATE_SPECS; ++i) stand_in_call_free(&w[t].calls[i]);
+  for (int i = 0; i < GATE_SPECS; ++i) stand_in_call_free(&one[i]);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1012,8 +983,8 @@ typedef struct layer {
 
 static void layer_init(layer *l, int t) {
   memset(l, 0, sizeof *l);
-  call_init(&l->fused, 4, 64, 64, LAYER_T, KDA_DTYPE_BF16, KDA_GATE_SOFTPLUS);
-  call_init(&l->plain, 4, 64, 64, LAYER_T, KDA_DTYPE_F32, KDA_GATE_NONE);
+  stand_in_call_init(&l->fused, 4, 64, 64, LAYER_T, KDA_DTYPE_BF16, KDA_GATE_SOFTPLUS);
+  stand_in_call_init(&l->plain, 4, 64, 64, LAYER_T, KDA_DTYPE_F32, KDA_GATE_NONE);
   const int N = 1 + t % 8;
   const kda_dtype dt = t % 2 ? KDA_DTYPE_I64 : KDA_DTYPE_I32;
   for (int i = 0; i <= N; ++i) {
@@ -1036,8 +1007,8 @@ static void layer_init(layer *l, int t) {
 }
 
 static void layer_free(layer *l) {
-  call_free(&l->fused);
-  call_free(&l->plain);
+  stand_in_call_free(&l->fused);
+  stand_in_call_free(&l->plain);
   free(l->table);
   free(l->ws);
 }
@@ -1165,9 +1136,9 @@ static const kda__op g_prewarm_op[PREWARM_SHAPES] = {KDA__OP_GATE_CHUNK_CUMSUM,
                                                       KDA__OP_CHUNK_LOCAL_CUMSUM, KDA__OP_GATE};
 
 static void prewarm_calls_init(call *calls) {
-  call_init(&calls[0], 4, 64, 64, 4096, KDA_DTYPE_BF16, KDA_GATE_SOFTPLUS);
-  call_init(&calls[1], 8, 64, 32, 2048, KDA_DTYPE_F32, KDA_GATE_NONE);
-  call_init(&calls[2], 2, 128, 64, 512, KDA_DTYPE_F16, KDA_GATE_LOWER_BOUND);
+  stand_in_call_init(&calls[0], 4, 64, 64, 4096, KDA_DTYPE_BF16, KDA_GATE_SOFTPLUS);
+  stand_in_call_init(&calls[1], 8, 64, 32, 2048, KDA_DTYPE_F32, KDA_GATE_NONE);
+  stand_in_call_init(&calls[2], 2, 128, 64, 512, KDA_DTYPE_F16, KDA_GATE_LOWER_BOUND);
 }
 
 typedef struct prewarm_worker {
@@ -1264,7 +1235,7 @@ static void prewarm_from_sixteen_threads_with_kernel_calls_on_one_context(void *
   assert_int_equal(before.nvrtc_compiles, 0);
 
   call cold;
-  call_init(&cold, 2, 64, 64, 1000, KDA_DTYPE_BF16, KDA_GATE_SOFTPLUS);
+  stand_in_call_init(&cold, 2, 64, 64, 1000, KDA_DTYPE_BF16, KDA_GATE_SOFTPLUS);
   static prewarm_worker w[THREADS];
   for (int t = 0; t < THREADS; ++t) {
     memset(&w[t], 0, sizeof w[t]);
@@ -1307,9 +1278,9 @@ static void prewarm_from_sixteen_threads_with_kernel_calls_on_one_context(void *
   kda_context_destroy(ctx);
   assert_int_equal(fake_live_allocations(), 0);
   for (int t = 0; t < THREADS; ++t)
-    for (int i = 0; i < PREWARM_SHAPES; ++i) call_free(&w[t].calls[i]);
-  for (int i = 0; i < PREWARM_SHAPES; ++i) call_free(&ref_calls[i]);
-  call_free(&cold);
+    for (int i = 0; i < PREWARM_SHAPES; ++i) stand_in_call_free(&w[t].calls[i]);
+  for (int i = 0; i < PREWARM_SHAPES; ++i) stand_in_call_free(&ref_calls[i]);
+  stand_in_call_free(&cold);
   tmpdb_remove(&db);
 }
 
@@ -1362,9 +1333,9 @@ typedef struct fault_worker {
 } fault_worker;
 
 static void fault_calls_init(call *calls) {
-  call_init(&calls[0], 4, 64, 64, 4096, KDA_DTYPE_BF16, KDA_GATE_SOFTPLUS);
-  call_init(&calls[1], 8, 64, 64, 2048, KDA_DTYPE_BF16, KDA_GATE_SOFTPLUS);
-  call_init(&calls[2], 2, 128, 32, 1024, KDA_DTYPE_F32, KDA_GATE_LOWER_BOUND);
+  stand_in_call_init(&calls[0], 4, 64, 64, 4096, KDA_DTYPE_BF16, KDA_GATE_SOFTPLUS);
+  stand_in_call_init(&calls[1], 8, 64, 64, 2048, KDA_DTYPE_BF16, KDA_GATE_SOFTPLUS);
+  stand_in_call_init(&calls[2], 2, 128, 32, 1024, KDA_DTYPE_F32, KDA_GATE_LOWER_BOUND);
 }
 
 static void *fault_work(void *p) {
@@ -1392,7 +1363,7 @@ static long fault_run(kda_context *ctx) {
   for (int t = 0; t < THREADS; ++t) launched += w[t].launched;
   const int bad = sum_notes(w, sizeof w[0], offsetof(fault_worker, n), THREADS);
   for (int t = 0; t < THREADS; ++t)
-    for (int i = 0; i < FAULT_SHAPES; ++i) call_free(&w[t].calls[i]);
+    for (int i = 0; i < FAULT_SHAPES; ++i) stand_in_call_free(&w[t].calls[i]);
   assert_int_equal(bad, 0);
   return launched;
 }
@@ -1446,7 +1417,7 @@ static void kernel_calls_on_a_read_only_database_run_and_warn_once(void **state)
   const db_counts after = file_rows(db.path);
   assert_int_equal(after.results, before.results);
   assert_int_equal(after.cubins, before.cubins);
-  for (int i = 0; i < FAULT_SHAPES; ++i) call_free(&shapes[i]);
+  for (int i = 0; i < FAULT_SHAPES; ++i) stand_in_call_free(&shapes[i]);
   tmpdb_remove(&db);
 }
 
@@ -1502,7 +1473,7 @@ static void db_path_read_on_eight_threads_while_eight_open_the_database(void **s
   tmpdb db;
   tmpdb_make(&db);
   call shape;
-  call_init(&shape, 4, 64, 64, 256, KDA_DTYPE_BF16, KDA_GATE_SOFTPLUS);
+  stand_in_call_init(&shape, 4, 64, 64, 256, KDA_DTYPE_BF16, KDA_GATE_SOFTPLUS);
   kda_context *ctx = context_make(KDA_TUNE_CACHED, db.path, NULL);
   assert_string_equal(kda_context_db_path(ctx), ""); /* opened at first use */
   atomic_int callers_left = THREADS / 2;
@@ -1539,7 +1510,7 @@ static void db_path_read_on_eight_threads_while_eight_open_the_database(void **s
   assert_int_equal(kda_gate_chunk_cumsum(ctx, &shape.a, NULL), KDA_OK);
   assert_string_equal(kda_context_db_path(ctx), "");
   kda_context_destroy(ctx);
-  call_free(&shape);
+  stand_in_call_free(&shape);
   tmpdb_remove(&db);
 }
 
@@ -1633,7 +1604,7 @@ static void waiter_falls_back_to_the_heuristic_when_the_lease_holder_never_store
   for (int t = 0; t < THREADS; ++t) {
     memset(&w[t], 0, sizeof w[t]);
     w[t].ctx = ctx;
-    call_init(&w[t].c, 4, 64, 64, 2048, KDA_DTYPE_BF16, KDA_GATE_SOFTPLUS);
+    stand_in_call_init(&w[t].c, 4, 64, 64, 2048, KDA_DTYPE_BF16, KDA_GATE_SOFTPLUS);
   }
   kda__tune_keys keys;
   tr_slot_keys(ctx, KDA__OP_GATE_CHUNK_CUMSUM, &w[0].c.a, &keys, NULL, NULL);
@@ -1669,7 +1640,7 @@ static void waiter_falls_back_to_the_heuristic_when_the_lease_holder_never_store
   assert_string_equal(still.holder, "another-host:4242");
   kda__store_close(other);
   kda_context_destroy(ctx);
-  for (int t = 0; t < THREADS; ++t) call_free(&w[t].c);
+  for (int t = 0; t < THREADS; ++t) stand_in_call_free(&w[t].c);
   tmpdb_remove(&db);
 }
 

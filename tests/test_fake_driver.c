@@ -19,6 +19,7 @@
 
 #include "kda/kda.h"
 #include "kda/kda_db.h"
+#include "stand_in_call.h"
 #include "tuner_compile.h" /* the pool of compile threads, empty again after a run */
 
 static long (*fake_launches)(void);
@@ -52,30 +53,10 @@ static long rss_kib(void) {
   return resident * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
-/* A warm call's arguments on stand-in "device" memory (host memory). */
-typedef struct call {
-  kda_gate_args a;
-  void *g, *out;
-  float A_log[64];
-} call;
-
+/* A warm call's arguments on stand-in "device" memory: bf16, softplus. */
+typedef stand_in_call call;
 static void call_init(call *c, int H, int K, int chunk, int64_t T) {
-  memset(c, 0, sizeof *c);
-  const size_t n = (size_t)T * H * K;
-  c->g = aligned_alloc(256, n * 2 + 256);
-  c->out = aligned_alloc(256, n * 4 + 256);
-  memset(c->g, 0x3f, n * 2);
-  c->a = kda_gate_args_default();
-  c->a.g = c->g;
-  c->a.g_dtype = KDA_DTYPE_BF16;
-  c->a.out = c->out;
-  c->a.batch = 1;
-  c->a.seq_len = T;
-  c->a.num_heads = H;
-  c->a.head_dim = K;
-  c->a.chunk_size = chunk;
-  c->a.gate = KDA_GATE_SOFTPLUS;
-  c->a.A_log = c->A_log;
+  stand_in_call_init(c, H, K, chunk, T, KDA_DTYPE_BF16, KDA_GATE_SOFTPLUS);
 }
 
 /* A context on the stand-in with an in-memory database, errors logged only. */
@@ -89,10 +70,7 @@ static kda_context *memory_context(int tune_mode) {
   return ctx;
 }
 
-static void call_free(call *c) {
-  free(c->g);
-  free(c->out);
-}
+static void call_free(call *c) { stand_in_call_free(c); }
 
 static void context_lifecycle_10000_cycles_keeps_memory_and_fds_flat(void **state) {
   (void)state;

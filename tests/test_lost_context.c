@@ -24,6 +24,7 @@
 
 #include "kda/kda.h"
 #include "kda/kda_db.h"
+#include "stand_in_call.h"
 
 static void (*fake_lose_context)(int);
 static void (*fake_lose_context_after)(long, int);
@@ -38,9 +39,8 @@ static long (*fake_streams_live)(void);
 
 typedef struct fixture {
   char dir[64], db[96];
-  void *g, *out;
-  float A_log[4];
-  kda_gate_args a; /* H=4 K=64 T=1024 bf16 softplus, on stand-in memory */
+  stand_in_call call;
+  kda_gate_args a; /* its H=4 K=64 T=1024 bf16 softplus call */
   int stopped, waiting; /* "tuning stopped", "is tuning it; waiting" logged */
   int refused;          /* "the stored cubin ... was refused" logged */
 } fixture;
@@ -51,22 +51,9 @@ static int setup(void **state) {
   snprintf(f->dir, sizeof f->dir, "/tmp/kda_lost_context_XXXXXX");
   if (mkdtemp(f->dir) == NULL) return -1;
   snprintf(f->db, sizeof f->db, "%s/tune.db", f->dir);
-  const size_t n = (size_t)1024 * 4 * 64;
-  f->g = aligned_alloc(256, n * 2);
-  f->out = aligned_alloc(256, n * 4);
-  if (f->g == NULL || f->out == NULL) return -1;
-  memset(f->g, 0x3f, n * 2);
-  f->a = kda_gate_args_default();
-  f->a.g = f->g;
-  f->a.g_dtype = KDA_DTYPE_BF16;
-  f->a.out = f->out;
-  f->a.batch = 1;
-  f->a.seq_len = 1024;
-  f->a.num_heads = 4;
-  f->a.head_dim = 64;
-  f->a.chunk_size = 64;
-  f->a.gate = KDA_GATE_SOFTPLUS;
-  f->a.A_log = f->A_log;
+  stand_in_call_init(&f->call, 4, 64, 64, 1024, KDA_DTYPE_BF16, KDA_GATE_SOFTPLUS);
+  if (f->call.g == NULL || f->call.out == NULL) return -1;
+  f->a = f->call.a;
   *state = f;
   return 0;
 }
@@ -79,8 +66,7 @@ static int teardown(void **state) {
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
   if (system(cmd) != 0) return -1;
-  free(f->g);
-  free(f->out);
+  stand_in_call_free(&f->call);
   free(f);
   return 0;
 }
@@ -175,6 +161,32 @@ static void every_call_after_a_fault_says_the_context_is_lost(void **state) {
   assert_released(before);
 }
 
+/* A cold kernel call's tuning run, or kda_prewarm's, meeting the armed
+ * fault; kda_prewarm reports it failed, not tuned. */
+static void tune_into_the_fault(fixture *f, kda_context *ctx, int prewarm) {
+  if (prewarm) {
+    kda_prewarm_result r = {.struct_size = sizeof r};
+    assert_lost(kda_prewarm(ctx, KDA_KERNEL_GATE_CHUNK_CUMSUM, &f->a, 0, &r));
+    assert_int_equal(r.outcome, KDA_PREWARM_FAILED);
+  } else {
+    assert_lost(kda_gate_chunk_cumsum(ctx, &f->a, NULL));
+  }
+  assert_int_equal(fake_lost(), CUDA_ERROR_ILLEGAL_ADDRESS); /* a call of the run met it */
+  assert_int_equal(stats(ctx).tuning_runs, 0);
+}
+
+/* Destroys the context of a faulted run and gives the device back: all it
+ * held is released, and the file holds no winner, trial or lease. */
+static void assert_the_faulted_run_left_nothing(fixture *f, kda_context *ctx, held before) {
+  kda_context_destroy(ctx);
+  fake_lose_context(0);
+  assert_released(before);
+  const kda_db_stats s = db_stats(f);
+  assert_int_equal(s.results, 0);
+  assert_int_equal(s.trials, 0);
+  assert_int_equal(s.leases, 0);
+}
+
 /* The fault lands in a tuning run: in its bench (the reference config's
  * launch runs and the next launch faults: a kernel of another library, or
  * a candidate's; the fault met at that launch or, as on a GPU, at the next
@@ -198,23 +210,10 @@ static void a_tuning_run_that_meets_a_fault_stores_nothing_and_lets_go(void **st
       fake_lose_context_after_loads(0, CUDA_ERROR_ILLEGAL_ADDRESS);
     else
       fake_lose_context_after(1, CUDA_ERROR_ILLEGAL_ADDRESS);
-    if (prewarm) {
-      kda_prewarm_result r = {.struct_size = sizeof r};
-      assert_lost(kda_prewarm(ctx, KDA_KERNEL_GATE_CHUNK_CUMSUM, &f->a, 0, &r));
-    } else {
-      assert_lost(kda_gate_chunk_cumsum(ctx, &f->a, NULL));
-    }
-    assert_int_equal(fake_lost(), CUDA_ERROR_ILLEGAL_ADDRESS); /* a call of the run faulted */
-    assert_int_equal(stats(ctx).tuning_runs, 0);
+    tune_into_the_fault(f, ctx, prewarm);
     /* The candidates' compile only: no heuristic compiled after the fault. */
     assert_int_equal(stats(ctx).nvrtc_compiles, 1);
-    kda_context_destroy(ctx);
-    fake_lose_context(0);
-    assert_released(before);
-    const kda_db_stats s = db_stats(f);
-    assert_int_equal(s.results, 0);
-    assert_int_equal(s.trials, 0);
-    assert_int_equal(s.leases, 0);
+    assert_the_faulted_run_left_nothing(f, ctx, before);
   }
   /* The key is tuned again, past lease and lock, and its winner stored:
    * what each faulted run above would have stored. */
@@ -243,22 +242,8 @@ static void a_fault_met_measuring_copy_bandwidth_stores_nothing(void **state) {
   for (int prewarm = 0; prewarm < 2; ++prewarm) {
     kda_context *ctx = context_make(f, KDA_TUNE_ON);
     fake_lose_context_at_alloc((size_t)64 << 20, CUDA_ERROR_ILLEGAL_ADDRESS);
-    if (prewarm) {
-      kda_prewarm_result r = {.struct_size = sizeof r};
-      assert_lost(kda_prewarm(ctx, KDA_KERNEL_GATE_CHUNK_CUMSUM, &f->a, 0, &r));
-      assert_int_equal(r.outcome, KDA_PREWARM_FAILED);
-    } else {
-      assert_lost(kda_gate_chunk_cumsum(ctx, &f->a, NULL));
-    }
-    assert_int_equal(fake_lost(), CUDA_ERROR_ILLEGAL_ADDRESS); /* the copy's allocation met it */
-    assert_int_equal(stats(ctx).tuning_runs, 0);
-    kda_context_destroy(ctx);
-    fake_lose_context(0);
-    assert_released(before);
-    const kda_db_stats s = db_stats(f);
-    assert_int_equal(s.results, 0);
-    assert_int_equal(s.trials, 0);
-    assert_int_equal(s.leases, 0);
+    tune_into_the_fault(f, ctx, prewarm); /* the copy's allocation meets it */
+    assert_the_faulted_run_left_nothing(f, ctx, before);
   }
 }
 

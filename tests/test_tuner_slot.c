@@ -21,14 +21,14 @@
 
 #include "kda/kda.h"
 #include "kda/kda_db.h"
+#include "stand_in_call.h"
 #include "store.h"
 #include "tuner_rows.h"
 
 typedef struct fixture {
   char dir[64], db[96];
-  void *g, *out;
-  float A_log[4];
-  kda_gate_args a; /* H=4 K=64 T=4096 bf16 softplus, on stand-in memory */
+  stand_in_call call;
+  kda_gate_args a; /* its H=4 K=64 T=4096 bf16 softplus call */
   int not_in_space; /* info messages saying a stored winner was ignored */
 } fixture;
 
@@ -38,22 +38,9 @@ static int setup(void **state) {
   snprintf(f->dir, sizeof f->dir, "/tmp/kda_tuner_slot_XXXXXX");
   if (mkdtemp(f->dir) == NULL) return -1;
   snprintf(f->db, sizeof f->db, "%s/tune.db", f->dir);
-  const size_t n = (size_t)4096 * 4 * 64;
-  f->g = aligned_alloc(256, n * 2);
-  f->out = aligned_alloc(256, n * 4);
-  if (f->g == NULL || f->out == NULL) return -1;
-  memset(f->g, 0x3f, n * 2);
-  f->a = kda_gate_args_default();
-  f->a.g = f->g;
-  f->a.g_dtype = KDA_DTYPE_BF16;
-  f->a.out = f->out;
-  f->a.batch = 1;
-  f->a.seq_len = 4096;
-  f->a.num_heads = 4;
-  f->a.head_dim = 64;
-  f->a.chunk_size = 64;
-  f->a.gate = KDA_GATE_SOFTPLUS;
-  f->a.A_log = f->A_log;
+  stand_in_call_init(&f->call, 4, 64, 64, 4096, KDA_DTYPE_BF16, KDA_GATE_SOFTPLUS);
+  if (f->call.g == NULL || f->call.out == NULL) return -1;
+  f->a = f->call.a;
   *state = f;
   return 0;
 }
@@ -67,8 +54,7 @@ static int teardown(void **state) {
     remove(path);
   }
   rmdir(f->dir);
-  free(f->g);
-  free(f->out);
+  stand_in_call_free(&f->call);
   free(f);
   return 0;
 }
@@ -163,7 +149,7 @@ static void prewarm_with_force_tunes_a_key_that_has_a_winner(void **state) {
 static void prewarm_of_a_view_reads_the_views_row(void **state) {
   fixture *f = *state;
   kda_gate_args view = f->a;
-  view.g = (const char *)f->g + 8;
+  view.g = (const char *)f->call.g + 8;
   kda_context *ctx = context_make(f, KDA_TUNE_ON);
   kda__tune_keys keys;
   kda__config in_space;
@@ -226,7 +212,7 @@ static void note_installed(void *user, kda_log_level level, const char *message)
 static void background_tunes_a_views_own_key(void **state) {
   fixture *f = *state;
   kda_gate_args view = f->a;
-  view.g = (const char *)f->g + 8;
+  view.g = (const char *)f->call.g + 8;
   kda_context *ctx = context_make(f, KDA_TUNE_CACHED);
   kda__tune_keys keys;
   kda__config in_space;
