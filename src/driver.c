@@ -165,15 +165,16 @@ kda_status kda__cu_status(const kda__driver *drv, CUresult r, const char *call, 
   char unknown[32];
   const char *name, *text;
   describe(drv, r, unknown, sizeof unknown, &name, &text);
-  if (kda__cu_context_lost(r))
-    return kda__fail(KDA_ERROR_CONTEXT_LOST,
-                     "%s failed: %s (%s) at %s:%d; the CUDA context is lost: a kernel faulted "
-                     "on this device (one of this library's, or any other in the process), and "
-                     "every later CUDA call of this process on it fails the same way: restart "
-                     "the process", call ? call : "CUDA call", name, text, file ? file : "?", line);
-  kda_status s = r == CUDA_ERROR_OUT_OF_MEMORY ? KDA_ERROR_OUT_OF_MEMORY : KDA_ERROR_CUDA;
-  return kda__fail(s, "%s failed: %s (%s) at %s:%d", call ? call : "CUDA call", name, text,
-                   file ? file : "?", line);
+  const int lost = kda__cu_context_lost(r);
+  const kda_status s = lost ? KDA_ERROR_CONTEXT_LOST
+                       : r == CUDA_ERROR_OUT_OF_MEMORY ? KDA_ERROR_OUT_OF_MEMORY
+                                                       : KDA_ERROR_CUDA;
+  return kda__fail(s, "%s failed: %s (%s) at %s:%d%s", call ? call : "CUDA call", name, text,
+                   file ? file : "?", line,
+                   lost ? "; the CUDA context is lost: a kernel faulted on this device (one of "
+                          "this library's, or any other in the process), and every later CUDA "
+                          "call of this process on it fails the same way: restart the process"
+                        : "");
 }
 
 int kda__cu_context_lost(CUresult r) {
