@@ -1,5 +1,5 @@
 /* A real kernel fault on a GPU, as another library's kernel in a server
- * process makes one: the CUDA context is lost for the whole process, so
+ * process makes one: the device's CUDA context is lost for the process, so
  * each scene runs in a process of its own (this program, spawned with a
  * scene name). The fault is a gate call whose input is an unmapped address,
  * on a context that tunes nothing. What each scene checks: every later call
@@ -7,8 +7,10 @@
  * promptly, and a tuning run the fault interrupts (in kda_prewarm, in the
  * background worker) leaves no winner, trial or lease in the database. The
  * parent then reads the database and spawns a fresh process that tunes the
- * key afresh: nothing of the lost process stands in its way. Skips (exit
- * 77) without a GPU. */
+ * key afresh: nothing of the lost process stands in its way. With two
+ * GPUs, a fault on device 0 leaves device 1's context computing correctly
+ * (the loss is per device; skipped with one). Skips (exit 77) without a
+ * GPU. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -30,6 +32,8 @@
 #include <cmocka.h>
 
 #include "gpu_util.h"
+#include "reference.h"
+#include "test_util.h"
 #include "kda/kda.h"
 #include "kda/kda_db.h"
 
@@ -65,9 +69,24 @@ enum { H = 16, K = 128, T = 8192 };
 typedef struct call {
   kda_gate_args a;
   void *g, *out, *A_log;
+  uint16_t *host_g; /* the input as uploaded */
+  float host_A_log[H];
 } call;
 
-static void call_make(call *c) {
+/* Device memory of device d (its primary context made current). */
+static void *upload_on(int d, const void *src, size_t bytes) {
+  CUdevice dev;
+  CUcontext cu;
+  CUdeviceptr p = 0;
+  EXPECT(g_drv->cuDeviceGet(&dev, d) == CUDA_SUCCESS &&
+             g_drv->cuDevicePrimaryCtxRetain(&cu, dev) == CUDA_SUCCESS &&
+             g_drv->cuCtxSetCurrent(cu) == CUDA_SUCCESS && g_drv->cuMemAlloc(&p, bytes) == CUDA_SUCCESS &&
+             (src == NULL || g_drv->cuMemcpyHtoD(p, src, bytes) == CUDA_SUCCESS),
+         "device memory on device %d", d);
+  return (void *)(uintptr_t)p;
+}
+
+static void call_make_on(call *c, int d) {
   const size_t n = (size_t)T * H * K;
   uint16_t *g = malloc(n * 2);
   EXPECT(g != NULL, "out of host memory");
@@ -76,12 +95,11 @@ static void call_make(call *c) {
     x = x * 1664525u + 1013904223u;
     g[i] = (uint16_t)(0x3f00 | (x >> 25)); /* bf16 in [0.5, 1) */
   }
-  float A_log[H];
-  for (int h = 0; h < H; ++h) A_log[h] = 0.1f * (float)h;
-  c->g = gu_upload(g, n * 2);
-  c->out = gu_alloc(n * 4);
-  c->A_log = gu_upload(A_log, sizeof A_log);
-  free(g);
+  for (int h = 0; h < H; ++h) c->host_A_log[h] = 0.1f * (float)h;
+  c->g = upload_on(d, g, n * 2);
+  c->out = upload_on(d, NULL, n * 4);
+  c->A_log = upload_on(d, c->host_A_log, sizeof c->host_A_log);
+  c->host_g = g;
   c->a = kda_gate_args_default();
   c->a.g = c->g;
   c->a.g_dtype = KDA_DTYPE_BF16;
@@ -94,6 +112,8 @@ static void call_make(call *c) {
   c->a.gate = KDA_GATE_SOFTPLUS;
   c->a.A_log = c->A_log;
 }
+
+static void call_make(call *c) { call_make_on(c, 0); }
 
 static kda_context *context_make(const char *db, int tune_mode) {
   kda_options o = kda_options_default();
@@ -268,6 +288,77 @@ static int scene_background(const char *db) {
   return 0;
 }
 
+static void make_current(int d) {
+  CUdevice dev;
+  CUcontext cu;
+  EXPECT(g_drv->cuDeviceGet(&dev, d) == CUDA_SUCCESS &&
+             g_drv->cuDevicePrimaryCtxRetain(&cu, dev) == CUDA_SUCCESS &&
+             g_drv->cuCtxSetCurrent(cu) == CUDA_SUCCESS,
+         "device %d's context current", d);
+  g_drv->cuDevicePrimaryCtxRelease(dev); /* retained by the kda_context too */
+}
+
+/* Elements of c's output (on device d) outside 2e-5 (1 + |ref|) of float64. */
+static size_t wrong_elements(const call *c, int d) {
+  const size_t n = (size_t)T * H * K;
+  float *got = malloc(n * sizeof *got);
+  double *g = malloc(n * sizeof *g), *ref = malloc(n * sizeof *ref);
+  EXPECT(got && g && ref, "out of host memory");
+  make_current(d);
+  EXPECT(g_drv->cuCtxSynchronize() == CUDA_SUCCESS, "device %d synchronises", d);
+  EXPECT(g_drv->cuMemcpyDtoH(got, (CUdeviceptr)(uintptr_t)c->out, n * 4) == CUDA_SUCCESS,
+         "download from device %d", d);
+  for (size_t i = 0; i < n; ++i) g[i] = tu_bf16_to_f32(c->host_g[i]);
+  kda_gate_args host = c->a;
+  host.A_log = c->host_A_log;
+  EXPECT(kda_ref_gate_chunk_cumsum(&host, g, ref) == 0, "reference");
+  double err = 0;
+  const size_t bad = tu_check_close(got, ref, n, 2e-5, &err, NULL);
+  free(got), free(g), free(ref);
+  return bad;
+}
+
+/* Two GPUs in one process: a fault on device 0 loses device 0's context
+ * only. Device 1's context computes on, correctly, and device 0's calls
+ * say their context is lost. */
+static int scene_other_device(const char *db) {
+  (void)db;
+  int count = 0;
+  EXPECT(g_drv->cuDeviceGetCount(&count) == CUDA_SUCCESS, "device count");
+  if (count < 2) {
+    printf("scene other_device: %d GPU; it needs two\n", count);
+    return GU_SKIP_EXIT;
+  }
+  faulter f = {0};
+  faulter_make(&f);
+  kda_options o = kda_options_default();
+  o.device = 1;
+  o.tune_mode = KDA_TUNE_OFF;
+  kda_context *one = NULL;
+  EXPECT(kda_context_create(&o, &one) == KDA_OK, "a context on device 1");
+  call c;
+  call_make_on(&c, 1);
+  EXPECT(kda_gate_chunk_cumsum(one, &c.a, NULL) == KDA_OK, "device 1's warm call");
+  EXPECT(wrong_elements(&c, 1) == 0, "device 1 before the fault");
+  fault_now(&f);
+  make_current(0);
+  const CUresult r = g_drv->cuCtxSynchronize();
+  EXPECT(kda__cu_context_lost(r), "device 0 after the fault: %d", (int)r);
+  expect_lost(kda_gate_chunk_cumsum(f.ctx, &f.c.a, NULL), "device 0's next call");
+  make_current(1);
+  EXPECT(g_drv->cuMemsetD32((CUdeviceptr)(uintptr_t)c.out, 0x7fc00000u, (size_t)T * H * K) ==
+             CUDA_SUCCESS,
+         "device 1 poisons its output");
+  EXPECT(kda_gate_chunk_cumsum(one, &c.a, NULL) == KDA_OK, "device 1's call after the fault");
+  const size_t bad = wrong_elements(&c, 1);
+  printf("scene other_device: device 0 lost (%d); device 1's call after it: %zu wrong of %zu\n",
+         (int)r, bad, (size_t)T * H * K);
+  EXPECT(bad == 0, "device 1's output");
+  destroy_promptly(one, "device 1's context");
+  destroy_promptly(f.ctx, "the faulting context");
+  return 0;
+}
+
 /* A fresh process: the key is tuned now, neither skipped nor waited for. */
 static int scene_retune(const char *db) {
   kda_context *ctx = context_make(db, KDA_TUNE_ON);
@@ -294,6 +385,7 @@ static int scene_main(const char *scene, const char *db) {
   if (strcmp(scene, "prewarm") == 0) return scene_prewarm(db);
   if (strcmp(scene, "background") == 0) return scene_background(db);
   if (strcmp(scene, "retune") == 0) return scene_retune(db);
+  if (strcmp(scene, "other_device") == 0) return scene_other_device(db);
   fprintf(stderr, "unknown scene %s\n", scene);
   return 2;
 }
@@ -327,15 +419,22 @@ static int teardown(void **state) {
   return rc == 0 ? 0 : -1;
 }
 
-static void run_scene(const fixture *f, const char *scene) {
+/* The scene's exit status: 0, or GU_SKIP_EXIT where it cannot run here. */
+static int run_scene_or_skip(const fixture *f, const char *scene) {
   char *argv[] = {g_self, "scene", (char *)scene, (char *)f->db, NULL};
   pid_t pid;
   assert_int_equal(posix_spawn(&pid, g_self, NULL, NULL, argv, environ), 0);
   int status = 0;
   assert_int_equal(waitpid(pid, &status, 0), pid);
+  if (WIFEXITED(status) && WEXITSTATUS(status) == GU_SKIP_EXIT) return GU_SKIP_EXIT;
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
     fail_msg("scene %s: %s %d", scene, WIFEXITED(status) ? "exit" : "signal",
              WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+  return 0;
+}
+
+static void run_scene(const fixture *f, const char *scene) {
+  if (run_scene_or_skip(f, scene) != 0) fail_msg("scene %s skipped", scene);
 }
 
 static kda_db_stats db_stats(const fixture *f) {
@@ -374,6 +473,10 @@ static void a_fault_while_the_background_worker_times_stores_nothing(void **stat
   lost_scene_leaves_nothing_then_a_fresh_process_tunes(state, "background");
 }
 
+static void a_fault_on_one_gpu_leaves_another_computing(void **state) {
+  if (run_scene_or_skip(*state, "other_device") == GU_SKIP_EXIT) skip();
+}
+
 int main(int argc, char **argv) {
   const ssize_t n = readlink("/proc/self/exe", g_self, sizeof g_self - 1);
   if (n <= 0) return 1;
@@ -389,6 +492,8 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(a_fault_while_prewarm_times_stores_nothing, setup, teardown),
       cmocka_unit_test_setup_teardown(a_fault_while_the_background_worker_times_stores_nothing,
                                       setup, teardown),
+      cmocka_unit_test_setup_teardown(a_fault_on_one_gpu_leaves_another_computing, setup,
+                                      teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
