@@ -171,9 +171,10 @@ kda_status kda__cu_status(const kda__driver *drv, CUresult r, const char *call, 
                                                        : KDA_ERROR_CUDA;
   return kda__fail(s, "%s failed: %s (%s) at %s:%d%s", call ? call : "CUDA call", name, text,
                    file ? file : "?", line,
-                   lost ? "; the CUDA context is lost: a kernel faulted on this device (one of "
-                          "this library's, or any other in the process), and every later CUDA "
-                          "call of this process on it fails the same way: restart the process"
+                   lost ? "; the CUDA context is lost: a kernel faulted (one of this library's, "
+                          "or any other in the process), and every later CUDA call of this "
+                          "process on that device (with current drivers, on every device) fails "
+                          "the same way: restart the process"
                         : "");
 }
 

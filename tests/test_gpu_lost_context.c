@@ -1,5 +1,5 @@
 /* A real kernel fault on a GPU, as another library's kernel in a server
- * process makes one: the device's CUDA context is lost for the process, so
+ * process makes one: the CUDA context is lost for the process, so
  * each scene runs in a process of its own (this program, spawned with a
  * scene name). The fault is a gate call whose input is an unmapped address,
  * on a context that tunes nothing. What each scene checks: every later call
@@ -8,9 +8,9 @@
  * background worker) leaves no winner, trial or lease in the database. The
  * parent then reads the database and spawns a fresh process that tunes the
  * key afresh: nothing of the lost process stands in its way. With two
- * GPUs, a fault on device 0 leaves device 1's context computing correctly
- * (the loss is per device; skipped with one). Skips (exit 77) without a
- * GPU. */
+ * GPUs, device 1's calls after a fault on device 0 compute correctly or
+ * say their context is lost too, as the driver decides (skipped with
+ * one). Skips (exit 77) without a GPU. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -318,9 +318,11 @@ static size_t wrong_elements(const call *c, int d) {
   return bad;
 }
 
-/* Two GPUs in one process: a fault on device 0 loses device 0's context
- * only. Device 1's context computes on, correctly, and device 0's calls
- * say their context is lost. */
+/* Two GPUs in one process: after a fault on device 0, device 1's calls
+ * either compute correctly (a driver that loses only the faulting
+ * device's context) or say their context is lost too (one that loses
+ * every context of the process: driver 580.159.04 on 2x H200 does); never
+ * a wrong output, a hang or another status. Device 0's say it. */
 static int scene_other_device(const char *db) {
   (void)db;
   int count = 0;
@@ -346,14 +348,21 @@ static int scene_other_device(const char *db) {
   EXPECT(kda__cu_context_lost(r), "device 0 after the fault: %d", (int)r);
   expect_lost(kda_gate_chunk_cumsum(f.ctx, &f.c.a, NULL), "device 0's next call");
   make_current(1);
-  EXPECT(g_drv->cuMemsetD32((CUdeviceptr)(uintptr_t)c.out, 0x7fc00000u, (size_t)T * H * K) ==
-             CUDA_SUCCESS,
-         "device 1 poisons its output");
-  EXPECT(kda_gate_chunk_cumsum(one, &c.a, NULL) == KDA_OK, "device 1's call after the fault");
-  const size_t bad = wrong_elements(&c, 1);
-  printf("scene other_device: device 0 lost (%d); device 1's call after it: %zu wrong of %zu\n",
-         (int)r, bad, (size_t)T * H * K);
-  EXPECT(bad == 0, "device 1's output");
+  const CUresult poisoned =
+      g_drv->cuMemsetD32((CUdeviceptr)(uintptr_t)c.out, 0x7fc00000u, (size_t)T * H * K);
+  const kda_status st = kda_gate_chunk_cumsum(one, &c.a, NULL);
+  if (st == KDA_OK) {
+    EXPECT(poisoned == CUDA_SUCCESS, "device 1 computes but could not be poisoned: %d",
+           (int)poisoned);
+    const size_t bad = wrong_elements(&c, 1);
+    printf("scene other_device: device 1 still computes: %zu wrong of %zu\n", bad,
+           (size_t)T * H * K);
+    EXPECT(bad == 0, "device 1's output after device 0's fault");
+  } else {
+    printf("scene other_device: the driver lost device 1's context too (cuMemsetD32 %d)\n",
+           (int)poisoned);
+    expect_lost(st, "device 1's call after device 0's fault");
+  }
   destroy_promptly(one, "device 1's context");
   destroy_promptly(f.ctx, "the faulting context");
   return 0;
@@ -473,7 +482,7 @@ static void a_fault_while_the_background_worker_times_stores_nothing(void **stat
   lost_scene_leaves_nothing_then_a_fresh_process_tunes(state, "background");
 }
 
-static void a_fault_on_one_gpu_leaves_another_computing(void **state) {
+static void another_gpus_calls_after_a_fault_compute_or_say_lost(void **state) {
   if (run_scene_or_skip(*state, "other_device") == GU_SKIP_EXIT) skip();
 }
 
@@ -492,7 +501,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(a_fault_while_prewarm_times_stores_nothing, setup, teardown),
       cmocka_unit_test_setup_teardown(a_fault_while_the_background_worker_times_stores_nothing,
                                       setup, teardown),
-      cmocka_unit_test_setup_teardown(a_fault_on_one_gpu_leaves_another_computing, setup,
+      cmocka_unit_test_setup_teardown(another_gpus_calls_after_a_fault_compute_or_say_lost, setup,
                                       teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

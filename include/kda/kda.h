@@ -46,7 +46,9 @@
  *
  * A kernel that faults (this library's, given a bad pointer, or any other
  * library's in the process) loses its CUDA context for good: the driver
- * fails every later call on that device with the same error. A call that
+ * fails every later call on that device with the same error (and, with
+ * current drivers, on every other device of the process: 580.159.04 on
+ * two H200s did). A call that
  * meets such an error returns KDA_ERROR_CONTEXT_LOST, whichever call of
  * the library met it first; the server should restart the process. A
  * tuning run it interrupts stores nothing (no winner, no lease left
