@@ -174,10 +174,6 @@ static int counted_call_faults(atomic_long *countdown) {
  * itself returns it. */
 static atomic_int lose_async;
 FAKE_API void fake_cuda_lose_async(int on) { atomic_store(&lose_async, on); }
-__attribute__((constructor)) static void async_from_the_environment(void) {
-  const char *v = getenv("FAKE_CUDA_LOSE_ASYNC");
-  if (v != NULL && strcmp(v, "1") == 0) fake_cuda_lose_async(1);
-}
 /* 1 if this launch faults and returns the error itself. */
 static int launch_faults(void) {
   return counted_call_faults(&lose_countdown) && !atomic_load(&lose_async);
@@ -196,13 +192,6 @@ static int alloc_faults(size_t n) {
   atomic_store(&lose_alloc_bytes, 0);
   atomic_store(&lost, atomic_load(&lose_code));
   return 1;
-}
-/* FAKE_CUDA_LOSE_AFTER_LAUNCHES=N: fake_cuda_lose_context_after(N,
- * CUDA_ERROR_ILLEGAL_ADDRESS) from the start, for a test that drives
- * another process (kda-tune verify re-running a row that faults). */
-__attribute__((constructor)) static void lose_from_the_environment(void) {
-  const char *n = getenv("FAKE_CUDA_LOSE_AFTER_LAUNCHES");
-  if (n != NULL && *n != '\0') fake_cuda_lose_context_after(atol(n), CUDA_ERROR_ILLEGAL_ADDRESS);
 }
 static CUresult lost_or(CUresult r) {
   const int l = atomic_load(&lost);
@@ -326,8 +315,17 @@ FAKE_API CUresult cuModuleUnload(CUmodule m) {
  * address + 1 (the others' is the module's): never dereferenced. */
 static atomic_int compare_passes;
 FAKE_API void fake_cuda_compare_passes(int on) { atomic_store(&compare_passes, on); }
-__attribute__((constructor)) static void compare_from_the_environment(void) {
-  const char *v = getenv("FAKE_CUDA_COMPARE_PASSES");
+/* The switches a test that drives another process (kda-tune verify or
+ * prewarm meeting a fault) sets in its environment:
+ * FAKE_CUDA_LOSE_AFTER_LAUNCHES=N is fake_cuda_lose_context_after(N,
+ * CUDA_ERROR_ILLEGAL_ADDRESS) from the start; FAKE_CUDA_LOSE_ASYNC=1 and
+ * FAKE_CUDA_COMPARE_PASSES=1 turn on what their functions above do. */
+__attribute__((constructor)) static void switches_from_the_environment(void) {
+  const char *n = getenv("FAKE_CUDA_LOSE_AFTER_LAUNCHES");
+  if (n != NULL && *n != '\0') fake_cuda_lose_context_after(atol(n), CUDA_ERROR_ILLEGAL_ADDRESS);
+  const char *v = getenv("FAKE_CUDA_LOSE_ASYNC");
+  if (v != NULL && strcmp(v, "1") == 0) fake_cuda_lose_async(1);
+  v = getenv("FAKE_CUDA_COMPARE_PASSES");
   if (v != NULL && strcmp(v, "1") == 0) fake_cuda_compare_passes(1);
 }
 static int is_compare(CUfunction f) { return ((uintptr_t)f & 1u) != 0; }
